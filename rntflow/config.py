@@ -1,0 +1,391 @@
+"""The trial configuration: one YAML file, validated into typed settings.
+
+``deployments/trial.example.yaml`` is the demo's. Relative paths in the file are resolved
+against the file's own folder, so a config and its data can move together.
+
+Invalid configuration raises :class:`rntflow.errors.ConfigError` whose message names the
+key (as a dotted path, e.g. ``sites.1.calling_ae_titles``) and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rntflow.errors import ConfigError, EnrolmentError
+
+AE_TITLE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_ae(value: str) -> str:
+    if not AE_TITLE_RE.match(value) or value.strip() == "" or "\\" in value:
+        raise ValueError(f"{value!r} is not a valid AE title (1-16 printable ASCII, no backslash)")
+    return value.strip()
+
+
+class TlsSettings(_Strict):
+    """DICOM TLS with mutual authentication (PS3.15 Annex B)."""
+
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> "TlsSettings":
+        if self.enabled:
+            missing = [n for n in ("cert_file", "key_file", "ca_file") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"TLS is enabled but {', '.join(missing)} not set")
+        return self
+
+
+class ListenerSettings(_Strict):
+    """The DICOM Storage SCP."""
+
+    ae_title: str = "RNTFLOW"
+    host: str = "127.0.0.1"
+    port: int = Field(11112, ge=1, le=65535)
+    quiet_period_s: float = Field(30.0, ge=0)
+    min_free_disk_mb: float = Field(500.0, ge=0)
+    max_pdu_bytes: int = Field(0, ge=0)
+    tls: TlsSettings = TlsSettings()
+
+    _ae = field_validator("ae_title")(_check_ae)
+
+
+class PathSettings(_Strict):
+    """Where data lands. Relative paths are relative to the config file's folder."""
+
+    spool: Path = Path("data/spool")
+    warehouse: Path = Path("data/warehouse")
+    keys: Path = Path("data/keys")
+    enrolment: Path = Path("enrolment.csv")
+    phantom_fills: Path = Path("phantom_fills.csv")
+    prefect_home: Path = Path("data/prefect")
+
+
+class SiteSettings(_Strict):
+    """One hospital: its PACS AE titles and, optionally, source addresses."""
+
+    id: str = Field(pattern=r"^[A-Z0-9_]{2,16}$")
+    name: str
+    calling_ae_titles: list[str] = Field(min_length=1)
+    source_addresses: list[str] = Field(default_factory=list)
+    voi_name_map: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("calling_ae_titles")
+    @classmethod
+    def _aes(cls, values: list[str]) -> list[str]:
+        return [_check_ae(v) for v in values]
+
+
+class EnergyWindow(_Strict):
+    """An acquisition energy window by centre (keV) and full width (% of centre)."""
+
+    name: str
+    center_kev: float = Field(gt=0)
+    width_pct: float = Field(gt=0, le=100)
+
+    @property
+    def lower_kev(self) -> float:
+        return self.center_kev * (1 - self.width_pct / 200)
+
+    @property
+    def upper_kev(self) -> float:
+        return self.center_kev * (1 + self.width_pct / 200)
+
+
+class TimePointWindow(_Strict):
+    """A protocol imaging time point with its acceptance window (h after administration)."""
+
+    nominal_h: float = Field(gt=0)
+    earliest_h: float = Field(gt=0)
+    latest_h: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "TimePointWindow":
+        if not self.earliest_h <= self.nominal_h <= self.latest_h:
+            raise ValueError("need earliest_h <= nominal_h <= latest_h")
+        return self
+
+
+class ImagingProtocol(_Strict):
+    """The trial's post-therapy SPECT/CT protocol for one radionuclide."""
+
+    radionuclide: str = "Lu-177"
+    photopeak_windows: list[EnergyWindow] = Field(min_length=1)
+    scatter_windows: list[EnergyWindow] = Field(default_factory=list)
+    energy_tolerance_pct: float = Field(2.0, ge=0)
+    collimator: str = "MEGP"
+    attenuation_correction: bool = True
+    scatter_correction: bool = True
+    algorithm: str = "OSEM"
+    min_iterations_x_subsets: int = Field(48, ge=1)
+    max_iterations_x_subsets: int = Field(480, ge=1)
+    matrix_size: int = Field(128, ge=16)
+    voxel_size_mm: float = Field(4.8, gt=0)
+    voxel_tolerance_mm: float = Field(0.5, ge=0)
+    max_post_filter_fwhm_mm: float = Field(0.0, ge=0)
+    min_projections: int = Field(60, ge=1)
+    min_time_per_projection_s: float = Field(10.0, gt=0)
+    time_points: list[TimePointWindow] = Field(min_length=1)
+    dosimetry_method: Literal["multi_time_point", "single_time_point"] = "multi_time_point"
+    min_time_points_for_fit: int = Field(3, ge=1)
+
+
+class OrganLimit(_Strict):
+    """A cumulative absorbed-dose (or BED) limit for an organ at risk."""
+
+    dose_gy: float | None = Field(None, gt=0)
+    bed_gy: float | None = Field(None, gt=0)
+
+
+class Radiobiology(_Strict):
+    """LQ-model parameters for one organ."""
+
+    alpha_beta_gy: float = Field(gt=0)
+    t_rep_h: float = Field(gt=0)
+
+
+class CalibrationSettings(_Strict):
+    """Cross-calibration policy."""
+
+    validity_days: int = Field(180, ge=1)
+    drift_tolerance_pct: float = Field(5.0, gt=0)
+    reference_rc_band: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    phantom_patient_id_pattern: str = r"^QC[-_]"
+
+    @field_validator("phantom_patient_id_pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class DosimetrySettings(_Strict):
+    """Dose-engine choices."""
+
+    engine: Literal["organ", "voxel_dpk", "voxel_led"] = "voxel_dpk"
+    partial_volume_correction: bool = True
+
+
+class TrialConfig(_Strict):
+    """A whole trial: sites, listener, protocol, limits and paths."""
+
+    trial_id: str = Field(pattern=r"^[A-Za-z0-9_-]{2,32}$")
+    listener: ListenerSettings = ListenerSettings()
+    paths: PathSettings = PathSettings()
+    sites: list[SiteSettings] = Field(min_length=1)
+    protocol: ImagingProtocol
+    dose_limits: dict[str, OrganLimit] = Field(default_factory=dict)
+    radiobiology: dict[str, Radiobiology] = Field(default_factory=dict)
+    voi_name_map: dict[str, str] = Field(default_factory=dict)
+    calibration: CalibrationSettings = CalibrationSettings()
+    dosimetry: DosimetrySettings = DosimetrySettings()
+    config_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "TrialConfig":
+        ids = [s.id for s in self.sites]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate site id(s): {sorted(dup)}")
+        aes = [ae for s in self.sites for ae in s.calling_ae_titles]
+        dup_ae = {a for a in aes if aes.count(a) > 1}
+        if dup_ae:
+            raise ValueError(f"calling AE title(s) given to more than one site: {sorted(dup_ae)}")
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        """Return ``path`` made absolute against the config file's folder."""
+        return path if path.is_absolute() else (self.config_dir / path).resolve()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.resolve(self.paths.spool)
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.resolve(self.paths.warehouse)
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.resolve(self.paths.keys)
+
+    @property
+    def enrolment_file(self) -> Path:
+        return self.resolve(self.paths.enrolment)
+
+    @property
+    def phantom_fills_file(self) -> Path:
+        return self.resolve(self.paths.phantom_fills)
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.resolve(self.paths.prefect_home)
+
+    def site_for_ae(self, calling_ae: str) -> SiteSettings | None:
+        """The site that owns ``calling_ae``, or ``None``."""
+        for site in self.sites:
+            if calling_ae.strip() in site.calling_ae_titles:
+                return site
+        return None
+
+    def site(self, site_id: str) -> SiteSettings:
+        for site in self.sites:
+            if site.id == site_id:
+                return site
+        raise ConfigError(f"sites: no site with id {site_id!r}")
+
+    def map_voi_name(self, name: str, site_id: str | None = None) -> str:
+        """Map a VOI name as sent to its TG-263 name.
+
+        Site-specific spellings come first, then the trial-wide table; a name already in
+        TG-263 form (or ``Lesion_<n>``) passes unchanged. Anything else raises, so that a
+        name is never guessed silently.
+        """
+        if site_id is not None:
+            site_map = self.site(site_id).voi_name_map
+            if name in site_map:
+                return site_map[name]
+        if name in self.voi_name_map:
+            return self.voi_name_map[name]
+        if name in TG263_NAMES or re.fullmatch(r"Lesion_\d+", name):
+            return name
+        raise ConfigError(
+            f"voi_name_map: VOI name {name!r}"
+            + (f" from site {site_id}" if site_id else "")
+            + " is neither TG-263 nor mapped in the trial config"
+        )
+
+
+#: TG-263 structure names the platform knows (AAPM TG-263, Table 4 subset).
+TG263_NAMES = frozenset(
+    {
+        "Kidney_L", "Kidney_R", "Kidneys", "Liver", "Spleen", "Parotid_L", "Parotid_R",
+        "Glnd_Submand_L", "Glnd_Submand_R", "Bone_Marrow", "Lungs", "Lung_L", "Lung_R",
+        "Body", "External", "Bowel", "Bladder",
+    }
+)
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> TrialConfig:
+    """Read and validate a trial config file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The YAML file.
+
+    Returns
+    -------
+    TrialConfig
+        The validated configuration, with ``config_dir`` set to the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, is not YAML, or fails validation (naming the key).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: (top level): expected a mapping of settings")
+    if "config_dir" in raw:
+        raise ConfigError(f"{path}: config_dir: is set by rntflow, not in the file")
+    raw["config_dir"] = path.resolve().parent
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """One row of the coordinator's enrolment table (the identity key table).
+
+    Attributes
+    ----------
+    site_id : str
+        The site that enrolled the subject.
+    patient_id : str
+        The hospital's PatientID (PHI: lives only in the key table).
+    subject_id : str
+        The trial pseudonym used everywhere beyond the listener.
+    kind : str
+        ``patient`` or ``phantom``.
+    """
+
+    site_id: str
+    patient_id: str
+    subject_id: str
+    kind: str = "patient"
+
+
+ENROLMENT_COLUMNS = ("site_id", "patient_id", "subject_id", "kind")
+
+
+def load_enrolment(path: str | Path) -> list[Enrolment]:
+    """Read the enrolment CSV (columns ``site_id,patient_id,subject_id,kind``).
+
+    Raises
+    ------
+    EnrolmentError
+        Naming the row and the problem for a missing column, an empty field, an unknown
+        kind or a PatientID/subject enrolled twice.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows: list[Enrolment] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ENROLMENT_COLUMNS[:3] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise EnrolmentError(f"{path}: missing column(s) {missing}")
+        seen_pid: set[tuple[str, str]] = set()
+        seen_sid: set[str] = set()
+        for lineno, rec in enumerate(reader, start=2):
+            values = {k: (rec.get(k) or "").strip() for k in ENROLMENT_COLUMNS}
+            values["kind"] = values["kind"] or "patient"
+            for key in ENROLMENT_COLUMNS[:3]:
+                if not values[key]:
+                    raise EnrolmentError(f"{path}: row {lineno}: {key} is empty")
+            if values["kind"] not in ("patient", "phantom"):
+                raise EnrolmentError(f"{path}: row {lineno}: kind {values['kind']!r} is not patient|phantom")
+            pid_key = (values["site_id"], values["patient_id"])
+            if pid_key in seen_pid:
+                raise EnrolmentError(f"{path}: row {lineno}: patient enrolled twice at {values['site_id']}")
+            if values["subject_id"] in seen_sid:
+                raise EnrolmentError(f"{path}: row {lineno}: subject_id {values['subject_id']} used twice")
+            seen_pid.add(pid_key)
+            seen_sid.add(values["subject_id"])
+            rows.append(Enrolment(**values))
+    return rows
