@@ -1,0 +1,126 @@
+"""Hospitals of the synthetic trial, each with its own SPECT/CT camera and habits.
+
+Site templates cycle when more sites are asked for; every site after the third gets
+jittered sensitivity and resolution so that no two are the same. Deliberate faults:
+
+* site 2 (GE) reconstructs in vendor Bq/mL with a +12% scale error (uncorrected by the
+  vendor), and names its VOIs in its own spelling;
+* site 3 (Mediso) is off-protocol: no scatter correction (only the photopeak window is
+  acquired, so scatter adds counts), 2 iterations x 8 subsets (16 < 48 required).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A SPECT/CT system and how the site reconstructs with it.
+
+    Attributes
+    ----------
+    manufacturer, model, serial : str
+        As written to DICOM.
+    sensitivity_cps_per_mbq : float
+        True system sensitivity for 177Lu in the 208 keV window (reconstructed counts per
+        second of acquisition per MBq in the field of view).
+    fwhm_mm : float
+        Reconstructed spatial resolution (Gaussian FWHM, mm).
+    units : str
+        ``CNTS`` or ``BQML`` (vendor-quantified).
+    vendor_scale_error : float
+        Multiplicative error of a vendor Bq/mL reconstruction (1.0 = exact).
+    scatter_correction : bool
+        Whether scatter is corrected; if not, ``scatter_fraction`` of extra counts appear.
+    scatter_fraction : float
+        Scatter-to-primary ratio in the photopeak window when uncorrected.
+    iterations, subsets : int
+        OSEM settings.
+    collimator : str
+        Collimator name.
+    projections_per_head : int
+        Views per detector head (two heads).
+    time_per_projection_s : float
+        Seconds per view.
+    noise_amplification : float
+        Variance-to-mean ratio of reconstructed voxel counts (OSEM noise is not Poisson).
+    """
+
+    manufacturer: str
+    model: str
+    serial: str
+    sensitivity_cps_per_mbq: float
+    fwhm_mm: float
+    units: str = "CNTS"
+    vendor_scale_error: float = 1.0
+    scatter_correction: bool = True
+    scatter_fraction: float = 0.0
+    iterations: int = 6
+    subsets: int = 16
+    collimator: str = "MEGP"
+    projections_per_head: int = 60
+    time_per_projection_s: float = 20.0
+    noise_amplification: float = 3.0
+
+    @property
+    def acquisition_duration_s(self) -> float:
+        return self.projections_per_head * self.time_per_projection_s
+
+
+@dataclass(frozen=True)
+class Site:
+    """One hospital of the trial."""
+
+    site_id: str
+    name: str
+    calling_ae_title: str
+    camera: Camera
+    voi_spelling: dict[str, str]
+    patient_id_prefix: str
+
+
+_GE_SPELLING = {
+    "Kidney_L": "LT KIDNEY", "Kidney_R": "RT KIDNEY", "Liver": "LIVER", "Spleen": "SPLEEN",
+    "Parotid_L": "LT PAROTID", "Parotid_R": "RT PAROTID", "Glnd_Submand_L": "LT SUBMANDIBULAR",
+    "Glnd_Submand_R": "RT SUBMANDIBULAR", "Bone_Marrow": "MARROW L-SPINE", "Lungs": "LUNGS",
+}
+
+_TEMPLATES = (
+    ("Amsterdam", "SITE01_PACS", Camera("SIEMENS", "Symbia Intevo Bold", "1053", 10.4, 11.0), {}, "AMC"),
+    ("Krakow", "GEPACS02",
+     Camera("GE MEDICAL SYSTEMS", "Discovery NM/CT 670 Pro", "GE4471", 11.6, 12.5, units="BQML",
+            vendor_scale_error=1.12, iterations=4, subsets=12, collimator="MEGP"), _GE_SPELLING, "KRK"),
+    ("Wuerzburg", "ANYSCAN3",
+     Camera("MEDISO", "AnyScan SC", "MD-2291", 12.9, 14.0, scatter_correction=False, scatter_fraction=0.28,
+            iterations=2, subsets=8, collimator="ME"), {}, "WUE"),
+)
+
+
+def default_sites(n_sites: int, rng: np.random.Generator) -> list[Site]:
+    """The trial's sites: the three templates, then jittered copies.
+
+    Parameters
+    ----------
+    n_sites : int
+        Number of sites (>= 1).
+    rng : numpy.random.Generator
+        Randomness for sites beyond the templates.
+    """
+    sites = []
+    for i in range(n_sites):
+        name, ae, cam, spelling, prefix = _TEMPLATES[i % len(_TEMPLATES)]
+        site_id = f"SITE{i + 1:02d}"
+        if i >= len(_TEMPLATES):
+            cam = replace(
+                cam,
+                serial=f"{cam.serial}-{i + 1}",
+                sensitivity_cps_per_mbq=float(np.clip(cam.sensitivity_cps_per_mbq * rng.uniform(0.9, 1.1), 9.5, 13.5)),
+                fwhm_mm=float(np.clip(cam.fwhm_mm + rng.uniform(-1.5, 1.5), 8.0, 16.0)),
+            )
+            ae = f"{ae[:12]}_{i + 1:02d}"
+            name = f"{name} {i // len(_TEMPLATES) + 1}"
+        sites.append(Site(site_id, name, ae, cam, dict(spelling), f"{prefix}{i + 1:02d}"))
+    return sites
