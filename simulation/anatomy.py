@@ -126,7 +126,7 @@ def _body_shapes(scale_xy: float) -> tuple[Shape, ...]:
 def _vertebrae(rng: np.random.Generator) -> tuple[Shape, ...]:
     semi = (20.0 * rng.lognormal(0, 0.05), 16.0 * rng.lognormal(0, 0.05))
     out = []
-    for z0 in np.arange(-110.0, 300.0, 30.0):
+    for z0 in np.arange(-80.0, 300.0, 30.0):
         out.append(EllipticCylinder((0.0, 72.0), semi, float(z0), float(z0 + 24.0)))
     return tuple(out)
 
@@ -193,7 +193,7 @@ def _place_lesions(rng: np.random.Generator, body: tuple[Shape, ...], comps: lis
     lesions: list[Compartment] = []
     diameters: list[float] = []
     # lymph-node stations: para-aortic, iliac, mediastinal, supraclavicular (anatomy frame)
-    region_lo = np.array([-120.0, -70.0, -120.0])
+    region_lo = np.array([-120.0, -70.0, -70.0])
     region_hi = np.array([120.0, 60.0, 310.0])
     occupied = list(comps)
     while len(lesions) < n:

@@ -107,7 +107,7 @@ def _base(sop_class: str, sop_uid: str, ident: Identity, sess: Session, modality
     meta.ImplementationVersionName = "RNTFLOW_SIM_01"
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: Polish and German names
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.InstanceCreationDate, ds.InstanceCreationTime = _da(created), _tm(created)
     ds.StudyDate, ds.StudyTime = _da(sess.acquisition), _tm(sess.acquisition)

@@ -181,6 +181,8 @@ class _Writer:
                     if poly is not None:
                         poly[:, 2] = z_mm
                         contours.append((k, poly))
+            if not contours:
+                raise RuntimeError(f"simulator: VOI {comp.voi} lies outside the CT field of view")
             roi_list.append(dw.RoiContours(name, kind, contours, colours[i % len(colours)]))
         dw.write_rtstruct(study_dir / "RTSTRUCT" / "RS_0001.dcm", ident, sess, ct_series, refs, roi_list,
                           dw.uid(key + "/rs-series"), dw.uid(key + "/rs"), when + dt.timedelta(days=1))

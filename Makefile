@@ -1,0 +1,51 @@
+# rntflow: two commands on a fresh machine.
+#   make demo   simulate the demo trial, ingest it over DICOM, run the flows, fill the warehouse
+#   make test   the test suite
+# Both create the virtualenv, install the package and the Debian tools they need.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SYSPKGS := dcmtk dicom3tools orthanc
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_TELEMETRY_ENABLED := false
+export PREFECT_LOGGING_LEVEL := WARNING
+export DO_NOT_TRACK := 1
+
+.PHONY: all demo test sysdeps venv bench clean distclean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian tools: dcmtk (storescu/storescp), dicom3tools (dciodvfy), orthanc (a real PACS).
+sysdeps:
+	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! [ -x /usr/sbin/Orthanc ]; then \
+	  echo "installing Debian packages: $(SYSPKGS)"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(SYSPKGS); \
+	fi
+
+test: $(STAMP) sysdeps
+	$(BIN)/pytest -q
+
+demo: $(STAMP) sysdeps
+	$(BIN)/rntflow demo --config deployments/trial.example.yaml
+
+bench: $(STAMP) sysdeps
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf data demo-out .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,135 @@
+"""``rntflow push``: send a tree of DICOM files by C-STORE, as a site's PACS would.
+
+One association per study (StudyInstanceUID), presentation contexts proposed for exactly
+the SOP classes and transfer syntaxes the study holds, and every non-Success status
+reported with the file it belongs to. Files that are not DICOM are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE, build_context
+
+from rntflow.errors import PushError
+
+LOG = logging.getLogger("rntflow.push")
+
+
+@dataclass
+class PushFailure:
+    """One instance that was not stored, and why."""
+
+    path: str
+    study_uid: str
+    status: str
+
+
+@dataclass
+class PushReport:
+    """Outcome of a push."""
+
+    studies: int = 0
+    sent: int = 0
+    stored: int = 0
+    skipped_files: list[str] = field(default_factory=list)
+    failures: list[PushFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _index(root: Path) -> dict[str, list[tuple[Path, str, str]]]:
+    """StudyInstanceUID -> [(path, SOPClassUID, TransferSyntaxUID)] for every DICOM file."""
+    studies: dict[str, list[tuple[Path, str, str]]] = defaultdict(list)
+    paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in paths:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID"])
+            ts = str(ds.file_meta.TransferSyntaxUID)
+            studies[str(ds.StudyInstanceUID)].append((path, str(ds.SOPClassUID), ts))
+        except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError):
+            studies[""].append((path, "", ""))
+    return studies
+
+
+def push_tree(root: str | Path, host: str, port: int, calling_aet: str, called_aet: str,
+              progress: Callable[[str], None] | None = None, tls_context=None) -> PushReport:
+    """Push every DICOM file under ``root``, one association per study.
+
+    Parameters
+    ----------
+    root : str or Path
+        A folder (searched recursively) or one file.
+    host, port : str, int
+        The receiving Storage SCP.
+    calling_aet, called_aet : str
+        Our AE title and the receiver's.
+    progress : callable, optional
+        Called with a one-line message per study.
+    tls_context : ssl.SSLContext, optional
+        Client TLS context for DICOM TLS.
+
+    Returns
+    -------
+    PushReport
+
+    Raises
+    ------
+    PushError
+        When ``root`` does not exist.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise PushError(f"{root}: no such file or folder")
+    report = PushReport()
+    studies = _index(root)
+    report.skipped_files = [str(p) for p, _c, _t in studies.pop("", [])]
+    for study_uid, files in studies.items():
+        report.studies += 1
+        ae = AE(ae_title=calling_aet)
+        contexts = sorted({(c, t) for _p, c, t in files})
+        if len(contexts) > 128:
+            raise PushError(f"study {study_uid}: more than 128 presentation contexts needed")
+        ae.requested_contexts = [build_context(c, [t]) for c, t in contexts]
+        kwargs = {"ae_title": called_aet}
+        if tls_context is not None:
+            kwargs["tls_args"] = (tls_context, host)
+        assoc = ae.associate(host, port, **kwargs)
+        if not assoc.is_established:
+            reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no connection"
+            for path, _c, _t in files:
+                report.failures.append(PushFailure(str(path), study_uid, f"association {reason}"))
+            if progress:
+                progress(f"study {study_uid[-12:]}: association {reason} ({len(files)} instances not sent)")
+            continue
+        stored = 0
+        try:
+            for path, _c, _t in files:
+                ds = dcmread(path)
+                status = assoc.send_c_store(ds)
+                report.sent += 1
+                code = getattr(status, "Status", None)
+                if code is None:
+                    report.failures.append(PushFailure(str(path), study_uid, "no response (association lost)"))
+                    if not assoc.is_established:
+                        break
+                elif code in (0x0000, 0xB000, 0xB007, 0xB006):
+                    stored += 1
+                else:
+                    comment = getattr(status, "ErrorComment", "")
+                    report.failures.append(PushFailure(str(path), study_uid, f"0x{code:04X} {comment}".strip()))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        report.stored += stored
+        if progress:
+            progress(f"study ...{study_uid[-12:]}: {stored}/{len(files)} stored")
+    return report

@@ -1,0 +1,51 @@
+"""``rntflow tare-plan``: partition-model activity plan for radioembolisation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dosimetry.tare import PRODUCTS, plan_partition
+from rntflow.errors import RntflowError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``tare-plan`` subcommand to ``subparsers``."""
+    p = subparsers.add_parser("tare-plan", help="partition-model TARE activity plan",
+                              description="Activity for a planned tumour dose (partition model, seed 000).")
+    p.add_argument("--tumour-dose-gy", type=float, required=True)
+    p.add_argument("--normal-liver-mass-kg", type=float, required=True)
+    p.add_argument("--tumour-mass-kg", type=float, required=True)
+    p.add_argument("--ratio", type=float, required=True, help="tumour-to-normal uptake ratio r")
+    p.add_argument("--lung-shunt", type=float, required=True, help="lung shunt fraction L (0-1)")
+    p.add_argument("--product", choices=sorted(PRODUCTS), default="SIR-Spheres")
+    p.add_argument("--lung-mass-kg", type=float, default=1.0)
+    p.add_argument("--pretreated", action="store_true", help="pre-treated/compromised liver limits")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the plan table; 0 if within limits, 2 on error or broken limit."""
+    try:
+        plan = plan_partition(args.tumour_dose_gy, args.normal_liver_mass_kg, args.tumour_mass_kg,
+                              args.ratio, args.lung_shunt, product=args.product,
+                              lung_mass_kg=args.lung_mass_kg, pretreated=args.pretreated,
+                              raise_on_limit=False)
+    except RntflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = [("product", plan.product), ("nuclide", plan.nuclide),
+            ("cf_j_per_gbq", f"{plan.cf_j_per_gbq:.2f}"), ("activity_gbq", f"{plan.activity_gbq:.3f}"),
+            ("tumour_dose_gy", f"{plan.tumour_dose_gy:.1f}"),
+            ("normal_liver_dose_gy", f"{plan.normal_liver_dose_gy:.1f}"),
+            ("lung_dose_gy", f"{plan.lung_dose_gy:.1f}")]
+    w = max(len(k) for k, _ in rows)
+    print(f"| {'quantity'.ljust(w)} | value |")
+    print(f"| {'-' * w} | ----- |")
+    for k, v in rows:
+        print(f"| {k.ljust(w)} | {v} |")
+    if plan.broken_limits:
+        print("error: plan breaks limit(s): " + "; ".join(plan.broken_limits), file=sys.stderr)
+        return 2
+    return 0
