@@ -1,0 +1,132 @@
+"""Calibration registry logic (pure): records, drift on registration, look-up by scan time.
+
+The history is an immutable tuple of :class:`Calibration` records; registering a new one
+returns a new tuple with every earlier record kept (superseded values stay auditable).
+Persistence (the warehouse table) is the caller's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Sequence
+
+from harmonization.headers import normalise_radionuclide
+from rntflow.errors import CalibrationError
+
+CalibrationStatus = Literal["valid", "expired", "missing"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One camera's cross-calibration for one radionuclide and protocol.
+
+    Exactly one of ``sensitivity_cps_per_mbq`` (counts reconstructions) and
+    ``vendor_scale_factor`` (vendor Bq/mL reconstructions, measured / true) is set;
+    ``sd`` is the standard uncertainty of that value (same unit).
+    """
+
+    site_id: str
+    camera_id: str
+    radionuclide: str
+    protocol: str
+    valid_from: datetime
+    sensitivity_cps_per_mbq: float | None = None
+    vendor_scale_factor: float | None = None
+    sd: float | None = None
+    rc_fwhm_mm: float | None = None
+    rc_amplitude: float | None = None
+    rc_sbr: float | None = None
+    filter_fwhm_mm: float | None = None
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.sensitivity_cps_per_mbq is None) == (self.vendor_scale_factor is None):
+            raise CalibrationError("a calibration needs exactly one of sensitivity_cps_per_mbq or vendor_scale_factor")
+        v = self.value
+        if not v > 0:
+            raise CalibrationError(f"calibration value must be positive, got {v!r}")
+
+    @property
+    def kind(self) -> str:
+        return "sensitivity" if self.sensitivity_cps_per_mbq is not None else "vendor_scale_factor"
+
+    @property
+    def value(self) -> float:
+        return self.sensitivity_cps_per_mbq if self.sensitivity_cps_per_mbq is not None else self.vendor_scale_factor  # type: ignore[return-value]
+
+
+def _same_key(a: Calibration, camera_id: str, radionuclide: str) -> bool:
+    return a.camera_id == camera_id and _nuc(a.radionuclide) == _nuc(radionuclide)
+
+
+def _nuc(name: str) -> str:
+    return (normalise_radionuclide(name) or name).upper()
+
+
+def register_calibration(
+    history: Sequence[Calibration], new: Calibration, drift_tolerance_pct: float
+) -> tuple[tuple[Calibration, ...], bool, float | None]:
+    """Add ``new`` to the history, flagging drift against the calibration it supersedes.
+
+    Parameters
+    ----------
+    history : sequence of Calibration
+    new : Calibration
+        Its ``version`` is assigned here (previous highest version of the same camera and
+        radionuclide + 1).
+    drift_tolerance_pct : float
+        ``TrialConfig.calibration.drift_tolerance_pct``.
+
+    Returns
+    -------
+    new_history : tuple of Calibration
+        The old records unchanged plus the versioned new one.
+    drift_flag : bool
+        ``|drift_pct| > drift_tolerance_pct``.
+    drift_pct : float or None
+        ``100 (new - previous) / previous`` against the latest earlier calibration of the
+        same camera, radionuclide and kind; ``None`` for a first calibration.
+    """
+    same = [c for c in history if _same_key(c, new.camera_id, new.radionuclide)]
+    version = max((c.version for c in same), default=0) + 1
+    rec = dataclasses.replace(new, version=version)
+    prior = [c for c in same if c.kind == new.kind and c.valid_from <= new.valid_from]
+    drift_pct = None
+    flag = False
+    if prior:
+        prev = max(prior, key=lambda c: (c.valid_from, c.version))
+        drift_pct = 100.0 * (new.value - prev.value) / prev.value
+        flag = abs(drift_pct) > drift_tolerance_pct
+    return tuple(history) + (rec,), flag, drift_pct
+
+
+def calibration_for(
+    history: Sequence[Calibration],
+    camera_id: str | None,
+    radionuclide: str,
+    scan_datetime: datetime,
+    validity_days: int,
+) -> tuple[Calibration | None, CalibrationStatus]:
+    """The calibration to use for a scan, and whether it is valid.
+
+    The latest record (highest version among equal ``valid_from``) of this camera and
+    radionuclide with ``valid_from <= scan_datetime``. A calibration made only after the
+    scan does not count (``missing``).
+
+    Returns
+    -------
+    (Calibration or None, status)
+        ``valid`` when the scan is within ``validity_days`` of ``valid_from``, ``expired``
+        otherwise (the record is still returned), ``missing`` when there is none.
+    """
+    if camera_id is None:
+        return None, "missing"
+    usable = [c for c in history if _same_key(c, camera_id, radionuclide) and c.valid_from <= scan_datetime]
+    if not usable:
+        return None, "missing"
+    cal = max(usable, key=lambda c: (c.valid_from, c.version))
+    if scan_datetime - cal.valid_from > timedelta(days=validity_days):
+        return cal, "expired"
+    return cal, "valid"
