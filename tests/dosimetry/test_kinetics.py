@@ -1,0 +1,112 @@
+"""TAC fits: analytic TIA integrals, recovery of known curves, fallbacks, single time point."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.integrate import quad
+
+from dosimetry.kinetics import (fit_tac, haenscheid_tia, madsen_tia, model_activity_mbq,
+                                model_tia_mbq_h, trapezoid_tia)
+from rntflow.errors import KineticsError
+
+LAM_LU = math.log(2) / 159.528  # ICRP-107 177Lu half-life (h)
+
+
+@pytest.mark.parametrize("model,params", [
+    ("mono_exp", [1000.0, 0.02]),
+    ("bi_exp_uptake", [1000.0, 0.02, 0.5]),
+    ("bi_exp", [600.0, 0.01, 400.0, 0.2]),
+    ("tri_exp", [600.0, 0.01, 400.0, 0.2, 1.5]),
+])
+def test_analytic_tia_equals_numeric_integral(model, params):
+    # law of mathematics: the closed form equals the quadrature to 1e-6
+    num, _ = quad(lambda t: model_activity_mbq(model, params, t), 0, np.inf, limit=200)
+    assert model_tia_mbq_h(model, params) == pytest.approx(num, rel=1e-6)
+
+
+def test_noise_free_mono_exp_recovered_exactly():
+    t = np.array([4.0, 24.0, 96.0, 168.0])
+    a = model_activity_mbq("mono_exp", [800.0, 0.015], t)
+    fit = fit_tac(t, a, "Lu-177")
+    assert fit.model == "mono_exp"
+    assert fit.tia_mbq_h == pytest.approx(800.0 / 0.015, rel=1e-6)
+    assert fit.effective_half_life_h == pytest.approx(math.log(2) / 0.015, rel=1e-6)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-9)
+
+
+def test_noisy_bi_exp_tia_within_propagated_uncertainty():
+    # 6 points allow bi_exp; with 3% noise the TIA must agree with truth within 3 sd
+    rng = np.random.default_rng(7)
+    t = np.array([1.0, 4.0, 24.0, 48.0, 96.0, 168.0])
+    truth = [500.0, 0.01, 500.0, 0.2]
+    a = model_activity_mbq("bi_exp", truth, t) * (1 + 0.03 * rng.standard_normal(t.size))
+    fit = fit_tac(t, a, "Lu-177", activity_sd_mbq=0.03 * a)
+    true_tia = model_tia_mbq_h("bi_exp", truth)
+    assert set(fit.candidates) == {"mono_exp", "bi_exp_uptake", "bi_exp"}
+    assert abs(fit.tia_mbq_h - true_tia) < 3 * fit.tia_sd_mbq_h
+    assert 0 < fit.tia_sd_mbq_h < 0.2 * fit.tia_mbq_h
+
+
+def test_covariance_sd_matches_monte_carlo():
+    # the linearised TIA sd must match the spread of refits of noisy replicates (+-30%)
+    rng = np.random.default_rng(3)
+    t = np.array([4.0, 24.0, 72.0, 120.0, 168.0])
+    clean = model_activity_mbq("mono_exp", [900.0, 0.02], t)
+    sd = 0.05 * clean
+    tias = [fit_tac(t, clean + sd * rng.standard_normal(t.size), "Lu-177", activity_sd_mbq=sd,
+                    models=["mono_exp"]).tia_mbq_h for _ in range(150)]
+    predicted = fit_tac(t, clean, "Lu-177", activity_sd_mbq=sd, models=["mono_exp"]).tia_sd_mbq_h
+    assert np.std(tias) == pytest.approx(predicted, rel=0.3)
+
+
+def test_negative_time_raises():
+    with pytest.raises(KineticsError):
+        fit_tac([-1.0, 24.0, 96.0], [10.0, 8.0, 4.0], "Lu-177")
+
+
+def test_non_positive_points_excluded_with_warning():
+    t = [4.0, 24.0, 48.0, 96.0, 168.0]
+    a = list(model_activity_mbq("mono_exp", [800.0, 0.015], np.array(t)))
+    a[2] = 0.0
+    fit = fit_tac(t, a, "Lu-177")
+    assert any("excluded 1 non-positive" in w for w in fit.warnings)
+    assert fit.tia_mbq_h == pytest.approx(800.0 / 0.015, rel=1e-6)
+
+
+def test_non_decaying_curve_falls_back_to_physical_decay():
+    t = np.array([4.0, 24.0, 96.0, 168.0])
+    a = np.array([10.0, 20.0, 30.0, 40.0])  # still rising: no biological clearance seen
+    fit = fit_tac(t, a, "Lu-177")
+    assert fit.model == "trapezoid" and fit.fallback_reason
+    # by hand: linear from 0, trapezoids, physical tail A_n / lambda_phys
+    by_hand = 10 * 4 / 2 + (10 + 20) / 2 * 20 + (20 + 30) / 2 * 72 + (30 + 40) / 2 * 72 + 40 / LAM_LU
+    assert fit.tia_mbq_h == pytest.approx(by_hand, rel=1e-4)
+
+
+def test_trapezoid_constant_start_and_sd():
+    fit = trapezoid_tia([2.0, 10.0], [5.0, 4.0], "Lu-177", start="constant", activity_sd_mbq=[1.0, 1.0])
+    w0, w1 = 2.0 + 4.0, 4.0 + 1 / LAM_LU
+    assert fit.tia_mbq_h == pytest.approx(5 * w0 + 4 * w1, rel=1e-4)
+    assert fit.tia_sd_mbq_h == pytest.approx(math.hypot(w0, w1), rel=1e-4)
+
+
+def test_haenscheid_exact_at_t_eff_and_two_t_eff():
+    # Hänscheid 2018: A(t) 2t/ln2 equals A0/lambda for a mono-exponential at t = T_eff
+    t_eff = 50.0
+    lam = math.log(2) / t_eff
+    a0 = 100.0
+    true = a0 / lam
+    for t in (t_eff, 2 * t_eff):
+        est = haenscheid_tia(t, a0 * math.exp(-lam * t), t_eff).tia_mbq_h
+        # at t = T_eff: A0/2 * 2T/ln2 = A0/lam exactly; at 2 T_eff: A0/4 * 4T/ln2 = A0/lam
+        assert est == pytest.approx(true, rel=1e-12)
+    assert haenscheid_tia(10.0, 5.0, t_eff).warnings  # 0.2 T_eff: outside 0.75-2.5
+    assert not haenscheid_tia(60.0, 5.0, t_eff).warnings
+
+
+def test_madsen_exact_for_population_half_life():
+    lam = math.log(2) / 40.0
+    assert madsen_tia(72.0, 300 * math.exp(-lam * 72.0), 40.0).tia_mbq_h == pytest.approx(300 / lam, rel=1e-12)
+    with pytest.raises(KineticsError):
+        madsen_tia(-1.0, 10.0, 40.0)

@@ -1,0 +1,202 @@
+"""Atomic, idempotent, versioned Parquet writes and schema evolution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rntflow.errors import WarehouseError
+from warehouse.catalog import connect, refresh_catalog
+from warehouse.schema import TABLES, Column
+from warehouse.writer import LoadReport, load_table
+
+from .conftest import TRIAL, voi_doses_frame
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _visible_parquet(root: Path, table: str) -> list[Path]:
+    return sorted((root / table).rglob("*.parquet"))
+
+
+def _count(root: Path, view: str) -> int:
+    refresh_catalog(root)
+    with connect(root) as con:
+        return con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+
+
+def test_layout_is_hive_partitioned(tmp_path):
+    report = load_table(tmp_path, "voi_doses", voi_doses_frame())
+    assert report == LoadReport(rows_in=144, rows_new=144, rows_unchanged=0, rows_new_version=0, files_written=3)
+    files = _visible_parquet(tmp_path, "voi_doses")
+    assert len(files) == 3
+    for f in files:
+        rel = f.relative_to(tmp_path / "voi_doses").parts
+        assert rel[0] == f"trial_id={TRIAL}" and rel[1].startswith("site_id=SITE0") and rel[2].startswith("part-")
+        # partition columns live in the path, not the file
+        names = pq.read_schema(f).names
+        assert "site_id" not in names and "trial_id" not in names and "dose_gy" in names
+
+
+def test_loading_same_frame_twice_adds_no_rows(tmp_path):
+    df = voi_doses_frame()
+    load_table(tmp_path, "voi_doses", df)
+    n_files = len(_visible_parquet(tmp_path, "voi_doses"))
+    again = load_table(tmp_path, "voi_doses", df.sample(frac=1.0, random_state=1))  # order must not matter
+    assert again == LoadReport(144, 0, 144, 0, 0)
+    assert len(_visible_parquet(tmp_path, "voi_doses")) == n_files
+    assert _count(tmp_path, "voi_doses_history") == 144
+
+
+def test_changed_value_adds_a_version_and_keeps_the_old(tmp_path):
+    df = voi_doses_frame()
+    load_table(tmp_path, "voi_doses", df)
+    changed = df.copy()
+    changed.loc[0, "dose_gy"] = 12.5
+    report = load_table(tmp_path, "voi_doses", changed)
+    assert (report.rows_new, report.rows_unchanged, report.rows_new_version, report.files_written) == (0, 143, 1, 1)
+    assert _count(tmp_path, "voi_doses_history") == 145
+    assert _count(tmp_path, "voi_doses") == 144
+    key = df.iloc[0]
+    with connect(tmp_path) as con:
+        sql = ("SELECT result_version, dose_gy FROM {} WHERE subject_id = ? AND voi = ? AND cycle = ? "
+               "ORDER BY result_version")
+        args = [key.subject_id, key.voi, int(key.cycle)]
+        assert con.execute(sql.format("voi_doses_history"), args).fetchall() == [(1, key.dose_gy), (2, 12.5)]
+        assert con.execute(sql.format("voi_doses"), args).fetchall() == [(2, 12.5)]
+    # a third load of the changed frame is idempotent again; reverting is version 3
+    assert load_table(tmp_path, "voi_doses", changed).rows_unchanged == 144
+    assert load_table(tmp_path, "voi_doses", df).rows_new_version == 1
+
+
+def test_new_input_hash_with_same_values_is_a_new_version(tmp_path):
+    df = voi_doses_frame().head(4).assign(input_hash="calib-v1")
+    load_table(tmp_path, "voi_doses", df)
+    assert load_table(tmp_path, "voi_doses", df).rows_unchanged == 4
+    assert load_table(tmp_path, "voi_doses", df.assign(input_hash="calib-v2")).rows_new_version == 4
+
+
+def test_missing_not_null_key_names_the_column(tmp_path):
+    df = voi_doses_frame().drop(columns=["voi"])
+    with pytest.raises(WarehouseError, match="'voi'"):
+        load_table(tmp_path, "voi_doses", df)
+    df = voi_doses_frame()
+    df.loc[3, "subject_id"] = None
+    with pytest.raises(WarehouseError, match="'subject_id' must not be null"):
+        load_table(tmp_path, "voi_doses", df)
+    assert not (tmp_path / "voi_doses").exists() or _visible_parquet(tmp_path, "voi_doses") == []
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.assign(patient_name="x"), "not in the schema"),
+    (lambda d: d.assign(engine="monte_carlo"), "not in"),
+    (lambda d: d.assign(dose_gy="a lot"), "dose_gy"),
+    (lambda d: pd.concat([d, d.head(1)]), "natural key"),
+    (lambda d: d.assign(site_id="../etc"), "partition"),
+])
+def test_invalid_frames_are_rejected(tmp_path, mutate, message):
+    with pytest.raises(WarehouseError, match=message):
+        load_table(tmp_path, "voi_doses", mutate(voi_doses_frame()))
+    assert _visible_parquet(tmp_path, "voi_doses") == [] if (tmp_path / "voi_doses").exists() else True
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_exception_between_write_and_rename_leaves_no_file(tmp_path):
+    df = voi_doses_frame()
+    load_table(tmp_path, "voi_doses", df[df.site_id == "SITE01"])
+    before = _visible_parquet(tmp_path, "voi_doses")
+
+    def crash(tmp: Path) -> None:
+        assert tmp.exists() and tmp.stat().st_size > 0  # the data was fully written ...
+        raise _Crash()  # ... but never renamed
+
+    with pytest.raises(_Crash):
+        load_table(tmp_path, "voi_doses", df[df.site_id == "SITE02"], _before_rename=crash)
+    assert _visible_parquet(tmp_path, "voi_doses") == before
+    assert list((tmp_path / "voi_doses").rglob(".*.tmp")) == []  # cleaned up on exception
+    assert _count(tmp_path, "voi_doses") == 48
+    # the retried load completes it, without duplicates
+    assert load_table(tmp_path, "voi_doses", df).rows_new == 96
+    assert _count(tmp_path, "voi_doses_history") == 144
+
+
+def test_killed_process_between_write_and_rename_leaves_no_visible_file(tmp_path):
+    df = voi_doses_frame()
+    df.to_parquet(tmp_path / "input.parquet")
+    script = textwrap.dedent(f"""
+        import os, pandas as pd
+        from warehouse.writer import load_table
+        df = pd.read_parquet({str(tmp_path / 'input.parquet')!r})
+        load_table({str(tmp_path / 'wh')!r}, "voi_doses", df, _before_rename=lambda tmp: os._exit(9))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 9, proc.stderr
+    root = tmp_path / "wh"
+    assert len(list((root / "voi_doses").rglob(".part-*.parquet.tmp"))) == 1  # the half-finished load
+    assert _visible_parquet(root, "voi_doses") == []
+    assert _count(root, "voi_doses") == 0
+    assert load_table(root, "voi_doses", df).rows_new == 144
+    assert _count(root, "voi_doses") == 144
+    assert list((root / "voi_doses").rglob("*.tmp")) == []  # the orphan was swept under the lock
+
+
+def test_catalog_refresh_does_not_disturb_open_reader(small_warehouse):
+    with connect(small_warehouse) as reader:
+        before = reader.execute("SELECT count(*) FROM voi_doses").fetchone()
+        load_table(small_warehouse, "voi_doses", voi_doses_frame().assign(dose_gy=1.0))
+        refresh_catalog(small_warehouse)  # must not fail on the reader's open file
+        assert reader.execute("SELECT count(*) FROM voi_doses").fetchone() == before
+    with connect(small_warehouse) as con:
+        assert con.execute("SELECT count(*), max(result_version) FROM voi_doses").fetchone() == (144, 2)
+
+
+def test_schema_evolution_new_column_old_files_readable(tmp_path):
+    df = voi_doses_frame()
+    load_table(tmp_path, "voi_doses", df[df.site_id == "SITE01"])
+    old_files = {p: p.stat().st_mtime_ns for p in _visible_parquet(tmp_path, "voi_doses")}
+    evolved = dict(TABLES)
+    evolved["voi_doses"] = TABLES["voi_doses"].with_column(
+        Column("dose_rate_max_gy_per_h", pa.float64(), "Gy/h", "Peak dose rate.", True))
+    # the catalog of the evolved schema shows the column even before any file holds it
+    refresh_catalog(tmp_path, tables=evolved)
+    with connect(tmp_path) as con:
+        assert con.execute("SELECT count(*), count(dose_rate_max_gy_per_h) FROM voi_doses").fetchone() == (48, 0)
+    new = df[df.site_id == "SITE02"].assign(dose_rate_max_gy_per_h=0.5)
+    assert load_table(tmp_path, "voi_doses", new, tables=evolved).rows_new == 48
+    # old rows are unchanged by the new schema (no spurious new versions, no rewrite)
+    assert load_table(tmp_path, "voi_doses", df[df.site_id == "SITE01"], tables=evolved).rows_unchanged == 48
+    assert all(p.stat().st_mtime_ns == m for p, m in old_files.items())
+    refresh_catalog(tmp_path, tables=evolved)
+    with connect(tmp_path) as con:
+        rows = con.execute("SELECT site_id, count(*), count(dose_rate_max_gy_per_h), max(dose_rate_max_gy_per_h) "
+                           "FROM voi_doses GROUP BY site_id ORDER BY site_id").fetchall()
+    assert rows == [("SITE01", 48, 0, None), ("SITE02", 48, 48, 0.5)]
+
+
+def test_concurrent_loads_do_not_duplicate(tmp_path):
+    df = voi_doses_frame()
+    reports: list[LoadReport] = []
+    threads = [threading.Thread(target=lambda: reports.append(load_table(tmp_path, "voi_doses", df)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.rows_new for r in reports) == [0, 0, 0, 144]
+    assert _count(tmp_path, "voi_doses_history") == 144
+
+
+def test_unknown_table(tmp_path):
+    with pytest.raises(WarehouseError, match="unknown warehouse table"):
+        load_table(tmp_path, "doses", voi_doses_frame())

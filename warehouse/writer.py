@@ -1,0 +1,411 @@
+"""Atomic, idempotent Parquet writer for the warehouse.
+
+Layout: ``<warehouse>/<table>/trial_id=<t>/site_id=<s>/part-<uuid>.parquet`` (hive
+partitioning; tables without a site partition stop at ``trial_id=``). Files are
+append-only: a load never rewrites an existing file, so a new schema column needs no
+rewrite (the catalog reads with ``union_by_name``).
+
+Each file is written to a hidden temporary file in the same folder
+(``.part-<uuid>.parquet.tmp``, which the ``*.parquet`` glob of the views does not match),
+flushed and fsync'd, then renamed with :func:`os.replace` (atomic on POSIX) and the folder
+fsync'd. A reader therefore sees a whole file or none.
+
+Upsert semantics, per natural key (:attr:`warehouse.schema.Table.natural_key`):
+
+* a key not yet in the table is written with ``result_version = 1``;
+* a row whose content hash equals that of the key's latest version is skipped;
+* a changed row is written with ``result_version = latest + 1``; older versions stay
+  (``<table>_history`` view).
+
+Concurrent loads into one table are serialised by an exclusive ``flock`` on
+``<warehouse>/<table>/.lock``; temporary files left by a crashed writer are removed by the
+next load (under that lock).
+
+Atomicity is per file (one file per partition and load). A load that fails half-way may
+have published some partitions' files; re-running it completes it without duplicates,
+because the published rows are then "unchanged".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rntflow.errors import WarehouseError
+from warehouse.schema import TABLES, Table
+
+_PARTITION_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What one :func:`load_table` call did.
+
+    Attributes
+    ----------
+    rows_in : int
+        Rows in the frame given.
+    rows_new : int
+        Rows for natural keys not seen before (written as version 1).
+    rows_unchanged : int
+        Rows identical to their key's latest version (not written).
+    rows_new_version : int
+        Changed rows written as a new result version.
+    files_written : int
+        Parquet files created.
+    """
+
+    rows_in: int
+    rows_new: int
+    rows_unchanged: int
+    rows_new_version: int
+    files_written: int
+
+
+def table_dir(warehouse_dir: str | Path, table: str) -> Path:
+    """Folder holding a table's Parquet files."""
+    return Path(warehouse_dir) / table
+
+
+def _spec(table: str, tables: dict[str, Table] | None) -> Table:
+    tables = TABLES if tables is None else tables
+    try:
+        return tables[table]
+    except KeyError:
+        raise WarehouseError(f"unknown warehouse table {table!r}; known: {sorted(tables)}") from None
+
+
+def validate_frame(spec: Table, df: pd.DataFrame) -> pa.Table:
+    """Check ``df`` against the table schema and conform it to the Arrow schema.
+
+    Bookkeeping columns may be absent (they are filled by the writer).
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows typed as the schema says, bookkeeping columns still missing.
+
+    Raises
+    ------
+    WarehouseError
+        Naming the column for: an unknown column, a missing or null not-null column, a
+        value outside a closed vocabulary, a value that cannot be cast, a partition value
+        unsafe for a path, or a duplicated natural key.
+    """
+    writer_filled = {"result_version", "row_hash", "computed_at", "input_hash"}
+    unknown = [c for c in df.columns if c not in spec.column_names]
+    if unknown:
+        raise WarehouseError(f"{spec.name}: column(s) {unknown} are not in the schema")
+    fields = []
+    arrays = []
+    for col in spec.columns:
+        if col.name in writer_filled and col.name not in df.columns:
+            continue
+        if col.name not in df.columns:
+            if not col.nullable:
+                raise WarehouseError(f"{spec.name}: required column {col.name!r} is missing")
+            values = pa.nulls(len(df), type=col.arrow_type)
+        else:
+            series = df[col.name]
+            if not col.nullable and col.name not in writer_filled and series.isna().any():
+                first = int(np.flatnonzero(series.isna().to_numpy())[0])
+                raise WarehouseError(
+                    f"{spec.name}: column {col.name!r} must not be null "
+                    f"({int(series.isna().sum())} null value(s), first at row {first})"
+                )
+            try:
+                values = pa.array(series, type=col.arrow_type, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+                raise WarehouseError(f"{spec.name}: column {col.name!r}: cannot store as {col.arrow_type}: {exc}") from None
+            if col.allowed:
+                bad = set(series.dropna().astype(str)) - set(col.allowed)
+                if bad:
+                    raise WarehouseError(
+                        f"{spec.name}: column {col.name!r}: value(s) {sorted(bad)} not in {list(col.allowed)}"
+                    )
+        fields.append(pa.field(col.name, col.arrow_type, nullable=col.nullable))
+        arrays.append(values)
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    for part in spec.partition_by:
+        vals = set(table.column(part).drop_null().to_pylist()) if part in table.column_names else set()
+        bad = [v for v in vals if not _PARTITION_VALUE_RE.match(str(v))]
+        if bad:
+            raise WarehouseError(f"{spec.name}: column {part!r}: value(s) {bad} are not safe partition names")
+    keys = table.select(list(spec.natural_key)).to_pandas()
+    dup = keys.duplicated(keep=False)
+    if dup.any():
+        example = keys[dup].iloc[0].to_dict()
+        raise WarehouseError(f"{spec.name}: natural key {list(spec.natural_key)} repeated in the frame, e.g. {example}")
+    return table
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (Steele et al 2014): decorrelates combined 64-bit hashes."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def content_hash(spec: Table, table: pa.Table) -> pd.Series:
+    """Per-row content hash (16 hex digits) over the content columns (and ``input_hash``).
+
+    Each non-null cell contributes ``mix(hash(value) xor hash(column name))`` and the
+    contributions are summed modulo 2**64. Null cells contribute nothing, so adding a new
+    (null) column to the schema does not change the hash of old rows, and column order is
+    irrelevant. Values are hashed with :func:`pandas.util.hash_pandas_object` after Arrow's
+    default pandas conversion of the schema-typed column, so equal typed values hash equal.
+    """
+    cols = [c for c in spec.content_columns if c in table.column_names]
+    if "input_hash" in table.column_names:
+        cols.append("input_hash")
+    total = np.zeros(table.num_rows, dtype=np.uint64)
+    for name in cols:
+        column = table.column(name)
+        series = column.to_pandas()
+        name_hash = np.uint64(pd.util.hash_array(np.array([name], dtype=object))[0])
+        cell = _mix64(pd.util.hash_pandas_object(series, index=False, categorize=False).to_numpy(np.uint64) ^ name_hash)
+        cell[column.is_null().to_numpy(zero_copy_only=False)] = 0
+        with np.errstate(over="ignore"):
+            total += cell
+    return pd.Series(np.char.mod("%016x", total), dtype=object)
+
+
+@contextmanager
+def table_lock(warehouse_dir: str | Path, table: str) -> Iterator[None]:
+    """Exclusive lock on one table (a ``flock`` on ``<table>/.lock``)."""
+    folder = table_dir(warehouse_dir, table)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def parquet_glob(warehouse_dir: str | Path, spec: Table) -> str:
+    """Glob of a table's Parquet files (hidden temporary files excluded)."""
+    depth = "/".join("*" for _ in spec.partition_by)
+    return str(table_dir(warehouse_dir, spec.name) / depth / "*.parquet")
+
+
+def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*",
+                  globs: list[str] | None = None) -> str:
+    """SQL reading a table's files with hive partitioning (partition columns typed VARCHAR).
+
+    ``globs`` restricts the read to some partition folders (default: the whole table).
+    """
+    paths = globs if globs is not None else [parquet_glob(warehouse_dir, spec)]
+    listed = ", ".join("'" + g.replace("'", "''") + "'" for g in paths)
+    hive_types = ", ".join(f"'{p}': VARCHAR" for p in spec.partition_by)
+    return (f"SELECT {select} FROM read_parquet([{listed}], hive_partitioning = true, "
+            f"union_by_name = true, hive_types = {{{hive_types}}})")
+
+
+def has_files(warehouse_dir: str | Path, spec: Table) -> bool:
+    return any(table_dir(warehouse_dir, spec.name).glob("/".join("*" for _ in spec.partition_by) + "/*.parquet"))
+
+
+def _partition_globs(warehouse_dir: Path, spec: Table, typed: pa.Table) -> list[str]:
+    """Globs of the existing partition folders that ``typed`` writes into.
+
+    Rows of one natural key always carry the same partition values (a subject, camera or
+    study belongs to one site), so the previous versions of the rows can only be there.
+    """
+    parts = list(spec.partition_by)
+    values = typed.select(parts).group_by(parts).aggregate([]).to_pylist()
+    globs = []
+    for row in values:
+        folder = table_dir(warehouse_dir, spec.name)
+        for p in parts:
+            folder = folder / f"{p}={row[p]}"
+        if any(folder.glob("*.parquet")):
+            globs.append(str(folder / "*.parquet"))
+    return globs
+
+
+def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.DataFrame:
+    """Latest ``result_version`` and ``row_hash`` for each row of ``typed`` (nulls if new)."""
+    keys = list(spec.natural_key)
+    new_keys = typed.select(keys).append_column("__row", pa.array(np.arange(typed.num_rows), pa.int64()))
+    globs = _partition_globs(warehouse_dir, spec, typed)
+    if not globs:
+        return pd.DataFrame({"__row": np.arange(typed.num_rows), "result_version": pd.NA, "row_hash": None})
+    qk = ", ".join(f'"{k}"' for k in keys)
+    on = " AND ".join(f'n."{k}" IS NOT DISTINCT FROM l."{k}"' for k in keys)
+    sql = (f"WITH latest AS (SELECT {qk}, result_version, row_hash "
+           f"FROM ({hive_read_sql(warehouse_dir, spec, globs=globs)}) "
+           f"QUALIFY row_number() OVER (PARTITION BY {qk} ORDER BY result_version DESC) = 1) "
+           f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN latest l ON {on} "
+           f"ORDER BY n.__row")
+    con = duckdb.connect()
+    try:
+        con.register("new_keys", new_keys)
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+def _sweep_orphans(folder: Path) -> int:
+    """Delete temporary files left by a crashed writer (call only while holding the table lock)."""
+    n = 0
+    for tmp in folder.rglob(".part-*.parquet.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomic(table: pa.Table, folder: Path, *, _before_rename=None) -> Path:
+    """Write ``table`` as ``folder/part-<uuid>.parquet`` atomically.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Rows to write.
+    folder : Path
+        Destination partition folder (created if needed).
+    _before_rename : callable, optional
+        Test hook called with the temporary path after fsync and before the rename
+        (used to simulate a crash).
+
+    Returns
+    -------
+    Path
+        The final file.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{name}.tmp"
+    final = folder / name
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if _before_rename is not None:
+            _before_rename(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+    return final
+
+
+def load_table(warehouse_dir: str | Path, table: str, df: pd.DataFrame, *,
+               tables: dict[str, Table] | None = None, computed_at: datetime | None = None,
+               _before_rename=None) -> LoadReport:
+    """Validate ``df`` and upsert it into ``table`` of the warehouse.
+
+    Parameters
+    ----------
+    warehouse_dir : str or Path
+        Warehouse root (``paths.warehouse`` of the trial config).
+    table : str
+        Table name from :data:`warehouse.schema.TABLES`.
+    df : pandas.DataFrame
+        Rows to load; columns are schema columns (bookkeeping columns optional:
+        ``input_hash`` defaults to the content hash, ``computed_at`` to now).
+    tables : dict, optional
+        Schema registry to use instead of :data:`~warehouse.schema.TABLES` (schema evolution
+        and tests).
+    computed_at : datetime, optional
+        Timestamp for rows without ``computed_at`` (UTC; default: now).
+
+    Returns
+    -------
+    LoadReport
+
+    Raises
+    ------
+    WarehouseError
+        When the frame fails validation (nothing is written then).
+    """
+    warehouse_dir = Path(warehouse_dir)
+    spec = _spec(table, tables)
+    typed = validate_frame(spec, df)
+    n = typed.num_rows
+    if n == 0:
+        return LoadReport(0, 0, 0, 0, 0)
+    typed = typed.drop_columns([c for c in ("result_version", "row_hash") if c in typed.column_names])
+    if "input_hash" in typed.column_names and typed.column("input_hash").null_count == n:
+        typed = typed.drop_columns(["input_hash"])
+    elif "input_hash" in typed.column_names and typed.column("input_hash").null_count:
+        raise WarehouseError(f"{spec.name}: column 'input_hash' is given for some rows but not all")
+    row_hash = content_hash(spec, typed)
+    if "input_hash" not in typed.column_names:
+        typed = typed.append_column("input_hash", pa.array(row_hash, pa.string()))
+    typed = typed.append_column("row_hash", pa.array(row_hash, pa.string()))
+    if "computed_at" not in typed.column_names:
+        stamp = computed_at or datetime.now(timezone.utc)
+        typed = typed.append_column(
+            "computed_at", pa.array([stamp] * n, pa.timestamp("us", tz="UTC")))
+
+    with table_lock(warehouse_dir, spec.name):
+        _sweep_orphans(table_dir(warehouse_dir, spec.name))
+        prev = _previous_versions(warehouse_dir, spec, typed)
+        prev_version = pd.to_numeric(prev["result_version"], errors="coerce").to_numpy()
+        prev_hash = prev["row_hash"].to_numpy(dtype=object)
+        is_new = np.isnan(prev_version.astype(float))
+        unchanged = ~is_new & (prev_hash == row_hash.to_numpy(dtype=object))
+        changed = ~is_new & ~unchanged
+        versions = np.where(is_new, 1, np.nan_to_num(prev_version.astype(float)) + 1).astype(np.int32)
+        typed = typed.append_column("result_version", pa.array(versions, pa.int32()))
+        out = typed.filter(pa.array(~unchanged))
+        files = 0
+        if out.num_rows:
+            files = _write_partitions(warehouse_dir, spec, _conform(out, spec), _before_rename)
+    return LoadReport(n, int(is_new.sum()), int(unchanged.sum()), int(changed.sum()), files)
+
+
+def _conform(arrow: pa.Table, spec: Table) -> pa.Table:
+    cols = []
+    fields = []
+    for col in spec.columns:
+        if col.name in arrow.column_names:
+            cols.append(arrow.column(col.name).cast(col.arrow_type))
+        else:
+            cols.append(pa.nulls(arrow.num_rows, type=col.arrow_type))
+        fields.append(pa.field(col.name, col.arrow_type, nullable=col.nullable))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=spec.arrow_schema().metadata))
+
+
+def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_rename) -> int:
+    parts = list(spec.partition_by)
+    for p in parts:
+        if arrow.column(p).null_count:
+            raise WarehouseError(f"{spec.name}: partition column {p!r} must not be null")
+    groups = arrow.select(parts).to_pandas().astype(str)
+    files = 0
+    data_cols = [c for c in arrow.column_names if c not in parts]
+    for values, idx in groups.groupby(parts, sort=True).indices.items():
+        values = values if isinstance(values, tuple) else (values,)
+        folder = table_dir(warehouse_dir, spec.name)
+        for p, v in zip(parts, values):
+            folder = folder / f"{p}={v}"
+        chunk = arrow.take(pa.array(idx)).select(data_cols)
+        write_parquet_atomic(chunk, folder, _before_rename=before_rename)
+        files += 1
+    return files
