@@ -1,0 +1,152 @@
+"""Hand-off of a stable, de-identified study to processing (Prefect).
+
+A :class:`StudyHandoff` carries only pseudonymous values: site id, trial subject id,
+pseudonymous study key and the de-identified study folder. A :class:`Dispatcher` starts the
+``process-study`` flow and returns a run id, or raises to be retried later by the outbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from listener.logs import log_event
+
+DEFAULT_LOCAL_FLOW = "flows.process_study:process_study"
+
+
+class DispatchError(Exception):
+    """The dispatcher did not accept the hand-off; the outbox will retry it."""
+
+
+@dataclass(frozen=True)
+class StudyHandoff:
+    """One stable study handed to processing.
+
+    Attributes
+    ----------
+    site_id : str
+    subject_id : str
+        Trial pseudonym from the enrolment table.
+    kind : str
+        ``patient`` or ``phantom``.
+    study_key : str
+        Pseudonymous study key (HMAC of the StudyInstanceUID).
+    study_dir : str
+        Folder of the de-identified copy.
+    n_instances : int
+    handoff_version : int
+        1 for the first hand-off of the study; +1 for each re-trigger by late instances.
+    """
+
+    site_id: str
+    subject_id: str
+    kind: str
+    study_key: str
+    study_dir: str
+    n_instances: int
+    handoff_version: int
+
+    def parameters(self, config_path: str | None) -> dict[str, Any]:
+        """Flow parameters: the hand-off fields plus ``config_path``."""
+        params = asdict(self)
+        params["config_path"] = config_path
+        return params
+
+
+class Dispatcher(Protocol):
+    """Starts processing of a hand-off; returns a run id or raises to be retried."""
+
+    def submit(self, h: StudyHandoff) -> str: ...
+
+
+class DeploymentDispatcher:
+    """Start the ``process-study`` deployment on a Prefect server (``run_deployment``).
+
+    Parameters
+    ----------
+    deployment_name : str
+        ``<flow name>/<deployment name>``.
+    config_path : str, optional
+        Trial config passed to the flow.
+    """
+
+    def __init__(self, deployment_name: str = "process-study/process-study",
+                 config_path: str | None = None) -> None:
+        self.deployment_name = deployment_name
+        self.config_path = config_path
+
+    def submit(self, h: StudyHandoff) -> str:
+        try:
+            from prefect.deployments import run_deployment
+            run = run_deployment(name=self.deployment_name,
+                                 parameters=h.parameters(self.config_path), timeout=0)
+        except Exception as exc:  # server down, deployment missing ...: retry later
+            raise DispatchError(f"run_deployment failed: {type(exc).__name__}: {exc}") from exc
+        return str(run.id)
+
+
+class LocalDispatcher:
+    """Run the flow in this process (the embedded default), one at a time, in the background.
+
+    Parameters
+    ----------
+    func : callable or str, optional
+        The flow callable, or ``"module:attr"`` imported lazily at submit time (an
+        ImportError is a retryable failure). Default ``flows.process_study:process_study``.
+    config_path : str, optional
+        Trial config passed to the flow.
+    """
+
+    def __init__(self, func: Callable[..., Any] | str = DEFAULT_LOCAL_FLOW,
+                 config_path: str | None = None) -> None:
+        self._func = func
+        self.config_path = config_path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rntflow-flow")
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> Callable[..., Any]:
+        if callable(self._func):
+            return self._func
+        module, _, attr = self._func.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise DispatchError(f"cannot import {self._func}: {exc}") from exc
+
+    def submit(self, h: StudyHandoff) -> str:
+        func = self._resolve()
+        with self._lock:
+            self._n += 1
+            run_id = f"local-{h.study_key}-v{h.handoff_version}-{self._n}"
+        params = h.parameters(self.config_path)
+
+        def _run() -> None:
+            try:
+                func(**params)
+            except Exception as exc:
+                log_event("local_flow_failed", site_id=h.site_id, subject_id=h.subject_id,
+                          study_key=h.study_key, error=type(exc).__name__)
+
+        self._pool.submit(_run)
+        return run_id
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class HoldDispatcher:
+    """Accepts nothing: hand-offs wait in the outbox (ingest-only nodes, benchmarks)."""
+
+    def submit(self, h: StudyHandoff) -> str:
+        raise DispatchError("dispatch disabled (--dispatch none)")
+
+
+def study_dir_for(deid_root: Path, site_id: str, subject_id: str, study_key: str) -> Path:
+    """The de-identified copy's folder for one study."""
+    return deid_root / site_id / subject_id / study_key

@@ -1,0 +1,90 @@
+"""What the inbox holds, per site: ``inbox_status(config)`` (used by ``rntflow status``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from rntflow.config import TrialConfig
+
+
+def inbox_status(config: TrialConfig) -> dict[str, Any]:
+    """Per-site counters and study states, PHI-free.
+
+    Returns
+    -------
+    dict
+        ``{"sites": {site_id: {...}}, "totals": {...}}`` where each site has
+        ``instances``, ``bytes``, ``duplicates``, ``new_versions``, ``unusable_instances``,
+        ``studies_received``, ``studies_pending`` (receiving or stable, not yet handed off),
+        ``studies_handed_off``, ``held_instances``, ``held_studies`` (list of
+        ``{"patient_hash", "instances"}``), ``quarantined``, ``rejections``,
+        ``storage_failures`` and ``outbox_pending``.
+    """
+    db = Path(config.spool_dir) / "inbox.sqlite"
+    sites: dict[str, dict[str, Any]] = {}
+    for s in config.sites:
+        sites[s.id] = {k: 0 for k in (
+            "instances", "bytes", "duplicates", "new_versions", "unusable_instances",
+            "studies_received", "studies_pending", "studies_handed_off", "held_instances",
+            "quarantined", "rejections", "storage_failures", "outbox_pending")}
+        sites[s.id]["held_studies"] = []
+    unattributed = {"rejections": 0, "quarantined": 0}
+    if not db.exists():
+        return {"sites": sites, "unattributed": unattributed, "totals": _totals(sites)}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        q = conn.execute
+
+        def put(site: str | None, key: str, value: Any) -> None:
+            if site in sites:
+                sites[site][key] = value
+            elif key in unattributed:
+                unattributed[key] += value
+
+        for site, n, b, nv, un, held in q(
+                "SELECT site_id, COUNT(*), SUM(n_bytes), SUM(flagged), SUM(1-usable),"
+                " SUM(state='held') FROM instances GROUP BY site_id"):
+            put(site, "instances", n); put(site, "bytes", b or 0)
+            put(site, "new_versions", nv or 0); put(site, "unusable_instances", un or 0)
+            put(site, "held_instances", held or 0)
+        for site, n in q("SELECT site_id, n FROM duplicates"):
+            put(site, "duplicates", n)
+        for site, n, pend, done in q(
+                "SELECT site_id, COUNT(*), SUM(state IN ('receiving','stable')),"
+                " SUM(state='handed_off') FROM studies GROUP BY site_id"):
+            put(site, "studies_received", n); put(site, "studies_pending", pend or 0)
+            put(site, "studies_handed_off", done or 0)
+        for site, phash, n in q("SELECT site_id, patient_hash, n_instances FROM studies"
+                                " WHERE state='held' ORDER BY first_at_s"):
+            if site in sites:
+                sites[site]["held_studies"].append({"patient_hash": phash, "instances": n})
+        for table, key in (("quarantine", "quarantined"), ("rejections", "rejections"),
+                           ("failures", "storage_failures")):
+            for site, n in q(f"SELECT site_id, COUNT(*) FROM {table} GROUP BY site_id"):
+                put(site, key, n)
+        for site, n in q("SELECT site_id, COUNT(*) FROM outbox WHERE state='pending'"
+                         " GROUP BY site_id"):
+            put(site, "outbox_pending", n)
+    finally:
+        conn.close()
+    return {"sites": sites, "unattributed": unattributed, "totals": _totals(sites)}
+
+
+def _totals(sites: dict[str, dict[str, Any]]) -> dict[str, int]:
+    keys = [k for k, v in next(iter(sites.values())).items() if isinstance(v, int)]
+    return {k: sum(s[k] for s in sites.values()) for k in keys}
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A plain-text table of :func:`inbox_status` for the terminal."""
+    cols = ["instances", "bytes", "studies_received", "studies_pending",
+            "studies_handed_off", "held_instances", "quarantined", "rejections"]
+    lines = ["site      " + " ".join(f"{c:>18}" for c in cols)]
+    for site, row in status["sites"].items():
+        lines.append(f"{site:<10}" + " ".join(f"{row[c]:>18}" for c in cols))
+        for h in row["held_studies"]:
+            lines.append(f"    held: unenrolled patient {h['patient_hash']}: "
+                         f"{h['instances']} instance(s)")
+    return "\n".join(lines)
