@@ -39,7 +39,7 @@ test: $(STAMP) sysdeps
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps
-	$(BIN)/rntflow demo --config deployments/trial.example.yaml
+	$(BIN)/rntflow demo --config deployments/trial.example.yaml --fresh
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/run_all.py

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.verbose:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except RntflowError as exc:
