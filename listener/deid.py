@@ -6,9 +6,10 @@ Identity (113109); radiopharmaceutical attributes (RadiopharmaceuticalInformatio
 RadionuclideTotalDose, half-life, start times) are kept, their dates shifted.
 
 * PatientName and PatientID become the trial ``subject_id`` from the enrolment table.
-* Every DA and DT value (in sequences too) is shifted by one per-subject whole number of
-  days, stored in the key table, so every interval within and across the subject's studies
-  is exact; TM values are kept.
+* Every DA and DT value (in sequences too) is shifted by one trial-wide whole number of
+  days, drawn once and stored in the key table, so every interval within and across
+  studies is exact: within a subject (kinetics), and between a phantom scan and a patient
+  scan (calibration validity) or two subjects (population kinetics). TM values are kept.
 * Every UID that is not a DICOM-registered one (``1.2.840.10008.*``) is replaced with
   ``2.25.<HMAC-SHA256(secret, uid)>``: deterministic, so references inside sequences
   (RTSTRUCT -> CT, SEG -> CT, series -> frame of reference) still resolve.
@@ -153,6 +154,7 @@ class KeyStore:
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS subjects (site_id TEXT, patient_id TEXT, subject_id TEXT,"
             " date_shift_days INTEGER NOT NULL, PRIMARY KEY(site_id, patient_id))")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS trial_shift (date_shift_days INTEGER NOT NULL)")
         self._lock = threading.Lock()
         self._uid_cache: dict[str, str] = {}
 
@@ -179,16 +181,30 @@ class KeyStore:
         """Opaque 12-hex hash of a site's PatientID, safe for logs and status."""
         return self.key("pid", f"{site_id}\\{patient_id}", 12)
 
+    def trial_shift_days(self) -> int:
+        """The trial's date shift (negative whole days), drawn once and kept."""
+        with self._lock:
+            row = self.conn.execute("SELECT date_shift_days FROM trial_shift").fetchone()
+            if row:
+                return int(row[0])
+            lo, hi = SHIFT_RANGE_DAYS
+            shift = -(lo + secrets.randbelow(hi - lo + 1))
+            self.conn.execute("INSERT INTO trial_shift VALUES (?)", (shift,))
+            return shift
+
     def date_shift_days(self, site_id: str, patient_id: str, subject_id: str) -> int:
-        """The subject's date shift (negative whole days), created once and kept."""
+        """The date shift applied to this subject's studies (the trial's), recorded with the subject.
+
+        One shift for the whole trial (not one per subject) keeps the time between a
+        phantom calibration and a patient scan exact, which calibration validity needs.
+        """
+        shift = self.trial_shift_days()
         with self._lock:
             row = self.conn.execute(
                 "SELECT date_shift_days FROM subjects WHERE site_id=? AND patient_id=?",
                 (site_id, patient_id)).fetchone()
             if row:
                 return int(row[0])
-            lo, hi = SHIFT_RANGE_DAYS
-            shift = -(lo + secrets.randbelow(hi - lo + 1))
             self.conn.execute("INSERT INTO subjects VALUES (?,?,?,?)",
                               (site_id, patient_id, subject_id, shift))
             return shift

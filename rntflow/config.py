@@ -73,6 +73,7 @@ class PathSettings(_Strict):
     enrolment: Path = Path("enrolment.csv")
     phantom_fills: Path = Path("phantom_fills.csv")
     prefect_home: Path = Path("data/prefect")
+    products: Path = Path("data/products")
 
 
 class SiteSettings(_Strict):
@@ -237,6 +238,11 @@ class TrialConfig(_Strict):
     @property
     def prefect_home(self) -> Path:
         return self.resolve(self.paths.prefect_home)
+
+    @property
+    def products_dir(self) -> Path:
+        """Intermediate images of the flows (quantified SPECT, CT, VOI masks, transforms)."""
+        return self.resolve(self.paths.products)
 
     def site_for_ae(self, calling_ae: str) -> SiteSettings | None:
         """The site that owns ``calling_ae``, or ``None``."""

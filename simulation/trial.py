@@ -404,7 +404,7 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
                      "min_free_disk_mb": 200, "tls": {"enabled": False}},
         "paths": {"spool": f"{data_dir}/spool", "warehouse": f"{data_dir}/warehouse", "keys": f"{data_dir}/keys",
                   "enrolment": "enrolment.csv", "phantom_fills": "phantom_fills.csv",
-                  "prefect_home": f"{data_dir}/prefect"},
+                  "prefect_home": f"{data_dir}/prefect", "products": f"{data_dir}/products"},
         "sites": [{"id": s.site_id, "name": f"{s.name} ({s.camera.manufacturer.title()} {s.camera.model})",
                    "calling_ae_titles": [s.calling_ae_title],
                    **({"voi_name_map": {v: k for k, v in s.voi_spelling.items()}} if s.voi_spelling else {})}

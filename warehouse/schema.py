@@ -215,6 +215,7 @@ TABLES: dict[str, Table] = {
             _c("sensitivity_sd_cps_per_mbq", pa.float64(), "Standard uncertainty of the sensitivity."),
             _c("bqml_scale_factor", pa.float64(), "Scale applied to a vendor Bq/mL reconstruction (1 = exact)."),
             _c("harmonising_filter_fwhm_mm", pa.float64(), "Gaussian post-filter FWHM bringing the site onto the reference RC band."),
+            _c("rc_fwhm_mm", pa.float64(), "FWHM of the recovery curve fitted to the NEMA IEC phantom (drives partial-volume correction)."),
             _c("superseded_by", pa.string(), "calibration_id of the calibration that replaced this one."),
             _c("calibration_id", pa.string(), "Identifier of this calibration.", nullable=False),
             _c("drift_pct", pa.float64(), "Change of sensitivity against the previous calibration."),
@@ -301,6 +302,7 @@ TABLES: dict[str, Table] = {
             _c("tia_mbq_h", pa.float64(), "TIA used."),
             _c("administered_activity_mbq", pa.float64(), "Activity administered in this cycle."),
             _c("calibration_id", pa.string(), "Calibration used."),
+            _c("final", pa.bool_(), "True when the cycle's last protocol time point has arrived or data collection closed."),
         ], ("trial_id", "subject_id", "cycle", "voi", "engine", "method")),
         _table("dvhs", "Cumulative dose-volume histogram of one VOI, one row per dose bin.", [
             _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,

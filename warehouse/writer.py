@@ -216,6 +216,28 @@ def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*",
             f"union_by_name = true, hive_types = {{{hive_types}}})")
 
 
+def read_latest(warehouse_dir: str | Path, table: str, where: str | None = None,
+                params: list | None = None) -> pd.DataFrame:
+    """The latest result version of every row of ``table`` (empty frame when no files).
+
+    ``where`` is an SQL condition on the table's columns, with ``?`` placeholders bound
+    from ``params``.
+    """
+    spec = _spec(table, None)
+    if not has_files(warehouse_dir, spec):
+        return pd.DataFrame(columns=list(spec.column_names))
+    keys = ", ".join(f'"{k}"' for k in spec.natural_key)
+    sql = (f"SELECT * FROM ({hive_read_sql(Path(warehouse_dir).resolve(), spec)}) "
+           f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY result_version DESC) = 1")
+    if where:
+        sql = f"SELECT * FROM ({sql}) WHERE {where}"
+    con = duckdb.connect()
+    try:
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()
+
+
 def has_files(warehouse_dir: str | Path, spec: Table) -> bool:
     return any(table_dir(warehouse_dir, spec.name).glob("/".join("*" for _ in spec.partition_by) + "/*.parquet"))
 

@@ -21,6 +21,10 @@ def test_keys_dir_private_and_uids_deterministic(tmp_path):
     assert KeyStore(tmp_path / "other").uid(uid) != a  # another secret, another UID
     s1 = again.date_shift_days("SITE01", "P1", "S1")
     assert s1 == again.date_shift_days("SITE01", "P1", "S1") and s1 <= -365
+    # one shift for the trial: phantom-to-patient and subject-to-subject intervals stay exact
+    assert again.date_shift_days("SITE02", "QC-CYL-SITE02", "SITE02-PH-CYL") == s1
+    again.close()
+    assert KeyStore(tmp_path / "keys").date_shift_days("SITE03", "P9", "S9") == s1  # kept across restarts
 
 
 def test_date_shift_keeps_intervals_and_precision():

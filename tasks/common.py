@@ -1,0 +1,118 @@
+"""What every task needs: the trial config, the product store, the calibration registry."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from harmonization.calibration import Calibration
+from rntflow.config import TrialConfig, load_config
+from tasks.products import ProductStore
+from warehouse.writer import read_latest
+
+
+@lru_cache(maxsize=8)
+def _config_cached(path: str, mtime_ns: int) -> TrialConfig:
+    return load_config(path)
+
+
+def trial_config(config_path: str | None) -> TrialConfig:
+    """The trial config (re-read when the file changes)."""
+    if not config_path:
+        config_path = "deployments/trial.example.yaml"
+    p = Path(config_path).resolve()
+    return _config_cached(str(p), p.stat().st_mtime_ns)
+
+
+def product_store(config: TrialConfig) -> ProductStore:
+    return ProductStore(config.products_dir)
+
+
+def protocol_name(config: TrialConfig) -> str:
+    """The calibration protocol key: trial and radionuclide."""
+    return f"{config.trial_id}:{config.protocol.radionuclide}"
+
+
+def _none(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT else x
+
+
+def _naive(ts) -> datetime:
+    """Warehouse timestamps are UTC; DICOM-derived date-times here are naive (scanner local, shifted)."""
+    t = pd.Timestamp(ts).to_pydatetime()
+    return t.replace(tzinfo=None) if t.tzinfo else t
+
+
+def calibration_history(config: TrialConfig, camera_id: str | None = None) -> list[Calibration]:
+    """The calibration registry (every version kept) from the warehouse ``calibrations`` table."""
+    df = read_latest(config.warehouse_dir, "calibrations",
+                     "trial_id = ?" + (" AND camera_id = ?" if camera_id else ""),
+                     [config.trial_id] + ([camera_id] if camera_id else []))
+    out = []
+    for r in df.to_dict("records"):
+        sens, vendor = _none(r.get("sensitivity_cps_per_mbq")), _none(r.get("bqml_scale_factor"))
+        sd = _none(r.get("sensitivity_sd_cps_per_mbq"))
+        out.append(Calibration(
+            site_id=r["site_id"], camera_id=r["camera_id"], radionuclide=r["radionuclide"], protocol=r["protocol"],
+            valid_from=_naive(r["valid_from"]), sensitivity_cps_per_mbq=sens,
+            vendor_scale_factor=None if sens is not None else vendor, sd=sd,
+            rc_fwhm_mm=_none(r.get("rc_fwhm_mm")), filter_fwhm_mm=_none(r.get("harmonising_filter_fwhm_mm")),
+            version=int(r.get("result_version") or 1)))
+    return out
+
+
+def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[dict]:
+    """Registry records -> ``calibrations`` rows, with validity ends and supersession."""
+    def cid(c: Calibration) -> str:
+        return calibration_id(c)
+
+    rows = []
+    by_cam: dict[tuple[str, str], list[Calibration]] = {}
+    for c in history:
+        by_cam.setdefault((c.camera_id, c.radionuclide), []).append(c)
+    for cals in by_cam.values():
+        cals.sort(key=lambda c: c.valid_from)
+        for i, c in enumerate(cals):
+            nxt = cals[i + 1] if i + 1 < len(cals) else None
+            prev = cals[i - 1] if i > 0 else None
+            expiry = c.valid_from + pd.Timedelta(days=config.calibration.validity_days)
+            until = min(expiry, nxt.valid_from) if nxt else expiry
+            drift = None
+            if prev is not None and prev.kind == c.kind:
+                drift = 100.0 * (c.value - prev.value) / prev.value
+            rows.append({
+                "site_id": c.site_id, "camera_id": c.camera_id, "radionuclide": c.radionuclide,
+                "protocol": c.protocol, "valid_from": c.valid_from.replace(tzinfo=timezone.utc),
+                "valid_until": until.replace(tzinfo=timezone.utc),
+                "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
+                "sensitivity_sd_cps_per_mbq": c.sd, "bqml_scale_factor": c.vendor_scale_factor,
+                "harmonising_filter_fwhm_mm": c.filter_fwhm_mm, "rc_fwhm_mm": c.rc_fwhm_mm,
+                "superseded_by": cid(nxt) if nxt else None, "calibration_id": cid(c), "drift_pct": drift,
+                "drift_flag": None if drift is None else abs(drift) > config.calibration.drift_tolerance_pct})
+    return rows
+
+
+def calibration_id(c: Calibration) -> str:
+    """Readable, stable id: site, camera serial and the phantom scan time."""
+    serial = (c.camera_id or "").split("|")[-1]
+    return f"{c.site_id}-{serial}-{c.valid_from:%Y%m%dT%H%M}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Columns every row of one subject carries."""
+
+    trial_id: str
+    site_id: str
+    subject_id: str | None = None
+
+    def cols(self, **extra) -> dict:
+        out = {"trial_id": self.trial_id, "site_id": self.site_id}
+        if self.subject_id is not None:
+            out["subject_id"] = self.subject_id
+        return {**out, **extra}
