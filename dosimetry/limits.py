@@ -1,0 +1,57 @@
+"""QA rules of a subject's treatment (pure): cumulative dose limits and protocol time points."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    """One organ's cumulative dose (or BED) against the trial's limit."""
+
+    voi: str
+    quantity: str  # "dose_gy" or "bed_gy"
+    cumulative: float
+    limit: float
+    n_cycles: int
+
+    @property
+    def status(self) -> str:
+        """``fail`` above the limit, ``warn`` above 80% of it (the next cycle may cross it), else ``pass``."""
+        if self.cumulative > self.limit:
+            return "fail"
+        return "warn" if self.cumulative > 0.8 * self.limit else "pass"
+
+    @property
+    def message(self) -> str:
+        what = "absorbed dose" if self.quantity == "dose_gy" else "BED"
+        return (f"cumulative {self.voi} {what} {self.cumulative:.2f} Gy over {self.n_cycles} cycle(s) "
+                f"against a limit of {self.limit:g} Gy")
+
+
+def cumulative_limit_checks(per_cycle: Mapping[str, Sequence[tuple[float, float | None]]],
+                            limits: Mapping[str, tuple[float | None, float | None]]) -> list[LimitCheck]:
+    """Sum each organ's per-cycle (dose_gy, bed_gy) and compare with its limits.
+
+    Parameters
+    ----------
+    per_cycle : mapping VOI -> sequence of (dose_gy, bed_gy or None), one per cycle
+    limits : mapping VOI -> (dose limit Gy or None, BED limit Gy or None)
+    """
+    out = []
+    for voi, (dose_limit, bed_limit) in limits.items():
+        cycles = per_cycle.get(voi)
+        if not cycles:
+            continue
+        if dose_limit is not None:
+            out.append(LimitCheck(voi, "dose_gy", float(sum(d for d, _ in cycles)), dose_limit, len(cycles)))
+        beds = [b for _, b in cycles if b is not None]
+        if bed_limit is not None and len(beds) == len(cycles):
+            out.append(LimitCheck(voi, "bed_gy", float(sum(beds)), bed_limit, len(cycles)))
+    return out
+
+
+def missing_time_points(t_h: Sequence[float], windows: Sequence[tuple[float, float, float]]) -> list[float]:
+    """Nominal times (h) of the protocol windows ``(nominal, earliest, latest)`` with no scan."""
+    return [nom for nom, lo, hi in windows if not any(lo <= t <= hi for t in t_h)]

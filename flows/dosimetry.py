@@ -1,0 +1,64 @@
+"""The ``dosimetry`` flow: one subject-cycle's doses, whenever its time points allow.
+
+A cycle is computed as soon as it has enough time points for the protocol's method (the
+protocol's ``min_time_points_for_fit``; one late scan suffices for a single-time-point
+estimate), again when a later time point arrives (a new result version), and is marked
+final when the protocol's last time point has arrived or data collection is closed.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from rntflow.config import TrialConfig
+from tasks.common import Context, product_store, trial_config
+from tasks.dosimetry import cycle_dosimetry, cycle_timepoints
+from tasks.products import TimePointMeta
+from tasks.warehouse import load_rows
+
+#: A single scan earlier than this (h) is too early for a single-time-point estimate:
+#: Hänscheid's error stays below ~10% only from 0.75 T_eff on (kidney T_eff ~ 40-50 h).
+SINGLE_TIME_POINT_EARLIEST_H = 48.0
+
+
+def cycle_readiness(metas: list[TimePointMeta], config: TrialConfig, close_out: bool = False) -> tuple[bool, bool, str]:
+    """(run now, final, why) for a cycle's quantified time points."""
+    if not metas:
+        return False, False, "no quantified time point"
+    last_window = max(config.protocol.time_points, key=lambda w: w.nominal_h)
+    final = close_out or any(m.t_h >= last_window.earliest_h for m in metas)
+    n = len(metas)
+    need = config.protocol.min_time_points_for_fit
+    if config.protocol.dosimetry_method == "single_time_point" or n == 1:
+        ok = max(m.t_h for m in metas) >= SINGLE_TIME_POINT_EARLIEST_H or close_out
+        return ok, final, f"1 time point at {metas[-1].t_h:.0f} h" if ok else "single scan too early"
+    if n >= need or close_out:
+        return True, final, f"{n} time points"
+    return False, False, f"{n} of {need} time points"
+
+
+@flow(name="dosimetry", flow_run_name="dosimetry {subject_id} cycle {cycle}")
+def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle: int,
+                   close_out: bool = False) -> dict:
+    """Register the cycle's time points, fit the kinetics, compute and store the doses."""
+    config = trial_config(config_path)
+    log = get_run_logger()
+    metas = cycle_timepoints(product_store(config), site_id, subject_id, cycle)
+    run, final, why = cycle_readiness(metas, config, close_out)
+    if not run:
+        log.info("cycle %s of %s waits: %s", cycle, subject_id, why)
+        return {"status": "waiting", "reason": why}
+    result = cycle_dosimetry(config_path, site_id, subject_id, cycle)
+    if result["status"] != "done":
+        log.info("cycle %s of %s waits: %s", cycle, subject_id, result["reason"])
+        return result
+    ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
+    wh = str(config.warehouse_dir)
+    for r in result["voi_doses"]:
+        r["final"] = final
+    loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
+    load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
+    log.info("cycle %s of %s: %s, %s (%s), %d VOI doses", cycle, subject_id, result["method"],
+             "final" if final else "provisional", why, len(result["voi_doses"]))
+    return {"status": "done", "final": final, "method": result["method"], "loads": loads,
+            "voi_doses": result["voi_doses"], "checks": result["checks"]}

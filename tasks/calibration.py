@@ -1,0 +1,94 @@
+"""Prefect task for one phantom scan: load it and the fill log, analyse, update the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timezone
+
+import numpy as np
+import SimpleITK as sitk
+from prefect import task
+
+from harmonization.calibration import register_calibration
+from harmonization.headers import nm_to_image, parse_nm_header
+from harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
+from harmonization.recon_check import CheckResult
+from rntflow.errors import DicomInputError
+from rntflow.fills import load_phantom_fills
+from tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name, trial_config
+from tasks.study_io import load_study
+
+
+def _row(c: CheckResult, study_id: str) -> dict:
+    return {"check_name": c.check, "scope": "calibration", "scope_id": study_id, "study_id": study_id,
+            "status": c.status, "value_found": c.value_found, "value_expected": c.value_expected,
+            "message": c.message}
+
+
+@task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
+def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, study_id: str,
+                      study_dir: str) -> dict:
+    """Analyse one phantom study and return the rows it changes.
+
+    Returns
+    -------
+    dict
+        ``phantom_type``, ``calibrations`` (the camera's registry rows: the new or updated
+        calibration and the one it supersedes), ``phantom_results`` (per sphere),
+        ``checks`` (qa rows), ``study`` and ``camera`` rows.
+    """
+    config = trial_config(config_path)
+    study = load_study(study_dir)
+    if study.nm is None:
+        raise DicomInputError("phantom study without an NM reconstruction")
+    header = parse_nm_header(study.nm)
+    image = nm_to_image(study.nm)
+    values = sitk.GetArrayFromImage(image).astype(np.float64)
+    sx, sy, sz = image.GetSpacing()
+    spacing_zyx = (sz, sy, sx)
+    fill = load_phantom_fills(config.phantom_fills_file).get(subject_id)
+    out = {"phantom_type": fill.phantom_type if fill else "unknown", "calibrations": [], "phantom_results": [],
+           "checks": [], "camera": None,
+           "study": {"study_id": study_id, "kind": "phantom", "camera_id": header.camera_id,
+                     "acquired_at": header.acquisition_start.replace(tzinfo=timezone.utc)
+                     if header.acquisition_start else None, "n_instances": study.n_files}}
+    if header.camera_id:
+        out["camera"] = {"camera_id": header.camera_id, "manufacturer": header.manufacturer, "model": header.model}
+    if fill is None:
+        out["checks"].append({"check_name": "phantom_fill_log", "scope": "calibration", "scope_id": study_id,
+                              "study_id": study_id, "status": "fail", "value_found": "no entry",
+                              "value_expected": f"a row for {subject_id} in the phantom fill log",
+                              "message": "phantom scan without a fill-log entry: activity unknown, not analysed"})
+        return out
+    history = calibration_history(config, header.camera_id)
+    pname = protocol_name(config)
+    if fill.phantom_type == "uniform_cylinder":
+        res = calibrate_uniform_cylinder(header, values, spacing_zyx, fill, site_id=site_id, protocol_name=pname)
+        new = res.calibration
+        if new is not None:
+            same = [c for c in history if c.valid_from == new.valid_from]
+            if same:  # the same scan again: keep its NEMA results
+                new = dataclasses.replace(new, rc_fwhm_mm=same[-1].rc_fwhm_mm, filter_fwhm_mm=same[-1].filter_fwhm_mm)
+            history = [c for c in history if c.valid_from != new.valid_from]
+            history, drift_flag, drift_pct = register_calibration(history, new, config.calibration.drift_tolerance_pct)
+            out["checks"].append({
+                "check_name": "calibration_drift", "scope": "calibration", "scope_id": study_id, "study_id": study_id,
+                "status": "warn" if drift_flag else "pass",
+                "value_found": "first calibration" if drift_pct is None else f"{drift_pct:+.1f}%",
+                "value_expected": f"within +/-{config.calibration.drift_tolerance_pct:g}% of the previous",
+                "message": "calibration drift beyond tolerance" if drift_flag else "no drift"})
+    else:
+        current = max(history, key=lambda c: (c.valid_from, c.version), default=None)
+        res = analyse_nema_study(header, values, spacing_zyx, fill, site_id=site_id, calibration=current,
+                                 reference_rc_band=config.calibration.reference_rc_band, protocol_name=pname)
+        rc_fwhm = res.nema.rc_curve.fwhm_mm if res.nema is not None else None
+        filt = res.harmonising_filter.fwhm_mm if res.harmonising_filter is not None else None
+        if current is not None and rc_fwhm is not None:
+            history = [c for c in history if c is not current] + [dataclasses.replace(
+                current, rc_fwhm_mm=rc_fwhm, filter_fwhm_mm=filt)]
+        cid = calibration_id(current) if current is not None else f"{site_id}-uncalibrated"
+        out["phantom_results"] = [{**dataclasses.asdict(r), "calibration_id": cid, "camera_id": header.camera_id}
+                                  for r in res.spheres]
+    out["checks"] += [_row(c, study_id) for c in res.checks]
+    out["calibrations"] = calibration_rows(config, history) if history else []
+    return out

@@ -1,0 +1,163 @@
+"""Prefect tasks for one patient time point: classify, check the reconstruction, quantify.
+
+Load (de-identified study folder, calibration registry), call the pure code
+(``harmonization.headers``, ``harmonization.recon_check``, ``harmonization.phantom``,
+``harmonization.calibration``), save (product store) and return warehouse records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from datetime import timedelta, timezone
+
+import numpy as np
+import SimpleITK as sitk
+from prefect import task
+
+from dosimetry.nuclides import nuclide
+from harmonization.calibration import calibration_for
+from harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
+from harmonization.phantom import to_bq_per_ml
+from harmonization.recon_check import CheckResult, check_counts_plausible, check_fov_covers_vois, check_reconstruction
+from rntflow.errors import ConfigError, DicomInputError
+from tasks.common import calibration_history, calibration_id, product_store, trial_config
+from tasks.products import TimePointMeta
+from tasks.study_io import load_study, rtstruct_masks, seg_masks
+
+#: A study is the same administration as another when their start times agree this well.
+SAME_ADMINISTRATION = timedelta(hours=1)
+#: Plausible sensitivity range of a SPECT camera for 177Lu, MEGP, 20% window (cps/MBq);
+#: the trial's cameras measure 10-13 (seed 000 harmonisation; the simulator's sites).
+SENSITIVITY_RANGE_CPS_PER_MBQ = (5.0, 25.0)
+
+
+def _check(c: CheckResult, scope: str, scope_id: str, **cols) -> dict:
+    return {"check_name": c.check, "scope": scope, "scope_id": scope_id, "status": c.status,
+            "value_found": c.value_found, "value_expected": c.value_expected, "message": c.message, **cols}
+
+
+@task(name="classify-study", retries=2, retry_delay_seconds=2)
+def classify_study(study_dir: str, kind: str) -> str:
+    """``phantom`` (enrolment says so), ``patient`` (an NM reconstruction) or ``segmentation``
+    (only RTSTRUCT/SEG objects)."""
+    if kind == "phantom":
+        return "phantom"
+    study = load_study(study_dir)
+    if study.nm is not None:
+        return "patient"
+    if study.rtstructs or study.segs:
+        return "segmentation"
+    raise DicomInputError(f"study has no NM reconstruction and no segmentation ({study.n_files} files; "
+                          f"unused: {', '.join(study.unused[:3]) or 'none'})")
+
+
+def _cycle_of(admin, others: list[TimePointMeta]) -> int:
+    """1-based rank of this administration among the subject's administrations."""
+    clusters: list[list] = []
+    for t in sorted({o.administered_at for o in others} | {admin}):
+        if clusters and t - clusters[-1][-1] <= SAME_ADMINISTRATION:
+            clusters[-1].append(t)
+        else:
+            clusters.append([t])
+    return 1 + next(i for i, c in enumerate(clusters) if admin in c)
+
+
+@task(name="quantify-timepoint", retries=2, retry_delay_seconds=2)
+def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, study_id: str,
+                       study_dir: str) -> dict:
+    """Check the reconstruction against the protocol and quantify it to Bq/mL.
+
+    Returns
+    -------
+    dict
+        ``meta`` (TimePointMeta as dict, or None when the study cannot be quantified),
+        ``checks`` (qa_checks rows), ``study`` (the studies row).
+    """
+    config = trial_config(config_path)
+    store = product_store(config)
+    study = load_study(study_dir)
+    if study.nm is None:
+        raise DicomInputError("patient study without an NM reconstruction")
+    header = parse_nm_header(study.nm)
+    cols = {"subject_id": subject_id, "study_id": study_id}
+    checks = [_check(c, "study", study_id, **cols) for c in check_reconstruction(header, config.protocol)]
+    image = nm_to_image(study.nm)
+    values = sitk.GetArrayFromImage(image).astype(np.float64)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    nuc_name = normalise_radionuclide(header.radionuclide) or config.protocol.radionuclide
+    nuc = nuclide(nuc_name)
+    half_life_s = header.radionuclide_half_life_s or nuc.half_life_h * 3600.0
+    t_h = header.hours_after_administration
+    study_row = {"study_id": study_id, "subject_id": subject_id, "kind": "patient", "camera_id": header.camera_id,
+                 "acquired_at": header.acquisition_start.replace(tzinfo=timezone.utc) if header.acquisition_start else None,
+                 "t_h": t_h, "n_instances": study.n_files,
+                 "protocol_compliant": all(c["status"] != "fail" for c in checks)}
+    if header.acquisition_start is None or header.administration_datetime is None or t_h is None:
+        checks.append({"check_name": "timing", "scope": "study", "scope_id": study_id, "status": "fail",
+                       "value_found": "missing", "value_expected": "acquisition and administration date-times",
+                       "message": "cannot place the scan in time: no acquisition or administration date-time", **cols})
+        return {"meta": None, "checks": checks, "study": study_row}
+    if header.units == "CNTS" and header.acquisition_duration_s:
+        checks.append(_check(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
+                                                    header.acquisition_duration_s, SENSITIVITY_RANGE_CPS_PER_MBQ,
+                                                    nuc_name), "study", study_id, **cols))
+
+    cal, status = calibration_for(calibration_history(config, header.camera_id), header.camera_id, nuc_name,
+                                  header.acquisition_start, config.calibration.validity_days)
+    cal_check = {"check_name": "calibration_validity", "scope": "study", "scope_id": study_id,
+                 "status": {"valid": "pass", "expired": "warn", "missing": "fail"}[status],
+                 "value_found": f"{status} ({calibration_id(cal)})" if cal else status,
+                 "value_expected": f"a calibration of camera {header.camera_id} within "
+                                   f"{config.calibration.validity_days} days before the scan",
+                 "message": {"valid": "calibration valid",
+                             "expired": "calibration expired: doses computed with it are flagged",
+                             "missing": "camera never calibrated for this radionuclide before the scan: "
+                                        "the time point is not quantified"}[status], **cols}
+    checks.append(cal_check)
+    if cal is None:
+        return {"meta": None, "checks": checks, "study": study_row}
+    bqml = to_bq_per_ml(values, header.units or "", voxel_ml, header.acquisition_duration_s, half_life_s,
+                        cal.sensitivity_cps_per_mbq, cal.vendor_scale_factor)
+    spect = sitk.GetImageFromArray(bqml.astype(np.float32))
+    spect.CopyInformation(image)
+
+    vois: dict[str, np.ndarray] = {}
+    if study.ct is not None:
+        raw: dict[str, np.ndarray] = {}
+        for rs in study.rtstructs:
+            raw.update(rtstruct_masks(rs, study.ct))
+        for seg in study.segs:
+            raw.update(seg_masks(seg, study.ct))
+        for name, mask in raw.items():
+            try:
+                tg = config.map_voi_name(name, site_id)
+            except ConfigError as exc:
+                checks.append({"check_name": "voi_name", "scope": "study", "scope_id": study_id, "status": "fail",
+                               "value_found": "unmapped", "value_expected": "TG-263 or mapped", "message": str(exc),
+                               **cols})
+                continue
+            vois[tg] = np.logical_or(vois[tg], mask) if tg in vois else mask
+        if vois:
+            masks = {}
+            for k, m in vois.items():
+                img = sitk.GetImageFromArray(m.astype(np.uint8))
+                img.CopyInformation(study.ct)
+                masks[k] = img
+            checks += [_check(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
+    admin = header.administration_datetime
+    others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
+    rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0
+    meta = TimePointMeta(
+        site_id=site_id, subject_id=subject_id, study_id=study_id, camera_id=header.camera_id,
+        acquisition_start=header.acquisition_start.isoformat(), administration_datetime=admin.isoformat(),
+        administered_activity_mbq=header.administered_activity_mbq, radionuclide=nuc_name, t_h=float(t_h),
+        cycle=_cycle_of(admin, others), calibration_id=calibration_id(cal), calibration_status=status,
+        calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
+        protocol_compliant=study_row["protocol_compliant"], voi_names=sorted(vois),
+        ct_frame_of_reference_uid=study.ct_frame_of_reference_uid)
+    store.save_timepoint(meta, spect, study.ct, vois or None)
+    study_row["cycle"] = meta.cycle
+    for c in checks:
+        c["cycle"] = meta.cycle
+    return {"meta": asdict(meta), "checks": checks, "study": study_row}
