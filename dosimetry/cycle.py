@@ -378,14 +378,16 @@ def _kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSe
               out: CycleDosimetry) -> tuple[float, float, float, str]:
     """TIA, its SD and the effective half-life of one VOI; appends the tac_fits record."""
     if method == "multi_time_point":
-        fit = fit_tac(t_h, act_mbq, settings.nuclide_name)
+        # AICc needs N >= K + 2: with 3 points no model qualifies, and the physical-decay
+        # tail of the fallback overestimates a clearing organ by tens of %; a mono-
+        # exponential fitted explicitly (N > K) is the EANM choice for three points.
+        fit = fit_tac(t_h, act_mbq, settings.nuclide_name, models=["mono_exp"] if t_h.size == 3 else None)
         warns = list(fit.warnings)
-        if fit.fallback_reason:
-            out.findings.append(Finding("tac_fit", "voi", name, "warn", fit.model, "a fitted model",
-                                        f"{name}: {fit.fallback_reason}"))
-        elif math.isfinite(fit.r2) and fit.r2 < 0.9:
-            out.findings.append(Finding("tac_fit_r2", "voi", name, "warn", f"{fit.r2:.3f}", ">= 0.9",
-                                        f"{name}: poor TAC fit (R2 {fit.r2:.3f})"))
+        problem = fit.fallback_reason or (f"poor TAC fit (R2 {fit.r2:.3f})"
+                                          if math.isfinite(fit.r2) and fit.r2 < 0.9 else None)
+        out.findings.append(Finding("tac_fit", "voi", name, "warn" if problem else "pass",
+                                    f"{fit.model}, R2 {fit.r2:.3f}" if math.isfinite(fit.r2) else fit.model,
+                                    "a fitted model with R2 >= 0.9", f"{name}: {problem or 'fitted'}"))
         out.tac_fits.append({
             "voi": name, "model": fit.model, "params_json": _params_json(fit), "n_timepoints": int(t_h.size),
             "aicc": _finite(fit.aicc), "r2": _finite(fit.r2), "tia_mbq_h": float(fit.tia_mbq_h),
@@ -402,8 +404,8 @@ def _kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSe
         stp = haenscheid_tia(t, a)
         kin_method = "single_time_point_hanscheid"
         t_eff = t  # Hänscheid is exact when t = T_eff
-    for w in stp.warnings:
-        out.findings.append(Finding("stp_validity", "voi", name, "warn", f"t = {t:.1f} h", "0.75-2.5 T_eff", w))
+    out.findings.append(Finding("tac_fit", "voi", name, "warn" if stp.warnings else "pass", f"t = {t:.1f} h",
+                                "0.75-2.5 T_eff", "; ".join(stp.warnings) or f"{name}: single time point, {stp.method}"))
     out.tac_fits.append({
         "voi": name, "model": "madsen" if stp.method == "madsen" else "hanscheid", "params_json":
             json.dumps({"t_h": round(t, 4), "activity_mbq": round(a, 6), "t_eff_h": t_eff}),

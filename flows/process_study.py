@@ -47,10 +47,11 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
         else:
             log.info("segmentation-only study %s of %s recorded; VOIs are read with their CT", study_key, subject_id)
         state, message = "Completed", f"{what} study processed"
+        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, "pass", message)
         return out
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"[:500]
-        _record_failure(wh, config.trial_id, site_id, subject_id, study_key, message)
+        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, "fail", message)
         raise
     finally:
         try:
@@ -61,11 +62,13 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
             log.warning("could not record the flow run: %s", exc)
 
 
-def _record_failure(wh: str, trial_id: str, site_id: str, subject_id: str, study_id: str, message: str) -> None:
+def _record_processing(wh: str, trial_id: str, site_id: str, subject_id: str, study_id: str, status: str,
+                       message: str) -> None:
+    """The study's ``processing`` QA result: a later successful run replaces a failure."""
     try:
         load_rows.fn(wh, "qa_checks", [{
             "check_name": "processing", "scope": "study", "scope_id": study_id, "subject_id": subject_id,
-            "study_id": study_id, "status": "fail", "value_found": "failed", "value_expected": "processed",
-            "message": message}], Context(trial_id, site_id).cols())
+            "study_id": study_id, "status": status, "value_found": "processed" if status == "pass" else "failed",
+            "value_expected": "processed", "message": message}], Context(trial_id, site_id).cols())
     except Exception:  # noqa: BLE001 - recorded in flow_runs regardless
         pass

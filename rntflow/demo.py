@@ -1,81 +1,184 @@
-"""``rntflow demo``: simulate the demo trial, start the listener, push every site as its PACS would.
+"""``rntflow demo``: the whole platform on the synthetic demo trial, end to end.
 
-At this stage the hand-offs of stable studies are recorded (the Prefect flows that consume
-them are the next issue); the demo ends with the coordinator's status table.
+Simulate the trial (unless it is there), start the listener, push every site's studies
+over DICOM as its PACS would (phantoms first), let each stable study run the
+``process-study`` Prefect flow (local runner, Prefect's embedded server under
+``paths.prefect_home``), close data collection (final dosimetry and QA of every cycle),
+import the outcomes, refresh the dose-effect analysis, and print doses against the
+simulator's truth, QA findings and where to look next.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
-from rntflow.config import load_config
-
-
-class _RecordingDispatcher:
-    """Accepts hand-offs and remembers them (stand-in until the process-study flow lands)."""
-
-    def __init__(self) -> None:
-        self.handoffs: list = []
-        self._lock = threading.Lock()
-
-    def submit(self, h) -> str:
-        with self._lock:
-            self.handoffs.append(h)
-            return f"recorded-{len(self.handoffs)}"
+from rntflow.config import TrialConfig, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="simulate, listen and push the demo trial end to end")
+    p = subparsers.add_parser("demo", help="simulate, ingest and process the demo trial end to end")
     p.add_argument("--config", default="deployments/trial.example.yaml")
     p.add_argument("--fresh", action="store_true", help="delete previous demo data first")
+    p.add_argument("--sites", type=int, default=3, help="sites to simulate (default 3)")
+    p.add_argument("--subjects-per-site", type=int, default=2)
+    p.add_argument("--cycles", type=int, default=2)
+    p.add_argument("--timeout-s", type=float, default=1800.0, help="give up waiting for the flows after this")
     p.set_defaults(func=run)
     return p
 
 
+def prefect_environment(config: TrialConfig) -> None:
+    """Point Prefect at the trial's home (its SQLite database) before Prefect is imported."""
+    os.environ.setdefault("PREFECT_HOME", str(config.prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_TELEMETRY_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    Path(config.prefect_home).mkdir(parents=True, exist_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    from listener.app import start_listener
-    from listener.status import format_status, inbox_status
-    from rntflow.push import push_tree
+    import logging
+
     from simulation.trial import TrialSpec, simulate_trial
+
+    for noisy in ("httpx", "prefect", "rntflow.listener"):  # progress lines below say what happens
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
-    config = load_config(args.config)
+    config_path = str(Path(args.config).resolve())
+    config = load_config(config_path)
     trial_dir = config.enrolment_file.parent
     if args.fresh:
-        for d in (trial_dir, config.spool_dir, config.keys_dir, config.warehouse_dir):
+        for d in (trial_dir, config.spool_dir, config.keys_dir, config.warehouse_dir, config.products_dir,
+                  config.prefect_home):
             shutil.rmtree(d, ignore_errors=True)
+    prefect_environment(config)
     if not (trial_dir / "truth.json").exists():
         say(f"simulating the demo trial into {trial_dir}")
-        simulate_trial(trial_dir, TrialSpec(trial_id=config.trial_id), progress=say)
-    dispatcher = _RecordingDispatcher()
-    server = start_listener(config, dispatcher, block=False, config_path=str(Path(args.config).resolve()))
-    say(f"listener {config.listener.ae_title} on port {server.port}")
+        simulate_trial(trial_dir, TrialSpec(trial_id=config.trial_id, n_sites=args.sites,
+                                            subjects_per_site=args.subjects_per_site, cycles=args.cycles),
+                       progress=say)
+    failures, n_failed = ingest_and_process(config, config_path, trial_dir, args.timeout_s, say)
+    close_out(config, config_path, trial_dir, say)
+    print(summary(config, config_path, trial_dir))
+    say("done")
+    return 0 if failures == 0 and n_failed == 0 else 1
+
+
+def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, timeout_s: float,
+                       say) -> tuple[int, int]:
+    """Listener + push + flows until every study has been processed; (push failures, failed flows).
+
+    The listener receives in this process; de-identification, stable-study detection and
+    the flows run in its worker process (``rntflow listen``'s default), so that receiving
+    and processing use both cores. Progress is read from the warehouse's ``flow_runs``.
+    """
+    from listener.app import start_listener
+    from rntflow.push import push_tree
+    from warehouse.writer import read_latest
+
+    server = start_listener(config, block=False, config_path=config_path,
+                            worker_process=("local", config_path, "process-study/process-study"))
+    say(f"listener {config.listener.ae_title} on port {server.port}; flows run locally in the ingest worker "
+        f"(Prefect home {config.prefect_home})")
+    failures = 0
+    n_studies = sum(1 for _ in trial_dir.glob("dicom/*/*/*"))
+
+    def progress() -> tuple[int, int]:
+        runs = read_latest(config.warehouse_dir, "flow_runs", "flow_name = 'process-study'")
+        if runs.empty:
+            return 0, 0
+        latest = runs.sort_values("ended_at").drop_duplicates("study_id", keep="last")
+        return len(latest), int((latest["state"] != "Completed").sum())
+
     try:
-        failures = 0
         for site in config.sites:
             site_dir = trial_dir / "dicom" / site.id
-            # phantoms first, as a site would scan them before treating patients
+            if not site_dir.exists():
+                continue
+            # phantoms first, as a site scans them before treating patients
             for study_root in sorted(site_dir.iterdir(), key=lambda p: (not p.name.startswith("QC-"), p.name)):
                 report = push_tree(study_root, "127.0.0.1", server.port, site.calling_ae_titles[0],
                                    config.listener.ae_title)
                 failures += len(report.failures)
-            say(f"{site.id}: pushed")
-        n_studies = sum(1 for _ in trial_dir.glob("dicom/*/*/*"))
-        deadline = time.monotonic() + 120 + config.listener.quiet_period_s
-        while len({h.study_key for h in dispatcher.handoffs}) < n_studies and time.monotonic() < deadline:
-            time.sleep(1.0)
-        say(f"{len({h.study_key for h in dispatcher.handoffs})}/{n_studies} studies stable and handed off; "
-            f"{failures} push failures")
+            say(f"{site.id}: pushed; flows: {progress()[0]}/{n_studies} studies processed")
+        deadline = time.monotonic() + timeout_s
+        last = (-1, -1)
+        while time.monotonic() < deadline:
+            done = progress()
+            if done != last:
+                say(f"flows: {done[0]}/{n_studies} studies processed ({done[1]} failed)")
+                last = done
+            if done[0] >= n_studies:
+                break
+            time.sleep(3.0)
+        else:
+            say(f"timed out after {timeout_s:.0f} s waiting for the flows")
     finally:
         server.shutdown()
-    print(format_status(inbox_status(config)))
-    print(f"\ntruth: {trial_dir / 'truth.json'}; de-identified studies under {config.spool_dir}")
-    return 0 if failures == 0 else 1
+    return failures, max(last[1], 0)
+
+
+def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> None:
+    """End of data collection: final dosimetry and QA, outcomes, dose-effect analysis."""
+    from flows.qa import qa_flow
+    from flows.warehouse import dose_effect_flow
+    from rntflow.config import load_enrolment
+    from warehouse.outcomes import import_outcomes
+
+    say("closing data collection: final dosimetry and QA of every cycle")
+    qa_flow(config_path, close_out=True)
+    outcomes = trial_dir / "outcomes.csv"
+    if outcomes.exists():
+        enrolled = {e.subject_id: e.site_id for e in load_enrolment(config.enrolment_file) if e.kind == "patient"}
+        rep = import_outcomes(config.warehouse_dir, outcomes, enrolled, trial_id=config.trial_id)
+        say(f"outcomes imported: {rep.rows_new} new, {rep.rows_unchanged} unchanged")
+    res = dose_effect_flow(config_path)
+    say(f"dose-effect report: {res['report']}")
+
+
+def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
+    """Doses against truth, QA findings, dose-effect, and where to look next."""
+    import pandas as pd
+
+    from rntflow.evaluation import compare_with_truth
+    from warehouse.catalog import catalog_path
+    from warehouse.writer import read_latest
+
+    lines = ["", "== Absorbed doses against the simulator's truth (organ / sphere engine) =="]
+    cmp = compare_with_truth(config.warehouse_dir, trial_dir / "truth_voi_doses.csv")
+    if cmp.empty:
+        lines.append("no doses in the warehouse")
+    else:
+        cmp["group"] = cmp["voi"].where(~cmp["voi"].str.startswith("Lesion_"), "Lesions")
+        cmp["abs_err"] = cmp["error_pct"].abs()
+        g = cmp.groupby(["group", "method"]).agg(n=("abs_err", "size"), median_abs_err_pct=("abs_err", "median"),
+                                                 max_abs_err_pct=("abs_err", "max")).reset_index()
+        lines.append(g.round(1).to_string(index=False))
+    qa = read_latest(config.warehouse_dir, "qa_checks")
+    lines += ["", "== QA findings (warn / fail) =="]
+    if not qa.empty:
+        bad = qa[qa["status"] != "pass"]
+        counts = bad.groupby(["check_name", "status"]).size().rename("n").reset_index()
+        lines.append(counts.to_string(index=False) if not counts.empty else "none")
+    report = Path(config.warehouse_dir) / "reports" / "dose_effect.md"
+    lines += ["", "== Where to look next ==",
+              f"coordinator view:   rntflow status --config {config_path}",
+              f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "
+              "# then http://127.0.0.1:4200",
+              f"dose-effect report: {report}",
+              f"DuckDB:             duckdb {catalog_path(config.warehouse_dir)} -c \"SELECT subject_id, cycle, voi, "
+              "round(dose_gy, 2) AS dose_gy, round(bed_gy, 2) AS bed_gy FROM voi_doses WHERE engine = 'organ' "
+              "AND voi = 'Kidneys' ORDER BY 1, 2\"",
+              f"truth:              {trial_dir / 'truth_voi_doses.csv'}"]
+    pd.set_option("display.width", 120)
+    return "\n".join(lines)

@@ -1,24 +1,55 @@
-"""``rntflow status``: the coordinator's view of what arrived, per site."""
+"""``rntflow status``: the trial coordinator's view.
+
+Per site: subjects enrolled, studies received / pending / held / quarantined (listener
+inbox), processed (warehouse), QA failures, calibrations due, expired or missing, failed
+flow runs. Per subject and cycle: protocol time points received, missing or pending,
+whether a dose exists. ``--json`` prints the same as one JSON document for scripts
+(see :func:`warehouse.status.coordinator_status` for its keys and for the clock that
+deadlines are measured against).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import datetime, timezone
 
 from rntflow.config import load_config
 
 
+def _as_of(text: str) -> datetime:
+    """Parse ``--as-of`` (ISO 8601; a time without zone is taken as UTC)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("status", help="per site: instances, studies pending/handed off, held, quarantined")
-    p.add_argument("--config", required=True)
+    """Register the ``status`` sub-command."""
+    p = subparsers.add_parser(
+        "status", help="coordinator's view: per site studies, QA, calibrations; per subject time points",
+        description="The trial coordinator's view: per site, studies received, processed, held and "
+                    "quarantined, QA failures, calibrations due/expired/missing, failed flow runs; "
+                    "per subject and cycle, protocol time points received, missing or pending.")
+    p.add_argument("--config", required=True, help="trial YAML")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--as-of", type=_as_of, default=None, metavar="DATETIME",
+                   help="reference time on the warehouse's de-identified clock (ISO 8601, UTC if no "
+                        "zone); default: the latest study acquisition in the warehouse")
+    p.add_argument("--due-within-days", type=int, default=None, metavar="DAYS",
+                   help="report calibrations expiring within DAYS as due (default 30)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from listener.status import format_status, inbox_status
+    """Print the coordinator's status; returns 0."""
+    from warehouse.status import DUE_WITHIN_DAYS, coordinator_status, format_coordinator_status
 
-    status = inbox_status(load_config(args.config))
-    print(json.dumps(status, indent=1, default=str) if args.json else format_status(status))
+    due = getattr(args, "due_within_days", None)
+    status = coordinator_status(load_config(args.config), now=getattr(args, "as_of", None),
+                                due_within_days=DUE_WITHIN_DAYS if due is None else due)
+    print(json.dumps(status, indent=1) if args.json else format_coordinator_status(status))
     return 0

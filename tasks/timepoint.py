@@ -20,7 +20,7 @@ from harmonization.calibration import calibration_for
 from harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
 from harmonization.phantom import to_bq_per_ml
 from harmonization.recon_check import CheckResult, check_counts_plausible, check_fov_covers_vois, check_reconstruction
-from rntflow.errors import ConfigError, DicomInputError
+from rntflow.errors import ConfigError, DicomInputError, VoiError
 from tasks.common import calibration_history, calibration_id, product_store, trial_config
 from tasks.products import TimePointMeta
 from tasks.study_io import load_study, rtstruct_masks, seg_masks
@@ -125,10 +125,13 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     vois: dict[str, np.ndarray] = {}
     if study.ct is not None:
         raw: dict[str, np.ndarray] = {}
-        for rs in study.rtstructs:
-            raw.update(rtstruct_masks(rs, study.ct))
-        for seg in study.segs:
-            raw.update(seg_masks(seg, study.ct))
+        for obj, fn in [(rs, rtstruct_masks) for rs in study.rtstructs] + [(sg, seg_masks) for sg in study.segs]:
+            try:
+                raw.update(fn(obj, study.ct))
+            except VoiError as exc:  # e.g. drawn on another CT: the VOIs are unusable, the scan is not
+                checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id,
+                               "status": "fail", "value_found": "unusable", "value_expected": "VOIs on this CT",
+                               "message": str(exc), **cols})
         for name, mask in raw.items():
             try:
                 tg = config.map_voi_name(name, site_id)

@@ -1,0 +1,140 @@
+"""A reduced demo end to end: simulated trial -> DICOM listener -> Prefect flows -> warehouse.
+
+Three sites (counts camera, vendor Bq/mL camera with a scale error, off-protocol camera),
+one subject each, one cycle; pushed over real associations, de-identified, processed by
+the ``process-study`` flow (local runner, session Prefect harness). Then the issue's
+acceptance checks against the simulator's ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from rntflow.config import load_config
+from rntflow.demo import close_out, ingest_and_process
+from rntflow.evaluation import compare_with_truth
+from tests.conftest import free_port
+from warehouse.catalog import catalog_path
+from warehouse.writer import read_latest
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Acceptance tolerances (issue 5): organs of cycles with >= 3 time points within 10 %,
+#: lesions of >= 10 mL within 20 % after partial-volume correction.
+ORGANS = ("Kidney_L", "Kidney_R", "Kidneys", "Liver", "Spleen")
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_trial, prefect_harness, tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
+    cfg["listener"].update({"port": free_port(), "quiet_period_s": 1})
+    cfg["paths"] = {"spool": str(work / "spool"), "warehouse": str(work / "wh"), "keys": str(work / "keys"),
+                    "enrolment": str(small_trial / "enrolment.csv"),
+                    "phantom_fills": str(small_trial / "phantom_fills.csv"),
+                    "prefect_home": str(work / "prefect"), "products": str(work / "products")}
+    path = work / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path)
+    # the listener's ingest worker (a separate process) runs the flows on its own embedded
+    # Prefect server under this PREFECT_HOME; this process's flows use the session harness
+    old = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(config.prefect_home)
+    try:
+        failures, n_failed = ingest_and_process(config, str(path), small_trial, 900, print)
+    finally:
+        if old is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = old
+    close_out(config, str(path), small_trial, print)
+    return {"config": config, "path": str(path), "work": work, "failures": failures, "n_failed": n_failed}
+
+
+def test_every_study_processed_without_failure(pipeline, small_trial):
+    assert pipeline["failures"] == 0 and pipeline["n_failed"] == 0
+    runs = read_latest(pipeline["config"].warehouse_dir, "flow_runs")
+    n_studies = sum(1 for _ in small_trial.glob("dicom/*/*/*"))
+    assert len(runs) == n_studies and set(runs["state"]) == {"Completed"}
+
+
+def test_doses_match_the_ground_truth(pipeline, small_trial, small_truth):
+    cmp = compare_with_truth(pipeline["config"].warehouse_dir, small_trial / "truth_voi_doses.csv")
+    # the accuracy criterion holds for protocol-compliant reconstructions; the off-protocol
+    # site (no scatter correction) is caught by the reconstruction checks instead (below)
+    compliant = [s for s, site in small_truth["sites"].items() if not site["off_protocol"]]
+    multi = cmp[(cmp["n_timepoints"] >= 3) & cmp["site_id"].isin(compliant)]
+    organs = multi[multi["voi"].isin(ORGANS)]
+    assert len(organs) >= len(compliant) * len(ORGANS)
+    assert organs["error_pct"].abs().max() <= 10.0, organs[["subject_id", "voi", "error_pct"]]
+    vols = {(sid, v): d["volume_ml"] for sid, s in small_truth["subjects"].items() for v, d in s["vois"].items()}
+    lesions = multi[multi["voi"].str.startswith("Lesion_")]
+    big = lesions[[vols[(r.subject_id, r.voi)] >= 10.0 for r in lesions.itertuples()]]
+    assert len(big) >= 1
+    assert big["error_pct"].abs().max() <= 20.0, big[["subject_id", "voi", "error_pct"]]
+    assert set(cmp["final"]) == {True}
+
+
+def test_calibrations_and_protocol_checks_through_the_flows(pipeline, small_truth):
+    wh = pipeline["config"].warehouse_dir
+    cals = read_latest(wh, "calibrations")
+    for site_id, site in small_truth["sites"].items():
+        row = cals[cals["site_id"] == site_id].iloc[0]
+        if site["units"] == "BQML":
+            assert row["bqml_scale_factor"] == pytest.approx(1 + site["vendor_scale_error"], rel=0.02)
+        else:
+            assert row["sensitivity_cps_per_mbq"] == pytest.approx(site["sensitivity_cps_per_mbq"], rel=0.02)
+        assert row["rc_fwhm_mm"] > 0
+    studies = read_latest(wh, "studies")
+    patients = studies[studies["kind"] == "patient"]
+    for site_id, site in small_truth["sites"].items():
+        compliant = set(patients.loc[patients["site_id"] == site_id, "protocol_compliant"])
+        assert compliant == {not site["off_protocol"]}, (site_id, site["off_protocol"])
+
+
+def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
+    from flows.process_study import process_study
+    from flows.qa import qa_flow
+
+    config = pipeline["config"]
+
+    def counts() -> dict:
+        con = duckdb.connect()
+        try:
+            return {t.name: con.execute(f"SELECT count(*) FROM read_parquet('{t}/*/*/*.parquet', union_by_name=true)")
+                    .fetchone()[0] for t in Path(config.warehouse_dir).iterdir()
+                    if t.is_dir() and t.name not in ("reports", "flow_runs") and any(t.rglob("*.parquet"))}
+        finally:
+            con.close()
+
+    before = counts()
+    deid = Path(config.spool_dir) / "deid"
+    study = next(p for p in sorted(deid.glob("*/*/*")) if "-PH-" not in p.parent.name)
+    process_study(study.parts[-3], study.parts[-2], "patient", study.name, str(study), 0, 1, pipeline["path"])
+    qa_flow(pipeline["path"], close_out=True)
+    assert counts() == before
+
+
+def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth):
+    needles = set()
+    for s in small_truth["subjects"].values():
+        needles |= {s["patient_id"], s["patient_name"], s["birth_date"], s["birth_date"].replace("-", "")}
+        needles |= set(s["patient_name"].split())
+    needles = {n.encode() for n in needles if len(n) >= 4}
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    db_url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+    files = [p for p in Path(pipeline["config"].warehouse_dir).rglob("*") if p.is_file()]
+    files += [p for p in Path(pipeline["config"].products_dir).rglob("*.json")]
+    if "sqlite" in db_url:
+        files.append(Path(db_url.split("///", 1)[1]))
+    files += list(Path(pipeline["config"].prefect_home).glob("*.db"))  # the ingest worker's Prefect
+    assert catalog_path(pipeline["config"].warehouse_dir) in files
+    for f in files:
+        data = f.read_bytes()
+        for n in needles:
+            assert n not in data, f"{n!r} found in {f}"
