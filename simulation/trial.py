@@ -428,7 +428,10 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
         "radiobiology": {v: {"alpha_beta_gy": KIDNEY_ALPHA_BETA_GY, "t_rep_h": KIDNEY_T_REP_H}
                          for v in ("Kidney_L", "Kidney_R", "Kidneys")},
         "voi_name_map": {},
-        "calibration": {"validity_days": 180, "drift_tolerance_pct": 5.0, "phantom_patient_id_pattern": "^QC[-_]"},
+        "calibration": {"validity_days": 180, "drift_tolerance_pct": 5.0, "phantom_patient_id_pattern": "^QC[-_]",
+                        # NEMA sphere diameter (mm) -> (min RC, max RC), as deployments/trial.example.yaml
+                        "reference_rc_band": {"37": [0.60, 0.95], "28": [0.50, 0.85], "22": [0.38, 0.72],
+                                              "17": [0.25, 0.58]}},
         "dosimetry": {"engine": "voxel_dpk", "partial_volume_correction": True},
     }
 

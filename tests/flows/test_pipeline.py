@@ -84,10 +84,12 @@ def test_calibrations_and_protocol_checks_through_the_flows(pipeline, small_trut
     cals = read_latest(wh, "calibrations")
     for site_id, site in small_truth["sites"].items():
         row = cals[cals["site_id"] == site_id].iloc[0]
-        if site["units"] == "BQML":
-            assert row["bqml_scale_factor"] == pytest.approx(1 + site["vendor_scale_error"], rel=0.02)
-        else:
-            assert row["sensitivity_cps_per_mbq"] == pytest.approx(site["sensitivity_cps_per_mbq"], rel=0.02)
+        if site["units"] == "BQML":  # vendor_scale_error is the factor the site's Bq/mL reads high by
+            assert row["bqml_scale_factor"] == pytest.approx(site["vendor_scale_error"], rel=0.02)
+        else:  # without scatter correction the calibration counts scatter too (see harmonization tests)
+            scatter = 0.0 if site["scatter_correction"] else site["scatter_fraction"]
+            assert row["sensitivity_cps_per_mbq"] == pytest.approx(
+                site["sensitivity_cps_per_mbq"] * (1 + scatter), rel=0.02)
         assert row["rc_fwhm_mm"] > 0
     studies = read_latest(wh, "studies")
     patients = studies[studies["kind"] == "patient"]
