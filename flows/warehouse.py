@@ -19,10 +19,6 @@ from tasks.warehouse import read_table, refresh
 from warehouse.analysis import dose_response_by_site, population_kinetics, site_effect_test
 from warehouse.catalog import connect
 
-#: Engine and method the pooled dose-effect analysis uses (organ/sphere model, fitted kinetics).
-ANALYSIS_ENGINES = ("organ", "sphere")
-
-
 def _table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
     if df.empty:
         return "(none)"

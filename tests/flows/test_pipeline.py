@@ -107,7 +107,7 @@ def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
     def counts() -> dict:
         con = duckdb.connect()
         try:
-            return {t.name: con.execute(f"SELECT count(*) FROM read_parquet('{t}/*/*/*.parquet', union_by_name=true)")
+            return {t.name: con.execute(f"SELECT count(*) FROM read_parquet('{t}/**/*.parquet', union_by_name=true)")
                     .fetchone()[0] for t in Path(config.warehouse_dir).iterdir()
                     if t.is_dir() and t.name not in ("reports", "flow_runs") and any(t.rglob("*.parquet"))}
         finally:

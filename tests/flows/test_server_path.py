@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import shutil
 import socket
 import sqlite3
@@ -179,18 +180,18 @@ def _trial_config(small_trial: Path, root: Path) -> Path:
     return path
 
 
-def _deploy(server: PrefectServer, root: Path) -> None:
+def _deploy(server: PrefectServer, root: Path, config_path: Path) -> None:
     """``prefect deploy`` with deployments/prefect.yaml, from the repository root."""
+    env = server.env(RNTFLOW_CONFIG=str(config_path))
     if ENTRYPOINT == REAL_ENTRYPOINT:
-        run_prefect(["deploy", "--prefect-file", str(PREFECT_YAML), "--all"], server.env())
+        run_prefect(["deploy", "--prefect-file", str(PREFECT_YAML), "--all"], env)
         return
     # the probe stands in for process-study: same file, only that entry point swapped
     text = PREFECT_YAML.read_text()
     assert REAL_ENTRYPOINT in text
     probe_yaml = root / "prefect.yaml"
     probe_yaml.write_text(text.replace(REAL_ENTRYPOINT, PROBE_ENTRYPOINT))
-    run_prefect(["deploy", "--prefect-file", str(probe_yaml), "--name", "process-study"],
-                server.env())
+    run_prefect(["deploy", "--prefect-file", str(probe_yaml), "--name", "process-study"], env)
 
 
 def _wait_port(port: int, proc, timeout_s: float = 60) -> None:
@@ -261,16 +262,16 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
     env = server.env()
     _check_server_api(server)
 
-    # the process pool, the deployments, a worker polling the pool
+    # the process pool, the deployments (default config_path: this trial), a worker
+    config_path = _trial_config(small_trial, tmp_path)
     run_prefect(["work-pool", "create", POOL, "--type", "process"], env)
-    _deploy(server, tmp_path)
+    _deploy(server, tmp_path, config_path)
     worker = server.spawn("prefect-worker", prefect_cmd(
         "--no-prompt", "worker", "start", "--pool", POOL, "--type", "process",
         "--name", "test-worker", "--limit", "2"),
         PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
 
     # the listener, handing stable studies to the process-study deployment
-    config_path = _trial_config(small_trial, tmp_path)
     port = yaml.safe_load(config_path.read_text())["listener"]["port"]
     listener = server.spawn("rntflow-listen", [
         sys.executable, "-m", "rntflow.cli", "listen", "--config", str(config_path),
@@ -293,7 +294,7 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
                 runs = _final_runs(client, i, server, timeout_s=150)
 
             assert worker.alive(), worker.tail()
-            _check_deployments(client)
+            _check_deployments(client, config_path)
             deployment = client.read_deployment_by_name("process-study/process-study")
             assert len(runs) == len(studies)
             for run in runs:
@@ -328,7 +329,7 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
     print(f"server path: {len(runs)} runs Completed in {time.monotonic() - t0:.0f} s")
 
 
-def _check_deployments(client) -> None:
+def _check_deployments(client, config_path: Path) -> None:
     """``prefect deploy --all`` created every deployment, templated by the build steps."""
     names = ["process-study"] if ENTRYPOINT != REAL_ENTRYPOINT else list(EXPECTED_DEPLOYMENTS)
     for name in names:
@@ -337,7 +338,7 @@ def _check_deployments(client) -> None:
         assert dep.work_pool_name == POOL and dep.enforce_parameter_schema, name
         assert dep.entrypoint == (ENTRYPOINT if name == "process-study" else ep)
         # build step outputs: absolute repository root and trial config
-        assert dep.parameters["config_path"] == str(DEPLOYMENTS / "trial.example.yaml"), name
+        assert dep.parameters["config_path"] == os.path.realpath(config_path), name
         assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory":
                                    {"directory": str(REPO_ROOT)}}], dep.pull_steps
         if name == "dose-effect":

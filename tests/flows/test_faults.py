@@ -1,0 +1,91 @@
+"""Fault tolerance of the flows: transient failures retry, persistent ones are recorded and isolated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tasks.timepoint as tp_tasks
+from flows.process_study import process_study
+from rntflow.config import load_config
+from warehouse.status import coordinator_status
+from warehouse.writer import read_latest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def trial_cfg(small_trial, tmp_path):
+    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
+    cfg["paths"] = {"spool": str(tmp_path / "spool"), "warehouse": str(tmp_path / "wh"),
+                    "keys": str(tmp_path / "keys"), "enrolment": str(small_trial / "enrolment.csv"),
+                    "phantom_fills": str(small_trial / "phantom_fills.csv"),
+                    "prefect_home": str(tmp_path / "prefect"), "products": str(tmp_path / "products")}
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _study(small_trial: Path, site: str, patient_prefix: str) -> tuple[str, Path]:
+    folder = sorted((small_trial / "dicom" / site).glob(f"{patient_prefix}*/*"))[0]
+    return folder.parent.name, folder
+
+
+def _subject(small_trial: Path, patient_id: str) -> str:
+    import csv
+
+    with (small_trial / "enrolment.csv").open() as fh:
+        return next(r["subject_id"] for r in csv.DictReader(fh) if r["patient_id"] == patient_id)
+
+
+def test_a_task_failing_twice_completes_through_retries(small_trial, trial_cfg, prefect_harness, monkeypatch):
+    calls = {"n": 0}
+    real = tp_tasks.load_study
+
+    def flaky(study_dir):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise OSError("transient: NFS hiccup")
+        return real(study_dir)
+
+    monkeypatch.setattr(tp_tasks, "load_study", flaky)
+    pid, study = _study(small_trial, "SITE01", "AMC")  # SITE01's patient, first time point
+    out = process_study("SITE01", _subject(small_trial, pid), "patient", study.name, str(study), 0, 1, trial_cfg)
+    assert calls["n"] >= 3  # classify-study failed twice, its retries got through
+    assert out["kind"] == "patient"
+    runs = read_latest(load_config(trial_cfg).warehouse_dir, "flow_runs")
+    assert list(runs["state"]) == ["Completed"]
+
+
+def test_a_persistent_failure_marks_its_subject_and_spares_the_others(small_trial, trial_cfg, prefect_harness,
+                                                                      monkeypatch):
+    real = tp_tasks.load_study
+    bad_pid, bad_study = _study(small_trial, "SITE01", "AMC")  # SITE01's patient
+    bad_subject = _subject(small_trial, bad_pid)
+
+    def broken_for_one_subject(study_dir):
+        if Path(study_dir) == bad_study:
+            raise RuntimeError("corrupt pixel data in every attempt")
+        return real(study_dir)
+
+    monkeypatch.setattr(tp_tasks, "load_study", broken_for_one_subject)
+    with pytest.raises(RuntimeError):
+        process_study("SITE01", bad_subject, "patient", bad_study.name, str(bad_study), 0, 1, trial_cfg)
+    ok_pid, ok_study = _study(small_trial, "SITE02", "QC-CYL")
+    ok_subject = _subject(small_trial, ok_pid)
+    process_study("SITE02", ok_subject, "phantom", ok_study.name, str(ok_study), 0, 1, trial_cfg)
+
+    config = load_config(trial_cfg)
+    runs = read_latest(config.warehouse_dir, "flow_runs").set_index("subject_id")
+    assert runs.loc[bad_subject, "state"] == "Failed" and "corrupt pixel data" in runs.loc[bad_subject, "message"]
+    assert runs.loc[ok_subject, "state"] == "Completed"
+    qa = read_latest(config.warehouse_dir, "qa_checks", "check_name = 'processing'").set_index("subject_id")
+    assert qa.loc[bad_subject, "status"] == "fail"
+    status = coordinator_status(config)
+    subjects = {s["subject_id"]: s for s in status["subjects"]}
+    assert subjects[bad_subject]["state"] == "failed"
+    assert subjects[bad_subject]["failed_runs"][0]["message"].startswith("RuntimeError")
+    site01 = next(s for s in status["sites"] if s["site_id"] == "SITE01")
+    assert site01["flow_runs_failed"] == 1
