@@ -14,7 +14,7 @@ from rntflow.config import TrialConfig
 from tasks.common import Context, product_store, trial_config
 from tasks.dosimetry import cycle_dosimetry, cycle_timepoints
 from tasks.products import TimePointMeta
-from tasks.warehouse import load_rows
+from tasks.warehouse import load_rows, read_table
 
 #: A single scan earlier than this (h) is too early for a single-time-point estimate:
 #: Hänscheid's error stays below ~10% only from 0.75 T_eff on (kidney T_eff ~ 40-50 h).
@@ -54,6 +54,10 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
         return result
     ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
     wh = str(config.warehouse_dir)
+    if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
+        done = read_table(wh, "voi_doses", "trial_id = ? AND subject_id = ? AND cycle = ? AND final",
+                          [config.trial_id, subject_id, cycle])
+        final = not done.empty
     for r in result["voi_doses"]:
         r["final"] = final
     loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}

@@ -107,6 +107,10 @@ class ProductStore:
                     img.CopyInformation(ct_hu)
                     sitk.WriteImage(img, str(tmp / "vois" / f"{name}.nii.gz"))
             (tmp / META).write_text(json.dumps(asdict(meta), indent=1, sort_keys=True))
+            old_ct, new_ct = final / "ct_hu.nii.gz", tmp / "ct_hu.nii.gz"
+            if old_ct.exists() and new_ct.exists() and old_ct.read_bytes() == new_ct.read_bytes():
+                for reg in final.glob("reg_*.json"):  # same CT: its registrations still hold
+                    shutil.copy2(reg, tmp / reg.name)
             if final.exists():
                 old = final.parent / f".old-{meta.study_id}-{uuid.uuid4().hex[:8]}"
                 os.rename(final, old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,14 @@ def trial_cfg(small_trial, tmp_path):
 
 
 def _study(small_trial: Path, site: str, patient_prefix: str) -> tuple[str, Path]:
+    """A study copied to a pseudonymous folder, as the listener's de-identified layout names it
+    (the flow parameters then carry no PatientID, as in production)."""
     folder = sorted((small_trial / "dicom" / site).glob(f"{patient_prefix}*/*"))[0]
-    return folder.parent.name, folder
+    pid = folder.parent.name
+    dest = small_trial.parent / "faults-deid" / site / _subject(small_trial, pid) / folder.name
+    if not dest.exists():
+        shutil.copytree(folder, dest)
+    return pid, dest
 
 
 def _subject(small_trial: Path, patient_id: str) -> str:
