@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.calibration import calibrate_phantom
-from tasks.common import Context, trial_config
+from tasks.common import Context, artifact_key, trial_config
 from tasks.warehouse import load_rows
 
 
@@ -37,7 +37,7 @@ def calibration_flow(config_path: str | None, site_id: str, subject_id: str, stu
         lines += [f"| {r['sphere_diameter_mm']:g} | {r['recovery_coefficient']:.3f} | "
                   f"{(r.get('recovery_coefficient_harmonised') or float('nan')):.3f} | {r.get('in_reference_band')} |"
                   for r in res["phantom_results"]]
-    create_markdown_artifact("\n".join(lines), key=f"calibration-{site_id.lower().replace('_', '-')}",
+    create_markdown_artifact("\n".join(lines), key=f"calibration-{artifact_key(site_id)}",
                              description=f"{site_id} phantom {res['phantom_type']}")
     get_run_logger().info("%s %s: %s", site_id, res["phantom_type"],
                           "; ".join(f"{c['check_name']}={c['status']}" for c in res["checks"]))

@@ -9,9 +9,10 @@ final when the protocol's last time point has arrived or data collection is clos
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from rntflow.config import TrialConfig
-from tasks.common import Context, product_store, trial_config
+from tasks.common import Context, artifact_key, product_store, trial_config
 from tasks.dosimetry import cycle_dosimetry, cycle_timepoints
 from tasks.products import TimePointMeta
 from tasks.warehouse import load_rows, read_table
@@ -35,6 +36,22 @@ def cycle_readiness(metas: list[TimePointMeta], config: TrialConfig, close_out: 
     if n >= need or close_out:
         return True, final, f"{n} time points"
     return False, False, f"{n} of {need} time points"
+
+
+def subject_summary_markdown(subject_id: str, cycle: int, final: bool, result: dict) -> str:
+    """The coordinator's summary of one cycle: doses with uncertainty and BED, then QA findings."""
+    lines = [f"# {subject_id}, cycle {cycle} ({'final' if final else 'provisional'}, {result['method']})", "",
+             "| VOI | engine | method | dose (Gy) | SD (Gy) | BED (Gy) | TIA (MBq h) |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in sorted(result["voi_doses"], key=lambda r: (r["voi"], r["engine"])):
+        bed = f"{r['bed_gy']:.2f}" if r.get("bed_gy") is not None else ""
+        lines.append(f"| {r['voi']} | {r['engine']} | {r['method']} | {r['dose_gy']:.2f} | {r['dose_sd_gy']:.2f} | "
+                     f"{bed} | {r['tia_mbq_h']:.0f} |")
+    issues = [c for c in result["checks"] if c["status"] != "pass"]
+    lines += ["", f"QA: {len(issues)} finding(s)" + (":" if issues else "")]
+    lines += [f"- {c['status']}: {c['check_name']} ({c['scope_id']}): {c['message']}" for c in issues]
+    lines += ["", "Dose-effect report: `<warehouse>/reports/dose_effect.md`; all rows: DuckDB `voi_doses`, `qa_checks`."]
+    return "\n".join(lines)
 
 
 @flow(name="dosimetry", flow_run_name="dosimetry {subject_id} cycle {cycle}")
@@ -62,6 +79,9 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
         r["final"] = final
     loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
     load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
+    create_markdown_artifact(subject_summary_markdown(subject_id, cycle, final, result),
+                             key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
+                             description=f"{subject_id} cycle {cycle}: doses, uncertainty, QA")
     log.info("cycle %s of %s: %s, %s (%s), %d VOI doses", cycle, subject_id, result["method"],
              "final" if final else "provisional", why, len(result["voi_doses"]))
     return {"status": "done", "final": final, "method": result["method"], "loads": loads,

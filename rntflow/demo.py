@@ -171,6 +171,9 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
         counts = bad.groupby(["check_name", "status"]).size().rename("n").reset_index()
         lines.append(counts.to_string(index=False) if not counts.empty else "none")
     report = Path(config.warehouse_dir) / "reports" / "dose_effect.md"
+    if report.exists():
+        lines += ["", "== Dose-effect (from the report) =="]
+        lines += [ln for ln in report.read_text().splitlines()[2:] if ln.strip()][:24]
     lines += ["", "== Where to look next ==",
               f"coordinator view:   rntflow status --config {config_path}",
               f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "

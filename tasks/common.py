@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -14,6 +15,11 @@ from harmonization.calibration import Calibration
 from rntflow.config import TrialConfig, load_config
 from tasks.products import ProductStore
 from warehouse.writer import read_latest
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys: lower-case letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
 
 
 @lru_cache(maxsize=8)
