@@ -645,12 +645,13 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
     # ---- subjects -----------------------------------------------------------------
     site_order = {s.id: i for i, s in enumerate(config.sites)}
     subjects: dict[str, _Subject] = {}
+    phantoms = {e.subject_id for e in enrolment if e.kind == "phantom"}
     for e in enrolment:
         if e.kind == "patient":
             subjects[e.subject_id] = _Subject(e.subject_id, e.site_id, True)
 
     def subject(subject_id: str | None, site_id: str | None) -> _Subject | None:
-        if subject_id is None:
+        if subject_id is None or subject_id in phantoms:  # phantom scans are shown per site
             return None
         if subject_id not in subjects:
             subjects[subject_id] = _Subject(subject_id, site_id, False)
