@@ -109,8 +109,6 @@ class LocalDispatcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rntflow-flow")
         self._n = 0
         self._lock = threading.Lock()
-        self._futures: list = []
-        self.n_failed = 0
 
     def _resolve(self) -> Callable[..., Any]:
         if callable(self._func):
@@ -132,24 +130,11 @@ class LocalDispatcher:
             try:
                 func(**params)
             except Exception as exc:
-                with self._lock:
-                    self.n_failed += 1
                 log_event("local_flow_failed", site_id=h.site_id, subject_id=h.subject_id,
                           study_key=h.study_key, error=type(exc).__name__)
 
-        fut = self._pool.submit(_run)
-        with self._lock:
-            self._futures = [f for f in self._futures if not f.done()] + [fut]
+        self._pool.submit(_run)
         return run_id
-
-    def pending(self) -> int:
-        """Flow runs submitted and not yet finished."""
-        with self._lock:
-            return sum(not f.done() for f in self._futures)
-
-    @property
-    def submitted(self) -> int:
-        return self._n
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
