@@ -74,9 +74,6 @@ def calibration_history(config: TrialConfig, camera_id: str | None = None) -> li
 
 def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[dict]:
     """Registry records -> ``calibrations`` rows, with validity ends and supersession."""
-    def cid(c: Calibration) -> str:
-        return calibration_id(c)
-
     rows = []
     by_cam: dict[tuple[str, str], list[Calibration]] = {}
     for c in history:
@@ -98,7 +95,7 @@ def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[di
                 "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
                 "sensitivity_sd_cps_per_mbq": c.sd, "bqml_scale_factor": c.vendor_scale_factor,
                 "harmonising_filter_fwhm_mm": c.filter_fwhm_mm, "rc_fwhm_mm": c.rc_fwhm_mm,
-                "superseded_by": cid(nxt) if nxt else None, "calibration_id": cid(c), "drift_pct": drift,
+                "superseded_by": calibration_id(nxt) if nxt else None, "calibration_id": calibration_id(c), "drift_pct": drift,
                 "drift_flag": None if drift is None else abs(drift) > config.calibration.drift_tolerance_pct})
     return rows
 
