@@ -3,7 +3,8 @@
 It classifies the study and routes it: a phantom scan to the calibration flow; a patient
 time point to the reconstruction check and quantification, then to the dosimetry of its
 cycle (which decides whether the cycle has enough time points) and to the subject's QA;
-a segmentation-only study is recorded. Whatever happens, the run is recorded in the
+a segmentation-only study (RTSTRUCT/SEG sent on its own) gives its VOIs to the time point
+whose CT it was drawn on and re-runs that cycle's dosimetry. Whatever happens, the run is recorded in the
 warehouse's ``flow_runs`` (the coordinator's status reads it); a failure is recorded as a
 QA result of the subject and re-raised so that Prefect shows the run as failed, without
 stopping any other study.
@@ -20,7 +21,7 @@ from flows.dosimetry import dosimetry_flow
 from flows.qa import qa_flow
 from flows.timepoint import timepoint_flow
 from tasks.common import Context, trial_config
-from tasks.timepoint import classify_study
+from tasks.timepoint import attach_segmentation, classify_study
 from tasks.warehouse import flow_run_row, load_rows
 
 
@@ -45,7 +46,12 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
                 out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, cycle)["status"]
                 qa_flow(config_path, subject_ids=[subject_id])
         else:
-            log.info("segmentation-only study %s of %s recorded; VOIs are read with their CT", study_key, subject_id)
+            seg = attach_segmentation(config_path, site_id, subject_id, study_key, study_dir)
+            load_rows(wh, "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
+            if seg["cycle"] is not None:
+                out["cycle"] = seg["cycle"]
+                out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
+                qa_flow(config_path, subject_ids=[subject_id])
         state, message = "Completed", f"{what} study processed"
         _record_processing(wh, config.trial_id, site_id, subject_id, study_key, "pass", message)
         return out

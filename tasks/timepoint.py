@@ -7,6 +7,7 @@ Load (de-identified study folder, calibration registry), call the pure code
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict
 from datetime import timedelta, timezone
@@ -61,6 +62,77 @@ def _cycle_of(admin, others: list[TimePointMeta]) -> int:
         else:
             clusters.append([t])
     return 1 + next(i for i, c in enumerate(clusters) if admin in c)
+
+
+def _mapped_vois(config, site_id: str, objects: list, ct: sitk.Image, frame_of_reference_uid: str | None,
+                 checks: list[dict], study_id: str, cols: dict) -> dict[str, np.ndarray]:
+    """TG-263 name -> mask on ``ct`` from RTSTRUCT/SEG objects; problems become QA rows in ``checks``."""
+    vois: dict[str, np.ndarray] = {}
+    for obj in objects:
+        fn = seg_masks if getattr(obj, "Modality", "") == "SEG" else rtstruct_masks
+        try:
+            raw = fn(obj, ct, frame_of_reference_uid)
+        except VoiError as exc:  # e.g. drawn on another CT: the VOIs are unusable, the scan is not
+            checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id, "status": "fail",
+                           "value_found": "unusable", "value_expected": "VOIs on this CT", "message": str(exc),
+                           **cols})
+            continue
+        for name, mask in raw.items():
+            try:
+                tg = config.map_voi_name(name, site_id)
+            except ConfigError as exc:
+                checks.append({"check_name": "voi_name", "scope": "study", "scope_id": study_id, "status": "fail",
+                               "value_found": "unmapped", "value_expected": "TG-263 or mapped", "message": str(exc),
+                               **cols})
+                continue
+            vois[tg] = np.logical_or(vois[tg], mask) if tg in vois else mask
+    return vois
+
+
+def _referenced_frame_of_reference(obj) -> str | None:
+    """The CT frame of reference a structure set or segmentation was drawn on."""
+    if getattr(obj, "Modality", "") == "SEG":
+        return str(getattr(obj, "FrameOfReferenceUID", "") or "") or None
+    seq = getattr(obj, "ReferencedFrameOfReferenceSequence", None)
+    return str(seq[0].FrameOfReferenceUID) if seq else None
+
+
+@task(name="attach-segmentation", retries=2, retry_delay_seconds=2)
+def attach_segmentation(config_path: str | None, site_id: str, subject_id: str, study_id: str,
+                        study_dir: str) -> dict:
+    """VOIs sent in a study of their own (RTSTRUCT/SEG only) join the time point whose CT they
+    were drawn on (same frame of reference).
+
+    Returns
+    -------
+    dict
+        ``cycle`` and ``target_study_id`` of the time point that received VOIs (None when no
+        received CT matches), and ``checks`` (qa rows).
+    """
+    config = trial_config(config_path)
+    store = product_store(config)
+    study = load_study(study_dir)
+    cols = {"subject_id": subject_id, "study_id": study_id}
+    checks: list[dict] = []
+    out = {"cycle": None, "target_study_id": None, "checks": checks}
+    by_for = {m.ct_frame_of_reference_uid: m for m in store.timepoints(site_id, subject_id)
+              if m.ct_frame_of_reference_uid}
+    for obj in study.rtstructs + study.segs:
+        uid = _referenced_frame_of_reference(obj)
+        meta = by_for.get(uid)
+        if meta is None:
+            checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id, "status": "fail",
+                           "value_found": "no matching CT", "value_expected": "a received time point's CT",
+                           "message": "segmentation drawn on a CT this subject's time points do not have "
+                                      "(not received yet, or another patient): VOIs not used", **cols})
+            continue
+        ct = store.ct(meta)
+        vois = {k: sitk.GetArrayFromImage(v).astype(bool) for k, v in store.vois(meta).items()}
+        vois.update(_mapped_vois(config, site_id, [obj], ct, uid, checks, study_id, cols))
+        meta = dataclasses.replace(meta, voi_names=sorted(vois))
+        store.save_timepoint(meta, store.spect(meta), ct, vois or None)
+        out.update(cycle=meta.cycle, target_study_id=meta.study_id)
+    return out
 
 
 @task(name="quantify-timepoint", retries=2, retry_delay_seconds=2)
@@ -122,32 +194,15 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     spect = sitk.GetImageFromArray(bqml.astype(np.float32))
     spect.CopyInformation(image)
 
-    vois: dict[str, np.ndarray] = {}
-    if study.ct is not None:
-        raw: dict[str, np.ndarray] = {}
-        for obj, fn in [(rs, rtstruct_masks) for rs in study.rtstructs] + [(sg, seg_masks) for sg in study.segs]:
-            try:
-                raw.update(fn(obj, study.ct))
-            except VoiError as exc:  # e.g. drawn on another CT: the VOIs are unusable, the scan is not
-                checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id,
-                               "status": "fail", "value_found": "unusable", "value_expected": "VOIs on this CT",
-                               "message": str(exc), **cols})
-        for name, mask in raw.items():
-            try:
-                tg = config.map_voi_name(name, site_id)
-            except ConfigError as exc:
-                checks.append({"check_name": "voi_name", "scope": "study", "scope_id": study_id, "status": "fail",
-                               "value_found": "unmapped", "value_expected": "TG-263 or mapped", "message": str(exc),
-                               **cols})
-                continue
-            vois[tg] = np.logical_or(vois[tg], mask) if tg in vois else mask
-        if vois:
-            masks = {}
-            for k, m in vois.items():
-                img = sitk.GetImageFromArray(m.astype(np.uint8))
-                img.CopyInformation(study.ct)
-                masks[k] = img
-            checks += [_check(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
+    vois = _mapped_vois(config, site_id, study.rtstructs + study.segs, study.ct, None, checks, study_id, cols) \
+        if study.ct is not None else {}
+    if vois:
+        masks = {}
+        for k, m in vois.items():
+            img = sitk.GetImageFromArray(m.astype(np.uint8))
+            img.CopyInformation(study.ct)
+            masks[k] = img
+        checks += [_check(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
     admin = header.administration_datetime
     others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0

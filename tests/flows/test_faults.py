@@ -96,3 +96,27 @@ def test_a_persistent_failure_marks_its_subject_and_spares_the_others(small_tria
     assert subjects[bad_subject]["failed_runs"][0]["message"].startswith("RuntimeError")
     site01 = next(s for s in status["sites"] if s["site_id"] == "SITE01")
     assert site01["flow_runs_failed"] == 1
+
+
+def test_a_structure_set_sent_on_its_own_joins_its_time_point(small_trial, trial_cfg, prefect_harness, tmp_path):
+    # the first time point arrives without its RTSTRUCT; the structure set follows as a study of its own
+    pid, full = _study(small_trial, "SITE01", "AMC")
+    subject = _subject(small_trial, pid)
+    images = tmp_path / "deid" / "SITE01" / subject / "tp1"
+    rtss = tmp_path / "deid" / "SITE01" / subject / "tp1-rtss"
+    for sub in ("NM", "CT"):
+        shutil.copytree(full / sub, images / sub)
+    shutil.copytree(full / "RTSTRUCT", rtss / "RTSTRUCT")
+    ph_pid, phantom = _study(small_trial, "SITE01", "QC-CYL")  # the camera's calibration first
+    process_study("SITE01", _subject(small_trial, ph_pid), "phantom", phantom.name, str(phantom), 0, 1, trial_cfg)
+    process_study("SITE01", subject, "patient", "tp1", str(images), 0, 1, trial_cfg)
+    config = load_config(trial_cfg)
+    from tasks.products import ProductStore
+
+    store = ProductStore(config.products_dir)
+    assert store.timepoints("SITE01", subject)[0].voi_names == []
+    out = process_study("SITE01", subject, "patient", "tp1-rtss", str(rtss), 0, 1, trial_cfg)
+    assert out["kind"] == "segmentation" and out["cycle"] == 1
+    meta = store.timepoints("SITE01", subject)[0]
+    assert {"Kidney_L", "Kidney_R", "Liver"} <= set(meta.voi_names)
+    assert set(store.vois(meta)) == set(meta.voi_names)
