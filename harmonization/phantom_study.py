@@ -348,6 +348,20 @@ def _sphere_clearance_mm(shape: Sequence[int], spacing_mm: Sequence[float], nema
 # --------------------------------------------------------------------------- uniform cylinder
 
 
+def _common_checks(header: NmHeader, fill: PhantomFill, phantom_type: str
+                   ) -> tuple[list[CheckResult], float | None, float | None]:
+    """Checks every phantom scan gets (type, header, scatter, reference time, activity),
+    the half-life (s) and the activity at acquisition start (MBq, None when unknown)."""
+    checks = [_check_type(fill, phantom_type)]
+    half_life_s = _half_life_s(header)
+    checks.append(_check_header(header, half_life_s))
+    checks.append(_check_scatter(header))
+    checks.append(_check_reference_time(header, fill))
+    activity_check, a0 = _check_activity(header, fill, half_life_s)
+    checks.append(activity_check)
+    return checks, half_life_s, a0
+
+
 def calibrate_uniform_cylinder(
     header: NmHeader,
     image_values: np.ndarray,
@@ -388,13 +402,7 @@ def calibrate_uniform_cylinder(
         ``valid_from`` the header's acquisition start, ``camera_id`` and ``radionuclide``
         from the header, ``version`` 0. It is ``None`` when any check fails.
     """
-    checks: list[CheckResult] = [_check_type(fill, "uniform_cylinder")]
-    half_life_s = _half_life_s(header)
-    checks.append(_check_header(header, half_life_s))
-    checks.append(_check_scatter(header))
-    checks.append(_check_reference_time(header, fill))
-    activity_check, a0 = _check_activity(header, fill, half_life_s)
-    checks.append(activity_check)
+    checks, half_life_s, a0 = _common_checks(header, fill, "uniform_cylinder")
 
     def done(calibration=None, uniform=None) -> PhantomCalibrationResult:
         return PhantomCalibrationResult(fill.subject_id, site_id, "uniform_cylinder", calibration, tuple(checks),
@@ -547,13 +555,7 @@ def analyse_nema_study(
         (fitted RC curve) and ``filter_fwhm_mm`` (``None`` when harmonisation failed);
         ``None`` when the RCs could not be measured.
     """
-    checks: list[CheckResult] = [_check_type(fill, "nema_iec_body")]
-    half_life_s = _half_life_s(header)
-    checks.append(_check_header(header, half_life_s))
-    checks.append(_check_scatter(header))
-    checks.append(_check_reference_time(header, fill))
-    activity_check, a0 = _check_activity(header, fill, half_life_s)
-    checks.append(activity_check)
+    checks, half_life_s, a0 = _common_checks(header, fill, "nema_iec_body")
     checks.append(_check_nema_fill(fill))
     checks.append(_check_calibration(header, calibration, protocol_name))
 
