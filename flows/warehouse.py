@@ -43,17 +43,21 @@ def dose_effect_flow(config_path: str | None) -> dict:
         con.close()
     sections = [f"# Dose-effect report: {config.trial_id}", ""]
     fits: dict[str, dict] = {}
-    for endpoint in ("nephrotoxicity", "xerostomia", "lesion_response"):
-        part = de[(de["endpoint"] == endpoint) & de["cumulative_dose_gy"].notna()]
-        sections += [f"## {endpoint}", "", f"{len(part)} outcome(s) with a dose."]
+    # kidney toxicity is analysed on BED as well as on dose (LQ repair over the dose-rate decay)
+    analyses = [("nephrotoxicity", "cumulative_dose_gy"), ("nephrotoxicity", "cumulative_bed_gy"),
+                ("xerostomia", "cumulative_dose_gy"), ("lesion_response", "cumulative_dose_gy")]
+    for endpoint, dose_col in analyses:
+        part = de[(de["endpoint"] == endpoint) & de[dose_col].notna()]
+        label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
+        sections += [f"## {label}", "", f"{len(part)} outcome(s) with a value."]
         if len(part) < 4 or part["effect"].nunique() < 2:
             sections += ["Too few outcomes (or only one kind) for a logistic fit.", ""]
             continue
         try:
-            table = dose_response_by_site(part)
-            fits[endpoint] = table.to_dict("records")
+            table = dose_response_by_site(part, dose_col=dose_col)
+            fits[label] = table.to_dict("records")
             sections += ["", _table(table), ""]
-            se = site_effect_test(part)
+            se = site_effect_test(part, dose_col=dose_col)
             sections += [f"Site effect: LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; "
                          f"per-site dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}", ""]
         except (ValueError, ZeroDivisionError) as exc:
