@@ -12,17 +12,11 @@ from prefect import task
 from harmonization.calibration import register_calibration
 from harmonization.headers import nm_to_image, parse_nm_header
 from harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
-from harmonization.recon_check import CheckResult
 from rntflow.errors import DicomInputError
 from rntflow.fills import load_phantom_fills
-from tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name, trial_config
+from tasks.common import (calibration_history, calibration_id, calibration_rows, protocol_name, qa_row,
+                          trial_config)
 from tasks.study_io import load_study
-
-
-def _row(c: CheckResult, study_id: str) -> dict:
-    return {"check_name": c.check, "scope": "calibration", "scope_id": study_id, "study_id": study_id,
-            "status": c.status, "value_found": c.value_found, "value_expected": c.value_expected,
-            "message": c.message}
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
@@ -89,6 +83,6 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
         cid = calibration_id(current) if current is not None else f"{site_id}-uncalibrated"
         out["phantom_results"] = [{**dataclasses.asdict(r), "calibration_id": cid, "camera_id": header.camera_id}
                                   for r in res.spheres]
-    out["checks"] += [_row(c, study_id) for c in res.checks]
+    out["checks"] += [qa_row(c, "calibration", study_id, study_id=study_id) for c in res.checks]
     out["calibrations"] = calibration_rows(config, history) if history else []
     return out

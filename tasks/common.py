@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harmonization.calibration import Calibration
+from harmonization.recon_check import CheckResult
 from rntflow.config import TrialConfig, load_config
 from tasks.products import ProductStore
 from warehouse.writer import read_latest
@@ -104,6 +105,12 @@ def calibration_id(c: Calibration) -> str:
     """Readable, stable id: site, camera serial and the phantom scan time."""
     serial = (c.camera_id or "").split("|")[-1]
     return f"{c.site_id}-{serial}-{c.valid_from:%Y%m%dT%H%M}"
+
+
+def qa_row(c: CheckResult, scope: str, scope_id: str, **cols) -> dict:
+    """A ``qa_checks`` row from a check result (``cols``: subject_id, study_id, cycle ...)."""
+    return {"check_name": c.check, "scope": scope, "scope_id": scope_id, "status": c.status,
+            "value_found": c.value_found, "value_expected": c.value_expected, "message": c.message, **cols}
 
 
 @dataclass(frozen=True)

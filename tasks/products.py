@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from tasks.study_io import read_image, write_image
+
 META = "meta.json"
 
 
@@ -97,15 +99,15 @@ class ProductStore:
         tmp = final.parent / f".tmp-{meta.study_id}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            sitk.WriteImage(sitk.Cast(spect_bq_per_ml, sitk.sitkFloat32), str(tmp / "spect_bqml.nii.gz"))
+            write_image(sitk.Cast(spect_bq_per_ml, sitk.sitkFloat32), tmp / "spect_bqml.nii.gz")
             if ct_hu is not None:
-                sitk.WriteImage(sitk.Cast(ct_hu, sitk.sitkInt16), str(tmp / "ct_hu.nii.gz"))
+                write_image(sitk.Cast(ct_hu, sitk.sitkInt16), tmp / "ct_hu.nii.gz")
             if vois:
                 (tmp / "vois").mkdir()
                 for name, mask in vois.items():
                     img = sitk.GetImageFromArray(np.asarray(mask, dtype=np.uint8))
                     img.CopyInformation(ct_hu)
-                    sitk.WriteImage(img, str(tmp / "vois" / f"{name}.nii.gz"))
+                    write_image(img, tmp / "vois" / f"{name}.nii.gz")
             (tmp / META).write_text(json.dumps(asdict(meta), indent=1, sort_keys=True))
             old_ct, new_ct = final / "ct_hu.nii.gz", tmp / "ct_hu.nii.gz"
             if old_ct.exists() and new_ct.exists() and old_ct.read_bytes() == new_ct.read_bytes():
@@ -141,15 +143,15 @@ class ProductStore:
         return out
 
     def spect(self, m: TimePointMeta) -> sitk.Image:
-        return sitk.ReadImage(str(self.study_path(m.site_id, m.subject_id, m.study_id) / "spect_bqml.nii.gz"))
+        return read_image(self.study_path(m.site_id, m.subject_id, m.study_id) / "spect_bqml.nii.gz")
 
     def ct(self, m: TimePointMeta) -> sitk.Image | None:
         p = self.study_path(m.site_id, m.subject_id, m.study_id) / "ct_hu.nii.gz"
-        return sitk.ReadImage(str(p), sitk.sitkFloat32) if p.exists() else None
+        return sitk.Cast(read_image(p), sitk.sitkFloat32) if p.exists() else None
 
     def vois(self, m: TimePointMeta) -> dict[str, sitk.Image]:
         folder = self.study_path(m.site_id, m.subject_id, m.study_id) / "vois"
-        return {p.name[: -len(".nii.gz")]: sitk.ReadImage(str(p)) for p in sorted(folder.glob("*.nii.gz"))}
+        return {p.name[: -len(".nii.gz")]: read_image(p) for p in sorted(folder.glob("*.nii.gz"))}
 
     def transform_path(self, m: TimePointMeta, reference_study_id: str) -> Path:
         return self.study_path(m.site_id, m.subject_id, m.study_id) / f"reg_{reference_study_id}.json"

@@ -20,9 +20,9 @@ from dosimetry.nuclides import nuclide
 from harmonization.calibration import calibration_for
 from harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
 from harmonization.phantom import to_bq_per_ml
-from harmonization.recon_check import CheckResult, check_counts_plausible, check_fov_covers_vois, check_reconstruction
+from harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
 from rntflow.errors import ConfigError, DicomInputError, VoiError
-from tasks.common import calibration_history, calibration_id, product_store, trial_config
+from tasks.common import calibration_history, calibration_id, product_store, qa_row, trial_config
 from tasks.products import TimePointMeta
 from tasks.study_io import load_study, rtstruct_masks, seg_masks
 
@@ -31,11 +31,6 @@ SAME_ADMINISTRATION = timedelta(hours=1)
 #: Plausible sensitivity range of a SPECT camera for 177Lu, MEGP, 20% window (cps/MBq);
 #: the trial's cameras measure 10-13 (seed 000 harmonisation; the simulator's sites).
 SENSITIVITY_RANGE_CPS_PER_MBQ = (5.0, 25.0)
-
-
-def _check(c: CheckResult, scope: str, scope_id: str, **cols) -> dict:
-    return {"check_name": c.check, "scope": scope, "scope_id": scope_id, "status": c.status,
-            "value_found": c.value_found, "value_expected": c.value_expected, "message": c.message, **cols}
 
 
 @task(name="classify-study", retries=2, retry_delay_seconds=2)
@@ -153,7 +148,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
         raise DicomInputError("patient study without an NM reconstruction")
     header = parse_nm_header(study.nm)
     cols = {"subject_id": subject_id, "study_id": study_id}
-    checks = [_check(c, "study", study_id, **cols) for c in check_reconstruction(header, config.protocol)]
+    checks = [qa_row(c, "study", study_id, **cols) for c in check_reconstruction(header, config.protocol)]
     image = nm_to_image(study.nm)
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
@@ -171,7 +166,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
                        "message": "cannot place the scan in time: no acquisition or administration date-time", **cols})
         return {"meta": None, "checks": checks, "study": study_row}
     if header.units == "CNTS" and header.acquisition_duration_s:
-        checks.append(_check(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
+        checks.append(qa_row(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
                                                     header.acquisition_duration_s, SENSITIVITY_RANGE_CPS_PER_MBQ,
                                                     nuc_name), "study", study_id, **cols))
 
@@ -202,7 +197,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
             img = sitk.GetImageFromArray(m.astype(np.uint8))
             img.CopyInformation(study.ct)
             masks[k] = img
-        checks += [_check(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
+        checks += [qa_row(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
     admin = header.administration_datetime
     others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0
