@@ -11,15 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from lifelines.exceptions import ConvergenceError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import trial_config
 from tasks.warehouse import read_table, refresh
-from warehouse.analysis import dose_response_by_site, population_kinetics, site_effect_test
+from warehouse.analysis import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
 from warehouse.catalog import connect
 
-def _table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
+#: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
+#: analysed on BED as well as on dose (LQ repair over the dose-rate decay).
+DOSE_EFFECT_ANALYSES = (("nephrotoxicity", "cumulative_dose_gy"), ("nephrotoxicity", "cumulative_bed_gy"),
+                        ("xerostomia", "cumulative_dose_gy"), ("lesion_response", "cumulative_dose_gy"))
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
+    """A DataFrame as a Markdown table (floats to ``floatfmt``; ``(none)`` when empty)."""
     if df.empty:
         return "(none)"
     cols = list(df.columns)
@@ -43,10 +51,7 @@ def dose_effect_flow(config_path: str | None) -> dict:
         con.close()
     sections = [f"# Dose-effect report: {config.trial_id}", ""]
     fits: dict[str, dict] = {}
-    # kidney toxicity is analysed on BED as well as on dose (LQ repair over the dose-rate decay)
-    analyses = [("nephrotoxicity", "cumulative_dose_gy"), ("nephrotoxicity", "cumulative_bed_gy"),
-                ("xerostomia", "cumulative_dose_gy"), ("lesion_response", "cumulative_dose_gy")]
-    for endpoint, dose_col in analyses:
+    for endpoint, dose_col in DOSE_EFFECT_ANALYSES:
         part = de[(de["endpoint"] == endpoint) & de[dose_col].notna()]
         label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
         sections += [f"## {label}", "", f"{len(part)} outcome(s) with a value."]
@@ -56,15 +61,27 @@ def dose_effect_flow(config_path: str | None) -> dict:
         try:
             table = dose_response_by_site(part, dose_col=dose_col)
             fits[label] = table.to_dict("records")
-            sections += ["", _table(table), ""]
+            sections += ["", markdown_table(table), ""]
             se = site_effect_test(part, dose_col=dose_col)
             sections += [f"Site effect: LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; "
                          f"per-site dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}", ""]
         except (ValueError, ZeroDivisionError) as exc:
             sections += [f"No fit: {exc}", ""]
+    pfs = de[(de["endpoint"] == "pfs") & de["cumulative_dose_gy"].notna()]
+    sections += ["## Progression-free survival vs mean lesion dose", "", f"{len(pfs)} subject(s) with a value."]
+    try:
+        res = pfs_vs_dose(pfs)
+        sections += ["", markdown_table(res.groups), "",
+                     f"Split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; Cox hazard ratio per "
+                     f"10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
+                     f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}", ""]
+        fits["pfs vs dose_gy"] = {"groups": res.groups.to_dict("records"), "cox_hr_per_10gy": res.cox_hr_per_10gy,
+                                  "logrank_p": res.logrank_p}
+    except (ValueError, ArithmeticError, ConvergenceError) as exc:
+        sections += [f"No analysis: {exc}", ""]
     tac = read_table(wh, "tac_fits", "trial_id = ?", [config.trial_id])
     pk = population_kinetics(tac) if not tac.empty else pd.DataFrame()
-    sections += ["## Population kinetics (effective half-life, h)", "", _table(pk), ""]
+    sections += ["## Population kinetics (effective half-life, h)", "", markdown_table(pk), ""]
     text = "\n".join(sections)
     report = Path(wh) / "reports" / "dose_effect.md"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,36 @@ class HoldDispatcher:
 def study_dir_for(deid_root: Path, site_id: str, subject_id: str, study_key: str) -> Path:
     """The de-identified copy's folder for one study."""
     return deid_root / site_id / subject_id / study_key
+
+
+def handed_off_studies(spool_dir: Path, site_ids: list[str] | None = None) -> list[StudyHandoff]:
+    """Every study the listener has handed to processing (latest hand-off), from the spool.
+
+    Read-only (the listener may be running). Per site: phantoms first (a site scans them
+    before treating patients), then in order of arrival, so that re-processing the spool
+    (e.g. under another calibration policy) sees the time points in the order the flows did.
+
+    Parameters
+    ----------
+    spool_dir : Path
+        The listener's spool root (``inbox.sqlite`` and ``deid/``).
+    site_ids : list of str, optional
+        Only these sites (default: all).
+    """
+    import sqlite3
+
+    db = Path(spool_dir) / "inbox.sqlite"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            "SELECT s.site_id, s.subject_id, s.kind, s.study_key, s.handoff_version,"
+            " (SELECT count(*) FROM instances i WHERE i.site_id = s.site_id AND i.study_uid = s.study_uid"
+            "  AND i.state = 'deid') FROM studies s WHERE s.state = 'handed_off'"
+            " ORDER BY s.site_id, s.kind != 'phantom', s.first_at_s, s.study_key").fetchall()
+    finally:
+        con.close()
+    return [StudyHandoff(site, subject, kind, key, str(study_dir_for(Path(spool_dir) / "deid", site, subject, key)),
+                         int(n), int(version))
+            for site, subject, kind, key, version, n in rows if site_ids is None or site in site_ids]

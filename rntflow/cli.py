@@ -18,7 +18,8 @@ from rntflow import __version__
 from rntflow.errors import RntflowError
 
 #: Sub-commands provided by other packages: module with ``add_parser(subparsers)`` and ``run(args)``.
-PLUGGABLE = ("listener.app", "rntflow.status", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli")
+PLUGGABLE = ("listener.app", "rntflow.status", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
+            "rntflow.crosscal_cli")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -166,6 +166,11 @@ class CalibrationSettings(_Strict):
     drift_tolerance_pct: float = Field(5.0, gt=0)
     reference_rc_band: dict[str, tuple[float, float]] = Field(default_factory=dict)
     phantom_patient_id_pattern: str = r"^QC[-_]"
+    #: ``False`` takes vendor-quantified (Bq/mL) reconstructions at face value instead of
+    #: correcting them by the site's phantom cross-calibration (for the analysis that shows
+    #: what cross-calibration removes). Counts reconstructions still need the phantom
+    #: sensitivity: without it they cannot be turned into activity at all.
+    cross_calibration: bool = True
 
     @field_validator("phantom_patient_id_pattern")
     @classmethod

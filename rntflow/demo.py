@@ -41,13 +41,18 @@ def prefect_environment(config: TrialConfig) -> None:
     Path(config.prefect_home).mkdir(parents=True, exist_ok=True)
 
 
-def run(args: argparse.Namespace) -> int:
+def quiet_logging() -> None:
+    """Warnings only from HTTP, Prefect and the listener: the commands' own lines say what happens."""
     import logging
 
+    for noisy in ("httpx", "prefect", "rntflow.listener"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
     from simulation.trial import TrialSpec, simulate_trial
 
-    for noisy in ("httpx", "prefect", "rntflow.listener"):  # progress lines below say what happens
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_logging()
 
     t0 = time.perf_counter()
 

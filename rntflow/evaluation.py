@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from warehouse.writer import read_latest
@@ -33,3 +36,126 @@ def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.D
     cols = ["subject_id", "site_id", "cycle", "voi", "engine", "method", "final", "n_timepoints", "dose_gy",
             "true_dose_gy", "error_pct", "mass_g", "true_mass_g", "tia_mbq_h", "true_tia_mbq_h"]
     return m[cols].sort_values(["subject_id", "cycle", "voi"]).reset_index(drop=True)
+
+
+#: Endpoints drawn from a logistic model by the simulator, with the measured dose column
+#: that corresponds to the model's dose quantity (simulation/outcomes.py).
+LOGISTIC_ENDPOINT_DOSE = {"nephrotoxicity": "cumulative_bed_gy", "xerostomia": "cumulative_dose_gy",
+                          "lesion_response": "cumulative_dose_gy"}
+
+
+def truth_targets(truth: dict) -> pd.DataFrame:
+    """The simulator's true dose quantity behind each logistic outcome.
+
+    Returns ``subject_id, site_id, endpoint, lesion_voi, true_gy``: cumulative kidney BED
+    (nephrotoxicity), mean parotid dose (xerostomia), lesion dose (lesion response).
+    """
+    rows = []
+    for sid, subj in truth["subjects"].items():
+        dose, bed = subj["cumulative"]["dose_gy"], subj["cumulative"]["bed_gy"]
+        site = subj["site_id"]
+        rows.append({"subject_id": sid, "site_id": site, "endpoint": "nephrotoxicity", "lesion_voi": "",
+                     "true_gy": bed["Kidneys"]})
+        rows.append({"subject_id": sid, "site_id": site, "endpoint": "xerostomia", "lesion_voi": "",
+                     "true_gy": 0.5 * (dose["Parotid_L"] + dose["Parotid_R"])})
+        rows += [{"subject_id": sid, "site_id": site, "endpoint": "lesion_response", "lesion_voi": voi,
+                  "true_gy": d} for voi, d in dose.items() if voi.startswith("Lesion_")]
+    return pd.DataFrame(rows)
+
+
+def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_site: int = 200,
+                           n_rep: int = 200, dose_span: float = 3.0, exclude_from_pool: Sequence[str] = (),
+                           seed: int = 0) -> pd.DataFrame:
+    """Bias each arm's dosimetry puts into pooled and per-site D50s, on a virtual cohort.
+
+    The demo trial is far too small for a dose-response fit (six subjects, a handful of
+    distinct doses, mostly far below the toxicity D50s). This carries its *measured dose
+    errors* over to a cohort that spans the dose-response curve: per repetition and site,
+    ``n_per_site`` true doses are drawn log-uniformly over ``[D50/dose_span,
+    D50*dose_span]``, each gets the measured/true ratio of one outcome unit of that site
+    drawn at random (the same unit in every arm, so the arms differ by their dosimetry
+    only), and an outcome drawn from the simulator's model on the true dose. Each arm's
+    "measured" doses are then fitted to the same outcomes.
+
+    Parameters
+    ----------
+    arms : dict of str to pandas.DataFrame
+        ``dose_effect`` rows (organ/sphere engine) per arm, e.g. cross-calibrated and
+        vendor face value.
+    truth : dict
+        The simulator's ``truth.json``.
+    n_per_site, n_rep : int
+        Virtual subjects per site per repetition; repetitions.
+    dose_span : float
+        True doses span ``D50 / dose_span`` to ``D50 * dose_span``.
+    exclude_from_pool : sequence of str
+        Sites left out of the pooled fits and of the other sites' reference in the site
+        scale (e.g. a site whose reconstructions fail the protocol checks); their own site
+        scale is still reported.
+    seed : int
+        Random seed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``endpoint, arm, quantity, n_rep, median, p2_5, p97_5`` (over repetitions), where
+        quantity is ``d50_over_model`` (pooled D50 / the model's D50), ``d50_over_true_dose_fit``
+        (paired with the fit on the true doses) or ``site_scale_<site>`` (that site's D50
+        over the geometric mean of the other pooled sites', common slope: 1 = no site effect).
+        Also ``measured_over_true_<site>`` rows: the median measured/true dose ratio of the
+        site's units in the trial itself.
+    """
+    from simulation.outcomes import OUTCOME_MODELS
+    from simulation.truth import logistic_ntcp
+    from warehouse.analysis import OUTCOME_KEY, logistic_d50_point, per_site_d50
+
+    rng = np.random.default_rng(seed)
+    targets = truth_targets(truth)
+    out = []
+
+    def summary(endpoint: str, arm: str, quantity: str, vals) -> None:
+        v = np.asarray(vals, dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size:
+            out.append({"endpoint": endpoint, "arm": arm, "quantity": quantity, "n_rep": int(v.size),
+                        "median": float(np.median(v)), "p2_5": float(np.percentile(v, 2.5)),
+                        "p97_5": float(np.percentile(v, 97.5))})
+
+    for endpoint, dose_col in LOGISTIC_ENDPOINT_DOSE.items():
+        units = targets[targets["endpoint"] == endpoint]
+        for name, de in arms.items():
+            d = de[de["endpoint"] == endpoint][list(OUTCOME_KEY) + [dose_col]].copy()
+            d["lesion_voi"] = d["lesion_voi"].fillna("")
+            units = units.merge(d.rename(columns={dose_col: name}), on=list(OUTCOME_KEY))
+        units = units.dropna()
+        units = units[units["true_gy"] > 0]
+        if units.empty or units["site_id"].nunique() < 2:
+            continue
+        ratios = {name: (units[name] / units["true_gy"]).to_numpy() for name in arms}
+        for name in arms:
+            for site, ix in units.groupby("site_id", sort=True).indices.items():
+                summary(endpoint, name, f"measured_over_true_{site}", [np.median(ratios[name][ix])])
+        model = OUTCOME_MODELS[endpoint]
+        d50, g50 = model["d50_gy"], model["gamma50"]
+        site_units = units.groupby("site_id", sort=True).indices
+        site_names = np.repeat(list(site_units), n_per_site)
+        pooled = ~np.isin(site_names, list(exclude_from_pool))
+        pool_sites = [s for s in site_units if s not in exclude_from_pool]
+        samples: dict[tuple[str, str], list[float]] = {}
+        for _ in range(n_rep):
+            true = d50 * np.exp(rng.uniform(-math.log(dose_span), math.log(dose_span), site_names.size))
+            pick = np.concatenate([rng.choice(ix, n_per_site) for ix in site_units.values()])
+            y = (rng.random(true.size) < logistic_ntcp(true, d50, g50)).astype(float)
+            d50_true = logistic_d50_point(true[pooled], y[pooled])
+            for name in arms:
+                measured = true * ratios[name][pick]
+                fit = logistic_d50_point(measured[pooled], y[pooled])
+                samples.setdefault((name, "d50_over_model"), []).append(fit / d50)
+                samples.setdefault((name, "d50_over_true_dose_fit"), []).append(fit / d50_true)
+                sites = per_site_d50(measured, y, site_names)
+                for s, v in sites.items():
+                    others = [math.log(w) for t, w in sites.items() if t != s and t in pool_sites]
+                    samples.setdefault((name, f"site_scale_{s}"), []).append(v / math.exp(np.mean(others)))
+        for (name, quantity), vals in samples.items():
+            summary(endpoint, name, quantity, vals)
+    return pd.DataFrame(out)

@@ -28,6 +28,8 @@ from tasks.study_io import load_study, rtstruct_masks, seg_masks
 
 #: A study is the same administration as another when their start times agree this well.
 SAME_ADMINISTRATION = timedelta(hours=1)
+#: Appended to the calibration id of a time point quantified with cross-calibration off.
+FACE_VALUE_SUFFIX = ":vendor-face-value"
 #: Plausible sensitivity range of a SPECT camera for 177Lu, MEGP, 20% window (cps/MBq);
 #: the trial's cameras measure 10-13 (seed 000 harmonisation; the simulator's sites).
 SENSITIVITY_RANGE_CPS_PER_MBQ = (5.0, 25.0)
@@ -184,6 +186,12 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     checks.append(cal_check)
     if cal is None:
         return {"meta": None, "checks": checks, "study": study_row}
+    cal_id = calibration_id(cal)
+    if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
+        cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
+        cal_id += FACE_VALUE_SUFFIX
+        cal_check.update(status="warn", value_found=f"{status} ({cal_id})",
+                         message="cross-calibration switched off: the vendor's Bq/mL taken at face value")
     bqml = to_bq_per_ml(values, header.units or "", voxel_ml, header.acquisition_duration_s, half_life_s,
                         cal.sensitivity_cps_per_mbq, cal.vendor_scale_factor)
     spect = sitk.GetImageFromArray(bqml.astype(np.float32))
@@ -205,7 +213,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
         site_id=site_id, subject_id=subject_id, study_id=study_id, camera_id=header.camera_id,
         acquisition_start=header.acquisition_start.isoformat(), administration_datetime=admin.isoformat(),
         administered_activity_mbq=header.administered_activity_mbq, radionuclide=nuc_name, t_h=float(t_h),
-        cycle=_cycle_of(admin, others), calibration_id=calibration_id(cal), calibration_status=status,
+        cycle=_cycle_of(admin, others), calibration_id=cal_id, calibration_status=status,
         calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
         protocol_compliant=study_row["protocol_compliant"], voi_names=sorted(vois),
         ct_frame_of_reference_uid=study.ct_frame_of_reference_uid)

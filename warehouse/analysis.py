@@ -377,3 +377,101 @@ def population_kinetics(tac_fits: pd.DataFrame, by: tuple[str, ...] = ("voi",),
     }).reset_index()
     out.insert(len(by) + 4, "iqr_h", out["q3_h"] - out["q1_h"])
     return out
+
+
+def logistic_d50_point(dose_gy, effect) -> float:
+    """Maximum-likelihood D50 (Gy) without confidence intervals (NaN if separated or too few).
+
+    For resampling studies, where the profile-likelihood intervals of
+    :func:`fit_logistic_dose` would cost a hundred times more.
+    """
+    dose, y = _clean(dose_gy, effect)
+    if len(y) < 3 or y.sum() in (0, len(y)):
+        return math.nan
+    beta, ok = _newton_logistic(np.column_stack([np.ones(len(y)), np.log(dose)]), y)
+    if not ok or beta[1] <= 0:
+        return math.nan
+    return math.exp(-beta[0] / beta[1])
+
+
+def per_site_d50(dose_gy, effect, sites) -> dict[str, float]:
+    """Site-specific D50 (Gy) with a common slope: ``logit p = b ln D + a_site``.
+
+    A calibration error of ``k`` at one site scales its doses by ``k`` and so its D50 by
+    ``k``; the ratio of a site's D50 to the others' estimates that factor. Empty when the
+    model does not converge (separated data).
+    """
+    dose = np.asarray(dose_gy, dtype=float)
+    y = np.asarray(effect, dtype=float)
+    sites = np.asarray(sites).astype(str)
+    ok = np.isfinite(dose) & np.isfinite(y) & (dose > 0)
+    dose, y, sites = dose[ok], y[ok], sites[ok]
+    levels = sorted(set(sites))
+    design = np.column_stack([np.log(dose)] + [(sites == s).astype(float) for s in levels])
+    beta, converged = _newton_logistic(design, y)
+    if not converged or beta[0] <= 0:
+        return {}
+    return {s: math.exp(-beta[1 + i] / beta[0]) for i, s in enumerate(levels)}
+
+
+#: Columns that identify one outcome across analysis arms.
+OUTCOME_KEY = ("subject_id", "endpoint", "lesion_voi")
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """The same outcomes analysed with the doses of two arms (e.g. cross-calibration on/off).
+
+    Attributes
+    ----------
+    fits : pandas.DataFrame
+        ``arm, n, n_events, d50_gy, d50_ci_low_gy, d50_ci_high_gy, gamma50, site_effect_p``:
+        pooled logistic fit per arm and the p-value of its site-effect test.
+    site_dose_ratio : pandas.DataFrame
+        ``site_id, n, dose_ratio_median, dose_ratio_min, dose_ratio_max``: dose of the
+        second arm over the first, per outcome, summarised per site.
+    d50_ratio : float
+        Pooled D50 of the second arm over the first.
+    """
+
+    fits: pd.DataFrame
+    site_dose_ratio: pd.DataFrame
+    d50_ratio: float
+
+
+def compare_arms(first: pd.DataFrame, second: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
+                 names: tuple[str, str] = ("cross-calibrated", "vendor face value")) -> ArmComparison:
+    """Fit the dose-response on the same outcomes with each arm's doses.
+
+    Parameters
+    ----------
+    first, second : pandas.DataFrame
+        ``dose_effect`` rows of one endpoint (and one engine) from each arm; outcomes are
+        matched on :data:`OUTCOME_KEY`, unmatched rows are dropped.
+    dose_col : str
+        Dose column (Gy), e.g. ``cumulative_dose_gy`` or ``cumulative_bed_gy``.
+    names : tuple of str
+        Labels of the two arms.
+    """
+    def keyed(df: pd.DataFrame) -> pd.DataFrame:
+        out = df[[*OUTCOME_KEY, "site_id", "effect", dose_col]].copy()
+        out["lesion_voi"] = out["lesion_voi"].fillna("")
+        return out.dropna(subset=[dose_col, "effect"])
+
+    m = keyed(first).merge(keyed(second)[[*OUTCOME_KEY, dose_col]], on=list(OUTCOME_KEY), suffixes=("_a", "_b"))
+    rows = []
+    for name, col in zip(names, (f"{dose_col}_a", f"{dose_col}_b")):
+        fit = fit_logistic_dose(m[col], m["effect"])
+        try:
+            p = site_effect_test(m.rename(columns={col: "dose"}), dose_col="dose").p_value
+        except ValueError:
+            p = math.nan
+        rows.append({"arm": name, "n": fit.n, "n_events": fit.n_events, "d50_gy": fit.d50_gy,
+                     "d50_ci_low_gy": fit.d50_ci_gy[0], "d50_ci_high_gy": fit.d50_ci_gy[1],
+                     "gamma50": fit.gamma50, "site_effect_p": p})
+    m["ratio"] = m[f"{dose_col}_b"] / m[f"{dose_col}_a"]
+    g = m.groupby("site_id", sort=True)["ratio"]
+    ratio = pd.DataFrame({"n": g.size(), "dose_ratio_median": g.median(), "dose_ratio_min": g.min(),
+                          "dose_ratio_max": g.max()}).reset_index()
+    fits = pd.DataFrame(rows)
+    return ArmComparison(fits, ratio, float(fits["d50_gy"].iloc[1] / fits["d50_gy"].iloc[0]))

@@ -121,6 +121,35 @@ def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
     assert counts() == before
 
 
+def test_cross_calibration_off_arm_scales_only_the_vendor_site(pipeline, small_truth):
+    """Switched off, the vendor Bq/mL site's doses read high by exactly its phantom-measured
+    scale factor (quantification, partial-volume correction, kinetics and dose are linear in
+    the activity scale); the other sites' doses are those of the trial."""
+    from flows.cross_calibration import cross_calibration_effect_flow
+    from tasks.common import trial_config
+
+    res = cross_calibration_effect_flow(pipeline["path"])
+    vendor = [s for s, site in small_truth["sites"].items() if site["units"] == "BQML"]
+    assert res["rerun_sites"] == vendor and res["n_failed"] == 0 and res["n_studies"] >= 3
+    on_wh, off_wh = pipeline["config"].warehouse_dir, trial_config(res["arm_config"]).warehouse_dir
+    assert not trial_config(res["arm_config"]).calibration.cross_calibration
+    key = ["subject_id", "cycle", "voi", "engine", "method"]
+    on, off = (read_latest(w, "voi_doses").set_index(key).sort_index() for w in (on_wh, off_wh))
+    common = on.index.intersection(off.index)
+    assert on[on.index.get_level_values("method") == "multi_time_point"].index.isin(common).all()
+    on, off = on.loc[common], off.loc[common]
+    factor = read_latest(on_wh, "calibrations").set_index("site_id")["bqml_scale_factor"]
+    ratio = off["dose_gy"] / on["dose_gy"]
+    at_vendor = (on["site_id"] == vendor[0]).to_numpy()
+    assert ratio[at_vendor].to_numpy() == pytest.approx(factor[vendor[0]], rel=0.005)
+    assert ratio[~at_vendor].to_numpy() == pytest.approx(1.0, abs=1e-12)
+    assert off.loc[at_vendor, "calibration_id"].str.endswith(":vendor-face-value").all()
+    report = Path(res["report"]).read_text()
+    assert f"vendor Bq/mL taken at face value at {vendor[0]}" in report
+    again = cross_calibration_effect_flow(pipeline["path"])  # idempotent: no new rows in the arm
+    assert read_latest(off_wh, "voi_doses")["result_version"].max() == 1 and again["n_failed"] == 0
+
+
 def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth):
     needles = set()
     for s in small_truth["subjects"].values():
@@ -131,6 +160,7 @@ def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth
 
     db_url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
     files = [p for p in Path(pipeline["config"].warehouse_dir).rglob("*") if p.is_file()]
+    files += [p for p in (pipeline["work"] / "arms").rglob("*") if p.is_file() and p.suffix != ".gz"]
     files += [p for p in Path(pipeline["config"].products_dir).rglob("*.json")]
     if "sqlite" in db_url:
         files.append(Path(db_url.split("///", 1)[1]))

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from warehouse.analysis import (dose_response_by_site, fit_logistic_dose, lesion_response_fit, pfs_vs_dose,
-                                population_kinetics, site_effect_test)
+from warehouse.analysis import (compare_arms, dose_response_by_site, fit_logistic_dose, lesion_response_fit,
+                                logistic_d50_point, per_site_d50, pfs_vs_dose, population_kinetics,
+                                site_effect_test)
 
 D50_GY, GAMMA50 = 28.0, 1.8  # kidney-like NTCP (seed 000: kidney limits 23-40 Gy)
 
@@ -126,3 +127,30 @@ def test_population_kinetics_excludes_single_time_point_models():
     assert out.loc["Kidney_L", "n"] == 4 and out.loc["Liver", "n"] == 2
     assert out.loc["Kidney_L", "median_h"] == pytest.approx(np.median(kid))
     assert out.loc["Kidney_L", "iqr_h"] == pytest.approx(np.percentile(kid, 75) - np.percentile(kid, 25))
+
+
+def test_point_d50_equals_the_full_fit_and_per_site_d50_recovers_a_site_scale():
+    df = _multisite(1.25, seed=21)
+    full = fit_logistic_dose(df["cumulative_dose_gy"], df["effect"])
+    assert logistic_d50_point(df["cumulative_dose_gy"], df["effect"]) == pytest.approx(full.d50_gy, rel=1e-9)
+    assert math.isnan(logistic_d50_point([10, 20, 30, 40], [0, 0, 1, 1]))  # separated
+    sites = per_site_d50(df["cumulative_dose_gy"], df["effect"], df["site_id"])
+    others = math.exp(np.mean([math.log(sites[s]) for s in ("SITE01", "SITE02", "SITE03")]))
+    assert sites["SITE04"] / others == pytest.approx(1.25, rel=0.1)
+
+
+def test_compare_arms_on_the_same_outcomes():
+    """Doses of one site scaled by k in the second arm: per-site dose ratio k exactly, the
+    other sites 1, and the pooled D50 moves towards k (a quarter of the data is scaled)."""
+    dose, y = simulate(800, seed=31)
+    sites = np.repeat(["SITE01", "SITE02", "SITE03", "SITE04"], 200)
+    first = pd.DataFrame({"subject_id": [f"S{i}" for i in range(800)], "endpoint": "nephrotoxicity",
+                          "lesion_voi": None, "site_id": sites, "effect": y, "cumulative_dose_gy": dose})
+    second = first.assign(cumulative_dose_gy=np.where(sites == "SITE02", 1.3 * dose, dose))
+    cmp = compare_arms(first, second)
+    ratio = cmp.site_dose_ratio.set_index("site_id")["dose_ratio_median"]
+    assert ratio["SITE02"] == pytest.approx(1.3) and ratio.drop("SITE02").tolist() == pytest.approx([1, 1, 1])
+    assert 1.02 < cmp.d50_ratio < 1.3
+    fits = cmp.fits.set_index("arm")
+    assert fits.loc["vendor face value", "site_effect_p"] < fits.loc["cross-calibrated", "site_effect_p"]
+    assert list(fits["n"]) == [800, 800]

@@ -79,3 +79,36 @@ def test_history_and_latest_views(small_warehouse):
     with connect(small_warehouse) as con:
         assert con.execute("SELECT count(*) FROM voi_doses_history").fetchone() == (288,)
         assert con.execute("SELECT count(*), min(result_version) FROM voi_doses").fetchone() == (144, 2)
+
+
+def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
+    """Cycle 1 holds a provisional single-time-point result and the multi-time-point result
+    that replaced it; cycle 2 only a single-time-point one: the cumulative dose is cycle 1's
+    multi-time-point dose plus cycle 2's single-time-point dose, nothing counted twice."""
+    sid = "SITE03-S01"
+    rows = pd.DataFrame({"trial_id": TRIAL, "site_id": "SITE03", "subject_id": sid, "voi": "Kidneys",
+                         "engine": "organ", "cycle": [1, 1, 1, 2, 2],
+                         "method": ["single_time_point_hanscheid", "single_time_point_madsen", "multi_time_point",
+                                    "single_time_point_hanscheid", "single_time_point_madsen"],
+                         "dose_gy": [7.0, 8.0, 9.0, 5.0, 6.0], "final": [False, False, True, False, True]})
+    load_table(small_warehouse, "voi_doses", rows)
+    refresh_catalog(small_warehouse)
+    with connect(small_warehouse) as con:
+        per_cycle = con.execute("SELECT cycle, method, dose_gy FROM voi_dose_cycle WHERE subject_id = ? "
+                                "AND voi = 'Kidneys' ORDER BY cycle", [sid]).fetchall()
+        cum = con.execute("SELECT method, n_cycles, dose_gy, all_final FROM voi_dose_cumulative "
+                          "WHERE subject_id = ? AND voi = 'Kidneys'", [sid]).fetchall()
+        de = con.execute("SELECT count(*), any_value(cumulative_dose_gy) FROM dose_effect "
+                         "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'", [sid]).fetchone()
+    assert per_cycle == [(1, "multi_time_point", 9.0), (2, "single_time_point_madsen", 6.0)]
+    assert cum == [("mixed", 2, 15.0, True)]
+    assert de == (1, 15.0)
+
+
+def test_event_grades_per_endpoint(small_warehouse):
+    """Xerostomia counts from grade 1, nephrotoxicity from grade 2 (EVENT_MIN_GRADE)."""
+    with connect(small_warehouse) as con:
+        got = con.execute("SELECT endpoint, grade, any_value(effect) FROM dose_effect WHERE endpoint IN "
+                          "('nephrotoxicity', 'xerostomia') GROUP BY ALL ORDER BY ALL").fetchall()
+    assert got == [("nephrotoxicity", 0, 0), ("nephrotoxicity", 1, 0), ("nephrotoxicity", 2, 1),
+                   ("xerostomia", 0, 0), ("xerostomia", 1, 1)]

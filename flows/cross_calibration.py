@@ -1,0 +1,86 @@
+"""The ``cross-calibration-effect`` flow: what the trial's cross-calibration removes.
+
+It re-processes the trial with cross-calibration switched off (vendor Bq/mL taken at face
+value) in an analysis arm of its own (``<warehouse>/../arms/no_cross_calibration/``), then
+fits every dose-effect endpoint on the same outcomes with the doses of both arms and
+reports the pooled D50s, the per-site dose ratios and the site-effect tests, in
+``<warehouse>/reports/cross_calibration.md`` and as a Prefect artifact.
+
+Only the sites with vendor-quantified reconstructions are re-processed from the spooled
+studies (phantoms first): for counts reconstructions the switch changes nothing (they
+always need the phantom sensitivity), so the other sites' rows are copied unchanged
+before the re-run (the single-time-point method's population half-lives need them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.process_study import process_study
+from flows.qa import qa_flow
+from flows.warehouse import DOSE_EFFECT_ANALYSES, markdown_table
+from tasks.arms import arm_config, copy_results, spooled_studies, vendor_quantified_sites
+from tasks.common import trial_config
+from tasks.warehouse import refresh
+from warehouse.analysis import compare_arms
+from warehouse.catalog import connect
+
+ARM = "no_cross_calibration"
+
+
+def _dose_effect(warehouse_dir: str) -> pd.DataFrame:
+    con = connect(warehouse_dir)
+    try:
+        return con.sql("SELECT * FROM dose_effect WHERE engine IN ('organ', 'sphere')").df()
+    finally:
+        con.close()
+
+
+@flow(name="cross-calibration-effect", flow_run_name="cross-calibration-effect")
+def cross_calibration_effect_flow(config_path: str | None) -> dict:
+    """Re-process without cross-calibration and compare the dose-effect fits (module docstring)."""
+    log = get_run_logger()
+    config = trial_config(config_path)
+    off_path = arm_config(config_path, ARM, {"cross_calibration": False})
+    rerun = vendor_quantified_sites(config_path)
+    copied = copy_results(config_path, off_path, rerun)
+    studies = spooled_studies(config_path, rerun)
+    log.info("arm %s: re-processing %d studies of %s; copied %s", ARM, len(studies), rerun, copied)
+    failed = 0
+    for h in studies:
+        state = process_study(**h.parameters(off_path), return_state=True)
+        failed += int(not state.is_completed())
+    qa_flow(off_path, close_out=True)
+    on_wh, off_wh = str(config.warehouse_dir), str(trial_config(off_path).warehouse_dir)
+    refresh(on_wh)
+    refresh(off_wh)
+    on, off = _dose_effect(on_wh), _dose_effect(off_wh)
+
+    lines = [f"# Cross-calibration effect: {config.trial_id}", "",
+             f"Arm `{ARM}`: vendor Bq/mL taken at face value at {', '.join(rerun) or 'no site'} "
+             f"({len(studies)} studies re-processed, {failed} failed); other sites' results unchanged.", ""]
+    results = {}
+    for endpoint, dose_col in DOSE_EFFECT_ANALYSES:
+        label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
+        a, b = (df[df["endpoint"] == endpoint] for df in (on, off))
+        lines += [f"## {label}", ""]
+        if a[dose_col].notna().sum() < 4 or a["effect"].nunique() < 2:
+            lines += ["Too few outcomes (or only one kind) for a logistic fit.", ""]
+            continue
+        cmp = compare_arms(a, b, dose_col=dose_col)
+        results[label] = {"fits": cmp.fits.to_dict("records"), "site_dose_ratio": cmp.site_dose_ratio.to_dict("records"),
+                          "d50_ratio": cmp.d50_ratio}
+        lines += [markdown_table(cmp.fits), "", markdown_table(cmp.site_dose_ratio), "",
+                  f"Pooled D50 without / with cross-calibration: {cmp.d50_ratio:.3f}", ""]
+    text = "\n".join(lines)
+    report = Path(on_wh) / "reports" / "cross_calibration.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    create_markdown_artifact(text, key="cross-calibration-effect",
+                             description=f"{config.trial_id}: dose-effect with and without cross-calibration")
+    return {"report": str(report), "arm_config": off_path, "rerun_sites": rerun, "n_studies": len(studies),
+            "n_failed": failed, "comparisons": results}

@@ -1,0 +1,92 @@
+"""Tasks for re-processing a trial under another policy (an analysis *arm*).
+
+An arm is the same trial with one setting changed (e.g. cross-calibration off), whose
+products and warehouse live in ``<warehouse>/../arms/<name>/``; the spool (the
+de-identified studies), the enrolment, the keys and the phantom fill log are shared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from prefect import task
+
+from listener.handoff import StudyHandoff, handed_off_studies
+from tasks.common import trial_config
+from warehouse.schema import TABLES
+from warehouse.writer import load_table, read_latest
+
+#: Columns the destination's writer computes itself; dropped when rows are copied.
+_WRITER_COLUMNS = ("result_version", "row_hash")
+
+
+def arm_root(config_path: str | None, name: str) -> Path:
+    """Folder of one arm: ``<warehouse>/../arms/<name>``."""
+    return trial_config(config_path).warehouse_dir.parent / "arms" / name
+
+
+@task(name="arm-config")
+def arm_config(config_path: str | None, name: str, calibration: dict) -> str:
+    """Write the arm's trial config (absolute paths; ``calibration`` settings overridden).
+
+    Returns the config file's path. Re-running with the same settings leaves the file
+    untouched (the trial-config cache keys on its modification time).
+    """
+    config = trial_config(config_path)
+    root = arm_root(config_path, name)
+    raw = config.model_dump(mode="json", exclude={"config_dir"})
+    raw["paths"] = {k: str(config.resolve(Path(v))) for k, v in raw["paths"].items()}
+    raw["paths"].update(products=str(root / "products"), warehouse=str(root / "warehouse"))
+    raw["calibration"].update(calibration)
+    text = yaml.safe_dump(raw, sort_keys=True)
+    path = root / "trial.yaml"
+    if not path.exists() or path.read_text() != text:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+@task(name="vendor-quantified-sites")
+def vendor_quantified_sites(config_path: str | None) -> list[str]:
+    """Sites whose calibrations are vendor Bq/mL scale factors (what cross-calibration corrects)."""
+    config = trial_config(config_path)
+    cal = read_latest(config.warehouse_dir, "calibrations", "trial_id = ?", [config.trial_id])
+    if cal.empty:
+        return []
+    return sorted(cal.loc[cal["bqml_scale_factor"].notna() & cal["sensitivity_cps_per_mbq"].isna(), "site_id"]
+                  .unique().tolist())
+
+
+@task(name="spooled-studies")
+def spooled_studies(config_path: str | None, site_ids: list[str]) -> list[StudyHandoff]:
+    """The studies the listener handed off for ``site_ids`` (phantoms first per site)."""
+    return handed_off_studies(trial_config(config_path).spool_dir, site_ids)
+
+
+@task(name="copy-results")
+def copy_results(from_config: str | None, to_config: str | None, exclude_sites: list[str]) -> dict[str, int]:
+    """Copy every table's latest rows between warehouses, except results of ``exclude_sites``.
+
+    Reference tables (outcomes, enrolment-derived tables) are copied whole: an arm changes
+    how doses are computed, not what happened to the patients. ``flow_runs`` are not
+    copied (they belong to the runs that wrote them). Idempotent: rows already there are
+    left unchanged.
+    """
+    src, dst = trial_config(from_config), trial_config(to_config)
+    copied = {}
+    for name, spec in TABLES.items():
+        if name == "flow_runs":
+            continue
+        df = read_latest(src.warehouse_dir, name, "trial_id = ?", [src.trial_id])
+        if spec.is_result and "site_id" in df and exclude_sites:
+            df = df[~df["site_id"].isin(exclude_sites)]
+        if df.empty:
+            continue
+        df = df[[c for c in spec.column_names if c in df.columns and c not in _WRITER_COLUMNS]]
+        copied[name] = load_table(dst.warehouse_dir, name, pd.DataFrame(df)).rows_new
+    return copied
