@@ -15,7 +15,7 @@ export PREFECT_TELEMETRY_ENABLED := false
 export PREFECT_LOGGING_LEVEL := WARNING
 export DO_NOT_TRACK := 1
 
-.PHONY: all demo test sysdeps venv bench clean distclean
+.PHONY: all demo demo-crosscal test sysdeps venv bench clean distclean
 
 all: test
 
@@ -40,6 +40,11 @@ test: $(STAMP) sysdeps
 
 demo: $(STAMP) sysdeps
 	$(BIN)/rntflow demo --config deployments/trial.example.yaml --fresh
+
+# After `make demo`: re-process the vendor-quantified site without cross-calibration and
+# compare the dose-effect fits (reports in data/warehouse/reports/cross_calibration*.md).
+demo-crosscal: $(STAMP)
+	$(BIN)/rntflow cross-calibration-effect --config deployments/trial.example.yaml
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/run_all.py

@@ -359,9 +359,9 @@ def compute_cycle_dosimetry(timepoints: Sequence[TimePoint], vois: Sequence[Voi]
             mean = float((dose_map * voi.fraction).sum() / voi.fraction.sum())
             out.voi_doses.append(_dose_row(voi.name, settings.voxel_engine, kin_method, mean, mean * budget.dose_rel,
                                            voi.mass_g, tia, t_eff_h, settings, cal_id))
-            for d, f in zip(h.dose_gy, h.fraction):
-                out.dvhs.append({"voi": voi.name, "engine": settings.voxel_engine, "dose_bin_gy": round(float(d), 6),
-                                 "volume_fraction": float(f)})
+            for i, (d, f) in enumerate(zip(h.dose_gy, h.fraction)):
+                out.dvhs.append({"voi": voi.name, "engine": settings.voxel_engine, "bin_index": i,
+                                 "dose_bin_gy": round(float(d), 6), "volume_fraction": float(f)})
 
     # Kidneys: both kidneys as one organ (TIA and mass add)
     kid = [r for r in out.voi_doses if r["voi"] in ("Kidney_L", "Kidney_R") and r["engine"] == "organ"]

@@ -2,8 +2,9 @@
 
 It re-creates the DuckDB views over the Parquet tables, fits the logistic dose-response
 (NTCP for toxicity, response for lesions) pooled and per site, tests for a site effect,
-summarises population kinetics, and leaves a report (Markdown, readable offline) in
-``<warehouse>/reports/`` and as a Prefect artifact.
+relates progression-free survival to lesion dose, summarises population kinetics, and
+leaves the reports in ``<warehouse>/reports/``: ``dose_effect.md`` (also a Prefect
+artifact), ``dose_effect.html`` (plots) and one HTML dosimetry report per subject.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import trial_config
+from tasks.reports import subject_reports, trial_report
 from tasks.warehouse import read_table, refresh
 from warehouse.analysis import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
 from warehouse.catalog import connect
@@ -51,6 +53,8 @@ def dose_effect_flow(config_path: str | None) -> dict:
         con.close()
     sections = [f"# Dose-effect report: {config.trial_id}", ""]
     fits: dict[str, dict] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
     for endpoint, dose_col in DOSE_EFFECT_ANALYSES:
         part = de[(de["endpoint"] == endpoint) & de[dose_col].notna()]
         label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
@@ -61,20 +65,24 @@ def dose_effect_flow(config_path: str | None) -> dict:
         try:
             table = dose_response_by_site(part, dose_col=dose_col)
             fits[label] = table.to_dict("records")
+            tables[label] = table
             sections += ["", markdown_table(table), ""]
             se = site_effect_test(part, dose_col=dose_col)
-            sections += [f"Site effect: LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; "
-                         f"per-site dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}", ""]
+            note = (f"{label}: site effect LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; per-site "
+                    f"dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}")
+            notes.append(note)
+            sections += [note, ""]
         except (ValueError, ZeroDivisionError) as exc:
             sections += [f"No fit: {exc}", ""]
     pfs = de[(de["endpoint"] == "pfs") & de["cumulative_dose_gy"].notna()]
     sections += ["## Progression-free survival vs mean lesion dose", "", f"{len(pfs)} subject(s) with a value."]
     try:
         res = pfs_vs_dose(pfs)
-        sections += ["", markdown_table(res.groups), "",
-                     f"Split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; Cox hazard ratio per "
-                     f"10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
-                     f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}", ""]
+        note = (f"PFS vs mean lesion dose: split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; "
+                f"Cox hazard ratio per 10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
+                f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}")
+        notes.append(note)
+        sections += ["", markdown_table(res.groups), "", note, ""]
         fits["pfs vs dose_gy"] = {"groups": res.groups.to_dict("records"), "cox_hr_per_10gy": res.cox_hr_per_10gy,
                                   "logrank_p": res.logrank_p}
     except (ValueError, ArithmeticError, ConvergenceError) as exc:
@@ -87,6 +95,9 @@ def dose_effect_flow(config_path: str | None) -> dict:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
-    log.info("dose-effect report: %s (%d outcome rows)", report, len(de))
-    return {"report": str(report), "fits": fits, "n_outcome_rows": int(len(de)),
-            "population_kinetics": pk.to_dict("records")}
+    html_report = trial_report(config_path, de, tables, pk, notes)
+    subjects = subject_reports(config_path)
+    log.info("dose-effect report: %s and %s (%d outcome rows); %d subject reports", report, html_report, len(de),
+             len(subjects))
+    return {"report": str(report), "html_report": html_report, "subject_reports": subjects, "fits": fits,
+            "n_outcome_rows": int(len(de)), "population_kinetics": pk.to_dict("records")}

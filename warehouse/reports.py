@@ -377,8 +377,10 @@ def _figure_html(svg: str, caption: str) -> str:
 
 def _new_axes(width_in: float, height_in: float) -> tuple[Figure, Axes]:
     """A figure of ``width_in`` x ``height_in`` inches with one styled axes."""
-    fig = Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+    # fixed margins: a layout engine would cost more than the drawing (~4x per figure)
+    fig = Figure(figsize=(width_in, height_in), dpi=100)
     ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.17, right=0.97, bottom=0.16, top=0.9)
     ax.tick_params(labelsize=_FONT - 1)
     ax.grid(True, color="#dddddd", linewidth=0.5)
     ax.set_axisbelow(True)
@@ -467,90 +469,130 @@ def _tac_limits(points: pd.DataFrame, fit: Mapping[str, object] | None) -> float
     return 168.0
 
 
-def _tac_plot(voi: str, points: pd.DataFrame, fit: Mapping[str, object] | None, salt: str) -> str:
-    """One TAC figure (with caption) for a VOI in one cycle."""
+def _panels(vois: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """VOIs split into an organ panel and a lesion panel (lesions are far hotter)."""
+    lesions = [v for v in vois if v.startswith("Lesion")]
+    organs = [v for v in vois if v not in lesions]
+    return [(name, group) for name, group in (("Organs", organs), ("Lesions", lesions)) if group]
+
+
+def _colour(i: int) -> str:
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def _linestyle(i: int) -> str:
+    return ("-", "--", ":", "-.")[(i // len(_PALETTE)) % 4]
+
+
+def _draw_tac(ax: Axes, voi: str, points: pd.DataFrame, fit: Mapping[str, object] | None, i: int) -> list[str]:
+    """Measured points and fitted curve of one VOI on ``ax``; returns notes for the caption."""
     points = points.assign(**{c: _floats(points[c]) for c in ("t_h", "activity_mbq", "activity_sd_mbq")})
     points = points[np.isfinite(points["t_h"]) & np.isfinite(points["activity_mbq"])].sort_values("t_h")
-    fig, ax = _new_axes(4.0, 2.9)
-    notes: list[str] = []
+    colour, notes, curve_drawn = _colour(i), [], False
     model = None if fit is None or _missing(fit.get("model")) else str(fit.get("model"))
-    curve_drawn = False
     if fit is not None:
-        t_max = 1.5 * _tac_limits(points, fit)
-        t_grid = np.linspace(0.0, t_max, _CURVE_POINTS)
+        t_grid = np.linspace(0.0, 1.5 * _tac_limits(points, fit), _CURVE_POINTS)
         params = fit.get("params_json")
         try:
             if model is None or _missing(params):
                 raise ValueError("no model parameters")
             values = tac_curve(model, params, t_grid)  # type: ignore[arg-type]
         except ValueError:
-            if model == "trapezoid":
-                notes.append("trapezoid TIA: no closed form, straight segments through the points")
-            else:
-                notes.append(f"model {model or '(unknown)'}: curve not drawable, straight segments through the points")
+            notes.append(f"{voi}: " + ("trapezoid TIA: no closed form, straight segments through the points"
+                                       if model == "trapezoid" else
+                                       f"model {model or '(unknown)'} not drawable, straight segments"))
         else:
-            style = "--" if model in SINGLE_TIME_POINT_TAC_MODELS else "-"
-            ax.plot(t_grid, values, style, color=_PALETTE[1], linewidth=1.2, label=_legend_label(_plot_text(model)))
+            style = "--" if model in SINGLE_TIME_POINT_TAC_MODELS else _linestyle(i)
+            ax.plot(t_grid, values, style, color=colour, linewidth=1.0, label=_legend_label(_plot_text(voi)))
             curve_drawn = True
     if not points.empty:
         t = points["t_h"].to_numpy(dtype=float)
         a = points["activity_mbq"].to_numpy(dtype=float)
         sd = points["activity_sd_mbq"].to_numpy(dtype=float)
         yerr = np.where(np.isfinite(sd) & (sd > 0), sd, 0.0) if np.any(np.isfinite(sd) & (sd > 0)) else None
+        label = None if curve_drawn else _legend_label(_plot_text(voi))
         if not curve_drawn and len(t) > 1:
-            ax.plot(t, a, "-", color=_PALETTE[1], linewidth=1.0, label="segments")
-        ax.errorbar(t, a, yerr=yerr, fmt="o", markersize=4, capsize=2, color=_PALETTE[0], linewidth=0.8,
-                    label="measured")
-    if not curve_drawn and points.empty:
-        notes.append("no data to draw")
-    if notes:
-        ax.text(0.98, 0.97, _plot_text("; ".join(notes)), transform=ax.transAxes, ha="right", va="top",
-                fontsize=_FONT - 2, wrap=True, color="#555555")
-    ax.set_xlim(left=0.0)
-    ax.set_ylim(bottom=0.0)
-    ax.set_xlabel("Time after administration (h)", fontsize=_FONT)
-    ax.set_ylabel("Activity (MBq)", fontsize=_FONT)
-    ax.set_title(_plot_text(voi), fontsize=_FONT + 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=_FONT - 1, frameon=False, loc="best")
-    svg = svg_figure(fig, salt=salt)
-    caption = [f"<b>{html.escape(voi)}</b>: {len(points)} measured point(s)"]
-    if fit is not None:
-        caption.append(f"model {_esc(model)}, n = {_esc(fit.get('n_timepoints'))}, "
-                       f"AICc {_num(fit.get('aicc'), '.4g')}, R\u00b2 {_num(fit.get('r2'), '.3f')}")
-        caption.append(f"TIA {_num(fit.get('tia_mbq_h'), '.1f')} \u00b1 {_num(fit.get('tia_sd_mbq_h'), '.1f')} MBq h, "
-                       f"T<sub>eff</sub> {_num(fit.get('effective_half_life_h'), '.1f')} h")
-        if not _missing(fit.get("fallback_reason")):
-            caption.append(f"note: {_esc(fit.get('fallback_reason'))}")
-    else:
-        caption.append("no fit")
-    caption += [html.escape(n) for n in notes]
-    return _figure_html(svg, "; ".join(caption))
+            ax.plot(t, a, _linestyle(i), color=colour, linewidth=0.8)
+        ax.errorbar(t, a, yerr=yerr, fmt="o", markersize=3, capsize=1.5, color=colour, linewidth=0.7, label=label)
+    return notes
 
 
-def _dvh_plot(voi: str, dvh: pd.DataFrame, salt: str) -> str:
-    """One cumulative DVH figure (one line per engine) for a VOI in one cycle."""
+def _tac_figure(points: pd.DataFrame, fits: pd.DataFrame, salt: str) -> str:
+    """One cycle's time-activity curves: measured points and fits, organs and lesions panels."""
+    vois = sorted(set(points["voi"]) | set(fits["voi"]))
+    panels = _panels(vois)
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), dpi=100)
+    fig.subplots_adjust(left=0.09 if len(panels) > 1 else 0.16, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
+    notes: list[str] = []
+    for k, (name, group) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for i, voi in enumerate(group):
+            fit_rows = fits[fits["voi"] == voi]
+            fit = fit_rows.iloc[-1].to_dict() if not fit_rows.empty else None
+            notes += _draw_tac(ax, voi, points[points["voi"] == voi], fit, i)
+        ax.set_yscale("log")
+        ax.set_xlim(left=0.0)
+        ax.grid(True, color="#dddddd", linewidth=0.5)
+        ax.tick_params(labelsize=_FONT - 1)
+        ax.set_xlabel("Time after administration (h)", fontsize=_FONT)
+        ax.set_ylabel("Activity (MBq)", fontsize=_FONT)
+        ax.set_title(name, fontsize=_FONT + 1)
+        ax.legend(fontsize=_FONT - 2, frameon=False, loc="best", ncols=2)
+    caption = ("Points: measured activity (error bars: standard uncertainty); lines: fitted model "
+               "(dashed: single-time-point). Fit details in the table below.")
+    return _figure_html(svg_figure(fig, salt=salt), "; ".join([caption] + [html.escape(n) for n in notes]))
+
+
+_FIT_HEADERS = ("VOI", "model", "points", "AICc", "R\u00b2", "TIA (MBq h)", "u TIA (MBq h)", "T_eff (h)", "note")
+
+
+def _fit_table(points: pd.DataFrame, fits: pd.DataFrame) -> str:
+    """One cycle's TAC fits as a table (one row per VOI with a fit or points)."""
+    rows = []
+    for voi in sorted(set(points["voi"]) | set(fits["voi"])):
+        fit_rows = fits[fits["voi"] == voi]
+        n_points = int((points["voi"] == voi).sum())
+        if fit_rows.empty:
+            rows.append([html.escape(voi), "no fit", str(n_points)] + [MISSING] * 6)
+            continue
+        f = fit_rows.iloc[-1].to_dict()
+        rows.append([html.escape(voi), _esc(f.get("model")), _esc(f.get("n_timepoints")), _num(f.get("aicc"), ".4g"),
+                     _num(f.get("r2"), ".3f"), _num(f.get("tia_mbq_h"), ".1f"), _num(f.get("tia_sd_mbq_h"), ".1f"),
+                     _num(f.get("effective_half_life_h"), ".1f"),
+                     MISSING if _missing(f.get("fallback_reason")) else _esc(f.get("fallback_reason"))])
+    return _table(_FIT_HEADERS, rows,
+                  numeric=(False, False, True, True, True, True, True, True, False))
+
+
+def _dvh_figure(dvh: pd.DataFrame, salt: str) -> str:
+    """One cycle's cumulative DVHs: one line per VOI (line style per engine), organs and lesions panels."""
     dvh = dvh.assign(dose_bin_gy=_floats(dvh["dose_bin_gy"]), volume_fraction=_floats(dvh["volume_fraction"]),
                      engine=dvh["engine"].map(lambda v: "(unknown)" if _missing(v) else str(v)))
     dvh = dvh[np.isfinite(dvh["dose_bin_gy"]) & np.isfinite(dvh["volume_fraction"])]
-    fig, ax = _new_axes(4.0, 2.9)
     engines = sorted(dvh["engine"].unique())
-    for i, engine in enumerate(engines):
-        part = dvh[dvh["engine"] == engine].sort_values("dose_bin_gy")
-        ax.plot(part["dose_bin_gy"].to_numpy(), 100.0 * part["volume_fraction"].to_numpy(), "-",
-                color=_PALETTE[i % len(_PALETTE)], linewidth=1.2, label=_legend_label(_plot_text(engine)))
-    if not engines:
-        ax.text(0.5, 0.5, "no data to draw", transform=ax.transAxes, ha="center", fontsize=_FONT - 1)
-    ax.set_xlim(left=0.0)
-    ax.set_ylim(0.0, 105.0)
-    ax.set_xlabel("Dose (Gy)", fontsize=_FONT)
-    ax.set_ylabel("Volume (%)", fontsize=_FONT)
-    ax.set_title(_plot_text(voi), fontsize=_FONT + 1)
-    if engines:
-        ax.legend(fontsize=_FONT - 1, frameon=False, loc="upper right")
-    svg = svg_figure(fig, salt=salt)
-    caption = f"<b>{html.escape(voi)}</b>: cumulative DVH, engine(s) {html.escape(', '.join(engines)) or MISSING}"
-    return _figure_html(svg, caption)
+    panels = _panels(sorted(dvh["voi"].unique()))
+    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.4), dpi=100)
+    fig.subplots_adjust(left=0.09 if len(panels) > 1 else 0.16, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
+    for k, (name, group) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for i, voi in enumerate(group):
+            for j, engine in enumerate(engines):
+                part = dvh[(dvh["voi"] == voi) & (dvh["engine"] == engine)].sort_values("dose_bin_gy")
+                if part.empty:
+                    continue
+                label = _legend_label(_plot_text(voi if len(engines) == 1 else f"{voi} {engine}"))
+                ax.plot(part["dose_bin_gy"].to_numpy(), 100.0 * part["volume_fraction"].to_numpy(),
+                        ("-", "--", ":", "-.")[j % 4], color=_colour(i), linewidth=1.0, label=label)
+        ax.set_xlim(left=0.0)
+        ax.set_ylim(0.0, 105.0)
+        ax.grid(True, color="#dddddd", linewidth=0.5)
+        ax.tick_params(labelsize=_FONT - 1)
+        ax.set_xlabel("Dose (Gy)", fontsize=_FONT)
+        ax.set_ylabel("Volume (%)", fontsize=_FONT)
+        ax.set_title(name, fontsize=_FONT + 1)
+        ax.legend(fontsize=_FONT - 2, frameon=False, loc="upper right", ncols=2)
+    caption = f"Cumulative DVHs, engine(s) {html.escape(', '.join(engines)) or MISSING}"
+    return _figure_html(svg_figure(fig, salt=salt), caption)
 
 
 def _dose_rows(doses: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
@@ -673,8 +715,9 @@ def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_dos
     Rows whose ``subject_id`` is another subject's are ignored (rows without a subject,
     e.g. site-level QA checks, are kept). When a frame holds several ``result_version`` rows
     per natural key only the latest is used. Missing optional columns and nulls are shown
-    as "\u2013"; empty sections as "(none)". One TAC figure is drawn per cycle and VOI with
-    a fit or measured points, one DVH figure per cycle and VOI with DVH rows.
+    as "\u2013"; empty sections as "(none)". Per cycle: one TAC figure (organs and lesions
+    panels, every VOI with a fit or measured points) with a table of the fits, and one DVH
+    figure (every VOI with DVH rows).
     """
     doses = _normalise_keys(_only_subject(_frame(voi_doses, _DOSE_COLS), subject_id))
     doses = _latest(doses, ("subject_id", "cycle", "voi", "engine", "method"))
@@ -683,7 +726,7 @@ def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_dos
     fits = _normalise_keys(_only_subject(_frame(tac_fits, _FIT_COLS), subject_id))
     fits = _latest(fits, ("subject_id", "cycle", "voi"))
     dvh = _normalise_keys(_only_subject(_frame(dvhs, _DVH_COLS), subject_id))
-    dvh = _latest(dvh, ("subject_id", "cycle", "voi", "engine", "dose_bin_gy"))
+    dvh = _latest(dvh, ("subject_id", "cycle", "voi", "engine", "bin_index" if "bin_index" in dvh else "dose_bin_gy"))
     qa = _only_subject(_frame(qa_checks, _QA_COLS), subject_id)
     cals = _frame(calibrations, [c for c, _, _ in _CAL_FIELDS])
     cals = _latest(cals, ("calibration_id",))
@@ -702,7 +745,6 @@ def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_dos
     body.append("<h2>Absorbed doses, time-activity curves and DVHs per cycle</h2>")
     if not cycles:
         body.append(_none())
-    fig_no = 0
     for cycle in cycles:
         c_doses = doses[doses["cycle"] == cycle]
         activity = [a for a in c_doses["administered_activity_mbq"].map(_float) if math.isfinite(a)]
@@ -716,22 +758,15 @@ def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_dos
 
         body.append("<h4>Time-activity curves</h4>")
         c_points, c_fits = points[points["cycle"] == cycle], fits[fits["cycle"] == cycle]
-        vois = sorted(set(c_points["voi"]) | set(c_fits["voi"]))
-        figs = []
-        for voi in vois:
-            fit_rows = c_fits[c_fits["voi"] == voi]
-            fit = fit_rows.iloc[-1].to_dict() if not fit_rows.empty else None
-            fig_no += 1
-            figs.append(_tac_plot(voi, c_points[c_points["voi"] == voi], fit, f"{SOFTWARE_NAME}-tac-{fig_no}"))
-        body.append(f'<div class="figs">{"".join(figs)}</div>' if figs else _none())
+        if c_points.empty and c_fits.empty:
+            body.append(_none())
+        else:
+            body.append(_tac_figure(c_points, c_fits, f"{SOFTWARE_NAME}-tac-{cycle}"))
+            body.append(_fit_table(c_points, c_fits))
 
         body.append("<h4>Dose-volume histograms</h4>")
         c_dvh = dvh[dvh["cycle"] == cycle]
-        figs = []
-        for voi in sorted(set(c_dvh["voi"])):
-            fig_no += 1
-            figs.append(_dvh_plot(voi, c_dvh[c_dvh["voi"] == voi], f"{SOFTWARE_NAME}-dvh-{fig_no}"))
-        body.append(f'<div class="figs">{"".join(figs)}</div>' if figs else _none())
+        body.append(_dvh_figure(c_dvh, f"{SOFTWARE_NAME}-dvh-{cycle}") if not c_dvh.empty else _none())
 
     body.append("<h2>Cumulative absorbed dose over cycles</h2>")
     body.append(_table(("VOI", "engine", "cycles", "method", "dose (Gy)", "u (Gy)", "u (%)", "BED (Gy)", "status"),

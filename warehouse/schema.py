@@ -307,9 +307,11 @@ TABLES: dict[str, Table] = {
         _table("dvhs", "Cumulative dose-volume histogram of one VOI, one row per dose bin.", [
             _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
             _c("engine", pa.string(), "Dose engine.", nullable=False),
+            _c("bin_index", pa.int16(), "Index of the dose bin, 0 = 0 Gy (a recomputed DVH replaces every bin: "
+               "the bin edges follow the VOI's maximum dose).", nullable=False),
             _c("dose_bin_gy", pa.float64(), "Lower edge of the dose bin.", nullable=False),
             _c("volume_fraction", pa.float64(), "Fraction of the VOI volume receiving at least dose_bin_gy (0-1).", nullable=False),
-        ], ("trial_id", "subject_id", "cycle", "voi", "engine", "dose_bin_gy")),
+        ], ("trial_id", "subject_id", "cycle", "voi", "engine", "bin_index")),
         _table("outcomes", "One clinical outcome assessment (imported from the trial's outcomes CSV).", [
             _TRIAL, _SITE_OPT, _SUBJECT,
             _c("endpoint", pa.string(), "Endpoint.", nullable=False, allowed=_ENDPOINTS),

@@ -79,6 +79,18 @@ def test_doses_match_the_ground_truth(pipeline, small_trial, small_truth):
     assert set(cmp["final"]) == {True}
 
 
+def test_dvhs_in_the_warehouse_are_cumulative_after_recomputation(pipeline):
+    """Each cycle's dosimetry runs again on every later time point, with new bin edges: the
+    latest DVH of a VOI is one curve (100 bins), non-increasing, from 100 % at 0 Gy."""
+    dvh = read_latest(pipeline["config"].warehouse_dir, "dvhs")
+    assert not dvh.empty
+    for key, part in dvh.groupby(["subject_id", "cycle", "voi", "engine"]):
+        part = part.sort_values("bin_index")
+        assert len(part) == 100 and part["dose_bin_gy"].is_monotonic_increasing, key
+        assert part["volume_fraction"].iloc[0] == pytest.approx(1.0), key
+        assert (part["volume_fraction"].diff().dropna() <= 1e-12).all(), key
+
+
 def test_calibrations_and_protocol_checks_through_the_flows(pipeline, small_truth):
     wh = pipeline["config"].warehouse_dir
     cals = read_latest(wh, "calibrations")

@@ -1,0 +1,84 @@
+"""Tasks that write the offline HTML reports (thin wrappers of :mod:`warehouse.reports`).
+
+Files: ``<warehouse>/reports/subjects/<site>/<subject>.html`` (one per subject: doses with
+uncertainties, TACs with fits, DVHs, QA, calibrations, methods and software version, as
+ICRU 96 asks) and ``<warehouse>/reports/dose_effect.html`` (the trial's dose-effect plots
+and tables). Each file is written to a temporary name and renamed, so a reader never sees
+half a report; re-running rewrites them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+
+from rntflow import __version__
+from tasks.common import trial_config
+from warehouse.reports import subject_report_html, trial_report_html
+from warehouse.writer import read_latest
+
+#: Tables a subject report draws on.
+SUBJECT_TABLES = ("voi_doses", "tac_fits", "voi_timepoints", "dvhs", "qa_checks", "calibrations")
+
+
+def reports_dir(warehouse_dir: str | Path) -> Path:
+    return Path(warehouse_dir) / "reports"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@task(name="subject-reports")
+def subject_reports(config_path: str | None, subject_ids: list[str] | None = None) -> list[str]:
+    """Write the HTML report of every subject with doses (or of ``subject_ids``); returns the paths."""
+    config = trial_config(config_path)
+    wh = config.warehouse_dir
+    tables = {t: read_latest(wh, t, "trial_id = ?", [config.trial_id]) for t in SUBJECT_TABLES}
+    doses = tables["voi_doses"]
+    written = []
+    for (site_id, subject_id), _ in doses.groupby(["site_id", "subject_id"], sort=True):
+        if subject_ids is not None and subject_id not in subject_ids:
+            continue
+
+        def mine(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["subject_id"] == subject_id] if "subject_id" in df else df.iloc[0:0]
+
+        cal = tables["calibrations"]
+        text = subject_report_html(
+            trial_id=config.trial_id, site_id=site_id, subject_id=subject_id,
+            voi_doses=mine(doses), tac_fits=mine(tables["tac_fits"]), voi_timepoints=mine(tables["voi_timepoints"]),
+            dvhs=mine(tables["dvhs"]), qa_checks=mine(tables["qa_checks"]),
+            calibrations=cal[cal["site_id"] == site_id] if "site_id" in cal else cal,
+            software_version=__version__, generated_at=_now())
+        path = reports_dir(wh) / "subjects" / site_id / f"{subject_id}.html"
+        _write_atomic(path, text)
+        written.append(str(path))
+    return written
+
+
+@task(name="trial-report")
+def trial_report(config_path: str | None, dose_effect: pd.DataFrame, fits: dict[str, pd.DataFrame],
+                 population_kinetics: pd.DataFrame, notes: list[str]) -> str:
+    """Write ``<warehouse>/reports/dose_effect.html``: plots of every fitted endpoint; returns its path."""
+    config = trial_config(config_path)
+    curves = {label: [{"label": r["site_id"], "d50_gy": r["d50_gy"], "gamma50": r["gamma50"]}
+                      for r in table.to_dict("records") if r.get("converged")]
+              for label, table in fits.items()}
+    text = trial_report_html(trial_id=config.trial_id, generated_at=_now(), software_version=__version__,
+                             dose_effect=dose_effect, fits=fits, curves=curves,
+                             population_kinetics=population_kinetics, notes=notes)
+    path = reports_dir(config.warehouse_dir) / "dose_effect.html"
+    _write_atomic(path, text)
+    return str(path)
