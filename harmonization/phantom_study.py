@@ -484,7 +484,10 @@ def _check_calibration(header: NmHeader, calibration: Calibration | None, protoc
         problems.append(f"calibration is for {calibration.radionuclide}")
     if unit in ("CNTS", "BQML") and calibration.kind != need:
         problems.append(f"a {unit} image needs a {need} calibration, got {calibration.kind}")
-    found = f"{calibration.kind} {calibration.value:.4g} (camera {calibration.camera_id}, v{calibration.version})"
+    # identified by its scan time, not its registry version: a re-analysed phantom bumps the
+    # version, and the check's result must not change when nothing about the camera did
+    found = (f"{calibration.kind} {calibration.value:.4g} "
+             f"(camera {calibration.camera_id}, {calibration.valid_from:%Y-%m-%d %H:%M})")
     if problems:
         return CheckResult("phantom_calibration", "fail", found, exp, "; ".join(problems))
     if calibration.protocol != protocol_name:

@@ -70,9 +70,10 @@ def spooled_studies(config_path: str | None, site_ids: list[str]) -> list[StudyH
 
 @task(name="copy-results")
 def copy_results(from_config: str | None, to_config: str | None, exclude_sites: list[str]) -> dict[str, int]:
-    """Copy every table's latest rows between warehouses, except results of ``exclude_sites``.
+    """Copy every table's latest rows between warehouses, except the sites re-processed.
 
-    Reference tables (outcomes, enrolment-derived tables) are copied whole: an arm changes
+    Tables partitioned by site lose the rows of ``exclude_sites`` (the arm's own flows
+    write those); trial-wide tables such as ``outcomes`` are copied whole: an arm changes
     how doses are computed, not what happened to the patients. ``flow_runs`` are not
     copied (they belong to the runs that wrote them). Idempotent: rows already there are
     left unchanged.
@@ -83,7 +84,7 @@ def copy_results(from_config: str | None, to_config: str | None, exclude_sites: 
         if name == "flow_runs":
             continue
         df = read_latest(src.warehouse_dir, name, "trial_id = ?", [src.trial_id])
-        if spec.is_result and "site_id" in df and exclude_sites:
+        if "site_id" in spec.partition_by and exclude_sites:
             df = df[~df["site_id"].isin(exclude_sites)]
         if df.empty:
             continue

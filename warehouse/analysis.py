@@ -242,6 +242,17 @@ def lesion_response_fit(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy") 
     return fit_logistic_dose(rows[dose_col], responder)
 
 
+def _site_intercepts(dose: np.ndarray, y: np.ndarray, sites: np.ndarray,
+                     levels: list[str]) -> tuple[np.ndarray, float, bool]:
+    """Fit ``logit p = b ln D + a_s`` (``a_s = -4 gamma ln D50_s``: one intercept per site).
+
+    Returns the coefficients ``[b, a_1 ... a_k]``, the log-likelihood and convergence.
+    """
+    design = np.column_stack([np.log(dose)] + [(sites == s).astype(float) for s in levels])
+    beta, ok = _newton_logistic(design, y)
+    return beta, _loglik(design @ beta, y), ok
+
+
 @dataclass(frozen=True)
 class SiteEffectTest:
     """Does a per-site dose scale improve the dose-response fit?
@@ -275,14 +286,10 @@ def site_effect_test(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", eff
     dose, y = _clean(sub[dose_col], sub[effect_col])
     sites = sub[site_col].astype(str).to_numpy()
     levels = sorted(set(sites))
-    lnd = np.log(dose)
     pooled = fit_logistic_dose(dose, y)
-    # Alternative: logit = b ln D + a_s  (a_s = -4 gamma ln D50_s): one intercept per site.
-    design = np.column_stack([lnd] + [(sites == s).astype(float) for s in levels])
-    beta, ok = _newton_logistic(design, y)
+    beta, ll_alt, ok = _site_intercepts(dose, y, sites, levels)
     if not ok or not pooled.converged:
         raise ValueError("site-effect model did not converge (separated data or too few events per site)")
-    ll_alt = _loglik(design @ beta, y)
     lr = max(0.0, 2 * (ll_alt - pooled.log_likelihood))
     dof = len(levels) - 1
     d50_sites = {s: math.exp(-beta[1 + i] / beta[0]) for i, s in enumerate(levels)}
@@ -407,8 +414,7 @@ def per_site_d50(dose_gy, effect, sites) -> dict[str, float]:
     ok = np.isfinite(dose) & np.isfinite(y) & (dose > 0)
     dose, y, sites = dose[ok], y[ok], sites[ok]
     levels = sorted(set(sites))
-    design = np.column_stack([np.log(dose)] + [(sites == s).astype(float) for s in levels])
-    beta, converged = _newton_logistic(design, y)
+    beta, _, converged = _site_intercepts(dose, y, sites, levels)
     if not converged or beta[0] <= 0:
         return {}
     return {s: math.exp(-beta[1 + i] / beta[0]) for i, s in enumerate(levels)}

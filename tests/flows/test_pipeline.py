@@ -129,14 +129,21 @@ def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
     deid = Path(config.spool_dir) / "deid"
     study = next(p for p in sorted(deid.glob("*/*/*")) if "-PH-" not in p.parent.name)
     process_study(study.parts[-3], study.parts[-2], "patient", study.name, str(study), 0, 1, pipeline["path"])
+    # a site's phantoms analysed again (cylinder, then NEMA: the calibration registry and
+    # its QA results must not move)
+    for phantom in sorted(deid.glob(f"{study.parts[-3]}/*-PH-*/*")):
+        process_study(phantom.parts[-3], phantom.parts[-2], "phantom", phantom.name, str(phantom), 0, 1,
+                      pipeline["path"])
     qa_flow(pipeline["path"], close_out=True)
     assert counts() == before
 
 
 def test_cross_calibration_off_arm_scales_only_the_vendor_site(pipeline, small_truth):
-    """Switched off, the vendor Bq/mL site's doses read high by exactly its phantom-measured
-    scale factor (quantification, partial-volume correction, kinetics and dose are linear in
-    the activity scale); the other sites' doses are those of the trial."""
+    """Switched off, the vendor Bq/mL site's doses read high by its phantom-measured scale
+    factor (quantification, partial-volume correction, kinetics and dose are linear in the
+    activity scale): the median within 0.5 %; every VOI within 3 %, since the arm registers
+    the CTs again and small lesions feel a sub-voxel difference. The other sites' doses are
+    those of the trial."""
     from flows.cross_calibration import cross_calibration_effect_flow
     from tasks.common import trial_config
 
@@ -153,13 +160,17 @@ def test_cross_calibration_off_arm_scales_only_the_vendor_site(pipeline, small_t
     factor = read_latest(on_wh, "calibrations").set_index("site_id")["bqml_scale_factor"]
     ratio = off["dose_gy"] / on["dose_gy"]
     at_vendor = (on["site_id"] == vendor[0]).to_numpy()
-    assert ratio[at_vendor].to_numpy() == pytest.approx(factor[vendor[0]], rel=0.005)
+    assert ratio[at_vendor].median() == pytest.approx(factor[vendor[0]], rel=0.005)
+    assert ratio[at_vendor].to_numpy() == pytest.approx(factor[vendor[0]], rel=0.03)
     assert ratio[~at_vendor].to_numpy() == pytest.approx(1.0, abs=1e-12)
     assert off.loc[at_vendor, "calibration_id"].str.endswith(":vendor-face-value").all()
     report = Path(res["report"]).read_text()
     assert f"vendor Bq/mL taken at face value at {vendor[0]}" in report
+    files = sorted(Path(off_wh).rglob("*.parquet"))
     again = cross_calibration_effect_flow(pipeline["path"])  # idempotent: no new rows in the arm
-    assert read_latest(off_wh, "voi_doses")["result_version"].max() == 1 and again["n_failed"] == 0
+    assert again["n_failed"] == 0
+    assert sorted(p for p in Path(off_wh).rglob("*.parquet") if "flow_runs" not in p.parts) == \
+        [p for p in files if "flow_runs" not in p.parts]
 
 
 def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth):
