@@ -78,9 +78,10 @@ def dose_effect_flow(config_path: str | None) -> dict:
     sections += ["## Progression-free survival vs mean lesion dose", "", f"{len(pfs)} subject(s) with a value."]
     try:
         res = pfs_vs_dose(pfs)
-        note = (f"PFS vs mean lesion dose: split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; "
-                f"Cox hazard ratio per 10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
-                f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}")
+        cox = (f"Cox hazard ratio per 10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
+               f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}" if res.cox_converged else
+               "Cox model not estimable (did not converge: events separated by dose)")
+        note = f"PFS vs mean lesion dose: split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; {cox}"
         notes.append(note)
         sections += ["", markdown_table(res.groups), "", note, ""]
         fits["pfs vs dose_gy"] = {"groups": res.groups.to_dict("records"), "cox_hr_per_10gy": res.cox_hr_per_10gy,

@@ -245,6 +245,11 @@ class TrialConfig(_Strict):
         return self.resolve(self.paths.prefect_home)
 
     @property
+    def arms_dir(self) -> Path:
+        """Analysis arms (the trial re-processed under another policy): beside the warehouse."""
+        return self.warehouse_dir.parent / "arms"
+
+    @property
     def products_dir(self) -> Path:
         """Intermediate images of the flows (quantified SPECT, CT, VOI masks, transforms)."""
         return self.resolve(self.paths.products)

@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from rntflow.config import load_config
 
 
@@ -24,6 +26,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--n-rep", type=int, default=200, help="bias study: repetitions (default 200)")
     p.set_defaults(func=run)
     return p
+
+
+def _side_by_side(study: pd.DataFrame) -> pd.DataFrame:
+    """One row per endpoint and quantity, one ``median [2.5 %, 97.5 %]`` column per arm."""
+    cell = study.assign(value=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if n > 1 else f"{m:.3f}"
+                               for m, lo, hi, n in study[["median", "p2_5", "p97_5", "n_rep"]].itertuples(index=False)])
+    order = {q: i for i, q in enumerate(dict.fromkeys(study["quantity"]))}
+    wide = cell.pivot(index=["endpoint", "quantity"], columns="arm", values="value").reset_index()
+    wide.columns.name = None
+    return wide.sort_values(["endpoint", "quantity"], key=lambda c: c.map(order) if c.name == "quantity" else c)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "site's outcome units in this trial (the same unit in both arms), outcomes drawn from the simulator's "
         "model on the true dose (rntflow.evaluation.calibration_bias_study). Median and 95 % range over "
         "repetitions. Pooled fits leave out the site(s) whose reconstructions fail the protocol checks: "
-        f"{', '.join(off_protocol) or 'none'}.", "", markdown_table(study), ""])
+        f"{', '.join(off_protocol) or 'none'}.", "", markdown_table(_side_by_side(study)), ""])
     out = Path(res["report"]).with_name("cross_calibration_bias.md")
     out.write_text(text)
     print(text)

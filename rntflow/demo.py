@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     trial_dir = config.enrolment_file.parent
     if args.fresh:
         for d in (trial_dir, config.spool_dir, config.keys_dir, config.warehouse_dir, config.products_dir,
-                  config.prefect_home):
+                  config.prefect_home, config.arms_dir):
             shutil.rmtree(d, ignore_errors=True)
     prefect_environment(config)
     if not (trial_dir / "truth.json").exists():

@@ -25,7 +25,7 @@ _WRITER_COLUMNS = ("result_version", "row_hash")
 
 def arm_root(config_path: str | None, name: str) -> Path:
     """Folder of one arm: ``<warehouse>/../arms/<name>``."""
-    return trial_config(config_path).warehouse_dir.parent / "arms" / name
+    return trial_config(config_path).arms_dir / name
 
 
 @task(name="arm-config")

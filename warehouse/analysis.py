@@ -35,6 +35,7 @@ multi-time-point fits, the population values that single-time-point methods use
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -321,6 +322,9 @@ class PfsAnalysis:
         95 % Wald interval of the hazard ratio.
     cox_p : float
         Wald p-value of the dose coefficient.
+    cox_converged : bool
+        False when lifelines warned that the Cox fit did not converge (e.g. complete
+        separation: every event on one side of a dose); the Cox figures are then NaN.
     """
 
     split_dose_gy: float
@@ -329,12 +333,14 @@ class PfsAnalysis:
     cox_hr_per_10gy: float
     cox_hr_ci_per_10gy: tuple[float, float]
     cox_p: float
+    cox_converged: bool = True
 
 
 def pfs_vs_dose(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
                 time_col: str = "time_to_event_months", event_col: str = "event") -> PfsAnalysis:
     """Kaplan-Meier by dose group (median split), log-rank test and Cox model on dose."""
     from lifelines import CoxPHFitter, KaplanMeierFitter
+    from lifelines.exceptions import ConvergenceWarning
     from lifelines.statistics import logrank_test
 
     data = df[[dose_col, time_col, event_col]].dropna().astype(float)
@@ -351,7 +357,12 @@ def pfs_vs_dose(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
     lr = logrank_test(data.loc[~high, time_col], data.loc[high, time_col],
                       data.loc[~high, event_col], data.loc[high, event_col])
     cox_data = pd.DataFrame({"dose_10gy": data[dose_col] / 10.0, "T": data[time_col], "E": data[event_col]})
-    cph = CoxPHFitter().fit(cox_data, duration_col="T", event_col="E")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        cph = CoxPHFitter().fit(cox_data, duration_col="T", event_col="E")
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        return PfsAnalysis(split, pd.DataFrame(rows), float(lr.p_value), math.nan, (math.nan, math.nan), math.nan,
+                           cox_converged=False)
     summ = cph.summary.loc["dose_10gy"]
     return PfsAnalysis(split, pd.DataFrame(rows), float(lr.p_value), float(summ["exp(coef)"]),
                        (float(summ["exp(coef) lower 95%"]), float(summ["exp(coef) upper 95%"])), float(summ["p"]))

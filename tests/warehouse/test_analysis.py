@@ -154,3 +154,12 @@ def test_compare_arms_on_the_same_outcomes():
     fits = cmp.fits.set_index("arm")
     assert fits.loc["vendor face value", "site_effect_p"] < fits.loc["cross-calibrated", "site_effect_p"]
     assert list(fits["n"]) == [800, 800]
+
+
+def test_pfs_cox_under_separation_is_reported_not_estimable():
+    """Every event at the low doses, none above: the Cox MLE is at infinity."""
+    df = pd.DataFrame({"cumulative_dose_gy": [10, 12, 14, 40, 45, 50], "time_to_event_months": [3, 4, 5, 24, 24, 24],
+                       "event": [1, 1, 1, 0, 0, 0]})
+    res = pfs_vs_dose(df)
+    assert not res.cox_converged and math.isnan(res.cox_hr_per_10gy)
+    assert res.logrank_p < 0.05
