@@ -25,6 +25,7 @@ from flows.qa import qa_flow
 from flows.warehouse import DOSE_EFFECT_ANALYSES, markdown_table
 from tasks.arms import arm_config, copy_results, spooled_studies, vendor_quantified_sites
 from tasks.common import trial_config
+from tasks.reports import write_report
 from tasks.warehouse import refresh
 from warehouse.analysis import compare_arms
 from warehouse.catalog import connect
@@ -78,8 +79,7 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
                   f"Pooled D50 without / with cross-calibration: {cmp.d50_ratio:.3f}", ""]
     text = "\n".join(lines)
     report = Path(on_wh) / "reports" / "cross_calibration.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
+    write_report(report, text)
     create_markdown_artifact(text, key="cross-calibration-effect",
                              description=f"{config.trial_id}: dose-effect with and without cross-calibration")
     return {"report": str(report), "arm_config": off_path, "rerun_sites": rerun, "n_studies": len(studies),

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.common import trial_config
-from tasks.reports import subject_reports, trial_report
+from tasks.reports import subject_reports, trial_report, write_report
 from tasks.warehouse import read_table, refresh
 from warehouse.analysis import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
 from warehouse.catalog import connect
@@ -93,8 +93,7 @@ def dose_effect_flow(config_path: str | None) -> dict:
     sections += ["## Population kinetics (effective half-life, h)", "", markdown_table(pk), ""]
     text = "\n".join(sections)
     report = Path(wh) / "reports" / "dose_effect.md"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
+    write_report(report, text)
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
     html_report = trial_report(config_path, de, tables, pk, notes)
     subjects = subject_reports(config_path)

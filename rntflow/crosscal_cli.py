@@ -2,7 +2,7 @@
 
 Runs the ``cross-calibration-effect`` flow on a trial whose studies the listener has
 spooled (e.g. after ``make demo``). When the trial folder holds the simulator's
-``truth.json`` (the demo), it also runs the resampling bias study of
+``truth.json`` (the demo), it also runs the virtual-cohort bias study of
 :func:`rntflow.evaluation.calibration_bias_study` and writes it to
 ``<warehouse>/reports/cross_calibration_bias.md``.
 """
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["n_failed"] == 0 else 1
     from rntflow.evaluation import calibration_bias_study
     from tasks.common import trial_config
+    from tasks.reports import write_report
     from warehouse.catalog import connect
     from warehouse.writer import read_latest
 
@@ -75,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         "model on the true dose (rntflow.evaluation.calibration_bias_study). Median and 95 % range over "
         "repetitions. Pooled fits leave out the site(s) whose reconstructions fail the protocol checks: "
         f"{', '.join(off_protocol) or 'none'}.", "", markdown_table(_side_by_side(study)), ""])
-    out = Path(res["report"]).with_name("cross_calibration_bias.md")
-    out.write_text(text)
+    write_report(Path(res["report"]).with_name("cross_calibration_bias.md"), text)
     print(text)
     return 0 if res["n_failed"] == 0 else 1

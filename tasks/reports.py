@@ -29,7 +29,8 @@ def reports_dir(warehouse_dir: str | Path) -> Path:
     return Path(warehouse_dir) / "reports"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_report(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -63,7 +64,7 @@ def subject_reports(config_path: str | None, subject_ids: list[str] | None = Non
             calibrations=cal[cal["site_id"] == site_id] if "site_id" in cal else cal,
             software_version=__version__, generated_at=_now())
         path = reports_dir(wh) / "subjects" / site_id / f"{subject_id}.html"
-        _write_atomic(path, text)
+        write_report(path, text)
         written.append(str(path))
     return written
 
@@ -80,5 +81,5 @@ def trial_report(config_path: str | None, dose_effect: pd.DataFrame, fits: dict[
                              dose_effect=dose_effect, fits=fits, curves=curves,
                              population_kinetics=population_kinetics, notes=notes)
     path = reports_dir(config.warehouse_dir) / "dose_effect.html"
-    _write_atomic(path, text)
+    write_report(path, text)
     return str(path)
