@@ -109,6 +109,16 @@ GROUP BY o.endpoint ORDER BY o.endpoint
 """
 
 
+def timed(con, sql: str, repeats: int) -> tuple[list[tuple], list[float]]:
+    """Run ``sql`` ``repeats`` times; the last result and each latency (s)."""
+    lat, rows = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rows = con.execute(sql).fetchall()
+        lat.append(time.perf_counter() - t)
+    return rows, lat
+
+
 def du_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -158,31 +168,19 @@ def main(argv: list[str] | None = None) -> int:
         results.append(("bytes per voi_doses row", f"{du_bytes(root / 'voi_doses') / (rep.rows_in + len(one)):.1f}"))
 
         with connect(root) as con:
-            lat = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                rows = con.execute(POOLED_QUERY).fetchall()
-                lat.append(time.perf_counter() - t)
+            rows, lat = timed(con, POOLED_QUERY, args.repeats)
             assert len(rows) == 4
             pooled_ms = statistics.median(lat) * 1000
             results.append((f"pooled dose_effect query (median of {args.repeats})",
                             f"{pooled_ms:.0f} ms (min {min(lat) * 1000:.0f} ms)"))
-            raw = RAW_QUERY.format(root=root.resolve())
-            lat = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                rows = con.execute(raw).fetchall()
-                lat.append(time.perf_counter() - t)
+            rows, lat = timed(con, RAW_QUERY.format(root=root.resolve()), args.repeats)
             assert len(rows) == 4
             raw_ms = statistics.median(lat) * 1000
             results.append(("peer: same pooled answer by a plain Parquet scan + join (no versions, "
                             "no derived targets; median)", f"{raw_ms:.0f} ms; dose_effect / peer = "
                                                           f"{pooled_ms / raw_ms:.2f}"))
-            lat = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                n = con.execute("SELECT count(*) FROM voi_doses").fetchone()[0]
-                lat.append(time.perf_counter() - t)
+            rows, lat = timed(con, "SELECT count(*) FROM voi_doses", args.repeats)
+            n = rows[0][0]
             assert n == rep.rows_in
             results.append((f"latest-version view count(*) over {n:,} rows (median)",
                             f"{statistics.median(lat) * 1000:.0f} ms"))

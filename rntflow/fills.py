@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harmonization.phantom_study import PHANTOM_TYPES, PhantomFill
+from rntflow.csvfiles import dict_reader
 from rntflow.errors import CalibrationError
 
 FILL_COLUMNS: tuple[str, ...] = (
@@ -93,12 +94,9 @@ def load_phantom_fills(path: str | Path) -> dict[str, PhantomFill]:
         raise CalibrationError(f"phantom fill log {p}: cannot open ({exc.strerror or exc})") from exc
     out: dict[str, PhantomFill] = {}
     with fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in FILL_COLUMNS if c not in header]
+        reader, missing = dict_reader(fh, FILL_COLUMNS)
         if missing:
             raise CalibrationError(f"phantom fill log {p}: missing column(s) {', '.join(missing)}")
-        reader.fieldnames = header
         try:
             for row in reader:
                 line = reader.line_num

@@ -21,7 +21,6 @@ problem with its row number (the header is row 1), and nothing is written.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -30,6 +29,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from rntflow.csvfiles import dict_reader
 from rntflow.errors import OutcomeImportError
 from warehouse.schema import TABLES
 from warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
@@ -89,12 +89,9 @@ def parse_outcomes(csv_path: str | Path, known_subject_ids: Iterable[str] | Mapp
     problems: list[str] = []
     records: list[dict] = []
     with fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in OUTCOME_COLUMNS if c not in header]
+        reader, missing = dict_reader(fh, OUTCOME_COLUMNS)
         if missing:
             raise OutcomeImportError(f"{csv_path}: row 1: missing column(s) {missing}")
-        reader.fieldnames = header
         seen: dict[tuple, int] = {}
         for row_no, raw in enumerate(reader, start=2):
             rec = {k: (raw.get(k) or "").strip() for k in OUTCOME_COLUMNS}

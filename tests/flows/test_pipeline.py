@@ -44,15 +44,22 @@ def pipeline(small_trial, prefect_harness, tmp_path_factory):
     # Prefect server under this PREFECT_HOME; this process's flows use the session harness
     old = os.environ.get("PREFECT_HOME")
     os.environ["PREFECT_HOME"] = str(config.prefect_home)
+    said: list[str] = []  # the progress lines a coordinator sees (scanned for identity below)
+
+    def say(msg: str) -> None:
+        said.append(msg)
+        print(msg)
+
     try:
-        failures, n_failed = ingest_and_process(config, str(path), small_trial, 900, print)
+        failures, n_failed = ingest_and_process(config, str(path), small_trial, 900, say)
     finally:
         if old is None:
             os.environ.pop("PREFECT_HOME", None)
         else:
             os.environ["PREFECT_HOME"] = old
-    close_out(config, str(path), small_trial, print)
-    return {"config": config, "path": str(path), "work": work, "failures": failures, "n_failed": n_failed}
+    close_out(config, str(path), small_trial, say)
+    return {"config": config, "path": str(path), "work": work, "failures": failures, "n_failed": n_failed,
+            "said": said}
 
 
 def test_every_study_processed_without_failure(pipeline, small_trial):
@@ -189,7 +196,10 @@ def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth
         files.append(Path(db_url.split("///", 1)[1]))
     files += list(Path(pipeline["config"].prefect_home).glob("*.db"))  # the ingest worker's Prefect
     assert catalog_path(pipeline["config"].warehouse_dir) in files
+    assert any(f.suffix == ".html" for f in files)  # the subject and trial reports are scanned too
     for f in files:
         data = f.read_bytes()
         for n in needles:
             assert n not in data, f"{n!r} found in {f}"
+    said = "\n".join(pipeline["said"]).encode()
+    assert not [n for n in needles if n in said]
