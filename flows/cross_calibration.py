@@ -72,7 +72,11 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
         if a[dose_col].notna().sum() < 4 or a["effect"].nunique() < 2:
             lines += ["Too few outcomes (or only one kind) for a logistic fit.", ""]
             continue
-        cmp = compare_arms(a, b, dose_col=dose_col)
+        try:
+            cmp = compare_arms(a, b, dose_col=dose_col)
+        except ValueError as exc:
+            lines += [f"No comparison: {exc}", ""]
+            continue
         results[label] = {"fits": cmp.fits.to_dict("records"), "site_dose_ratio": cmp.site_dose_ratio.to_dict("records"),
                           "d50_ratio": cmp.d50_ratio}
         lines += [markdown_table(cmp.fits), "", markdown_table(cmp.site_dose_ratio), "",

@@ -107,7 +107,7 @@ def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_
     """
     from simulation.outcomes import OUTCOME_MODELS
     from simulation.truth import logistic_ntcp
-    from warehouse.analysis import OUTCOME_KEY, logistic_d50_point, per_site_d50
+    from warehouse.analysis import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
 
     rng = np.random.default_rng(seed)
     targets = truth_targets(truth)
@@ -124,8 +124,7 @@ def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_
     for endpoint, dose_col in LOGISTIC_ENDPOINT_DOSE.items():
         units = targets[targets["endpoint"] == endpoint]
         for name, de in arms.items():
-            d = de[de["endpoint"] == endpoint][list(OUTCOME_KEY) + [dose_col]].copy()
-            d["lesion_voi"] = d["lesion_voi"].fillna("")
+            d = one_row_per_outcome(de[de["endpoint"] == endpoint][list(OUTCOME_KEY) + [dose_col]])
             units = units.merge(d.rename(columns={dose_col: name}), on=list(OUTCOME_KEY))
         units = units.dropna()
         units = units[units["true_gy"] > 0]

@@ -435,6 +435,24 @@ def per_site_d50(dose_gy, effect, sites) -> dict[str, float]:
 OUTCOME_KEY = ("subject_id", "endpoint", "lesion_voi")
 
 
+def one_row_per_outcome(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``lesion_voi`` null made ``''`` (a join key), checked to hold one row per outcome.
+
+    Raises
+    ------
+    ValueError
+        When an outcome has several rows (``dose_effect`` has one per engine: filter it to
+        one engine per target first).
+    """
+    out = df.assign(lesion_voi=df["lesion_voi"].fillna(""))
+    dup = out.duplicated(list(OUTCOME_KEY))
+    if dup.any():
+        first = out.loc[dup, list(OUTCOME_KEY)].iloc[0].to_dict()
+        raise ValueError(f"{int(dup.sum())} outcome(s) with more than one dose row (e.g. {first}): "
+                         "filter dose_effect to one engine per target")
+    return out
+
+
 @dataclass(frozen=True)
 class ArmComparison:
     """The same outcomes analysed with the doses of two arms (e.g. cross-calibration on/off).
@@ -471,9 +489,8 @@ def compare_arms(first: pd.DataFrame, second: pd.DataFrame, dose_col: str = "cum
         Labels of the two arms.
     """
     def keyed(df: pd.DataFrame) -> pd.DataFrame:
-        out = df[[*OUTCOME_KEY, "site_id", "effect", dose_col]].copy()
-        out["lesion_voi"] = out["lesion_voi"].fillna("")
-        return out.dropna(subset=[dose_col, "effect"])
+        return one_row_per_outcome(df[[*OUTCOME_KEY, "site_id", "effect", dose_col]]).dropna(
+            subset=[dose_col, "effect"])
 
     m = keyed(first).merge(keyed(second)[[*OUTCOME_KEY, dose_col]], on=list(OUTCOME_KEY), suffixes=("_a", "_b"))
     rows = []

@@ -163,3 +163,11 @@ def test_pfs_cox_under_separation_is_reported_not_estimable():
     res = pfs_vs_dose(df)
     assert not res.cox_converged and math.isnan(res.cox_hr_per_10gy)
     assert res.logrank_p < 0.05
+
+
+def test_compare_arms_refuses_several_rows_per_outcome():
+    df = pd.DataFrame({"subject_id": ["S1", "S1"], "endpoint": "nephrotoxicity", "lesion_voi": None,
+                       "site_id": "SITE01", "effect": [1, 1], "cumulative_dose_gy": [10.0, 11.0],
+                       "engine": ["organ", "voxel_dpk"]})
+    with pytest.raises(ValueError, match="one engine per target"):
+        compare_arms(df, df)
