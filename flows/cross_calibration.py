@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -28,17 +27,9 @@ from tasks.common import trial_config
 from tasks.reports import write_report
 from tasks.warehouse import refresh
 from warehouse.analysis import compare_arms
-from warehouse.catalog import connect
+from warehouse.catalog import dose_effect_frame
 
 ARM = "no_cross_calibration"
-
-
-def _dose_effect(warehouse_dir: str) -> pd.DataFrame:
-    con = connect(warehouse_dir)
-    try:
-        return con.sql("SELECT * FROM dose_effect WHERE engine IN ('organ', 'sphere')").df()
-    finally:
-        con.close()
 
 
 @flow(name="cross-calibration-effect", flow_run_name="cross-calibration-effect")
@@ -59,7 +50,7 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
     on_wh, off_wh = str(config.warehouse_dir), str(trial_config(off_path).warehouse_dir)
     refresh(on_wh)
     refresh(off_wh)
-    on, off = _dose_effect(on_wh), _dose_effect(off_wh)
+    on, off = dose_effect_frame(on_wh), dose_effect_frame(off_wh)
 
     lines = [f"# Cross-calibration effect: {config.trial_id}", "",
              f"Arm `{ARM}`: vendor Bq/mL taken at face value at {', '.join(rerun) or 'no site'} "

@@ -20,7 +20,7 @@ from tasks.common import trial_config
 from tasks.reports import subject_reports, trial_report, write_report
 from tasks.warehouse import read_table, refresh
 from warehouse.analysis import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
-from warehouse.catalog import connect
+from warehouse.catalog import dose_effect_frame
 
 #: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
 #: analysed on BED as well as on dose (LQ repair over the dose-rate decay).
@@ -46,11 +46,7 @@ def dose_effect_flow(config_path: str | None) -> dict:
     wh = str(config.warehouse_dir)
     refresh(wh)
     log = get_run_logger()
-    con = connect(wh)
-    try:
-        de = con.sql("SELECT * FROM dose_effect WHERE engine IN ('organ', 'sphere')").df()
-    finally:
-        con.close()
+    de = dose_effect_frame(wh)
     sections = [f"# Dose-effect report: {config.trial_id}", ""]
     fits: dict[str, dict] = {}
     tables: dict[str, pd.DataFrame] = {}

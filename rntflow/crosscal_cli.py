@@ -56,13 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from rntflow.evaluation import calibration_bias_study
     from tasks.common import trial_config
     from tasks.reports import write_report
-    from warehouse.catalog import connect
+    from warehouse.catalog import dose_effect_frame
     from warehouse.writer import read_latest
 
-    arms = {}
-    for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"])):
-        with connect(trial_config(path).warehouse_dir) as con:
-            arms[name] = con.sql("SELECT * FROM dose_effect WHERE engine IN ('organ', 'sphere')").df()
+    arms = {name: dose_effect_frame(trial_config(path).warehouse_dir)
+            for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"]))}
     studies = read_latest(config.warehouse_dir, "studies", "kind = 'patient'")
     compliant = studies.groupby("site_id")["protocol_compliant"].any()
     off_protocol = sorted(compliant.index[~compliant.astype(bool)])

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from warehouse.catalog import ANALYSIS_ENGINES
 from warehouse.writer import read_latest
 
-#: Engines compared with the truth: organ self-dose (organs) and the sphere model (lesions).
-TRUTH_ENGINES = ("organ", "sphere")
 
 
 def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.DataFrame:
@@ -25,7 +24,7 @@ def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.D
     got = read_latest(warehouse_dir, "voi_doses")
     if got.empty:
         return pd.DataFrame()
-    got = got[got["engine"].isin(TRUTH_ENGINES)]
+    got = got[got["engine"].isin(ANALYSIS_ENGINES)]  # organ S-value (organs), sphere model (lesions)
     got = got.sort_values("method").drop_duplicates(["subject_id", "cycle", "voi"], keep="first")
     got = got.astype({"cycle": int})
     m = got.merge(truth.rename(columns={"dose_gy": "true_dose_gy", "mass_g": "true_mass_g",

@@ -42,26 +42,23 @@ def _now() -> str:
 
 
 @task(name="subject-reports")
-def subject_reports(config_path: str | None, subject_ids: list[str] | None = None) -> list[str]:
-    """Write the HTML report of every subject with doses (or of ``subject_ids``); returns the paths."""
+def subject_reports(config_path: str | None) -> list[str]:
+    """Write the HTML report of every subject with doses; returns the paths."""
     config = trial_config(config_path)
     wh = config.warehouse_dir
     tables = {t: read_latest(wh, t, "trial_id = ?", [config.trial_id]) for t in SUBJECT_TABLES}
-    doses = tables["voi_doses"]
+    doses, cal = tables["voi_doses"], tables["calibrations"]
     written = []
     for (site_id, subject_id), _ in doses.groupby(["site_id", "subject_id"], sort=True):
-        if subject_ids is not None and subject_id not in subject_ids:
-            continue
 
         def mine(df: pd.DataFrame) -> pd.DataFrame:
             return df[df["subject_id"] == subject_id] if "subject_id" in df else df.iloc[0:0]
 
-        cal = tables["calibrations"]
         text = subject_report_html(
             trial_id=config.trial_id, site_id=site_id, subject_id=subject_id,
             voi_doses=mine(doses), tac_fits=mine(tables["tac_fits"]), voi_timepoints=mine(tables["voi_timepoints"]),
             dvhs=mine(tables["dvhs"]), qa_checks=mine(tables["qa_checks"]),
-            calibrations=cal[cal["site_id"] == site_id] if "site_id" in cal else cal,
+            calibrations=cal[cal["site_id"] == site_id],
             software_version=__version__, generated_at=_now())
         path = reports_dir(wh) / "subjects" / site_id / f"{subject_id}.html"
         write_report(path, text)

@@ -187,6 +187,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     if cal is None:
         return {"meta": None, "checks": checks, "study": study_row}
     cal_id = calibration_id(cal)
+    rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0  # of the phantom calibration, in both arms
     if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
         cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
         cal_id += FACE_VALUE_SUFFIX
@@ -208,7 +209,6 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
         checks += [qa_row(c, "study", study_id, **cols) for c in check_fov_covers_vois(image, masks)]
     admin = header.administration_datetime
     others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
-    rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0
     meta = TimePointMeta(
         site_id=site_id, subject_id=subject_id, study_id=study_id, camera_id=header.camera_id,
         acquisition_start=header.acquisition_start.isoformat(), administration_datetime=admin.isoformat(),

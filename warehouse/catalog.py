@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from warehouse.schema import TABLES, Table, duckdb_type
 from warehouse.writer import has_files, hive_read_sql, latest_version_sql
@@ -218,6 +219,20 @@ def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None =
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
     return path
+
+
+#: Engines of the dose-effect analyses: one dose per target, the organ S-value engine for
+#: organs and the sphere model for lesions (the voxel engines' means are a second opinion).
+ANALYSIS_ENGINES = ("organ", "sphere")
+
+
+def dose_effect_frame(warehouse_dir: str | Path, engines: tuple[str, ...] = ANALYSIS_ENGINES) -> pd.DataFrame:
+    """The ``dose_effect`` view's rows of ``engines`` (one row per outcome with the default)."""
+    con = connect(warehouse_dir)
+    try:
+        return con.execute("SELECT * FROM dose_effect WHERE list_contains(?, engine)", [list(engines)]).df()
+    finally:
+        con.close()
 
 
 def connect(warehouse_dir: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
