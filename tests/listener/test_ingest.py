@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 
 import pydicom
 import pytest
@@ -180,8 +181,16 @@ def test_sop_class_contradicting_context_is_quarantined(trial, listener):
     req.MessageID, req.AffectedSOPClassUID = 1, cx.abstract_syntax
     req.AffectedSOPInstanceUID, req.Priority = ct.SOPInstanceUID, 2
     req.DataSet = io.BytesIO(to_bytes(ct, with_meta=False))
-    assoc.dimse.send_msg(req, cx.context_id)
-    _, rsp = assoc.dimse.get_msg(block=True)
+    # pause the association's reactor as pynetdicom's own send_c_store does, or it may take
+    # the response off the DIMSE queue first ("Received unexpected C-STORE service message")
+    try:
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        assoc.dimse.send_msg(req, cx.context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
     assoc.release()
     assert rsp.Status == 0xA900
     q = list((trial.spool_dir / "quarantine" / "SITE01").glob("*.json"))
