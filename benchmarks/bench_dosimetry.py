@@ -17,12 +17,12 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.signal import fftconvolve
 
-from dosimetry.dvh import dvh
-from dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
-from dosimetry.kinetics import fit_tac
-from dosimetry.quantify import counts_to_bq_per_ml, voi_activity_mbq
-from dosimetry.registration import image_from_array, register_rigid, resample
-from dosimetry.uncertainty import dose_uncertainty
+from rntflow.dosimetry.dvh import dvh
+from rntflow.dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
+from rntflow.dosimetry.kinetics import fit_tac
+from rntflow.dosimetry.quantify import counts_to_bq_per_ml, voi_activity_mbq
+from rntflow.dosimetry.registration import image_from_array, register_rigid, resample
+from rntflow.dosimetry.uncertainty import dose_uncertainty
 
 T_H = (4.0, 24.0, 96.0, 168.0)
 SPECT_SHAPE, SPECT_MM = (128, 128, 128), 4.8
@@ -143,8 +143,8 @@ def main() -> None:
           + " | time (s) | max rel. diff |\n| --- | ---: | ---: |")
     k = kernel.s_gy_per_mbq_h
     best = {}
-    for name, fn in [("dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
-                     ("dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)", lambda: convolve_dose_gy(tia_map, k, workers=2)),
+    for name, fn in [("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
+                     ("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)", lambda: convolve_dose_gy(tia_map, k, workers=2)),
                      ("scipy.signal.fftconvolve(mode='same')", lambda: fftconvolve(tia_map, k, mode="same"))]:
         times = []
         for _ in range(3):

@@ -42,7 +42,7 @@ def main() -> None:
                        "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
     from prefect.client.orchestration import get_client
 
-    from flows.process_study import process_study
+    from rntflow.flows.process_study import process_study
 
     walls = []
     t0 = time.perf_counter()

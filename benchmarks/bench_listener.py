@@ -120,7 +120,7 @@ def run_rntflow(work: Path, sets: list[list[Path]], callings: list[str]) -> tupl
         "site_id,patient_id,subject_id,kind\n" + "".join(
             f"{s},{PATIENT.patient_id},RNT-{i:03d}-0001,patient\n" for i, (s, _) in enumerate(SITES)))
     log = (root / "listener.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "listener.app", "listen", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "rntflow.listener.app", "listen", "--config",
                              str(cfg), "--dispatch", "none", "--log-level", "WARNING"],
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:

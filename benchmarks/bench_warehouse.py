@@ -27,8 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from warehouse.catalog import connect, refresh_catalog  # noqa: E402
-from warehouse.writer import load_table  # noqa: E402
+from rntflow.warehouse.catalog import connect, refresh_catalog  # noqa: E402
+from rntflow.warehouse.writer import load_table  # noqa: E402
 
 TRIAL = "BENCH"
 ORGANS = ("Kidney_L", "Kidney_R", "Liver", "Spleen", "Parotid_L", "Parotid_R", "Glnd_Submand_L",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 
 def bed_gy(dose_gy: float, alpha_beta_gy: float, t_rep_h: float, t_eff_h: float) -> float:

@@ -38,15 +38,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from dosimetry.bed import bed_gy
-from dosimetry.dvh import dvh
-from dosimetry.kernel import VoxelKernel, convolve_dose_gy
-from dosimetry.kinetics import TacFit, fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
-from dosimetry.led import led_dose_gy
-from dosimetry.nuclides import nuclide
-from dosimetry.organ import organ_self_dose_gy, sphere_dose_gy
-from dosimetry.uncertainty import dose_uncertainty
-from rntflow.errors import DosimetryInputError, KineticsError
+from rntflow.dosimetry.bed import bed_gy
+from rntflow.dosimetry.dvh import dvh
+from rntflow.dosimetry.kernel import VoxelKernel, convolve_dose_gy
+from rntflow.dosimetry.kinetics import TacFit, fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
+from rntflow.dosimetry.led import led_dose_gy
+from rntflow.physics.nuclides import nuclide
+from rntflow.dosimetry.organ import organ_self_dose_gy, sphere_dose_gy
+from rntflow.dosimetry.uncertainty import dose_uncertainty
+from rntflow.core.errors import DosimetryInputError, KineticsError
 
 LESION_RE = re.compile(r"^Lesion_\d+$")
 #: Relative standard uncertainty of a VOI's volume from CT delineation (EANM, Gear 2018:
@@ -170,7 +170,7 @@ def recovery_coefficient(volume_ml: float, fwhm_mm: float | None) -> float:
     """Recovery of a hot sphere of ``volume_ml`` in a cold background, blurred by ``fwhm_mm``."""
     if fwhm_mm is None or fwhm_mm <= 0:
         return 1.0
-    from harmonization.phantom import rc_blurred_sphere, sphere_diameter_mm
+    from rntflow.physics.recovery import rc_blurred_sphere, sphere_diameter_mm
 
     return float(rc_blurred_sphere(float(sphere_diameter_mm(volume_ml)), fwhm_mm))
 

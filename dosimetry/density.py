@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 #: (HU, density g/cm3) knots, Schneider et al 1996 (PMB 41:111); lung from ICRP 89.
 DEFAULT_CALIBRATION: tuple[tuple[float, float], ...] = (

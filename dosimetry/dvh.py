@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rntflow.errors import VoiError
+from rntflow.core.errors import VoiError
 
 
 @dataclass

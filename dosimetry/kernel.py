@@ -48,10 +48,10 @@ import numpy as np
 import radioactivedecay as rd
 from scipy import fft as sfft
 
-from dosimetry.attenuation import mu_en_over_rho_cm2_per_g
-from dosimetry.nuclides import Nuclide, nuclide
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from rntflow.errors import DosimetryInputError
+from rntflow.dosimetry.attenuation import mu_en_over_rho_cm2_per_g
+from rntflow.physics.nuclides import Nuclide, nuclide
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.core.errors import DosimetryInputError
 
 
 # ----------------------------------------------------------------------------- beta kernel

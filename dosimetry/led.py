@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dosimetry.density import hu_to_density_g_per_ml
-from dosimetry.nuclides import nuclide
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from rntflow.errors import DosimetryInputError
+from rntflow.dosimetry.density import hu_to_density_g_per_ml
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.core.errors import DosimetryInputError
 
 
 def led_dose_gy(tia_map_mbq_h: np.ndarray, nuclide_name: str, spacing_mm: tuple[float, float, float], *,

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dosimetry.attenuation import mu_en_over_rho_cm2_per_g
-from dosimetry.kernel import (beta_mean_energy_mev, beta_radial_energy_mev_per_cm,
+from rntflow.dosimetry.attenuation import mu_en_over_rho_cm2_per_g
+from rntflow.dosimetry.kernel import (beta_mean_energy_mev, beta_radial_energy_mev_per_cm,
                               local_electron_energy_mev, loevinger_parameters,
                               sphere_geometric_factor)
-from dosimetry.nuclides import nuclide
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from rntflow.errors import DosimetryInputError
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.core.errors import DosimetryInputError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from dosimetry.nuclides import nuclide
-from rntflow.errors import CalibrationError, DosimetryInputError
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.errors import CalibrationError, DosimetryInputError
 
 
 def decay_during_acquisition_factor(nuclide_name: str, duration_s: float) -> float:

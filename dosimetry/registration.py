@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 
 @dataclass

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dosimetry.kernel import VoxelKernel, convolve_dose_gy, voxel_s_kernel
-from dosimetry.led import led_dose_gy
-from dosimetry.nuclides import nuclide
-from rntflow.constants import J_PER_MEV
-from rntflow.errors import DosimetryInputError
+from rntflow.dosimetry.kernel import VoxelKernel, convolve_dose_gy, voxel_s_kernel
+from rntflow.dosimetry.led import led_dose_gy
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.constants import J_PER_MEV
+from rntflow.core.errors import DosimetryInputError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 
 @dataclass(frozen=True)

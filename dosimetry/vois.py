@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.draw import polygon as _fill_polygon
 
-from rntflow.errors import VoiError
+from rntflow.core.errors import VoiError
 
 #: A contour counts as lying in one image plane when its points spread by at most this
 #: fraction of the slice spacing along the slice normal (0.1 x 5 mm = 0.5 mm on the trial

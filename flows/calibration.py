@@ -10,9 +10,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.calibration import calibrate_phantom
-from tasks.common import Context, artifact_key, trial_config
-from tasks.warehouse import load_rows
+from rntflow.tasks.calibration import calibrate_phantom
+from rntflow.tasks.common import Context, artifact_key, trial_config
+from rntflow.tasks.warehouse import load_rows
 
 
 @flow(name="calibration", flow_run_name="calibration {site_id} {subject_id}")

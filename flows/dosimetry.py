@@ -11,11 +11,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from rntflow.config import TrialConfig
-from tasks.common import Context, artifact_key, product_store, trial_config
-from tasks.dosimetry import cycle_dosimetry, cycle_timepoints
-from tasks.products import TimePointMeta
-from tasks.warehouse import load_rows, read_table
+from rntflow.core.config import TrialConfig
+from rntflow.tasks.common import Context, artifact_key, product_store, trial_config
+from rntflow.tasks.dosimetry import cycle_dosimetry, cycle_timepoints
+from rntflow.tasks.products import TimePointMeta
+from rntflow.tasks.warehouse import load_rows, read_table
 
 #: A single scan earlier than this (h) is too early for a single-time-point estimate:
 #: Hänscheid's error stays below ~10% only from 0.75 T_eff on (kidney T_eff ~ 40-50 h).

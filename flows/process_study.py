@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
-from flows.calibration import calibration_flow
-from flows.dosimetry import dosimetry_flow
-from flows.qa import qa_flow
-from flows.timepoint import timepoint_flow
-from tasks.common import Context, trial_config
-from tasks.timepoint import attach_segmentation, classify_study
-from tasks.warehouse import flow_run_row, load_rows
+from rntflow.flows.calibration import calibration_flow
+from rntflow.flows.dosimetry import dosimetry_flow
+from rntflow.flows.qa import qa_flow
+from rntflow.flows.timepoint import timepoint_flow
+from rntflow.tasks.common import Context, trial_config
+from rntflow.tasks.timepoint import attach_segmentation, classify_study
+from rntflow.tasks.warehouse import flow_run_row, load_rows
 
 
 @flow(name="process-study", flow_run_name="process-study {site_id}/{subject_id}/{study_key} v{handoff_version}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from dosimetry.limits import cumulative_limit_checks, missing_time_points
-from flows.dosimetry import dosimetry_flow
-from tasks.common import Context, product_store, trial_config
-from tasks.warehouse import load_rows, read_table
+from rntflow.dosimetry.limits import cumulative_limit_checks, missing_time_points
+from rntflow.flows.dosimetry import dosimetry_flow
+from rntflow.tasks.common import Context, product_store, trial_config
+from rntflow.tasks.warehouse import load_rows, read_table
 
 
 @flow(name="qa", flow_run_name="qa {subject_ids}")

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
-from tasks.common import Context, trial_config
-from tasks.timepoint import quantify_timepoint
-from tasks.warehouse import load_rows
+from rntflow.tasks.common import Context, trial_config
+from rntflow.tasks.timepoint import quantify_timepoint
+from rntflow.tasks.warehouse import load_rows
 
 
 @flow(name="timepoint", flow_run_name="timepoint {subject_id} {study_id}")

@@ -16,11 +16,11 @@ from lifelines.exceptions import ConvergenceError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.common import trial_config
-from tasks.reports import subject_reports, trial_report, write_report
-from tasks.warehouse import read_table, refresh
-from warehouse.analysis import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
-from warehouse.catalog import dose_effect_frame
+from rntflow.tasks.common import trial_config
+from rntflow.tasks.reports import subject_reports, trial_report, write_report
+from rntflow.tasks.warehouse import read_table, refresh
+from rntflow.analysis.dose_effect import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
+from rntflow.warehouse.catalog import dose_effect_frame
 
 #: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
 #: analysed on BED as well as on dose (LQ repair over the dose-rate decay).

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Sequence
 
-from harmonization.headers import normalise_radionuclide
-from rntflow.errors import CalibrationError
+from rntflow.harmonization.headers import normalise_radionuclide
+from rntflow.core.errors import CalibrationError
 
 CalibrationStatus = Literal["valid", "expired", "missing"]
 

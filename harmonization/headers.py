@@ -19,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from rntflow.errors import DicomInputError
+from rntflow.core.errors import DicomInputError
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import integrate, ndimage, optimize
 
-from rntflow.errors import CalibrationError
+from rntflow.core.errors import CalibrationError
+from rntflow.physics.decay import activity_at, decay_constant_per_s, decay_integral_s
+from rntflow.physics.recovery import FWHM_PER_SIGMA, rc_blurred_sphere, sphere_diameter_mm, sphere_volume_ml
 
 #: NEMA IEC body phantom sphere inner diameters (mm), NEMA NU 2-2018 section 7.1.
 NEMA_SPHERE_DIAMETERS_MM: tuple[float, ...] = (10.0, 13.0, 17.0, 22.0, 28.0, 37.0)
@@ -39,8 +41,6 @@ NEMA_SPHERE_DIAMETERS_MM: tuple[float, ...] = (10.0, 13.0, 17.0, 22.0, 28.0, 37.
 NEMA_SPHERE_RING_RADIUS_MM = 57.2
 #: Lung insert outer diameter (mm), approximately 50 mm (NEMA NU 2-2018 section 7.1).
 NEMA_LUNG_INSERT_DIAMETER_MM = 50.0
-#: FWHM = 2 sqrt(2 ln 2) sigma for a Gaussian.
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Default spill-out margin (mm) when the system FWHM is not known: 3 x ~13 mm, a typical
 #: 177Lu MEGP SPECT resolution with resolution recovery (Ljungberg et al 2016, MIRD 26).
 DEFAULT_SPILL_MARGIN_MM = 40.0
@@ -60,27 +60,10 @@ def array_and_spacing(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float
     return arr, (sz, sy, sx)
 
 
-def decay_constant_per_s(half_life_s: float) -> float:
-    if half_life_s is None or not half_life_s > 0:
-        raise CalibrationError(f"half-life must be positive, got {half_life_s!r} s")
-    return math.log(2.0) / half_life_s
 
 
-def activity_at(activity_mbq: float, reference: datetime, at: datetime, half_life_s: float) -> float:
-    """Activity (MBq) at ``at`` given ``activity_mbq`` at ``reference`` (physical decay)."""
-    dt_s = (at - reference).total_seconds()
-    return activity_mbq * math.exp(-decay_constant_per_s(half_life_s) * dt_s)
 
 
-def decay_integral_s(duration_s: float, half_life_s: float) -> float:
-    """Integral of exp(-lambda t) over [0, T] (s): the effective acquisition time.
-
-    For a source of activity A0 at acquisition start the expected counts are
-    ``S * A0 * decay_integral_s(T, T_half)``. Uses ``-expm1`` for accuracy when
-    lambda T is small (then the result tends to T).
-    """
-    lam = decay_constant_per_s(half_life_s)
-    return -math.expm1(-lam * duration_s) / lam
 
 
 def _check_image(values: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
@@ -331,37 +314,10 @@ def to_bq_per_ml(
 # --------------------------------------------------------------------------- blurred-sphere RC
 
 
-def rc_blurred_sphere(diameter_mm: float, fwhm_mm: float) -> float:
-    """Mean over a sphere of its own indicator blurred by an isotropic 3-D Gaussian.
-
-    This is the recovery coefficient of a hot sphere in a cold background for a
-    Gaussian system response (1 for FWHM -> 0, -> 0 for FWHM >> d).
-    """
-    r = 0.5 * float(diameter_mm)
-    if r <= 0:
-        raise CalibrationError(f"sphere diameter must be positive, got {diameter_mm!r} mm")
-    if fwhm_mm <= 0:
-        return 1.0
-    sigma = fwhm_mm / FWHM_PER_SIGMA
-    vol = 4.0 / 3.0 * math.pi * r**3
-    norm = (2.0 * math.pi * sigma**2) ** -1.5
-
-    def integrand(u: float) -> float:
-        return 4.0 * math.pi * u * u * norm * math.exp(-u * u / (2 * sigma * sigma)) * (
-            math.pi / 12.0 * (4 * r + u) * (2 * r - u) ** 2
-        )
-
-    upper = min(2.0 * r, 12.0 * sigma)
-    val, _ = integrate.quad(integrand, 0.0, upper, limit=200, points=[min(sigma, upper)])
-    return float(val / vol)
 
 
-def sphere_volume_ml(diameter_mm: float | np.ndarray) -> float | np.ndarray:
-    return np.pi / 6.0 * np.asarray(diameter_mm, dtype=float) ** 3 / 1000.0
 
 
-def sphere_diameter_mm(volume_ml: float | np.ndarray) -> float | np.ndarray:
-    return np.cbrt(6.0 * np.asarray(volume_ml, dtype=float) * 1000.0 / np.pi)
 
 
 @dataclass(frozen=True)

@@ -48,28 +48,15 @@ from typing import Literal, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from harmonization.calibration import Calibration
-from harmonization.headers import NmHeader, normalise_radionuclide
-from harmonization.phantom import (
-    FWHM_PER_SIGMA,
-    NEMA_SPHERE_RING_RADIUS_MM,
-    HarmonisingFilter,
-    NemaResult,
-    UniformCylinderResult,
-    activity_at,
-    analyse_nema_phantom,
-    analyse_uniform_cylinder,
-    harmonising_filter,
-    measure_sphere_rcs,
-    nema_true_concentrations,
-    parse_rc_band,
-    to_bq_per_ml,
-)
-from harmonization.recon_check import CheckResult
-from rntflow.errors import CalibrationError, RntflowError
+from rntflow.harmonization.calibration import Calibration
+from rntflow.harmonization.headers import NmHeader, normalise_radionuclide
+from rntflow.harmonization.phantom import NEMA_SPHERE_RING_RADIUS_MM, HarmonisingFilter, NemaResult, UniformCylinderResult, analyse_nema_phantom, analyse_uniform_cylinder, harmonising_filter, measure_sphere_rcs, nema_true_concentrations, parse_rc_band, to_bq_per_ml
+from rntflow.physics.recovery import FWHM_PER_SIGMA
+from rntflow.physics.decay import activity_at
+from rntflow.harmonization.recon_check import CheckResult
+from rntflow.core.errors import CalibrationError, RntflowError
+from rntflow.core.fills import PHANTOM_TYPES, PhantomFill, PhantomType
 
-PhantomType = Literal["uniform_cylinder", "nema_iec_body"]
-PHANTOM_TYPES: tuple[str, ...] = ("uniform_cylinder", "nema_iec_body")
 
 #: Header RadionuclideTotalDose vs fill-log activity: both transcribe the same dose-calibrator
 #: reading, so a difference beyond rounding (far below 2 %) means one of them is mistyped.
@@ -88,33 +75,6 @@ WHOLE_DAY_TOLERANCE_S = 60.0
 # --------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class PhantomFill:
-    """One row of the site physicist's phantom fill log.
-
-    Attributes
-    ----------
-    subject_id : str
-        The phantom's trial pseudonym (enrolment table), e.g. ``SITE01-PH-CYL``.
-    phantom_type : {"uniform_cylinder", "nema_iec_body"}
-    total_activity_mbq : float or None
-        Dose-calibrator activity put into the phantom (MBq) at ``reference_datetime``;
-        for the NEMA phantom everything in it (background and spheres).
-    reference_datetime : datetime or None
-        Real (not date-shifted) time of the activity measurement; only checked for
-        consistency with the header (see module docstring).
-    volume_ml : float or None
-        Cylinder: its inner volume (mL). NEMA: the background compartment volume (mL).
-    sphere_to_background_ratio : float or None
-        NEMA: sphere / background activity concentration; ``None`` for a cylinder.
-    """
-
-    subject_id: str
-    phantom_type: PhantomType
-    total_activity_mbq: float | None = None
-    reference_datetime: datetime | None = None
-    volume_ml: float | None = None
-    sphere_to_background_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +168,7 @@ def _half_life_s(header: NmHeader) -> float | None:
     if header.radionuclide_half_life_s is not None and header.radionuclide_half_life_s > 0:
         return header.radionuclide_half_life_s
     if header.radionuclide:
-        from dosimetry.nuclides import nuclide
+        from rntflow.physics.nuclides import nuclide
 
         try:
             return nuclide(header.radionuclide).half_life_h * 3600.0

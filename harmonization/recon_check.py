@@ -14,8 +14,8 @@ from typing import Literal, Mapping, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from harmonization.headers import EnergyWindowKev, NmHeader, normalise_radionuclide
-from rntflow.config import EnergyWindow, ImagingProtocol
+from rntflow.harmonization.headers import EnergyWindowKev, NmHeader, normalise_radionuclide
+from rntflow.core.config import EnergyWindow, ImagingProtocol
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -371,7 +371,7 @@ def check_counts_plausible(
     radionuclide : str
         Any common spelling; half-life from the ``radioactivedecay`` data package.
     """
-    from dosimetry.nuclides import nuclide
+    from rntflow.physics.nuclides import nuclide
 
     check = "counts_plausible"
     lo_s, hi_s = expected_sensitivity_range_cps_per_mbq

@@ -13,13 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from harmonization.phantom import (
-    HarmonisingFilter,
-    NemaResult,
-    UniformCylinderResult,
-    parse_rc_band,
-    sphere_volume_ml,
-)
+from rntflow.harmonization.phantom import HarmonisingFilter, NemaResult, UniformCylinderResult, parse_rc_band
+from rntflow.physics.recovery import sphere_volume_ml
 
 REPORT_COLUMNS = (
     "site_id", "camera_id", "sphere_diameter_mm", "sphere_volume_ml", "rc", "rc_background_relative",

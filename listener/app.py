@@ -22,14 +22,14 @@ from pydicom.uid import UID_dictionary
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from listener.deid import EnrolmentIndex, KeyStore
-from listener.handlers import ListenerHandlers
-from listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispatcher, LocalDispatcher
-from listener.logs import configure_logging, get_logger, log_event
-from listener.spool import FaultInjector, Spool
-from listener.stable import IngestWorker, WorkerSettings
-from rntflow.config import TrialConfig, load_config
-from rntflow.errors import ConfigError
+from rntflow.listener.deid import EnrolmentIndex, KeyStore
+from rntflow.listener.handlers import ListenerHandlers
+from rntflow.listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispatcher, LocalDispatcher
+from rntflow.listener.logs import configure_logging, get_logger, log_event
+from rntflow.listener.spool import FaultInjector, Spool
+from rntflow.listener.stable import IngestWorker, WorkerSettings
+from rntflow.core.config import TrialConfig, load_config
+from rntflow.core.errors import ConfigError
 
 #: transfer syntaxes accepted: native, deflated and the common compressed ones (PS3.5 A.4).
 TRANSFER_SYNTAXES = [

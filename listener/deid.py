@@ -36,7 +36,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from rntflow.config import Enrolment, load_enrolment
+from rntflow.core.config import Enrolment, load_enrolment
 
 #: PS3.15 Table E.1-1 attributes removed (X) under the Basic Profile, minus those the
 #: Retain Device Identity option keeps. Keywords as in the PS3.6 data dictionary.

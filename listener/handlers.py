@@ -19,9 +19,9 @@ from typing import Callable
 from pynetdicom import evt
 from pynetdicom.events import Event
 
-from listener.logs import log_event
-from listener.spool import Spool
-from listener.validate import (
+from rntflow.listener.logs import log_event
+from rntflow.listener.spool import Spool
+from rntflow.listener.validate import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
@@ -29,8 +29,8 @@ from listener.validate import (
     check_structure,
     read_header,
 )
-from rntflow.config import TrialConfig
-from rntflow.errors import StorageError
+from rntflow.core.config import TrialConfig
+from rntflow.core.errors import StorageError
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from listener.logs import log_event
+from rntflow.listener.logs import log_event
 
-DEFAULT_LOCAL_FLOW = "flows.process_study:process_study"
+DEFAULT_LOCAL_FLOW = "rntflow.flows.process_study:process_study"
 
 
 class DispatchError(Exception):

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from listener.logs import log_event
-from rntflow.errors import StorageError
+from rntflow.listener.logs import log_event
+from rntflow.core.errors import StorageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -422,7 +422,7 @@ class Spool:
         Also removes temporary files left by an interrupted write. Returns the number of
         files re-indexed.
         """
-        from listener.validate import InvalidDataset, check_structure, read_header
+        from rntflow.listener.validate import InvalidDataset, check_structure, read_header
 
         n = 0
         for tmp in self.raw_dir.rglob(".*.tmp"):

@@ -26,10 +26,10 @@ from typing import Callable
 
 import pydicom
 
-from listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_relpath, deidentify
-from listener.handoff import Dispatcher, StudyHandoff, study_dir_for
-from listener.logs import log_event
-from listener.spool import open_db
+from rntflow.listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_relpath, deidentify
+from rntflow.listener.handoff import Dispatcher, StudyHandoff, study_dir_for
+from rntflow.listener.logs import log_event
+from rntflow.listener.spool import open_db
 
 
 @dataclass(frozen=True)

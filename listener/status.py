@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from rntflow.config import TrialConfig
+from rntflow.core.config import TrialConfig
 
 
 def inbox_status(config: TrialConfig) -> dict[str, Any]:

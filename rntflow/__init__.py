@@ -1,3 +1,5 @@
 """rntflow: the data platform for multicentre radionuclide-therapy trials."""
 
-__version__ = "0.1.0"
+from rntflow.core.version import RNTFLOW_VERSION as __version__
+
+__all__ = ["__version__"]

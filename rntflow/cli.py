@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 from rntflow import __version__
-from rntflow.errors import RntflowError
+from rntflow.core.errors import RntflowError
 
 #: Sub-commands provided by other packages: module with ``add_parser(subparsers)`` and ``run(args)``.
-PLUGGABLE = ("listener.app", "rntflow.status", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
+PLUGGABLE = ("rntflow.listener.app", "rntflow.status_cli", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
             "rntflow.crosscal_cli")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from simulation.trial import TrialSpec, simulate_trial
+    from rntflow.simulation.trial import TrialSpec, simulate_trial
 
     spec = TrialSpec(n_sites=args.sites, subjects_per_site=args.subjects_per_site, cycles=args.cycles, seed=args.seed)
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from rntflow.config import load_config, load_enrolment
+    from rntflow.core.config import load_config, load_enrolment
 
     cfg = load_config(args.config)
     enrolled = load_enrolment(cfg.enrolment_file)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rntflow.config import load_config
+from rntflow.core.config import load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config_path = str(Path(args.config).resolve())
     config = load_config(config_path)
     prefect_environment(config)
-    from flows.cross_calibration import cross_calibration_effect_flow
-    from flows.warehouse import markdown_table
+    from rntflow.flows.cross_calibration import cross_calibration_effect_flow
+    from rntflow.flows.warehouse import markdown_table
 
     res = cross_calibration_effect_flow(config_path)
     print(Path(res["report"]).read_text())
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if not truth_file.exists():
         return 0 if res["n_failed"] == 0 else 1
     from rntflow.evaluation import calibration_bias_study
-    from tasks.common import trial_config
-    from tasks.reports import write_report
-    from warehouse.catalog import dose_effect_frame
-    from warehouse.writer import read_latest
+    from rntflow.tasks.common import trial_config
+    from rntflow.tasks.reports import write_report
+    from rntflow.warehouse.catalog import dose_effect_frame
+    from rntflow.warehouse.writer import read_latest
 
     arms = {name: dose_effect_frame(trial_config(path).warehouse_dir)
             for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"]))}

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from rntflow.config import TrialConfig, load_config
+from rntflow.core.config import TrialConfig, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def quiet_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simulation.trial import TrialSpec, simulate_trial
+    from rntflow.simulation.trial import TrialSpec, simulate_trial
 
     quiet_logging()
 
@@ -87,9 +87,9 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
     the flows run in its worker process (``rntflow listen``'s default), so that receiving
     and processing use both cores. Progress is read from the warehouse's ``flow_runs``.
     """
-    from listener.app import start_listener
+    from rntflow.listener.app import start_listener
     from rntflow.push import push_tree
-    from warehouse.writer import read_latest
+    from rntflow.warehouse.writer import read_latest
 
     server = start_listener(config, block=False, config_path=config_path,
                             worker_process=("local", config_path, "process-study/process-study"))
@@ -135,10 +135,10 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
 
 def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> None:
     """End of data collection: final dosimetry and QA, outcomes, dose-effect analysis."""
-    from flows.qa import qa_flow
-    from flows.warehouse import dose_effect_flow
-    from rntflow.config import load_enrolment
-    from warehouse.outcomes import import_outcomes
+    from rntflow.flows.qa import qa_flow
+    from rntflow.flows.warehouse import dose_effect_flow
+    from rntflow.core.config import load_enrolment
+    from rntflow.warehouse.outcomes import import_outcomes
 
     say("closing data collection: final dosimetry and QA of every cycle")
     qa_flow(config_path, close_out=True)
@@ -156,8 +156,8 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
     import pandas as pd
 
     from rntflow.evaluation import compare_with_truth
-    from warehouse.catalog import catalog_path
-    from warehouse.writer import read_latest
+    from rntflow.warehouse.catalog import catalog_path
+    from rntflow.warehouse.writer import read_latest
 
     lines = ["", "== Absorbed doses against the simulator's truth (organ / sphere engine) =="]
     cmp = compare_with_truth(config.warehouse_dir, trial_dir / "truth_voi_doses.csv")

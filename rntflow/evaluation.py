@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from warehouse.catalog import ANALYSIS_ENGINES
-from warehouse.writer import read_latest
+from rntflow.warehouse.catalog import ANALYSIS_ENGINES
+from rntflow.warehouse.writer import read_latest
 
 
 
@@ -104,9 +104,9 @@ def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_
         Also ``measured_over_true_<site>`` rows: the median measured/true dose ratio of the
         site's units in the trial itself.
     """
-    from simulation.outcomes import OUTCOME_MODELS
-    from simulation.truth import logistic_ntcp
-    from warehouse.analysis import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
+    from rntflow.simulation.outcomes import OUTCOME_MODELS
+    from rntflow.simulation.truth import logistic_ntcp
+    from rntflow.analysis.dose_effect import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
 
     rng = np.random.default_rng(seed)
     targets = truth_targets(truth)

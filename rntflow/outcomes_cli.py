@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rntflow.config import load_config, load_enrolment
-from rntflow.errors import RntflowError
+from rntflow.core.config import load_config, load_enrolment
+from rntflow.core.errors import RntflowError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def known_subjects(config) -> dict[str, str]:
     dict
         subject_id -> site_id.
     """
-    from warehouse.outcomes import warehouse_subjects
+    from rntflow.warehouse.outcomes import warehouse_subjects
 
     subjects = warehouse_subjects(config.warehouse_dir)
     subjects = subjects[subjects["trial_id"] == config.trial_id]
@@ -51,8 +51,8 @@ def known_subjects(config) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``outcomes import``; returns the process exit code (0 ok, 1 invalid input)."""
-    from warehouse.catalog import refresh_catalog
-    from warehouse.outcomes import import_outcomes
+    from rntflow.warehouse.catalog import refresh_catalog
+    from rntflow.warehouse.outcomes import import_outcomes
 
     try:
         config = load_config(args.config)

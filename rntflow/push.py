@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pynetdicom import AE, build_context
 
-from rntflow.errors import PushError
+from rntflow.core.errors import PushError
 
 LOG = logging.getLogger("rntflow.push")
 

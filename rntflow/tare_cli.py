@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dosimetry.tare import PRODUCTS, plan_partition
-from rntflow.errors import RntflowError
+from rntflow.dosimetry.tare import PRODUCTS, plan_partition
+from rntflow.core.errors import RntflowError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

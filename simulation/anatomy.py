@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rntflow.constants import TISSUE_DENSITY_G_PER_ML, TISSUE_HU
-from simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Shape, any_inside
+from rntflow.core.constants import TISSUE_DENSITY_G_PER_ML, TISSUE_HU
+from rntflow.simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Shape, any_inside
 
 
 @dataclass(frozen=True)

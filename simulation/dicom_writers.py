@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
-from simulation.geometry import Grid
+from rntflow.simulation.geometry import Grid
 
 NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from simulation.geometry import Grid, Pose
+from rntflow.simulation.geometry import Grid, Pose
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 SCATTER_FWHM_MM = 60.0

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
 
 #: (centre Gy/GBq, SD Gy/GBq, effective half-life h, CV of T_eff, uptake half-life h)
 KINETICS_PRIOR = {

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from simulation.truth import logistic_ntcp
+from rntflow.simulation.truth import logistic_ntcp
 
 OUTCOME_MODELS = {
     "nephrotoxicity": {"dose": "cumulative Kidneys BED (Gy)", "d50_gy": 12.0, "gamma50": 1.5,

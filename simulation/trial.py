@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dosimetry.nuclides import nuclide
-from simulation import dicom_writers as dw
-from simulation.anatomy import Anatomy, Compartment, anatomy_grid, sample_anatomy
-from simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Pose, section_polygon
-from simulation.imaging import ct_hu, expected_counts, noisy_counts
-from simulation.kinetics import CompartmentKinetics, SubjectKinetics, sample_kinetics
-from simulation.outcomes import OUTCOME_MODELS, draw_outcomes
-from simulation.sites import Site, default_sites
-from simulation.truth import bed_gy, protraction_factor, self_dose_gy, sphere_rc, tia_mbq_h
+from rntflow.physics.nuclides import nuclide
+from rntflow.simulation import dicom_writers as dw
+from rntflow.simulation.anatomy import Anatomy, Compartment, anatomy_grid, sample_anatomy
+from rntflow.simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Pose, section_polygon
+from rntflow.simulation.imaging import ct_hu, expected_counts, noisy_counts
+from rntflow.simulation.kinetics import CompartmentKinetics, SubjectKinetics, sample_kinetics
+from rntflow.simulation.outcomes import OUTCOME_MODELS, draw_outcomes
+from rntflow.simulation.sites import Site, default_sites
+from rntflow.simulation.truth import bed_gy, protraction_factor, self_dose_gy, sphere_rc, tia_mbq_h
 
 #: Protocol imaging time points (h) and per-point timing jitter SD (h).
 PROTOCOL_TIMES_H = (4.0, 24.0, 96.0, 168.0)

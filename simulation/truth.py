@@ -1,8 +1,8 @@
 """Ground-truth dosimetry of the synthetic trial, computed analytically.
 
 This module shares no code with the pipeline's dose engine (``dosimetry/``) beyond the
-physical constants (``rntflow.constants``) and the nuclide's mean electron energy
-(``dosimetry.nuclides``, read from ICRP-107). The method, per VOI and cycle:
+physical constants (``rntflow.core.constants``) and the nuclide's mean electron energy
+(``rntflow.physics.nuclides``, read from ICRP-107). The method, per VOI and cycle:
 
 1. **TIA** is the exact integral from administration to infinity of the true curve
    ``A(t) = A_adm f (exp(-l_eff t) - exp(-l_up t))``: ``TIA = A_adm f (1/l_eff - 1/l_up)``.
@@ -31,8 +31,8 @@ import math
 import numpy as np
 from scipy import integrate
 
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from simulation.kinetics import CompartmentKinetics
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.simulation.kinetics import CompartmentKinetics
 
 
 def tia_mbq_h(kin: CompartmentKinetics, administered_mbq: float) -> float:

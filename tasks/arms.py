@@ -14,10 +14,10 @@ import pandas as pd
 import yaml
 from prefect import task
 
-from listener.handoff import StudyHandoff, handed_off_studies
-from tasks.common import trial_config
-from warehouse.schema import TABLES
-from warehouse.writer import load_table, read_latest
+from rntflow.listener.handoff import StudyHandoff, handed_off_studies
+from rntflow.tasks.common import trial_config
+from rntflow.warehouse.schema import TABLES
+from rntflow.warehouse.writer import load_table, read_latest
 
 #: Columns the destination's writer computes itself; dropped when rows are copied.
 _WRITER_COLUMNS = ("result_version", "row_hash")

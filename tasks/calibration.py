@@ -9,14 +9,14 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from harmonization.calibration import register_calibration
-from harmonization.headers import nm_to_image, parse_nm_header
-from harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
-from rntflow.errors import DicomInputError
-from rntflow.fills import load_phantom_fills
-from tasks.common import (calibration_history, calibration_id, calibration_rows, protocol_name, qa_row,
+from rntflow.harmonization.calibration import register_calibration
+from rntflow.harmonization.headers import nm_to_image, parse_nm_header
+from rntflow.harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
+from rntflow.core.errors import DicomInputError
+from rntflow.core.fills import load_phantom_fills
+from rntflow.tasks.common import (calibration_history, calibration_id, calibration_rows, protocol_name, qa_row,
                           trial_config)
-from tasks.study_io import load_study
+from rntflow.tasks.study_io import load_study
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)

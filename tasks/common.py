@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harmonization.calibration import Calibration
-from harmonization.recon_check import CheckResult
-from rntflow.config import TrialConfig, load_config
-from tasks.products import ProductStore
-from warehouse.writer import read_latest
+from rntflow.harmonization.calibration import Calibration
+from rntflow.harmonization.recon_check import CheckResult
+from rntflow.core.config import TrialConfig, load_config
+from rntflow.tasks.products import ProductStore
+from rntflow.warehouse.writer import read_latest
 
 
 def artifact_key(text: str) -> str:

@@ -13,16 +13,16 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
-from dosimetry.density import mass_g
-from dosimetry.kernel import VoxelKernel, voxel_s_kernel
-from dosimetry.registration import register_rigid, resample
-from dosimetry.vois import resample_mask_fraction
-from rntflow.config import TrialConfig
-from tasks.common import product_store, trial_config
-from tasks.products import ProductStore, TimePointMeta
-from warehouse.analysis import population_kinetics
-from warehouse.writer import read_latest
+from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
+from rntflow.dosimetry.density import mass_g
+from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
+from rntflow.dosimetry.registration import register_rigid, resample
+from rntflow.dosimetry.vois import resample_mask_fraction
+from rntflow.core.config import TrialConfig
+from rntflow.tasks.common import product_store, trial_config
+from rntflow.tasks.products import ProductStore, TimePointMeta
+from rntflow.analysis.dose_effect import population_kinetics
+from rntflow.warehouse.writer import read_latest
 
 #: Registration below this normalised cross-correlation (CT after vs reference) is a warning.
 MIN_REGISTRATION_NCC = 0.9

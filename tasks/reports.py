@@ -1,4 +1,4 @@
-"""Tasks that write the offline HTML reports (thin wrappers of :mod:`warehouse.reports`).
+"""Tasks that write the offline HTML reports (thin wrappers of :mod:`rntflow.analysis.reports`).
 
 Files: ``<warehouse>/reports/subjects/<site>/<subject>.html`` (one per subject: doses with
 uncertainties, TACs with fits, DVHs, QA, calibrations, methods and software version, as
@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 from prefect import task
 
-from rntflow import __version__
-from tasks.common import trial_config
-from warehouse.reports import subject_report_html, trial_report_html
-from warehouse.writer import read_latest
+from rntflow.core.version import RNTFLOW_VERSION as __version__
+from rntflow.tasks.common import trial_config
+from rntflow.analysis.reports import subject_report_html, trial_report_html
+from rntflow.warehouse.writer import read_latest
 
 #: Tables a subject report draws on.
 SUBJECT_TABLES = ("voi_doses", "tac_fits", "voi_timepoints", "dvhs", "qa_checks", "calibrations")

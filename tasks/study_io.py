@@ -27,8 +27,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from dosimetry.vois import rasterise_contours
-from rntflow.errors import DicomInputError, StorageError, VoiError
+from rntflow.dosimetry.vois import rasterise_contours
+from rntflow.core.errors import DicomInputError, StorageError, VoiError
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def rtstruct_rois(rtstruct: Dataset, reference: sitk.Image, frame_of_reference_u
     RoiMasks
         ``masks``: ROIName as written (not yet mapped to TG-263) -> bool (z, y, x).
         ``skipped``: ROIs without closed planar contours, with malformed or non-axial
-        contours (the :class:`~rntflow.errors.VoiError` message of
+        contours (the :class:`~rntflow.core.errors.VoiError` message of
         :func:`~dosimetry.vois.rasterise_contours`), outside the image, with a duplicated
         name or on another frame of reference, with the reason.
 

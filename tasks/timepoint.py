@@ -16,15 +16,15 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from dosimetry.nuclides import nuclide
-from harmonization.calibration import calibration_for
-from harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
-from harmonization.phantom import to_bq_per_ml
-from harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
-from rntflow.errors import ConfigError, DicomInputError, VoiError
-from tasks.common import calibration_history, calibration_id, product_store, qa_row, trial_config
-from tasks.products import TimePointMeta
-from tasks.study_io import load_study, rtstruct_masks, seg_masks
+from rntflow.physics.nuclides import nuclide
+from rntflow.harmonization.calibration import calibration_for
+from rntflow.harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
+from rntflow.harmonization.phantom import to_bq_per_ml
+from rntflow.harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
+from rntflow.core.errors import ConfigError, DicomInputError, VoiError
+from rntflow.tasks.common import calibration_history, calibration_id, product_store, qa_row, trial_config
+from rntflow.tasks.products import TimePointMeta
+from rntflow.tasks.study_io import load_study, rtstruct_masks, seg_masks
 
 #: A study is the same administration as another when their start times agree this well.
 SAME_ADMINISTRATION = timedelta(hours=1)

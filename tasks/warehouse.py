@@ -9,10 +9,10 @@ import pandas as pd
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from rntflow import __version__
-from warehouse.catalog import refresh_catalog
-from warehouse.schema import TABLES
-from warehouse.writer import LoadReport, load_table, read_latest
+from rntflow.core.version import RNTFLOW_VERSION as __version__
+from rntflow.warehouse.catalog import refresh_catalog
+from rntflow.warehouse.schema import TABLES
+from rntflow.warehouse.writer import LoadReport, load_table, read_latest
 
 #: Warehouse writes retry: a table lock held by another flow, a full disk being cleared.
 WRITE_RETRIES = 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simulation.trial import TrialSpec, simulate_trial
+from rntflow.simulation.trial import TrialSpec, simulate_trial
 
 #: Three sites (one per template: counts, vendor Bq/mL with scale error, off-protocol),
 #: one subject each, one cycle: every kind of object the simulator writes.

@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from rntflow.csvfiles import dict_reader
-from rntflow.errors import CalibrationError
-from rntflow.fills import FILL_COLUMNS, load_phantom_fills
+from rntflow.core.csvfiles import dict_reader
+from rntflow.core.errors import CalibrationError
+from rntflow.core.fills import FILL_COLUMNS, load_phantom_fills
 
 
 def test_header_is_stripped_and_missing_columns_are_named():

@@ -13,11 +13,11 @@ import pydicom
 import pytest
 from scipy import integrate, ndimage
 
-from dosimetry.nuclides import nuclide
-from rntflow.config import load_config, load_enrolment
-from simulation.kinetics import CompartmentKinetics
-from simulation.trial import TrialSpec, simulate_trial
-from simulation.truth import protraction_factor, self_dose_gy, sphere_rc
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.config import load_config, load_enrolment
+from rntflow.simulation.kinetics import CompartmentKinetics
+from rntflow.simulation.trial import TrialSpec, simulate_trial
+from rntflow.simulation.truth import protraction_factor, self_dose_gy, sphere_rc
 from tests.conftest import have
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +111,8 @@ def test_dose_is_tia_times_electron_energy_over_mass(small_truth):
 
 def test_kidney_doses_per_gbq_are_in_the_published_range():
     """Over many drawn subjects the kidney dose per GBq centres on VISION's 0.43 Gy/GBq."""
-    from simulation.anatomy import sample_anatomy
-    from simulation.kinetics import sample_kinetics
+    from rntflow.simulation.anatomy import sample_anatomy
+    from rntflow.simulation.kinetics import sample_kinetics
 
     rng = np.random.default_rng(3)
     nuc = nuclide("Lu-177")

@@ -42,8 +42,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from warehouse.schema import TABLES, Table, duckdb_type
-from warehouse.writer import has_files, hive_read_sql, latest_version_sql
+from rntflow.warehouse.schema import TABLES, Table, duckdb_type
+from rntflow.warehouse.writer import has_files, hive_read_sql, latest_version_sql
 
 CATALOG_NAME = "rntflow.duckdb"
 

@@ -15,7 +15,7 @@ pfs                ``event`` 0 (censored) or 1 (progression/death), ``time_to_ev
 
 ``assessed_months`` (>= 0) is optional for every endpoint. Fields that do not belong to a
 row's endpoint are ignored (stored as null). The whole file is validated before anything
-is loaded: any problem raises :class:`~rntflow.errors.OutcomeImportError` listing every
+is loaded: any problem raises :class:`~rntflow.core.errors.OutcomeImportError` listing every
 problem with its row number (the header is row 1), and nothing is written.
 """
 
@@ -29,10 +29,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from rntflow.csvfiles import dict_reader
-from rntflow.errors import OutcomeImportError
-from warehouse.schema import TABLES
-from warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
+from rntflow.core.csvfiles import dict_reader
+from rntflow.core.errors import OutcomeImportError
+from rntflow.warehouse.schema import TABLES
+from rntflow.warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
 
 OUTCOME_COLUMNS = ("subject_id", "endpoint", "lesion_voi", "grade", "response", "event",
                    "time_to_event_months", "assessed_months")

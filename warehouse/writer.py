@@ -44,8 +44,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rntflow.errors import WarehouseError
-from warehouse.schema import TABLES, Table
+from rntflow.core.errors import WarehouseError
+from rntflow.warehouse.schema import TABLES, Table
 
 _PARTITION_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from dosimetry.bed import bed_cycles_gy, bed_gy, eqd2_gy
-from dosimetry.dvh import dvh
-from dosimetry.quantify import (counts_to_bq_per_ml, decay_correct, decay_during_acquisition_factor,
+from rntflow.dosimetry.bed import bed_cycles_gy, bed_gy, eqd2_gy
+from rntflow.dosimetry.dvh import dvh
+from rntflow.dosimetry.quantify import (counts_to_bq_per_ml, decay_correct, decay_during_acquisition_factor,
                                 partial_volume_correct, vendor_bq_per_ml, voi_activity_mbq)
-from dosimetry.uncertainty import activity_relative_uncertainty, dose_uncertainty
-from rntflow.errors import CalibrationError, DosimetryInputError
+from rntflow.dosimetry.uncertainty import activity_relative_uncertainty, dose_uncertainty
+from rntflow.core.errors import CalibrationError, DosimetryInputError
 
 
 def test_bed_kidney_worked_example():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry, recovery_coefficient
-from dosimetry.nuclides import nuclide
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from rntflow.errors import DosimetryInputError
+from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry, recovery_coefficient
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.core.errors import DosimetryInputError
 
 SP = (4.8, 4.8, 4.8)
 VOXEL_ML = 4.8 ** 3 / 1000.0

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.signal import fftconvolve
 
-from dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
-from dosimetry.nuclides import nuclide
-from rntflow.constants import DECAYS_PER_MBQ_H, J_PER_MEV
+from rntflow.dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
+from rntflow.physics.nuclides import nuclide
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
 
 
 @pytest.fixture(scope="module")

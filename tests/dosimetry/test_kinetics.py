@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
-from dosimetry.kinetics import (fit_tac, haenscheid_tia, madsen_tia, model_activity_mbq,
-                                model_tia_mbq_h, trapezoid_tia)
-from rntflow.errors import KineticsError
+from rntflow.dosimetry.kinetics import fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
+from rntflow.physics.kinetic_models import model_activity_mbq, model_tia_mbq_h
+from rntflow.core.errors import KineticsError
 
 LAM_LU = math.log(2) / 159.528  # ICRP-107 177Lu half-life (h)
 

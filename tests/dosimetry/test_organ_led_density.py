@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from dosimetry.density import hu_to_density_g_per_ml, mass_g
-from dosimetry.led import led_dose_gy
-from dosimetry.nuclides import nuclide
-from dosimetry.organ import (electron_absorbed_fraction_sphere, organ_self_dose_gy,
+from rntflow.dosimetry.density import hu_to_density_g_per_ml, mass_g
+from rntflow.dosimetry.led import led_dose_gy
+from rntflow.physics.nuclides import nuclide
+from rntflow.dosimetry.organ import (electron_absorbed_fraction_sphere, organ_self_dose_gy,
                              photon_absorbed_fraction_sphere, scale_s_value_by_mass, sphere_dose_gy)
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 
 def test_organ_electron_dose_by_hand():

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dosimetry.registration import image_from_array, register_rigid, resample
-from dosimetry.tare import (PRODUCTS, conversion_factor_j_per_gbq, partition_activity_gbq,
+from rntflow.dosimetry.registration import image_from_array, register_rigid, resample
+from rntflow.dosimetry.tare import (PRODUCTS, conversion_factor_j_per_gbq, partition_activity_gbq,
                             plan_partition, post_treatment_dose_maps_gy, post_treatment_tia_map_mbq_h)
 from rntflow import tare_cli
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 
 def _phantom():

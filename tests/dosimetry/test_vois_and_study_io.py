@@ -35,11 +35,11 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from dosimetry.vois import mask_volume_ml, rasterise_contours, resample_mask_fraction
-from harmonization.headers import nm_to_image
-from rntflow.config import load_config
-from rntflow.errors import DicomInputError, StorageError, VoiError
-from tasks.study_io import (
+from rntflow.dosimetry.vois import mask_volume_ml, rasterise_contours, resample_mask_fraction
+from rntflow.harmonization.headers import nm_to_image
+from rntflow.core.config import load_config
+from rntflow.core.errors import DicomInputError, StorageError, VoiError
+from rntflow.tasks.study_io import (
     FOR_METADATA_KEY,
     image_meta_dict,
     load_study,

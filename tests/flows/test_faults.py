@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import tasks.timepoint as tp_tasks
-from flows.process_study import process_study
-from rntflow.config import load_config
-from warehouse.status import coordinator_status
-from warehouse.writer import read_latest
+import rntflow.tasks.timepoint as tp_tasks
+from rntflow.flows.process_study import process_study
+from rntflow.core.config import load_config
+from rntflow.status.coordinator import coordinator_status
+from rntflow.warehouse.writer import read_latest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_a_structure_set_sent_on_its_own_joins_its_time_point(small_trial, trial
     process_study("SITE01", _subject(small_trial, ph_pid), "phantom", phantom.name, str(phantom), 0, 1, trial_cfg)
     process_study("SITE01", subject, "patient", "tp1", str(images), 0, 1, trial_cfg)
     config = load_config(trial_cfg)
-    from tasks.products import ProductStore
+    from rntflow.tasks.products import ProductStore
 
     store = ProductStore(config.products_dir)
     assert store.timepoints("SITE01", subject)[0].voi_names == []

@@ -15,12 +15,12 @@ import duckdb
 import pytest
 import yaml
 
-from rntflow.config import load_config
+from rntflow.core.config import load_config
 from rntflow.demo import close_out, ingest_and_process
 from rntflow.evaluation import compare_with_truth
 from tests.conftest import free_port
-from warehouse.catalog import catalog_path
-from warehouse.writer import read_latest
+from rntflow.warehouse.catalog import catalog_path
+from rntflow.warehouse.writer import read_latest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Acceptance tolerances (issue 5): organs of cycles with >= 3 time points within 10 %,
@@ -118,8 +118,8 @@ def test_calibrations_and_protocol_checks_through_the_flows(pipeline, small_trut
 
 
 def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
-    from flows.process_study import process_study
-    from flows.qa import qa_flow
+    from rntflow.flows.process_study import process_study
+    from rntflow.flows.qa import qa_flow
 
     config = pipeline["config"]
 
@@ -151,8 +151,8 @@ def test_cross_calibration_off_arm_scales_only_the_vendor_site(pipeline, small_t
     activity scale): the median within 0.5 %; every VOI within 3 %, since the arm registers
     the CTs again and small lesions feel a sub-voxel difference. The other sites' doses are
     those of the trial."""
-    from flows.cross_calibration import cross_calibration_effect_flow
-    from tasks.common import trial_config
+    from rntflow.flows.cross_calibration import cross_calibration_effect_flow
+    from rntflow.tasks.common import trial_config
 
     res = cross_calibration_effect_flow(pipeline["path"])
     vendor = [s for s, site in small_truth["sites"].items() if site["units"] == "BQML"]

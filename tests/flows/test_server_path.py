@@ -36,7 +36,7 @@ POOL = "rntflow-process"
 
 #: the flow the test deploys as process-study; PROBE_ENTRYPOINT is the throwaway stand-in
 #: (same name and signature) used while the real flow did not exist yet.
-REAL_ENTRYPOINT = "flows.process_study:process_study"
+REAL_ENTRYPOINT = "rntflow.flows.process_study:process_study"
 PROBE_ENTRYPOINT = "tests.flows._probe_flow:process_study"
 ENTRYPOINT = REAL_ENTRYPOINT
 
@@ -44,12 +44,12 @@ ENTRYPOINT = REAL_ENTRYPOINT
 #: are module paths: a file path (flows/warehouse.py:...) makes Prefect put flows/ first on
 #: sys.path, where flows/warehouse.py shadows the `warehouse` package.
 EXPECTED_DEPLOYMENTS = {
-    "process-study": ("flows.process_study:process_study", "process-study"),
-    "calibration": ("flows.calibration:calibration_flow", "calibration"),
-    "timepoint": ("flows.timepoint:timepoint_flow", "timepoint"),
-    "dosimetry": ("flows.dosimetry:dosimetry_flow", "dosimetry"),
-    "qa": ("flows.qa:qa_flow", "qa"),
-    "dose-effect": ("flows.warehouse:dose_effect_flow", "dose-effect"),
+    "process-study": ("rntflow.flows.process_study:process_study", "process-study"),
+    "calibration": ("rntflow.flows.calibration:calibration_flow", "calibration"),
+    "timepoint": ("rntflow.flows.timepoint:timepoint_flow", "timepoint"),
+    "dosimetry": ("rntflow.flows.dosimetry:dosimetry_flow", "dosimetry"),
+    "qa": ("rntflow.flows.qa:qa_flow", "qa"),
+    "dose-effect": ("rntflow.flows.warehouse:dose_effect_flow", "dose-effect"),
 }
 
 
@@ -113,7 +113,7 @@ def test_entrypoints_load_as_a_worker_loads_them(tmp_path):
     ``prefect deploy`` would not tell: it falls back to parsing the file when the import fails.
     """
 
-    from listener.handoff import StudyHandoff
+    from rntflow.listener.handoff import StudyHandoff
     from tests.flows.conftest_server import prefect_env
 
     eps = [ep for ep, _flow in EXPECTED_DEPLOYMENTS.values()]

@@ -12,7 +12,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
-from harmonization.phantom import FWHM_PER_SIGMA, NEMA_SPHERE_DIAMETERS_MM, NEMA_SPHERE_RING_RADIUS_MM
+from rntflow.harmonization.phantom import NEMA_SPHERE_DIAMETERS_MM, NEMA_SPHERE_RING_RADIUS_MM
+from rntflow.physics.recovery import FWHM_PER_SIGMA
 
 NM_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 LU177_HALF_LIFE_S = 6.647 * 86400  # radioactivedecay ICRP-107: 6.647 d (tests check it)

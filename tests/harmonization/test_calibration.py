@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from harmonization.calibration import Calibration, calibration_for, register_calibration
-from rntflow.errors import CalibrationError
+from rntflow.harmonization.calibration import Calibration, calibration_for, register_calibration
+from rntflow.core.errors import CalibrationError
 
 CAM = "SIEMENS|Symbia Intevo Bold|1234"
 T0 = datetime(2026, 1, 10, 9, 0)

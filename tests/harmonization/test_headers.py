@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from harmonization.headers import (
+from rntflow.harmonization.headers import (
     normalise_radionuclide,
     nm_to_image,
     parse_dt,
@@ -17,14 +17,14 @@ from harmonization.headers import (
     parse_post_filter_fwhm_mm,
     parse_reconstruction_method,
 )
-from rntflow.errors import DicomInputError
+from rntflow.core.errors import DicomInputError
 
 from .conftest import LU177_HALF_LIFE_S, make_nm_dataset
 
 
 def test_lu177_half_life_constant_matches_data_package():
     # the fixture's RadionuclideHalfLife must agree with radioactivedecay (ICRP-107)
-    from dosimetry.nuclides import nuclide
+    from rntflow.physics.nuclides import nuclide
 
     assert nuclide("Lu-177").half_life_h * 3600 == pytest.approx(LU177_HALF_LIFE_S, rel=1e-6)
 

@@ -14,21 +14,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from harmonization.phantom import (
-    FWHM_PER_SIGMA,
-    NemaTruth,
-    activity_at,
-    analyse_nema_phantom,
-    analyse_uniform_cylinder,
-    decay_integral_s,
-    harmonising_filter,
-    locate_nema_spheres,
-    nema_true_concentrations,
-    rc_blurred_sphere,
-    sphere_volume_ml,
-    to_bq_per_ml,
-)
-from rntflow.errors import CalibrationError
+from rntflow.harmonization.phantom import NemaTruth, analyse_nema_phantom, analyse_uniform_cylinder, harmonising_filter, locate_nema_spheres, nema_true_concentrations, to_bq_per_ml
+from rntflow.physics.recovery import FWHM_PER_SIGMA, rc_blurred_sphere, sphere_volume_ml
+from rntflow.physics.decay import activity_at, decay_integral_s
+from rntflow.core.errors import CalibrationError
 
 from .conftest import LU177_HALF_LIFE_S, nema_phantom, sphere_fraction, uniform_cylinder_counts
 
@@ -263,8 +252,8 @@ def test_uniform_cylinder_through_dicom_file(tmp_path):
     # activity -> activity at acquisition start -> sensitivity (within 2 %)
     import pydicom
 
-    from harmonization.headers import nm_to_image, parse_nm_header
-    from harmonization.phantom import array_and_spacing
+    from rntflow.harmonization.headers import nm_to_image, parse_nm_header
+    from rntflow.harmonization.phantom import array_and_spacing
 
     from .conftest import make_nm_dataset
 

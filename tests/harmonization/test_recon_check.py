@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
-from harmonization.headers import parse_nm_header
-from harmonization.recon_check import (
+from rntflow.harmonization.headers import parse_nm_header
+from rntflow.harmonization.recon_check import (
     CheckResult,
     ImageGeometry,
     check_counts_plausible,
     check_fov_covers_vois,
     check_reconstruction,
 )
-from rntflow.config import load_config
+from rntflow.core.config import load_config
 
 from .conftest import make_nm_dataset
 

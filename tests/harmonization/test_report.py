@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from harmonization.phantom import NemaTruth, analyse_nema_phantom, harmonising_filter
-from harmonization.report import REPORT_COLUMNS, SitePhantomResults, harmonisation_report
+from rntflow.harmonization.phantom import NemaTruth, analyse_nema_phantom, harmonising_filter
+from rntflow.harmonization.report import REPORT_COLUMNS, SitePhantomResults, harmonisation_report
 
 from .conftest import nema_phantom
 

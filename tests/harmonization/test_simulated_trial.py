@@ -30,22 +30,22 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from harmonization.calibration import calibration_for, register_calibration
-from harmonization.headers import nm_to_image, parse_nm_header
-from harmonization.phantom import FWHM_PER_SIGMA
-from harmonization.phantom_study import (
+from rntflow.harmonization.calibration import calibration_for, register_calibration
+from rntflow.harmonization.headers import nm_to_image, parse_nm_header
+from rntflow.physics.recovery import FWHM_PER_SIGMA
+from rntflow.harmonization.phantom_study import (
     PhantomCalibrationResult,
     PhantomFill,
     analyse_nema_study,
     calibrate_uniform_cylinder,
 )
-from harmonization.recon_check import check_reconstruction
-from rntflow.config import load_config
-from rntflow.errors import CalibrationError
-from rntflow.fills import load_phantom_fills
-from simulation.anatomy import anatomy_grid
-from simulation.trial import SPECT_SPACING_MM
-from simulation.truth import sphere_rc
+from rntflow.harmonization.recon_check import check_reconstruction
+from rntflow.core.config import load_config
+from rntflow.core.errors import CalibrationError
+from rntflow.core.fills import load_phantom_fills
+from rntflow.simulation.anatomy import anatomy_grid
+from rntflow.simulation.trial import SPECT_SPACING_MM
+from rntflow.simulation.truth import sphere_rc
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = load_config(ROOT / "deployments" / "trial.example.yaml")
@@ -530,7 +530,7 @@ def test_wrong_phantom_type_and_bad_fill(sites):
 def test_results_fit_the_warehouse(sites):
     # qa_checks is keyed by (check_name, scope, scope_id): one record per check name and
     # study; sphere rows carry exactly phantom_results columns
-    from warehouse.schema import TABLES
+    from rntflow.warehouse.schema import TABLES
 
     columns = {c.name for c in TABLES["phantom_results"].columns}
     for run in sites.values():

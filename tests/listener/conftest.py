@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from listener.app import start_listener
-from listener.handoff import DispatchError, StudyHandoff
-from listener.spool import FaultInjector
-from listener.stable import WorkerSettings
-from rntflow.config import load_config
+from rntflow.listener.app import start_listener
+from rntflow.listener.handoff import DispatchError, StudyHandoff
+from rntflow.listener.spool import FaultInjector
+from rntflow.listener.stable import WorkerSettings
+from rntflow.core.config import load_config
 from tests.listener.dicomgen import FakePatient
 
 PATIENT = FakePatient()
@@ -112,7 +112,7 @@ def scu(calling: str = "SITE01_PACS", contexts: tuple[str, ...] = ()):
 
     from pynetdicom import evt
 
-    from listener.handlers import set_nodelay
+    from rntflow.listener.handlers import set_nodelay
 
     class _NoDelayAE(AE):
         """Requests TCP_NODELAY on its sockets, as a tuned PACS would."""

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from listener.app import start_listener
-from listener.handlers import admit
-from listener.status import inbox_status
-from rntflow.config import load_config
+from rntflow.listener.app import start_listener
+from rntflow.listener.handlers import admit
+from rntflow.listener.status import inbox_status
+from rntflow.core.config import load_config
 from tests.listener.conftest import FakeDispatcher, PATIENT, scu, write_config
 from tests.listener.dicomgen import ct_series
 

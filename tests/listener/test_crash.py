@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rntflow.config import load_config
+from rntflow.core.config import load_config
 from tests.listener.conftest import PATIENT, scu, wait_until, write_config
 from tests.listener.dicomgen import ct_series
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _start(config_path: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "listener.app", "listen", "--config", str(config_path)],
+        [sys.executable, "-m", "rntflow.listener.app", "listen", "--config", str(config_path)],
         cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 

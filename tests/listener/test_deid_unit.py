@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from listener.deid import KeyStore, _shift_da, _shift_dt
+from rntflow.listener.deid import KeyStore, _shift_da, _shift_dt
 
 
 def test_keys_dir_private_and_uids_deterministic(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 
-from listener.status import inbox_status
+from rntflow.listener.status import inbox_status
 from tests.listener.conftest import PATIENT, scu
 from tests.listener.dicomgen import CT, NM, ct_series, to_bytes
 

@@ -11,10 +11,10 @@ import time
 import pydicom
 import pytest
 
-from listener.app import start_listener
-from listener.handoff import LocalDispatcher, StudyHandoff
-from listener.stable import WorkerSettings
-from listener.status import format_status, inbox_status
+from rntflow.listener.app import start_listener
+from rntflow.listener.handoff import LocalDispatcher, StudyHandoff
+from rntflow.listener.stable import WorkerSettings
+from rntflow.listener.status import format_status, inbox_status
 from tests.listener.conftest import (
     PATIENT, UNENROLLED, FakeDispatcher, assert_no_phi, scu, wait_until)
 from tests.listener.dicomgen import ENCAPSULATED_PDF, ct_series, nm_multiframe, rtstruct_for

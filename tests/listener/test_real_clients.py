@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from listener.status import inbox_status
+from rntflow.listener.status import inbox_status
 from tests.listener.conftest import PATIENT, assert_no_phi, free_port, wait_until
 from tests.listener.dicomgen import ct_series, nm_multiframe, rtstruct_for, write_files
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warehouse.catalog import refresh_catalog
-from warehouse.writer import load_table
+from rntflow.warehouse.catalog import refresh_catalog
+from rntflow.warehouse.writer import load_table
 
 TRIAL = "T-TEST"
 SITES = ("SITE01", "SITE02", "SITE03")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from warehouse.analysis import (compare_arms, dose_response_by_site, fit_logistic_dose, lesion_response_fit,
+from rntflow.analysis.dose_effect import (compare_arms, dose_response_by_site, fit_logistic_dose, lesion_response_fit,
                                 logistic_d50_point, per_site_d50, pfs_vs_dose, population_kinetics,
                                 site_effect_test)
 

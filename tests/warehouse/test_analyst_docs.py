@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from warehouse.catalog import connect
-from warehouse.schema import render_docs
+from rntflow.warehouse.catalog import connect
+from rntflow.warehouse.schema import render_docs
 
 from .conftest import build_small_warehouse
 

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from warehouse.catalog import catalog_path, connect, refresh_catalog
-from warehouse.schema import TABLES, duckdb_type
-from warehouse.writer import load_table
+from rntflow.warehouse.catalog import catalog_path, connect, refresh_catalog
+from rntflow.warehouse.schema import TABLES, duckdb_type
+from rntflow.warehouse.writer import load_table
 
 from .conftest import TRIAL, VOIS, voi_doses_frame
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from rntflow import outcomes_cli
-from rntflow.errors import OutcomeImportError
-from warehouse.catalog import connect
-from warehouse.outcomes import OUTCOME_COLUMNS, import_outcomes, parse_outcomes
+from rntflow.core.errors import OutcomeImportError
+from rntflow.warehouse.catalog import connect
+from rntflow.warehouse.outcomes import OUTCOME_COLUMNS, import_outcomes, parse_outcomes
 
 HEADER = ",".join(OUTCOME_COLUMNS)
 GOOD_ROWS = [

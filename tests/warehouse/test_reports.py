@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from warehouse.reports import NONE_TEXT, ntcp_logistic, subject_report_html, svg_figure, tac_curve, trial_report_html
+from rntflow.analysis.reports import NONE_TEXT, ntcp_logistic, subject_report_html, svg_figure, tac_curve, trial_report_html
 
 SUBJECT = "SITE01-S07"
 SITE = "SITE01"

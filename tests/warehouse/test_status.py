@@ -1,4 +1,4 @@
-"""The coordinator's status: ``warehouse.status.coordinator_status`` and ``rntflow status``."""
+"""The coordinator's status: ``rntflow.status.coordinator.coordinator_status`` and ``rntflow status``."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from listener.spool import SCHEMA as INBOX_SCHEMA
+from rntflow.listener.spool import SCHEMA as INBOX_SCHEMA
 from rntflow.cli import main
-from rntflow.config import TimePointWindow, load_config
-from warehouse.catalog import catalog_path, refresh_catalog
-from warehouse.status import (
+from rntflow.core.config import TimePointWindow, load_config
+from rntflow.warehouse.catalog import catalog_path, refresh_catalog
+from rntflow.status.coordinator import (
     REDACTED,
     calibration_state,
     coordinator_status,
     format_coordinator_status,
     match_time_point,
 )
-from warehouse.writer import load_table
+from rntflow.warehouse.writer import load_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "trial.example.yaml"
 TRIAL = "RNT-DEMO-LU177"

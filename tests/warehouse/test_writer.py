@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rntflow.errors import WarehouseError
-from warehouse.catalog import connect, refresh_catalog
-from warehouse.schema import TABLES, Column
-from warehouse.writer import LoadReport, load_table
+from rntflow.core.errors import WarehouseError
+from rntflow.warehouse.catalog import connect, refresh_catalog
+from rntflow.warehouse.schema import TABLES, Column
+from rntflow.warehouse.writer import LoadReport, load_table
 
 from .conftest import TRIAL, voi_doses_frame
 
@@ -136,7 +136,7 @@ def test_killed_process_between_write_and_rename_leaves_no_visible_file(tmp_path
     df.to_parquet(tmp_path / "input.parquet")
     script = textwrap.dedent(f"""
         import os, pandas as pd
-        from warehouse.writer import load_table
+        from rntflow.warehouse.writer import load_table
         df = pd.read_parquet({str(tmp_path / 'input.parquet')!r})
         load_table({str(tmp_path / 'wh')!r}, "voi_doses", df, _before_rename=lambda tmp: os._exit(9))
     """)

@@ -79,10 +79,10 @@ from typing import Any, Iterable, Sequence
 
 import duckdb
 
-from rntflow.config import Enrolment, TimePointWindow, TrialConfig, load_enrolment
-from rntflow.errors import WarehouseError
-from warehouse.catalog import create_views
-from warehouse.schema import TABLES
+from rntflow.core.config import Enrolment, TimePointWindow, TrialConfig, load_enrolment
+from rntflow.core.errors import WarehouseError
+from rntflow.warehouse.catalog import create_views
+from rntflow.warehouse.schema import TABLES
 
 #: A calibration expiring within this many days is reported as ``due``.
 DUE_WITHIN_DAYS = 30
@@ -421,7 +421,7 @@ def read_warehouse(warehouse_dir: str | Path, trial_id: str) -> WarehouseSnapsho
 
 
 def _read_inbox(config: TrialConfig) -> tuple[dict[str, Any] | None, str | None]:
-    from listener.status import inbox_status
+    from rntflow.listener.status import inbox_status
 
     try:
         return inbox_status(config), None

@@ -3,7 +3,7 @@
 ``deployments/trial.example.yaml`` is the demo's. Relative paths in the file are resolved
 against the file's own folder, so a config and its data can move together.
 
-Invalid configuration raises :class:`rntflow.errors.ConfigError` whose message names the
+Invalid configuration raises :class:`rntflow.core.errors.ConfigError` whose message names the
 key (as a dotted path, e.g. ``sites.1.calling_ae_titles``) and the problem.
 """
 
@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rntflow.errors import ConfigError, EnrolmentError
+from rntflow.core.errors import ConfigError, EnrolmentError
 
 AE_TITLE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 

@@ -1,6 +1,6 @@
 """Physical constants and reference tissue data, each with its source.
 
-Nuclide data are not here: they come from data packages (:mod:`dosimetry.nuclides`).
+Nuclide data are not here: they come from data packages (:mod:`rntflow.physics.nuclides`).
 """
 
 #: Joules per MeV (CODATA 2018: 1 eV = 1.602176634e-19 J exactly).

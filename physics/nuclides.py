@@ -16,7 +16,7 @@ import numpy as np
 import radioactivedecay as rd
 from icrp107_database.utility import icrp107_source_path
 
-from rntflow.errors import DosimetryInputError
+from rntflow.core.errors import DosimetryInputError
 
 #: ICRP-107 emission groups that are electrons (beta-, Auger, internal conversion).
 ELECTRON_GROUPS = ("beta-", "beta+", "auger", "IE")

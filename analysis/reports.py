@@ -45,7 +45,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dosimetry.kinetics import model_activity_mbq
+from rntflow.physics.kinetic_models import model_activity_mbq
 
 #: Name shown with the software version in every report.
 SOFTWARE_NAME = "rntflow"
@@ -908,13 +908,13 @@ def trial_report_html(*, trial_id: str, generated_at: str, software_version: str
         ``effect`` (0/1).
     fits : mapping of str to pandas.DataFrame
         Section label (``'<endpoint> vs <dose>'``, e.g. ``'nephrotoxicity vs dose_gy'``)
-        to the table of fits shown as is (e.g. :func:`warehouse.analysis.dose_response_by_site`).
+        to the table of fits shown as is (e.g. :func:`rntflow.analysis.dose_effect.dose_response_by_site`).
     curves : mapping of str to list of dict
         Same labels to the curves to draw: ``{"label": str, "d50_gy": float (Gy),
         "gamma50": float}`` (e.g. pooled and per site). Curves with a missing or
         non-positive D50 are listed, not drawn.
     population_kinetics : pandas.DataFrame
-        Population kinetics table, shown as is (e.g. :func:`warehouse.analysis.population_kinetics`).
+        Population kinetics table, shown as is (e.g. :func:`rntflow.analysis.dose_effect.population_kinetics`).
     notes : list of str, optional
         Paragraphs shown (escaped) after the sections.
 

@@ -16,12 +16,48 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
-from harmonization.phantom_study import PHANTOM_TYPES, PhantomFill
-from rntflow.csvfiles import dict_reader
-from rntflow.errors import CalibrationError
+from rntflow.core.csvfiles import dict_reader
+from rntflow.core.errors import CalibrationError
+
+PhantomType = Literal["uniform_cylinder", "nema_iec_body"]
+
+
+PHANTOM_TYPES: tuple[str, ...] = ("uniform_cylinder", "nema_iec_body")
+
+
+@dataclass(frozen=True)
+class PhantomFill:
+    """One row of the site physicist's phantom fill log.
+
+    Attributes
+    ----------
+    subject_id : str
+        The phantom's trial pseudonym (enrolment table), e.g. ``SITE01-PH-CYL``.
+    phantom_type : {"uniform_cylinder", "nema_iec_body"}
+    total_activity_mbq : float or None
+        Dose-calibrator activity put into the phantom (MBq) at ``reference_datetime``;
+        for the NEMA phantom everything in it (background and spheres).
+    reference_datetime : datetime or None
+        Real (not date-shifted) time of the activity measurement; only checked for
+        consistency with the header (see module docstring).
+    volume_ml : float or None
+        Cylinder: its inner volume (mL). NEMA: the background compartment volume (mL).
+    sphere_to_background_ratio : float or None
+        NEMA: sphere / background activity concentration; ``None`` for a cylinder.
+    """
+
+    subject_id: str
+    phantom_type: PhantomType
+    total_activity_mbq: float | None = None
+    reference_datetime: datetime | None = None
+    volume_ml: float | None = None
+    sphere_to_background_ratio: float | None = None
+
 
 FILL_COLUMNS: tuple[str, ...] = (
     "subject_id", "phantom_type", "total_activity_mbq", "reference_datetime", "volume_ml",
