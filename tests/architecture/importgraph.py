@@ -89,7 +89,7 @@ def layer_violations(imports: list[Import], layers: list[list[str]]) -> list[str
     """Imports that point up, or sideways into a sibling package of the same layer."""
     rank = {pkg: i for i, row in enumerate(layers) for pkg in row}
     packages = set(rank)
-    bad = []
+    bad: dict[tuple, str] = {}
     for imp in imports:
         src = package_of(imp.importer, packages)
         dst = package_of(imp.imported, packages)
@@ -97,9 +97,10 @@ def layer_violations(imports: list[Import], layers: list[list[str]]) -> list[str
             continue  # the namespace root (only __version__) and a package's own modules
         if rank[dst] <= rank[src]:
             how = "up" if rank[dst] < rank[src] else "sideways"
-            bad.append(f"{imp.path.relative_to(ROOT) if imp.path.is_relative_to(ROOT) else imp.path}:"
-                       f"{imp.line}: {imp.importer} imports {imp.imported} ({how}: {src} -> {dst})")
-    return sorted(set(bad))
+            where = imp.path.relative_to(ROOT) if imp.path.is_relative_to(ROOT) else imp.path
+            bad.setdefault((where, imp.line, dst),
+                           f"{where}:{imp.line}: {imp.importer} imports {imp.imported} ({how}: {src} -> {dst})")
+    return sorted(bad.values())
 
 
 def package_cycles(imports: list[Import], packages: set[str]) -> list[list[str]]:
