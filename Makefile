@@ -1,6 +1,7 @@
 # rntflow: two commands on a fresh machine.
 #   make demo   simulate the demo trial, ingest it over DICOM, run the flows, fill the warehouse
-#   make test   the test suite
+#   make test   the whole test suite: lint, import contract, unit and end-to-end tests
+#   make check  the fast tier: lint, import contract, tests not marked slow (< 2 min)
 # Both create the virtualenv, install the package and the Debian tools they need.
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ export PREFECT_TELEMETRY_ENABLED := false
 export PREFECT_LOGGING_LEVEL := WARNING
 export DO_NOT_TRACK := 1
 
-.PHONY: all demo demo-crosscal test sysdeps venv bench clean distclean
+.PHONY: all demo demo-crosscal test check lint format sysdeps venv bench clean distclean
 
 all: test
 
@@ -35,7 +36,20 @@ sysdeps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(SYSPKGS); \
 	fi
 
-test: $(STAMP) sysdeps
+# Lint (ruff) and the import contract (tests/architecture: layers point one way, no cycle).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tests/architecture/importgraph.py
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+check: lint
+	$(BIN)/pytest -q -m "not slow"
+
+test: lint sysdeps
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps

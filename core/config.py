@@ -9,7 +9,6 @@ key (as a dotted path, e.g. ``sites.1.calling_ae_titles``) and the problem.
 
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rntflow.core.csvfiles import read_csv_records
 from rntflow.core.errors import ConfigError, EnrolmentError
 
 AE_TITLE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
@@ -368,40 +368,38 @@ class Enrolment:
 ENROLMENT_COLUMNS = ("site_id", "patient_id", "subject_id", "kind")
 
 
+class EnrolmentRow(BaseModel):
+    """The enrolment table's row model (see :func:`load_enrolment`)."""
+
+    site_id: str
+    patient_id: str
+    subject_id: str
+    kind: Literal["patient", "phantom"] = "patient"
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _default_kind(cls, value: str | None) -> str:
+        return value or "patient"
+
+
 def load_enrolment(path: str | Path) -> list[Enrolment]:
-    """Read the enrolment CSV (columns ``site_id,patient_id,subject_id,kind``).
+    """Read the enrolment CSV (columns ``site_id,patient_id,subject_id[,kind]``).
+
+    A missing file is an empty enrolment (the listener may start before the first
+    subject is enrolled; ``rntflow check-config`` reports it).
 
     Raises
     ------
     EnrolmentError
-        Naming the row and the problem for a missing column, an empty field, an unknown
-        kind or a PatientID/subject enrolled twice.
+        Listing every problem with its line: a missing column, an empty field, an unknown
+        kind, a PatientID enrolled twice at a site or a subject_id used twice.
     """
     path = Path(path)
     if not path.exists():
         return []
-    rows: list[Enrolment] = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ENROLMENT_COLUMNS[:3] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EnrolmentError(f"{path}: missing column(s) {missing}")
-        seen_pid: set[tuple[str, str]] = set()
-        seen_sid: set[str] = set()
-        for lineno, rec in enumerate(reader, start=2):
-            values = {k: (rec.get(k) or "").strip() for k in ENROLMENT_COLUMNS}
-            values["kind"] = values["kind"] or "patient"
-            for key in ENROLMENT_COLUMNS[:3]:
-                if not values[key]:
-                    raise EnrolmentError(f"{path}: row {lineno}: {key} is empty")
-            if values["kind"] not in ("patient", "phantom"):
-                raise EnrolmentError(f"{path}: row {lineno}: kind {values['kind']!r} is not patient|phantom")
-            pid_key = (values["site_id"], values["patient_id"])
-            if pid_key in seen_pid:
-                raise EnrolmentError(f"{path}: row {lineno}: patient enrolled twice at {values['site_id']}")
-            if values["subject_id"] in seen_sid:
-                raise EnrolmentError(f"{path}: row {lineno}: subject_id {values['subject_id']} used twice")
-            seen_pid.add(pid_key)
-            seen_sid.add(values["subject_id"])
-            rows.append(Enrolment(**values))
-    return rows
+    records = read_csv_records(path, EnrolmentRow, error=EnrolmentError, what=f"enrolment table {path}",
+                               columns=ENROLMENT_COLUMNS[:3],
+                               unique=[("site_id", "patient_id"), ("subject_id",)],
+                               label=lambda cells: cells.get("subject_id"), private=("patient_id",))
+    records.raise_if_problems(EnrolmentError, f"enrolment table {path}")
+    return [Enrolment(r.site_id, r.patient_id, r.subject_id, r.kind) for _, r in records.rows]

@@ -14,20 +14,24 @@ row, since it is a typo the physicist must fix rather than missing information.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from rntflow.core.csvfiles import dict_reader
+from pydantic import BaseModel, field_validator
+
+from rntflow.core.csvfiles import CsvRecords, read_csv_records
 from rntflow.core.errors import CalibrationError
 
 PhantomType = Literal["uniform_cylinder", "nema_iec_body"]
-
-
 PHANTOM_TYPES: tuple[str, ...] = ("uniform_cylinder", "nema_iec_body")
+
+FILL_COLUMNS: tuple[str, ...] = (
+    "subject_id", "phantom_type", "total_activity_mbq", "reference_datetime", "volume_ml",
+    "sphere_to_background_ratio",
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class PhantomFill:
         for the NEMA phantom everything in it (background and spheres).
     reference_datetime : datetime or None
         Real (not date-shifted) time of the activity measurement; only checked for
-        consistency with the header (see module docstring).
+        consistency with the header.
     volume_ml : float or None
         Cylinder: its inner volume (mL). NEMA: the background compartment volume (mL).
     sphere_to_background_ratio : float or None
@@ -59,49 +63,63 @@ class PhantomFill:
     sphere_to_background_ratio: float | None = None
 
 
-FILL_COLUMNS: tuple[str, ...] = (
-    "subject_id", "phantom_type", "total_activity_mbq", "reference_datetime", "volume_ml",
-    "sphere_to_background_ratio",
-)
+class FillRow(BaseModel):
+    """The fill log's row model: cells as the CSV holds them, checked."""
+
+    subject_id: str
+    phantom_type: str
+    total_activity_mbq: str | None = None
+    reference_datetime: str | None = None
+    volume_ml: str | None = None
+    sphere_to_background_ratio: str | None = None
+
+    @field_validator("phantom_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        kind = value.lower()
+        if kind not in PHANTOM_TYPES:
+            raise ValueError(f"{value!r} is not one of {', '.join(PHANTOM_TYPES)}")
+        return kind
+
+    @field_validator("total_activity_mbq", "volume_ml", "sphere_to_background_ratio")
+    @classmethod
+    def _positive_number(cls, text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"must be positive, got {text!r}")
+        return text
+
+    @field_validator("reference_datetime")
+    @classmethod
+    def _iso_datetime(cls, text: str | None) -> str | None:
+        if text is not None:
+            try:
+                datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an ISO date-time (YYYY-MM-DDTHH:MM:SS)") from None
+        return text
+
+    def to_fill(self) -> PhantomFill:
+        """The typed record (a UTC offset is dropped, as for DICOM times: a site shares one clock)."""
+        num = (lambda t: None if t is None else float(t))
+        ref = datetime.fromisoformat(self.reference_datetime).replace(tzinfo=None) if self.reference_datetime else None
+        return PhantomFill(self.subject_id, self.phantom_type, num(self.total_activity_mbq), ref,  # type: ignore[arg-type]
+                           num(self.volume_ml), num(self.sphere_to_background_ratio))
 
 
-def _cell(row: dict, column: str) -> str | None:
-    value = row.get(column)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
-
-
-def _positive(row: dict, column: str, where: str) -> float | None:
-    text = _cell(row, column)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise CalibrationError(f"{where}: {column} {text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise CalibrationError(f"{where}: {column} must be positive, got {text!r}")
-    return value
-
-
-def _datetime(row: dict, column: str, where: str) -> datetime | None:
-    text = _cell(row, column)
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise CalibrationError(
-            f"{where}: {column} {text!r} is not an ISO date-time (YYYY-MM-DDTHH:MM:SS)"
-        ) from None
-    # a UTC offset is dropped, as for DICOM times: all times of a site share its clock
-    return value.replace(tzinfo=None)
+def _read(path: str | Path) -> CsvRecords[FillRow]:
+    p = Path(path)
+    return read_csv_records(p, FillRow, error=CalibrationError, what=f"phantom fill log {p.name}",
+                            columns=FILL_COLUMNS, unique=[("subject_id",)])
 
 
 def load_phantom_fills(path: str | Path) -> dict[str, PhantomFill]:
-    """Read the phantom fill log.
+    """Read the whole phantom fill log, strictly.
 
     Parameters
     ----------
@@ -112,54 +130,34 @@ def load_phantom_fills(path: str | Path) -> dict[str, PhantomFill]:
     Returns
     -------
     dict
-        ``subject_id`` -> :class:`harmonization.phantom_study.PhantomFill`.
-        ``total_activity_mbq`` (MBq), ``volume_ml`` (mL), ``sphere_to_background_ratio``
-        and ``reference_datetime`` (naive) are ``None`` where the cell is empty.
+        ``subject_id`` -> :class:`PhantomFill`; ``total_activity_mbq`` (MBq), ``volume_ml``
+        (mL), ``sphere_to_background_ratio`` and ``reference_datetime`` (naive) are ``None``
+        where the cell is empty.
 
     Raises
     ------
     CalibrationError
-        File missing or unreadable, a column missing, or a row (named by its line
-        number and subject) with no subject_id, an unknown phantom_type, a duplicate
-        subject_id, an unreadable or non-positive number, or an unreadable date-time.
+        File missing or unreadable, a column missing, or any row problem (every one listed
+        with its line number and subject): an empty subject_id, an unknown phantom_type, a
+        repeated subject_id, an unreadable or non-positive number, an unreadable date-time.
     """
-    p = Path(path)
-    try:
-        fh = p.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise CalibrationError(f"phantom fill log {p}: cannot open ({exc.strerror or exc})") from exc
-    out: dict[str, PhantomFill] = {}
-    with fh:
-        reader, missing = dict_reader(fh, FILL_COLUMNS)
-        if missing:
-            raise CalibrationError(f"phantom fill log {p}: missing column(s) {', '.join(missing)}")
-        try:
-            for row in reader:
-                line = reader.line_num
-                if not any((v or "").strip() for k, v in row.items() if k is not None):
-                    continue
-                subject_id = _cell(row, "subject_id")
-                where = f"phantom fill log {p.name}, line {line}"
-                if subject_id is None:
-                    raise CalibrationError(f"{where}: subject_id is empty")
-                where += f" ({subject_id})"
-                kind = (_cell(row, "phantom_type") or "").lower()
-                if kind not in PHANTOM_TYPES:
-                    raise CalibrationError(
-                        f"{where}: phantom_type {row.get('phantom_type')!r} is not one of {', '.join(PHANTOM_TYPES)}"
-                    )
-                if subject_id in out:
-                    raise CalibrationError(f"{where}: subject_id {subject_id} appears twice")
-                out[subject_id] = PhantomFill(
-                    subject_id=subject_id,
-                    phantom_type=kind,
-                    total_activity_mbq=_positive(row, "total_activity_mbq", where),
-                    reference_datetime=_datetime(row, "reference_datetime", where),
-                    volume_ml=_positive(row, "volume_ml", where),
-                    sphere_to_background_ratio=_positive(row, "sphere_to_background_ratio", where),
-                )
-        except csv.Error as exc:
-            raise CalibrationError(f"phantom fill log {p}, line {reader.line_num}: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise CalibrationError(f"phantom fill log {p}: not UTF-8 text ({exc.reason})") from exc
-    return out
+    records = _read(path)
+    records.raise_if_problems(CalibrationError, f"phantom fill log {Path(path).name}")
+    return {row.subject_id: row.to_fill() for _, row in records.rows}
+
+
+def load_phantom_fill(path: str | Path, subject_id: str) -> PhantomFill | None:
+    """The fill-log row of one phantom; another phantom's bad row does not concern it.
+
+    Returns ``None`` when the log has no row for ``subject_id``. Raises
+    :class:`CalibrationError` for file-level problems and for problems of this phantom's
+    own row(s) only.
+    """
+    records = _read(path)
+    own = records.problems_by_label.get(subject_id)
+    if own:
+        raise CalibrationError(f"phantom fill log {Path(path).name}: " + "; ".join(own))
+    for _, row in records.rows:
+        if row.subject_id == subject_id:
+            return row.to_fill()
+    return None

@@ -9,14 +9,15 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
+from rntflow.core.calibration_policy import current_calibration
 from rntflow.harmonization.calibration import register_calibration
 from rntflow.harmonization.headers import nm_to_image, parse_nm_header
 from rntflow.harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
 from rntflow.core.errors import DicomInputError
-from rntflow.core.fills import load_phantom_fills
-from rntflow.tasks.common import (calibration_history, calibration_id, calibration_rows, protocol_name, qa_row,
-                          trial_config)
-from rntflow.tasks.study_io import load_study
+from rntflow.core.fills import load_phantom_fill
+from rntflow.core.qa import CheckResult, qa_row, status_if
+from rntflow.tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name, trial_config
+from rntflow.dicomio.study import load_study
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
@@ -40,7 +41,7 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     sx, sy, sz = image.GetSpacing()
     spacing_zyx = (sz, sy, sx)
-    fill = load_phantom_fills(config.phantom_fills_file).get(subject_id)
+    fill = load_phantom_fill(config.phantom_fills_file, subject_id)
     out = {"phantom_type": fill.phantom_type if fill else "unknown", "calibrations": [], "phantom_results": [],
            "checks": [], "camera": None,
            "study": {"study_id": study_id, "kind": "phantom", "camera_id": header.camera_id,
@@ -49,10 +50,10 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
     if header.camera_id:
         out["camera"] = {"camera_id": header.camera_id, "manufacturer": header.manufacturer, "model": header.model}
     if fill is None:
-        out["checks"].append({"check_name": "phantom_fill_log", "scope": "calibration", "scope_id": study_id,
-                              "study_id": study_id, "status": "fail", "value_found": "no entry",
-                              "value_expected": f"a row for {subject_id} in the phantom fill log",
-                              "message": "phantom scan without a fill-log entry: activity unknown, not analysed"})
+        out["checks"].append(qa_row(CheckResult(
+            "phantom_fill_log", "fail", "no entry", f"a row for {subject_id} in the phantom fill log",
+            "phantom scan without a fill-log entry: activity unknown, not analysed"),
+            "calibration", study_id, study_id=study_id))
         return out
     history = calibration_history(config, header.camera_id)
     pname = protocol_name(config)
@@ -65,14 +66,14 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
                 new = dataclasses.replace(new, rc_fwhm_mm=same[-1].rc_fwhm_mm, filter_fwhm_mm=same[-1].filter_fwhm_mm)
             history = [c for c in history if c.valid_from != new.valid_from]
             history, drift_flag, drift_pct = register_calibration(history, new, config.calibration.drift_tolerance_pct)
-            out["checks"].append({
-                "check_name": "calibration_drift", "scope": "calibration", "scope_id": study_id, "study_id": study_id,
-                "status": "warn" if drift_flag else "pass",
-                "value_found": "first calibration" if drift_pct is None else f"{drift_pct:+.1f}%",
-                "value_expected": f"within +/-{config.calibration.drift_tolerance_pct:g}% of the previous",
-                "message": "calibration drift beyond tolerance" if drift_flag else "no drift"})
+            out["checks"].append(qa_row(CheckResult(
+                "calibration_drift", status_if(not drift_flag, "warn"),
+                "first calibration" if drift_pct is None else f"{drift_pct:+.1f}%",
+                f"within +/-{config.calibration.drift_tolerance_pct:g}% of the previous",
+                "calibration drift beyond tolerance" if drift_flag else "no drift"),
+                "calibration", study_id, study_id=study_id))
     else:
-        current = max(history, key=lambda c: (c.valid_from, c.version), default=None)
+        current = current_calibration(history)  # the camera's latest, whenever made: NEMA results complete it
         res = analyse_nema_study(header, values, spacing_zyx, fill, site_id=site_id, calibration=current,
                                  reference_rc_band=config.calibration.reference_rc_band, protocol_name=pname)
         rc_fwhm = res.nema.rc_curve.fwhm_mm if res.nema is not None else None

@@ -1,4 +1,10 @@
-"""Session-wide fixtures: one small simulated trial shared by the tests that read it."""
+"""Session-wide fixtures (one small simulated trial shared by the tests that read it) and tiers.
+
+Two tiers: ``make check`` runs ``pytest -m "not slow"`` (pure code, tasks through ``.fn()``,
+the import contract; under 2 minutes here), ``make test`` runs everything. A test is slow
+when it simulates a trial, runs Prefect flows end to end, or pushes hundreds of instances:
+the modules below are marked as a whole, single tests with ``@pytest.mark.slow``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,27 @@ from pathlib import Path
 import pytest
 
 from rntflow.simulation.trial import TrialSpec, simulate_trial
+
+#: Test modules that are slow as a whole (paths relative to tests/).
+SLOW_MODULES = (
+    "flows/test_pipeline.py",
+    "flows/test_faults.py",
+    "flows/test_server_path.py",
+    "harmonization/test_simulated_trial.py",
+    "listener/test_crash.py",
+    "listener/test_real_clients.py",
+    "test_push.py",
+    "test_simulation.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    slow = {root / m for m in SLOW_MODULES}
+    for item in items:
+        if Path(item.fspath) in slow or "small_trial" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
 
 #: Three sites (one per template: counts, vendor Bq/mL with scale error, off-protocol),
 #: one subject each, one cycle: every kind of object the simulator writes.

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+from pydantic import BaseModel
 
-from rntflow.core.csvfiles import dict_reader
+from rntflow.core.csvfiles import read_csv_records
 from rntflow.core.errors import OutcomeImportError
 from rntflow.warehouse.schema import TABLES
 from rntflow.warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
@@ -41,7 +42,6 @@ ENDPOINTS = TOXICITY_ENDPOINTS + ("lesion_response", "pfs")
 RESPONSES = ("CR", "PR", "SD", "PD")
 CTCAE_GRADES = range(0, 6)  # CTCAE v5.0: grades 1-5; 0 = no adverse event
 LESION_RE = re.compile(r"^Lesion_\d+$")
-MAX_LISTED_PROBLEMS = 25
 
 
 def _number(text: str) -> float | None:
@@ -57,6 +57,66 @@ def _int(text: str) -> int | None:
     if value is None or value != int(value):
         return None
     return int(value)
+
+
+class OutcomeRow(BaseModel):
+    """The outcomes file's row model: cells as text (``None`` when empty), checked by
+    :func:`_outcome_problems` since which fields are required depends on the endpoint."""
+
+    subject_id: str | None = None
+    endpoint: str | None = None
+    lesion_voi: str | None = None
+    grade: str | None = None
+    response: str | None = None
+    event: str | None = None
+    time_to_event_months: str | None = None
+    assessed_months: str | None = None
+
+
+def _outcome_problems(row: OutcomeRow, known: set[str]) -> list[str]:
+    """Every problem of one row (see the module docstring for the rules)."""
+    bad = []
+    if not row.subject_id:
+        bad.append("subject_id is empty")
+    elif row.subject_id not in known:
+        bad.append(f"unknown subject_id {row.subject_id!r} (not enrolled)")
+    if row.endpoint not in ENDPOINTS:
+        bad.append(f"endpoint {row.endpoint or ''!r} is not one of {list(ENDPOINTS)}")
+    if row.endpoint in TOXICITY_ENDPOINTS:
+        grade = _int(row.grade or "")
+        if grade is None or grade not in CTCAE_GRADES:
+            bad.append(f"grade {row.grade or ''!r} is not a CTCAE integer grade 0-5")
+    elif row.endpoint == "lesion_response":
+        if not LESION_RE.match(row.lesion_voi or ""):
+            bad.append(f"lesion_voi {row.lesion_voi or ''!r} is not Lesion_<n>")
+        if row.response not in RESPONSES:
+            bad.append(f"response {row.response or ''!r} is not one of {list(RESPONSES)}")
+    elif row.endpoint == "pfs":
+        if _int(row.event or "") not in (0, 1):
+            bad.append(f"event {row.event or ''!r} is not 0 or 1")
+        tte = _number(row.time_to_event_months or "")
+        if tte is None or tte < 0:
+            bad.append(f"time_to_event_months {row.time_to_event_months or ''!r} is not a number >= 0")
+    if row.assessed_months:
+        assessed = _number(row.assessed_months)
+        if assessed is None or assessed < 0:
+            bad.append(f"assessed_months {row.assessed_months!r} is not a number >= 0")
+    return bad
+
+
+def _outcome_record(row: OutcomeRow, sites: Mapping[str, str] | None) -> dict:
+    """The ``outcomes`` columns of a valid row (fields of other endpoints are null)."""
+    endpoint = row.endpoint
+    return {
+        "subject_id": row.subject_id, "site_id": sites.get(row.subject_id) if sites else None,
+        "endpoint": endpoint,
+        "lesion_voi": row.lesion_voi if endpoint == "lesion_response" else None,
+        "grade": _int(row.grade or "") if endpoint in TOXICITY_ENDPOINTS else None,
+        "response": row.response if endpoint == "lesion_response" else None,
+        "event": _int(row.event or "") if endpoint == "pfs" else None,
+        "time_to_event_months": _number(row.time_to_event_months or "") if endpoint == "pfs" else None,
+        "assessed_months": _number(row.assessed_months) if row.assessed_months else None,
+    }
 
 
 def parse_outcomes(csv_path: str | Path, known_subject_ids: Iterable[str] | Mapping[str, str]) -> pd.DataFrame:
@@ -77,72 +137,17 @@ def parse_outcomes(csv_path: str | Path, known_subject_ids: Iterable[str] | Mapp
     Raises
     ------
     OutcomeImportError
-        Listing each problem with its row number.
+        Listing each problem with its line number; nothing is imported.
     """
     csv_path = Path(csv_path)
     sites = dict(known_subject_ids) if isinstance(known_subject_ids, Mapping) else None
     known = set(known_subject_ids)
-    try:
-        fh = csv_path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise OutcomeImportError(f"{csv_path}: cannot read: {exc}") from None
-    problems: list[str] = []
-    records: list[dict] = []
-    with fh:
-        reader, missing = dict_reader(fh, OUTCOME_COLUMNS)
-        if missing:
-            raise OutcomeImportError(f"{csv_path}: row 1: missing column(s) {missing}")
-        seen: dict[tuple, int] = {}
-        for row_no, raw in enumerate(reader, start=2):
-            rec = {k: (raw.get(k) or "").strip() for k in OUTCOME_COLUMNS}
-            bad = []
-            sid, endpoint = rec["subject_id"], rec["endpoint"]
-            if not sid:
-                bad.append("subject_id is empty")
-            elif sid not in known:
-                bad.append(f"unknown subject_id {sid!r} (not enrolled)")
-            if endpoint not in ENDPOINTS:
-                bad.append(f"endpoint {endpoint!r} is not one of {list(ENDPOINTS)}")
-            out = {"subject_id": sid, "site_id": sites.get(sid) if sites else None, "endpoint": endpoint,
-                   "lesion_voi": None, "grade": None, "response": None, "event": None,
-                   "time_to_event_months": None, "assessed_months": None}
-            if endpoint in TOXICITY_ENDPOINTS:
-                grade = _int(rec["grade"])
-                if grade is None or grade not in CTCAE_GRADES:
-                    bad.append(f"grade {rec['grade']!r} is not a CTCAE integer grade 0-5")
-                out["grade"] = grade
-            elif endpoint == "lesion_response":
-                if not LESION_RE.match(rec["lesion_voi"]):
-                    bad.append(f"lesion_voi {rec['lesion_voi']!r} is not Lesion_<n>")
-                if rec["response"] not in RESPONSES:
-                    bad.append(f"response {rec['response']!r} is not one of {list(RESPONSES)}")
-                out["lesion_voi"], out["response"] = rec["lesion_voi"], rec["response"]
-            elif endpoint == "pfs":
-                event = _int(rec["event"])
-                if event not in (0, 1):
-                    bad.append(f"event {rec['event']!r} is not 0 or 1")
-                tte = _number(rec["time_to_event_months"])
-                if tte is None or tte < 0:
-                    bad.append(f"time_to_event_months {rec['time_to_event_months']!r} is not a number >= 0")
-                out["event"], out["time_to_event_months"] = event, tte
-            if rec["assessed_months"]:
-                assessed = _number(rec["assessed_months"])
-                if assessed is None or assessed < 0:
-                    bad.append(f"assessed_months {rec['assessed_months']!r} is not a number >= 0")
-                out["assessed_months"] = assessed
-            key = (sid, endpoint, out["lesion_voi"])
-            if not bad and key in seen:
-                bad.append(f"duplicate of row {seen[key]} (same subject, endpoint and lesion)")
-            seen.setdefault(key, row_no)
-            problems += [f"row {row_no}: {b}" for b in bad]
-            records.append(out)
-    if problems:
-        listed = problems[:MAX_LISTED_PROBLEMS]
-        more = len(problems) - len(listed)
-        raise OutcomeImportError(
-            f"{csv_path}: {len(problems)} problem(s), nothing imported:\n  " + "\n  ".join(listed)
-            + (f"\n  ... and {more} more" if more else "")
-        )
+    found = read_csv_records(csv_path, OutcomeRow, error=OutcomeImportError, what=str(csv_path),
+                             columns=OUTCOME_COLUMNS,
+                             unique=[("subject_id", "endpoint", "lesion_voi")],
+                             check=lambda row: _outcome_problems(row, known))
+    found.raise_if_problems(OutcomeImportError, f"{csv_path}: nothing imported")
+    records = [_outcome_record(row, sites) for _, row in found.rows]
     frame = pd.DataFrame.from_records(records, columns=["subject_id", "site_id", "endpoint", "lesion_voi", "grade",
                                                          "response", "event", "time_to_event_months",
                                                          "assessed_months"])

@@ -55,14 +55,14 @@ def test_valid_file_imports_and_is_idempotent(tmp_path):
     ("SUBJ-002,pfs,,,,1,-3,", "time_to_event_months '-3'"),
     ("SUBJ-002,pfs,,,,1,3,soon", "assessed_months 'soon'"),
     (",pfs,,,,1,3,", "subject_id is empty"),
-    (GOOD_ROWS[0], "duplicate of row 2"),
+    (GOOD_ROWS[0], "appears twice (first on line 2)"),
 ])
 def test_each_invalid_row_names_row_and_problem_and_loads_nothing(tmp_path, bad_row, problem):
     csv_path = _write(tmp_path, GOOD_ROWS + [bad_row])  # the bad row is row 8 (header is row 1)
     wh = tmp_path / "wh"
     with pytest.raises(OutcomeImportError) as err:
         import_outcomes(wh, csv_path, KNOWN, trial_id="T1")
-    assert "row 8: " + problem in str(err.value)
+    assert "line 8" in str(err.value) and problem in str(err.value)
     assert "nothing imported" in str(err.value)
     assert not list(wh.rglob("*.parquet"))
 
@@ -70,7 +70,7 @@ def test_each_invalid_row_names_row_and_problem_and_loads_nothing(tmp_path, bad_
 def test_missing_column(tmp_path):
     header = HEADER.replace(",grade", "")
     csv_path = _write(tmp_path, ["SUBJ-001,nephrotoxicity,,,,,12"], header=header)
-    with pytest.raises(OutcomeImportError, match=r"row 1: missing column\(s\) \['grade'\]"):
+    with pytest.raises(OutcomeImportError, match=r"line 1: missing column\(s\) grade"):
         import_outcomes(tmp_path / "wh", csv_path, KNOWN, trial_id="T1")
 
 
@@ -78,7 +78,7 @@ def test_all_problems_are_listed(tmp_path):
     csv_path = _write(tmp_path, ["SUBJ-999,nephrotoxicity,,9,,,,"] + GOOD_ROWS)
     with pytest.raises(OutcomeImportError) as err:
         import_outcomes(tmp_path / "wh", csv_path, KNOWN, trial_id="T1")
-    assert "2 problem(s)" in str(err.value) and "row 2: unknown" in str(err.value) and "row 2: grade" in str(err.value)
+    assert "2 problem(s)" in str(err.value) and "line 2 (SUBJ-999): unknown" in str(err.value) and "line 2 (SUBJ-999): grade" in str(err.value)
 
 
 def test_trial_id_is_required_without_subjects_table(tmp_path):
@@ -116,4 +116,4 @@ def test_cli_imports_with_enrolment_subjects(tmp_path, capsys):
         assert con.execute("SELECT site_id FROM outcomes WHERE subject_id = 'SUBJ-002' LIMIT 1").fetchone() == ("SITE02",)
     bad = _write(tmp_path, GOOD_ROWS + ["SUBJ-404,pfs,,,,1,3,"])
     assert _cli(["outcomes", "import", str(bad), "--config", str(tmp_path / "trial.yaml")]) == 1
-    assert "row 8: unknown subject_id 'SUBJ-404'" in capsys.readouterr().err
+    assert "line 8 (SUBJ-404): unknown subject_id 'SUBJ-404'" in capsys.readouterr().err
