@@ -19,7 +19,7 @@ from rntflow.core.errors import RntflowError
 
 #: Sub-commands provided by other packages: module with ``add_parser(subparsers)`` and ``run(args)``.
 PLUGGABLE = ("rntflow.listener.app", "rntflow.status_cli", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
-            "rntflow.crosscal_cli")
+            "rntflow.crosscal_cli", "rntflow.sql_cli")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -43,19 +43,66 @@ def _cmd_push(args: argparse.Namespace) -> int:
     for path in report.skipped_files:
         print(f"skipped (not DICOM): {path}")
     for f in report.failures:
-        print(f"FAILED {f.path}: {f.status}")
+        if not f.status.startswith("association "):
+            print(f"FAILED {f.path}: {f.status}")
+    for reason in report.rejections:
+        print(f"rntflow push: association refused ({reason}); check --calling-aet, --called-aet and "
+              f"the receiver's site list", file=sys.stderr)
     print(f"{report.studies} studies, {report.sent} instances sent, {report.stored} stored, "
           f"{len(report.failures)} failed")
     return 0 if report.ok else 1
 
 
-def _cmd_check_config(args: argparse.Namespace) -> int:
-    from rntflow.core.config import load_config, load_enrolment
+def config_problems(config_path: Path) -> tuple[str, list[str]]:
+    """Validate a trial config and the files it points to; returns a summary and the problems.
 
-    cfg = load_config(args.config)
-    enrolled = load_enrolment(cfg.enrolment_file)
-    print(f"{args.config}: valid; trial {cfg.trial_id}, {len(cfg.sites)} sites, {len(enrolled)} enrolled, "
-          f"listener {cfg.listener.ae_title}@{cfg.listener.host}:{cfg.listener.port}")
+    Checked: the YAML itself (raises :class:`ConfigError`), the enrolment table (exists,
+    columns, every row valid, site ids known to the config) and the phantom fill log
+    (exists, columns, every row valid, each row an enrolled phantom).
+    """
+    from rntflow.core.config import load_config, load_enrolment
+    from rntflow.core.errors import CalibrationError, EnrolmentError
+    from rntflow.core.fills import load_phantom_fills
+
+    cfg = load_config(config_path)
+    problems: list[str] = []
+    sites = {s.id for s in cfg.sites}
+    enrolled = []
+    if not cfg.enrolment_file.exists():
+        problems.append(f"paths.enrolment: {cfg.enrolment_file} does not exist")
+    else:
+        try:
+            enrolled = load_enrolment(cfg.enrolment_file)
+        except EnrolmentError as exc:
+            problems.append(str(exc))
+        unknown = sorted({e.site_id for e in enrolled} - sites)
+        if unknown:
+            problems.append(f"{cfg.enrolment_file}: site id(s) {', '.join(unknown)} are not in the config's sites")
+    phantoms = {e.subject_id for e in enrolled if e.kind == "phantom"}
+    if not cfg.phantom_fills_file.exists():
+        problems.append(f"paths.phantom_fills: {cfg.phantom_fills_file} does not exist "
+                        "(phantom scans cannot be calibrated without it)")
+    else:
+        try:
+            fills = load_phantom_fills(cfg.phantom_fills_file)
+            stray = sorted(set(fills) - phantoms) if enrolled else []
+            if stray:
+                problems.append(f"{cfg.phantom_fills_file}: {', '.join(stray)} not enrolled as phantom(s)")
+        except CalibrationError as exc:
+            problems.append(str(exc))
+    summary = (f"trial {cfg.trial_id}, {len(cfg.sites)} sites, {len(enrolled)} enrolled, "
+               f"listener {cfg.listener.ae_title}@{cfg.listener.host}:{cfg.listener.port}")
+    return summary, problems
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    summary, problems = config_problems(args.config)
+    if problems:
+        print(f"{args.config}: {len(problems)} problem(s); {summary}", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(f"{args.config}: valid; {summary}")
     return 0
 
 
@@ -76,16 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("push", help="send a tree of DICOM files by C-STORE, one association per study")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=11112)
-    p.add_argument("--calling-aet", required=True)
-    p.add_argument("--called-aet", default="RNTFLOW")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("dir", type=Path, help="a folder (searched recursively) or one DICOM file")
+    p.add_argument("--host", default="127.0.0.1", help="the receiver's address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=11112, help="the receiver's port (default 11112)")
+    p.add_argument("--calling-aet", required=True, help="our AE title (the site's PACS AE title)")
+    p.add_argument("--called-aet", default="RNTFLOW", help="the receiver's AE title (default RNTFLOW)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per study")
     p.set_defaults(func=_cmd_push)
 
-    p = sub.add_parser("check-config", help="validate a trial config and its enrolment table")
-    p.add_argument("--config", required=True, type=Path)
+    p = sub.add_parser("check-config", help="validate a trial config, its enrolment table and phantom fill log")
+    p.add_argument("--config", required=True, type=Path, help="trial YAML")
     p.set_defaults(func=_cmd_check_config)
 
     for name in PLUGGABLE:

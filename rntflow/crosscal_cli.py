@@ -21,7 +21,7 @@ from rntflow.core.config import load_config
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("cross-calibration-effect",
                               help="re-process without cross-calibration and compare the dose-effect fits")
-    p.add_argument("--config", default="deployments/trial.example.yaml")
+    p.add_argument("--config", default="deployments/trial.example.yaml", help="trial YAML (default: the demo trial)")
     p.add_argument("--n-per-site", type=int, default=200, help="bias study: virtual subjects per site (default 200)")
     p.add_argument("--n-rep", type=int, default=200, help="bias study: repetitions (default 200)")
     p.set_defaults(func=run)

@@ -21,11 +21,11 @@ from rntflow.core.config import TrialConfig, load_config
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="simulate, ingest and process the demo trial end to end")
-    p.add_argument("--config", default="deployments/trial.example.yaml")
+    p.add_argument("--config", default="deployments/trial.example.yaml", help="trial YAML (default: the demo trial)")
     p.add_argument("--fresh", action="store_true", help="delete previous demo data first")
     p.add_argument("--sites", type=int, default=3, help="sites to simulate (default 3)")
-    p.add_argument("--subjects-per-site", type=int, default=2)
-    p.add_argument("--cycles", type=int, default=2)
+    p.add_argument("--subjects-per-site", type=int, default=2, help="subjects per site (default 2)")
+    p.add_argument("--cycles", type=int, default=2, help="treatment cycles per subject (default 2)")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="give up waiting for the flows after this")
     p.set_defaults(func=run)
     return p

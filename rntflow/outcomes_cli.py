@@ -1,12 +1,5 @@
 """``rntflow outcomes import FILE.csv --config trial.yaml``: load clinical outcomes.
 
-Wire into :mod:`rntflow.cli` with::
-
-    from rntflow import outcomes_cli
-    outcomes_cli.add_parser(subparsers)
-    ...
-    if args.command == "outcomes":
-        return outcomes_cli.run(args)
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="columns subject_id,endpoint,lesion_voi,grade,response,event,"
                           "time_to_event_months,assessed_months")
     imp.add_argument("--config", type=Path, required=True, help="trial config YAML")
-    parser.set_defaults(command="outcomes")
+    parser.set_defaults(command="outcomes", func=run)
     return parser
 
 

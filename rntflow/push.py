@@ -3,6 +3,10 @@
 One association per study (StudyInstanceUID), presentation contexts proposed for exactly
 the SOP classes and transfer syntaxes the study holds, and every non-Success status
 reported with the file it belongs to. Files that are not DICOM are reported and skipped.
+Studies go in acquisition order (StudyDate, StudyTime), as a PACS forwards them when they
+are acquired, not in folder-name order. A rejected association is reported once with the
+receiver's reason (PS3.8 Table 9-21); a permanent rejection stops the push, since every
+later association would be refused the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, evt
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from rntflow.core.errors import PushError
 
@@ -40,6 +45,8 @@ class PushReport:
     stored: int = 0
     skipped_files: list[str] = field(default_factory=list)
     failures: list[PushFailure] = field(default_factory=list)
+    #: Reasons the receiver gave for rejected associations (each once, in order).
+    rejections: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,17 +54,32 @@ class PushReport:
 
 
 def _index(root: Path) -> dict[str, list[tuple[Path, str, str]]]:
-    """StudyInstanceUID -> [(path, SOPClassUID, TransferSyntaxUID)] for every DICOM file."""
+    """StudyInstanceUID -> [(path, SOPClassUID, TransferSyntaxUID)], studies in acquisition order.
+
+    Unreadable files are listed under the key ``""``.
+    """
     studies: dict[str, list[tuple[Path, str, str]]] = defaultdict(list)
+    when: dict[str, str] = {}
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for path in paths:
         try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID"])
+            ds = dcmread(path, stop_before_pixels=True,
+                         specific_tags=["StudyInstanceUID", "SOPClassUID", "StudyDate", "StudyTime"])
             ts = str(ds.file_meta.TransferSyntaxUID)
-            studies[str(ds.StudyInstanceUID)].append((path, str(ds.SOPClassUID), ts))
+            uid = str(ds.StudyInstanceUID)
+            studies[uid].append((path, str(ds.SOPClassUID), ts))
+            when.setdefault(uid, f"{ds.get('StudyDate', '') or ''}{ds.get('StudyTime', '') or ''}")
         except (InvalidDicomError, AttributeError, KeyError, OSError, ValueError):
             studies[""].append((path, "", ""))
-    return studies
+    order = sorted((uid for uid in studies if uid), key=lambda uid: (when.get(uid, ""), uid))
+    return {uid: studies[uid] for uid in order} | ({"": studies[""]} if "" in studies else {})
+
+
+def _rejection_reason(pdu: A_ASSOCIATE_RJ) -> tuple[str, bool]:
+    """A one-line reason for an A-ASSOCIATE-RJ and whether it is permanent."""
+    permanent = pdu.result == 0x01
+    return (f"{'permanent' if permanent else 'transient'} rejection by {pdu.source_str}: {pdu.reason_str}",
+            permanent)
 
 
 def push_tree(root: str | Path, host: str, port: int, calling_aet: str, called_aet: str,
@@ -102,13 +124,25 @@ def push_tree(root: str | Path, host: str, port: int, calling_aet: str, called_a
         kwargs = {"ae_title": called_aet}
         if tls_context is not None:
             kwargs["tls_args"] = (tls_context, host)
+        rejected: list[A_ASSOCIATE_RJ] = []
+        kwargs["evt_handlers"] = [(evt.EVT_PDU_RECV,
+                                   lambda event, seen=rejected: seen.append(event.pdu)
+                                   if isinstance(event.pdu, A_ASSOCIATE_RJ) else None)]
         assoc = ae.associate(host, port, **kwargs)
         if not assoc.is_established:
-            reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no connection"
+            permanent = False
+            if assoc.is_rejected and rejected:
+                reason, permanent = _rejection_reason(rejected[0])
+            else:
+                reason = "aborted" if assoc.is_aborted else f"no connection to {host}:{port}"
             for path, _c, _t in files:
                 report.failures.append(PushFailure(str(path), study_uid, f"association {reason}"))
-            if progress:
-                progress(f"study {study_uid[-12:]}: association {reason} ({len(files)} instances not sent)")
+            if reason not in report.rejections:
+                report.rejections.append(reason)
+                if progress:
+                    progress(f"association refused: {reason}")
+            if permanent:
+                break
             continue
         stored = 0
         try:

@@ -12,14 +12,14 @@ from rntflow.core.errors import RntflowError
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``tare-plan`` subcommand to ``subparsers``."""
     p = subparsers.add_parser("tare-plan", help="partition-model TARE activity plan",
-                              description="Activity for a planned tumour dose (partition model, seed 000).")
-    p.add_argument("--tumour-dose-gy", type=float, required=True)
-    p.add_argument("--normal-liver-mass-kg", type=float, required=True)
-    p.add_argument("--tumour-mass-kg", type=float, required=True)
+                              description="Activity for a planned tumour dose (partition model; de Wit-van der Veen et al., NKI: 'Current status of clinical dosimetry and personalized radionuclide therapy').")
+    p.add_argument("--tumour-dose-gy", type=float, required=True, help="planned mean tumour dose (Gy)")
+    p.add_argument("--normal-liver-mass-kg", type=float, required=True, help="perfused non-tumour liver mass (kg)")
+    p.add_argument("--tumour-mass-kg", type=float, required=True, help="tumour mass (kg)")
     p.add_argument("--ratio", type=float, required=True, help="tumour-to-normal uptake ratio r")
     p.add_argument("--lung-shunt", type=float, required=True, help="lung shunt fraction L (0-1)")
-    p.add_argument("--product", choices=sorted(PRODUCTS), default="SIR-Spheres")
-    p.add_argument("--lung-mass-kg", type=float, default=1.0)
+    p.add_argument("--product", choices=sorted(PRODUCTS), default="SIR-Spheres", help="microsphere product (default SIR-Spheres)")
+    p.add_argument("--lung-mass-kg", type=float, default=1.0, help="lung mass (kg, default 1.0)")
     p.add_argument("--pretreated", action="store_true", help="pre-treated/compromised liver limits")
     p.set_defaults(func=run)
     return p

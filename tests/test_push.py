@@ -49,7 +49,9 @@ def test_push_reports_failures_with_their_status(small_trial, tmp_path, capsys):
     (junk / "notes.txt").write_text("not DICOM")
     rc = main(["push", str(study), "--port", str(port), "--calling-aet", "SITE01_PACS", "-q"])
     assert rc == 1
-    assert "FAILED" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"association refused (no connection to 127.0.0.1:{port})" in err
+    assert "0 stored" in out and "FAILED" not in out  # one line for the association, not one per file
     report = push_tree(junk, "127.0.0.1", port, "X", "Y")
     assert report.skipped_files == [str(junk / "notes.txt")] and report.studies == 0
 
@@ -57,3 +59,29 @@ def test_push_reports_failures_with_their_status(small_trial, tmp_path, capsys):
 def test_push_of_a_missing_folder_is_a_clear_error(capsys):
     assert main(["push", "/no/such/folder", "--calling-aet", "A"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_rejected_push_says_why_once_and_stops(tmp_path, capsys):
+    """A receiver that does not know our AE title: one line with PS3.8's reason, not one per file."""
+    from pynetdicom import AE, AllStoragePresentationContexts
+
+    from tests.listener.dicomgen import FakePatient, ct_series, write_files
+
+    folder = tmp_path / "tree"
+    for i in range(3):  # three studies
+        write_files(ct_series(FakePatient(patient_id=f"P{i}"), 2, size=8), folder / f"s{i}")
+    scp = AE(ae_title="RECEIVER")
+    scp.supported_contexts = AllStoragePresentationContexts
+    scp.require_calling_aet = ["KNOWN_PACS"]
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False)
+    try:
+        rc = main(["push", str(folder), "--port", str(port), "--calling-aet", "STRANGER",
+                   "--called-aet", "RECEIVER", "-q"])
+    finally:
+        server.shutdown()
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert err.count("association refused") == 1
+    assert "permanent rejection by DUL service-user: Calling AE title not recognised" in err
+    assert out.strip().endswith("1 studies, 0 instances sent, 0 stored, 2 failed")  # stopped after the first
