@@ -20,9 +20,9 @@ from scipy.signal import fftconvolve
 from rntflow.dosimetry.dvh import dvh
 from rntflow.dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
 from rntflow.dosimetry.kinetics import fit_tac
-from rntflow.dosimetry.quantify import counts_to_bq_per_ml, voi_activity_mbq
 from rntflow.dosimetry.registration import image_from_array, register_rigid, resample
 from rntflow.dosimetry.uncertainty import dose_uncertainty
+from rntflow.harmonization.cylinder import to_bq_per_ml
 
 T_H = (4.0, 24.0, 96.0, 168.0)
 SPECT_SHAPE, SPECT_MM = (128, 128, 128), 4.8
@@ -76,7 +76,8 @@ def main() -> None:
 
     print("synthetic data ready", flush=True)
     t0 = time.perf_counter()
-    conc = [counts_to_bq_per_ml(c, SENS_CPS_PER_MBQ, DURATION_S, voxel_ml, nuclide_name="Lu-177") for c in counts]
+    conc = [to_bq_per_ml(c, "CNTS", voxel_ml, DURATION_S, 159.528 * 3600.0, sensitivity_cps_per_mbq=SENS_CPS_PER_MBQ)
+            for c in counts]
     rows.append(("quantification (4 x 128^3)", time.perf_counter() - t0))
 
     fixed = image_from_array(ct, CT_MM)
@@ -99,7 +100,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fits = {}
     for k, m in masks.items():
-        a = [voi_activity_mbq(c, m, voxel_ml) for c in conc]
+        a = [float(c[m].sum()) * voxel_ml / 1e6 for c in conc]  # MBq
         fits[k] = fit_tac(T_H, a, "Lu-177", models=["mono_exp", "bi_exp_uptake"])
     # voxel TIA: trapezoid (linear from 0) + physical tail, vectorised
     stack = np.stack([c * voxel_ml / 1e6 for c in conc])  # MBq per voxel

@@ -1,8 +1,10 @@
 """Warehouse benchmark: 1,000,000 synthetic VOI-dose rows across 50 sites.
 
-Measures: load time of the whole frame (one ``load_table`` call), idempotent re-load time,
+Measures: load time of the whole frame (one ``load_table`` call, which also writes the
+``latest/`` files and the materialised ``voi_dose_cumulative``), idempotent re-load time,
 an incremental load (one subject-cycle into the full table), catalog refresh, file count,
-size on disk, and the latency of a pooled ``dose_effect`` query (median of repeats).
+size on disk, and the latency of a pooled ``dose_effect`` query on the analysts' catalog
+against a plain Parquet scan + join peer, side by side in one run (median of repeats).
 Prints a markdown table for BENCHMARKS.md.
 
 Usage::
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(("refresh_catalog", f"{time.perf_counter() - t:.2f} s"))
 
         files = list(root.rglob("*.parquet"))
-        results.append(("Parquet files (voi_doses + outcomes)", f"{len(files)}"))
+        results.append(("Parquet files (history + latest/ + schema files)", f"{len(files)}"))
         results.append(("size on disk (all files)", f"{du_bytes(root) / 1e6:.1f} MB"))
         results.append(("bytes per voi_doses row", f"{du_bytes(root / 'voi_doses') / (rep.rows_in + len(one)):.1f}"))
 

@@ -76,19 +76,100 @@ class PathSettings(_Strict):
     products: Path = Path("data/products")
 
 
+ScatterEvidence = Literal["corrected_image", "energy_windows", "text", "declared"]
+#: Where a reconstruction may show that scatter was corrected (see :class:`CameraProfile`).
+SCATTER_EVIDENCE: tuple[str, ...] = ("corrected_image", "energy_windows", "text", "declared")
+
+
+class CameraProfile(_Strict):
+    """What one site's camera (or camera model) calls things in its NM reconstructions.
+
+    The trial protocol (:class:`ImagingProtocol`) keeps the trial-wide physics; a profile
+    only widens the accepted vocabulary. Names are compared case-insensitively with spaces,
+    hyphens and dots ignored (``Flash 3D`` = ``FLASH3D``).
+
+    Attributes
+    ----------
+    manufacturer, model : str or None
+        The profile applies to reconstructions whose Manufacturer / ManufacturerModelName
+        contain this text (case-insensitive); ``None`` matches any.
+    algorithms : list of str
+        Accepted algorithm names besides ``protocol.algorithm`` (e.g. ``Flash3D``,
+        ``Evolution``, ``Astonish``, ``xSPECT``, ``HybridRecon``). A header name matches
+        when it starts with an accepted name (``OSEM3D`` starts with ``OSEM``).
+    collimators : list of str
+        Accepted CollimatorGridName values besides ``protocol.collimator`` (``MELP``, ``ME``).
+    matrix_sizes : list of int
+        Accepted reconstruction matrices besides ``protocol.matrix_size``.
+    post_filters : list of str
+        Accepted ConvolutionKernel strings as the camera writes them (``Butterworth 0.48 10``).
+    scatter_evidence : list of str
+        Where this camera shows scatter correction: ``corrected_image`` (CorrectedImage
+        (0028,0051) contains ``SCAT``), ``energy_windows`` (scatter windows listed in the
+        reconstruction), ``text`` (one of ``scatter_text_patterns`` in SeriesDescription,
+        ReconstructionMethod, ConvolutionKernel or a private text element), ``declared`` (the
+        site's physicist declares the camera's protocol always corrects scatter).
+    scatter_text_patterns : list of str
+        Regular expressions (case-insensitive) that evidence scatter correction in text.
+    """
+
+    manufacturer: str | None = None
+    model: str | None = None
+    algorithms: list[str] = Field(default_factory=list)
+    collimators: list[str] = Field(default_factory=list)
+    matrix_sizes: list[int] = Field(default_factory=list)
+    post_filters: list[str] = Field(default_factory=list)
+    scatter_evidence: list[ScatterEvidence] = Field(default_factory=lambda: ["corrected_image", "energy_windows"])
+    scatter_text_patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("scatter_text_patterns")
+    @classmethod
+    def _regexes(cls, values: list[str]) -> list[str]:
+        for v in values:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from exc
+        return values
+
+    def matches(self, manufacturer: str | None, model: str | None) -> bool:
+        """Whether this profile applies to a camera (``None`` fields match anything)."""
+        for want, got in ((self.manufacturer, manufacturer), (self.model, model)):
+            if want is not None and want.strip().upper() not in (got or "").upper():
+                return False
+        return True
+
+
 class SiteSettings(_Strict):
-    """One hospital: its PACS AE titles and, optionally, source addresses."""
+    """One hospital: its PACS AE titles, optionally source addresses, and its cameras.
+
+    Attributes
+    ----------
+    nm_units : {"counts", "bq_per_ml"} or None
+        What the site's NM reconstruction pixels mean when no header says so (no
+        RealWorldValueMappingSequence, no Units, no vendor convention): the fourth rule of
+        :func:`rntflow.harmonization.headers.resolve_pixel_units`.
+    cameras : list of CameraProfile
+        The site's camera vocabularies; the first whose manufacturer/model match a header
+        applies (:meth:`camera_profile`).
+    """
 
     id: str = Field(pattern=r"^[A-Z0-9_]{2,16}$")
     name: str
     calling_ae_titles: list[str] = Field(min_length=1)
     source_addresses: list[str] = Field(default_factory=list)
     voi_name_map: dict[str, str] = Field(default_factory=dict)
+    nm_units: Literal["counts", "bq_per_ml"] | None = None
+    cameras: list[CameraProfile] = Field(default_factory=list)
 
     @field_validator("calling_ae_titles")
     @classmethod
     def _aes(cls, values: list[str]) -> list[str]:
         return [_check_ae(v) for v in values]
+
+    def camera_profile(self, manufacturer: str | None, model: str | None) -> CameraProfile | None:
+        """The first of :attr:`cameras` matching the header's Manufacturer and model, or ``None``."""
+        return next((c for c in self.cameras if c.matches(manufacturer, model)), None)
 
 
 class EnergyWindow(_Strict):

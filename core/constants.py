@@ -10,17 +10,26 @@ DECAYS_PER_MBQ_H = 3.6e9
 #: Seconds per hour.
 S_PER_H = 3600.0
 
+#: The one default density (g/cm3) of every dose engine (voxel kernels, organ and lesion
+#: self-dose, LED without CT, VOI masses without CT): soft tissue, ICRU Report 44 (1989,
+#: "Tissue Substitutes in Radiation Dosimetry and Measurement"), whose adult soft tissues
+#: span 1.04-1.06 g/cm3 by composition. 1.04 g/cm3 is also the soft tissue of the Monte
+#: Carlo voxel S-value tables of Lanconelli et al 2012 (Phys Med Biol 57:517) that the
+#: kernels are compared with, so kernel and reference are like for like.
+SOFT_TISSUE_DENSITY_G_PER_ML = 1.04
+
 #: Mass densities (g/cm3) of reference adult tissues, ICRP Publication 89 (2002), Table 2.4 /
-#: ICRU Report 46. Used to turn VOI volumes into masses where CT is not used.
+#: ICRU Report 46. Used to turn VOI volumes into masses where CT is not used. Soft tissue
+#: (and lesions, which the sphere model treats as soft tissue) take the one default above.
 TISSUE_DENSITY_G_PER_ML = {
-    "soft_tissue": 1.03,
+    "soft_tissue": SOFT_TISSUE_DENSITY_G_PER_ML,
     "Kidney": 1.05,
     "Liver": 1.06,
     "Spleen": 1.06,
     "Salivary": 1.03,   # parotid and submandibular glands
     "Bone_Marrow": 1.03,  # red marrow
     "Lung": 0.26,       # inflated lung (ICRP 89 Table 2.4, 0.26-0.30 g/cm3 in vivo)
-    "Lesion": 1.00,     # unit-density sphere model (OLINDA/EXM 2.0 sphere model)
+    "Lesion": SOFT_TISSUE_DENSITY_G_PER_ML,  # sphere model in soft tissue (OLINDA/EXM's uses 1.00)
     "Bone_Trabecular": 1.18,  # ICRU 46 spongiosa
 }
 
@@ -36,4 +45,14 @@ TISSUE_HU = {
     "Salivary": 20.0,
     "Bone_Trabecular": 250.0,
     "Lesion": 35.0,
+}
+
+#: TARE dose conversion factors (J/GBq) in the convention the product dose limits of seed 000
+#: Table 1 were written in: seed 000 (de Wit-van der Veen et al, "Current status of clinical
+#: dosimetry and personalized radionuclide therapy"), partition-model equation: 90Y 49.67,
+#: 166Ho 15.85 J/GBq (15.87 J/GBq is also published for QuiremSpheres; DOMAIN.md sec. 5).
+#: The ICRP-107 alternative is computed from the decay data (rntflow.dosimetry.tare).
+TARE_PRODUCT_CF_J_PER_GBQ = {
+    "Y-90": 49.67,
+    "Ho-166": 15.85,
 }

@@ -51,3 +51,8 @@ class OutcomeImportError(WarehouseError):
 
 class PushError(RntflowError):
     """A C-STORE push could not be completed."""
+
+
+class VocabularyError(RntflowError):
+    """A value outside a fixed vocabulary: a QA status or scope (:mod:`rntflow.core.qa`), a dose
+    method (:mod:`rntflow.core.methods`)."""

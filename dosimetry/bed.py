@@ -3,12 +3,11 @@
 ``BED = D (1 + D/(alpha/beta) * T_rep/(T_rep + T_eff))`` with ``T_rep = ln2/mu`` the repair
 half-time and ``T_eff`` the effective half-life of the dose rate (Dale 1985, Br J Radiol
 58:515; as used for 177Lu kidneys by Wessels et al 2008, J Nucl Med 49:1884). Cycles are
-separate with full repair in between: their BEDs add. ``EQD2 = BED / (1 + 2/(alpha/beta))``.
+separate with full repair in between: their BEDs add (the cumulative BED is that sum, taken
+once, in the warehouse's cumulative dose view, warehouse/catalog.py).
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 from rntflow.core.errors import DosimetryInputError
 
@@ -18,19 +17,3 @@ def bed_gy(dose_gy: float, alpha_beta_gy: float, t_rep_h: float, t_eff_h: float)
     if dose_gy < 0 or alpha_beta_gy <= 0 or t_rep_h <= 0 or t_eff_h <= 0:
         raise DosimetryInputError("BED needs dose >= 0 and alpha/beta, T_rep, T_eff > 0")
     return dose_gy * (1.0 + dose_gy / alpha_beta_gy * t_rep_h / (t_rep_h + t_eff_h))
-
-
-def bed_cycles_gy(doses_gy: Sequence[float], alpha_beta_gy: float, t_rep_h: float,
-                  t_eff_h: float | Sequence[float]) -> float:
-    """Sum of per-cycle BEDs (Gy); ``t_eff_h`` per cycle or one for all."""
-    teffs = [t_eff_h] * len(doses_gy) if isinstance(t_eff_h, (int, float)) else list(t_eff_h)
-    if len(teffs) != len(doses_gy):
-        raise DosimetryInputError("one T_eff per cycle expected")
-    return float(sum(bed_gy(d, alpha_beta_gy, t_rep_h, t) for d, t in zip(doses_gy, teffs)))
-
-
-def eqd2_gy(bed: float, alpha_beta_gy: float) -> float:
-    """Equivalent dose in 2 Gy fractions (Gy) from a BED (Gy)."""
-    if alpha_beta_gy <= 0:
-        raise DosimetryInputError("alpha/beta must be > 0")
-    return bed / (1.0 + 2.0 / alpha_beta_gy)

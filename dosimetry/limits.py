@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rntflow.core import protocol
+
 
 @dataclass(frozen=True)
 class LimitCheck:
@@ -52,6 +54,18 @@ def cumulative_limit_checks(per_cycle: Mapping[str, Sequence[tuple[float, float 
     return out
 
 
+@dataclass(frozen=True)
+class _Window:
+    """A protocol window given as a ``(nominal, earliest, latest)`` tuple (h)."""
+
+    nominal_h: float
+    earliest_h: float
+    latest_h: float
+
+
 def missing_time_points(t_h: Sequence[float], windows: Sequence[tuple[float, float, float]]) -> list[float]:
-    """Nominal times (h) of the protocol windows ``(nominal, earliest, latest)`` with no scan."""
-    return [nom for nom, lo, hi in windows if not any(lo <= t <= hi for t in t_h)]
+    """Nominal times (h) of the protocol windows ``(nominal, earliest, latest)`` with no scan.
+
+    Each scan fills only the window it belongs to (:func:`rntflow.core.protocol.missing_time_points`).
+    """
+    return protocol.missing_time_points(t_h, [_Window(*w) for w in windows])

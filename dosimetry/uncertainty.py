@@ -43,13 +43,6 @@ class UncertaintyBudget:
     components: dict[str, float] = field(default_factory=dict)
 
 
-def activity_relative_uncertainty(counts: float, calibration_rel: float, rc_rel: float = 0.0) -> float:
-    """Relative uncertainty of a VOI activity at one time point (Poisson, Q, RC)."""
-    if counts <= 0:
-        raise DosimetryInputError("counts must be > 0")
-    return math.sqrt(1.0 / counts + calibration_rel ** 2 + rc_rel ** 2)
-
-
 def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_rel: float,
                      rc_rel: float = 0.0, volume_rel: float = 0.0,
                      dln_rc_dln_v: float = 0.0, s_value_rel: float = 0.0) -> UncertaintyBudget:

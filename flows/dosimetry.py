@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from rntflow.core.config import TrialConfig
+from rntflow.core.protocol import last_time_point_reached
 from rntflow.tasks.common import Context, artifact_key, product_store, trial_config
 from rntflow.tasks.dosimetry import cycle_dosimetry, cycle_timepoints
 from rntflow.tasks.products import TimePointMeta
@@ -26,8 +27,7 @@ def cycle_readiness(metas: list[TimePointMeta], config: TrialConfig, close_out: 
     """(run now, final, why) for a cycle's quantified time points."""
     if not metas:
         return False, False, "no quantified time point"
-    last_window = max(config.protocol.time_points, key=lambda w: w.nominal_h)
-    final = close_out or any(m.t_h >= last_window.earliest_h for m in metas)
+    final = close_out or last_time_point_reached([m.t_h for m in metas], config.protocol.time_points)
     n = len(metas)
     need = config.protocol.min_time_points_for_fit
     if config.protocol.dosimetry_method == "single_time_point" or n == 1:

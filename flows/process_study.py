@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger
 
+from rntflow.core.qa import FAIL, PASS, CheckResult, Status, qa_row
 from rntflow.flows.calibration import calibration_flow
 from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.flows.qa import qa_flow
@@ -53,11 +54,11 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
                 out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
                 qa_flow(config_path, subject_ids=[subject_id])
         state, message = "Completed", f"{what} study processed"
-        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, "pass", message)
+        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, PASS, message)
         return out
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"[:500]
-        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, "fail", message)
+        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, FAIL, message)
         raise
     finally:
         try:
@@ -68,13 +69,12 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
             log.warning("could not record the flow run: %s", exc)
 
 
-def _record_processing(wh: str, trial_id: str, site_id: str, subject_id: str, study_id: str, status: str,
+def _record_processing(wh: str, trial_id: str, site_id: str, subject_id: str, study_id: str, status: Status,
                        message: str) -> None:
     """The study's ``processing`` QA result: a later successful run replaces a failure."""
+    row = qa_row(CheckResult("processing", status, "processed" if status == PASS else "failed", "processed", message),
+                 "study", study_id, subject_id=subject_id, study_id=study_id)
     try:
-        load_rows.fn(wh, "qa_checks", [{
-            "check_name": "processing", "scope": "study", "scope_id": study_id, "subject_id": subject_id,
-            "study_id": study_id, "status": status, "value_found": "processed" if status == "pass" else "failed",
-            "value_expected": "processed", "message": message}], Context(trial_id, site_id).cols())
+        load_rows.fn(wh, "qa_checks", [row], Context(trial_id, site_id).cols())
     except Exception:  # noqa: BLE001 - recorded in flow_runs regardless
         pass

@@ -1,6 +1,9 @@
 """Harmonisation: NM header parsing, phantom analysis, reconstruction checks, calibration registry.
 
-Modules: :mod:`.headers` (NmHeader, nm_to_image), :mod:`.phantom` (uniform cylinder, NEMA IEC
-body, RC curve, harmonising filter), :mod:`.recon_check` (protocol compliance),
+Modules: :mod:`.headers` (NmHeader, nm_to_image); phantom analysis in :mod:`.phantom` (shared
+image checks and phantom mask), :mod:`.cylinder` (uniform cylinder, Bq/mL), :mod:`.nema` (NEMA IEC
+body RCs), :mod:`.rc_curve` (RC curve, reference band), :mod:`.filter` (harmonising filter) and
+:mod:`.phantom_study` (a phantom study to a calibration, with its checks);
+:mod:`.recon_check` (protocol compliance),
 :mod:`.calibration` (registry logic), :mod:`.report` (table + figure). All pure.
 """

@@ -2,18 +2,22 @@
 
 The history is an immutable tuple of :class:`Calibration` records; registering a new one
 returns a new tuple with every earlier record kept (superseded values stay auditable).
-Persistence (the warehouse table) is the caller's job.
+Persistence (the warehouse table) is the caller's job. The rules of currency, validity and
+drift are those of :mod:`rntflow.core.calibration_policy`; this module adds the record and
+the series key (camera and radionuclide, whatever its spelling).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal, Sequence
+from datetime import datetime
+from typing import Literal
 
-from rntflow.harmonization.headers import normalise_radionuclide
+from rntflow.core.calibration_policy import calibration_drift, current_calibration, drift_flag, is_expired
 from rntflow.core.errors import CalibrationError
+from rntflow.harmonization.headers import normalise_radionuclide
 
 CalibrationStatus = Literal["valid", "expired", "missing"]
 
@@ -57,8 +61,14 @@ class Calibration:
         return self.sensitivity_cps_per_mbq if self.sensitivity_cps_per_mbq is not None else self.vendor_scale_factor  # type: ignore[return-value]
 
 
-def _same_key(a: Calibration, camera_id: str, radionuclide: str) -> bool:
-    return a.camera_id == camera_id and _nuc(a.radionuclide) == _nuc(radionuclide)
+def same_series(c: Calibration, camera_id: str, radionuclide: str) -> bool:
+    """Whether ``c`` belongs to the series of this camera and radionuclide (any spelling)."""
+    return c.camera_id == camera_id and series_key(c)[1] == _nuc(radionuclide)
+
+
+def series_key(c: Calibration) -> tuple[str, str]:
+    """The series a calibration belongs to: ``(camera_id, normalised radionuclide)``."""
+    return c.camera_id, _nuc(c.radionuclide)
 
 
 def _nuc(name: str) -> str:
@@ -89,17 +99,12 @@ def register_calibration(
         ``100 (new - previous) / previous`` against the latest earlier calibration of the
         same camera, radionuclide and kind; ``None`` for a first calibration.
     """
-    same = [c for c in history if _same_key(c, new.camera_id, new.radionuclide)]
+    same = [c for c in history if same_series(c, new.camera_id, new.radionuclide)]
     version = max((c.version for c in same), default=0) + 1
     rec = dataclasses.replace(new, version=version)
-    prior = [c for c in same if c.kind == new.kind and c.valid_from <= new.valid_from]
-    drift_pct = None
-    flag = False
-    if prior:
-        prev = max(prior, key=lambda c: (c.valid_from, c.version))
-        drift_pct = 100.0 * (new.value - prev.value) / prev.value
-        flag = abs(drift_pct) > drift_tolerance_pct
-    return tuple(history) + (rec,), flag, drift_pct
+    drift = calibration_drift(same, rec)
+    flag = bool(drift_flag(drift, drift_tolerance_pct))
+    return tuple(history) + (rec,), flag, drift
 
 
 def calibration_for(
@@ -123,10 +128,9 @@ def calibration_for(
     """
     if camera_id is None:
         return None, "missing"
-    usable = [c for c in history if _same_key(c, camera_id, radionuclide) and c.valid_from <= scan_datetime]
-    if not usable:
+    cal = current_calibration((c for c in history if same_series(c, camera_id, radionuclide)), scan_datetime)
+    if cal is None:
         return None, "missing"
-    cal = max(usable, key=lambda c: (c.valid_from, c.version))
-    if scan_datetime - cal.valid_from > timedelta(days=validity_days):
+    if is_expired(cal.valid_from, scan_datetime, validity_days):
         return cal, "expired"
     return cal, "valid"

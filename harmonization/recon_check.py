@@ -1,6 +1,6 @@
 """Protocol compliance of a reconstruction, from its header, and simple image checks.
 
-Every deviation becomes a :class:`CheckResult` (``pass`` / ``warn`` / ``fail``) so that QA
+Every deviation becomes a :class:`rntflow.core.qa.CheckResult` (``pass`` / ``warn`` / ``fail``) so that QA
 records it: nothing is silently accepted or silently rejected, and a header lacking an
 attribute yields a ``fail`` record, never an exception.
 """
@@ -9,26 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
-from rntflow.harmonization.headers import EnergyWindowKev, NmHeader, normalise_radionuclide
 from rntflow.core.config import EnergyWindow, ImagingProtocol
-
-Status = Literal["pass", "warn", "fail"]
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One QA check: what was found, what the protocol expects, and the verdict."""
-
-    check: str
-    status: Status
-    value_found: str
-    value_expected: str
-    message: str
+from rntflow.core.protocol import nominal_time_point
+from rntflow.core.qa import CheckResult
+from rntflow.harmonization.headers import EnergyWindowKev, NmHeader, normalise_radionuclide
+from rntflow.physics.decay import decay_constant_per_s, decay_integral_s
 
 
 def _fmt(value: object, unit: str = "") -> str:
@@ -197,11 +187,8 @@ def _check_radionuclide(h: NmHeader, p: ImagingProtocol) -> CheckResult:
 
 
 def time_point_for(t_h: float, protocol: ImagingProtocol) -> float | None:
-    """Nominal time point (h) whose window contains ``t_h``, or ``None``."""
-    hits = [tp for tp in protocol.time_points if tp.earliest_h <= t_h <= tp.latest_h]
-    if not hits:
-        return None
-    return min(hits, key=lambda tp: abs(tp.nominal_h - t_h)).nominal_h
+    """Nominal time point (h) whose window contains ``t_h``, or ``None`` (:func:`rntflow.core.protocol.nominal_time_point`)."""
+    return nominal_time_point(t_h, protocol.time_points)
 
 
 def _check_time_point(h: NmHeader, p: ImagingProtocol) -> CheckResult:
@@ -378,10 +365,9 @@ def check_counts_plausible(
     if administered_activity_mbq is None or not administered_activity_mbq > 0 or t_h is None or not duration_s:
         return CheckResult(check, "fail", f"{total_counts:g} counts", f"{lo_s:g}-{hi_s:g} cps/MBq",
                            "administered activity, time after administration or duration missing")
-    half_life_h = nuclide(radionuclide).half_life_h
-    lam_per_s = math.log(2) / (half_life_h * 3600.0)
-    a_mbq = administered_activity_mbq * math.exp(-lam_per_s * t_h * 3600.0)
-    tau_s = -math.expm1(-lam_per_s * duration_s) / lam_per_s
+    half_life_s = nuclide(radionuclide).half_life_h * 3600.0
+    a_mbq = administered_activity_mbq * math.exp(-decay_constant_per_s(half_life_s) * t_h * 3600.0)
+    tau_s = decay_integral_s(duration_s, half_life_s)
     apparent = total_counts / (a_mbq * tau_s)
     found = f"{total_counts:.4g} counts = {apparent:.3g} cps/MBq of the decayed activity"
     exp = f"<= {hi_s:g} cps/MBq (and >= {min_retained_fraction:g} x {lo_s:g})"

@@ -13,7 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rntflow.harmonization.phantom import HarmonisingFilter, NemaResult, UniformCylinderResult, parse_rc_band
+from rntflow.harmonization.cylinder import UniformCylinderResult
+from rntflow.harmonization.filter import HarmonisingFilter
+from rntflow.harmonization.nema import NemaResult
+from rntflow.harmonization.rc_curve import parse_rc_band
 from rntflow.physics.recovery import sphere_volume_ml
 
 REPORT_COLUMNS = (

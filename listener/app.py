@@ -23,9 +23,10 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from rntflow.listener.deid import EnrolmentIndex, KeyStore
+from rntflow.listener.front import AdmissionLimits, FrontServer
 from rntflow.listener.handlers import ListenerHandlers
 from rntflow.listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispatcher, LocalDispatcher
-from rntflow.listener.logs import configure_logging, get_logger, log_event
+from rntflow.listener.logs import configure_logging, get_logger, limit_library_logs, log_event
 from rntflow.listener.spool import FaultInjector, Spool
 from rntflow.listener.stable import IngestWorker, WorkerSettings
 from rntflow.core.config import TrialConfig, load_config
@@ -43,6 +44,27 @@ TRANSFER_SYNTAXES = [
 ]
 
 
+def decodable_transfer_syntaxes() -> list[str]:
+    """:data:`TRANSFER_SYNTAXES` minus compressed ones no installed decoder can read.
+
+    Offering only what can be decoded lets a sender fall back to a native syntax instead
+    of having its instances refused after the transfer (PS3.4 B.4.1).
+    """
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    out = []
+    for ts in TRANSFER_SYNTAXES:
+        if UID(ts).is_compressed:
+            try:
+                if not get_decoder(ts).is_available:
+                    continue
+            except NotImplementedError:
+                continue
+        out.append(ts)
+    return out
+
+
 #: advertised maximum PDU receive size when the config says 0
 DEFAULT_MAX_PDU_BYTES = 4 * 1024 * 1024
 
@@ -54,19 +76,25 @@ def storage_sop_classes() -> list[str]:
                   and "Commitment" not in name and "Storage Management" not in name)
 
 
-def build_ae(config: TrialConfig) -> AE:
-    """A pynetdicom AE with Verification and every storage SOP class as SCP."""
+def build_ae(config: TrialConfig, limits: AdmissionLimits | None = None) -> AE:
+    """A pynetdicom AE with Verification and every storage SOP class as SCP.
+
+    ``limits`` (default :class:`AdmissionLimits`) sets the association cap and the idle
+    timeout (s) after which a silent association is aborted.
+    """
+    limits = limits or AdmissionLimits()
     ae = AE(ae_title=config.listener.ae_title)
     # 0 in the config means "the listener's default": 4 MiB, so that senders such as
     # dcmtk storescu send large PDUs (fewer Python-level PDU decodes per instance)
     ae.maximum_pdu_size = config.listener.max_pdu_bytes or DEFAULT_MAX_PDU_BYTES
-    ae.maximum_associations = 64
+    ae.maximum_associations = limits.max_associations
     ae.acse_timeout = 30
     ae.dimse_timeout = 120
-    ae.network_timeout = 120
+    ae.network_timeout = limits.idle_timeout_s
     ae.add_supported_context(Verification)
+    syntaxes = decodable_transfer_syntaxes()
     for uid in storage_sop_classes():
-        ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        ae.add_supported_context(uid, syntaxes)
     return ae
 
 
@@ -147,7 +175,8 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
                    faults: FaultInjector | None = None,
                    worker_settings: WorkerSettings | None = None,
                    run_worker: bool = True, config_path: str | None = None,
-                   worker_process: tuple[str, str | None, str] | None = None) -> ListenerServer:
+                   worker_process: tuple[str, str | None, str] | None = None,
+                   limits: AdmissionLimits | None = None) -> ListenerServer:
     """Start the Storage SCP and the ingest worker.
 
     Parameters
@@ -171,6 +200,8 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
         ``(dispatch kind, config_path, deployment)``: run the ingest worker in a separate
         process (true parallelism for de-identification; the CLI default) instead of a
         thread; ``dispatcher`` is then built in that process by :func:`make_dispatcher`.
+    limits : AdmissionLimits, optional
+        Connection and PDU bounds of the front (:mod:`listener.front`); defaults apply.
     """
     _check_separation(config)
     spool = Spool(config.spool_dir, faults=faults)
@@ -193,10 +224,13 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
                               dispatcher or LocalDispatcher(config_path=config_path), settings)
         worker.start()
     handlers = ListenerHandlers(config, spool, on_stored=worker.wake.set if worker else None)
-    ae = build_ae(config)
+    limits = limits or AdmissionLimits()
+    ae = build_ae(config, limits)
+    limit_library_logs(logging.getLogger("pynetdicom").getEffectiveLevel())
     bind_port = config.listener.port if port is None else port
-    server = ae.start_server((config.listener.host, bind_port), block=False,
-                             evt_handlers=handlers.handlers(), ssl_context=tls_context(config))
+    server = serve_front(ae, (config.listener.host, bind_port), limits,
+                         reserved={a for s in config.sites for a in s.source_addresses},
+                         evt_handlers=handlers.handlers(), ssl_context=tls_context(config))
     actual_port = server.server_address[1]
     log_event("listener_started", ae_title=config.listener.ae_title, port=actual_port,
               tls=config.listener.tls.enabled)
@@ -214,6 +248,21 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
     return running
 
 
+def serve_front(ae: AE, address: tuple[str, int], limits: AdmissionLimits, *,
+                reserved: set[str], evt_handlers: list, ssl_context: ssl.SSLContext | None
+                ) -> FrontServer:
+    """Start ``ae`` behind the admission front (:class:`listener.front.FrontServer`).
+
+    Mirrors pynetdicom's non-blocking ``AE.start_server`` with another server class.
+    """
+    server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
+                            server_class=FrontServer, limits=limits, reserved=reserved)
+    thread = threading.Thread(target=server.serve_forever, name="rntflow-front", daemon=True)
+    thread.start()
+    ae._servers.append(server)
+    return server
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``listen`` to the ``rntflow`` command line."""
     p = subparsers.add_parser("listen", help="run the DICOM listener (Storage SCP)")
@@ -223,10 +272,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="run process-study in this process (local), via a Prefect "
                         "deployment (run_deployment), or not at all (none: hand-offs wait "
                         "in the outbox)")
-    p.add_argument("--deployment", default="process-study/process-study")
+    p.add_argument("--deployment", default="process-study/process-study",
+                   help="Prefect deployment started per stable study with --dispatch deployment")
     p.add_argument("--no-worker", action="store_true",
                    help="ingest only (no de-identification or hand-off); for benchmarks")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
     p.set_defaults(func=run)
     return p
 

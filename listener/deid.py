@@ -13,8 +13,13 @@ RadionuclideTotalDose, half-life, start times) are kept, their dates shifted.
 * Every UID that is not a DICOM-registered one (``1.2.840.10008.*``) is replaced with
   ``2.25.<HMAC-SHA256(secret, uid)>``: deterministic, so references inside sequences
   (RTSTRUCT -> CT, SEG -> CT, series -> frame of reference) still resolve.
-* Attributes of PS3.15 Table E.1-1 are removed or emptied; all private tags are removed;
-  any remaining person name (PN) is emptied.
+* Every attribute of PS3.15 Table E.1-1 (read as data from ``listener/data``, see
+  :mod:`listener.profile`) gets its Basic Profile action, modified by the options above
+  and Clean Descriptors for the few descriptors the pipeline reads (ROI names), at every
+  sequence depth; all private tags, overlays and curves are removed; any remaining person
+  name (PN) is emptied.
+* Dates that are all digits but impossible (``20230229``, ``00000000``) are emptied, as
+  are dates that are not dates at all: nothing is kept that cannot be shifted.
 
 The key table (``keys.sqlite``: PatientID -> subject_id, date shifts) and the HMAC secret
 live in ``config.keys_dir`` (mode 0700, files 0600), apart from spool and warehouse.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import sqlite3
@@ -33,86 +39,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+import pydicom.multival
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from rntflow.core.config import Enrolment, load_enrolment
-
-#: PS3.15 Table E.1-1 attributes removed (X) under the Basic Profile, minus those the
-#: Retain Device Identity option keeps. Keywords as in the PS3.6 data dictionary.
-REMOVE_KEYWORDS = frozenset({
-    "AcquisitionComments", "AdditionalPatientHistory", "AdmissionID", "AdmittingDate",
-    "AdmittingDiagnosesCodeSequence", "AdmittingDiagnosesDescription", "AdmittingTime",
-    "Allergies", "Arbitrary", "AuthorObserverSequence", "BranchOfService",
-    "ConsultingPhysicianName", "ConsultingPhysicianIdentificationSequence",
-    "ContentCreatorIdentificationCodeSequence", "ContributionDescription",
-    "CountryOfResidence", "CurrentPatientLocation", "CustodialOrganizationSequence",
-    "DataSetTrailingPadding", "DerivationDescription", "DischargeDate", "DischargeTime",
-    "DistributionAddress", "DistributionName", "EthnicGroup", "FrameComments",
-    "HumanPerformerName", "HumanPerformerOrganization", "IconImageSequence",
-    "IdentifyingComments", "ImageComments", "ImagePresentationComments",
-    "ImagingServiceRequestComments", "InstitutionAddress", "InstitutionCodeSequence",
-    "InstitutionName", "InstitutionalDepartmentName", "InstitutionalDepartmentTypeCodeSequence",
-    "InsurancePlanIdentification", "IntendedRecipientsOfResultsIdentificationSequence",
-    "InterpretationApproverSequence", "InterpretationAuthor", "InterpretationDiagnosisDescription",
-    "InterpretationIDIssuer", "InterpretationRecorder", "InterpretationText",
-    "InterpretationTranscriber", "IssuerOfAdmissionID", "IssuerOfPatientID",
-    "IssuerOfPatientIDQualifiersSequence", "IssuerOfServiceEpisodeID", "MedicalAlerts",
-    "MedicalRecordLocator", "MilitaryRank", "ModifiedAttributesSequence",
-    "NameOfPhysiciansReadingStudy", "NamesOfIntendedRecipientsOfResults", "Occupation",
-    "OperatorIdentificationSequence", "OperatorsName", "OriginalAttributesSequence",
-    "OrderCallbackPhoneNumber", "OrderCallbackTelecomInformation", "OrderEnteredBy",
-    "OrderEntererLocation", "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
-    "ParticipantSequence", "PatientAddress", "PatientAge", "PatientBirthDate",
-    "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientInstitutionResidence",
-    "PatientInsurancePlanCodeSequence", "PatientMotherBirthName", "PatientPrimaryLanguageCodeSequence",
-    "PatientReligiousPreference", "PatientSexNeutered", "PatientSize", "PatientState",
-    "PatientTelecomInformation", "PatientTelephoneNumbers", "PatientTransportArrangements",
-    "PatientWeight", "PerformedLocation", "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID", "PerformingPhysicianIdentificationSequence",
-    "PerformingPhysicianName", "PersonAddress", "PersonIdentificationCodeSequence",
-    "PersonName", "PersonTelecomInformation", "PersonTelephoneNumbers",
-    "PhysicianApprovingInterpretation", "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence",
-    "PreMedication", "PregnancyStatus", "ProtocolName", "ReasonForStudy",
-    "ReasonForTheImagingServiceRequest", "ReasonForTheRequestedProcedure",
-    "ReferencedPatientAliasSequence", "ReferencedPatientPhotoSequence",
-    "ReferencedPatientSequence", "ReferringPhysicianAddress",
-    "ReferringPhysicianIdentificationSequence", "ReferringPhysicianTelephoneNumbers",
-    "RegionOfResidence", "RequestAttributesSequence", "RequestedContrastAgent",
-    "RequestedProcedureComments", "RequestedProcedureDescription", "RequestedProcedureID",
-    "RequestedProcedureLocation", "RequestingPhysician", "RequestingService",
-    "ResponsibleOrganization", "ResponsiblePerson", "ResultsComments",
-    "ResultsDistributionListSequence", "ResultsIDIssuer", "ReviewerName",
-    "ScheduledHumanPerformersSequence", "ScheduledPatientInstitutionResidence",
-    "ScheduledPerformingPhysicianIdentificationSequence", "ScheduledPerformingPhysicianName",
-    "ScheduledProcedureStepDescription", "ScheduledProcedureStepID",
-    "ScheduledProcedureStepLocation", "ServiceEpisodeDescription", "ServiceEpisodeID",
-    "SeriesDescription", "SmokingStatus", "SpecialNeeds", "StudyComments", "StudyDescription",
-    "StudyIDIssuer", "TextComments", "TextString", "TopicAuthor", "TopicKeywords",
-    "TopicSubject", "TopicTitle", "VerifyingObserverIdentificationCodeSequence",
-    "VerifyingObserverName", "VerifyingOrganization", "VisitComments",
-    "PatientSpeciesDescription", "PatientBreedDescription", "BreedRegistrationSequence",
-    "ResponsiblePersonRole", "CurrentObserverTrial", "OperatorsName",
-    "ClinicalTrialSponsorName", "ClinicalTrialSiteName", "ClinicalTrialSubjectReadingID",
-})
-
-#: Attributes emptied (Z) rather than removed: Type 2 in the common IODs.
-EMPTY_KEYWORDS = frozenset({
-    "AccessionNumber", "ReferringPhysicianName", "StudyID", "PatientSex",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "ContentCreatorName", "ReviewDate", "ReviewTime",
-})
-
-#: Kept by Retain Device Identity (113109) even though Table E.1-1 lists them.
-DEVICE_KEYWORDS = frozenset({
-    "DeviceSerialNumber", "StationName", "DetectorID", "DeviceUID", "GantryID",
-    "GeneratorID", "CassetteID", "PlateID", "SourceSerialNumber", "Manufacturer",
-    "ManufacturerModelName", "SoftwareVersions",
-})
+from rntflow.listener.profile import (
+    CLEAN,
+    DUMMY,
+    EMPTY,
+    KEEP,
+    REMOVE,
+    SHIFT,
+    UID,
+    trial_action,
+)
 
 #: PS3.16 CID 7050 codes naming the profile and options applied.
 METHOD_CODES = (("113100", "Basic Application Confidentiality Profile"),
+                ("113105", "Clean Descriptors Option"),
                 ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
                 ("113109", "Retain Device Identity Option"))
 
@@ -240,10 +185,14 @@ class EnrolmentIndex:
 
 
 def _shift_da(value: str, days: int) -> str:
+    """Shift a DA (or the date part of a DT) by ``days``; ``""`` when it is no valid date."""
     v = value.strip()
     if len(v) < 8 or not v[:8].isdigit():
         return ""
-    d = dt.date(int(v[:4]), int(v[4:6]), int(v[6:8])) + dt.timedelta(days=days)
+    try:
+        d = dt.date(int(v[:4]), int(v[4:6]), int(v[6:8])) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):  # 20230229, 20231340, 00000000, year 1 minus days
+        return ""
     return d.strftime("%Y%m%d") + v[8:]
 
 
@@ -252,9 +201,9 @@ def _shift_dt(value: str, days: int) -> str:
     if len(v) < 4:
         return ""
     if len(v) < 8:  # year or year-month only: pad to a date, shift, keep precision
-        return _shift_da(v.ljust(8, "0").replace("0000", "0101", 1)[:8] if len(v) == 4
-                         else v + "01", days)[: len(v)]
-    return _shift_da(v[:8], days) + v[8:]
+        return _shift_da(v + "0101" if len(v) == 4 else v[:6] + "01", days)[: len(v)]
+    date = _shift_da(v[:8], days)
+    return date + v[8:] if date else ""
 
 
 @dataclass(frozen=True)
@@ -277,8 +226,9 @@ def deidentify(ds: Dataset, ident: DeidIdentity, keys: KeyStore) -> Dataset:
     keys : KeyStore
         HMAC secret for UIDs.
     """
+    identity = identity_strings(ds)
     ds.remove_private_tags()
-    _clean(ds, ident.date_shift_days, keys, depth=0)
+    _clean(ds, ident.date_shift_days, keys, depth=0, identity=identity)
     ds.PatientName = ident.subject_id
     ds.PatientID = ident.subject_id
     ds.PatientIdentityRemoved = "YES"
@@ -300,40 +250,127 @@ def deidentify(ds: Dataset, ident: DeidIdentity, keys: KeyStore) -> Dataset:
     return ds
 
 
-def _clean(ds: Dataset, shift_days: int, keys: KeyStore, depth: int) -> None:
+#: dummy values (PS3.15 action D) per VR: short, valid, identifying nothing
+_DUMMY_TEXT = {"AS": "000D", "DS": "0", "IS": "0", "AE": "ANONYMOUS", "CS": "ANONYMOUS"}
+_BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
+_NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"}
+
+
+def _dummy(vr: str) -> object:
+    if vr in _NUMERIC_VRS:
+        return 0
+    if vr in _BINARY_VRS:
+        return b"\0\0"
+    if vr == "AT":
+        return 0
+    return _DUMMY_TEXT.get(vr, "ANONYMIZED")
+
+
+def identity_strings(ds: Dataset) -> tuple[str, ...]:
+    """The patient's own identifiers in ``ds`` (name parts, IDs, birth date), for cleaning."""
+    out: set[str] = set()
+    for kw in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
+               "PatientBirthName", "PatientMotherBirthName", "OtherPatientNames"):
+        value = ds.get(kw)
+        if value in (None, ""):
+            continue
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        for v in values:
+            for part in str(v).replace("^", " ").replace("=", " ").split():
+                if len(part) >= 3:
+                    out.add(part)
+    return tuple(sorted(out, key=len, reverse=True))
+
+
+def _clean_text(value: str, identity: tuple[str, ...]) -> str:
+    low = value
+    for part in identity:
+        idx = low.lower().find(part.lower())
+        while idx >= 0:
+            low = low[:idx] + low[idx + len(part):]
+            idx = low.lower().find(part.lower())
+    return " ".join(low.split())
+
+
+def _clean(ds: Dataset, shift_days: int, keys: KeyStore, depth: int,
+           identity: tuple[str, ...] = ()) -> None:
+    """Apply :func:`listener.profile.trial_action` to every element, recursively."""
     for elem in list(ds):
-        kw = elem.keyword
         tag = elem.tag
         if (tag.group & 0xFF01) in (0x5000, 0x6000):
             del ds[tag]  # overlays and curves may carry burned-in identity
             continue
-        if kw in DEVICE_KEYWORDS:
-            continue
-        if kw in REMOVE_KEYWORDS:
-            del ds[tag]
-            continue
-        if kw in EMPTY_KEYWORDS:
-            elem.value = None
-            continue
         vr = elem.VR
-        if vr == "SQ":
+        action = trial_action(int(tag), elem.keyword, vr)
+        if action == REMOVE:
+            del ds[tag]
+        elif action == EMPTY:
+            elem.value = Sequence() if vr == "SQ" else None
+        elif action == DUMMY:
+            elem.value = Sequence() if vr == "SQ" else _dummy(vr)
+        elif vr == "SQ":
             for item in elem.value:
-                _clean(item, shift_days, keys, depth + 1)
+                _clean(item, shift_days, keys, depth + 1, identity)
         elif elem.value in (None, "", b""):
             continue
-        elif vr == "UI":
+        elif action == UID:
             if elem.VM > 1:
                 elem.value = [keys.uid(str(u)) for u in elem.value]
             else:
                 elem.value = keys.uid(str(elem.value))
-        elif vr in ("DA", "DT"):
+        elif action == SHIFT:
             fn = _shift_da if vr == "DA" else _shift_dt
             if elem.VM > 1:
                 elem.value = [fn(str(v), shift_days) for v in elem.value]
             else:
                 elem.value = fn(str(elem.value), shift_days)
-        elif vr == "PN" and kw != "PatientName":
+        elif action == CLEAN and isinstance(elem.value, str):
+            elem.value = _clean_text(elem.value, identity)
+        elif vr == "PN" and elem.keyword != "PatientName":
             elem.value = None
+        elif action not in (KEEP, CLEAN):
+            del ds[tag]
+
+
+class _PreflightKeys:
+    """Stands in for :class:`KeyStore` in :func:`preflight`: UIDs hashed without a secret."""
+
+    def uid(self, uid: str) -> str:
+        uid = uid.strip("\0 ")
+        if not uid or uid.startswith(DICOM_ROOT):
+            return uid
+        return "2.25." + str(int.from_bytes(hashlib.sha256(uid.encode()).digest()[:16], "big"))
+
+
+class DeidentificationError(Exception):
+    """An instance that cannot be de-identified (``reason`` is PHI-free)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def preflight(ds: Dataset) -> None:
+    """Run the de-identification the worker will run, on ``ds`` itself, and encode it.
+
+    Called before an instance is acknowledged, so that one that cannot be de-identified
+    is refused rather than acknowledged and lost later. ``ds`` is consumed (modified in
+    place; its pixel data, already checked, is dropped before the encoding test).
+
+    Raises
+    ------
+    DeidentificationError
+        When de-identifying or encoding the result fails.
+    """
+    try:
+        deidentify(ds, DeidIdentity("PREFLIGHT", SHIFT_RANGE_DAYS[0]), _PreflightKeys())
+        for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if kw in ds:
+                del ds[kw]
+        pydicom.dcmwrite(io.BytesIO(), ds, enforce_file_format=True)
+    except Exception as exc:
+        raise DeidentificationError(
+            f"cannot be de-identified: {type(exc).__name__}") from None
 
 
 def deid_relpath(site_id: str, subject_id: str, study_key: str, ds: Dataset, keys: KeyStore) -> Path:

@@ -6,7 +6,12 @@ durably (:class:`listener.spool.Spool`) and answers:
 * ``0x0000`` once bytes are fsync'd and indexed (also for a re-sent duplicate);
 * ``0xA700`` (out of resources) when storing fails;
 * ``0xA900`` when the dataset contradicts its presentation context / request;
-* ``0xC000`` (cannot understand) for malformed input, kept in quarantine.
+* ``0xC000`` (cannot understand) for malformed input, pixel data that contradicts its
+  header or does not decode, or an instance that cannot be de-identified; kept in
+  quarantine with the reason.
+
+Nothing is acknowledged that the ingest worker cannot use: the handler runs the same
+de-identification the worker will run (:func:`listener.deid.preflight`) before answering.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Callable
 from pynetdicom import evt
 from pynetdicom.events import Event
 
+from rntflow.listener.deid import DeidentificationError, preflight
 from rntflow.listener.logs import log_event
 from rntflow.listener.spool import Spool
 from rntflow.listener.validate import (
@@ -31,6 +37,9 @@ from rntflow.listener.validate import (
 )
 from rntflow.core.config import TrialConfig
 from rntflow.core.errors import StorageError
+
+#: PS3.7 C.4.1.1.4: a request that is not a C-ECHO on the Verification service
+STATUS_UNRECOGNISED_OPERATION = 0x0211
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,55 @@ def admit(config: TrialConfig, calling_ae: str, called_ae: str, address: str,
         return Admission(False, site.id, "free disk below the configured floor",
                          (0x02, 0x03, 0x02))
     return Admission(True, site.id)
+
+
+def certificate_names(cert: dict | None) -> set[str]:
+    """Subject common names and SAN DNS/URI/directory-CN entries of a peer certificate.
+
+    Parameters
+    ----------
+    cert : dict or None
+        :meth:`ssl.SSLSocket.getpeercert` output (verified by the TLS handshake).
+    """
+    names: set[str] = set()
+    if not cert:
+        return names
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(str(value).strip())
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            names.add(str(value).strip())
+        elif kind == "DirName":
+            for rdn in value:
+                for key, v in rdn:
+                    if key == "commonName":
+                        names.add(str(v).strip())
+    return names
+
+
+def certificate_matches_site(cert: dict | None, site_id: str, calling_aes: list[str]) -> bool:
+    """Whether a verified client certificate names the site the calling AE belongs to.
+
+    The certificate's subject CN or a SAN entry must equal the site's id or one of its
+    calling AE titles (``sites[].calling_ae_titles`` in the trial config), so that a site's
+    certificate cannot push under another site's AE title.
+    """
+    wanted = {site_id, *calling_aes}
+    return bool(certificate_names(cert) & wanted)
+
+
+def peer_certificate(event: Event) -> dict | None:
+    """The verified peer certificate of the association's TLS socket, or None."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    try:
+        return getpeercert()
+    except (ValueError, OSError):
+        return None
 
 
 def set_nodelay(event: Event) -> None:
@@ -128,6 +186,13 @@ class ListenerHandlers:
         except OSError:
             free_mb = 0.0
         decision = admit(self.config, calling, called, address, free_mb)
+        if decision.accepted and self.config.listener.tls.enabled:
+            site = self.config.site_for_ae(calling)
+            if not certificate_matches_site(peer_certificate(event), site.id,
+                                            list(site.calling_ae_titles)):
+                decision = Admission(False, site.id,
+                                     "TLS client certificate does not name this site",
+                                     (0x01, 0x01, 0x03))
         if decision.accepted:
             log_event("association_accepted", level=logging.DEBUG, site_id=decision.site_id,
                       calling_ae=calling.strip(), address=address)
@@ -141,6 +206,18 @@ class ListenerHandlers:
                   reason=decision.reason)
 
     def on_echo(self, event: Event) -> int:
+        """C-ECHO: Success; any other message on the Verification service is refused.
+
+        pynetdicom routes a request by its Affected SOP Class UID, so a C-STORE naming the
+        Verification SOP class lands here: it gets 0x0211 (unrecognised operation), not a
+        Success C-ECHO response.
+        """
+        from pynetdicom.dimse_primitives import C_ECHO
+
+        if not isinstance(event.request, C_ECHO):
+            log_event("verification_misuse", level=logging.WARNING,
+                      message=type(event.request).__name__)
+            return STATUS_UNRECOGNISED_OPERATION
         return STATUS_SUCCESS
 
     def on_store(self, event: Event) -> int:
@@ -155,8 +232,11 @@ class ListenerHandlers:
             file_bytes = ds_bytes
         try:
             check_structure(ds_bytes, str(cx.transfer_syntax))
-            _, header = read_header(file_bytes, str(cx.abstract_syntax),
-                                    str(event.request.AffectedSOPInstanceUID or ""))
+            ds, header = read_header(file_bytes, str(cx.abstract_syntax),
+                                     str(event.request.AffectedSOPInstanceUID or ""))
+            preflight(ds)
+        except DeidentificationError as exc:
+            return self._refuse(site_id, file_bytes, exc.reason, STATUS_CANNOT_UNDERSTAND)
         except InvalidDataset as exc:
             return self._refuse(site_id, file_bytes, exc.reason, exc.status)
         except Exception as exc:  # the service stays up whatever arrives

@@ -33,8 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rntflow.listener.logs import log_event
+from pydicom import uid
+
 from rntflow.core.errors import StorageError
+from rntflow.core.files import fsync_dir as _fsync_dir
+from rntflow.core.files import write_text_atomic
+from rntflow.listener.logs import log_event
+
+#: permissions (see deployments/README.md "File permissions"): identified data (raw
+#: spool, quarantine, the inbox with original UIDs) only for the listener's user; the
+#: de-identified copies also for its group (the flows' user)
+PRIVATE_DIR_MODE, PRIVATE_FILE_MODE = 0o700, 0o600
+SHARED_DIR_MODE = 0o750
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -51,9 +61,12 @@ CREATE TABLE IF NOT EXISTS instances (
     sop_class_uid TEXT NOT NULL,
     modality TEXT,
     usable INTEGER NOT NULL DEFAULT 1,
-    state TEXT NOT NULL DEFAULT 'received',   -- received | held | deid | error
+    state TEXT NOT NULL DEFAULT 'received',   -- received | held | deid | failed
     deid_path TEXT,
     received_at_s REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,      -- de-identification attempts that failed
+    next_try_at_s REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
     UNIQUE (sop_uid, sha256)
 );
 CREATE INDEX IF NOT EXISTS ix_inst_state ON instances(state);
@@ -68,7 +81,7 @@ CREATE TABLE IF NOT EXISTS studies (
     n_instances INTEGER NOT NULL DEFAULT 0,
     first_at_s REAL NOT NULL,
     last_at_s REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'receiving',  -- receiving | held | stable | handed_off
+    state TEXT NOT NULL DEFAULT 'receiving',  -- receiving | held | stable | handed_off | failed
     handoff_version INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, study_uid)
 );
@@ -119,16 +132,16 @@ CREATE TABLE IF NOT EXISTS duplicates (
 
 #: SOP classes the pipeline can use (others are stored and reported as unusable).
 USABLE_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.2",      # CT Image
-    "1.2.840.10008.5.1.4.1.1.2.1",    # Enhanced CT
-    "1.2.840.10008.5.1.4.1.1.20",     # NM Image
-    "1.2.840.10008.5.1.4.1.1.128",    # PET Image
-    "1.2.840.10008.5.1.4.1.1.130",    # Enhanced PET
-    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set
-    "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation
-    "1.2.840.10008.5.1.4.1.1.4",      # MR Image
-    "1.2.840.10008.5.1.4.1.1.7",      # Secondary Capture
-    "1.2.840.10008.5.1.4.1.1.66.1",   # Spatial Registration
+    uid.CTImageStorage,
+    uid.EnhancedCTImageStorage,
+    uid.NuclearMedicineImageStorage,
+    uid.PositronEmissionTomographyImageStorage,
+    uid.EnhancedPETImageStorage,
+    uid.RTStructureSetStorage,
+    uid.SegmentationStorage,
+    uid.MRImageStorage,
+    uid.SecondaryCaptureImageStorage,
+    uid.SpatialRegistrationStorage,
 })
 
 
@@ -140,7 +153,24 @@ def open_db(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.executescript(SCHEMA)
+    _migrate(conn)
     return conn
+
+
+#: columns added to ``instances`` since the first schema: (name, declaration)
+_ADDED_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"),
+                  ("next_try_at_s", "REAL NOT NULL DEFAULT 0"), ("last_error", "TEXT"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add columns an inbox created by an older version lacks (idempotent)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
+    for name, decl in _ADDED_COLUMNS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE instances ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError:  # another connection added it meanwhile
+                pass
 
 
 @dataclass(frozen=True)
@@ -181,14 +211,6 @@ class FaultInjector:
                 raise OSError(self._errno, os.strerror(self._errno))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """The raw spool plus its SQLite inbox index, shared by all association threads.
 
@@ -208,9 +230,16 @@ class Spool:
         self.raw_dir = self.root / "raw"
         self.quarantine_dir = self.root / "quarantine"
         self.deid_dir = self.root / "deid"
-        for d in (self.root, self.raw_dir, self.quarantine_dir, self.deid_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        for d, mode in ((self.root, SHARED_DIR_MODE), (self.raw_dir, PRIVATE_DIR_MODE),
+                        (self.quarantine_dir, PRIVATE_DIR_MODE), (self.deid_dir, SHARED_DIR_MODE)):
+            d.mkdir(parents=True, exist_ok=True, mode=mode)
+            os.chmod(d, mode)
         self.db_path = self.root / "inbox.sqlite"
+        os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives its WAL files the db's mode
+            f = self.db_path.with_name(self.db_path.name + suffix)
+            if f.exists():
+                os.chmod(f, PRIVATE_FILE_MODE)
         self.conn = open_db(self.db_path)
         self.lock = threading.Lock()
         self.faults = faults or FaultInjector()
@@ -230,16 +259,16 @@ class Spool:
             if d.parent.parent == self.raw_dir:
                 site_dir = d.parent
                 fresh = not site_dir.exists()
-                site_dir.mkdir(parents=True, exist_ok=True)
+                site_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
                 for i in range(256):
                     sub = site_dir / f"{i:02x}"
-                    sub.mkdir(exist_ok=True)
+                    sub.mkdir(exist_ok=True, mode=PRIVATE_DIR_MODE)
                     self._known_dirs.add(sub)
                 _fsync_dir(site_dir)
                 if fresh:
                     _fsync_dir(self.raw_dir)
             elif not d.exists():
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
                 _fsync_dir(d.parent)
                 _fsync_dir(d.parent.parent)
             self._known_dirs.add(d)
@@ -260,11 +289,11 @@ class Spool:
         """
         self._ensure_dir(final.parent)
         try:
-            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
             tmp = None
         except FileExistsError:
             tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         try:
             self.faults.check()
             for c in chunks:
@@ -353,7 +382,7 @@ class Spool:
             "INSERT INTO studies (site_id, study_uid, n_instances, first_at_s, last_at_s, state)"
             " VALUES (?,?,1,?,?,'receiving') ON CONFLICT(site_id, study_uid) DO UPDATE SET"
             " n_instances=n_instances+1, last_at_s=excluded.last_at_s,"
-            " state=CASE WHEN state='held' THEN 'held' ELSE 'receiving' END",
+            " state=CASE WHEN state IN ('held','failed') THEN state ELSE 'receiving' END",
             (site_id, header.study_instance_uid, now, now))
 
     def _raw_path(self, site_id: str, sha256: str) -> Path:
@@ -379,7 +408,8 @@ class Spool:
             self.write_durable(path, [data])
             record = {"reason": reason, "status": f"0x{status:04X}", "site_id": site_id,
                       "sha256": sha, "n_bytes": len(data), "at_s": self.clock()}
-            path.with_suffix(".json").write_text(json.dumps(record, indent=1))
+            write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=1),
+                              file_mode=PRIVATE_FILE_MODE)
         except OSError as exc:
             log_event("quarantine_write_failed", site_id=site_id, error=str(exc))
         try:

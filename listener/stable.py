@@ -4,7 +4,11 @@ One background thread, its own SQLite connection, all state in the inbox databas
 survives restarts:
 
 1. instances in state ``received`` are de-identified (or ``held`` when the patient is not
-   in the enrolment table; held instances go back to ``received`` when the table changes);
+   in the enrolment table; held instances go back to ``received`` when the table changes); an instance whose
+   de-identification fails after it was acknowledged (a full disk) is retried with
+   exponential backoff, then marked ``failed`` with its study, which is then not handed off
+   short of an instance but shown as failed by ``rntflow status``; failed instances get a
+   new round of attempts when the worker restarts;
 2. a study whose last instance arrived ``quiet_period_s`` ago, with nothing left to
    de-identify, gets a new hand-off version in the persistent ``outbox``;
 3. pending outbox rows are submitted to the dispatcher, retried with exponential backoff
@@ -19,13 +23,13 @@ import json
 import os
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pydicom
 
+from rntflow.core.files import atomic_write
 from rntflow.listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_relpath, deidentify
 from rntflow.listener.handoff import Dispatcher, StudyHandoff, study_dir_for
 from rntflow.listener.logs import log_event
@@ -41,6 +45,7 @@ class WorkerSettings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     batch: int = 64
+    max_deid_attempts: int = 5
 
 
 class IngestWorker:
@@ -78,6 +83,11 @@ class IngestWorker:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        n = self.conn.execute("UPDATE instances SET state='received', attempts=0,"
+                              " next_try_at_s=0 WHERE state='failed'").rowcount
+        if n:
+            self.conn.execute("UPDATE studies SET state='receiving' WHERE state='failed'")
+            log_event("deid_retry_after_restart", n_instances=n)
         self._thread = threading.Thread(target=self._loop, name="rntflow-ingest", daemon=True)
         self._thread.start()
 
@@ -131,15 +141,37 @@ class IngestWorker:
 
     def process_received(self) -> int:
         rows = self.conn.execute(
-            "SELECT id, site_id, path, study_uid FROM instances WHERE state='received'"
-            " ORDER BY id LIMIT ?", (self.settings.batch,)).fetchall()
-        for inst_id, site_id, rel, study_uid in rows:
+            "SELECT id, site_id, path, study_uid, attempts FROM instances WHERE"
+            " state='received' AND next_try_at_s <= ? ORDER BY id LIMIT ?",
+            (self.clock(), self.settings.batch)).fetchall()
+        for inst_id, site_id, rel, study_uid, attempts in rows:
             try:
                 self._deid_one(inst_id, site_id, self.root / rel, study_uid)
             except Exception as exc:
-                self.conn.execute("UPDATE instances SET state='error' WHERE id=?", (inst_id,))
-                log_event("deid_failed", site_id=site_id, error=type(exc).__name__)
+                self._deid_failed(inst_id, site_id, study_uid, attempts + 1, exc)
         return len(rows)
+
+    def _deid_failed(self, inst_id: int, site_id: str, study_uid: str, attempts: int,
+                     exc: Exception) -> None:
+        """Schedule a retry, or mark the instance and its study ``failed`` (PHI-free)."""
+        error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or ''}"[:200]
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        final = attempts >= self.settings.max_deid_attempts
+        delay = min(self.settings.backoff_base_s * 2 ** (attempts - 1),
+                    self.settings.backoff_max_s)
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(
+            "UPDATE instances SET state=?, attempts=?, next_try_at_s=?, last_error=?"
+            " WHERE id=?", ("failed" if final else "received", attempts,
+                            self.clock() + delay, error, inst_id))
+        if final:
+            self.conn.execute("UPDATE studies SET state='failed' WHERE site_id=? AND"
+                              " study_uid=?", (site_id, study_uid))
+        self.conn.execute("COMMIT")
+        log_event("deid_failed" if final else "deid_retry", site_id=site_id,
+                  attempt=attempts, error=type(exc).__name__,
+                  delay_s=None if final else delay)
 
     def _deid_one(self, inst_id: int, site_id: str, raw: Path, study_uid: str) -> None:
         ds = pydicom.dcmread(raw)
@@ -158,11 +190,8 @@ class IngestWorker:
         study_key = self.keys.key("study", study_uid, 16)
         rel = deid_relpath(site_id, enr.subject_id, study_key, ds, self.keys)
         deidentify(ds, DeidIdentity(enr.subject_id, shift), self.keys)
-        out = self.deid_root / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:6]}.tmp"
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, out)
+        with atomic_write(self.deid_root / rel, "wb", file_mode=0o640) as fh:
+            ds.save_as(fh, enforce_file_format=True)
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute("UPDATE instances SET state='deid', deid_path=? WHERE id=?",
                           (str(rel), inst_id))

@@ -19,8 +19,10 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
         ``instances``, ``bytes``, ``duplicates``, ``new_versions``, ``unusable_instances``,
         ``studies_received``, ``studies_pending`` (receiving or stable, not yet handed off),
         ``studies_handed_off``, ``held_instances``, ``held_studies`` (list of
-        ``{"patient_hash", "instances"}``), ``quarantined``, ``rejections``,
-        ``storage_failures`` and ``outbox_pending``.
+        ``{"patient_hash", "instances"}``), ``failed_instances`` (acknowledged but not
+        de-identifiable after retries, e.g. a full disk), ``failed_studies`` (list of
+        ``{"study_key", "patient_hash", "failed_instances", "error"}``), ``quarantined``,
+        ``rejections``, ``storage_failures`` and ``outbox_pending``.
     """
     db = Path(config.spool_dir) / "inbox.sqlite"
     sites: dict[str, dict[str, Any]] = {}
@@ -28,8 +30,10 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
         sites[s.id] = {k: 0 for k in (
             "instances", "bytes", "duplicates", "new_versions", "unusable_instances",
             "studies_received", "studies_pending", "studies_handed_off", "held_instances",
-            "quarantined", "rejections", "storage_failures", "outbox_pending")}
+            "quarantined", "rejections", "storage_failures", "outbox_pending",
+            "failed_instances")}
         sites[s.id]["held_studies"] = []
+        sites[s.id]["failed_studies"] = []
     unattributed = {"rejections": 0, "quarantined": 0}
     if not db.exists():
         return {"sites": sites, "unattributed": unattributed, "totals": _totals(sites)}
@@ -60,6 +64,7 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
                                 " WHERE state='held' ORDER BY first_at_s"):
             if site in sites:
                 sites[site]["held_studies"].append({"patient_hash": phash, "instances": n})
+        _failed(q, sites)
         for table, key in (("quarantine", "quarantined"), ("rejections", "rejections"),
                            ("failures", "storage_failures")):
             for site, n in q(f"SELECT site_id, COUNT(*) FROM {table} GROUP BY site_id"):
@@ -70,6 +75,19 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
     finally:
         conn.close()
     return {"sites": sites, "unattributed": unattributed, "totals": _totals(sites)}
+
+
+def _failed(q: Any, sites: dict[str, dict[str, Any]]) -> None:
+    """Fill ``failed_instances`` and ``failed_studies`` (PHI-free: keys and hashes)."""
+    for site, study_key, phash, n, error in q(
+            "SELECT i.site_id, s.study_key, s.patient_hash, COUNT(*), MAX(i.last_error)"
+            " FROM instances i JOIN studies s ON s.site_id=i.site_id AND"
+            " s.study_uid=i.study_uid WHERE i.state='failed' GROUP BY i.site_id, i.study_uid"
+            " ORDER BY MIN(i.received_at_s)"):
+        if site in sites:
+            sites[site]["failed_instances"] += n
+            sites[site]["failed_studies"].append({"study_key": study_key, "patient_hash": phash,
+                                                  "failed_instances": n, "error": error})
 
 
 def _totals(sites: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -87,4 +105,8 @@ def format_status(status: dict[str, Any]) -> str:
         for h in row["held_studies"]:
             lines.append(f"    held: unenrolled patient {h['patient_hash']}: "
                          f"{h['instances']} instance(s)")
+        for f in row.get("failed_studies", []):
+            lines.append(f"    FAILED: study {f['study_key'] or '(not de-identified)'}"
+                         f" (patient {f['patient_hash']}): {f['failed_instances']} instance(s)"
+                         f" not de-identified ({f['error']})")
     return "\n".join(lines)

@@ -3,7 +3,11 @@
 The walker reads the element stream itself (tags, VRs, lengths, nested sequences and
 encapsulated pixel data) instead of trusting a forgiving parser, so truncations, lengths
 that overrun the stream, VRs that contradict the data dictionary, bad fixed-size lengths,
-out-of-order tags and absurd nesting are all caught. Nothing here decodes pixels.
+out-of-order tags and absurd nesting are all caught. :func:`check_pixels` then checks the
+pixel data against its header (geometry, bit depth, frame count, native length) and decodes
+compressed pixel data frame by frame with the available decoders, so that nothing is
+acknowledged that the pipeline cannot read. A deflated dataset is inflated only up to a
+bound (:func:`inflate_bounded`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ OVERSIZE_FACTOR = 2
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 #: deepest sequence nesting accepted (real objects rarely exceed 6)
 MAX_DEPTH = 16
+#: bounds on an inflated (deflate transfer syntax) dataset: never more than
+#: MAX_INFLATED_BYTES, and never more than MAX_DEFLATE_RATIO times the received bytes
+#: once past MIN_INFLATE_ALLOWANCE_BYTES (a sparse mask may compress ~100:1, a bomb ~1000:1)
+MAX_INFLATED_BYTES = 512 * 1024 * 1024
+MIN_INFLATE_ALLOWANCE_BYTES = 16 * 1024 * 1024
+MAX_DEFLATE_RATIO = 100
+#: BitsAllocated values PS3.3 C.7.6.3.1.1 (1, or a multiple of 8) the pipeline can hold
+ALLOWED_BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 
 _NATIVE_TS = {
     "1.2.840.10008.1.2": (True, False),     # implicit VR little endian
@@ -218,14 +230,122 @@ def check_structure(data: bytes, transfer_syntax: str) -> bytes:
     """
     implicit, big = _NATIVE_TS.get(transfer_syntax, (False, False))
     if transfer_syntax == "1.2.840.10008.1.2.1.99":
-        try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
-        except zlib.error as exc:
-            raise InvalidDataset(f"deflate stream corrupt: {exc}") from None
+        data = inflate_bounded(data)
     if not data:
         raise InvalidDataset("empty dataset")
     _Walker(data, implicit, big).walk(0, len(data), 0, in_item_undef=False)
     return data
+
+
+def inflate_limit(n_received: int) -> int:
+    """Largest inflated size (bytes) accepted for ``n_received`` deflated bytes."""
+    by_ratio = max(MIN_INFLATE_ALLOWANCE_BYTES, MAX_DEFLATE_RATIO * n_received)
+    return min(MAX_INFLATED_BYTES, by_ratio)
+
+
+def inflate_bounded(data: bytes) -> bytes:
+    """Inflate a raw deflate stream (PS3.5 A.5), refusing output beyond :func:`inflate_limit`.
+
+    Raises
+    ------
+    InvalidDataset
+        Corrupt stream, or inflated size over the bound (a deflate bomb).
+    """
+    limit = inflate_limit(len(data))
+    dec = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = dec.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidDataset(f"deflate stream corrupt: {exc}") from None
+    if len(out) > limit or dec.unconsumed_tail:
+        raise InvalidDataset(f"deflated dataset inflates beyond {limit} bytes "
+                             f"({len(data)} bytes received)")
+    return out
+
+
+def _int(ds: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise InvalidDataset(f"{keyword} missing for pixel data")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidDataset(f"{keyword} is not an integer") from None
+
+
+def check_pixels(ds: pydicom.Dataset) -> None:
+    """Check pixel data against its header; decode compressed frames.
+
+    Checks: Rows, Columns > 0; BitsAllocated in :data:`ALLOWED_BITS_ALLOCATED`;
+    SamplesPerPixel in 1..4; NumberOfFrames >= 1; native data exactly
+    ``Rows*Columns*SamplesPerPixel*BitsAllocated/8*NumberOfFrames`` bytes (plus the even
+    padding byte); compressed data encapsulated, and every frame decodes (with the
+    decoders pydicom finds) to the header's geometry, with as many frames as declared.
+
+    Raises
+    ------
+    InvalidDataset
+        0xC000 for any contradiction or undecodable frame.
+    """
+    kinds = [k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds]
+    if not kinds:
+        if "Rows" in ds:
+            raise InvalidDataset("image header without pixel data (truncated?)")
+        return
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    bits = _int(ds, "BitsAllocated", {"FloatPixelData": 32,
+                                      "DoubleFloatPixelData": 64}.get(kinds[0]))
+    spp = _int(ds, "SamplesPerPixel", 1)
+    frames = _int(ds, "NumberOfFrames", 1)
+    if rows <= 0 or cols <= 0:
+        raise InvalidDataset(f"image geometry {rows} x {cols}")
+    if bits not in ALLOWED_BITS_ALLOCATED:
+        raise InvalidDataset(f"BitsAllocated {bits}")
+    if not 1 <= spp <= 4:
+        raise InvalidDataset(f"SamplesPerPixel {spp}")
+    if frames < 1:
+        raise InvalidDataset(f"NumberOfFrames {frames}")
+    elem = ds[kinds[0]]
+    ts = ds.file_meta.TransferSyntaxUID
+    if kinds[0] == "PixelData" and ts.is_compressed:
+        if not elem.is_undefined_length:
+            raise InvalidDataset(f"native pixel data on compressed transfer syntax {ts}")
+        _decode_frames(ds, rows, cols, frames)
+        return
+    if elem.is_undefined_length:
+        raise InvalidDataset(f"encapsulated pixel data on native transfer syntax {ts}")
+    expected = (rows * cols * spp * frames * bits + 7) // 8
+    n = len(elem.value)
+    if n not in (expected, expected + (expected & 1)):
+        raise InvalidDataset(f"pixel data {n} bytes, header needs {expected}")
+
+
+def _decode_frames(ds: pydicom.Dataset, rows: int, cols: int, frames: int) -> None:
+    from pydicom.pixels import get_decoder
+
+    ts = ds.file_meta.TransferSyntaxUID
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise InvalidDataset(f"no decoder for transfer syntax {ts}") from None
+    if not decoder.is_available:
+        raise InvalidDataset(f"no decoder available for transfer syntax {ts}")
+    n = 0
+    try:
+        for arr, _ in decoder.iter_array(ds, as_rgb=False):
+            n += 1
+            if arr.shape[:2] != (rows, cols) or n > frames:
+                raise InvalidDataset(f"frame {n} decodes to {arr.shape}, header "
+                                     f"{frames} x {rows} x {cols}")
+    except InvalidDataset:
+        raise
+    except Exception as exc:  # any decoder error: the frame cannot be read
+        raise InvalidDataset(f"compressed frame {n + 1} does not decode: "
+                             f"{type(exc).__name__}") from None
+    if n != frames:
+        raise InvalidDataset(f"{n} frame(s) decode, header says {frames}")
 
 
 def _uid(ds: pydicom.Dataset, keyword: str) -> str:
@@ -276,19 +396,8 @@ def read_header(file_bytes: bytes, context_sop_class: str, affected_sop_instance
     try:
         pid = str(ds.get("PatientID", "") or "").strip()
         modality = str(ds.get("Modality", "") or "").strip()
-        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData",
-                                            "DoubleFloatPixelData"))
-        if pixel_check and "Rows" in ds and not has_pixels:
-            raise InvalidDataset("image header without pixel data (truncated?)")
-        if pixel_check and "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
-            rows, cols = int(ds.Rows), int(ds.Columns)
-            bits = int(ds.BitsAllocated)
-            spp = int(ds.get("SamplesPerPixel", 1) or 1)
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
-            expected = (rows * cols * spp * frames * bits + 7) // 8
-            if len(ds.PixelData) < expected:
-                raise InvalidDataset(f"pixel data {len(ds.PixelData)} bytes, "
-                                     f"header needs {expected}")
+        if pixel_check:
+            check_pixels(ds)
     except InvalidDataset:
         raise
     except Exception as exc:

@@ -62,26 +62,38 @@ class Nuclide:
 
 
 def canonical_name(name: str) -> str:
-    """Normalise ``Lu177``, ``177Lu``, ``lu-177`` to the ICRP-107 form ``Lu-177``."""
+    """Normalise ``Lu177``, ``177Lu``, ``lu-177`` to the ICRP-107 form ``Lu-177``.
+
+    Raises
+    ------
+    DosimetryInputError
+        ``nuclide_name=...: unknown radionuclide`` for anything radioactivedecay does not
+        know (including non-strings and the empty string).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise DosimetryInputError(f"nuclide_name={name!r}: unknown radionuclide")
     try:
         return rd.Nuclide(name.strip()).nuclide
     except Exception as exc:  # radioactivedecay raises ValueError with varied text
-        raise DosimetryInputError(f"unknown radionuclide {name!r}") from exc
+        raise DosimetryInputError(f"nuclide_name={name!r}: unknown radionuclide") from exc
 
 
-@functools.lru_cache(maxsize=32)
 def nuclide(name: str) -> Nuclide:
     """Decay data of ``name`` (any common spelling).
 
     Raises
     ------
     DosimetryInputError
-        If the nuclide is not in the data packages.
+        If the name is not a known radionuclide or the nuclide is not in the data packages.
     """
-    canon = canonical_name(name)
+    return _nuclide(canonical_name(name))
+
+
+@functools.lru_cache(maxsize=32)
+def _nuclide(canon: str) -> Nuclide:
     path = icrp107_source_path / "icrp107" / f"{canon}.json"
     if not path.exists():
-        raise DosimetryInputError(f"no ICRP-107 emission data for {canon}")
+        raise DosimetryInputError(f"nuclide_name={canon!r}: no ICRP-107 emission data")
     with path.open("rb") as fh:
         data = json.loads(json.load(fh))
     emis = data["emissions"]

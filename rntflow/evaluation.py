@@ -13,7 +13,6 @@ from rntflow.warehouse.catalog import ANALYSIS_ENGINES
 from rntflow.warehouse.writer import read_latest
 
 
-
 def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.DataFrame:
     """One row per subject, cycle and VOI present in both: pipeline vs true dose.
 
@@ -104,9 +103,9 @@ def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_
         Also ``measured_over_true_<site>`` rows: the median measured/true dose ratio of the
         site's units in the trial itself.
     """
+    from rntflow.analysis.dose_effect import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
     from rntflow.simulation.outcomes import OUTCOME_MODELS
     from rntflow.simulation.truth import logistic_ntcp
-    from rntflow.analysis.dose_effect import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
 
     rng = np.random.default_rng(seed)
     targets = truth_targets(truth)

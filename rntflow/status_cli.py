@@ -4,7 +4,7 @@ Per site: subjects enrolled, studies received / pending / held / quarantined (li
 inbox), processed (warehouse), QA failures, calibrations due, expired or missing, failed
 flow runs. Per subject and cycle: protocol time points received, missing or pending,
 whether a dose exists. ``--json`` prints the same as one JSON document for scripts
-(see :func:`rntflow.status.coordinator.coordinator_status` for its keys and for the clock that
+(see :func:`rntflow.status.model.coordinator_status` for its keys and for the clock that
 deadlines are measured against).
 """
 
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print the coordinator's status; returns 0."""
-    from rntflow.status.coordinator import DUE_WITHIN_DAYS, coordinator_status, format_coordinator_status
+    from rntflow.status import DUE_WITHIN_DAYS, coordinator_status, format_coordinator_status
 
     due = getattr(args, "due_within_days", None)
     status = coordinator_status(load_config(args.config), now=getattr(args, "as_of", None),

@@ -18,13 +18,20 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    NuclearMedicineImageStorage,
+    RTStructureSetStorage,
+    generate_uid,
+)
 
 from rntflow.simulation.geometry import Grid
 
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+NM_IMAGE_STORAGE = NuclearMedicineImageStorage
+CT_IMAGE_STORAGE = CTImageStorage
+RTSTRUCT_STORAGE = RTStructureSetStorage
 UID_ROOT = "1.2.826.0.1.3680043.10.1514."  # rntflow simulator UID root (under pydicom's org root)
 
 #: SNOMED CT code of 177Lu (DICOM CID 18 "Isotopes in radiopharmaceuticals").

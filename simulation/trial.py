@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rntflow.physics.decay import decay_integral_s
 from rntflow.physics.nuclides import nuclide
 from rntflow.simulation import dicom_writers as dw
 from rntflow.simulation.anatomy import Anatomy, Compartment, anatomy_grid, sample_anatomy
@@ -139,10 +140,10 @@ class _Writer:
                                    cam.sensitivity_cps_per_mbq, duration_s, cam.fwhm_mm, cam.scatter_fraction)
         counts = noisy_counts(expected, cam.noise_amplification, rng)
         if cam.units == "BQML":
-            lam_s = math.log(2) / (self.nuc.half_life_h * 3600.0)
-            start_factor = lam_s * duration_s / (1 - math.exp(-lam_s * duration_s))
-            values = counts / (cam.sensitivity_cps_per_mbq * duration_s) * start_factor * 1e6 \
-                / self.spect_grid.voxel_ml * cam.vendor_scale_error
+            # vendor Bq/mL at acquisition start: counts / (S tau), tau the decay-weighted scan time (s)
+            tau_s = decay_integral_s(duration_s, self.nuc.half_life_h * 3600.0)
+            values = counts / (cam.sensitivity_cps_per_mbq * tau_s) * 1e6 / self.spect_grid.voxel_ml \
+                * cam.vendor_scale_error
         else:
             values = counts
         dw.write_nm(study_dir / "NM" / "NM_0001.dcm", values, self.spect_grid, ident, sess, _recon(site), pharm,
@@ -264,9 +265,10 @@ def _simulate_phantoms(writer: _Writer, site: Site, phantoms: dict[str, Anatomy]
         ref_time = TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
         acq_time = ref_time + dt.timedelta(hours=float(rng.uniform(1.0, 3.0)))
         t_h = (acq_time - ref_time).total_seconds() / 3600.0
-        dur_h = cam.acquisition_duration_s / 3600.0
         lam = nuc.decay_constant_per_h
-        mean_decay = (math.exp(-lam * t_h) - math.exp(-lam * (t_h + dur_h))) / (lam * dur_h)
+        # mean activity over the scan / activity at the reference time
+        mean_decay = math.exp(-lam * t_h) * decay_integral_s(cam.acquisition_duration_s, nuc.half_life_h * 3600.0) \
+            / cam.acquisition_duration_s
         sbr = None
         if kind == "uniform_cylinder":
             total_mbq = float(rng.uniform(350.0, 550.0))

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rntflow.harmonization.calibration import Calibration
-from rntflow.harmonization.recon_check import CheckResult
+from rntflow.core.calibration_policy import calibration_timeline
+from rntflow.harmonization.calibration import Calibration, series_key
 from rntflow.core.config import TrialConfig, load_config
 from rntflow.tasks.products import ProductStore
 from rntflow.warehouse.writer import read_latest
@@ -74,30 +74,28 @@ def calibration_history(config: TrialConfig, camera_id: str | None = None) -> li
 
 
 def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[dict]:
-    """Registry records -> ``calibrations`` rows, with validity ends and supersession."""
+    """Registry records -> ``calibrations`` rows, with validity ends, supersession and drift.
+
+    The rules are :func:`rntflow.core.calibration_policy.calibration_timeline`'s, per series
+    (camera and radionuclide, see :func:`rntflow.harmonization.calibration.series_key`).
+    """
     rows = []
-    by_cam: dict[tuple[str, str], list[Calibration]] = {}
+    by_series: dict[tuple[str, str], list[Calibration]] = {}
     for c in history:
-        by_cam.setdefault((c.camera_id, c.radionuclide), []).append(c)
-    for cals in by_cam.values():
-        cals.sort(key=lambda c: c.valid_from)
-        for i, c in enumerate(cals):
-            nxt = cals[i + 1] if i + 1 < len(cals) else None
-            prev = cals[i - 1] if i > 0 else None
-            expiry = c.valid_from + pd.Timedelta(days=config.calibration.validity_days)
-            until = min(expiry, nxt.valid_from) if nxt else expiry
-            drift = None
-            if prev is not None and prev.kind == c.kind:
-                drift = 100.0 * (c.value - prev.value) / prev.value
+        by_series.setdefault(series_key(c), []).append(c)
+    for cals in by_series.values():
+        for e in calibration_timeline(cals, config.calibration.validity_days,
+                                      config.calibration.drift_tolerance_pct):
+            c, nxt = e.calibration, e.superseded_by
             rows.append({
                 "site_id": c.site_id, "camera_id": c.camera_id, "radionuclide": c.radionuclide,
                 "protocol": c.protocol, "valid_from": c.valid_from.replace(tzinfo=timezone.utc),
-                "valid_until": until.replace(tzinfo=timezone.utc),
+                "valid_until": e.valid_until.replace(tzinfo=timezone.utc),
                 "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
                 "sensitivity_sd_cps_per_mbq": c.sd, "bqml_scale_factor": c.vendor_scale_factor,
                 "harmonising_filter_fwhm_mm": c.filter_fwhm_mm, "rc_fwhm_mm": c.rc_fwhm_mm,
-                "superseded_by": calibration_id(nxt) if nxt else None, "calibration_id": calibration_id(c), "drift_pct": drift,
-                "drift_flag": None if drift is None else abs(drift) > config.calibration.drift_tolerance_pct})
+                "superseded_by": calibration_id(nxt) if nxt else None, "calibration_id": calibration_id(c),
+                "drift_pct": e.drift_pct, "drift_flag": e.drift_flag})
     return rows
 
 
@@ -105,12 +103,6 @@ def calibration_id(c: Calibration) -> str:
     """Readable, stable id: site, camera serial and the phantom scan time."""
     serial = (c.camera_id or "").split("|")[-1]
     return f"{c.site_id}-{serial}-{c.valid_from:%Y%m%dT%H%M}"
-
-
-def qa_row(c: CheckResult, scope: str, scope_id: str, **cols) -> dict:
-    """A ``qa_checks`` row from a check result (``cols``: subject_id, study_id, cycle ...)."""
-    return {"check_name": c.check, "scope": scope, "scope_id": scope_id, "status": c.status,
-            "value_found": c.value_found, "value_expected": c.value_expected, "message": c.message, **cols}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
 from rntflow.dosimetry.registration import register_rigid, resample
 from rntflow.dosimetry.vois import resample_mask_fraction
 from rntflow.core.config import TrialConfig
+from rntflow.core.qa import WARN, CheckResult, qa_row, status_if
 from rntflow.tasks.common import product_store, trial_config
 from rntflow.tasks.products import ProductStore, TimePointMeta
 from rntflow.analysis.dose_effect import population_kinetics
@@ -108,16 +109,15 @@ def cycle_dosimetry(config_path: str | None, site_id: str, subject_id: str, cycl
         if rec:
             ncc = rec.get("ncc_after")
             ok = ncc is not None and ncc >= MIN_REGISTRATION_NCC
-            checks.append({"check_name": "registration", "scope": "study", "scope_id": m.study_id,
-                           "study_id": m.study_id, "status": "pass" if ok else "warn",
-                           "value_found": "no CT" if ncc is None else f"NCC {ncc:.3f}",
-                           "value_expected": f"NCC >= {MIN_REGISTRATION_NCC}",
-                           "message": f"{rec['method']} to reference {ref.study_id}"})
+            checks.append(qa_row(CheckResult(
+                "registration", status_if(ok, WARN), "no CT" if ncc is None else f"NCC {ncc:.3f}",
+                f"NCC >= {MIN_REGISTRATION_NCC}", f"{rec['method']} to reference {ref.study_id}"),
+                "study", m.study_id, study_id=m.study_id))
         if m.calibration_status == "expired":
-            checks.append({"check_name": "calibration_validity", "scope": "cycle",
-                           "scope_id": f"{subject_id}/{cycle}", "status": "warn", "value_found": "expired",
-                           "value_expected": "valid", "message": f"time point {m.study_id} quantified with an "
-                                                                 f"expired calibration {m.calibration_id}"})
+            checks.append(qa_row(CheckResult(
+                "calibration_validity", WARN, "expired", "valid",
+                f"time point {m.study_id} quantified with an expired calibration {m.calibration_id}"),
+                "cycle", f"{subject_id}/{cycle}"))
     ct_arr = sitk.GetArrayFromImage(ref_ct)
     ct_voxel_ml = float(np.prod(ref_ct.GetSpacing())) / 1000.0
     vois = []
@@ -140,15 +140,13 @@ def cycle_dosimetry(config_path: str | None, site_id: str, subject_id: str, cycl
                                              default_value=-1000.0))
     result = compute_cycle_dosimetry(tps, vois, settings, kernel=kernel, hu_on_spect=hu)
     if settings.partial_volume_correction and ref.rc_fwhm_mm is None:
-        checks.append({"check_name": "partial_volume_correction", "scope": "cycle",
-                       "scope_id": f"{subject_id}/{cycle}", "status": "warn", "value_found": "no RC curve",
-                       "value_expected": "the camera's NEMA RC curve",
-                       "message": "no NEMA phantom result for this camera: activities not corrected for recovery"})
+        checks.append(qa_row(CheckResult(
+            "partial_volume_correction", WARN, "no RC curve", "the camera's NEMA RC curve",
+            "no NEMA phantom result for this camera: activities not corrected for recovery"),
+            "cycle", f"{subject_id}/{cycle}"))
     for f in result.findings:
-        checks.append({"check_name": f.check_name, "scope": f.scope,
-                       "scope_id": f"{subject_id}/{cycle}/{f.scope_id}" if f.scope == "voi" else f.scope_id,
-                       "status": f.status, "value_found": f.value_found, "value_expected": f.value_expected,
-                       "message": f.message})
+        checks.append(qa_row(CheckResult(f.check_name, f.status, f.value_found, f.value_expected, f.message),
+                             f.scope, f"{subject_id}/{cycle}/{f.scope_id}" if f.scope == "voi" else f.scope_id))
     for c in checks:
         c.update({"subject_id": subject_id, "cycle": cycle})
     return {"status": "done", "reason": None, "method": result.method, "voi_timepoints": result.voi_timepoints,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rntflow.tasks.study_io import read_image, write_image
+from rntflow.dicomio.images import read_image, write_image
 
 META = "meta.json"
 

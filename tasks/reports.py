@@ -3,22 +3,22 @@
 Files: ``<warehouse>/reports/subjects/<site>/<subject>.html`` (one per subject: doses with
 uncertainties, TACs with fits, DVHs, QA, calibrations, methods and software version, as
 ICRU 96 asks) and ``<warehouse>/reports/dose_effect.html`` (the trial's dose-effect plots
-and tables). Each file is written to a temporary name and renamed, so a reader never sees
-half a report; re-running rewrites them.
+and tables). Each file is written atomically (:mod:`rntflow.core.files`), so a reader never
+sees half a report; re-running rewrites them.
 """
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 
+from rntflow.analysis.reports import subject_report_html, trial_report_html
+from rntflow.core.files import write_text_atomic
 from rntflow.core.version import RNTFLOW_VERSION as __version__
 from rntflow.tasks.common import trial_config
-from rntflow.analysis.reports import subject_report_html, trial_report_html
 from rntflow.warehouse.writer import read_latest
 
 #: Tables a subject report draws on.
@@ -30,15 +30,12 @@ def reports_dir(warehouse_dir: str | Path) -> Path:
 
 
 def write_report(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`rntflow.core.files.write_text_atomic`)."""
+    write_text_atomic(path, text)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @task(name="subject-reports")
@@ -51,7 +48,7 @@ def subject_reports(config_path: str | None) -> list[str]:
     written = []
     for (site_id, subject_id), _ in doses.groupby(["site_id", "subject_id"], sort=True):
 
-        def mine(df: pd.DataFrame) -> pd.DataFrame:
+        def mine(df: pd.DataFrame, subject_id: str = subject_id) -> pd.DataFrame:
             return df[df["subject_id"] == subject_id] if "subject_id" in df else df.iloc[0:0]
 
         text = subject_report_html(

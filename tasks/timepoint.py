@@ -1,7 +1,7 @@
 """Prefect tasks for one patient time point: classify, check the reconstruction, quantify.
 
 Load (de-identified study folder, calibration registry), call the pure code
-(``harmonization.headers``, ``harmonization.recon_check``, ``harmonization.phantom``,
+(``harmonization.headers``, ``harmonization.recon_check``, ``harmonization.cylinder``,
 ``harmonization.calibration``), save (product store) and return warehouse records.
 """
 
@@ -19,12 +19,14 @@ from prefect import task
 from rntflow.physics.nuclides import nuclide
 from rntflow.harmonization.calibration import calibration_for
 from rntflow.harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
-from rntflow.harmonization.phantom import to_bq_per_ml
+from rntflow.harmonization.cylinder import to_bq_per_ml
 from rntflow.harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
 from rntflow.core.errors import ConfigError, DicomInputError, VoiError
-from rntflow.tasks.common import calibration_history, calibration_id, product_store, qa_row, trial_config
+from rntflow.core.qa import FAIL, PASS, WARN, CheckResult, qa_row
+from rntflow.tasks.common import calibration_history, calibration_id, product_store, trial_config
 from rntflow.tasks.products import TimePointMeta
-from rntflow.tasks.study_io import load_study, rtstruct_masks, seg_masks
+from rntflow.dicomio.study import load_study
+from rntflow.tasks.voi_masks import rtstruct_masks, seg_masks
 
 #: A study is the same administration as another when their start times agree this well.
 SAME_ADMINISTRATION = timedelta(hours=1)
@@ -70,17 +72,15 @@ def _mapped_vois(config, site_id: str, objects: list, ct: sitk.Image, frame_of_r
         try:
             raw = fn(obj, ct, frame_of_reference_uid)
         except VoiError as exc:  # e.g. drawn on another CT: the VOIs are unusable, the scan is not
-            checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id, "status": "fail",
-                           "value_found": "unusable", "value_expected": "VOIs on this CT", "message": str(exc),
-                           **cols})
+            checks.append(qa_row(CheckResult("voi_reference", FAIL, "unusable", "VOIs on this CT", str(exc)),
+                                 "study", study_id, **cols))
             continue
         for name, mask in raw.items():
             try:
                 tg = config.map_voi_name(name, site_id)
             except ConfigError as exc:
-                checks.append({"check_name": "voi_name", "scope": "study", "scope_id": study_id, "status": "fail",
-                               "value_found": "unmapped", "value_expected": "TG-263 or mapped", "message": str(exc),
-                               **cols})
+                checks.append(qa_row(CheckResult("voi_name", FAIL, "unmapped", "TG-263 or mapped", str(exc)),
+                                     "study", study_id, **cols))
                 continue
             vois[tg] = np.logical_or(vois[tg], mask) if tg in vois else mask
     return vois
@@ -118,10 +118,10 @@ def attach_segmentation(config_path: str | None, site_id: str, subject_id: str, 
         uid = _referenced_frame_of_reference(obj)
         meta = by_for.get(uid)
         if meta is None:
-            checks.append({"check_name": "voi_reference", "scope": "study", "scope_id": study_id, "status": "fail",
-                           "value_found": "no matching CT", "value_expected": "a received time point's CT",
-                           "message": "segmentation drawn on a CT this subject's time points do not have "
-                                      "(not received yet, or another patient): VOIs not used", **cols})
+            checks.append(qa_row(CheckResult(
+                "voi_reference", FAIL, "no matching CT", "a received time point's CT",
+                "segmentation drawn on a CT this subject's time points do not have "
+                "(not received yet, or another patient): VOIs not used"), "study", study_id, **cols))
             continue
         ct = store.ct(meta)
         vois = {k: sitk.GetArrayFromImage(v).astype(bool) for k, v in store.vois(meta).items()}
@@ -161,11 +161,11 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     study_row = {"study_id": study_id, "subject_id": subject_id, "kind": "patient", "camera_id": header.camera_id,
                  "acquired_at": header.acquisition_start.replace(tzinfo=timezone.utc) if header.acquisition_start else None,
                  "t_h": t_h, "n_instances": study.n_files,
-                 "protocol_compliant": all(c["status"] != "fail" for c in checks)}
+                 "protocol_compliant": all(c["status"] != FAIL for c in checks)}
     if header.acquisition_start is None or header.administration_datetime is None or t_h is None:
-        checks.append({"check_name": "timing", "scope": "study", "scope_id": study_id, "status": "fail",
-                       "value_found": "missing", "value_expected": "acquisition and administration date-times",
-                       "message": "cannot place the scan in time: no acquisition or administration date-time", **cols})
+        checks.append(qa_row(CheckResult(
+            "timing", FAIL, "missing", "acquisition and administration date-times",
+            "cannot place the scan in time: no acquisition or administration date-time"), "study", study_id, **cols))
         return {"meta": None, "checks": checks, "study": study_row}
     if header.units == "CNTS" and header.acquisition_duration_s:
         checks.append(qa_row(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
@@ -174,25 +174,26 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
 
     cal, status = calibration_for(calibration_history(config, header.camera_id), header.camera_id, nuc_name,
                                   header.acquisition_start, config.calibration.validity_days)
-    cal_check = {"check_name": "calibration_validity", "scope": "study", "scope_id": study_id,
-                 "status": {"valid": "pass", "expired": "warn", "missing": "fail"}[status],
-                 "value_found": f"{status} ({calibration_id(cal)})" if cal else status,
-                 "value_expected": f"a calibration of camera {header.camera_id} within "
-                                   f"{config.calibration.validity_days} days before the scan",
-                 "message": {"valid": "calibration valid",
-                             "expired": "calibration expired: doses computed with it are flagged",
-                             "missing": "camera never calibrated for this radionuclide before the scan: "
-                                        "the time point is not quantified"}[status], **cols}
-    checks.append(cal_check)
+    cal_check = CheckResult(
+        "calibration_validity", {"valid": PASS, "expired": WARN, "missing": FAIL}[status],
+        f"{status} ({calibration_id(cal)})" if cal else status,
+        f"a calibration of camera {header.camera_id} within {config.calibration.validity_days} days before the scan",
+        {"valid": "calibration valid",
+         "expired": "calibration expired: doses computed with it are flagged",
+         "missing": "camera never calibrated for this radionuclide before the scan: "
+                    "the time point is not quantified"}[status])
     if cal is None:
+        checks.append(qa_row(cal_check, "study", study_id, **cols))
         return {"meta": None, "checks": checks, "study": study_row}
     cal_id = calibration_id(cal)
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0  # of the phantom calibration, in both arms
     if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
         cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
         cal_id += FACE_VALUE_SUFFIX
-        cal_check.update(status="warn", value_found=f"{status} ({cal_id})",
-                         message="cross-calibration switched off: the vendor's Bq/mL taken at face value")
+        cal_check = dataclasses.replace(
+            cal_check, status=WARN, value_found=f"{status} ({cal_id})",
+            message="cross-calibration switched off: the vendor's Bq/mL taken at face value")
+    checks.append(qa_row(cal_check, "study", study_id, **cols))
     bqml = to_bq_per_ml(values, header.units or "", voxel_ml, header.acquisition_duration_s, half_life_s,
                         cal.sensitivity_cps_per_mbq, cal.vendor_scale_factor)
     spect = sitk.GetImageFromArray(bqml.astype(np.float32))

@@ -2,22 +2,37 @@
 
 For each table of :data:`warehouse.schema.TABLES`:
 
-* ``<table>_history``: every result version of every row, read with hive partitioning and
-  ``union_by_name`` (so files written before a column was added read it as NULL), each
-  column cast to its schema type;
-* ``<table>``: the latest ``result_version`` per natural key.
+* ``<table>``: the latest ``result_version`` per natural key, read from the materialised
+  ``latest/<table>`` files (:mod:`warehouse.latest`), each column cast to its schema type;
+* ``<table>_history``: every result version of every row, read from the append-only files
+  ``<table>/trial_id=<t>/site_id=<s>/part-<uuid>.parquet`` (``union_by_name``, so files
+  written before a column was added read it as NULL).
 
-A table without files yet still gets both views, empty and typed. The views store the
-absolute Parquet glob; re-run :func:`refresh_catalog` after a table gets its first files,
-after a schema change, or after moving the warehouse. A refresh builds a new catalog file
-and renames it over the old one, so it never waits for (or disturbs) open readers; they
-see the new views when they reconnect.
+The views resolve their file globs when a query runs, so they are never stale: a session
+opened before the first study, or long before the last load, sees exactly the rows in the
+Parquet files at query time. Every table has a zero-row ``_schema.parquet`` in both
+layouts (written by :func:`init_warehouse`), so the globs always match and an empty table
+reads as typed and empty.
+
+The catalog file is therefore static: it only changes when the view definitions do (a new
+rntflow version, a schema change, the warehouse moved). :func:`init_warehouse` compares a
+digest of the definitions with the one recorded beside the catalog
+(``.rntflow.duckdb.digest``) and only then rebuilds it: into a temporary file, renamed over
+``rntflow.duckdb`` (sessions already open keep the old file and its views), and an
+analyst's leftover ``rntflow.duckdb.wal`` (from a read-write session, open or killed) is
+moved aside so that it can never be replayed onto the new file. The pipeline never opens
+the catalog file, read-only or otherwise: it reads through in-memory connections with the
+same views (:func:`dose_effect_frame`), so no analyst session (read-only or read-write,
+open, crashed, holding DuckDB's file lock) can disturb it. The catalog is written with the
+storage format of DuckDB :data:`STORAGE_COMPATIBILITY`, so any DuckDB CLI from that version
+on opens it.
 
 Derived views for the dose-effect analysis:
 
 * ``voi_dose_cycle``: one dose per subject, cycle, VOI and engine: the multi-time-point
   result where the cycle has one, else its single-time-point result (Madsen before
-  Hänscheid); the provisional rows it replaces stay in ``voi_doses``;
+  Hänscheid: :data:`rntflow.core.methods.METHOD_PREFERENCE`); the provisional rows it
+  replaces stay in ``voi_doses``;
 * ``voi_dose_cumulative``: dose, dose SD (quadrature, cycles independent) and BED summed
   over cycles per trial, site, subject, VOI and engine; ``method`` is the cycles' common
   method or ``mixed``; ``all_final`` is true when every cycle is final;
@@ -35,6 +50,8 @@ Derived views for the dose-effect analysis:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -42,10 +59,17 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from rntflow.warehouse.schema import TABLES, Table, duckdb_type
-from rntflow.warehouse.writer import has_files, hive_read_sql, latest_version_sql
+from rntflow.core.methods import METHOD_PREFERENCE, method_order_sql
+from rntflow.core.files import write_text_atomic
+from rntflow.warehouse import latest
+from rntflow.warehouse.schema import DERIVED, TABLES, Table, duckdb_type
+from rntflow.warehouse.writer import (MATERIALISED, ensure_schema_files, has_files, hive_read_sql,
+                                      latest_version_sql, repair_latest, schema_files_current, table_dir,
+                                      table_lock)
 
 CATALOG_NAME = "rntflow.duckdb"
+#: Oldest DuckDB whose storage format the catalog file is written in (its CLI opens it).
+STORAGE_COMPATIBILITY = "v1.0.0"
 
 #: Outcome endpoint -> the dose target it is analysed against (see module docstring).
 ENDPOINT_TARGET_SQL = """CASE o.endpoint
@@ -54,9 +78,9 @@ ENDPOINT_TARGET_SQL = """CASE o.endpoint
         WHEN 'lesion_response' THEN o.lesion_voi
         WHEN 'pfs' THEN 'Lesions_mean' END"""
 
-#: Kinetics methods in order of preference for a cycle's dose (higher wins).
-METHOD_RANK_SQL = ("CASE method WHEN 'multi_time_point' THEN 3 WHEN 'single_time_point_madsen' THEN 2 "
-                   "WHEN 'single_time_point_hanscheid' THEN 1 ELSE 0 END")
+#: The best dose method (``multi_time_point``): its rows are kept outright in ``voi_dose_cycle``,
+#: the others ranked by :func:`rntflow.core.methods.method_order_sql` (the one ranking rule).
+_BEST_METHOD_SQL = "'" + METHOD_PREFERENCE[0] + "'"
 
 #: Lowest CTCAE grade that counts as an event, per toxicity endpoint. Nephrotoxicity: grade
 #: >= 2 (creatinine > 1.5 x baseline, the usual renal endpoint of PRRT dose-effect studies,
@@ -74,18 +98,60 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _typed(spec: Table, present: set[str] | None = None) -> str:
+    """Every schema column cast to its type (NULL when not in ``present``)."""
+    return ", ".join((f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)})" if present is None or c.name in present
+                      else f"CAST(NULL AS {duckdb_type(c.arrow_type)})") + f" AS {_q(c.name)}" for c in spec.columns)
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def latest_view_sql(warehouse_dir: Path, spec: Table) -> str:
+    """SELECT of ``spec``'s latest rows from the ``latest/`` files (glob resolved at query time)."""
+    return (f"SELECT {_typed(spec)} FROM read_parquet({_lit(latest.latest_glob(warehouse_dir, spec))}, "
+            f"union_by_name = true, hive_partitioning = false)")
+
+
+def history_view_sql(warehouse_dir: Path, spec: Table) -> str:
+    """SELECT of every version of ``spec`` (glob resolved at query time).
+
+    The history files keep their partition columns in the folder names
+    (``trial_id=<t>/site_id=<s>``); they are read from the path, since one glob must also
+    match the zero-row ``<table>/_schema.parquet`` (which has no partition folders).
+    """
+    root = table_dir(warehouse_dir, spec.name)
+    cols = []
+    for c in spec.columns:
+        if c.name in spec.partition_by:
+            cols.append(f"coalesce({_q(c.name)}, regexp_extract(filename, '/{c.name}=([^/]*)/', 1)) AS {_q(c.name)}")
+        else:
+            cols.append(f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)}) AS {_q(c.name)}")
+    return (f"SELECT {', '.join(cols)} FROM read_parquet({_lit(str(root / '**' / '*.parquet'))}, "
+            f"union_by_name = true, hive_partitioning = false, filename = true)")
+
+
 def history_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table) -> str:
-    """SELECT of all versions of ``spec`` with every schema column, typed."""
+    """SELECT of all versions of ``spec`` with every schema column, typed.
+
+    Reads the files at query time when the table is initialised (its history schema file
+    exists); otherwise (an in-memory connection on a warehouse never written) from the files
+    present now, or an empty typed SELECT when there are none.
+    """
+    if latest.schema_files(warehouse_dir, spec)[1].exists():
+        return history_view_sql(warehouse_dir, spec)
     if has_files(warehouse_dir, spec):
         present = {row[0] for row in con.execute(f"DESCRIBE {hive_read_sql(warehouse_dir, spec)}").fetchall()}
-        cols = [
-            (f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)})" if c.name in present
-             else f"CAST(NULL AS {duckdb_type(c.arrow_type)})") + f" AS {_q(c.name)}"
-            for c in spec.columns
-        ]
-        return hive_read_sql(warehouse_dir, spec, ", ".join(cols))
-    cols = [f"CAST(NULL AS {duckdb_type(c.arrow_type)}) AS {_q(c.name)}" for c in spec.columns]
-    return f"SELECT {', '.join(cols)} WHERE false"
+        return hive_read_sql(warehouse_dir, spec, _typed(spec, present))
+    return f"SELECT {_typed(spec, set())} WHERE false"
+
+
+def _current_latest_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table) -> str:
+    """The ``<table>`` view's SELECT: the ``latest/`` glob once initialised, else the history."""
+    if latest.schema_files(warehouse_dir, spec)[0].exists():
+        return latest_view_sql(warehouse_dir, spec)
+    return latest_version_sql(f"({history_sql(con, warehouse_dir, spec)})", spec.natural_key)
 
 
 #: The VOIs a ``dose_effect`` target is made of (pushed down to the Parquet scan).
@@ -129,17 +195,20 @@ def _targets_sql(voi_filter: str | None = None) -> str:
 
 DERIVED_VIEWS: dict[str, str] = {
     # One dose per cycle: a cycle may hold a provisional single-time-point result and the
-    # multi-time-point result that replaced it once the later scans came; the latter wins.
+    # multi-time-point result that replaced it once the later scans came; the best method
+    # (rntflow.core.methods) wins. The best method's rows are kept outright (one per key: the
+    # natural key holds the method) and only the others are ranked, which is faster than a
+    # window over the whole table (BENCHMARKS.md, "Warehouse").
     "voi_dose_cycle": f"""
-    WITH stp AS (SELECT * FROM voi_doses WHERE method <> 'multi_time_point'
+    WITH stp AS (SELECT * FROM voi_doses WHERE method <> {_BEST_METHOD_SQL}
                  QUALIFY row_number() OVER (PARTITION BY trial_id, subject_id, cycle, voi, engine
-                                            ORDER BY {METHOD_RANK_SQL} DESC) = 1)
+                                            ORDER BY {method_order_sql("method")}) = 1)
     (SELECT trial_id, site_id, subject_id, cycle, voi, engine, method, dose_gy, dose_sd_gy, bed_gy, final
-     FROM voi_doses WHERE method = 'multi_time_point')
+     FROM voi_doses WHERE method = {_BEST_METHOD_SQL})
     UNION ALL
     (SELECT s.trial_id, s.site_id, s.subject_id, s.cycle, s.voi, s.engine, s.method, s.dose_gy, s.dose_sd_gy,
             s.bed_gy, s.final
-     FROM stp s ANTI JOIN (SELECT * FROM voi_doses WHERE method = 'multi_time_point') m
+     FROM stp s ANTI JOIN (SELECT * FROM voi_doses WHERE method = {_BEST_METHOD_SQL}) m
        ON m.trial_id = s.trial_id AND m.subject_id = s.subject_id AND m.cycle = s.cycle AND m.voi = s.voi
       AND m.engine = s.engine)""",
     "voi_dose_cumulative": """
@@ -168,26 +237,127 @@ DERIVED_VIEWS: dict[str, str] = {
 }
 
 
-def create_views(con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path,
-                 tables: dict[str, Table] | None = None) -> list[str]:
-    """Create or replace every view on ``con``; returns the view names."""
+def view_definitions(warehouse_dir: str | Path, tables: dict[str, Table] | None = None,
+                     con: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
+    """View name -> SELECT, for every table (latest and history) and the derived views.
+
+    On an initialised warehouse (see :func:`init_warehouse`) every table's views read their
+    globs at query time; ``con`` is needed only for a table never initialised (its views
+    are then built from the files present now).
+    """
     warehouse_dir = Path(warehouse_dir).resolve()
     tables = TABLES if tables is None else tables
-    names = []
+    defs: dict[str, str] = {}
     for spec in tables.values():
-        con.execute(f"CREATE OR REPLACE VIEW {_q(spec.name + '_history')} AS {history_sql(con, warehouse_dir, spec)}")
-        con.execute(f"CREATE OR REPLACE VIEW {_q(spec.name)} AS "
-                    f"{latest_version_sql(_q(spec.name + '_history'), spec.natural_key)}")
-        names += [spec.name, spec.name + "_history"]
+        if con is None:
+            defs[spec.name] = latest_view_sql(warehouse_dir, spec)
+            defs[spec.name + "_history"] = history_view_sql(warehouse_dir, spec)
+        else:
+            defs[spec.name] = _current_latest_sql(con, warehouse_dir, spec)
+            defs[spec.name + "_history"] = history_sql(con, warehouse_dir, spec)
     if {"voi_doses", "outcomes"} <= set(tables):
-        for name, sql in DERIVED_VIEWS.items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-            names.append(name)
+        defs.update(DERIVED_VIEWS)
+        for source, names in MATERIALISED.items():
+            for name in names:
+                view = DERIVED[name]
+                if con is None or latest.derived_schema_file(warehouse_dir, name).exists():
+                    glob = str(latest.latest_table_dir(warehouse_dir, name) / "**" / "*.parquet")
+                    defs[name] = (f"SELECT {_typed(view)} FROM read_parquet({_lit(glob)}, union_by_name = true, "
+                                  f"hive_partitioning = false)")
+    return defs
+
+
+def create_views(con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path,
+                 tables: dict[str, Table] | None = None) -> list[str]:
+    """Create or replace every view on ``con`` (e.g. an in-memory connection); returns the names."""
+    names = []
+    for name, sql in view_definitions(warehouse_dir, tables, con).items():
+        con.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS {sql}")
+        names.append(name)
     return names
 
 
+def _digest_path(warehouse_dir: Path) -> Path:
+    return warehouse_dir / f".{CATALOG_NAME}.digest"
+
+
+def _definitions_digest(warehouse_dir: Path, tables: dict[str, Table]) -> str:
+    text = "\n".join(f"{k}\t{v}" for k, v in view_definitions(warehouse_dir, tables).items())
+    return hashlib.sha256(f"{STORAGE_COMPATIBILITY}\n{text}".encode()).hexdigest()
+
+
+def catalog_is_current(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> bool:
+    """Whether the catalog file exists with the current view definitions (reads no DuckDB file)."""
+    warehouse_dir = Path(warehouse_dir).resolve()
+    tables = TABLES if tables is None else tables
+    digest = _digest_path(warehouse_dir)
+    return (catalog_path(warehouse_dir).exists() and digest.exists()
+            and digest.read_text().strip() == _definitions_digest(warehouse_dir, tables)
+            and all(schema_files_current(warehouse_dir, spec) for spec in tables.values()))
+
+
+def _build_catalog(warehouse_dir: Path, tables: dict[str, Table], digest: str) -> Path:
+    """Write the catalog into a new file and rename it over ``rntflow.duckdb``."""
+    path = catalog_path(warehouse_dir)
+    tmp = warehouse_dir / f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp"
+    try:
+        con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
+        try:
+            for name, sql in view_definitions(warehouse_dir, tables).items():
+                con.execute(f"CREATE VIEW {_q(name)} AS {sql}")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        # An analyst's WAL belongs to the old file: move it aside (kept, never replayed onto
+        # the new file). A session still open keeps the old file and its WAL handle.
+        wal = Path(str(path) + ".wal")
+        if wal.exists():
+            os.replace(wal, warehouse_dir / f".{CATALOG_NAME}.wal.{uuid.uuid4().hex}.stale")
+        os.replace(tmp, path)
+        write_text_atomic(_digest_path(warehouse_dir), digest + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    return path
+
+
+def init_warehouse(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> Path:
+    """Initialise (or bring up to date) a warehouse: schema files and the catalog.
+
+    Writes each table's zero-row ``_schema.parquet`` files when missing or outdated, and
+    rebuilds ``rntflow.duckdb`` only when its view definitions changed (or it is missing).
+    Never opens the existing catalog file. Safe to call concurrently (a flock on
+    ``<warehouse>/.catalog.lock`` serialises the rebuild).
+
+    Returns
+    -------
+    Path
+        The catalog file.
+    """
+    warehouse_dir = Path(warehouse_dir).resolve()
+    tables = TABLES if tables is None else tables
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    for spec in tables.values():
+        if not schema_files_current(warehouse_dir, spec):
+            with table_lock(warehouse_dir, spec.name):
+                ensure_schema_files(warehouse_dir, spec)
+    with open(warehouse_dir / ".catalog.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        digest = _definitions_digest(warehouse_dir, tables)
+        recorded = _digest_path(warehouse_dir)
+        if (not catalog_path(warehouse_dir).exists() or not recorded.exists()
+                or recorded.read_text().strip() != digest):
+            _build_catalog(warehouse_dir, tables, digest)
+    return catalog_path(warehouse_dir)
+
+
 def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> Path:
-    """Create or refresh ``<warehouse>/rntflow.duckdb`` with a view per table.
+    """Bring the warehouse up to date for analysts: ``latest/`` files and the catalog.
+
+    Recomputes any ``latest/`` file that does not match its history
+    (:func:`warehouse.writer.repair_latest`) and runs :func:`init_warehouse`. Views read
+    their files at query time, so this is not needed after a load; it rebuilds the catalog
+    file only when the view definitions changed.
 
     Parameters
     ----------
@@ -201,23 +371,8 @@ def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None =
     Path
         The catalog file.
     """
-    warehouse_dir = Path(warehouse_dir).resolve()
-    warehouse_dir.mkdir(parents=True, exist_ok=True)
-    path = catalog_path(warehouse_dir)
-    # Build a fresh catalog beside the old one and rename it into place: open readers keep
-    # the old file (POSIX), nobody sees a half-built catalog, and no DuckDB lock is needed.
-    tmp = warehouse_dir / f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp"
-    try:
-        con = duckdb.connect(str(tmp))
-        try:
-            create_views(con, warehouse_dir, tables)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(str(tmp) + ".wal").unlink(missing_ok=True)
+    path = init_warehouse(warehouse_dir, tables)
+    repair_latest(warehouse_dir, tables)
     return path
 
 
@@ -226,26 +381,41 @@ def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None =
 ANALYSIS_ENGINES = ("organ", "sphere")
 
 
+def pipeline_connection(warehouse_dir: str | Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the catalog's views (the pipeline's, not the file)."""
+    init_warehouse(warehouse_dir)
+    con = duckdb.connect()
+    create_views(con, warehouse_dir)
+    return con
+
+
 def dose_effect_frame(warehouse_dir: str | Path, engines: tuple[str, ...] = ANALYSIS_ENGINES) -> pd.DataFrame:
-    """The ``dose_effect`` view's rows of ``engines`` (one row per outcome with the default)."""
-    con = connect(warehouse_dir)
+    """The ``dose_effect`` view's rows of ``engines`` (one row per outcome with the default).
+
+    Read through :func:`pipeline_connection`: never through the analysts' catalog file.
+    """
+    con = pipeline_connection(warehouse_dir)
     try:
         return con.execute("SELECT * FROM dose_effect WHERE list_contains(?, engine)", [list(engines)]).df()
     finally:
         con.close()
 
 
-def connect(warehouse_dir: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse catalog (creating it first when it does not exist yet).
+def connect(warehouse_dir: str | Path, read_only: bool = True,
+            tables: dict[str, Table] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the analysts' catalog ``<warehouse>/rntflow.duckdb`` (initialised first when needed).
 
     Parameters
     ----------
     warehouse_dir : str or Path
         Warehouse root.
     read_only : bool
-        Open read-only (several readers may share the file); default ``True``.
+        Open read-only (several readers may share the file); default ``True``. A read-write
+        session holds DuckDB's exclusive lock on the file (other analysts cannot open it
+        meanwhile) but never disturbs the pipeline.
+    tables : dict, optional
+        Schema registry the catalog must match (default :data:`warehouse.schema.TABLES`).
     """
-    path = catalog_path(warehouse_dir)
-    if not path.exists():
-        refresh_catalog(warehouse_dir)
-    return duckdb.connect(str(path), read_only=read_only)
+    if not catalog_is_current(warehouse_dir, tables):
+        init_warehouse(warehouse_dir, tables)
+    return duckdb.connect(str(catalog_path(warehouse_dir)), read_only=read_only)

@@ -31,6 +31,9 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
+from rntflow.core.methods import METHOD_PREFERENCE
+from rntflow.core.qa import SCOPES, STATUSES
+
 #: Bookkeeping columns appended to every table by :func:`_table`.
 BOOKKEEPING = ("result_version", "input_hash", "row_hash", "computed_at")
 
@@ -186,7 +189,7 @@ def _table(name: str, description: str, columns: list[Column], key: tuple[str, .
     return Table(name, description, tuple(columns) + _bookkeeping(), key, partition, is_result)
 
 
-_STATUS = ("pass", "warn", "fail")
+_STATUS = STATUSES
 _ENDPOINTS = ("nephrotoxicity", "xerostomia", "lesion_response", "pfs")
 _RESPONSES = ("CR", "PR", "SD", "PD")
 
@@ -257,7 +260,7 @@ TABLES: dict[str, Table] = {
             _TRIAL, _SITE,
             _c("check_name", pa.string(), "Check name, e.g. energy_window, fit_r2, calibration_age.", nullable=False),
             _c("scope", pa.string(), "What was checked.", nullable=False,
-               allowed=("site", "camera", "calibration", "study", "subject", "cycle", "voi", "flow_run")),
+               allowed=SCOPES),
             _c("scope_id", pa.string(), "Identifier within the scope (e.g. study_id or subject_id/cycle/voi).", nullable=False),
             _c("subject_id", pa.string(), "Trial pseudonym when the check concerns a subject."),
             _c("study_id", pa.string(), "Study when the check concerns one."),
@@ -294,7 +297,7 @@ TABLES: dict[str, Table] = {
             _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
             _c("engine", pa.string(), "Dose engine.", nullable=False, allowed=("organ", "sphere", "voxel_dpk", "voxel_led")),
             _c("method", pa.string(), "Kinetics method.", nullable=False,
-               allowed=("multi_time_point", "single_time_point_hanscheid", "single_time_point_madsen")),
+               allowed=tuple(sorted(METHOD_PREFERENCE))),
             _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle.", nullable=False),
             _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
             _c("bed_gy", pa.float64(), "Biologically effective dose (LQ model) in this cycle."),
@@ -339,6 +342,87 @@ TABLES: dict[str, Table] = {
 }
 
 
+@dataclass(frozen=True)
+class DerivedView:
+    """A derived view of the catalog (defined in :mod:`warehouse.catalog`), for the dictionary.
+
+    Attributes
+    ----------
+    name : str
+        View name.
+    description : str
+        What one row is.
+    columns : tuple of Column
+        Its columns in order (a test checks them against the catalog's ``DESCRIBE``).
+    materialised : bool
+        ``True`` when the view reads a table materialised at load time under
+        ``latest/<name>/`` (one file per trial and site) instead of computing it per query.
+    """
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    materialised: bool = False
+
+    def arrow_schema(self) -> pa.Schema:
+        """Arrow schema of the materialised files."""
+        return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns],
+                         metadata={"rntflow.table": self.name})
+
+
+_PER_CYCLE = (_TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
+              _c("engine", pa.string(), "Dose engine.", nullable=False),
+              _c("method", pa.string(), "Kinetics method of the cycle's dose."),
+              _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle."),
+              _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
+              _c("bed_gy", pa.float64(), "Biologically effective dose in this cycle."),
+              _c("final", pa.bool_(), "True when the cycle's dose is final."))
+_CUMULATIVE = (_TRIAL, _SITE, _SUBJECT, _VOI,
+               _c("engine", pa.string(), "Dose engine.", nullable=False),
+               _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
+               _c("n_cycles", pa.int64(), "Cycles summed."),
+               _c("dose_gy", pa.float64(), "Absorbed dose summed over cycles."),
+               _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the sum (cycles independent, quadrature)."),
+               _c("bed_gy", pa.float64(), "BED summed over cycles."),
+               _c("all_final", pa.bool_(), "True when every cycle's dose is final."))
+_N_VOIS = _c("n_vois", pa.int64(), "VOIs averaged into the target (1 for a stored VOI).")
+
+#: Derived views of the catalog, in the order they are defined.
+DERIVED: dict[str, DerivedView] = {
+    v.name: v
+    for v in (
+        DerivedView("voi_dose_cycle", "One dose per subject, cycle, VOI and engine: the multi-time-point result "
+                    "where the cycle has one, else its preferred single-time-point result.", _PER_CYCLE),
+        DerivedView("voi_dose_cumulative", "Dose, SD and BED summed over the cycles of voi_dose_cycle per subject, "
+                    "VOI and engine.", _CUMULATIVE, materialised=True),
+        DerivedView("dose_effect_targets", "voi_dose_cumulative plus the derived targets Kidneys, Parotids "
+                    "(means of the halves) and Lesions_mean.",
+                    tuple(_c("target_voi", pa.string(), "VOI or derived target.") if c.name == "voi" else c
+                          for c in _CUMULATIVE) + (_N_VOIS,)),
+        DerivedView("dose_effect", "One outcome joined to its dose target, per engine.", (
+            _TRIAL, _SITE_OPT, _SUBJECT,
+            _c("endpoint", pa.string(), "Endpoint."),
+            _c("lesion_voi", pa.string(), "Lesion VOI for lesion_response."),
+            _c("target_voi", pa.string(), "Dose target of the endpoint."),
+            _c("engine", pa.string(), "Dose engine."),
+            _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
+            _c("n_cycles", pa.int64(), "Cycles summed."),
+            _N_VOIS,
+            _c("cumulative_dose_gy", pa.float64(), "Target's absorbed dose summed over cycles."),
+            _c("cumulative_dose_sd_gy", pa.float64(), "Standard uncertainty of the cumulative dose."),
+            _c("cumulative_bed_gy", pa.float64(), "Target's BED summed over cycles."),
+            _c("all_final", pa.bool_(), "True when every cycle's dose is final."),
+            _c("grade", pa.int8(), "CTCAE grade (toxicity endpoints)."),
+            _c("response", pa.string(), "Response (lesion_response)."),
+            _c("event", pa.int8(), "1 = progression or death, 0 = censored (pfs)."),
+            _c("time_to_event_months", pa.float64(), "Time to event or censoring (pfs)."),
+            _c("assessed_months", pa.float64(), "Time of assessment after the first cycle."),
+            _c("effect", pa.int32(), "1 = event (toxicity at or above the endpoint's grade, CR/PR, PFS event), "
+               "else 0."))),
+    )
+}
+
+
 _DUCKDB_TYPES = {
     pa.string(): "VARCHAR",
     pa.int8(): "TINYINT",
@@ -374,6 +458,15 @@ def schema_markdown(tables: dict[str, Table] | None = None) -> str:
             out.append(f"| `{c.name}` | {duckdb_type(c.arrow_type)} | {c.unit or ''} | "
                        f"{'yes' if c.nullable else 'no'} | {desc} |")
         out.append("")
+    if tables is TABLES or tables is None:
+        out.append("### Derived views\n\nComputed from the tables above (see *Derived views* earlier on this page).\n")
+        for v in DERIVED.values():
+            how = " Materialised at load time under `latest/" + v.name + "/`." if v.materialised else ""
+            out.append(f"#### `{v.name}`\n\n{v.description}{how}\n")
+            out.append("| column | type | unit | description |\n| --- | --- | --- | --- |")
+            for c in v.columns:
+                out.append(f"| `{c.name}` | {duckdb_type(c.arrow_type)} | {c.unit or ''} | {c.description} |")
+            out.append("")
     return "\n".join(out)
 
 
@@ -390,7 +483,7 @@ def render_docs(text: str, tables: dict[str, Table] | None = None) -> str:
     return f"{head}{SCHEMA_DOC_BEGIN}\n{schema_markdown(tables)}{SCHEMA_DOC_END}{tail}"
 
 
-if __name__ == "__main__":  # python -m warehouse.schema docs/analyst.md
+if __name__ == "__main__":  # python -m rntflow.warehouse.schema docs/analyst.md
     import sys
     from pathlib import Path
 

@@ -45,7 +45,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rntflow.core.errors import WarehouseError
-from rntflow.warehouse.schema import TABLES, Table
+from rntflow.core.files import remove_stale_temps
+from rntflow.warehouse import latest
+from rntflow.warehouse.schema import DERIVED, TABLES, Table
 
 _PARTITION_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -181,7 +183,17 @@ def content_hash(spec: Table, table: pa.Table) -> pd.Series:
         cell[column.is_null().to_numpy(zero_copy_only=False)] = 0
         with np.errstate(over="ignore"):
             total += cell
-    return pd.Series(np.char.mod("%016x", total), dtype=object)
+    return pd.Series(_hex16(total), dtype=object)
+
+
+#: Two hex digits of every byte value, for :func:`_hex16`.
+_HEX_BYTE = np.array([f"{i:02x}" for i in range(256)], dtype="<U2")
+
+
+def _hex16(values: np.ndarray) -> np.ndarray:
+    """``"%016x" % v`` for every uint64 ``v`` (vectorised: byte lookup, 8 x U2 viewed as U16)."""
+    octets = values.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return np.ascontiguousarray(_HEX_BYTE[octets]).view("<U16").ravel().astype(object)
 
 
 @contextmanager
@@ -237,15 +249,23 @@ def read_latest(warehouse_dir: str | Path, table: str, where: str | None = None,
     """The latest result version of every row of ``table`` (empty frame when no files).
 
     ``where`` is an SQL condition on the table's columns, with ``?`` placeholders bound
-    from ``params``.
+    from ``params``. Reads the ``latest/`` files (:mod:`warehouse.latest`); when one of them
+    is not current (a load crashed between its history and latest writes) the answer is
+    computed from the history instead, without writing anything.
     """
     spec = _spec(table, None)
-    if not has_files(warehouse_dir, spec):
+    warehouse_dir = Path(warehouse_dir).resolve()
+    files = latest.current_files(warehouse_dir, spec)
+    if files == [] or (files is None and not has_files(warehouse_dir, spec)):
         return pd.DataFrame(columns=list(spec.column_names))
-    sql = latest_version_sql(f"({hive_read_sql(Path(warehouse_dir).resolve(), spec)})", spec.natural_key)
-    if where:
-        sql = f"SELECT * FROM ({sql}) WHERE {where}"
-    con = duckdb.connect()
+    if files is not None:
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        sql = f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+    else:
+        sql = latest_version_sql(f"({hive_read_sql(warehouse_dir, spec)})", spec.natural_key)
+    cols = ", ".join(f'"{c}"' for c in spec.column_names)
+    sql = f"SELECT {cols} FROM ({sql})" + (f" WHERE {where}" if where else "")
+    con = latest.cursor()
     try:
         return con.execute(sql, params or []).df()
     finally:
@@ -256,39 +276,38 @@ def has_files(warehouse_dir: str | Path, spec: Table) -> bool:
     return any(table_dir(warehouse_dir, spec.name).glob("/".join("*" for _ in spec.partition_by) + "/*.parquet"))
 
 
-def _partition_globs(warehouse_dir: Path, spec: Table, typed: pa.Table) -> list[str]:
-    """Globs of the existing partition folders that ``typed`` writes into.
+def _touched_partitions(spec: Table, typed: pa.Table) -> list[dict[str, str]]:
+    """Partition values (column -> text) of the rows of ``typed``.
 
     Rows of one natural key always carry the same partition values (a subject, camera or
     study belongs to one site), so the previous versions of the rows can only be there.
     """
     parts = list(spec.partition_by)
-    values = typed.select(parts).group_by(parts).aggregate([]).to_pylist()
-    globs = []
-    for row in values:
-        folder = table_dir(warehouse_dir, spec.name)
-        for p in parts:
-            folder = folder / f"{p}={row[p]}"
-        if any(folder.glob("*.parquet")):
-            globs.append(str(folder / "*.parquet"))
-    return globs
+    return [{p: str(v) for p, v in row.items()} for row in typed.select(parts).group_by(parts).aggregate([]).to_pylist()]
 
 
 def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.DataFrame:
-    """Latest ``result_version`` and ``row_hash`` for each row of ``typed`` (nulls if new)."""
+    """Latest ``result_version`` and ``row_hash`` for each row of ``typed`` (nulls if new).
+
+    Read from the partitions' latest files (made current first, under the table lock), so
+    no window over the history is needed.
+    """
     keys = list(spec.natural_key)
     new_keys = typed.select(keys).append_column("__row", pa.array(np.arange(typed.num_rows), pa.int64()))
-    globs = _partition_globs(warehouse_dir, spec, typed)
-    if not globs:
+    files = []
+    for values in _touched_partitions(spec, typed):
+        _make_current(warehouse_dir, spec, values)
+        path = latest.latest_file(warehouse_dir, spec, values)
+        if path.exists():
+            files.append(str(path))
+    if not files:
         return pd.DataFrame({"__row": np.arange(typed.num_rows), "result_version": pd.NA, "row_hash": None})
     qk = ", ".join(f'"{k}"' for k in keys)
     on = " AND ".join(f'n."{k}" IS NOT DISTINCT FROM l."{k}"' for k in keys)
-    sql = (f"WITH latest AS (SELECT {qk}, result_version, row_hash "
-           f"FROM ({hive_read_sql(warehouse_dir, spec, globs=globs)}) "
-           f"QUALIFY row_number() OVER (PARTITION BY {qk} ORDER BY result_version DESC) = 1) "
-           f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN latest l ON {on} "
-           f"ORDER BY n.__row")
-    con = duckdb.connect()
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    sql = (f"WITH l AS (SELECT {qk}, result_version, row_hash FROM read_parquet([{listed}], union_by_name = true)) "
+           f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN l ON {on} ORDER BY n.__row")
+    con = latest.cursor()
     try:
         con.register("new_keys", new_keys)
         return con.execute(sql).df()
@@ -296,13 +315,14 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
         con.close()
 
 
-def _sweep_orphans(folder: Path) -> int:
+def _sweep_orphans(folder: Path, latest_folder: Path | None = None) -> int:
     """Delete temporary files left by a crashed writer (call only while holding the table lock)."""
     n = 0
     for tmp in folder.rglob(".part-*.parquet.tmp"):
         tmp.unlink(missing_ok=True)
         n += 1
-    return n
+    n += remove_stale_temps(folder, f".{latest.SCHEMA_FILE}.*.tmp")
+    return n + remove_stale_temps(latest_folder) if latest_folder is not None else n
 
 
 def _fsync_dir(path: Path) -> None:
@@ -400,7 +420,8 @@ def load_table(warehouse_dir: str | Path, table: str, df: pd.DataFrame, *,
             "computed_at", pa.array([stamp] * n, pa.timestamp("us", tz="UTC")))
 
     with table_lock(warehouse_dir, spec.name):
-        _sweep_orphans(table_dir(warehouse_dir, spec.name))
+        _sweep_orphans(table_dir(warehouse_dir, spec.name), latest.latest_table_dir(warehouse_dir, spec.name))
+        ensure_schema_files(warehouse_dir, spec)
         prev = _previous_versions(warehouse_dir, spec, typed)
         prev_version = pd.to_numeric(prev["result_version"], errors="coerce").to_numpy()
         prev_hash = prev["row_hash"].to_numpy(dtype=object)
@@ -441,7 +462,71 @@ def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_
         folder = table_dir(warehouse_dir, spec.name)
         for p, v in zip(parts, values):
             folder = folder / f"{p}={v}"
-        chunk = arrow.take(pa.array(idx)).select(data_cols)
-        write_parquet_atomic(chunk, folder, _before_rename=before_rename)
+        rows = arrow.take(pa.array(idx))
+        write_parquet_atomic(rows.select(data_cols), folder, _before_rename=before_rename)
+        latest.merge_partition(warehouse_dir, spec, dict(zip(parts, values)), rows)
+        _materialise(warehouse_dir, spec, dict(zip(parts, values)))
         files += 1
     return files
+
+
+def repair_latest(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> int:
+    """Recompute every ``latest/`` file that does not match its history; returns how many.
+
+    Covers a load that crashed between its history and latest writes, and a warehouse
+    written before the ``latest/`` layout existed. Takes each table's lock.
+    """
+    warehouse_dir = Path(warehouse_dir)
+    n = 0
+    for spec in (TABLES if tables is None else tables).values():
+        if not table_dir(warehouse_dir, spec.name).is_dir():
+            continue
+        with table_lock(warehouse_dir, spec.name):
+            for values in latest.history_partitions(warehouse_dir, spec):
+                n += _make_current(warehouse_dir, spec, values)
+    return n
+
+
+#: Derived views materialised at load time, per source table (see :data:`warehouse.schema.DERIVED`):
+#: the dose-effect views then aggregate per-subject rows instead of every cycle's dose.
+MATERIALISED: dict[str, tuple[str, ...]] = {"voi_doses": ("voi_dose_cumulative",)}
+
+
+def ensure_schema_files(warehouse_dir: Path, spec: Table) -> None:
+    """Write the table's (and its materialised views') zero-row schema files if outdated (under the lock)."""
+    if not latest.schema_files_current(warehouse_dir, spec):
+        latest.write_schema_files(warehouse_dir, spec)
+    for name in MATERIALISED.get(spec.name, ()):
+        path = latest.derived_schema_file(warehouse_dir, name)
+        if not latest.schema_file_current(path, DERIVED[name]):
+            latest.write_latest(path, latest.full_schema(DERIVED[name]).empty_table())
+
+
+def schema_files_current(warehouse_dir: Path, spec: Table) -> bool:
+    """Whether :func:`ensure_schema_files` has nothing to do."""
+    return latest.schema_files_current(warehouse_dir, spec) and all(
+        latest.schema_file_current(latest.derived_schema_file(warehouse_dir, name), DERIVED[name])
+        for name in MATERIALISED.get(spec.name, ()))
+
+
+def _materialise(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> None:
+    """Recompute the derived tables of one partition of ``spec`` (under its table lock)."""
+    if not MATERIALISED.get(spec.name):
+        return
+    # The derived SQL is the catalog's own (one definition); the catalog imports this module.
+    from rntflow.warehouse.catalog import DERIVED_VIEWS
+
+    for name in MATERIALISED[spec.name]:
+        latest.materialise_partition(warehouse_dir, spec, values, DERIVED[name], DERIVED_VIEWS)
+
+
+def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> int:
+    """Recompute a partition's latest and derived files if stale (under the lock); 1 if done."""
+    stale = not latest.is_current(warehouse_dir, spec, values)
+    if stale:
+        latest.rebuild_partition(warehouse_dir, spec, values)
+    if stale or any(not latest.derived_is_current(warehouse_dir, name, spec, values)
+                    for name in MATERIALISED.get(spec.name, ())):
+        _materialise(warehouse_dir, spec, values)
+        return 1
+    return 0

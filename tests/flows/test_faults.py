@@ -11,7 +11,7 @@ import yaml
 import rntflow.tasks.timepoint as tp_tasks
 from rntflow.flows.process_study import process_study
 from rntflow.core.config import load_config
-from rntflow.status.coordinator import coordinator_status
+from rntflow.status import coordinator_status
 from rntflow.warehouse.writer import read_latest
 
 ROOT = Path(__file__).resolve().parents[2]

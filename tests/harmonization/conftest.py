@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, NuclearMedicineImageStorage, generate_uid
 from scipy import ndimage
 
-from rntflow.harmonization.phantom import NEMA_SPHERE_DIAMETERS_MM, NEMA_SPHERE_RING_RADIUS_MM
+from rntflow.harmonization.nema import NEMA_SPHERE_DIAMETERS_MM, NEMA_SPHERE_RING_RADIUS_MM
 from rntflow.physics.recovery import FWHM_PER_SIGMA
 
-NM_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
+NM_STORAGE = NuclearMedicineImageStorage
 LU177_HALF_LIFE_S = 6.647 * 86400  # radioactivedecay ICRP-107: 6.647 d (tests check it)
 
 

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rntflow.harmonization.phantom import NemaTruth, analyse_nema_phantom, analyse_uniform_cylinder, harmonising_filter, locate_nema_spheres, nema_true_concentrations, to_bq_per_ml
-from rntflow.physics.recovery import FWHM_PER_SIGMA, rc_blurred_sphere, sphere_volume_ml
-from rntflow.physics.decay import activity_at, decay_integral_s
 from rntflow.core.errors import CalibrationError
+from rntflow.harmonization.cylinder import analyse_uniform_cylinder, to_bq_per_ml
+from rntflow.harmonization.filter import harmonising_filter
+from rntflow.harmonization.nema import NemaTruth, analyse_nema_phantom, locate_nema_spheres, nema_true_concentrations
+from rntflow.physics.decay import activity_at, decay_integral_s
+from rntflow.physics.recovery import FWHM_PER_SIGMA, rc_blurred_sphere, sphere_volume_ml
 
 from .conftest import LU177_HALF_LIFE_S, nema_phantom, sphere_fraction, uniform_cylinder_counts
 
@@ -117,6 +119,33 @@ def test_to_bq_per_ml_inverts_sensitivity():
     assert out[0] == pytest.approx(c_bq_per_ml, rel=1e-12)
     with pytest.raises(CalibrationError):
         to_bq_per_ml(np.array([1.0]), "CNTS", voxel_ml)
+    with pytest.raises(CalibrationError):
+        to_bq_per_ml(np.array([1.0]), "CNTS", voxel_ml, t_s, LU177_HALF_LIFE_S, sensitivity_cps_per_mbq=-s)
+
+
+def test_to_bq_per_ml_corrects_decay_during_a_long_acquisition():
+    # law: 1 MBq in a 1 mL voxel seen at 10 cps/MBq for 20 h of 90Y (ICRP-107 64.1 h) gives
+    # 10 * (1 - exp(-lambda T)) / lambda counts (exact integral of A0 exp(-lambda t)), by hand
+    # 6.47e5 counts, 10 % fewer than the 7.2e5 of a source that did not decay
+    th_s, t_s = 64.1 * 3600.0, 20 * 3600.0
+    lam = math.log(2) / th_s
+    counts = 10.0 * 1.0 * (1 - math.exp(-lam * t_s)) / lam
+    assert counts == pytest.approx(6.47e5, rel=1e-3)
+    out = to_bq_per_ml(np.array([counts]), "cnts", 1.0, t_s, th_s, sensitivity_cps_per_mbq=10.0)
+    assert out[0] == pytest.approx(1e6, rel=1e-9)
+    naive = counts / (10.0 * t_s) * 1e6  # ignoring the decay during the scan
+    assert naive < 0.95e6
+
+
+def test_to_bq_per_ml_divides_vendor_values_by_the_scale_factor():
+    # a vendor reading 10 % high (measured / true = 1.1) is brought back to the truth
+    assert to_bq_per_ml(np.array([110.0]), "BQML", 0.1, vendor_scale_factor=1.1)[0] == pytest.approx(100.0)
+    assert to_bq_per_ml(np.array([110.0]), "BQML", 0.1)[0] == 110.0  # no cross-calibration: face value
+    for bad in (0.0, -1.1):
+        with pytest.raises(CalibrationError):
+            to_bq_per_ml(np.array([1.0]), "BQML", 0.1, vendor_scale_factor=bad)
+    with pytest.raises(CalibrationError):
+        to_bq_per_ml(np.array([1.0]), "Bq/mL", 0.1)
 
 
 # ----------------------------------------------------------------------------- analytic RC
@@ -155,7 +184,8 @@ def _noisy_nema(fwhm_mm, seed, **kw):
 @pytest.mark.parametrize("handed, theta0", [(1, 0.3), (-1, 2.0)])
 def test_nema_rc_matches_blurred_sphere_model(handed, theta0):
     # Truth: RC = 1/SBR + (1 - 1/SBR) RC0(d, FWHM_eff) for a hot sphere in a warm background,
-    # FWHM_eff including the test's voxelisation. Tolerance 0.05 (brief) for d >= 17 mm.
+    # FWHM_eff including the test's voxelisation. Tolerance 0.05 (the half-width of the trial's
+    # reference RC bands) for d >= 17 mm.
     img, centres = _noisy_nema(12.0, 3 + handed, handed=handed, theta0=theta0)
     truth = NemaTruth(1000.0, 8000.0, 8.0)
     res = analyse_nema_phantom(img, SP, truth)
@@ -275,3 +305,72 @@ def test_uniform_cylinder_through_dicom_file(tmp_path):
     res = analyse_uniform_cylinder(arr, sp, hdr.acquisition_duration_s, a0_hdr, hdr.units,
                                    hdr.radionuclide_half_life_s, system_fwhm_mm=14.0)
     assert res.sensitivity_cps_per_mbq == pytest.approx(s_true, rel=0.02)
+
+
+def _through_dicom(img: np.ndarray, path, acq: datetime, ref: datetime, a_ref_mbq: float):
+    """Header, (z, y, x) array and spacing of ``img`` written and read back as a trial NM file."""
+    import pydicom
+
+    from rntflow.harmonization.headers import nm_to_image, parse_nm_header
+    from rntflow.harmonization.phantom import array_and_spacing
+
+    from .conftest import make_nm_dataset
+
+    assert img.max() < 65535
+    make_nm_dataset(np.rint(img).astype(np.uint16), units="CNTS", acq_start=acq, admin=ref,
+                    activity_mbq=a_ref_mbq).save_as(path, enforce_file_format=True)
+    back = pydicom.dcmread(path)
+    return (parse_nm_header(back), *array_and_spacing(nm_to_image(back)))
+
+
+def test_phantom_studies_cylinder_then_nema(tmp_path):
+    # the glue (header + fill log -> checks -> calibration): the cylinder gives the sensitivity
+    # (within 2 %, as above), the NEMA study uses it to put its image in Bq/mL, so its RCs
+    # match the blurred-sphere model within the 0.05 of the tests above (the 2 % calibration
+    # error moves an RC of 0.8 by 0.016) and the fitted FWHM is within 1.5 mm of the truth
+    from rntflow.core.fills import PhantomFill
+    from rntflow.harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
+
+    ref = datetime(2026, 3, 1, 8, 0)
+    acq = ref + timedelta(hours=3)
+    s_true, tau_s = 9.5, decay_integral_s(60 * 20.0, LU177_HALF_LIFE_S)
+    a_cyl = 800.0
+    counts = s_true * activity_at(a_cyl, ref, acq, LU177_HALF_LIFE_S) * tau_s
+    cyl = uniform_cylinder_counts(counts, 12.0, np.random.default_rng(41), shape=(60, 80, 80))
+    hdr, arr, sp = _through_dicom(cyl, tmp_path / "cyl.dcm", acq, ref, a_cyl)
+    fill = PhantomFill("SITE01-PH-CYL", "uniform_cylinder", a_cyl, ref, math.pi * 108**2 * 186 / 1000)
+    res = calibrate_uniform_cylinder(hdr, arr, sp, fill, site_id="SITE01", protocol_name="P")
+    assert [c.check for c in res.checks] == [
+        "phantom_type", "phantom_header", "phantom_scatter_correction", "phantom_reference_time",
+        "phantom_activity", "phantom_fov", "phantom_volume", "phantom_sensitivity"]
+    assert res.status == "pass", res.checks
+    assert res.calibration.sensitivity_cps_per_mbq == pytest.approx(s_true, rel=0.02)
+    wrong = calibrate_uniform_cylinder(hdr, arr, sp, PhantomFill("X", "nema_iec_body", a_cyl, ref, 9700.0, 8.0),
+                                       site_id="SITE01", protocol_name="P")
+    assert wrong.calibration is None and wrong.check("phantom_type").status == "fail"
+
+    v_bg_ml = 9700.0
+    nema_fill = PhantomFill("SITE01-PH-NEMA", "nema_iec_body", 1600.0, ref, v_bg_ml, 8.0)
+    truth = nema_true_concentrations(1600.0, ref, acq, v_bg_ml, 8.0, LU177_HALF_LIFE_S)
+    bg_counts = s_true * truth.background_bq_per_ml * 1e-6 * VOXEL_MM**3 / 1000 * tau_s
+    img, _ = nema_phantom(12.0, 8.0, bg_counts, None)
+    hdr, arr, sp = _through_dicom(np.random.default_rng(42).poisson(img), tmp_path / "nema.dcm", acq, ref, 1600.0)
+    band = _band_for(12.0)
+    res = analyse_nema_study(hdr, arr, sp, nema_fill, site_id="SITE01", calibration=res.calibration,
+                             reference_rc_band=band, protocol_name="P")
+    assert res.status == "pass", res.checks
+    assert res.check("harmonising_filter").value_found == "no filter needed"
+    assert res.calibration.rc_fwhm_mm == pytest.approx(effective_fwhm_mm(12.0), abs=1.5)
+    assert res.calibration.filter_fwhm_mm == 0.0
+    fe = effective_fwhm_mm(12.0)
+    for row in res.spheres:
+        if row.sphere_diameter_mm >= 17:
+            expected = 1 / 8 + 7 / 8 * rc_blurred_sphere(row.sphere_diameter_mm, fe)
+            assert row.recovery_coefficient == pytest.approx(expected, abs=0.05)
+            assert row.in_reference_band is True
+            assert row.recovery_coefficient_harmonised == row.recovery_coefficient
+        else:
+            assert row.in_reference_band is None
+    uncalibrated = analyse_nema_study(hdr, arr, sp, nema_fill, site_id="SITE01", calibration=None,
+                                      reference_rc_band=band, protocol_name="P")
+    assert uncalibrated.calibration is None and uncalibrated.check("phantom_calibration").status == "fail"

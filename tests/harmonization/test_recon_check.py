@@ -10,13 +10,13 @@ import SimpleITK as sitk
 
 from rntflow.harmonization.headers import parse_nm_header
 from rntflow.harmonization.recon_check import (
-    CheckResult,
     ImageGeometry,
     check_counts_plausible,
     check_fov_covers_vois,
     check_reconstruction,
 )
 from rntflow.core.config import load_config
+from rntflow.core.qa import CheckResult
 
 from .conftest import make_nm_dataset
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from rntflow.harmonization.phantom import NemaTruth, analyse_nema_phantom, harmonising_filter
+from rntflow.harmonization.filter import harmonising_filter
+from rntflow.harmonization.nema import NemaTruth, analyse_nema_phantom
 from rntflow.harmonization.report import REPORT_COLUMNS, SitePhantomResults, harmonisation_report
 
 from .conftest import nema_phantom

@@ -9,12 +9,19 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    EncapsulatedPDFStorage,
+    ExplicitVRLittleEndian,
+    NuclearMedicineImageStorage,
+    RTStructureSetStorage,
+    generate_uid,
+)
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-NM = "1.2.840.10008.5.1.4.1.1.20"
-RTSTRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
-ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+CT = CTImageStorage
+NM = NuclearMedicineImageStorage
+RTSTRUCT = RTStructureSetStorage
+ENCAPSULATED_PDF = EncapsulatedPDFStorage
 
 
 @dataclass(frozen=True)

@@ -77,16 +77,16 @@ def _cert(subject: str, issuer_key, issuer_name, key, ca: bool, san: str | None 
 
 
 def make_pki(folder: Path) -> dict[str, Path]:
-    """A throwaway CA, a server cert for 127.0.0.1 and a client cert (all EC P-256)."""
+    """A throwaway CA, a server cert for 127.0.0.1 and SITE01's client cert (EC P-256)."""
     folder.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rntflow test CA")])
     ca = _cert("rntflow test CA", ca_key, ca_name, ca_key, ca=True)
     out = {"ca": folder / "ca.pem"}
     out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for name, san in (("server", "127.0.0.1"), ("client", None)):
+    for name, cn, san in (("server", "server", "127.0.0.1"), ("client", "SITE01_PACS", None)):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(name, ca_key, ca_name, key, ca=False, san=san)
+        cert = _cert(cn, ca_key, ca_name, key, ca=False, san=san)
         out[name] = folder / f"{name}.pem"
         out[name + "_key"] = folder / f"{name}.key"
         out[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -124,5 +124,56 @@ def test_tls_mutual_auth_and_plain_connection_refused(tmp_path):
         assert ok.is_established
         assert ok.send_c_store(ct_series(PATIENT, 1, size=16)[0]).Status == 0
         ok.release()
+        # SITE01's certificate calling as SITE02's AE title: refused (identity binding)
+        other = scu("GEPACS02").associate("127.0.0.1", srv.port, ae_title="RNTFLOW",
+                                          tls_args=(ctx, "127.0.0.1"))
+        assert other.is_rejected and not other.is_established
+        import sqlite3
+
+        from tests.listener.conftest import wait_until
+        db = sqlite3.connect(cfg.spool_dir / "inbox.sqlite")
+        reasons = wait_until(lambda: [r[0] for r in db.execute(
+            "SELECT reason FROM rejections WHERE site_id='SITE02'")])
+        assert reasons == ["TLS client certificate does not name this site"]
     finally:
         srv.shutdown()
+
+
+def test_certificate_site_binding_rules():
+    from rntflow.listener.handlers import certificate_matches_site
+    cert = {"subject": ((("commonName", "SITE01_PACS"),),),
+            "subjectAltName": (("DNS", "pacs.site01.example"),)}
+    assert certificate_matches_site(cert, "SITE01", ["SITE01_PACS"])
+    assert not certificate_matches_site(cert, "SITE03", ["ANYSCAN3"])
+    san_only = {"subject": ((("commonName", "pacs"),),), "subjectAltName": (("DNS", "SITE03"),)}
+    assert certificate_matches_site(san_only, "SITE03", ["ANYSCAN3"])
+    assert not certificate_matches_site(None, "SITE01", ["SITE01_PACS"])
+
+
+def test_store_on_verification_service_refused(trial, listener):
+    """A C-STORE naming the Verification SOP class gets no Success (finding 9)."""
+    from pynetdicom.dimse_primitives import C_STORE
+    from tests.listener.dicomgen import to_bytes
+
+    assoc = scu().associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
+    assert assoc.is_established
+    ds = ct_series(PATIENT, 1, size=16)[0]
+    req = C_STORE()
+    req.MessageID = 7
+    req.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    req.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    req.Priority = 2
+    req.DataSet = __import__("io").BytesIO(to_bytes(ds, with_meta=False))
+    cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == "1.2.840.10008.1.1")
+    import time
+    try:  # pause the reactor as pynetdicom's send_c_store does (see test_ingest)
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        assoc.dimse.send_msg(req, cx.context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    assert rsp is not None and int(rsp.Status) != 0
+    assoc.release()
+    assert inbox_status(trial)["sites"]["SITE01"]["instances"] == 0

@@ -56,7 +56,7 @@ def test_store_dedup_deid_and_handoff(trial, listener, caplog):
         assert_no_phi(f.read_bytes(), str(f))
     assert_no_phi(json.dumps(h.parameters("x")), "hand-off")
     assert_no_phi(caplog.text, "logs")
-    assert all(d.PatientID == "RNT-001-0001" and "PatientBirthDate" not in d for d in dsets)
+    assert all(d.PatientID == "RNT-001-0001" and not d.get("PatientBirthDate") for d in dsets)
     # UIDs replaced, references inside the RTSTRUCT still resolve to the CT copies
     ct_uids = {str(d.SOPInstanceUID) for d in dsets if d.Modality == "CT"}
     assert not ct_uids & {str(c.SOPInstanceUID) for c in cts}
@@ -170,10 +170,10 @@ def test_unusable_sop_class_stored_and_reported(trial, listener):
 
 def test_sop_class_contradicting_context_is_quarantined(trial, listener):
     ct = ct_series(PATIENT, 1)[0]
-    ct.SOPClassUID = "1.2.840.10008.5.1.4.1.1.20"  # says NM, sent on the CT context
-    ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ct.SOPClassUID = pydicom.uid.NuclearMedicineImageStorage  # says NM, sent on the CT context
+    ct.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
     assoc = scu().associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
-    cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == "1.2.840.10008.5.1.4.1.1.2")
+    cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == pydicom.uid.CTImageStorage)
     from pynetdicom.dimse_primitives import C_STORE
     import io
     from tests.listener.dicomgen import to_bytes

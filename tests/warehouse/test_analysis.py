@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from rntflow.analysis.dose_effect import (compare_arms, dose_response_by_site, fit_logistic_dose, lesion_response_fit,
-                                logistic_d50_point, per_site_d50, pfs_vs_dose, population_kinetics,
-                                site_effect_test)
+from rntflow.analysis.dose_effect import (
+    compare_arms,
+    dose_response_by_site,
+    fit_logistic_dose,
+    lesion_response_fit,
+    logistic_d50_point,
+    per_site_d50,
+    pfs_vs_dose,
+    population_kinetics,
+    site_effect_test,
+)
 
 D50_GY, GAMMA50 = 28.0, 1.8  # kidney-like NTCP (seed 000: kidney limits 23-40 Gy)
 

@@ -45,4 +45,28 @@ def test_python_example_runs(code, demo_dir, monkeypatch):
 
 
 def test_column_reference_is_current():
-    assert render_docs(TEXT) == TEXT, "run: python -m warehouse.schema docs/analyst.md"
+    assert render_docs(TEXT) == TEXT, "run: python -m rntflow.warehouse.schema docs/analyst.md"
+
+
+_CONFIG = """
+trial_id: T-TEST
+paths: {warehouse: data/warehouse, enrolment: enrolment.csv}
+sites:
+  - {id: SITE01, name: A, calling_ae_titles: [A1]}
+protocol:
+  photopeak_windows: [{name: Lu177_208, center_kev: 208.0, width_pct: 20.0}]
+  time_points: [{nominal_h: 24, earliest_h: 18, latest_h: 30}]
+"""
+
+
+def test_rntflow_sql_runs_statements_read_only(demo_dir, capsys):
+    from rntflow.cli import main
+
+    (demo_dir / "trial.yaml").write_text(_CONFIG)
+    (demo_dir / "enrolment.csv").write_text("site_id,patient_id,subject_id,kind\nSITE01,P1,SITE01-S00,patient\n")
+    cfg = str(demo_dir / "trial.yaml")
+    assert main(["sql", "--config", cfg, "--csv", "-c",
+                 "SELECT count(*) AS n FROM dose_effect; SELECT count(*) AS n FROM voi_doses"]) == 0
+    assert capsys.readouterr().out.split() == ["n", "48", "n", "144"]
+    with pytest.raises(Exception, match="read-only"):
+        main(["sql", "--config", cfg, "-c", "CREATE TABLE x AS SELECT 1"])

@@ -112,3 +112,136 @@ def test_event_grades_per_endpoint(small_warehouse):
                           "('nephrotoxicity', 'xerostomia') GROUP BY ALL ORDER BY ALL").fetchall()
     assert got == [("nephrotoxicity", 0, 0), ("nephrotoxicity", 1, 0), ("nephrotoxicity", 2, 1),
                    ("xerostomia", 0, 0), ("xerostomia", 1, 1)]
+
+
+# --- the analysts' catalog beside the pipeline (issue 16) -------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from rntflow.warehouse.catalog import dose_effect_frame  # noqa: E402
+
+from .conftest import build_small_warehouse, outcomes_frame  # noqa: E402
+
+_SESSION = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])                     # read-write, DuckDB's default
+    con.execute("CREATE OR REPLACE TABLE analyst_notes AS SELECT 1 AS x")   # leaves a WAL
+    print(con.execute("SELECT count(*) FROM voi_doses").fetchone()[0], flush=True)
+    for line in sys.stdin:                                # one query per line, answer per line
+        print(con.execute(line).fetchone()[0], flush=True)
+""")
+
+
+def _session(path: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _SESSION, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc
+
+
+def test_session_opened_before_the_first_load_sees_rows_live(tmp_path):
+    root = tmp_path / "wh"
+    with connect(root) as con:  # nothing loaded yet: the catalog is created, views are empty
+        assert con.execute("SELECT count(*) FROM voi_doses").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM dose_effect").fetchone() == (0,)
+        load_table(root, "voi_doses", voi_doses_frame())
+        load_table(root, "outcomes", outcomes_frame())
+        # no refresh, no reconnect: the views resolve their files at query time
+        assert con.execute("SELECT count(*) FROM voi_doses").fetchone() == (144,)
+        assert con.execute("SELECT count(*) FROM dose_effect").fetchone() == (48,)
+        assert con.execute("SELECT count(*) FROM voi_doses_history").fetchone() == (144,)
+
+
+def test_pipeline_runs_beside_read_write_and_killed_analyst_sessions(tmp_path):
+    root = tmp_path / "wh"
+    build_small_warehouse(root)
+    path = catalog_path(root)
+    killed = _session(path)
+    assert killed.stdout.readline().strip() == "144"
+    killed.send_signal(signal.SIGKILL)  # crashed mid-session: its WAL and lock stay behind
+    killed.wait(timeout=30)
+    assert Path(str(path) + ".wal").exists()
+    live = _session(path)  # a second read-write session, holding DuckDB's file lock
+    try:
+        assert live.stdout.readline().strip() == "144"
+        # the pipeline: a new version of every dose, catalog refresh, dose-effect
+        df = voi_doses_frame()
+        assert load_table(root, "voi_doses", df.assign(dose_gy=df.dose_gy + 1.0)).rows_new_version == 144
+        refresh_catalog(root)
+        de = dose_effect_frame(root, engines=("organ",))
+        assert len(de) == 48 and de["cumulative_dose_gy"].notna().all()
+        # the live session sees the new versions without reconnecting
+        live.stdin.write("SELECT count(*) FROM voi_doses WHERE result_version = 2\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip() == "144"
+        live.stdin.write("SELECT count(*) FROM voi_doses_history\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip() == "288"
+    finally:
+        live.stdin.close()
+        live.wait(timeout=30)
+    assert live.returncode == 0, live.stderr.read()
+    with connect(root) as con:  # after both: a new read-only session opens and is current
+        assert con.execute("SELECT count(*), min(result_version) FROM voi_doses").fetchone() == (144, 2)
+
+
+def test_rebuild_moves_a_stale_wal_aside(tmp_path):
+    root = tmp_path / "wh"
+    build_small_warehouse(root)
+    path = catalog_path(root)
+    killed = _session(path)
+    assert killed.stdout.readline().strip() == "144"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    (root / ".rntflow.duckdb.digest").write_text("outdated\n")  # as after an upgrade
+    refresh_catalog(root)
+    assert not Path(str(path) + ".wal").exists() and list(root.glob(".rntflow.duckdb.wal.*.stale"))
+    with connect(root) as con:
+        assert con.execute("SELECT count(*) FROM voi_doses").fetchone() == (144,)
+
+
+def test_plain_pyarrow_on_latest_matches_the_view(small_warehouse):
+    df = voi_doses_frame()
+    load_table(small_warehouse, "voi_doses", df.assign(dose_gy=df.dose_gy * 2)[df.site_id == "SITE02"])
+    key = [(k, "ascending") for k in ("subject_id", "cycle", "voi", "engine", "method")]
+    plain = pq.read_table(small_warehouse / "latest" / "voi_doses")
+    with connect(small_warehouse) as con:
+        view = con.sql("SELECT * FROM voi_doses").to_arrow_table()
+    assert plain.num_rows == view.num_rows == 144
+    assert plain.filter(pc.equal(plain["result_version"], 2)).num_rows == 48
+    assert plain.select(view.column_names).sort_by(key).to_pylist() == view.sort_by(key).to_pylist()
+    # the history keeps both versions, hive-partitioned
+    assert pq.read_table(small_warehouse / "voi_doses").num_rows == 192
+
+
+def test_materialised_cumulative_equals_the_live_definition(small_warehouse):
+    from rntflow.warehouse.catalog import DERIVED_VIEWS
+
+    sid = "SITE03-S01"
+    rows = pd.DataFrame({"trial_id": TRIAL, "site_id": "SITE03", "subject_id": sid, "voi": "Kidneys",
+                         "engine": "organ", "cycle": [1, 1, 2], "method": ["single_time_point_madsen",
+                                                                          "multi_time_point", "single_time_point_madsen"],
+                         "dose_gy": [8.0, 9.0, 6.0]})
+    load_table(small_warehouse, "voi_doses", rows)
+    with connect(small_warehouse) as con:
+        mat = con.execute("SELECT * FROM voi_dose_cumulative ORDER BY ALL").fetchall()
+        live = con.execute(f"SELECT * FROM ({DERIVED_VIEWS['voi_dose_cumulative']}) ORDER BY ALL").fetchall()
+    assert mat == live and ("T-TEST", "SITE03", sid, "Kidneys", "organ", "mixed", 2, 15.0, None, None, False) in mat
+
+
+def test_catalog_opens_in_the_oldest_declared_storage_format(small_warehouse):
+    """The catalog file declares DuckDB v1.0.0 storage, so older CLIs (e.g. duckdb-cli) open it."""
+    cli = Path(sys.executable).parent / "duckdb"
+    if not cli.exists():
+        pytest.skip("no DuckDB CLI in the virtualenv (pip install duckdb-cli)")
+    out = subprocess.run([str(cli), "-readonly", "-csv", "-noheader", str(catalog_path(small_warehouse)),
+                          "-c", "SELECT count(*) FROM dose_effect"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "48"

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rntflow.analysis.reports import NONE_TEXT, ntcp_logistic, subject_report_html, svg_figure, tac_curve, trial_report_html
+from rntflow.analysis.dose_effect import ntcp_logistic
+from rntflow.analysis.figures import svg_figure
+from rntflow.analysis.reports import NONE_TEXT, subject_report_html, trial_report_html
+from rntflow.analysis.tac_curves import tac_curve
 
 SUBJECT = "SITE01-S07"
 SITE = "SITE01"
@@ -196,6 +199,20 @@ def test_subject_report_has_methods(subject_html):
         assert word in methods
 
 
+def test_methods_quote_the_code_they_describe(subject_html):
+    """The methods text takes the method order, chi-square quantile and jitter from the code."""
+    from rntflow.analysis.dose_effect import CHI2_1_95
+    from rntflow.analysis.figures import JITTER
+    from rntflow.core.methods import METHOD_PREFERENCE
+
+    order = "multi-time-point preferred over single-time-point Madsen over Hänscheid"
+    assert METHOD_PREFERENCE == ("multi_time_point", "single_time_point_madsen", "single_time_point_hanscheid")
+    assert order in _section(subject_html, "Methods") and order in _section(subject_html, "Cumulative")
+    trial_methods = _section(_trial_report(), "Methods")
+    assert f"95 % quantile, {CHI2_1_95:.2f})" in trial_methods and CHI2_1_95 == pytest.approx(3.841, abs=1e-3)
+    assert f"&plusmn;{JITTER:g} for visibility" in trial_methods
+
+
 def _assert_offline(text: str) -> None:
     assert "<script" not in text.lower()
     assert "<link" not in text.lower() and "@import" not in text and "url(http" not in text
@@ -215,6 +232,35 @@ def test_subject_report_escapes_data_text(subject_html):
     # outside the SVGs too (tables and captions)
     outside = re.sub(r"<svg\b.*?</svg>", "", subject_html, flags=re.S)
     assert "&lt;b&gt;x&lt;/b&gt;" in outside
+
+
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED_SCRIPT = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_templates_escape_script_in_subject_site_and_trial_names():
+    """Identifiers come from the sites' DICOM and config: a ``<script>`` in them must stay text."""
+    subject, site = f"S-{SCRIPT}", f"SITE-{SCRIPT}"
+    frames = {name: df.assign(subject_id=subject) if "subject_id" in df else df
+              for name, df in (("voi_doses", _doses()), ("tac_fits", _fits()), ("voi_timepoints", _timepoints()),
+                               ("dvhs", _dvhs()), ("qa_checks", _qa()))}
+    frames["voi_doses"] = frames["voi_doses"].assign(site_id=site)
+    text = _subject_report(site_id=site, subject_id=subject, trial_id=f"T-{SCRIPT}", software_version=SCRIPT,
+                           **frames)
+    assert "<script" not in text.lower()
+    assert f"<title>Dosimetry report \u2013 T-{ESCAPED_SCRIPT} \u2013 S-{ESCAPED_SCRIPT}</title>" in text
+    assert f"<td>SITE-{ESCAPED_SCRIPT}</td>" in text and f"<td>S-{ESCAPED_SCRIPT}</td>" in text
+    assert f"<td>rntflow {ESCAPED_SCRIPT}</td>" in text
+    assert ">4.32<" in text  # the subject's rows are still shown (not dropped as another subject's)
+
+    dose_effect = _dose_effect().assign(site_id=lambda d: d["site_id"] + SCRIPT)
+    fits = FITS_TABLE.assign(group=[f"{g}{SCRIPT}" for g in FITS_TABLE["group"]])
+    trial = _trial_report(trial_id=SCRIPT, dose_effect=dose_effect, fits={f"{LABEL} {SCRIPT}": fits},
+                          curves={f"{LABEL} {SCRIPT}": CURVES}, notes=[SCRIPT])
+    assert "<script" not in trial.lower()
+    assert f"<h3>{LABEL} {ESCAPED_SCRIPT}</h3>" in trial and f"<p>{ESCAPED_SCRIPT}</p>" in trial
+    assert f"<td>pooled{ESCAPED_SCRIPT}</td>" in trial
+    assert "30 observed outcome(s)" in trial  # the label's endpoint still selects the outcomes
 
 
 def test_subject_report_empty_frames_give_none():

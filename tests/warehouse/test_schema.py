@@ -74,3 +74,21 @@ def test_arrow_schema_and_docs_derive_from_declaration():
     for t in TABLES.values():
         for c in t.columns:
             duckdb_type(c.arrow_type)  # every type maps
+
+
+def test_derived_views_are_declared_as_the_catalog_builds_them(tmp_path):
+    """The data dictionary's derived views match the catalog's DESCRIBE, column by column."""
+    from rntflow.warehouse.catalog import connect
+    from rntflow.warehouse.schema import DERIVED
+
+    with connect(tmp_path) as con:
+        for name, view in DERIVED.items():
+            got = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()]
+            want = [(c.name, duckdb_type(c.arrow_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
+                    for c in view.columns]
+            assert got == want, name
+            for c in view.columns:
+                assert c.unit == unit_from_name(c.name), (name, c.name)
+    md = schema_markdown()
+    for name in DERIVED:
+        assert f"#### `{name}`" in md

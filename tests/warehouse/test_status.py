@@ -1,33 +1,29 @@
-"""The coordinator's status: ``rntflow.status.coordinator.coordinator_status`` and ``rntflow status``."""
+"""The coordinator's status: ``rntflow.status.coordinator_status`` and ``rntflow status``."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from rntflow.listener.spool import SCHEMA as INBOX_SCHEMA
 from rntflow.cli import main
 from rntflow.core.config import TimePointWindow, load_config
+from rntflow.core.protocol import match_window as match_time_point
+from rntflow.listener.spool import SCHEMA as INBOX_SCHEMA
+from rntflow.status import REDACTED, coordinator_status, format_coordinator_status
+from rntflow.status.calibrations import calibration_state, calibration_states
 from rntflow.warehouse.catalog import catalog_path, refresh_catalog
-from rntflow.status.coordinator import (
-    REDACTED,
-    calibration_state,
-    coordinator_status,
-    format_coordinator_status,
-    match_time_point,
-)
 from rntflow.warehouse.writer import load_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "trial.example.yaml"
 TRIAL = "RNT-DEMO-LU177"
 #: De-identified (shifted) administration time of every first cycle.
-T0 = datetime(2023, 2, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2023, 2, 1, 8, 0, tzinfo=UTC)
 
 #: The enrolment table: PatientIDs (PHI) that must never be shown.
 ENROLMENT = [
@@ -185,7 +181,7 @@ def test_match_time_point_windows_and_overlap():
 
 
 def test_calibration_state_boundaries():
-    t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
     assert calibration_state(t, t + timedelta(days=100), 180)[0] == "valid"
     status, expires, left = calibration_state(t, t + timedelta(days=150), 180)
     assert (status, expires, left) == ("due", t + timedelta(days=180), 30.0)
@@ -193,6 +189,24 @@ def test_calibration_state_boundaries():
     assert calibration_state(t, t + timedelta(days=149), 180, due_within_days=31)[0] == "due"
     assert calibration_state(t, t + timedelta(days=180), 180)[0] == "due"
     assert calibration_state(t, t + timedelta(days=180, seconds=1), 180)[0] == "expired"
+
+
+def test_current_calibration_is_the_one_in_force_at_as_of():
+    """A calibration superseded only after ``as_of`` is current; a stale row without ``superseded_by`` is not."""
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def row(cal_id, days, superseded_by=None):
+        return {"site_id": "SITE01", "camera_id": "CAM01", "radionuclide": "Lu-177", "protocol": "P",
+                "calibration_id": cal_id, "valid_from": t + timedelta(days=days), "superseded_by": superseded_by,
+                "drift_pct": None, "drift_flag": None}
+
+    rows = [row("A", 0), row("B", 50, superseded_by="C"), row("C", 120)]
+    states = calibration_states(rows, {"SITE01": {"CAM01", "CAM02"}}, t + timedelta(days=100), 180)["SITE01"]
+    assert [(c.camera_id, c.calibration_id, c.status) for c in states] == [
+        ("CAM01", "B", "valid"), ("CAM02", None, "missing")]
+    later = calibration_states(rows, {}, t + timedelta(days=130), 180)["SITE01"]
+    assert [c.calibration_id for c in later] == ["C"]
+    assert calibration_states(rows, {}, t - timedelta(days=1), 180) == {}
 
 
 # ---------------------------------------------------------------------------------------

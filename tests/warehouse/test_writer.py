@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _visible_parquet(root: Path, table: str) -> list[Path]:
-    return sorted((root / table).rglob("*.parquet"))
+    """Published history files (the zero-row ``_schema.parquet`` is not one)."""
+    return sorted((root / table).rglob("part-*.parquet"))
 
 
 def _count(root: Path, view: str) -> int:
@@ -170,7 +171,7 @@ def test_schema_evolution_new_column_old_files_readable(tmp_path):
         Column("dose_rate_max_gy_per_h", pa.float64(), "Gy/h", "Peak dose rate.", True))
     # the catalog of the evolved schema shows the column even before any file holds it
     refresh_catalog(tmp_path, tables=evolved)
-    with connect(tmp_path) as con:
+    with connect(tmp_path, tables=evolved) as con:
         assert con.execute("SELECT count(*), count(dose_rate_max_gy_per_h) FROM voi_doses").fetchone() == (48, 0)
     new = df[df.site_id == "SITE02"].assign(dose_rate_max_gy_per_h=0.5)
     assert load_table(tmp_path, "voi_doses", new, tables=evolved).rows_new == 48
@@ -178,7 +179,7 @@ def test_schema_evolution_new_column_old_files_readable(tmp_path):
     assert load_table(tmp_path, "voi_doses", df[df.site_id == "SITE01"], tables=evolved).rows_unchanged == 48
     assert all(p.stat().st_mtime_ns == m for p, m in old_files.items())
     refresh_catalog(tmp_path, tables=evolved)
-    with connect(tmp_path) as con:
+    with connect(tmp_path, tables=evolved) as con:
         rows = con.execute("SELECT site_id, count(*), count(dose_rate_max_gy_per_h), max(dose_rate_max_gy_per_h) "
                            "FROM voi_doses GROUP BY site_id ORDER BY site_id").fetchall()
     assert rows == [("SITE01", 48, 0, None), ("SITE02", 48, 48, 0.5)]

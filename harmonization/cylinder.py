@@ -1,0 +1,241 @@
+"""Uniform-cylinder calibration: camera sensitivity (CNTS) or vendor scale factor (BQML),
+and the conversion of image values to Bq/mL that uses it.
+
+Array and spacing conventions as in :mod:`rntflow.harmonization.phantom`.
+
+Sources
+-------
+* Decay during acquisition: counts = S * A0 * (1 - exp(-lambda T)) / lambda (exact
+  integral of A0 exp(-lambda t) over [0, T]; Dewaraja et al 2012, MIRD Pamphlet 23,
+  J Nucl Med 53:1310), computed once in :func:`rntflow.physics.decay.decay_integral_s`.
+* Uncertainty combination: GUM, JCGM 100:2008.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from rntflow.core.errors import CalibrationError
+from rntflow.harmonization.phantom import check_phantom_image, phantom_mask, touches_border
+from rntflow.physics.decay import decay_constant_per_s, decay_integral_s
+
+#: Default spill-out margin (mm) when the system FWHM is not known: 3 x ~13 mm, a typical
+#: 177Lu MEGP SPECT resolution with resolution recovery (Ljungberg et al 2016, MIRD 26).
+DEFAULT_SPILL_MARGIN_MM = 40.0
+
+
+@dataclass(frozen=True)
+class UniformCylinderResult:
+    """Sensitivity (CNTS) or vendor scale factor (BQML) from a uniform cylinder.
+
+    ``value`` is whichever of the two applies; ``standard_uncertainty`` is its absolute
+    standard uncertainty, the quadrature sum of the three relative components.
+    """
+
+    units: str
+    sensitivity_cps_per_mbq: float | None
+    vendor_scale_factor: float | None
+    value: float
+    standard_uncertainty: float
+    rel_uncertainty_poisson: float
+    rel_uncertainty_voi: float
+    rel_uncertainty_activity: float
+    voi_total: float
+    voi_volume_ml: float
+    phantom_volume_ml: float
+    voi_margin_mm: float
+    voi_clipped_by_fov: bool
+    activity_at_acq_start_mbq: float
+    duration_s: float
+    effective_duration_s: float
+    interior_cov: float
+
+
+@dataclass(frozen=True)
+class _VoiTotals:
+    """The spill-out VOI (phantom dilated by a margin) and its total (image units)."""
+
+    total: float
+    voi: np.ndarray
+    margin_mm: float
+    rel_uncertainty: float
+
+
+def _checked_units(activity_at_acq_start_mbq: float | None, units: str | None, duration_s: float | None) -> str:
+    """Upper-case units after checking the activity, units and duration are usable."""
+    if activity_at_acq_start_mbq is None or not activity_at_acq_start_mbq > 0:
+        raise CalibrationError(
+            f"uniform cylinder: no activity information (activity at acquisition start "
+            f"{activity_at_acq_start_mbq!r} MBq); check RadionuclideTotalDose or the fill log"
+        )
+    unit = (units or "").upper()
+    if unit not in ("CNTS", "BQML"):
+        raise CalibrationError(f"uniform cylinder: units must be CNTS or BQML, got {units!r}")
+    if unit == "CNTS" and (duration_s is None or not duration_s > 0):
+        raise CalibrationError(f"uniform cylinder: acquisition duration missing ({duration_s!r} s)")
+    return unit
+
+
+def _voi_totals(arr: np.ndarray, sp: np.ndarray, mask: np.ndarray, fwhm_mm: float, margin_fwhm: float) -> _VoiTotals:
+    """Total in the phantom dilated by ``margin_fwhm`` x FWHM, and the VOI-definition
+    uncertainty: the totals with (k - 1) and (k + 1) FWHM margins bound the value, their
+    half-difference is the half-width of a rectangular distribution (u = a / sqrt(3))."""
+    margin_mm = margin_fwhm * fwhm_mm
+    dist_mm = ndimage.distance_transform_edt(~mask, sampling=sp)
+
+    def total(margin: float) -> float:
+        return float(arr[dist_mm <= margin].sum())
+
+    voi = dist_mm <= margin_mm
+    voi_total = float(arr[voi].sum())
+    lo_total, hi_total = total(max(margin_mm - fwhm_mm, 0.0)), total(margin_mm + fwhm_mm)
+    rel = abs(hi_total - lo_total) / 2.0 / math.sqrt(3.0) / voi_total if voi_total > 0 else math.inf
+    return _VoiTotals(voi_total, voi, margin_mm, rel)
+
+
+def _interior_cov(arr: np.ndarray, sp: np.ndarray, mask: np.ndarray, fwhm_mm: float) -> float:
+    """Coefficient of variation of the voxels deeper than 2 FWHM inside the phantom."""
+    interior = ndimage.distance_transform_edt(mask, sampling=sp) > 2.0 * fwhm_mm
+    vals = arr[interior] if interior.any() else arr[mask]
+    return float(vals.std() / vals.mean()) if vals.mean() > 0 else math.nan
+
+
+def analyse_uniform_cylinder(
+    image_values: np.ndarray,
+    spacing_mm: Sequence[float],
+    duration_s: float | None,
+    activity_at_acq_start_mbq: float | None,
+    units: str | None,
+    half_life_s: float | None,
+    system_fwhm_mm: float | None = None,
+    voi_margin_fwhm: float = 3.0,
+    total_counts: float | None = None,
+    activity_rel_uncertainty: float = 0.0,
+) -> UniformCylinderResult:
+    """Camera sensitivity or vendor scale factor from a uniform-cylinder SPECT.
+
+    Parameters
+    ----------
+    image_values : ndarray (z, y, x)
+        Reconstructed values: counts per voxel (``CNTS``) or Bq/mL decay-corrected to
+        acquisition start (``BQML``).
+    spacing_mm : (dz, dy, dx)
+        Voxel spacing (mm).
+    duration_s : float
+        Acquisition duration (s) (needed for ``CNTS``).
+    activity_at_acq_start_mbq : float
+        True activity in the phantom at acquisition start (MBq): fill activity decayed
+        from its reference time with :func:`rntflow.physics.decay.activity_at`.
+    units : {"CNTS", "BQML"}
+    half_life_s : float
+        Physical half-life (s).
+    system_fwhm_mm : float, optional
+        System resolution (mm); the VOI is the thresholded phantom dilated by
+        ``voi_margin_fwhm`` x FWHM to capture spill-out. Without it a 40 mm margin is used.
+    total_counts : float, optional
+        Detected counts of a BQML acquisition, for its Poisson term (a CNTS image uses
+        its own VOI total).
+    activity_rel_uncertainty : float
+        Relative standard uncertainty of the dose-calibrator activity (default 0: the
+        caller adds the site's dose-calibrator uncertainty when known).
+
+    Returns
+    -------
+    UniformCylinderResult
+
+    Notes
+    -----
+    CNTS: ``S = C / (A0 * (1 - exp(-lambda T)) / lambda)`` (cps/MBq), C the VOI total.
+    BQML: ``f = sum(v) * V_voxel / A0`` (measured / true, dimensionless).
+
+    Uncertainty: Poisson ``1/sqrt(C)`` (image total taken as detected counts, which
+    ML-EM preserves); VOI definition (see :func:`_voi_totals`); the activity term as
+    given. All combined in quadrature (GUM, JCGM 100:2008).
+
+    Raises
+    ------
+    CalibrationError
+        Empty image, missing activity/duration/half-life, unknown units, or a phantom
+        extending beyond the field of view.
+    """
+    arr, sp = check_phantom_image(image_values, spacing_mm)
+    unit = _checked_units(activity_at_acq_start_mbq, units, duration_s)
+    decay_constant_per_s(half_life_s)  # validates the half-life before any image work
+    mask = phantom_mask(arr, sp)
+    if touches_border(mask):
+        raise CalibrationError("uniform cylinder extends beyond the field of view: counts are truncated")
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    fwhm = system_fwhm_mm if system_fwhm_mm and system_fwhm_mm > 0 else DEFAULT_SPILL_MARGIN_MM / voi_margin_fwhm
+    vt = _voi_totals(arr, sp, mask, fwhm, voi_margin_fwhm)
+
+    tau_s = decay_integral_s(duration_s, half_life_s) if unit == "CNTS" else math.nan
+    if unit == "CNTS":
+        sens, scale = vt.total / (activity_at_acq_start_mbq * tau_s), None
+        value = sens
+        rel_poisson = 1.0 / math.sqrt(vt.total) if vt.total > 0 else math.inf
+    else:
+        sens, scale = None, vt.total * voxel_ml * 1e-6 / activity_at_acq_start_mbq
+        value = scale
+        rel_poisson = 1.0 / math.sqrt(total_counts) if total_counts and total_counts > 0 else 0.0
+    rel = math.sqrt(rel_poisson**2 + vt.rel_uncertainty**2 + activity_rel_uncertainty**2)
+    return UniformCylinderResult(
+        units=unit,
+        sensitivity_cps_per_mbq=sens,
+        vendor_scale_factor=scale,
+        value=value,
+        standard_uncertainty=abs(value) * rel,
+        rel_uncertainty_poisson=rel_poisson,
+        rel_uncertainty_voi=vt.rel_uncertainty,
+        rel_uncertainty_activity=activity_rel_uncertainty,
+        voi_total=vt.total,
+        voi_volume_ml=float(vt.voi.sum()) * voxel_ml,
+        phantom_volume_ml=float(mask.sum()) * voxel_ml,
+        voi_margin_mm=vt.margin_mm,
+        voi_clipped_by_fov=touches_border(vt.voi),
+        activity_at_acq_start_mbq=activity_at_acq_start_mbq,
+        duration_s=float(duration_s) if duration_s else math.nan,
+        effective_duration_s=tau_s,
+        interior_cov=_interior_cov(arr, sp, mask, fwhm),
+    )
+
+
+def to_bq_per_ml(
+    image_values: np.ndarray,
+    units: str,
+    voxel_volume_ml: float,
+    duration_s: float | None = None,
+    half_life_s: float | None = None,
+    sensitivity_cps_per_mbq: float | None = None,
+    vendor_scale_factor: float | None = None,
+) -> np.ndarray:
+    """Image values to activity concentration (Bq/mL) at acquisition start.
+
+    CNTS: ``C = counts / (S * tau * V_voxel * 1e-6)`` with tau (s) from
+    :func:`rntflow.physics.decay.decay_integral_s`, S in cps/MBq, V_voxel in mL.
+    BQML: ``C = value / f`` (the vendor scale factor, 1 when not given).
+
+    Raises
+    ------
+    CalibrationError
+        A CNTS image without a positive sensitivity, duration or half-life; a vendor
+        scale factor that is not positive; unknown units.
+    """
+    unit = (units or "").upper()
+    arr = np.asarray(image_values, dtype=np.float64)
+    if unit == "BQML":
+        if vendor_scale_factor is None:
+            return arr
+        if not vendor_scale_factor > 0:
+            raise CalibrationError(f"vendor scale factor must be > 0, got {vendor_scale_factor!r}")
+        return arr / vendor_scale_factor
+    if unit == "CNTS":
+        if not all(v is not None and v > 0 for v in (sensitivity_cps_per_mbq, duration_s, half_life_s)):
+            raise CalibrationError("CNTS image: sensitivity, duration and half-life are all needed (> 0) for Bq/mL")
+        tau = decay_integral_s(duration_s, half_life_s)
+        return arr / (sensitivity_cps_per_mbq * tau * voxel_volume_ml * 1e-6)
+    raise CalibrationError(f"units must be CNTS or BQML, got {units!r}")
