@@ -41,6 +41,11 @@ class DosimetryInputError(RntflowError):
     """Physically impossible input to a dose calculation (negative mass, shunt >= 1 ...)."""
 
 
+class KineticsInputError(KineticsError, DosimetryInputError):
+    """Impossible input to a kinetics calculation (NaN, negative activity, time before
+    administration): caught as either parent."""
+
+
 class WarehouseError(RntflowError):
     """A warehouse load or query failed validation."""
 
@@ -56,3 +61,7 @@ class PushError(RntflowError):
 class VocabularyError(RntflowError):
     """A value outside a fixed vocabulary: a QA status or scope (:mod:`rntflow.core.qa`), a dose
     method (:mod:`rntflow.core.methods`)."""
+
+
+class ReprocessError(RntflowError):
+    """Re-processing spooled studies failed for some of them (each named in the message)."""

@@ -183,3 +183,22 @@ def handed_off_studies(spool_dir: Path, site_ids: list[str] | None = None) -> li
     return [StudyHandoff(site, subject, kind, key, str(study_dir_for(Path(spool_dir) / "deid", site, subject, key)),
                          int(n), int(version))
             for site, subject, kind, key, version, n in rows if site_ids is None or site in site_ids]
+
+
+def handoff_arrivals(spool_dir: Path) -> dict[tuple[str, str], float]:
+    """``(site_id, study_key)`` -> when the study's first instance arrived (s since the epoch).
+
+    Read-only on the inbox, like :func:`handed_off_studies`; used to select what to
+    re-process "since a date" (real arrival time, not the de-identified study date).
+    """
+    import sqlite3
+
+    db = Path(spool_dir) / "inbox.sqlite"
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT site_id, study_key, first_at_s FROM studies WHERE state = 'handed_off'").fetchall()
+    finally:
+        con.close()
+    return {(site, key): float(first) for site, key, first in rows}

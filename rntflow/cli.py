@@ -19,7 +19,7 @@ from rntflow.core.errors import RntflowError
 
 #: Sub-commands provided by other packages: module with ``add_parser(subparsers)`` and ``run(args)``.
 PLUGGABLE = ("rntflow.listener.app", "rntflow.status_cli", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
-            "rntflow.crosscal_cli", "rntflow.sql_cli")
+            "rntflow.crosscal_cli", "rntflow.sql_cli", "rntflow.reprocess_cli")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -133,3 +133,27 @@ def test_simulate_a_tiny_trial(tmp_path, capsys):
     assert main(["simulate", "--out", str(tmp_path / "sim"), "--sites", "1", "--subjects-per-site", "1",
                  "--cycles", "1"]) == 0
     assert (tmp_path / "sim" / "truth.json").exists() and "synthetic trial in" in capsys.readouterr().out
+
+
+def test_reprocess_dry_run_on_an_empty_spool(trial, capsys):
+    assert main(["reprocess", "--config", str(trial), "--site", "SITE01", "--dry-run"]) == 0
+    assert "0 studies selected (dry run: nothing ran)" in capsys.readouterr().out
+
+
+def test_reprocess_selects_by_every_filter():
+    from datetime import datetime, timezone
+
+    from rntflow.listener.handoff import StudyHandoff
+    from rntflow.tasks.reprocess import select_studies
+
+    hs = [StudyHandoff("S1", "PH", "phantom", "k1", "/d1", 1, 1), StudyHandoff("S1", "A", "patient", "k2", "/d2", 3, 1),
+          StudyHandoff("S2", "B", "patient", "k3", "/d3", 3, 2)]
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    arrivals = {("S1", "k1"): t0, ("S1", "k2"): t0 + 86400, ("S2", "k3"): t0 + 2 * 86400}
+    keys = lambda sel: [h.study_key for h in sel]  # noqa: E731
+    assert keys(select_studies(hs, arrivals)) == ["k1", "k2", "k3"]
+    assert keys(select_studies(hs, arrivals, site_ids=["S1"])) == ["k1", "k2"]  # phantom first, kept in order
+    assert keys(select_studies(hs, arrivals, subject_ids=["B"])) == ["k3"]
+    assert keys(select_studies(hs, arrivals, study_keys=["k2"])) == ["k2"]
+    assert keys(select_studies(hs, arrivals, since=datetime(2026, 1, 2))) == ["k2", "k3"]
+    assert keys(select_studies(hs, arrivals, site_ids=["S1"], since=datetime(2026, 1, 2, 12))) == []

@@ -203,3 +203,48 @@ def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth
             assert n not in data, f"{n!r} found in {f}"
     said = "\n".join(pipeline["said"]).encode()
     assert not [n for n in needles if n in said]
+
+
+def test_a_fixed_fill_log_row_and_reprocess_recalibrate_and_redose_that_site_only(pipeline, small_trial):
+    """Issue 14: correct a fill-log row, ``reprocess --site``: that site's calibration and doses
+    change, no other site's rows get a new version. (Last in the module: it changes the warehouse.)"""
+    import csv
+
+    from rntflow.cli import main
+
+    config = pipeline["config"]
+    work = pipeline["work"]
+    rows = list(csv.DictReader((small_trial / "phantom_fills.csv").open()))
+    site = "SITE01"
+    cyl = next(r for r in rows if r["subject_id"].startswith(site) and r["phantom_type"] == "uniform_cylinder")
+    cyl["total_activity_mbq"] = f"{float(cyl['total_activity_mbq']) * 1.10:.3f}"  # the "corrected" reading
+    fixed = work / "phantom_fills_fixed.csv"
+    with fixed.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = yaml.safe_load(Path(pipeline["path"]).read_text())
+    cfg["paths"]["phantom_fills"] = str(fixed)
+    Path(pipeline["path"]).write_text(yaml.safe_dump(cfg))
+
+    before_cal = read_latest(config.warehouse_dir, "calibrations").set_index(["site_id", "camera_id", "version"])
+    before_dose = read_latest(config.warehouse_dir, "voi_doses")
+    assert main(["reprocess", "--config", pipeline["path"], "--site", site, "--dry-run"]) == 0
+    assert main(["reprocess", "--config", pipeline["path"], "--site", site]) == 0
+    after_cal = read_latest(config.warehouse_dir, "calibrations").set_index(["site_id", "camera_id", "version"])
+    after_dose = read_latest(config.warehouse_dir, "voi_doses")
+
+    sens = "sensitivity_cps_per_mbq"
+    mine = after_cal.index.get_level_values("site_id") == site
+    old_s = before_cal.loc[before_cal.index.get_level_values("site_id") == site, sens].dropna()
+    new_s = after_cal.loc[mine, sens].dropna()
+    # 10 % more activity in the phantom: 10 % less cps/MBq (the registry may keep the old version too)
+    assert any(v == pytest.approx(old_s.max() / 1.10, rel=0.01) for v in new_s), (old_s, new_s)
+    others = ~mine
+    assert (after_cal.loc[others, "result_version"] == before_cal.loc[after_cal.index[others], "result_version"]).all()
+    key = ["subject_id", "cycle", "voi", "engine", "method"]
+    b, a = (d.set_index(key).sort_index() for d in (before_dose, after_dose))
+    at_site = a["site_id"] == site
+    ratio = a.loc[at_site, "dose_gy"] / b.loc[a.index[at_site], "dose_gy"]
+    assert ratio.median() == pytest.approx(1.10, rel=0.02)  # doses follow 1/sensitivity
+    assert (a.loc[~at_site, "result_version"] == b.loc[a.index[~at_site], "result_version"]).all()
