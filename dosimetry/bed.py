@@ -9,11 +9,29 @@ once, in the warehouse's cumulative dose view, warehouse/catalog.py).
 
 from __future__ import annotations
 
-from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry import _checks as chk
 
 
 def bed_gy(dose_gy: float, alpha_beta_gy: float, t_rep_h: float, t_eff_h: float) -> float:
-    """BED (Gy) of one cycle with mono-exponential dose rate."""
-    if dose_gy < 0 or alpha_beta_gy <= 0 or t_rep_h <= 0 or t_eff_h <= 0:
-        raise DosimetryInputError("BED needs dose >= 0 and alpha/beta, T_rep, T_eff > 0")
+    """BED (Gy) of one cycle with mono-exponential dose rate.
+
+    Parameters
+    ----------
+    dose_gy : float
+        Absorbed dose of the cycle (Gy, >= 0).
+    alpha_beta_gy : float
+        alpha/beta of the tissue (Gy, > 0).
+    t_rep_h, t_eff_h : float
+        Repair half-time and effective half-life of the dose rate (h, > 0).
+
+    Raises
+    ------
+    DosimetryInputError
+        NaN/inf, negative dose, or a non-positive alpha/beta or half-time; the message
+        names the argument and its value.
+    """
+    dose_gy = chk.non_negative("dose_gy", dose_gy)
+    alpha_beta_gy = chk.positive("alpha_beta_gy", alpha_beta_gy)
+    t_rep_h = chk.positive("t_rep_h", t_rep_h)
+    t_eff_h = chk.positive("t_eff_h", t_eff_h)
     return dose_gy * (1.0 + dose_gy / alpha_beta_gy * t_rep_h / (t_rep_h + t_eff_h))

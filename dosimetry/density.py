@@ -10,11 +10,13 @@ clipped to air. A site with its own measured calibration passes its own points.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from rntflow.core.constants import SOFT_TISSUE_DENSITY_G_PER_ML
 from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry import _checks as chk
 
 #: (HU, density g/cm3) knots, Schneider et al 1996 (PMB 41:111); lung from ICRP 89.
 DEFAULT_CALIBRATION: tuple[tuple[float, float], ...] = (
@@ -28,11 +30,20 @@ DEFAULT_CALIBRATION: tuple[tuple[float, float], ...] = (
 
 def hu_to_density_g_per_ml(hu: np.ndarray | float,
                            calibration: Sequence[tuple[float, float]] = DEFAULT_CALIBRATION) -> np.ndarray:
-    """Mass density (g/cm3) of each voxel from its HU, piecewise-linear calibration."""
-    cal = np.asarray(calibration, dtype=float)
-    if cal.ndim != 2 or cal.shape[0] < 2 or np.any(np.diff(cal[:, 0]) <= 0):
-        raise DosimetryInputError("calibration needs >= 2 points with increasing HU")
-    h = np.asarray(hu, dtype=float)
+    """Mass density (g/cm3) of each voxel from its HU, piecewise-linear calibration.
+
+    Raises
+    ------
+    DosimetryInputError
+        NaN/inf HU; a calibration without >= 2 finite (HU, density) points with
+        increasing HU and densities > 0.
+    """
+    cal = chk.finite_array("calibration", calibration, ndim=2)
+    if cal.shape[1] != 2 or cal.shape[0] < 2 or np.any(np.diff(cal[:, 0]) <= 0):
+        raise DosimetryInputError(f"calibration={cal.tolist()!r}: needs >= 2 (HU, g/cm3) points with increasing HU")
+    if np.any(cal[:, 1] <= 0):
+        raise DosimetryInputError(f"calibration={cal.tolist()!r}: densities must be > 0 g/cm3")
+    h = chk.finite_array("hu", hu)
     rho = np.interp(h, cal[:, 0], cal[:, 1])
     slope = (cal[-1, 1] - cal[-2, 1]) / (cal[-1, 0] - cal[-2, 0])
     rho = np.where(h > cal[-1, 0], cal[-1, 1] + slope * (h - cal[-1, 0]), rho)
@@ -40,11 +51,22 @@ def hu_to_density_g_per_ml(hu: np.ndarray | float,
 
 
 def mass_g(mask: np.ndarray, hu: np.ndarray | None, voxel_ml: float,
-           default_density_g_per_ml: float = 1.0) -> float:
-    """Mass (g) of a VOI: sum of voxel volume x density (from CT when given)."""
+           default_density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+    """Mass (g) of a VOI: sum of voxel volume (mL, > 0) x density (g/cm3) from CT when
+    given, else ``default_density_g_per_ml`` (> 0; soft tissue by default).
+
+    Raises
+    ------
+    DosimetryInputError
+        Voxel volume or density not finite and > 0, NaN HU inside the mask, CT and mask
+        of different shapes.
+    """
     m = np.asarray(mask, dtype=bool)
-    if voxel_ml <= 0:
-        raise DosimetryInputError("voxel volume must be > 0 mL")
+    voxel_ml = chk.positive("voxel_ml", voxel_ml)
     if hu is None:
-        return float(m.sum() * voxel_ml * default_density_g_per_ml)
-    return float(hu_to_density_g_per_ml(np.asarray(hu)[m]).sum() * voxel_ml)
+        rho = chk.positive("default_density_g_per_ml", default_density_g_per_ml)
+        return float(m.sum() * voxel_ml * rho)
+    hu_arr = np.asarray(hu, dtype=float)
+    if hu_arr.shape != m.shape:
+        raise DosimetryInputError(f"hu: shape {hu_arr.shape} differs from the mask's {m.shape}")
+    return float(hu_to_density_g_per_ml(hu_arr[m]).sum() * voxel_ml) if m.any() else 0.0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-from rntflow.core.errors import VoiError
+from rntflow.core.errors import DosimetryInputError, VoiError
+from rntflow.dosimetry import _checks as chk
 
 
 @dataclass
@@ -50,19 +51,47 @@ def _dx(sorted_dose: np.ndarray, cum_w_desc: np.ndarray, x_fraction: float) -> f
 def dvh(dose_gy: np.ndarray, mask: np.ndarray, voxel_ml: float, *,
         density_g_per_ml: np.ndarray | float | None = None,
         levels_gy: Sequence[float] = (), n_bins: int = 500) -> Dvh:
-    """Cumulative DVH of ``dose_gy`` in ``mask``, volume- or (with densities) mass-weighted."""
+    """Cumulative DVH of ``dose_gy`` in ``mask``, volume- or (with densities) mass-weighted.
+
+    Parameters
+    ----------
+    dose_gy : numpy.ndarray
+        Dose map (Gy); the voxels inside the mask must be finite.
+    mask : numpy.ndarray
+        Boolean VOI mask of the dose map's shape.
+    voxel_ml : float
+        Voxel volume (mL, > 0).
+    density_g_per_ml : float or numpy.ndarray, optional
+        Densities (g/cm3, > 0 inside the mask) for a mass-weighted DVH.
+    levels_gy : sequence of float
+        Dose levels (Gy, finite) for the V_x fractions.
+    n_bins : int
+        Points of the dose axis (>= 2).
+
+    Raises
+    ------
+    VoiError
+        Mask of another shape, or empty.
+    DosimetryInputError
+        NaN/inf dose inside the VOI, voxel volume or density <= 0, a
+        non-finite level; the message names the argument.
+    """
     m = np.asarray(mask, dtype=bool)
     if m.shape != np.shape(dose_gy):
         raise VoiError("mask and dose map differ in shape")
     if not m.any():
         raise VoiError("empty VOI")
-    d = np.asarray(dose_gy, dtype=float)[m]
+    voxel_ml = chk.positive("voxel_ml", voxel_ml)
+    levels = [chk.finite(f"levels_gy[{i}]", lv) for i, lv in enumerate(levels_gy)]
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
+        raise DosimetryInputError(f"n_bins={n_bins!r}: must be an integer >= 2")
+    d = chk.finite_array("dose_gy (inside the VOI)", np.asarray(dose_gy, dtype=float)[m])
     if density_g_per_ml is None:
         w = np.full(d.size, voxel_ml)
         total_g = float("nan")
     else:
         rho = np.broadcast_to(np.asarray(density_g_per_ml, float), np.shape(dose_gy))[m]
-        w = rho * voxel_ml
+        w = chk.positive_array("density_g_per_ml (inside the VOI)", rho) * voxel_ml
         total_g = float(w.sum())
     wn = w / w.sum()
     order = np.argsort(d)[::-1]
@@ -74,4 +103,4 @@ def dvh(dose_gy: np.ndarray, mask: np.ndarray, voxel_ml: float, *,
     return Dvh(dose_gy=axis, fraction=frac, mean_gy=float(wn @ d), d2_gy=_dx(ds, cw, 0.02),
                d50_gy=_dx(ds, cw, 0.50), d98_gy=_dx(ds, cw, 0.98), min_gy=float(d.min()),
                max_gy=float(d.max()), total_ml=float(m.sum() * voxel_ml), total_g=total_g,
-               v_fraction={float(lv): float(wn[d >= lv].sum()) for lv in levels_gy})
+               v_fraction={lv: float(wn[d >= lv].sum()) for lv in levels})

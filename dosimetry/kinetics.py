@@ -10,6 +10,19 @@ Models (``params`` order in brackets; decay constants are *effective*, 1/h):
 ``tri_exp``        ``A1 exp(-l1 t) + A2 exp(-l2 t) - (A1+A2) exp(-l3 t)`` (uptake l3 and
                    two clearances; A(0) = 0)                           [A1, l1, A2, l2, l3]
 ``trapezoid``      trapezoid over the points + a tail (see :func:`trapezoid_tia`)
+``uptake_mono_exp`` trapezoid from (0, 0) through the points up to the peak, then a
+                   mono-exponential fitted to the points from the peak on      [A0, l]
+
+Uptake with few points (:func:`uptake_rule`): when the curve peaks after the first scan
+(the maximum exceeds the first activity by more than :data:`UPTAKE_RISE_MIN`), at least two
+points lie from the peak on, and no uptake model has a defined AICc (fewer than 5 points,
+so ``bi_exp_uptake`` cannot be compared), a mono-exponential over all points would let the
+rising points flatten the clearance (effective half-life too long). ``uptake_mono_exp`` is
+used instead: the uptake phase is integrated by the trapezoid rule from A(0) = 0 and the
+clearance is a mono-exponential fitted on the points from the peak on (the hybrid
+trapezoid-plus-exponential-tail integration of the EANM Dosimetry Committee 177Lu
+recommendations, Sjogreen Gleisner et al 2022). Its choice is reported as the fit's
+``model`` with a warning naming the rule.
 
 Weighted least squares (``scipy.optimize.least_squares``, trust-region reflective). Weights
 are ``1/sd``; without given standard deviations a constant *relative* error is assumed
@@ -40,7 +53,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from rntflow.physics.nuclides import nuclide
-from rntflow.core.errors import KineticsError
+from rntflow.core.errors import KineticsError, KineticsInputError
+from rntflow.dosimetry import _checks as chk
 from rntflow.physics.kinetic_models import FIT_MODELS, N_PARAMS, model_activity_mbq, model_tia_mbq_h, terminal_clearance_per_h
 
 LN2 = math.log(2.0)
@@ -98,11 +112,20 @@ class TacFit:
     warnings: list[str] = field(default_factory=list)
     fallback_reason: str | None = None
     candidates: dict[str, float] = field(default_factory=dict)
+    peak_h: float | None = None
 
     def activity_mbq(self, t_h: np.ndarray | float) -> np.ndarray:
-        """Fitted activity (MBq) at ``t_h`` (h); not available for ``trapezoid``."""
+        """Fitted activity (MBq) at ``t_h`` (h); not available for ``trapezoid``.
+
+        ``uptake_mono_exp``: the mono-exponential from :attr:`peak_h` on, a line from 0
+        to its value at the peak before (the TIA integrates the measured uptake points)."""
         if self.model == "trapezoid":
             raise KineticsError("the trapezoid TAC has no closed form")
+        if self.model == UPTAKE_MODEL:
+            t = np.asarray(t_h, dtype=float)
+            mono = model_activity_mbq("mono_exp", self.params, t)
+            at_peak = model_activity_mbq("mono_exp", self.params, self.peak_h)
+            return np.where(t >= self.peak_h, mono, at_peak * t / self.peak_h)
         return model_activity_mbq(self.model, self.params, t_h)
 
 
@@ -270,6 +293,64 @@ def trapezoid_tia(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_n
                   effective_half_life_h=LN2 / lam_tail, warnings=warns)
 
 
+# ----------------------------------------------------------------------------- uptake with few points
+UPTAKE_MODEL = "uptake_mono_exp"
+#: Relative rise of the maximum over the first activity that counts as an uptake phase.
+UPTAKE_RISE_MIN = 0.05
+
+
+def uptake_rule(t: np.ndarray, a: np.ndarray) -> int | None:
+    """Index of the peak when ``uptake_mono_exp`` applies (module docstring), else ``None``.
+
+    Parameters
+    ----------
+    t, a : numpy.ndarray
+        Validated times (h, ascending) and activities (MBq).
+    """
+    n = t.size
+    if n >= N_PARAMS["bi_exp_uptake"] + 2:  # an uptake model can be chosen by AICc
+        return None
+    k = int(np.argmax(a))
+    if k == 0 or n - k < 2 or not a[k] > a[0] * (1.0 + UPTAKE_RISE_MIN):
+        return None
+    return k
+
+
+def _fit_uptake_mono_exp(t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float,
+                         k: int, warns: list[str]) -> TacFit | None:
+    """Trapezoid (0, 0) .. peak + mono-exponential from the peak on; ``None`` if rejected."""
+    tt, aa = t[k:], a[k:]
+    try:
+        p, cov, wrss = _fit_one("mono_exp", tt, aa, sd[k:] if sd is not None else None, lam_phys)
+    except KineticsError as exc:
+        warns.append(str(exc))
+        return None
+    if not p[1] > lam_phys * (1.0 - 1e-6):
+        warns.append(f"{UPTAKE_MODEL}: clearance after the peak {p[1]:.4g}/h slower than physical "
+                     f"{lam_phys:.4g}/h: rejected")
+        return None
+    # uptake part: trapezoid over (0, 0), the points up to the peak (weights w on a[:k+1])
+    tu = np.concatenate([[0.0], t[:k + 1]])
+    w = np.zeros(k + 1)
+    for i in range(k + 1):
+        w[i] = (tu[i + 1] - tu[i]) / 2.0 + ((tu[i + 2] - tu[i + 1]) / 2.0 if i < k else 0.0)
+    uptake_tia = float(w @ a[:k + 1])
+    t_pk = float(t[k])
+    tail = float(p[0] * math.exp(-p[1] * t_pk) / p[1])
+    g = np.array([math.exp(-p[1] * t_pk) / p[1], -tail * (t_pk + 1.0 / p[1])])  # d tail / d (A0, l)
+    var = float(g @ cov @ g) if np.all(np.isfinite(cov)) else math.nan
+    if sd is not None:
+        var += float(np.sum((w * sd[:k + 1]) ** 2))
+    resid = aa - model_activity_mbq("mono_exp", p, tt)
+    tss = float(np.sum((aa - aa.mean()) ** 2))
+    warns.append(f"{UPTAKE_MODEL}: peak at {t_pk:g} h after the first scan with {t.size} points: uptake "
+                 f"integrated by trapezoid from 0, clearance fitted on the {tt.size} points from the peak")
+    return TacFit(model=UPTAKE_MODEL, params=p, covariance=cov, tia_mbq_h=uptake_tia + tail,
+                  tia_sd_mbq_h=math.sqrt(var) if var >= 0 else math.nan,
+                  aicc=aicc(wrss, tt.size, 2), r2=1.0 - float(resid @ resid) / tss if tss > 0 else math.nan,
+                  effective_half_life_h=LN2 / float(p[1]), warnings=warns, peak_h=t_pk)
+
+
 # ----------------------------------------------------------------------------- fit
 def fit_tac(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: str, *,
             activity_sd_mbq: Sequence[float] | None = None,
@@ -289,7 +370,8 @@ def fit_tac(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: s
     activity_sd_mbq : sequence of float, optional
         Absolute standard deviations (MBq); without them a constant relative error.
     models : sequence of str, optional
-        Models to try. Default: every model with ``N >= K + 2`` points. A model given
+        Models to try. Default: ``uptake_mono_exp`` when :func:`uptake_rule` applies,
+        else every model with ``N >= K + 2`` points. A model given
         explicitly is fitted whenever ``N > K`` (its AICc may then be nan; models with a
         defined AICc are preferred).
     trapezoid_start : {"linear", "constant"}
@@ -307,6 +389,11 @@ def fit_tac(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: s
     t, a, sd, warns = _validate(t_h, activity_mbq, activity_sd_mbq)
     lam_phys = nuclide(nuclide_name).decay_constant_per_h
     n = t.size
+    k_peak = uptake_rule(t, a) if models is None else None
+    if k_peak is not None:
+        fit = _fit_uptake_mono_exp(t, a, sd, lam_phys, k_peak, warns)
+        if fit is not None:
+            return fit
     if models is None:
         cands = [m for m in FIT_MODELS if n >= N_PARAMS[m] + 2]
     else:
@@ -383,41 +470,90 @@ class SingleTimePointTia:
     warnings: tuple[str, ...] = ()
 
 
-def _check_stp(t_h: float, activity_mbq: float) -> None:
-    if t_h < 0:
-        raise KineticsError(f"time before administration: t_h={t_h}")
+#: Error bound of the single-time-point warnings (|TIA error| above it is flagged).
+STP_ERROR_BOUND = 0.10
+
+
+def _check_stp(t_h: float, activity_mbq: float) -> tuple[float, float]:
+    t_h = chk.time_after_admin("t_h", t_h, error=KineticsInputError)
     if t_h == 0:
-        raise KineticsError("single-time-point methods need t_h > 0")
-    if activity_mbq <= 0:
-        raise KineticsError(f"activity must be > 0 MBq, got {activity_mbq}")
+        raise KineticsInputError("t_h=0.0: single-time-point methods need t_h > 0")
+    return t_h, chk.positive("activity_mbq", activity_mbq, error=KineticsInputError)
+
+
+def haenscheid_error(x: float) -> float:
+    """Relative TIA error of Hänscheid's formula for a mono-exponential scanned at
+    ``t = x T_eff``: ``x 2^(1-x) - 1`` (0 at x = 1 and 2; -10.8 % at 0.75, -11.6 % at 2.5,
+    +6.1 % at its maximum x = 1/ln2)."""
+    return x * 2.0 ** (1.0 - x) - 1.0
+
+
+def madsen_error(x: float, t_eff_rel_dev: float) -> float:
+    """Relative TIA error of Madsen's formula scanned at ``t = x T_pop`` for a patient
+    whose T_eff is ``T_pop (1 + t_eff_rel_dev)``: ``k exp(x ln2 (1 - k)) - 1`` with
+    ``k = 1/(1 + t_eff_rel_dev)`` (first order ``-(1 - x ln2) dev``: least sensitive at
+    ``t = T_pop/ln2 = 1.44 T_pop``, seed 002 sec. 5's "about 1.5 T_eff")."""
+    k = 1.0 / (1.0 + t_eff_rel_dev)
+    return k * math.exp(x * LN2 * (1.0 - k)) - 1.0
 
 
 def haenscheid_tia(t_h: float, activity_mbq: float, t_eff_h: float | None = None) -> SingleTimePointTia:
     """Hänscheid et al 2018 (J Nucl Med 59:75): ``TIA = A(t) * 2 t / ln 2``.
 
-    Exact for a mono-exponential with ``t = T_eff`` ... its error stays below about 10%
-    for ``0.75 T_eff <= t <= 2.5 T_eff``; outside that range (when ``t_eff_h`` is known)
-    a warning is returned.
+    Exact for a mono-exponential with ``t = T_eff`` or ``2 T_eff``; the error
+    (:func:`haenscheid_error`) exceeds 10 % outside about 0.77-2.44 T_eff. A warning is
+    returned when it does for the given (e.g. population) ``t_eff_h``, and when no
+    ``t_eff_h`` is given (the bound cannot then be checked).
+
+    Raises
+    ------
+    KineticsInputError
+        NaN/inf, t_h <= 0 (before or at administration), activity <= 0, t_eff_h <= 0.
     """
-    _check_stp(t_h, activity_mbq)
+    t_h, activity_mbq = _check_stp(t_h, activity_mbq)
     warns: list[str] = []
-    if t_eff_h is not None:
-        if t_eff_h <= 0:
-            raise KineticsError("t_eff_h must be > 0")
-        ratio = t_h / t_eff_h
-        if ratio < 0.75 or ratio > 2.5:
-            warns.append(f"Hänscheid: t = {ratio:.2f} T_eff is outside 0.75-2.5 T_eff; error may exceed 10%")
+    if t_eff_h is None:
+        warns.append(f"Hänscheid: t = {t_h:.1f} h, no T_eff given: the {STP_ERROR_BOUND:.0%} error bound "
+                     "(0.77-2.44 T_eff) cannot be checked")
+    else:
+        x = t_h / chk.positive("t_eff_h", t_eff_h, error=KineticsInputError)
+        err = haenscheid_error(x)
+        if abs(err) > STP_ERROR_BOUND:
+            warns.append(f"Hänscheid: t = {x:.2f} T_eff, TIA error {err:+.1%} for a mono-exponential "
+                         f"(over {STP_ERROR_BOUND:.0%}: keep t within 0.77-2.44 T_eff)")
     return SingleTimePointTia(activity_mbq * 2.0 * t_h / LN2, "haenscheid", tuple(warns))
 
 
-def madsen_tia(t_h: float, activity_mbq: float, t_eff_h: float) -> SingleTimePointTia:
+def madsen_tia(t_h: float, activity_mbq: float, t_eff_h: float, *,
+               t_eff_rel_sd: float | None = None) -> SingleTimePointTia:
     """Madsen et al 2018 (Med Phys 45:2318): ``TIA = A(t) exp(l_eff t) / l_eff``.
 
     ``t_eff_h`` is a population effective half-life (h); the TIA is exact for a
-    mono-exponential with that half-life.
+    mono-exponential with that half-life. ``t_eff_rel_sd`` is the relative spread of the
+    individual T_eff around it (e.g. 0.2); a warning is returned when a patient one
+    spread away would get a TIA error (:func:`madsen_error`) above 10 % at this scan
+    time, and when no spread is given (the bound cannot then be checked).
+
+    Raises
+    ------
+    KineticsInputError
+        NaN/inf, t_h <= 0, activity <= 0, t_eff_h <= 0, spread outside [0, 1).
     """
-    _check_stp(t_h, activity_mbq)
-    if t_eff_h <= 0:
-        raise KineticsError("t_eff_h must be > 0")
+    t_h, activity_mbq = _check_stp(t_h, activity_mbq)
+    t_eff_h = chk.positive("t_eff_h", t_eff_h, error=KineticsInputError)
+    x = t_h / t_eff_h
+    warns: list[str] = []
+    if t_eff_rel_sd is None:
+        warns.append(f"Madsen: t = {x:.2f} T_pop; spread of the individual T_eff not given: the "
+                     f"{STP_ERROR_BOUND:.0%} error bound cannot be checked (least sensitive at 1.44 T_pop)")
+    else:
+        sd = chk.in_range("t_eff_rel_sd", t_eff_rel_sd, 0.0, 1.0, high_open=True, error=KineticsInputError)
+        err = max((madsen_error(x, dev) for dev in (-sd, sd)), key=abs)
+        if abs(err) > STP_ERROR_BOUND:
+            warns.append(f"Madsen: t = {x:.2f} T_pop, TIA error up to {err:+.1%} for a T_eff {sd:.0%} off "
+                         f"the population value (over {STP_ERROR_BOUND:.0%}; least sensitive at 1.44 T_pop)")
     lam = LN2 / t_eff_h
-    return SingleTimePointTia(activity_mbq * math.exp(lam * t_h) / lam, "madsen")
+    if lam * t_h > 700.0:  # exp overflows a float near 709.8
+        raise KineticsInputError(f"t_h={t_h!r}: {x:.3g} population half-lives (t_eff_h={t_eff_h!r}) after "
+                                 "administration, the back-extrapolation overflows")
+    return SingleTimePointTia(activity_mbq * math.exp(lam * t_h) / lam, "madsen", tuple(warns))

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rntflow.core import protocol
+from rntflow.dosimetry import _checks as chk
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,25 @@ def cumulative_limit_checks(per_cycle: Mapping[str, Sequence[tuple[float, float 
     ----------
     per_cycle : mapping VOI -> sequence of (dose_gy, bed_gy or None), one per cycle
     limits : mapping VOI -> (dose limit Gy or None, BED limit Gy or None)
+
+    Raises
+    ------
+    DosimetryInputError
+        A NaN/inf or negative dose or BED, or a limit that is not finite and > 0; the
+        message names the VOI, the cycle and the value.
     """
     out = []
     for voi, (dose_limit, bed_limit) in limits.items():
+        if dose_limit is not None:
+            dose_limit = chk.positive(f"limits[{voi!r}] dose limit (Gy)", dose_limit)
+        if bed_limit is not None:
+            bed_limit = chk.positive(f"limits[{voi!r}] BED limit (Gy)", bed_limit)
         cycles = per_cycle.get(voi)
         if not cycles:
             continue
+        cycles = [(chk.non_negative(f"per_cycle[{voi!r}][{i}] dose_gy", d),
+                   None if b is None else chk.non_negative(f"per_cycle[{voi!r}][{i}] bed_gy", b))
+                  for i, (d, b) in enumerate(cycles)]
         if dose_limit is not None:
             out.append(LimitCheck(voi, "dose_gy", float(sum(d for d, _ in cycles)), dose_limit, len(cycles)))
         beds = [b for _, b in cycles if b is not None]
@@ -67,5 +81,13 @@ def missing_time_points(t_h: Sequence[float], windows: Sequence[tuple[float, flo
     """Nominal times (h) of the protocol windows ``(nominal, earliest, latest)`` with no scan.
 
     Each scan fills only the window it belongs to (:func:`rntflow.core.protocol.missing_time_points`).
+
+    Raises
+    ------
+    DosimetryInputError
+        A scan time (h since administration) that is NaN/inf or before the
+        administration, or a window bound that is not finite.
     """
-    return protocol.missing_time_points(t_h, [_Window(*w) for w in windows])
+    times = [chk.time_after_admin(f"t_h[{i}]", t) for i, t in enumerate(t_h)]
+    wins = [_Window(*(chk.finite(f"windows[{i}][{j}]", v) for j, v in enumerate(w))) for i, w in enumerate(windows)]
+    return protocol.missing_time_points(times, wins)

@@ -5,8 +5,9 @@
 * Organs: electrons absorbed locally (phi = 1, valid for organ-sized volumes: ranges of
   177Lu/90Y betas are << organ size), photons with the self-absorbed fraction of a
   sphere of the organ's mass and density (``density_g_per_ml``).
-* Lesions: unit-density sphere model (OLINDA/EXM sphere model, Stabin & Konijnenberg
-  2000, J Nucl Med 41:149). Electron absorbed fraction of a uniform sphere from the beta
+* Lesions: sphere model (OLINDA/EXM sphere model, Stabin & Konijnenberg 2000, J Nucl Med
+  41:149, which is unit density; here the one default soft-tissue density,
+  :data:`rntflow.core.constants.SOFT_TISSUE_DENSITY_G_PER_ML`, as for every engine). Electron absorbed fraction of a uniform sphere from the beta
   point kernel of :mod:`dosimetry.kernel` and the sphere geometric reduction factor
   ``1 - 3x/4 + x^3/16`` (Berger 1971, MIRD Pamphlet 7): ``phi = int f(r) g(r/R) dr / E``.
   For 177Lu this gives phi > 0.95 above 1 mL, as Stabin & Konijnenberg's Monte Carlo
@@ -27,13 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV, SOFT_TISSUE_DENSITY_G_PER_ML
+from rntflow.dosimetry import _checks as chk
 from rntflow.dosimetry.attenuation import mu_en_over_rho_cm2_per_g
-from rntflow.dosimetry.kernel import (beta_mean_energy_mev, beta_radial_energy_mev_per_cm,
-                              local_electron_energy_mev, loevinger_parameters,
-                              sphere_geometric_factor)
+from rntflow.dosimetry.kernel import (
+    beta_mean_energy_mev,
+    beta_radial_energy_mev_per_cm,
+    local_electron_energy_mev,
+    loevinger_parameters,
+    sphere_geometric_factor,
+)
 from rntflow.physics.nuclides import nuclide
-from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
-from rntflow.core.errors import DosimetryInputError
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,12 @@ def _radius_cm(mass_g: float, density_g_per_ml: float) -> float:
     return (3.0 * mass_g / density_g_per_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
 
 
-def photon_absorbed_fraction_sphere(nuclide_name: str, mass_g: float, density_g_per_ml: float = 1.0) -> float:
-    """Energy-weighted photon self-absorbed fraction of a uniform sphere (mu_en approx.)."""
-    if mass_g <= 0 or density_g_per_ml <= 0:
-        raise DosimetryInputError(f"mass and density must be > 0, got {mass_g} g, {density_g_per_ml} g/mL")
+def photon_absorbed_fraction_sphere(nuclide_name: str, mass_g: float,
+                                    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+    """Energy-weighted photon self-absorbed fraction of a uniform sphere (mu_en approx.)
+    of ``mass_g`` (g, > 0) and ``density_g_per_ml`` (g/cm3, > 0)."""
+    mass_g = chk.positive("mass_g", mass_g)
+    density_g_per_ml = chk.positive("density_g_per_ml", density_g_per_ml)
     nuc = nuclide(nuclide_name)
     e_tot = sum(e * y for e, y in nuc.photon_lines)
     if e_tot == 0:
@@ -82,11 +89,12 @@ def photon_absorbed_fraction_sphere(nuclide_name: str, mass_g: float, density_g_
     return absorbed / e_tot
 
 
-def electron_absorbed_fraction_sphere(nuclide_name: str, volume_ml: float, density_g_per_ml: float = 1.0) -> float:
-    """Electron self-absorbed fraction of a uniform sphere (betas by point kernel,
-    IC/Auger locally absorbed)."""
-    if volume_ml <= 0:
-        raise DosimetryInputError("sphere volume must be > 0 mL")
+def electron_absorbed_fraction_sphere(nuclide_name: str, volume_ml: float,
+                                      density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+    """Electron self-absorbed fraction of a uniform sphere of ``volume_ml`` (mL, > 0) and
+    ``density_g_per_ml`` (g/cm3, > 0): betas by point kernel, IC/Auger locally absorbed."""
+    volume_ml = chk.positive("volume_ml", volume_ml)
+    density_g_per_ml = chk.positive("density_g_per_ml", density_g_per_ml)
     nuc = nuclide(nuclide_name)
     radius = (3.0 * volume_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
     e_local = local_electron_energy_mev(nuc.name)
@@ -100,12 +108,14 @@ def electron_absorbed_fraction_sphere(nuclide_name: str, volume_ml: float, densi
     return absorbed / total if total > 0 else 0.0
 
 
+def _tia(tia_mbq_h: float, tia_sd_mbq_h: float | None) -> tuple[float, float | None]:
+    """Checked TIA (MBq·h, >= 0) and its standard deviation (>= 0 or None)."""
+    tia = chk.non_negative("tia_mbq_h", tia_mbq_h)
+    return tia, None if tia_sd_mbq_h is None else chk.non_negative("tia_sd_mbq_h", tia_sd_mbq_h)
+
+
 def _dose(tia_mbq_h: float, nuclide_name: str, mass_g: float, phi_e: float, phi_p: float,
           tia_sd_mbq_h: float | None, mass_sd_g: float | None) -> SelfDose:
-    if mass_g <= 0:
-        raise DosimetryInputError(f"mass must be > 0 g, got {mass_g}")
-    if tia_mbq_h < 0:
-        raise DosimetryInputError("TIA must be >= 0 MBq·h")
     nuc = nuclide(nuclide_name)
     e_ph = sum(e * y for e, y in nuc.photon_lines)
     k = tia_mbq_h * DECAYS_PER_MBQ_H * J_PER_MEV / (mass_g * 1e-3)
@@ -123,7 +133,8 @@ def _dose(tia_mbq_h: float, nuclide_name: str, mass_g: float, phi_e: float, phi_
 
 def organ_self_dose_gy(tia_mbq_h: float, nuclide_name: str, mass_g: float, *,
                        tia_sd_mbq_h: float | None = None, mass_sd_g: float | None = None,
-                       include_photons: bool = True, density_g_per_ml: float = 1.05) -> SelfDose:
+                       include_photons: bool = True,
+                       density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> SelfDose:
     """Organ self-dose: electrons fully absorbed, photons by the sphere of same mass.
 
     Parameters
@@ -138,18 +149,38 @@ def organ_self_dose_gy(tia_mbq_h: float, nuclide_name: str, mass_g: float, *,
     include_photons : bool
         Add the photon self-dose term.
     density_g_per_ml : float
-        Organ density for the photon sphere radius.
+        Organ density for the photon sphere radius (g/cm3; default soft tissue).
+
+    Raises
+    ------
+    DosimetryInputError
+        NaN/inf anywhere, negative TIA or standard deviation, mass or density <= 0,
+        unknown nuclide; the message names the argument and its value.
     """
+    tia_mbq_h, tia_sd_mbq_h = _tia(tia_mbq_h, tia_sd_mbq_h)
+    mass_g = chk.positive("mass_g", mass_g)
+    mass_sd_g = None if mass_sd_g is None else chk.non_negative("mass_sd_g", mass_sd_g)
+    density_g_per_ml = chk.positive("density_g_per_ml", density_g_per_ml)
     phi_p = photon_absorbed_fraction_sphere(nuclide_name, mass_g, density_g_per_ml) if include_photons else 0.0
     return _dose(tia_mbq_h, nuclide_name, mass_g, 1.0, phi_p, tia_sd_mbq_h, mass_sd_g)
 
 
 def sphere_dose_gy(tia_mbq_h: float, nuclide_name: str, volume_ml: float, *,
-                   density_g_per_ml: float = 1.0, tia_sd_mbq_h: float | None = None,
-                   volume_sd_ml: float | None = None, include_photons: bool = True) -> SelfDose:
-    """Lesion self-dose with the unit-density sphere model (Gy)."""
-    if volume_ml <= 0:
-        raise DosimetryInputError(f"lesion volume must be > 0 mL, got {volume_ml}")
+                   density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
+                   tia_sd_mbq_h: float | None = None, volume_sd_ml: float | None = None,
+                   include_photons: bool = True) -> SelfDose:
+    """Lesion self-dose (Gy) with the sphere model: TIA (MBq·h, >= 0) in a sphere of
+    ``volume_ml`` (mL, > 0) and ``density_g_per_ml`` (g/cm3, > 0, default soft tissue).
+
+    Raises
+    ------
+    DosimetryInputError
+        As :func:`organ_self_dose_gy`, naming the argument and its value.
+    """
+    tia_mbq_h, tia_sd_mbq_h = _tia(tia_mbq_h, tia_sd_mbq_h)
+    volume_ml = chk.positive("volume_ml", volume_ml)
+    volume_sd_ml = None if volume_sd_ml is None else chk.non_negative("volume_sd_ml", volume_sd_ml)
+    density_g_per_ml = chk.positive("density_g_per_ml", density_g_per_ml)
     mass = volume_ml * density_g_per_ml
     phi_e = electron_absorbed_fraction_sphere(nuclide_name, volume_ml, density_g_per_ml)
     phi_p = photon_absorbed_fraction_sphere(nuclide_name, mass, density_g_per_ml) if include_photons else 0.0
@@ -158,7 +189,9 @@ def sphere_dose_gy(tia_mbq_h: float, nuclide_name: str, volume_ml: float, *,
 
 
 def scale_s_value_by_mass(s_ref_gy_per_mbq_h: float, mass_ref_g: float, mass_g: float) -> float:
-    """Self-dose S-value of a phantom organ rescaled to the patient's organ mass (1/m)."""
-    if mass_ref_g <= 0 or mass_g <= 0:
-        raise DosimetryInputError("masses must be > 0 g")
+    """Self-dose S-value (Gy/(MBq·h), >= 0) of a phantom organ of ``mass_ref_g`` (g, > 0)
+    rescaled to the patient's organ mass ``mass_g`` (g, > 0): S scales as 1/m."""
+    s_ref_gy_per_mbq_h = chk.non_negative("s_ref_gy_per_mbq_h", s_ref_gy_per_mbq_h)
+    mass_ref_g = chk.positive("mass_ref_g", mass_ref_g)
+    mass_g = chk.positive("mass_g", mass_g)
     return s_ref_gy_per_mbq_h * mass_ref_g / mass_g

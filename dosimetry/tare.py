@@ -4,10 +4,18 @@ Partition model (seed 000, de Wit - van der Veen et al; DOMAIN.md sec. 5):
 ``A[GBq] = D_T (M_N + M_T r) / (CF r (1 - L))`` with masses in kg, tumour-to-normal
 uptake ratio r, lung shunt fraction L. Predicted doses: tumour ``CF A (1-L) r/(M_N + M_T r)``,
 normal liver ``CF A (1-L)/(M_N + M_T r)``, lungs ``CF A L / M_lung`` (1 kg default).
-CF (J/GBq) = mean electron energy per decay (ICRP-107) x decays in 1 GBq to infinity
-(microspheres do not move: physical decay only, all electron energy absorbed locally).
-Computed: 90Y 49.77 J/GBq (seed 000: 49.67, +0.2%); 166Ho 15.53 J/GBq (seed 000: 15.85,
--2.0%: the seed value rests on older 166Ho beta data; ICRP-107 is used here).
+
+The conversion factor CF (J/GBq) is a trial choice (``cf_convention``), recorded in
+every plan:
+
+* ``"product"`` (default): the convention the product dose limits of seed 000 Table 1
+  were written in, :data:`rntflow.core.constants.TARE_PRODUCT_CF_J_PER_GBQ` (90Y 49.67,
+  166Ho 15.85 J/GBq). A limit is only meaningful in the CF it was derived with.
+* ``"icrp107"``: mean electron energy per decay (ICRP-107) x decays of 1 GBq to infinity
+  (microspheres do not move: physical decay only, all electron energy absorbed locally):
+  90Y 49.77 J/GBq (+0.2 %), 166Ho 15.53 J/GBq (-2.0 %: the product value rests on older
+  166Ho beta data). A QuiremSpheres plan at the 60 Gy limit with the ICRP-107 factor is
+  about 61.2 Gy in the product convention.
 """
 
 from __future__ import annotations
@@ -17,17 +25,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rntflow.core.constants import J_PER_MEV, TARE_PRODUCT_CF_J_PER_GBQ
+from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry import _checks as chk
 from rntflow.dosimetry.kernel import VoxelKernel, convolve_dose_gy, voxel_s_kernel
 from rntflow.dosimetry.led import led_dose_gy
 from rntflow.physics.nuclides import nuclide
-from rntflow.core.constants import J_PER_MEV
-from rntflow.core.errors import DosimetryInputError
+
+#: CF conventions a trial may choose (see the module docstring).
+CF_CONVENTIONS = ("product", "icrp107")
+#: Treatment intents: whole-liver/lobar ("standard") or radiation segmentectomy ("ablative").
+TREATMENTS = ("standard", "ablative")
 
 
 @dataclass(frozen=True)
 class ProductLimits:
-    """Dose limits of one microsphere product, seed 000 Table 1 (de Wit - van der Veen et
-    al, "Current status of clinical dosimetry and personalized radionuclide therapy").
+    """Dose limits and targets of one microsphere product, seed 000 Table 1 (de Wit - van
+    der Veen et al, "Current status of clinical dosimetry and personalized radionuclide
+    therapy"); ``None`` where Table 1 says "not mentioned".
 
     Attributes
     ----------
@@ -35,12 +50,14 @@ class ProductLimits:
     parenchyma_limit_gy : float
         Normal liver parenchyma limit (Gy).
     parenchyma_pretreated_limit_gy : float or None
-        Limit for pre-treated / compromised liver (Gy); None where Table 1 says "not
-        mentioned" (the plain limit then applies).
+        Limit for pre-treated / compromised liver (Gy); None: the plain limit applies.
     lung_limit_gy : float
         Single-treatment lung limit (Gy).
     tumour_target_gy : tuple of float
-        Typical tumour target range (Gy; upper bound inf for "> x").
+        Tumour (HCC/mCRC) target range (Gy), Table 1 "Target dose, tumour".
+    ablative_target_min_gy : float or None
+        Minimum tumour dose of ablative TARE (radiation segmentectomy), Table 1
+        "Ablative TARE" (Gy); None for QuiremSpheres ("not mentioned").
     """
 
     nuclide: str
@@ -48,26 +65,47 @@ class ProductLimits:
     parenchyma_pretreated_limit_gy: float | None
     lung_limit_gy: float
     tumour_target_gy: tuple[float, float]
+    ablative_target_min_gy: float | None
 
 
-#: Seed 000 Table 1.
+#: Seed 000 Table 1. Table 1 gives no lung-shunt cap independent of the lung dose and no
+#: cumulative lung limit: both are trial settings of :func:`plan_partition`
+#: (``max_lung_shunt_fraction``, ``lung_cumulative_limit_gy``), off unless given.
 PRODUCTS: dict[str, ProductLimits] = {
-    "SIR-Spheres": ProductLimits("Y-90", 40.0, 30.0, 30.0, (100.0, 120.0)),
-    "TheraSphere": ProductLimits("Y-90", 120.0, None, 30.0, (200.0, 250.0)),
-    "QuiremSpheres": ProductLimits("Ho-166", 60.0, None, 30.0, (100.0, 150.0)),
+    "SIR-Spheres": ProductLimits("Y-90", 40.0, 30.0, 30.0, (100.0, 120.0), 150.0),
+    "TheraSphere": ProductLimits("Y-90", 120.0, None, 30.0, (200.0, 250.0), 400.0),
+    "QuiremSpheres": ProductLimits("Ho-166", 60.0, None, 30.0, (100.0, 150.0), None),
 }
 
 
 def conversion_factor_j_per_gbq(nuclide_name: str) -> float:
-    """Energy (J) released as electrons by 1 GBq decaying completely."""
+    """ICRP-107 CF: energy (J) released as electrons by 1 GBq decaying completely."""
     nuc = nuclide(nuclide_name)
     decays = 1e9 * nuc.half_life_h * 3600.0 / math.log(2.0)
     return nuc.electron_energy_mev * J_PER_MEV * decays
 
 
+def tare_conversion_factor_j_per_gbq(nuclide_name: str, convention: str = "product") -> float:
+    """CF (J/GBq) of ``nuclide_name`` in ``convention`` (``product`` or ``icrp107``)."""
+    if convention not in CF_CONVENTIONS:
+        raise DosimetryInputError(f"cf_convention={convention!r}: must be one of {', '.join(CF_CONVENTIONS)}")
+    name = nuclide(nuclide_name).name
+    if convention == "icrp107":
+        return conversion_factor_j_per_gbq(name)
+    if name not in TARE_PRODUCT_CF_J_PER_GBQ:
+        raise DosimetryInputError(f"nuclide_name={name!r}: no product CF convention (known: "
+                                  f"{', '.join(TARE_PRODUCT_CF_J_PER_GBQ)})")
+    return TARE_PRODUCT_CF_J_PER_GBQ[name]
+
+
 @dataclass
 class TarePlan:
-    """Partition-model plan (activities GBq, masses kg, doses Gy)."""
+    """Partition-model plan (activities GBq, masses kg, doses Gy).
+
+    ``cf_j_per_gbq`` and ``cf_convention`` record the conversion factor used;
+    ``broken_limits`` the safety limits exceeded; ``notes`` target checks and what
+    could not be checked (e.g. a target Table 1 does not give).
+    """
 
     product: str
     nuclide: str
@@ -76,54 +114,133 @@ class TarePlan:
     normal_liver_dose_gy: float
     lung_dose_gy: float
     cf_j_per_gbq: float
+    cf_convention: str = "product"
+    treatment: str = "standard"
+    cumulative_lung_dose_gy: float = 0.0
     broken_limits: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _check(normal_mass_kg: float, tumour_mass_kg: float, ratio: float, shunt: float, lung_mass_kg: float) -> None:
-    if not (0.0 <= shunt < 1.0):
-        raise DosimetryInputError(f"lung shunt fraction must be in [0, 1), got {shunt}")
-    if normal_mass_kg <= 0 or tumour_mass_kg <= 0 or lung_mass_kg <= 0:
-        raise DosimetryInputError("normal liver, tumour and lung masses must be > 0 kg")
-    if ratio <= 0:
-        raise DosimetryInputError(f"tumour-to-normal ratio must be > 0, got {ratio}")
+def _check(normal_mass_kg: float, tumour_mass_kg: float, ratio: float, shunt: float,
+           lung_mass_kg: float) -> tuple[float, float, float, float, float]:
+    return (chk.positive("normal_mass_kg", normal_mass_kg), chk.positive("tumour_mass_kg", tumour_mass_kg),
+            chk.positive("ratio", ratio),
+            chk.in_range("lung_shunt_fraction", shunt, 0.0, 1.0, high_open=True),
+            chk.positive("lung_mass_kg", lung_mass_kg))
 
 
 def partition_activity_gbq(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg: float,
                            ratio: float, lung_shunt_fraction: float, cf_j_per_gbq: float) -> float:
-    """``A = D_T (M_N + M_T r) / (CF r (1 - L))`` (GBq)."""
-    _check(normal_mass_kg, tumour_mass_kg, ratio, lung_shunt_fraction, 1.0)
-    if tumour_dose_gy <= 0 or cf_j_per_gbq <= 0:
-        raise DosimetryInputError("tumour dose and CF must be > 0")
-    return tumour_dose_gy * (normal_mass_kg + tumour_mass_kg * ratio) / (cf_j_per_gbq * ratio * (1.0 - lung_shunt_fraction))
+    """``A = D_T (M_N + M_T r) / (CF r (1 - L))`` (GBq).
+
+    Raises
+    ------
+    DosimetryInputError
+        NaN/inf, dose/masses/ratio/CF <= 0, shunt outside [0, 1); names the argument.
+    """
+    m_n, m_t, r, lsf, _ = _check(normal_mass_kg, tumour_mass_kg, ratio, lung_shunt_fraction, 1.0)
+    d_t = chk.positive("tumour_dose_gy", tumour_dose_gy)
+    cf = chk.positive("cf_j_per_gbq", cf_j_per_gbq)
+    return d_t * (m_n + m_t * r) / (cf * r * (1.0 - lsf))
+
+
+def _over(value: float, limit: float) -> bool:
+    """``value > limit`` beyond floating-point round-off (a plan at the limit passes)."""
+    return value > limit * (1.0 + 1e-9)
+
+
+def _limit_checks(plan: TarePlan, lim: ProductLimits, lsf: float, *, pretreated: bool,
+                  lung_cumulative_limit_gy: float | None, max_lung_shunt_fraction: float | None) -> None:
+    """Fill ``plan.broken_limits`` and ``plan.notes`` (seed 000 Table 1 plus trial settings)."""
+    product = plan.product
+    if plan.treatment == "ablative":
+        plan.notes.append("ablative (segmentectomy): the perfused-parenchyma limit is not applied to the "
+                          "treated segment; the remaining liver's function must suffice (seed 000)")
+        if lim.ablative_target_min_gy is None:
+            plan.notes.append(f"ablative target: not given for {product} (seed 000 Table 1: not mentioned)")
+        elif plan.tumour_dose_gy < lim.ablative_target_min_gy:
+            plan.notes.append(f"tumour {plan.tumour_dose_gy:.1f} Gy below the ablative target "
+                              f"> {lim.ablative_target_min_gy:.0f} Gy ({product})")
+    else:
+        par = lim.parenchyma_pretreated_limit_gy if (pretreated and lim.parenchyma_pretreated_limit_gy) \
+            else lim.parenchyma_limit_gy
+        if _over(plan.normal_liver_dose_gy, par):
+            plan.broken_limits.append(f"normal liver {plan.normal_liver_dose_gy:.1f} Gy > {par:.0f} Gy ({product})")
+        lo, hi = lim.tumour_target_gy
+        if plan.tumour_dose_gy < lo:
+            plan.notes.append(f"tumour {plan.tumour_dose_gy:.1f} Gy below the target {lo:.0f}-{hi:.0f} Gy ({product})")
+    if _over(plan.lung_dose_gy, lim.lung_limit_gy):
+        plan.broken_limits.append(f"lung {plan.lung_dose_gy:.1f} Gy > {lim.lung_limit_gy:.0f} Gy (single treatment)")
+    if lung_cumulative_limit_gy is not None and _over(plan.cumulative_lung_dose_gy, lung_cumulative_limit_gy):
+        plan.broken_limits.append(f"cumulative lung {plan.cumulative_lung_dose_gy:.1f} Gy > "
+                                  f"{lung_cumulative_limit_gy:.0f} Gy (trial setting)")
+    if max_lung_shunt_fraction is not None and _over(lsf, max_lung_shunt_fraction):
+        plan.broken_limits.append(f"lung shunt fraction {lsf:.3f} > {max_lung_shunt_fraction:.3f} (trial setting)")
 
 
 def plan_partition(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg: float, ratio: float,
                    lung_shunt_fraction: float, *, product: str = "SIR-Spheres",
                    lung_mass_kg: float = 1.0, pretreated: bool = False,
+                   cf_convention: str = "product", treatment: str = "standard",
+                   prior_lung_dose_gy: float = 0.0, lung_cumulative_limit_gy: float | None = None,
+                   max_lung_shunt_fraction: float | None = None,
                    raise_on_limit: bool = True) -> TarePlan:
     """Plan the activity for a tumour dose and predict normal-liver and lung doses.
+
+    Parameters
+    ----------
+    tumour_dose_gy : float
+        Planned mean tumour dose (Gy, > 0).
+    normal_mass_kg, tumour_mass_kg, lung_mass_kg : float
+        Perfused normal liver, tumour and lung masses (kg, > 0).
+    ratio : float
+        Tumour-to-normal uptake ratio (> 0).
+    lung_shunt_fraction : float
+        In [0, 1).
+    product : str
+        A key of :data:`PRODUCTS`.
+    pretreated : bool
+        Pre-treated or compromised liver (the lower parenchyma limit where Table 1 has one).
+    cf_convention : str
+        ``product`` (default: the CF the product limits were written in) or ``icrp107``.
+    treatment : str
+        ``standard`` (whole-liver/lobar: parenchyma limit, tumour target) or ``ablative``
+        (radiation segmentectomy: ablative target instead of the parenchyma limit).
+    prior_lung_dose_gy : float
+        Lung dose of earlier TARE treatments (Gy, >= 0), added for the cumulative check.
+    lung_cumulative_limit_gy : float, optional
+        Trial's cumulative lung limit (Gy); seed 000 Table 1 gives none (off by default).
+    max_lung_shunt_fraction : float, optional
+        Trial's lung shunt cap, independent of the lung dose; not in Table 1 (off by default).
+    raise_on_limit : bool
+        Raise when a safety limit is broken (targets only add notes).
 
     Raises
     ------
     DosimetryInputError
-        Impossible input, unknown product, or (``raise_on_limit``) a broken limit; the
-        message names every broken limit.
+        Impossible input (named with its value), unknown product, convention or
+        treatment, or (``raise_on_limit``) a broken limit; the message names every one.
     """
     if product not in PRODUCTS:
-        raise DosimetryInputError(f"unknown product {product!r}; known: {', '.join(PRODUCTS)}")
+        raise DosimetryInputError(f"product={product!r}: unknown; known: {', '.join(PRODUCTS)}")
+    if treatment not in TREATMENTS:
+        raise DosimetryInputError(f"treatment={treatment!r}: must be one of {', '.join(TREATMENTS)}")
     lim = PRODUCTS[product]
-    _check(normal_mass_kg, tumour_mass_kg, ratio, lung_shunt_fraction, lung_mass_kg)
-    cf = conversion_factor_j_per_gbq(lim.nuclide)
-    a = partition_activity_gbq(tumour_dose_gy, normal_mass_kg, tumour_mass_kg, ratio, lung_shunt_fraction, cf)
-    liver_j = cf * a * (1 - lung_shunt_fraction)
-    denom = normal_mass_kg + tumour_mass_kg * ratio
-    plan = TarePlan(product, lim.nuclide, a, liver_j * ratio / denom, liver_j / denom,
-                    cf * a * lung_shunt_fraction / lung_mass_kg, cf)
-    par_limit = lim.parenchyma_pretreated_limit_gy if (pretreated and lim.parenchyma_pretreated_limit_gy) else lim.parenchyma_limit_gy
-    if plan.normal_liver_dose_gy > par_limit:
-        plan.broken_limits.append(f"normal liver {plan.normal_liver_dose_gy:.1f} Gy > {par_limit:.0f} Gy ({product})")
-    if plan.lung_dose_gy > lim.lung_limit_gy:
-        plan.broken_limits.append(f"lung {plan.lung_dose_gy:.1f} Gy > {lim.lung_limit_gy:.0f} Gy")
+    m_n, m_t, r, lsf, m_lung = _check(normal_mass_kg, tumour_mass_kg, ratio, lung_shunt_fraction, lung_mass_kg)
+    prior = chk.non_negative("prior_lung_dose_gy", prior_lung_dose_gy)
+    if lung_cumulative_limit_gy is not None:
+        lung_cumulative_limit_gy = chk.positive("lung_cumulative_limit_gy", lung_cumulative_limit_gy)
+    if max_lung_shunt_fraction is not None:
+        max_lung_shunt_fraction = chk.in_range("max_lung_shunt_fraction", max_lung_shunt_fraction, 0.0, 1.0)
+    cf = tare_conversion_factor_j_per_gbq(lim.nuclide, cf_convention)
+    a = partition_activity_gbq(tumour_dose_gy, m_n, m_t, r, lsf, cf)
+    liver_j = cf * a * (1 - lsf)
+    denom = m_n + m_t * r
+    lung = cf * a * lsf / m_lung
+    plan = TarePlan(product, lim.nuclide, a, liver_j * r / denom, liver_j / denom, lung, cf,
+                    cf_convention=cf_convention, treatment=treatment, cumulative_lung_dose_gy=prior + lung)
+    _limit_checks(plan, lim, lsf, pretreated=pretreated, lung_cumulative_limit_gy=lung_cumulative_limit_gy,
+                  max_lung_shunt_fraction=max_lung_shunt_fraction)
     if plan.broken_limits and raise_on_limit:
         raise DosimetryInputError("plan breaks limit(s): " + "; ".join(plan.broken_limits))
     return plan
@@ -131,17 +248,26 @@ def plan_partition(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg:
 
 def post_treatment_tia_map_mbq_h(activity_map_mbq: np.ndarray, nuclide_name: str, t_since_admin_h: float) -> np.ndarray:
     """TIA per voxel (MBq·h) from an activity map measured ``t_since_admin_h`` after
-    administration, physical decay only: ``A(t) exp(l t) / l``."""
-    if t_since_admin_h < 0:
-        raise DosimetryInputError("image time before administration")
+    administration, physical decay only: ``A(t) exp(l t) / l``.
+
+    Raises
+    ------
+    DosimetryInputError
+        NaN/inf or negative activity voxels (count and first index given), a time
+        before administration, unknown nuclide.
+    """
+    act = chk.non_negative_array("activity_map_mbq", activity_map_mbq)
+    t = chk.time_after_admin("t_since_admin_h", t_since_admin_h)
     lam = nuclide(nuclide_name).decay_constant_per_h
-    return np.asarray(activity_map_mbq, float) * math.exp(lam * t_since_admin_h) / lam
+    return act * math.exp(lam * t) / lam
 
 
 def post_treatment_dose_maps_gy(activity_map_mbq: np.ndarray, nuclide_name: str, spacing_mm: tuple[float, float, float],
                                 t_since_admin_h: float, *, hu: np.ndarray | None = None,
                                 kernel: VoxelKernel | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(LED dose map, kernel dose map) in Gy for a post-treatment activity map."""
+    """(LED dose map, kernel dose map) in Gy for a post-treatment activity map (MBq per
+    voxel, >= 0) imaged ``t_since_admin_h`` (h, >= 0) after administration; inputs are
+    checked as in :func:`post_treatment_tia_map_mbq_h` and :func:`led_dose_gy`."""
     tia = post_treatment_tia_map_mbq_h(activity_map_mbq, nuclide_name, t_since_admin_h)
     led = led_dose_gy(tia, nuclide_name, spacing_mm, hu=hu)
     k = kernel if kernel is not None else voxel_s_kernel(nuclide_name, spacing_mm, include_photons=False)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry import _checks as chk
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_r
     Parameters
     ----------
     tia_mbq_h, tia_fit_sd_mbq_h : float
-        TIA (MBq·h) and its standard deviation from the fit covariance (MBq·h).
+        TIA (MBq·h) and its standard deviation from the fit covariance (MBq·h; 0 when
+        there is no covariance, e.g. trapezoid or single time point).
     calibration_rel : float
         Relative uncertainty of the camera calibration factor (correlated over time points).
     rc_rel : float
@@ -62,12 +63,21 @@ def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_r
         Logarithmic slope of the RC curve at the VOI volume (0: no PVC or large VOI).
     s_value_rel : float
         Relative uncertainty of the S-value/model other than mass (0 by default).
+
+    Raises
+    ------
+    DosimetryInputError
+        TIA not finite and > 0; an uncertainty that is NaN, inf or negative (pass a fit
+        standard deviation of 0 when the TIA has no fit covariance).
     """
-    if tia_mbq_h <= 0:
-        raise DosimetryInputError("TIA must be > 0 for a relative uncertainty")
-    if min(tia_fit_sd_mbq_h, calibration_rel, rc_rel, volume_rel, s_value_rel) < 0:
-        raise DosimetryInputError("uncertainties must be >= 0")
-    fit_rel = tia_fit_sd_mbq_h / tia_mbq_h if math.isfinite(tia_fit_sd_mbq_h) else 0.0
+    tia_mbq_h = chk.positive("tia_mbq_h", tia_mbq_h)
+    fit_sd = chk.non_negative("tia_fit_sd_mbq_h", tia_fit_sd_mbq_h)
+    calibration_rel = chk.non_negative("calibration_rel", calibration_rel)
+    rc_rel = chk.non_negative("rc_rel", rc_rel)
+    volume_rel = chk.non_negative("volume_rel", volume_rel)
+    s_value_rel = chk.non_negative("s_value_rel", s_value_rel)
+    dln_rc_dln_v = chk.finite("dln_rc_dln_v", dln_rc_dln_v)
+    fit_rel = fit_sd / tia_mbq_h
     vol_rc_tia = abs(dln_rc_dln_v) * volume_rel  # RC(V) effect on the TIA alone
     tia_rel = math.sqrt(fit_rel ** 2 + calibration_rel ** 2 + rc_rel ** 2 + vol_rc_tia ** 2)
     vol_dose = abs(1.0 + dln_rc_dln_v) * volume_rel  # mass and RC(V) correlated

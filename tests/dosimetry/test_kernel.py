@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from scipy.signal import fftconvolve
 
-from rntflow.dosimetry.kernel import convolve_dose_gy, voxel_s_kernel
+from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV, SOFT_TISSUE_DENSITY_G_PER_ML
+from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry.kernel import beta_mean_energy_mev, convolve_dose_gy, local_electron_energy_mev, voxel_s_kernel
 from rntflow.physics.nuclides import nuclide
-from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
 
 
 @pytest.fixture(scope="module")
@@ -68,5 +69,52 @@ def test_fft_convolution_matches_scipy_and_uniform_limit():
     # law of physics: a large uniform TIA gives in its interior the LED dose E_e/m per voxel
     uniform = np.ones((25, 25, 25))
     dose = convolve_dose_gy(uniform, k)[12, 12, 12]
-    led = nuclide("Lu-177").electron_energy_mev * J_PER_MEV * DECAYS_PER_MBQ_H / (0.48 ** 3 * 1e-3)
+    mass_kg = 0.48 ** 3 * k.density_g_per_ml * 1e-3
+    led = nuclide("Lu-177").electron_energy_mev * J_PER_MEV * DECAYS_PER_MBQ_H / mass_kg
     assert dose == pytest.approx(led, rel=0.005)
+
+
+def test_default_density_is_the_one_soft_tissue_value():
+    # one documented default (core/constants.py): every engine's default is that value
+    k = voxel_s_kernel("Lu-177", 4.8, include_photons=False)
+    assert k.density_g_per_ml == SOFT_TISSUE_DENSITY_G_PER_ML == 1.04
+
+
+def test_kernel_is_cached_and_read_only():
+    a = voxel_s_kernel("Lu-177", 4.8, include_photons=False)
+    b = voxel_s_kernel("177Lu", (4.8, 4.8, 4.8), include_photons=False)
+    assert a is b  # same (nuclide, voxel size, density): built once
+    assert voxel_s_kernel("Lu-177", 4.8, include_photons=False, density_g_per_ml=1.0) is not a
+    with pytest.raises(ValueError):
+        a.s_gy_per_mbq_h[0, 0, 0] = 1.0  # the cached arrays cannot be altered by a caller
+
+
+def test_local_electron_emissions_on_their_own():
+    # the production kernel deposits IC and Auger electrons in the source voxel; ICRP-107:
+    # 177Lu about 0.0147 MeV per decay on top of the 0.1330 MeV mean beta energy, 90Y
+    # (pure beta) essentially none. A reference kernel of betas only lacks exactly this.
+    lu, y = nuclide("Lu-177"), nuclide("Y-90")
+    assert local_electron_energy_mev("Lu-177") == pytest.approx(lu.electron_energy_mev - beta_mean_energy_mev(lu))
+    assert 0.012 < local_electron_energy_mev("Lu-177") < 0.017
+    assert beta_mean_energy_mev(lu) == pytest.approx(0.1330, rel=0.01)
+    # 90Y: < 0.3% (no IC/Auger to speak of; the 0.0015 MeV left is the trapezoid integral of
+    # the tabulated spectrum against ICRP-107's mean beta energy)
+    assert local_electron_energy_mev("Y-90") < 3e-3 * beta_mean_energy_mev(y)
+    k = voxel_s_kernel("Lu-177", 4.42, include_photons=False)
+    local_gy = local_electron_energy_mev("Lu-177") * J_PER_MEV * DECAYS_PER_MBQ_H / (0.442 ** 3 * 1.04e-3)
+    beta_only = voxel_s_kernel("Lu-177", 4.42, include_photons=False).s_electron_gy_per_mbq_h[k.centre] - local_gy
+    assert 0.0 < local_gy / beta_only < 0.15  # the local part is ~10% of the self-voxel value
+
+
+def test_nan_voxel_is_rejected_not_spread():
+    # one NaN voxel would turn every voxel of the FFT convolution into NaN: named error instead
+    k = voxel_s_kernel("Lu-177", 4.8, include_photons=False)
+    tia = np.ones((16, 16, 16))
+    tia[3, 4, 5] = np.nan
+    with pytest.raises(DosimetryInputError, match=r"tia_map_mbq_h.*1 of 4096.*\(3, 4, 5\)"):
+        convolve_dose_gy(tia, k)
+    tia[3, 4, 5] = -1.0
+    with pytest.raises(DosimetryInputError, match="negative"):
+        convolve_dose_gy(tia, k)
+    tia[3, 4, 5] = 0.0
+    assert np.all(np.isfinite(convolve_dose_gy(tia, k))) and np.all(convolve_dose_gy(tia, k) >= 0)

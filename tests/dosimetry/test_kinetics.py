@@ -110,3 +110,72 @@ def test_madsen_exact_for_population_half_life():
     assert madsen_tia(72.0, 300 * math.exp(-lam * 72.0), 40.0).tia_mbq_h == pytest.approx(300 / lam, rel=1e-12)
     with pytest.raises(KineticsError):
         madsen_tia(-1.0, 10.0, 40.0)
+
+
+# ----------------------------------------------------------------------------- uptake with 4 points
+
+
+def _uptake_curve(t_peak_h: float, lam_eff: float, a_peak: float = 500.0):
+    """bi_exp_uptake A0 (exp(-l1 t) - exp(-l2 t)) with its maximum at t_peak_h."""
+    from scipy.optimize import brentq
+
+    # t_peak = ln(l2/l1)/(l2 - l1): solve for l2
+    l2 = brentq(lambda l2: math.log(l2 / lam_eff) / (l2 - lam_eff) - t_peak_h, lam_eff * 1.0001, 50.0)
+    a0 = a_peak / (math.exp(-lam_eff * t_peak_h) - math.exp(-l2 * t_peak_h))
+    return [a0, lam_eff, l2]
+
+
+@pytest.mark.parametrize("t_peak_h", [18.0, 24.0, 30.0])
+def test_uptake_peak_after_first_scan_uses_uptake_model(t_peak_h):
+    # lesion-like: uptake peaking around 24 h, effective half-life 60 h, scans at 4, 24, 96, 168 h
+    lam = math.log(2) / 60.0
+    params = _uptake_curve(t_peak_h, lam)
+    t = np.array([4.0, 24.0, 96.0, 168.0])
+    a = model_activity_mbq("bi_exp_uptake", params, t)
+    true_tia = model_tia_mbq_h("bi_exp_uptake", params)
+    fit = fit_tac(t, a, "Lu-177")
+    assert fit.model == "uptake_mono_exp" and fit.peak_h == 24.0
+    assert any("peak at 24 h" in w for w in fit.warnings)
+    # the clearance is fitted from the peak on (24, 96, 168 h): the uptake term still lifts
+    # the 24 h point a little, so T_eff reads at most ~20 % long (60 h true)
+    assert 60.0 <= fit.effective_half_life_h < 1.2 * 60.0
+    assert fit.tia_mbq_h == pytest.approx(true_tia, rel=0.05)
+    # a mono-exponential over all 4 points is what the rule avoids: its half-life is far too long
+    mono = fit_tac(t, a, "Lu-177", models=["mono_exp"])
+    assert mono.effective_half_life_h > 1.5 * 60.0
+    assert mono.effective_half_life_h - 60.0 > 3 * (fit.effective_half_life_h - 60.0)
+
+
+def test_uptake_model_curve_and_uncertainty():
+    lam = math.log(2) / 60.0
+    t = np.array([4.0, 24.0, 96.0, 168.0])
+    a = model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t)
+    sd = 0.05 * a
+    fit = fit_tac(t, a, "Lu-177", activity_sd_mbq=sd)
+    assert fit.model == "uptake_mono_exp"
+    assert np.all(np.isfinite(fit.activity_mbq(np.array([0.0, 10.0, 24.0, 200.0]))))
+    assert fit.activity_mbq(0.0) == 0.0
+    assert fit.activity_mbq(96.0) == pytest.approx(a[2], rel=0.05)
+    # SD: trapezoid part + tail part, both from 5 % per point: a few % of the TIA
+    assert 0.01 < fit.tia_sd_mbq_h / fit.tia_mbq_h < 0.08
+
+
+def test_uptake_rule_not_applied_when_peak_first_or_enough_points():
+    lam = math.log(2) / 60.0
+    # peak before the first scan: ordinary AICc choice (mono_exp with 4 points)
+    t = np.array([24.0, 48.0, 96.0, 168.0])
+    a = model_activity_mbq("bi_exp_uptake", _uptake_curve(10.0, lam), t)
+    assert fit_tac(t, a, "Lu-177").model == "mono_exp"
+    # within noise of the first point (< 5 % rise): no uptake phase claimed
+    t4 = np.array([4.0, 24.0, 96.0, 168.0])
+    a4 = np.array([100.0, 103.0, 60.0, 30.0])
+    assert fit_tac(t4, a4, "Lu-177").model == "mono_exp"
+    # peak at the last-but-none point: fewer than 2 points from the peak
+    assert fit_tac(t4, np.array([10.0, 20.0, 30.0, 40.0]), "Lu-177").model != "uptake_mono_exp"
+    # 6 points: bi_exp_uptake has a defined AICc and competes as before
+    t6 = np.array([1.0, 4.0, 24.0, 48.0, 96.0, 168.0])
+    a6 = model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t6)
+    assert fit_tac(t6, a6, "Lu-177").model in ("bi_exp_uptake", "tri_exp")
+    # an explicit model list is honoured
+    assert fit_tac(t4, model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t4), "Lu-177",
+                   models=["mono_exp"]).model == "mono_exp"

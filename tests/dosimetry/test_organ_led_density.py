@@ -5,12 +5,17 @@ import math
 import numpy as np
 import pytest
 
+from rntflow.core.errors import DosimetryInputError
 from rntflow.dosimetry.density import hu_to_density_g_per_ml, mass_g
 from rntflow.dosimetry.led import led_dose_gy
+from rntflow.dosimetry.organ import (
+    electron_absorbed_fraction_sphere,
+    organ_self_dose_gy,
+    photon_absorbed_fraction_sphere,
+    scale_s_value_by_mass,
+    sphere_dose_gy,
+)
 from rntflow.physics.nuclides import nuclide
-from rntflow.dosimetry.organ import (electron_absorbed_fraction_sphere, organ_self_dose_gy,
-                             photon_absorbed_fraction_sphere, scale_s_value_by_mass, sphere_dose_gy)
-from rntflow.core.errors import DosimetryInputError
 
 
 def test_organ_electron_dose_by_hand():
@@ -70,9 +75,39 @@ def test_hu_to_density_knots_and_mass():
 
 def test_led_map_by_hand_and_density():
     tia = np.full((3, 3, 3), 10.0)
-    d = led_dose_gy(tia, "Y-90", (4.0, 4.0, 4.0))
+    d = led_dose_gy(tia, "Y-90", (4.0, 4.0, 4.0), density_g_per_ml=1.0)
     by_hand = 10 * 3.6e9 * nuclide("Y-90").electron_energy_mev * 1.602176634e-13 / (0.064 * 1e-3)
     assert d[1, 1, 1] == pytest.approx(by_hand, rel=1e-12)
+    # default: the one soft-tissue density (1.04 g/cm3, core/constants.py)
+    assert led_dose_gy(tia, "Y-90", (4.0, 4.0, 4.0))[1, 1, 1] == pytest.approx(by_hand / 1.04, rel=1e-12)
     # bone (1500 HU, 1.92 g/cm3) gets 1/1.92 of the water dose
     d_bone = led_dose_gy(tia, "Y-90", (4.0, 4.0, 4.0), hu=np.full((3, 3, 3), 1500.0))
     assert d_bone[0, 0, 0] == pytest.approx(by_hand / 1.92, rel=1e-9)
+
+
+@pytest.mark.parametrize("rho", [0.0, -1.0, float("nan"), float("inf")])
+def test_led_rejects_impossible_density_instead_of_flooring(rho):
+    # a density of 0 or -1 used to be floored to 0.01 g/mL: 133 Gy where 1.33 Gy was meant
+    with pytest.raises(DosimetryInputError, match="density_g_per_ml"):
+        led_dose_gy(np.ones((2, 2, 2)), "Lu-177", (4.0, 4.0, 4.0), density_g_per_ml=rho)
+    dens = np.ones((2, 2, 2))
+    dens[1, 0, 1] = rho
+    with pytest.raises(DosimetryInputError, match=r"density_g_per_ml.*\(1, 0, 1\)"):
+        led_dose_gy(np.ones((2, 2, 2)), "Lu-177", (4.0, 4.0, 4.0), density_g_per_ml=dens)
+
+
+def test_led_rejects_negative_tia_and_floors_only_ct_air():
+    with pytest.raises(DosimetryInputError, match="tia_map_mbq_h.*negative"):
+        led_dose_gy(np.full((2, 2, 2), -1.0), "Lu-177", (4.0, 4.0, 4.0))
+    # CT air (-1000 HU, 0.0012 g/cm3) is floored at min_ct_density_g_per_ml (documented)
+    air = led_dose_gy(np.ones((1, 1, 2)), "Lu-177", (4.0, 4.0, 4.0), hu=np.array([[[-1000.0, 0.0]]]))
+    assert air[0, 0, 0] / air[0, 0, 1] == pytest.approx(1.0 / 0.01, rel=1e-9)
+
+
+def test_organ_and_sphere_defaults_are_soft_tissue():
+    # organ (was 1.05) and lesion sphere (was 1.0) defaults: the one value 1.04 g/cm3
+    assert photon_absorbed_fraction_sphere("I-131", 300.0) == pytest.approx(
+        photon_absorbed_fraction_sphere("I-131", 300.0, 1.04), rel=1e-12)
+    a = sphere_dose_gy(100.0, "Lu-177", 10.0, include_photons=False)
+    assert a.mass_g == pytest.approx(10.4)
+    assert mass_g(np.ones((2, 2, 2), bool), None, 0.5) == pytest.approx(4.0 * 1.04)

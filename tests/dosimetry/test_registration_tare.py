@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from rntflow.dosimetry.registration import image_from_array, register_rigid, resample
-from rntflow.dosimetry.tare import (PRODUCTS, conversion_factor_j_per_gbq, partition_activity_gbq,
-                            plan_partition, post_treatment_dose_maps_gy, post_treatment_tia_map_mbq_h)
 from rntflow import tare_cli
 from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry.registration import image_from_array, register_rigid, resample
+from rntflow.dosimetry.tare import (
+    PRODUCTS,
+    conversion_factor_j_per_gbq,
+    partition_activity_gbq,
+    plan_partition,
+    post_treatment_dose_maps_gy,
+    post_treatment_tia_map_mbq_h,
+    tare_conversion_factor_j_per_gbq,
+)
 
 
 def _phantom():
@@ -60,6 +67,7 @@ def test_partition_model_by_hand_and_consistency():
     plan = plan_partition(120.0, 1.5, 0.2, 3.0, 0.05, product="TheraSphere")
     assert plan.tumour_dose_gy == pytest.approx(120.0)
     assert plan.normal_liver_dose_gy == pytest.approx(40.0)  # D_T / r
+    assert plan.cf_convention == "product" and plan.cf_j_per_gbq == 49.67  # recorded
     # energy conservation: liver + lung energy = CF * A
     e = plan.tumour_dose_gy * 0.2 + plan.normal_liver_dose_gy * 1.5 + plan.lung_dose_gy * 1.0
     assert e == pytest.approx(plan.cf_j_per_gbq * plan.activity_gbq)
@@ -110,4 +118,54 @@ def test_cli_errors(capsys):
     args = _parse("tare-plan --tumour-dose-gy 120 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.2 "
                   "--ratio 3 --lung-shunt 1.2".split())
     assert tare_cli.run(args) == 2
-    assert "lung shunt" in capsys.readouterr().err
+    assert "lung_shunt_fraction=1.2" in capsys.readouterr().err
+
+
+def test_quiremspheres_plan_in_each_cf_convention():
+    # whole-liver 166Ho plan at the 60 Gy parenchyma limit (r = 1, no shunt), 1.8 kg liver.
+    # Product convention: 15.87 J/GBq is published for QuiremSpheres (DOMAIN.md sec. 5) and
+    # seed 000 gives 15.85: A = 60 * 1.8 / 15.87 = 6.805 GBq; within 0.5 % with that CF set
+    prod = plan_partition(60.0, 1.5, 0.3, 1.0, 0.0, product="QuiremSpheres")
+    assert prod.cf_convention == "product" and prod.cf_j_per_gbq == 15.85
+    assert prod.activity_gbq == pytest.approx(60.0 * 1.8 / 15.87, rel=0.005)
+    assert prod.normal_liver_dose_gy == pytest.approx(60.0) and not prod.broken_limits
+    # ICRP-107 convention: 15.53 J/GBq (issue 17's figure), A = 6.954 GBq within 0.5 %
+    icrp = plan_partition(60.0, 1.5, 0.3, 1.0, 0.0, product="QuiremSpheres", cf_convention="icrp107")
+    assert icrp.cf_convention == "icrp107" and icrp.cf_j_per_gbq == pytest.approx(15.53, rel=0.001)
+    assert icrp.activity_gbq == pytest.approx(60.0 * 1.8 / 15.53, rel=0.005)
+    # the ICRP-107 activity, read in the product convention the limit was written in:
+    # ~61.2 Gy, over the 60 Gy limit (why the default is the product convention)
+    assert icrp.activity_gbq * 15.85 / 1.8 == pytest.approx(61.2, abs=0.1)
+    assert tare_conversion_factor_j_per_gbq("Y-90", "product") == 49.67
+    with pytest.raises(DosimetryInputError, match="cf_convention='seed'"):
+        plan_partition(60.0, 1.5, 0.3, 1.0, 0.0, product="QuiremSpheres", cf_convention="seed")
+
+
+def test_table1_targets_ablative_row_and_trial_lung_limits():
+    # Table 1 tumour target: SIR-Spheres 100-120 Gy; 80 Gy plans but is noted
+    low = plan_partition(80.0, 1.5, 0.2, 4.0, 0.05, product="SIR-Spheres")
+    assert not low.broken_limits and any("below the target 100-120" in n for n in low.notes)
+    # ablative (segmentectomy) TheraSphere: > 400 Gy target, parenchyma limit not applied
+    abl = plan_partition(300.0, 0.3, 0.05, 2.0, 0.02, product="TheraSphere", treatment="ablative")
+    assert abl.normal_liver_dose_gy > 120 and not abl.broken_limits
+    assert any("below the ablative target > 400" in n for n in abl.notes)
+    # QuiremSpheres has no ablative row ("not mentioned"): said, not guessed
+    q = plan_partition(200.0, 0.3, 0.05, 2.0, 0.0, product="QuiremSpheres", treatment="ablative")
+    assert any("not given for QuiremSpheres" in n for n in q.notes)
+    # LSF cap independent of the lung dose (trial setting): 12 % shunt, lung dose only ~10 Gy
+    cap = plan_partition(100.0, 1.5, 0.2, 4.0, 0.12, product="SIR-Spheres", max_lung_shunt_fraction=0.10,
+                         raise_on_limit=False)
+    assert cap.lung_dose_gy < 30 and cap.broken_limits == ["lung shunt fraction 0.120 > 0.100 (trial setting)"]
+    # cumulative lung limit (trial setting) with the earlier treatments' lung dose
+    cum = plan_partition(100.0, 1.5, 0.2, 4.0, 0.1, product="SIR-Spheres", prior_lung_dose_gy=45.0,
+                         lung_cumulative_limit_gy=50.0, raise_on_limit=False)
+    assert cum.cumulative_lung_dose_gy == pytest.approx(45.0 + cum.lung_dose_gy)
+    assert cum.lung_dose_gy < 30 and any("cumulative lung" in b for b in cum.broken_limits)
+
+
+def test_cli_cf_convention(capsys):
+    args = _parse("tare-plan --tumour-dose-gy 60 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.3 "
+                  "--ratio 1 --lung-shunt 0 --product QuiremSpheres --cf-convention icrp107".split())
+    assert tare_cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert "| cf_convention" in out and "icrp107" in out and "| 15.53 |" in out
