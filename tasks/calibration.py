@@ -36,7 +36,8 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
     study = load_study(study_dir)
     if study.nm is None:
         raise DicomInputError("phantom study without an NM reconstruction")
-    header = parse_nm_header(study.nm)
+    site = next((s for s in config.sites if s.id == site_id), None)
+    header = parse_nm_header(study.nm, site.nm_units if site else None)  # sites[].nm_units: units no header states
     image = nm_to_image(study.nm)
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     sx, sy, sz = image.GetSpacing()

@@ -148,9 +148,11 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     study = load_study(study_dir)
     if study.nm is None:
         raise DicomInputError("patient study without an NM reconstruction")
-    header = parse_nm_header(study.nm)
+    site = next((s for s in config.sites if s.id == site_id), None)
+    header = parse_nm_header(study.nm, site.nm_units if site else None)
+    camera = site.camera_profile(header.manufacturer, header.model) if site else None
     cols = {"subject_id": subject_id, "study_id": study_id}
-    checks = [qa_row(c, "study", study_id, **cols) for c in check_reconstruction(header, config.protocol)]
+    checks = [qa_row(c, "study", study_id, **cols) for c in check_reconstruction(header, config.protocol, camera)]
     image = nm_to_image(study.nm)
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0

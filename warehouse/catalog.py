@@ -27,7 +27,11 @@ open, crashed, holding DuckDB's file lock) can disturb it. The catalog is writte
 storage format of DuckDB :data:`STORAGE_COMPATIBILITY`, so any DuckDB CLI from that version
 on opens it.
 
-Derived views for the dose-effect analysis:
+Derived views for the dose-effect analysis (``voi_dose_cumulative`` and
+``dose_effect_targets`` read tables materialised at load time under ``latest/<view>/``,
+computed with the SQL below on one trial-and-site partition at a time, see
+:data:`warehouse.writer.MATERIALISED`; on an in-memory connection over a warehouse never
+initialised they are computed per query):
 
 * ``voi_dose_cycle``: one dose per subject, cycle, VOI and engine: the multi-time-point
   result where the cycle has one, else its single-time-point result (Madsen before
@@ -154,21 +158,18 @@ def _current_latest_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spe
     return latest_version_sql(f"({history_sql(con, warehouse_dir, spec)})", spec.natural_key)
 
 
-#: The VOIs a ``dose_effect`` target is made of (pushed down to the Parquet scan).
-TARGET_SOURCE_VOIS_SQL = ("voi IN ('Kidneys', 'Kidney_L', 'Kidney_R', 'Parotids', 'Parotid_L', 'Parotid_R') "
-                          "OR starts_with(voi, 'Lesion')")
+#: The targets ``dose_effect`` joins to (pushed down to the scan of ``dose_effect_targets``).
+TARGETS_SQL = "target_voi IN ('Kidneys', 'Parotids') OR starts_with(target_voi, 'Lesion')"
 
 
-def _targets_sql(voi_filter: str | None = None) -> str:
+def _targets_sql() -> str:
     """The cumulative rows plus the derived targets (``Kidneys``, ``Parotids``, ``Lesions_mean``).
 
     One pass over the cumulative doses (materialised once); a whole-organ VOI (e.g.
-    ``Kidneys``) present for a subject wins over the mean of its halves. ``voi_filter``
-    restricts the source VOIs first (the ``dose_effect`` view needs only its targets').
+    ``Kidneys``) present for a subject wins over the mean of its halves.
     """
-    where = f"WHERE {voi_filter}" if voi_filter else ""
-    return f"""
-    WITH c AS MATERIALIZED (SELECT * FROM voi_dose_cumulative {where}),
+    return """
+    WITH c AS MATERIALIZED (SELECT * FROM voi_dose_cumulative),
     derived AS (
         SELECT trial_id, site_id, subject_id, engine,
                CASE WHEN voi IN ('Kidney_L', 'Kidney_R') THEN 'Kidneys'
@@ -231,7 +232,7 @@ DERIVED_VIEWS: dict[str, str] = {
                WHEN o.endpoint = 'lesion_response' THEN o.response IN ('CR', 'PR')
                WHEN o.endpoint = 'pfs' THEN o.event = 1 END AS INTEGER) AS effect
     FROM outcomes o
-    JOIN ({_targets_sql(TARGET_SOURCE_VOIS_SQL)}) t
+    JOIN (SELECT * FROM dose_effect_targets WHERE {TARGETS_SQL}) t
       ON t.trial_id = o.trial_id AND t.subject_id = o.subject_id
      AND t.target_voi = {ENDPOINT_TARGET_SQL}""",
 }

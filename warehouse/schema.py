@@ -398,7 +398,7 @@ DERIVED: dict[str, DerivedView] = {
         DerivedView("dose_effect_targets", "voi_dose_cumulative plus the derived targets Kidneys, Parotids "
                     "(means of the halves) and Lesions_mean.",
                     tuple(_c("target_voi", pa.string(), "VOI or derived target.") if c.name == "voi" else c
-                          for c in _CUMULATIVE) + (_N_VOIS,)),
+                          for c in _CUMULATIVE) + (_N_VOIS,), materialised=True),
         DerivedView("dose_effect", "One outcome joined to its dose target, per engine.", (
             _TRIAL, _SITE_OPT, _SUBJECT,
             _c("endpoint", pa.string(), "Endpoint."),

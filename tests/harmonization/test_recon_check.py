@@ -37,7 +37,7 @@ def test_compliant_header_passes_every_check(protocol):
     results = check_reconstruction(parse_nm_header(make_nm_dataset()), protocol)
     assert {r.status for r in results} == {"pass"}, [r for r in results if r.status != "pass"]
     names = {r.check for r in results}
-    assert names == {"radionuclide", "energy_window_photopeak", "energy_window_scatter", "collimator",
+    assert names == {"pixel_units", "administered_activity", "radionuclide", "energy_window_photopeak", "energy_window_scatter", "collimator",
                      "attenuation_correction", "scatter_correction", "algorithm", "iterations_x_subsets",
                      "matrix", "voxel_size", "post_filter", "projections", "time_per_projection", "time_point"}
     assert _by_check(results)["time_point"].message == "time point 24 h"
@@ -46,7 +46,8 @@ def test_compliant_header_passes_every_check(protocol):
 DEVIATIONS = [
     ("energy_window_photopeak", dict(windows=[("Lu177_113", 101.7, 124.3), ("scatter_low", 161.5, 178.5),
                                               ("scatter_high", 237.5, 262.5)])),
-    ("energy_window_scatter", dict(windows=[("Lu177_208", 187.2, 228.8)])),
+    ("energy_window_scatter", dict(windows=[("Lu177_208", 187.2, 228.8), ("scatter_low", 150.0, 165.0),
+                                            ("scatter_high", 237.5, 262.5)])),
     ("collimator", dict(collimator="LEHR")),
     ("attenuation_correction", dict(corrected=("SCAT", "DECY"))),
     ("scatter_correction", dict(corrected=("ATTN", "DECY"))),
@@ -84,20 +85,37 @@ def test_time_point_identified(protocol, hours, nominal):
     assert r.status == "pass" and r.message == f"time point {nominal} h"
 
 
-def test_missing_energy_window_is_fail_record_not_crash(protocol):
+def test_missing_energy_window_is_not_stated_warning_not_crash(protocol):
     ds = make_nm_dataset()
     del ds.EnergyWindowInformationSequence
     results = _by_check(check_reconstruction(parse_nm_header(ds), protocol))
-    assert results["energy_window_photopeak"].status == "fail"
-    assert results["energy_window_photopeak"].value_found == "missing"
-    assert results["energy_window_scatter"].status == "fail"
+    assert results["energy_window_photopeak"].status == "warn"
+    assert results["energy_window_photopeak"].value_found == "not stated"
+    assert "EnergyWindowInformationSequence" in results["energy_window_photopeak"].message
+    assert results["energy_window_scatter"].status == "warn"
+    assert results["scatter_correction"].status == "pass"  # CorrectedImage SCAT
 
 
-def test_empty_header_gives_fail_records(protocol):
+def test_scatter_windows_only_in_projections(protocol):
+    # photopeak only in the reconstruction: SCAT evidences the correction -> warn, not fail
+    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(windows=[("Lu177_208", 187.2, 228.8)])),
+                                       protocol))
+    assert r["energy_window_scatter"].status == "warn" and "projections" in r["energy_window_scatter"].message
+    assert r["scatter_correction"].status == "pass"
+    # CorrectedImage without SCAT and no scatter windows: both fail
+    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(
+        windows=[("Lu177_208", 187.2, 228.8)], corrected=("ATTN",))), protocol))
+    assert r["energy_window_scatter"].status == "fail" and r["scatter_correction"].status == "fail"
+
+
+def test_empty_header_fails_only_what_quantification_needs(protocol):
     import pydicom
 
-    results = check_reconstruction(parse_nm_header(pydicom.Dataset()), protocol)
-    assert results and all(r.status == "fail" for r in results)
+    results = _by_check(check_reconstruction(parse_nm_header(pydicom.Dataset()), protocol))
+    fails = {k for k, r in results.items() if r.status == "fail"}
+    assert fails == {"pixel_units", "voxel_size", "time_point"}
+    assert all(r.status == "warn" for k, r in results.items() if k not in fails)
+    assert all(r.value_found == "not stated" for k, r in results.items() if k not in fails)
 
 
 def test_same_energy_class_collimator_is_warning(protocol):
@@ -152,3 +170,61 @@ def test_counts_plausible():
     assert too_few.status == "warn"
     assert check_counts_plausible(1e6, None, 24.0, 1200.0, s_range, "Lu-177").status == "fail"
     assert check_counts_plausible(0.0, 7400.0, 24.0, 1200.0, s_range, "Lu-177").status == "fail"
+
+
+# ----------------------------------------------------------------------------- camera profiles
+
+
+def test_site_camera_profile_widens_vocabulary_from_example_config(protocol):
+    cfg = load_config(CONFIG)
+    site = cfg.site("SITE01")
+    assert site.camera_profile("SIEMENS", "Symbia Intevo Bold") is not None
+    assert site.camera_profile("GE MEDICAL SYSTEMS", "Discovery") is None
+    ds = make_nm_dataset(recon="Flash3D 6i16s", collimator="MELP", kernel="XYZ Gauss 0.0")
+    h = parse_nm_header(ds)
+    plain = _by_check(check_reconstruction(h, protocol))
+    assert plain["algorithm"].status == "fail" and plain["collimator"].status == "warn"
+    assert plain["post_filter"].status == "pass"  # Gaussian 0 mm = no filter
+    sited = _by_check(check_reconstruction(h, protocol, site.camera_profile(h.manufacturer, h.model)))
+    assert {r.status for r in sited.values()} == {"pass"}, [r for r in sited.values() if r.status != "pass"]
+
+
+def test_post_filter_verdicts(protocol):
+    from rntflow.core.config import CameraProfile
+
+    def verdict(kernel, camera=None):
+        h = parse_nm_header(make_nm_dataset(kernel=kernel))
+        return _by_check(check_reconstruction(h, protocol, camera))["post_filter"]
+
+    bw = ["Butterworth", "0.48", "10"]  # ConvolutionKernel is SH (16 chars), VM 1-n
+    assert verdict(bw).status == "fail"        # protocol allows no post-filter
+    assert verdict(bw, CameraProfile(post_filters=["butterworth 0.48 10"])).status == "pass"
+    r = verdict("B30f smooth")
+    assert r.status == "warn" and "not understood" in r.message
+    assert verdict("Gaussian 8 mm").status == "fail"
+    assert verdict("Gauss 0.0").status == "pass"
+
+
+def test_scatter_evidence_from_private_text_or_declaration(protocol):
+    from rntflow.core.config import CameraProfile
+
+    ds = make_nm_dataset(windows=[("Lu177_208", 187.2, 228.8)], corrected=("ATTN",))
+    ds.private_block(0x0013, "VENDOR RECON", create=True).add_new(0x10, "LO", "MC scatter correction on")
+    h = parse_nm_header(ds)
+    assert _by_check(check_reconstruction(h, protocol))["scatter_correction"].status == "fail"
+    text = CameraProfile(scatter_evidence=["text"], scatter_text_patterns=["scatter correction on"])
+    r = _by_check(check_reconstruction(h, protocol, text))
+    assert r["scatter_correction"].status == "pass" and "MC scatter" in r["scatter_correction"].value_found
+    assert r["energy_window_scatter"].status == "warn"
+    declared = CameraProfile(scatter_evidence=["declared"])
+    assert _by_check(check_reconstruction(h, protocol, declared))["scatter_correction"].status == "pass"
+
+
+def test_administered_activity_against_record():
+    from rntflow.harmonization.recon_check import check_administered_activity
+
+    h = parse_nm_header(make_nm_dataset(activity_mbq=7400.0))
+    assert check_administered_activity(h, 7300.0).status == "pass"
+    r = check_administered_activity(h, 6000.0)
+    assert r.status == "warn" and "+23.3 %" in r.message
+    assert check_administered_activity(parse_nm_header(make_nm_dataset(activity_mbq=None))).status == "warn"
