@@ -1,15 +1,16 @@
 """Read what the harmonisation and quantification code needs from an NM (SPECT) header.
 
-The conventions followed are those of the trial's reconstructed SPECT (NM Image Storage,
-multi-frame, one frame per transverse slice; see ``/tmp/briefs/nm_conventions.md`` and
-DICOM PS3.3 C.8.4 "NM Image" modules). Every attribute is optional here: a missing or
-malformed attribute becomes ``None`` so that :mod:`harmonization.recon_check` can report
-it as a failed check instead of the parser crashing.
+The conventions followed are DICOM PS3.3 A.5 (NM Image IOD, multi-frame, one frame per
+transverse slice) and C.8.4 ("NM Image" modules), and what vendors actually send in their
+place (:mod:`rntflow.harmonization.nm_conventions`: pixel meaning by an order of
+precedence, unit slips in RadionuclideTotalDose and ActualFrameDuration, vendor post-filter
+strings). Every attribute is optional here: a missing or malformed attribute becomes
+``None`` so that :mod:`harmonization.recon_check` can report it instead of the parser
+crashing.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +19,24 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from rntflow.core.errors import DicomInputError
+from rntflow.harmonization.nm_conventions import (
+    PixelUnits,
+    PostFilter,
+    as_float,
+    as_str,
+    choose_mapping,
+    first_item,
+    get_value,
+    parse_post_filter,
+    per_frame_mappings,
+    read_frame_duration_s,
+    read_total_dose_mbq,
+    read_value_mappings,
+    resolve_pixel_units,
+)
 
 
 @dataclass(frozen=True)
@@ -42,11 +59,22 @@ class NmHeader:
     Attributes
     ----------
     units : str or None
-        ``CNTS`` (counts reconstruction) or ``BQML`` (vendor-quantified Bq/mL).
+        What the pixels mean after :func:`nm_to_image`: ``CNTS`` (counts per voxel) or
+        ``BQML`` (vendor-quantified Bq/mL), resolved by the order of precedence of
+        :func:`rntflow.harmonization.nm_conventions.resolve_pixel_units`; ``None`` when
+        nothing decides.
+    pixel_units : PixelUnits or None
+        How ``units`` was decided (rule, detail, scale, notes) for QA.
+    units_attribute : str or None
+        Units (0054,1001) as sent (a PET attribute some vendors write on NM anyway).
     rwv_slope, rwv_intercept : float or None
-        Real-world value mapping: real = stored * slope + intercept.
+        Real-world value mapping of the chosen RWVM item: real = stored * slope + intercept.
     rwv_unit : str or None
-        UCUM code of the real-world unit (``{counts}`` or ``Bq/mL``).
+        UCUM code of the real-world unit (``{counts}``, ``Bq/ml`` ...).
+    administered_activity_raw : float or None
+        RadionuclideTotalDose as sent (``administered_activity_mbq`` is it in MBq).
+    notes : tuple of str
+        Unit slips corrected while reading (Bq read as MBq, s read as ms): QA warns.
     acquisition_start : datetime or None
         AcquisitionDate + AcquisitionTime.
     acquisition_duration_s : float or None
@@ -70,7 +98,9 @@ class NmHeader:
     iterations, subsets : int or None
         From ReconstructionMethod (``OSEM 6i16s``) or, failing that, SeriesDescription.
     post_filter_fwhm_mm : float or None
-        From ConvolutionKernel; 0.0 for ``NONE``.
+        Gaussian FWHM from ConvolutionKernel; 0.0 for ``NONE``; ``None`` for other filters.
+    post_filter : PostFilter or None
+        ConvolutionKernel read into (filter, parameters, unit); ``None`` when absent.
     matrix_rows, matrix_cols, matrix_slices : int or None
     voxel_size_mm : tuple (row_mm, col_mm, slice_mm) or None
         PixelSpacing row/column and SpacingBetweenSlices (or SliceThickness).
@@ -81,9 +111,17 @@ class NmHeader:
     frame_of_reference_uid : str or None
     decay_correction : str or None
         ``NONE``, ``START`` or ``ADMIN``.
+    image_type : tuple of str
+        ImageType values (upper case).
+    series_description, reconstruction_method : str or None
+    text_hints : tuple of str
+        SeriesDescription, ReconstructionMethod, ConvolutionKernel, DerivationDescription
+        and the text values of private elements (where vendors note scatter correction).
     """
 
     units: str | None = None
+    pixel_units: PixelUnits | None = None
+    units_attribute: str | None = None
     rwv_slope: float | None = None
     rwv_intercept: float | None = None
     rwv_unit: str | None = None
@@ -91,6 +129,7 @@ class NmHeader:
     acquisition_duration_s: float | None = None
     administration_datetime: datetime | None = None
     administered_activity_mbq: float | None = None
+    administered_activity_raw: float | None = None
     radionuclide: str | None = None
     radionuclide_half_life_s: float | None = None
     energy_windows: tuple[EnergyWindowKev, ...] = ()
@@ -101,6 +140,7 @@ class NmHeader:
     iterations: int | None = None
     subsets: int | None = None
     post_filter_fwhm_mm: float | None = None
+    post_filter: PostFilter | None = None
     matrix_rows: int | None = None
     matrix_cols: int | None = None
     matrix_slices: int | None = None
@@ -113,6 +153,11 @@ class NmHeader:
     frame_of_reference_uid: str | None = None
     decay_correction: str | None = None
     study_description: str | None = None
+    image_type: tuple[str, ...] = ()
+    series_description: str | None = None
+    reconstruction_method: str | None = None
+    text_hints: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def camera_id(self) -> str | None:
@@ -136,42 +181,15 @@ class NmHeader:
 # --------------------------------------------------------------------------- helpers
 
 
-def _get(ds: Any, keyword: str) -> Any:
-    try:
-        value = getattr(ds, keyword, None)
-    except Exception:  # malformed element: treat as absent
-        return None
-    if value is None or value == "":
-        return None
-    return value
-
-
-def _item0(ds: Any, keyword: str) -> Dataset | None:
-    seq = _get(ds, keyword)
-    try:
-        return seq[0] if seq else None
-    except Exception:
-        return None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+_get = get_value
+_item0 = first_item
+_float = as_float
+_str = as_str
 
 
 def _int(value: Any) -> int | None:
     f = _float(value)
     return int(round(f)) if f is not None else None
-
-
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    return s or None
 
 
 def parse_da_tm(date: Any, time: Any) -> datetime | None:
@@ -242,61 +260,74 @@ def _nuclide_from_code(item: Dataset | None) -> str | None:
     return normalise_radionuclide(meaning)
 
 
-_RECON_RE = re.compile(r"([A-Za-z][A-Za-z0-9\-]*)\s+(\d+)\s*i\s*(\d+)\s*s\b", re.IGNORECASE)
-_FILTER_RE = re.compile(r"(\d+(?:\.\d+)?)\s*MM", re.IGNORECASE)
+_ITER_RES = (
+    # 6i16s, 6 i 16 s, 6it16ss, 6 iterations 16 subsets, 6 iter x 16 sub
+    re.compile(r"(?<![A-Za-z0-9])(\d+)\s*i(?:t(?:er(?:ations?)?)?)?[\s,x/]*(\d+)\s*s(?:s|ub(?:sets?)?)?(?![A-Za-z])",
+               re.IGNORECASE),
+    re.compile(r"(?<![A-Za-z])i(\d+)\s*s(\d+)(?!\d)", re.IGNORECASE),  # i6s16
+)
+_WORD_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9\-]*)")
 
 
 def parse_reconstruction_method(text: str | None) -> tuple[str | None, int | None, int | None]:
-    """``"OSEM 6i16s"`` -> ``("OSEM", 6, 16)``; parts not found are ``None``."""
+    """``"OSEM 6i16s"`` -> ``("OSEM", 6, 16)``; parts not found are ``None``.
+
+    Also reads ``Flash3D 8i16s``, ``OSEM 6 iterations 16 subsets``, ``i6s16``. The algorithm
+    is the word just before the iterations (``Lu177 SPECT OSEM 4i10s`` -> ``OSEM``), else the
+    first word, upper case (``HybridRecon-Oncology`` -> ``HYBRIDRECON-ONCOLOGY``).
+    """
     if not text:
         return None, None, None
-    m = _RECON_RE.search(text)
-    if m:
-        return m.group(1).upper(), int(m.group(2)), int(m.group(3))
-    word = re.match(r"\s*([A-Za-z][A-Za-z0-9\-]*)", text)
-    return (word.group(1).upper() if word else None), None, None
+    word = _WORD_RE.match(text)
+    algo = word.group(1).upper() if word else None
+    for rx in _ITER_RES:
+        m = rx.search(text)
+        if m:
+            before = re.search(r"([A-Za-z][A-Za-z0-9\-]*)\s*$", text[:m.start()])
+            return (before.group(1).upper() if before else algo), int(m.group(1)), int(m.group(2))
+    return algo, None, None
 
 
 def parse_post_filter_fwhm_mm(text: str | None) -> float | None:
-    """``"NONE"`` -> 0.0, ``"GAUSSIAN 5.0MM"`` -> 5.0, unreadable -> ``None``."""
-    if text is None:
-        return None
-    s = str(text).strip().upper()
-    if s in ("", "NONE", "NO FILTER", "OFF"):
-        return 0.0 if s else None
-    m = _FILTER_RE.search(s)
-    return float(m.group(1)) if m else None
+    """``"NONE"`` -> 0.0, ``"GAUSSIAN 5.0MM"`` -> 5.0; non-Gaussian or unreadable -> ``None``
+    (:func:`rntflow.harmonization.nm_conventions.parse_post_filter` gives the whole reading)."""
+    pf = parse_post_filter(text)
+    return pf.fwhm_mm if pf is not None else None
+
+
+def _private_text(ds: Dataset, limit: int = 64) -> tuple[str, ...]:
+    """Text values (LO, SH, ST, LT, UT, CS) of private elements at the top level."""
+    out: list[str] = []
+    try:
+        for elem in ds:
+            if len(out) >= limit:
+                break
+            if elem.tag.is_private and elem.VR in ("LO", "SH", "ST", "LT", "UT", "CS") and elem.value:
+                value = elem.value if isinstance(elem.value, str) else "\\".join(str(v) for v in elem.value)
+                out.append(value.strip()[:200])
+    except Exception:  # a malformed private element: ignore the rest
+        pass
+    return tuple(v for v in out if v)
+
+
+def _timing(ds: Dataset) -> tuple[float | None, float | None, int | None, list[str]]:
+    """(duration_s, time_per_projection_s, projections, notes) from RotationInformationSequence."""
+    rot = _item0(ds, "RotationInformationSequence")
+    n_rot = _int(_get(rot, "NumberOfFramesInRotation")) if rot is not None else None
+    raw = _float(_get(rot, "ActualFrameDuration")) if rot is not None else None
+    if raw is None:
+        raw = _float(_get(ds, "ActualFrameDuration"))
+    per_proj_s, note = read_frame_duration_s(raw)
+    n_det = _int(_get(ds, "NumberOfDetectors"))
+    duration_s = n_rot * per_proj_s if n_rot and per_proj_s else None
+    projections = n_rot * (n_det or 1) if n_rot else None
+    return duration_s, per_proj_s, projections, [note] if note else []
 
 
 # --------------------------------------------------------------------------- parser
 
 
-def parse_nm_header(ds: Dataset) -> NmHeader:
-    """Parse an NM reconstruction header into an :class:`NmHeader`.
-
-    Parameters
-    ----------
-    ds : pydicom.Dataset
-        An NM Image Storage dataset (pixel data not needed).
-
-    Returns
-    -------
-    NmHeader
-        Missing or malformed attributes are ``None`` (never an exception).
-    """
-    rwv = _item0(ds, "RealWorldValueMappingSequence")
-    rwv_unit = None
-    if rwv is not None:
-        unit_item = _item0(rwv, "MeasurementUnitsCodeSequence")
-        rwv_unit = _str(_get(unit_item, "CodeValue")) if unit_item is not None else None
-
-    rot = _item0(ds, "RotationInformationSequence")
-    n_rot = _int(_get(rot, "NumberOfFramesInRotation")) if rot is not None else None
-    ms_per_proj = _float(_get(rot, "ActualFrameDuration")) if rot is not None else None
-    n_det = _int(_get(ds, "NumberOfDetectors"))
-    duration_s = n_rot * ms_per_proj / 1000.0 if n_rot and ms_per_proj else None
-    projections = n_rot * (n_det or 1) if n_rot else None
-
+def _energy_windows(ds: Dataset) -> tuple[EnergyWindowKev, ...]:
     windows: list[EnergyWindowKev] = []
     for item in _get(ds, "EnergyWindowInformationSequence") or []:
         rng = _item0(item, "EnergyWindowRangeSequence")
@@ -304,75 +335,164 @@ def parse_nm_header(ds: Dataset) -> NmHeader:
         hi = _float(_get(rng, "EnergyWindowUpperLimit")) if rng is not None else None
         if lo is not None and hi is not None and hi > lo:
             windows.append(EnergyWindowKev(_str(_get(item, "EnergyWindowName")), lo, hi))
+    return tuple(windows)
 
-    rp = _item0(ds, "RadiopharmaceuticalInformationSequence")
-    nuclide = None
-    if rp is not None:
-        nuclide = _nuclide_from_code(rp) or normalise_radionuclide(_str(_get(rp, "Radiopharmaceutical")))
 
-    det = _item0(ds, "DetectorInformationSequence")
-
+def _corrections(ds: Dataset) -> tuple[bool | None, bool | None]:
     corrected = _get(ds, "CorrectedImage")
     if corrected is None:
-        attn = scat = None
-    else:
-        flags = {str(c).strip().upper() for c in (corrected if not isinstance(corrected, str) else [corrected])}
-        attn, scat = "ATTN" in flags, "SCAT" in flags
+        return None, None
+    flags = {str(c).strip().upper() for c in (corrected if not isinstance(corrected, str) else [corrected])}
+    return "ATTN" in flags, "SCAT" in flags
 
+
+def _recon_parameters(ds: Dataset) -> tuple[str | None, int | None, int | None]:
+    """Algorithm and iterations/subsets: ReconstructionMethod, SeriesDescription, then
+    NumberOfIterations (0018,9739) / NumberOfSubsets (0018,9740)."""
     algo, iters, subsets = parse_reconstruction_method(_str(_get(ds, "ReconstructionMethod")))
     if iters is None:
         a2, i2, s2 = parse_reconstruction_method(_str(_get(ds, "SeriesDescription")))
         if i2 is not None:
             algo, iters, subsets = algo or a2, i2, s2
+    if iters is None:
+        i3, s3 = _int(_get(ds, "NumberOfIterations")), _int(_get(ds, "NumberOfSubsets"))
+        if i3 is not None and s3 is not None:
+            iters, subsets = i3, s3
+    return algo, iters, subsets
 
+
+def _voxel_mm(ds: Dataset) -> tuple[float, float, float] | None:
     ps = _get(ds, "PixelSpacing")
     step = _float(_get(ds, "SpacingBetweenSlices")) or _float(_get(ds, "SliceThickness"))
-    voxel = None
     try:
         if ps is not None and step is not None:
-            voxel = (float(ps[0]), float(ps[1]), abs(step))
+            return float(ps[0]), float(ps[1]), abs(step)
     except (TypeError, ValueError, IndexError):
-        voxel = None
+        return None
+    return None
+
+
+def _image_type(ds: Dataset) -> tuple[str, ...]:
+    it = _get(ds, "ImageType")
+    if it is None:
+        return ()
+    return tuple(str(v).strip().upper() for v in ([it] if isinstance(it, str) else it))
+
+
+def parse_nm_header(ds: Dataset, site_units: str | None = None) -> NmHeader:
+    """Parse an NM reconstruction header into an :class:`NmHeader`.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        An NM Image Storage dataset (pixel data not needed).
+    site_units : {"counts", "bq_per_ml"} or None
+        The sending site's ``sites[].nm_units`` (used only when no header says what the
+        pixels mean; :func:`rntflow.harmonization.nm_conventions.resolve_pixel_units`).
+
+    Returns
+    -------
+    NmHeader
+        Missing or malformed attributes are ``None`` (never an exception).
+    """
+    mapping = choose_mapping(read_value_mappings(ds))
+    pixel_units = resolve_pixel_units(ds, site_units)
+    duration_s, per_proj_s, projections, notes = _timing(ds)
+
+    rp = _item0(ds, "RadiopharmaceuticalInformationSequence")
+    nuclide = None
+    if rp is not None:
+        nuclide = _nuclide_from_code(rp) or normalise_radionuclide(_str(_get(rp, "Radiopharmaceutical")))
+    raw_dose = _float(_get(rp, "RadionuclideTotalDose")) if rp is not None else None
+    activity_mbq, dose_note = read_total_dose_mbq(raw_dose)
+    notes += [dose_note] if dose_note else []
+    notes += list(pixel_units.notes)
+
+    det = _item0(ds, "DetectorInformationSequence")
+    attn, scat = _corrections(ds)
+    algo, iters, subsets = _recon_parameters(ds)
+    kernel = _get(ds, "ConvolutionKernel")  # SH, VM 1-n: "Butterworth\\0.48\\10" joined with spaces
+    kernel = _str(" ".join(str(v) for v in kernel) if isinstance(kernel, (list, tuple, MultiValue)) else kernel)
+    post_filter = parse_post_filter(kernel)
+    texts = [_str(_get(ds, "SeriesDescription")), _str(_get(ds, "ReconstructionMethod")), kernel,
+             _str(_get(ds, "DerivationDescription"))]
 
     return NmHeader(
-        units=_str(_get(ds, "Units")),
-        rwv_slope=_float(_get(rwv, "RealWorldValueSlope")) if rwv is not None else None,
-        rwv_intercept=_float(_get(rwv, "RealWorldValueIntercept")) if rwv is not None else None,
-        rwv_unit=rwv_unit,
+        units=pixel_units.units,
+        pixel_units=pixel_units,
+        units_attribute=_str(_get(ds, "Units")),
+        rwv_slope=mapping.slope if mapping is not None else None,
+        rwv_intercept=mapping.intercept if mapping is not None else None,
+        rwv_unit=mapping.unit_code if mapping is not None else None,
         acquisition_start=parse_da_tm(_get(ds, "AcquisitionDate"), _get(ds, "AcquisitionTime")),
         acquisition_duration_s=duration_s,
         administration_datetime=parse_dt(_get(rp, "RadiopharmaceuticalStartDateTime")) if rp is not None else None,
-        administered_activity_mbq=_float(_get(rp, "RadionuclideTotalDose")) if rp is not None else None,
+        administered_activity_mbq=activity_mbq,
+        administered_activity_raw=raw_dose,
         radionuclide=nuclide,
         radionuclide_half_life_s=_float(_get(rp, "RadionuclideHalfLife")) if rp is not None else None,
-        energy_windows=tuple(windows),
+        energy_windows=_energy_windows(ds),
         collimator=_str(_get(det, "CollimatorGridName")) if det is not None else None,
         attenuation_corrected=attn,
         scatter_corrected=scat,
         algorithm=algo,
         iterations=iters,
         subsets=subsets,
-        post_filter_fwhm_mm=parse_post_filter_fwhm_mm(_str(_get(ds, "ConvolutionKernel"))),
+        post_filter_fwhm_mm=post_filter.fwhm_mm if post_filter is not None else None,
+        post_filter=post_filter,
         matrix_rows=_int(_get(ds, "Rows")),
         matrix_cols=_int(_get(ds, "Columns")),
         matrix_slices=_int(_get(ds, "NumberOfSlices")) or _int(_get(ds, "NumberOfFrames")),
-        voxel_size_mm=voxel,
+        voxel_size_mm=_voxel_mm(ds),
         projections=projections,
-        time_per_projection_s=ms_per_proj / 1000.0 if ms_per_proj else None,
+        time_per_projection_s=per_proj_s,
         manufacturer=_str(_get(ds, "Manufacturer")),
         model=_str(_get(ds, "ManufacturerModelName")),
         serial=_str(_get(ds, "DeviceSerialNumber")),
         frame_of_reference_uid=_str(_get(ds, "FrameOfReferenceUID")),
         decay_correction=_str(_get(ds, "DecayCorrection")),
         study_description=_str(_get(ds, "StudyDescription")),
+        image_type=_image_type(ds),
+        series_description=texts[0],
+        reconstruction_method=texts[1],
+        text_hints=tuple(t for t in texts if t) + _private_text(ds),
+        notes=tuple(notes),
     )
+
+
+def _real_world_values(ds: Dataset, arr: np.ndarray, hdr: NmHeader) -> np.ndarray:
+    """Stored values to counts per voxel or Bq/mL (RWVM, per frame where given; Rescale; unit scale)."""
+    per_frame = per_frame_mappings(ds)
+    if per_frame is not None and len(per_frame) == arr.shape[0]:
+        slopes = np.array([m[0] for m in per_frame], dtype=np.float32)[:, None, None]
+        intercepts = np.array([m[1] for m in per_frame], dtype=np.float32)[:, None, None]
+        arr = arr * slopes + intercepts
+    else:
+        slope, intercept = hdr.rwv_slope, hdr.rwv_intercept
+        if slope is None:
+            slope = _float(_get(ds, "RescaleSlope")) or 1.0
+            intercept = _float(_get(ds, "RescaleIntercept")) or 0.0
+        arr = arr * np.float32(slope) + np.float32(intercept or 0.0)
+    pu = hdr.pixel_units
+    if pu is None:
+        return arr
+    factor = pu.scale
+    if pu.per == "ml" and hdr.voxel_size_mm is not None:
+        factor *= float(np.prod(hdr.voxel_size_mm)) / 1000.0
+    elif pu.per == "s":
+        if not hdr.acquisition_duration_s:
+            raise DicomInputError(f"NM pixels are {pu.detail} but the acquisition duration is unknown")
+        factor *= hdr.acquisition_duration_s
+    return arr * np.float32(factor) if factor != 1.0 else arr
 
 
 def nm_to_image(ds: Dataset) -> sitk.Image:
     """The reconstructed volume as a float32 SimpleITK image in real-world units.
 
-    Real value = stored x RealWorldValueSlope + RealWorldValueIntercept (falling back to
-    RescaleSlope/Intercept, then 1/0). Origin is the ImagePositionPatient of
+    Real value = stored x RealWorldValueSlope + RealWorldValueIntercept (per frame where the
+    dataset carries per-frame mappings; falling back to RescaleSlope/Intercept, then 1/0),
+    then scaled to counts per voxel or Bq/mL by the unit (kBq/mL x 1000, counts/mL x voxel
+    mL, counts/s x acquisition duration). Origin is the ImagePositionPatient of
     DetectorInformationSequence[0] (centre of the first voxel of frame 1), spacing is
     (column step, row step, slice step) in mm, direction from ImageOrientationPatient with
     slices stacked along row x column (LPS).
@@ -389,12 +509,7 @@ def nm_to_image(ds: Dataset) -> sitk.Image:
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     hdr = parse_nm_header(ds)
-    slope = hdr.rwv_slope
-    intercept = hdr.rwv_intercept
-    if slope is None:
-        slope = _float(_get(ds, "RescaleSlope")) or 1.0
-        intercept = _float(_get(ds, "RescaleIntercept")) or 0.0
-    arr = arr * np.float32(slope) + np.float32(intercept or 0.0)
+    arr = _real_world_values(ds, arr, hdr)
 
     ps = _get(ds, "PixelSpacing")
     step = _float(_get(ds, "SpacingBetweenSlices")) or _float(_get(ds, "SliceThickness"))

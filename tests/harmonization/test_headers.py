@@ -115,3 +115,77 @@ def test_nm_to_image_without_pixels_is_clear_error():
     del ds.PixelData
     with pytest.raises(DicomInputError):
         nm_to_image(ds)
+
+
+@pytest.mark.parametrize("text, name, params, unit, fwhm", [
+    ("NONE", "none", (), None, 0.0),
+    ("GAUSSIAN 5.0MM", "gaussian", (5.0,), "mm", 5.0),
+    ("XYZ Gauss 0.0", "gaussian", (0.0,), "mm", 0.0),
+    ("XYZ Gauss5.00", "gaussian", (5.0,), "mm", 5.0),
+    ("Gaussian 8 mm", "gaussian", (8.0,), "mm", 8.0),
+    ("Gaussian FWHM 1.2 cm", "gaussian", (1.2,), "cm", 12.0),
+    ("Butterworth 0.48 10", "butterworth", (0.48, 10.0), None, None),
+    ("Butterworth 0.5 cy/cm 7", "butterworth", (0.5, 7.0), "cycles/cm", None),
+    ("Hann 0.8", "hann", (0.8,), None, None),
+    ("Hanning 0.85 Nyquist", "hann", (0.85,), "Nyquist", None),
+])
+def test_post_filter_strings(text, name, params, unit, fwhm):
+    from rntflow.harmonization.nm_conventions import parse_post_filter
+
+    pf = parse_post_filter(text)
+    assert (pf.name, pf.parameters, pf.unit) == (name, params, unit)
+    assert pf.fwhm_mm == (pytest.approx(fwhm) if fwhm is not None else None)
+
+
+def test_unparsed_and_absent_post_filter():
+    from rntflow.harmonization.nm_conventions import parse_post_filter
+
+    pf = parse_post_filter("B30f smooth")
+    assert not pf.parsed and pf.describe() == "unparsed 'B30f smooth'"
+    assert parse_post_filter(None) is None and parse_post_filter("  ") is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Flash3D 8i16s", ("FLASH3D", 8, 16)),
+    ("OSEM 6 iterations 16 subsets", ("OSEM", 6, 16)),
+    ("HybridRecon-Oncology 5i15s", ("HYBRIDRECON-ONCOLOGY", 5, 15)),
+    ("OSEM3D i4s8", ("OSEM3D", 4, 8)),
+    ("Evolution for Bone", ("EVOLUTION", None, None)),
+])
+def test_reconstruction_method_vendor_strings(text, expected):
+    assert parse_reconstruction_method(text) == expected
+
+
+def test_iterations_from_enhanced_attributes():
+    ds = make_nm_dataset(recon="xSPECT")
+    ds.SeriesDescription = "Lu177 xSPECT"
+    ds.NumberOfIterations, ds.NumberOfSubsets = 24, 2
+    h = parse_nm_header(ds)
+    assert (h.algorithm, h.iterations, h.subsets) == ("XSPECT", 24, 2)
+
+
+def test_total_dose_and_frame_duration_unit_slips():
+    from rntflow.harmonization.nm_conventions import read_frame_duration_s, read_total_dose_mbq
+
+    assert read_total_dose_mbq(7400.0) == (7400.0, None)
+    mbq, note = read_total_dose_mbq(7.4e9)
+    assert mbq == pytest.approx(7400.0) and "read as Bq" in note
+    assert read_frame_duration_s(20000.0) == (20.0, None)
+    s, note = read_frame_duration_s(25.0)
+    assert s == 25.0 and "read as seconds" in note
+    s, note = read_frame_duration_s(0.5)
+    assert s == pytest.approx(0.0005) and "implausibly short" in note
+    h = parse_nm_header(make_nm_dataset(activity_mbq=7.4e9, ms_per_proj=20.0))
+    assert h.administered_activity_mbq == pytest.approx(7400.0) and h.administered_activity_raw == 7.4e9
+    assert h.time_per_projection_s == 20.0 and h.acquisition_duration_s == pytest.approx(1200.0)
+    assert len(h.notes) == 2
+
+
+def test_units_precedence_site_override_after_header():
+    # the fixture writes RWVM {counts}: a site override does not change what the header says
+    h = parse_nm_header(make_nm_dataset(), site_units="bq_per_ml")
+    assert h.units == "CNTS" and h.pixel_units.rule == "rwvm"
+    ds = make_nm_dataset()
+    del ds.RealWorldValueMappingSequence, ds.Units
+    assert parse_nm_header(ds).pixel_units.rule == "default"
+    assert parse_nm_header(ds, site_units="bq_per_ml").units == "BQML"
