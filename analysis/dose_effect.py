@@ -9,7 +9,7 @@ to one endpoint, engine and method::
 
 Models
 ------
-Logistic NTCP/TCP (DOMAIN.md section 7; Okunieff et al 1995, IJROBP 32:1227 for the
+Logistic NTCP/TCP (Okunieff et al 1995, Int J Radiat Oncol Biol Phys 32:1227 for the
 ``gamma50`` form)::
 
     P(D) = 1 / (1 + (D50 / D) ** (4 * gamma50))  =  expit(4 gamma50 (ln D - ln D50))

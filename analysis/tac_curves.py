@@ -5,6 +5,11 @@ parameters as JSON (``params_json``, written by ``dosimetry/cycle.py``); this mo
 them back into activities (MBq) at chosen times (h after administration). Fitted models
 are evaluated with :func:`rntflow.physics.kinetic_models.model_activity_mbq`, the same
 function the fits were made with, so a drawn curve is the fitted curve.
+
+``uptake_mono_exp`` (trapezoid from (0, 0) through the measured points up to the peak, then
+a mono-exponential fitted from the peak on; ``dosimetry/kinetics.py``) is drawn the way its
+TIA integrates it: straight lines from (0, 0) through the stored uptake points, then the
+exponential from the peak on, so the area under the drawn curve is the fit's TIA.
 """
 
 from __future__ import annotations
@@ -18,18 +23,61 @@ import numpy as np
 from rntflow.physics.kinetic_models import model_activity_mbq
 
 #: ``params_json`` keys of the fitted TAC models, in the parameter order of
-#: :func:`rntflow.physics.kinetic_models.model_activity_mbq` (as written by ``dosimetry/cycle.py``).
+#: :func:`rntflow.physics.kinetic_models.model_activity_mbq` (as written by ``dosimetry/cycle.py``);
+#: ``uptake_mono_exp``: the mono-exponential's ``a0_mbq`` and ``lambda_per_h`` (1/h), the peak
+#: time ``peak_h`` (h) and the measured points up to it, ``uptake_t_h`` (h) and
+#: ``uptake_activity_mbq`` (MBq), lists drawn by :func:`uptake_mono_exp_curve`.
 TAC_PARAM_KEYS: Mapping[str, tuple[str, ...]] = {
     "mono_exp": ("a0_mbq", "lambda_per_h"),
     "bi_exp_uptake": ("a0_mbq", "lambda1_per_h", "lambda2_per_h"),
     "bi_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h"),
     "tri_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h", "lambda3_per_h"),
+    "uptake_mono_exp": ("a0_mbq", "lambda_per_h", "peak_h", "uptake_t_h", "uptake_activity_mbq"),
 }
+
+#: Models drawn piecewise rather than by ``model_activity_mbq`` (see :func:`uptake_mono_exp_curve`).
+PIECEWISE_TAC_MODELS = ("uptake_mono_exp",)
 
 #: Single-time-point TAC models; ``params_json`` holds ``t_h``, ``activity_mbq``, ``t_eff_h``.
 SINGLE_TIME_POINT_TAC_MODELS = ("hanscheid", "madsen")
 
 _LN2 = math.log(2.0)
+
+
+def uptake_mono_exp_curve(params: Mapping[str, object], t_h: np.ndarray) -> np.ndarray:
+    """Activity (MBq) of a stored ``uptake_mono_exp`` fit at times ``t_h`` (h).
+
+    Straight lines from (0 h, 0 MBq) through the uptake points (``uptake_t_h``,
+    ``uptake_activity_mbq``: the measured points up to and including the peak) for
+    ``t < peak_h``; ``a0_mbq exp(-lambda_per_h t)`` for ``t >= peak_h``. The curve steps at
+    the peak from the measured to the fitted activity, as the TIA does (trapezoid up to the
+    peak plus the fitted tail ``a0 exp(-lambda peak_h) / lambda``).
+
+    Parameters
+    ----------
+    params : mapping
+        Decoded ``params_json`` with the keys of :data:`TAC_PARAM_KEYS` ``["uptake_mono_exp"]``.
+    t_h : numpy.ndarray
+        Times (h after administration).
+
+    Raises
+    ------
+    ValueError
+        Uptake points that are not increasing in time, do not end at ``peak_h``, or differ
+        in length; a decay constant or peak time that is not positive.
+    KeyError
+        A missing parameter.
+    """
+    a0, lam, peak = (float(params[k]) for k in ("a0_mbq", "lambda_per_h", "peak_h"))
+    tu = np.asarray(params["uptake_t_h"], dtype=float).ravel()
+    au = np.asarray(params["uptake_activity_mbq"], dtype=float).ravel()
+    if not (math.isfinite(lam) and lam > 0 and math.isfinite(peak) and peak > 0):
+        raise ValueError(f"uptake_mono_exp: lambda_per_h and peak_h must be > 0, got {lam}, {peak}")
+    if tu.size == 0 or tu.size != au.size or np.any(np.diff(tu) <= 0) or tu[0] <= 0 or not math.isclose(tu[-1], peak):
+        raise ValueError("uptake_mono_exp: uptake_t_h/uptake_activity_mbq must be increasing times (h) > 0 "
+                         "ending at peak_h, with one activity (MBq) each")
+    rising = np.interp(t_h, np.concatenate([[0.0], tu]), np.concatenate([[0.0], au]))
+    return np.where(t_h >= peak, a0 * np.exp(-lam * t_h), rising)
 
 
 def tac_curve(model: str, params_json: str | Mapping[str, float], t_h: np.ndarray | float) -> np.ndarray:
@@ -39,8 +87,9 @@ def tac_curve(model: str, params_json: str | Mapping[str, float], t_h: np.ndarra
     ----------
     model : str
         ``tac_fits.model``: one of :data:`TAC_PARAM_KEYS` (fitted models, evaluated with
-        :func:`rntflow.physics.kinetic_models.model_activity_mbq`) or ``hanscheid``/``madsen``
-        (single time point: ``A(t) = activity_mbq * exp(-ln2 (t - t_h) / t_eff_h)``).
+        :func:`rntflow.physics.kinetic_models.model_activity_mbq`; ``uptake_mono_exp`` with
+        :func:`uptake_mono_exp_curve`) or ``hanscheid``/``madsen`` (single time point:
+        ``A(t) = activity_mbq * exp(-ln2 (t - t_h) / t_eff_h)``).
     params_json : str or mapping
         ``tac_fits.params_json`` (JSON text) or the decoded mapping; activities in MBq,
         decay constants in 1/h, times in h.
@@ -68,6 +117,8 @@ def tac_curve(model: str, params_json: str | Mapping[str, float], t_h: np.ndarra
         raise ValueError("params_json must decode to an object")
     t = np.asarray(t_h, dtype=float)
     try:
+        if model in PIECEWISE_TAC_MODELS:
+            return uptake_mono_exp_curve(params, t)
         if model in TAC_PARAM_KEYS:
             values = [float(params[k]) for k in TAC_PARAM_KEYS[model]]
             return np.asarray(model_activity_mbq(model, values, t), dtype=float)

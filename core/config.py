@@ -69,7 +69,9 @@ class PathSettings(_Strict):
 
     spool: Path = Path("data/spool")
     warehouse: Path = Path("data/warehouse")
-    keys: Path = Path("data/keys")
+    # ``keys`` in the YAML; named keys_path here because a model attribute named ``keys``
+    # makes mapping-like code (dict(model), Prefect's parameter walk) call it as a method
+    keys_path: Path = Field(Path("data/keys"), alias="keys")
     enrolment: Path = Path("enrolment.csv")
     phantom_fills: Path = Path("phantom_fills.csv")
     prefect_home: Path = Path("data/prefect")
@@ -311,7 +313,7 @@ class TrialConfig(_Strict):
 
     @property
     def keys_dir(self) -> Path:
-        return self.resolve(self.paths.keys)
+        return self.resolve(self.paths.keys_path)
 
     @property
     def enrolment_file(self) -> Path:

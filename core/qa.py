@@ -118,3 +118,10 @@ def qa_row(result: CheckResult, scope: Scope, scope_id: str, **cols: object) -> 
     if clash:
         raise VocabularyError(f"QA check {result.check!r}: extra columns {clash} would overwrite the check's own")
     return {**row, **cols}
+
+
+#: How a study's processing ended (``processing`` QA result ``value_found``): see
+#: flows/process_study.py. ``waiting`` studies are processed again when what they wait for
+#: arrives (tasks/dependencies.py).
+PROCESSED, WAITING, FAILED_STUDY = "processed", "waiting", "failed"
+STUDY_STATES: tuple[str, ...] = (PROCESSED, WAITING, FAILED_STUDY)

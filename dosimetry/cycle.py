@@ -38,15 +38,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from rntflow.core.errors import DosimetryInputError, KineticsError
 from rntflow.dosimetry.bed import bed_gy
 from rntflow.dosimetry.dvh import dvh
 from rntflow.dosimetry.kernel import VoxelKernel, convolve_dose_gy
-from rntflow.dosimetry.kinetics import TacFit, fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
+from rntflow.dosimetry.kinetics import (
+    UPTAKE_MODEL,
+    TacFit,
+    fit_tac,
+    haenscheid_tia,
+    madsen_tia,
+    trapezoid_tia,
+)
 from rntflow.dosimetry.led import led_dose_gy
-from rntflow.physics.nuclides import nuclide
 from rntflow.dosimetry.organ import organ_self_dose_gy, sphere_dose_gy
 from rntflow.dosimetry.uncertainty import dose_uncertainty
-from rntflow.core.errors import DosimetryInputError, KineticsError
+from rntflow.physics.nuclides import nuclide
 
 LESION_RE = re.compile(r"^Lesion_\d+$")
 #: Relative standard uncertainty of a VOI's volume from CT delineation (EANM, Gear 2018:
@@ -213,17 +220,244 @@ def _voxel_tia_weights_h(t_h: np.ndarray, lam_phys_per_h: float) -> np.ndarray:
     return w
 
 
-def _params_json(fit: TacFit) -> str:
-    names = {"mono_exp": ("a0_mbq", "lambda_per_h"),
-             "bi_exp_uptake": ("a0_mbq", "lambda1_per_h", "lambda2_per_h"),
-             "bi_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h"),
-             "tri_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h", "lambda3_per_h")}
-    keys = names.get(fit.model, ())
-    return json.dumps({k: round(float(v), 8) for k, v in zip(keys, fit.params)}, sort_keys=True)
+#: ``params_json`` keys of the fitted models, in :attr:`TacFit.params` order (MBq, 1/h).
+#: ``uptake_mono_exp`` adds the peak time and the uptake points (see :func:`_params_json`).
+_TAC_PARAM_KEYS: Mapping[str, tuple[str, ...]] = {
+    "mono_exp": ("a0_mbq", "lambda_per_h"),
+    "bi_exp_uptake": ("a0_mbq", "lambda1_per_h", "lambda2_per_h"),
+    "bi_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h"),
+    "tri_exp": ("a1_mbq", "lambda1_per_h", "a2_mbq", "lambda2_per_h", "lambda3_per_h"),
+    UPTAKE_MODEL: ("a0_mbq", "lambda_per_h"),
+}
+
+
+def _params_json(fit: TacFit, t_h: np.ndarray | None = None, act_mbq: np.ndarray | None = None) -> str:
+    """The fit's parameters as JSON text, keys with units (``tac_fits.params_json``).
+
+    Parameters
+    ----------
+    fit : TacFit
+    t_h, act_mbq : numpy.ndarray, optional
+        The VOI's time points (h) and activities (MBq) the fit was made on. For
+        ``uptake_mono_exp`` (whose TIA integrates the measured uptake points) the points
+        up to the peak are stored too: ``peak_h`` (h), ``uptake_t_h`` (h) and
+        ``uptake_activity_mbq`` (MBq), so that the curve can be redrawn as the TIA
+        integrates it (lines from (0, 0) through the uptake points, then
+        ``a0_mbq exp(-lambda_per_h t)`` from ``peak_h`` on).
+    """
+    keys = _TAC_PARAM_KEYS.get(fit.model, ())
+    params: dict[str, object] = {k: round(float(v), 8) for k, v in zip(keys, fit.params)}
+    if fit.model == UPTAKE_MODEL and fit.peak_h is not None and t_h is not None and act_mbq is not None:
+        # the points the fit's uptake trapezoid used: positive activities up to the peak
+        # (fit_tac excludes non-positive points), in time order
+        keep = (np.asarray(act_mbq) > 0) & (np.asarray(t_h) <= fit.peak_h)
+        order = np.argsort(np.asarray(t_h)[keep])
+        params["peak_h"] = round(float(fit.peak_h), 8)
+        params["uptake_t_h"] = [round(float(t), 8) for t in np.asarray(t_h)[keep][order]]
+        params["uptake_activity_mbq"] = [round(float(a), 8) for a in np.asarray(act_mbq)[keep][order]]
+    return json.dumps(params, sort_keys=True)
 
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class _VoiTia:
+    """Kinetics of one VOI, the input of its dose.
+
+    Attributes
+    ----------
+    tia_mbq_h, tia_sd_mbq_h : float
+        TIA (recovery-corrected) and its standard deviation (MBq h; SD nan when unknown).
+    t_eff_h : float
+        Effective half-life (h).
+    method : str
+        ``multi_time_point`` or ``single_time_point_<madsen|hanscheid>``.
+    measured_tia_mbq_h : float
+        The TIA as imaged (before recovery and background correction), which scales the
+        voxel TIA map (MBq h).
+    """
+
+    tia_mbq_h: float
+    tia_sd_mbq_h: float
+    t_eff_h: float
+    method: str
+    measured_tia_mbq_h: float
+
+
+def _checked_timepoints(timepoints: Sequence[TimePoint], vois: Sequence[Voi]) -> list[TimePoint]:
+    """Time points sorted by ``t_h``; raises :class:`DosimetryInputError` on bad input."""
+    tps = sorted(timepoints, key=lambda tp: tp.t_h)
+    if not tps:
+        raise DosimetryInputError("a cycle needs at least one quantified time point")
+    shape = tps[0].bq_per_ml.shape
+    for tp in tps:
+        if tp.t_h <= 0:
+            raise DosimetryInputError(f"time point {tp.study_id} at {tp.t_h:.2f} h is not after the administration")
+        if tp.bq_per_ml.shape != shape:
+            raise DosimetryInputError("time points are not on one grid: register and resample first")
+    if not vois:
+        raise DosimetryInputError("no VOIs for this cycle")
+    return tps
+
+
+def _voi_activities_mbq(voi: Voi, tps: Sequence[TimePoint], rc: float, shell: np.ndarray | None, voxel_ml: float,
+                        out: CycleDosimetry) -> tuple[np.ndarray, np.ndarray]:
+    """Activity of one VOI per time point as imaged and corrected (MBq; step 1 of the module docstring).
+
+    Parameters
+    ----------
+    voi : Voi
+    tps : sequence of TimePoint
+        Sorted by time.
+    rc : float
+        Recovery coefficient of the VOI (1: no correction).
+    shell : numpy.ndarray of bool or None
+        Background shell of the VOI (:func:`background_shells`).
+    voxel_ml : float
+        SPECT voxel volume (mL).
+    out : CycleDosimetry
+        Receives a finding when the VOI is not hotter than its shell.
+
+    Returns
+    -------
+    measured, corrected : numpy.ndarray
+        Activity as imaged, and after recovery (and background) correction (MBq).
+    """
+    act = np.array([float((tp.bq_per_ml * voi.fraction).sum()) * voxel_ml / 1e6 for tp in tps])
+    corrected = act / rc
+    if rc < 1.0 and shell is not None and shell.any():
+        v_ml = float(voi.fraction.sum()) * voxel_ml
+        bg = np.array([float(np.median(tp.bq_per_ml[shell])) for tp in tps]) * v_ml / 1e6  # MBq in V at C_bg
+        spill_in = (act - (1.0 - rc) * np.clip(bg, 0.0, None)) / rc
+        if np.all(spill_in > 0):
+            corrected = spill_in
+        else:
+            out.findings.append(Finding("partial_volume_correction", "voi", voi.name, "warn",
+                                        "background >= VOI", "VOI hotter than its surroundings",
+                                        f"{voi.name}: not hotter than its surroundings; recovery applied "
+                                        "without background correction"))
+    return act, corrected
+
+
+def _voi_kinetics(tps: Sequence[TimePoint], vois: Sequence[Voi], settings: CycleSettings, method: str,
+                  voxel_ml: float, out: CycleDosimetry) -> dict[str, _VoiTia]:
+    """Steps 1-2: VOI activities per time point, then the TIA of every VOI in the image.
+
+    Appends the ``voi_timepoints`` and ``tac_fits`` records and the findings to ``out``;
+    VOIs with no voxel in the image or no TIA are left out of the result (with a finding).
+    """
+    shape = tps[0].bq_per_ml.shape
+    t_h = np.array([tp.t_h for tp in tps])
+    pvc = settings.partial_volume_correction
+    shells = background_shells(vois, settings.spacing_mm, settings.rc_fwhm_mm) if pvc else {}
+    tias: dict[str, _VoiTia] = {}
+    for voi in vois:
+        if voi.fraction.shape != shape:
+            raise DosimetryInputError(f"VOI {voi.name}: mask grid differs from the image grid")
+        if float(voi.fraction.sum()) <= 0:
+            out.findings.append(Finding("voi_in_image", "voi", voi.name, "fail", "0 voxels", "> 0 voxels",
+                                        f"VOI {voi.name} has no voxel inside the SPECT field of view"))
+            continue
+        rc = recovery_coefficient(voi.volume_ml, settings.rc_fwhm_mm) if pvc else 1.0
+        act, corrected = _voi_activities_mbq(voi, tps, rc, shells.get(voi.name), voxel_ml, out)
+        for tp, a in zip(tps, corrected):
+            out.voi_timepoints.append({
+                "voi": voi.name, "study_id": tp.study_id, "t_h": float(tp.t_h), "activity_mbq": float(a),
+                "activity_sd_mbq": float(abs(a) * tp.calibration_rel), "volume_ml": voi.volume_ml,
+                "mass_g": voi.mass_g, "recovery_coefficient": rc, "calibration_id": tp.calibration_id})
+        try:
+            tia, tia_sd, t_eff_h, kin_method = _kinetics(voi.name, t_h, corrected, settings, method, out)
+        except KineticsError as exc:
+            out.findings.append(Finding("tac_fit", "voi", voi.name, "fail", "no TIA", "a TIA",
+                                        f"{voi.name}: {exc}"))
+            continue
+        # as imaged (before recovery and background correction): scales the voxel TIA map
+        measured = tia * float(act.sum() / corrected.sum()) if corrected.sum() > 0 else tia
+        tias[voi.name] = _VoiTia(tia, tia_sd, t_eff_h, kin_method, measured)
+    return tias
+
+
+def _voxel_tia_map_mbq_h(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[str, _VoiTia],
+                         lam_phys_per_h: float, voxel_ml: float) -> np.ndarray:
+    """Voxel TIA map (MBq h per voxel) whose VOI sums equal the VOI TIAs as imaged (hybrid method).
+
+    Outside the VOIs: trapezoid plus physical tail with two or more time points, Hänscheid
+    (``A 2 t / ln 2``) with one.
+    """
+    t_h = np.array([tp.t_h for tp in tps])
+    stack = np.stack([tp.bq_per_ml for tp in tps]) * (voxel_ml / 1e6)  # MBq per voxel
+    if len(tps) >= 2:
+        w = _voxel_tia_weights_h(t_h, lam_phys_per_h)
+        tia_map = np.tensordot(w, stack, axes=1)
+    else:
+        tia_map = stack[0] * (2.0 * t_h[0] / math.log(2.0))  # Hänscheid outside the VOIs
+    tia_map = np.clip(tia_map, 0.0, None)
+    for voi in vois:
+        if voi.name not in tias:
+            continue
+        inside = voi.fraction > 0
+        s = float((tia_map * voi.fraction).sum())
+        if s > 0:
+            tia_map[inside] *= 1.0 + voi.fraction[inside] * (tias[voi.name].measured_tia_mbq_h / s - 1.0)
+    return tia_map
+
+
+def _dose_map_gy(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[str, _VoiTia],
+                 settings: CycleSettings, voxel_ml: float, kernel: VoxelKernel | np.ndarray | None,
+                 hu_on_spect: np.ndarray | None) -> np.ndarray:
+    """Step 3, voxel engine: dose map (Gy) from the hybrid voxel TIA map (DPK or LED)."""
+    nuc = nuclide(settings.nuclide_name)
+    tia_map = _voxel_tia_map_mbq_h(tps, vois, tias, nuc.decay_constant_per_h, voxel_ml)
+    if settings.voxel_engine == "voxel_dpk":
+        if kernel is None:
+            raise DosimetryInputError("voxel_dpk needs a voxel S-value kernel")
+        return convolve_dose_gy(tia_map, kernel)
+    return led_dose_gy(tia_map, nuc.name, settings.spacing_mm, hu=hu_on_spect)
+
+
+def _voi_dose_records(voi: Voi, kin: _VoiTia, settings: CycleSettings, dose_map: np.ndarray | None,
+                      voxel_ml: float, cal_rel: float, cal_id: str | None, out: CycleDosimetry) -> None:
+    """Step 3-4 for one VOI: organ or sphere dose, voxel-engine mean dose and DVH, into ``out``."""
+    nuc_name = nuclide(settings.nuclide_name).name
+    tia, tia_sd = kin.tia_mbq_h, kin.tia_sd_mbq_h
+    budget = dose_uncertainty(tia, tia_sd if math.isfinite(tia_sd) else 0.0, calibration_rel=cal_rel,
+                              volume_rel=DEFAULT_VOLUME_REL)
+    if voi.is_lesion:
+        sd = sphere_dose_gy(tia, nuc_name, voi.volume_ml)
+        engine = "sphere"
+    else:
+        sd = organ_self_dose_gy(tia, nuc_name, voi.mass_g)
+        engine = "organ"
+    out.voi_doses.append(_dose_row(voi.name, engine, kin.method, sd.dose_gy, sd.dose_gy * budget.dose_rel,
+                                   voi.mass_g, tia, kin.t_eff_h, settings, cal_id))
+    if dose_map is None:
+        return
+    mask = voi.fraction >= DVH_FRACTION_THRESHOLD
+    if not mask.any():
+        return
+    h = dvh(dose_map, mask, voxel_ml, levels_gy=settings.dvh_levels_gy, n_bins=100)
+    mean = float((dose_map * voi.fraction).sum() / voi.fraction.sum())
+    out.voi_doses.append(_dose_row(voi.name, settings.voxel_engine, kin.method, mean, mean * budget.dose_rel,
+                                   voi.mass_g, tia, kin.t_eff_h, settings, cal_id))
+    for i, (d, f) in enumerate(zip(h.dose_gy, h.fraction)):
+        out.dvhs.append({"voi": voi.name, "engine": settings.voxel_engine, "bin_index": i,
+                         "dose_bin_gy": round(float(d), 6), "volume_fraction": float(f)})
+
+
+def _kidneys_record(voi_doses: Sequence[dict], settings: CycleSettings, cal_id: str | None) -> dict | None:
+    """Both kidneys as one organ (TIA and mass add), from the two organ-engine rows; else ``None``."""
+    kid = [r for r in voi_doses if r["voi"] in ("Kidney_L", "Kidney_R") and r["engine"] == "organ"]
+    if len(kid) != 2:
+        return None
+    tia = sum(r["tia_mbq_h"] for r in kid)
+    mass = sum(r["mass_g"] for r in kid)
+    sd = organ_self_dose_gy(tia, nuclide(settings.nuclide_name).name, mass)
+    rel = max(r["dose_sd_gy"] / r["dose_gy"] for r in kid if r["dose_gy"] > 0)
+    t_eff = (sum(r["tia_mbq_h"] * (r["_t_eff_h"] or 0.0) for r in kid) / tia) if tia > 0 else None
+    return _dose_row("Kidneys", "organ", kid[0]["method"], sd.dose_gy, sd.dose_gy * rel, mass, tia, t_eff,
+                     settings, cal_id)
 
 
 def compute_cycle_dosimetry(timepoints: Sequence[TimePoint], vois: Sequence[Voi], settings: CycleSettings, *,
@@ -248,131 +482,21 @@ def compute_cycle_dosimetry(timepoints: Sequence[TimePoint], vois: Sequence[Voi]
         No time points, a time point before administration, grids that differ, a VOI
         with no voxel in the image.
     """
-    tps = sorted(timepoints, key=lambda tp: tp.t_h)
-    if not tps:
-        raise DosimetryInputError("a cycle needs at least one quantified time point")
-    shape = tps[0].bq_per_ml.shape
-    for tp in tps:
-        if tp.t_h <= 0:
-            raise DosimetryInputError(f"time point {tp.study_id} at {tp.t_h:.2f} h is not after the administration")
-        if tp.bq_per_ml.shape != shape:
-            raise DosimetryInputError("time points are not on one grid: register and resample first")
-    if not vois:
-        raise DosimetryInputError("no VOIs for this cycle")
-    nuc = nuclide(settings.nuclide_name)
+    tps = _checked_timepoints(timepoints, vois)
     voxel_ml = float(np.prod(settings.spacing_mm)) / 1000.0
-    t_h = np.array([tp.t_h for tp in tps])
-    method = cycle_method(len(tps))
-    out = CycleDosimetry(method=method)
+    out = CycleDosimetry(method=cycle_method(len(tps)))
     cal_rel = max(tp.calibration_rel for tp in tps)
     cal_id = tps[-1].calibration_id
-
-    # 1. VOI activities
-    shells = background_shells(vois, settings.spacing_mm, settings.rc_fwhm_mm) \
-        if settings.partial_volume_correction else {}
-    tias: dict[str, tuple[float, float, float, str]] = {}  # voi -> (tia, tia_sd, t_eff_h, method)
-    measured_tia: dict[str, float] = {}
-    rcs: dict[str, float] = {}
-    for voi in vois:
-        if voi.fraction.shape != shape:
-            raise DosimetryInputError(f"VOI {voi.name}: mask grid differs from the image grid")
-        if float(voi.fraction.sum()) <= 0:
-            out.findings.append(Finding("voi_in_image", "voi", voi.name, "fail", "0 voxels", "> 0 voxels",
-                                        f"VOI {voi.name} has no voxel inside the SPECT field of view"))
-            continue
-        rc = recovery_coefficient(voi.volume_ml, settings.rc_fwhm_mm) if settings.partial_volume_correction else 1.0
-        rcs[voi.name] = rc
-        act = np.array([float((tp.bq_per_ml * voi.fraction).sum()) * voxel_ml / 1e6 for tp in tps])
-        corrected = act / rc
-        shell = shells.get(voi.name)
-        if rc < 1.0 and shell is not None and shell.any():
-            v_ml = float(voi.fraction.sum()) * voxel_ml
-            bg = np.array([float(np.median(tp.bq_per_ml[shell])) for tp in tps]) * v_ml / 1e6  # MBq in V at C_bg
-            spill_in = (act - (1.0 - rc) * np.clip(bg, 0.0, None)) / rc
-            if np.all(spill_in > 0):
-                corrected = spill_in
-            else:
-                out.findings.append(Finding("partial_volume_correction", "voi", voi.name, "warn",
-                                            "background >= VOI", "VOI hotter than its surroundings",
-                                            f"{voi.name}: not hotter than its surroundings; recovery applied "
-                                            "without background correction"))
-        for tp, a in zip(tps, corrected):
-            out.voi_timepoints.append({
-                "voi": voi.name, "study_id": tp.study_id, "t_h": float(tp.t_h), "activity_mbq": float(a),
-                "activity_sd_mbq": float(abs(a) * tp.calibration_rel), "volume_ml": voi.volume_ml,
-                "mass_g": voi.mass_g, "recovery_coefficient": rc, "calibration_id": tp.calibration_id})
-        try:
-            tias[voi.name] = _kinetics(voi.name, t_h, corrected, settings, method, out)
-        except KineticsError as exc:
-            out.findings.append(Finding("tac_fit", "voi", voi.name, "fail", "no TIA", "a TIA",
-                                        f"{voi.name}: {exc}"))
-            continue
-        # as imaged (before recovery and background correction): scales the voxel TIA map
-        measured_tia[voi.name] = tias[voi.name][0] * float(act.sum() / corrected.sum()) if corrected.sum() > 0 \
-            else tias[voi.name][0]
-
-    # 2. voxel TIA map and dose map (hybrid: VOI sums equal the VOI TIAs as imaged)
-    dose_map = None
+    tias = _voi_kinetics(tps, vois, settings, out.method, voxel_ml, out)  # steps 1-2
     if settings.voxel_engine in ("voxel_dpk", "voxel_led"):
-        stack = np.stack([tp.bq_per_ml for tp in tps]) * (voxel_ml / 1e6)  # MBq per voxel
-        if len(tps) >= 2:
-            w = _voxel_tia_weights_h(t_h, nuc.decay_constant_per_h)
-            tia_map = np.tensordot(w, stack, axes=1)
-        else:
-            tia_map = stack[0] * (2.0 * t_h[0] / math.log(2.0))  # Hänscheid outside the VOIs
-        tia_map = np.clip(tia_map, 0.0, None)
-        for voi in vois:
-            if voi.name not in tias:
-                continue
-            inside = voi.fraction > 0
-            s = float((tia_map * voi.fraction).sum())
-            if s > 0:
-                tia_map[inside] *= 1.0 + voi.fraction[inside] * (measured_tia[voi.name] / s - 1.0)
-        if settings.voxel_engine == "voxel_dpk":
-            if kernel is None:
-                raise DosimetryInputError("voxel_dpk needs a voxel S-value kernel")
-            dose_map = convolve_dose_gy(tia_map, kernel)
-        else:
-            dose_map = led_dose_gy(tia_map, nuc.name, settings.spacing_mm, hu=hu_on_spect)
-        out.dose_map_gy = dose_map
-
-    # 3. doses
-    for voi in vois:
-        if voi.name not in tias:
-            continue
-        tia, tia_sd, t_eff_h, kin_method = tias[voi.name]
-        budget = dose_uncertainty(tia, tia_sd if math.isfinite(tia_sd) else 0.0, calibration_rel=cal_rel,
-                                  volume_rel=DEFAULT_VOLUME_REL)
-        if voi.is_lesion:
-            sd = sphere_dose_gy(tia, nuc.name, voi.volume_ml)
-            engine = "sphere"
-        else:
-            sd = organ_self_dose_gy(tia, nuc.name, voi.mass_g)
-            engine = "organ"
-        out.voi_doses.append(_dose_row(voi.name, engine, kin_method, sd.dose_gy, sd.dose_gy * budget.dose_rel,
-                                       voi.mass_g, tia, t_eff_h, settings, cal_id))
-        if dose_map is not None:
-            mask = voi.fraction >= DVH_FRACTION_THRESHOLD
-            if not mask.any():
-                continue
-            h = dvh(dose_map, mask, voxel_ml, levels_gy=settings.dvh_levels_gy, n_bins=100)
-            mean = float((dose_map * voi.fraction).sum() / voi.fraction.sum())
-            out.voi_doses.append(_dose_row(voi.name, settings.voxel_engine, kin_method, mean, mean * budget.dose_rel,
-                                           voi.mass_g, tia, t_eff_h, settings, cal_id))
-            for i, (d, f) in enumerate(zip(h.dose_gy, h.fraction)):
-                out.dvhs.append({"voi": voi.name, "engine": settings.voxel_engine, "bin_index": i,
-                                 "dose_bin_gy": round(float(d), 6), "volume_fraction": float(f)})
-
-    # Kidneys: both kidneys as one organ (TIA and mass add)
-    kid = [r for r in out.voi_doses if r["voi"] in ("Kidney_L", "Kidney_R") and r["engine"] == "organ"]
-    if len(kid) == 2 and not any(v.name == "Kidneys" for v in vois):
-        tia = sum(r["tia_mbq_h"] for r in kid)
-        mass = sum(r["mass_g"] for r in kid)
-        sd = organ_self_dose_gy(tia, nuc.name, mass)
-        rel = max(r["dose_sd_gy"] / r["dose_gy"] for r in kid if r["dose_gy"] > 0)
-        t_eff = (sum(r["tia_mbq_h"] * (r["_t_eff_h"] or 0.0) for r in kid) / tia) if tia > 0 else None
-        out.voi_doses.append(_dose_row("Kidneys", "organ", kid[0]["method"], sd.dose_gy, sd.dose_gy * rel,
-                                       mass, tia, t_eff, settings, cal_id))
+        out.dose_map_gy = _dose_map_gy(tps, vois, tias, settings, voxel_ml, kernel, hu_on_spect)
+    for voi in vois:  # steps 3-4
+        if voi.name in tias:
+            _voi_dose_records(voi, tias[voi.name], settings, out.dose_map_gy, voxel_ml, cal_rel, cal_id, out)
+    if not any(v.name == "Kidneys" for v in vois):
+        kidneys = _kidneys_record(out.voi_doses, settings, cal_id)
+        if kidneys is not None:
+            out.voi_doses.append(kidneys)
     for r in out.voi_doses:
         r.pop("_t_eff_h", None)
     return out
@@ -382,29 +506,42 @@ def _kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSe
               out: CycleDosimetry) -> tuple[float, float, float, str]:
     """TIA, its SD and the effective half-life of one VOI; appends the tac_fits record."""
     if method == "multi_time_point":
-        # AICc needs N >= K + 2: with 3 points no model qualifies, and the physical-decay
-        # tail of the fallback overestimates a clearing organ by tens of %. Three points:
-        # trapezoid with a tail fitted through the last two points. On the demo's 3-point
-        # cycle (4, 24, 96 h) that read organs -3.5..+1.4% and lesions -8%, where a mono-
-        # exponential through all three read lesions +19/+25% (their uptake phase at 4 h).
-        if t_h.size == 3:
-            fit = trapezoid_tia(t_h, act_mbq, settings.nuclide_name, tail="fitted",
-                                activity_sd_mbq=TIME_POINT_ACTIVITY_REL * np.abs(act_mbq))
-        else:
-            fit = fit_tac(t_h, act_mbq, settings.nuclide_name)
-        warns = list(fit.warnings)
-        problem = fit.fallback_reason or ("; ".join(fit.warnings) if fit.model == "trapezoid" and fit.warnings
-                                          else None) or (f"poor TAC fit (R2 {fit.r2:.3f})"
-                                                         if math.isfinite(fit.r2) and fit.r2 < 0.9 else None)
-        out.findings.append(Finding("tac_fit", "voi", name, "warn" if problem else "pass",
-                                    f"{fit.model}, R2 {fit.r2:.3f}" if math.isfinite(fit.r2) else fit.model,
-                                    "a fitted model with R2 >= 0.9", f"{name}: {problem or 'fitted'}"))
-        out.tac_fits.append({
-            "voi": name, "model": fit.model, "params_json": _params_json(fit), "n_timepoints": int(t_h.size),
-            "aicc": _finite(fit.aicc), "r2": _finite(fit.r2), "tia_mbq_h": float(fit.tia_mbq_h),
-            "tia_sd_mbq_h": _finite(fit.tia_sd_mbq_h), "effective_half_life_h": _finite(fit.effective_half_life_h),
-            "fallback_reason": fit.fallback_reason or ("; ".join(warns) if warns else None)})
-        return fit.tia_mbq_h, fit.tia_sd_mbq_h, fit.effective_half_life_h, "multi_time_point"
+        return _multi_time_point_kinetics(name, t_h, act_mbq, settings, out)
+    return _single_time_point_kinetics(name, t_h, act_mbq, settings, out)
+
+
+def _multi_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings,
+                               out: CycleDosimetry) -> tuple[float, float, float, str]:
+    """A TAC fit (AICc) or, with three points, a trapezoid with a fitted tail (see the comment)."""
+    # AICc needs N >= K + 2: with 3 points no model qualifies, and the physical-decay
+    # tail of the fallback overestimates a clearing organ by tens of %. Three points:
+    # trapezoid with a tail fitted through the last two points. On the demo's 3-point
+    # cycle (4, 24, 96 h) that read organs -3.5..+1.4% and lesions -8%, where a mono-
+    # exponential through all three read lesions +19/+25% (their uptake phase at 4 h).
+    if t_h.size == 3:
+        fit = trapezoid_tia(t_h, act_mbq, settings.nuclide_name, tail="fitted",
+                            activity_sd_mbq=TIME_POINT_ACTIVITY_REL * np.abs(act_mbq))
+    else:
+        fit = fit_tac(t_h, act_mbq, settings.nuclide_name)
+    warns = list(fit.warnings)
+    problem = fit.fallback_reason or ("; ".join(fit.warnings) if fit.model == "trapezoid" and fit.warnings
+                                      else None) or (f"poor TAC fit (R2 {fit.r2:.3f})"
+                                                     if math.isfinite(fit.r2) and fit.r2 < 0.9 else None)
+    out.findings.append(Finding("tac_fit", "voi", name, "warn" if problem else "pass",
+                                f"{fit.model}, R2 {fit.r2:.3f}" if math.isfinite(fit.r2) else fit.model,
+                                "a fitted model with R2 >= 0.9", f"{name}: {problem or 'fitted'}"))
+    out.tac_fits.append({
+        "voi": name, "model": fit.model, "params_json": _params_json(fit, t_h, act_mbq),
+        "n_timepoints": int(t_h.size), "aicc": _finite(fit.aicc), "r2": _finite(fit.r2),
+        "tia_mbq_h": float(fit.tia_mbq_h), "tia_sd_mbq_h": _finite(fit.tia_sd_mbq_h),
+        "effective_half_life_h": _finite(fit.effective_half_life_h),
+        "fallback_reason": fit.fallback_reason or ("; ".join(warns) if warns else None)})
+    return fit.tia_mbq_h, fit.tia_sd_mbq_h, fit.effective_half_life_h, "multi_time_point"
+
+
+def _single_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings,
+                                out: CycleDosimetry) -> tuple[float, float, float, str]:
+    """Madsen with the VOI's population effective half-life when given, else Hänscheid."""
     t, a = float(t_h[-1]), float(act_mbq[-1])
     pop = settings.population_t_eff_h.get(name)
     if pop:

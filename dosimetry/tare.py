@@ -1,6 +1,7 @@
 """Radioembolisation (TARE): partition-model planning and post-treatment dose maps.
 
-Partition model (seed 000, de Wit - van der Veen et al; DOMAIN.md sec. 5):
+Partition model (as given by de Wit-van der Veen, de Vries-Huizing and Stokkel, "Current
+status of clinical dosimetry and personalized radionuclide therapy", NKI Amsterdam review):
 ``A[GBq] = D_T (M_N + M_T r) / (CF r (1 - L))`` with masses in kg, tumour-to-normal
 uptake ratio r, lung shunt fraction L. Predicted doses: tumour ``CF A (1-L) r/(M_N + M_T r)``,
 normal liver ``CF A (1-L)/(M_N + M_T r)``, lungs ``CF A L / M_lung`` (1 kg default).
@@ -8,8 +9,8 @@ normal liver ``CF A (1-L)/(M_N + M_T r)``, lungs ``CF A L / M_lung`` (1 kg defau
 The conversion factor CF (J/GBq) is a trial choice (``cf_convention``), recorded in
 every plan:
 
-* ``"product"`` (default): the convention the product dose limits of seed 000 Table 1
-  were written in, :data:`rntflow.core.constants.TARE_PRODUCT_CF_J_PER_GBQ` (90Y 49.67,
+* ``"product"`` (default): the convention the product dose limits of that review's
+  Table 1 were written in, :data:`rntflow.core.constants.TARE_PRODUCT_CF_J_PER_GBQ` (90Y 49.67,
   166Ho 15.85 J/GBq). A limit is only meaningful in the CF it was derived with.
 * ``"icrp107"``: mean electron energy per decay (ICRP-107) x decays of 1 GBq to infinity
   (microspheres do not move: physical decay only, all electron energy absorbed locally):
@@ -40,8 +41,8 @@ TREATMENTS = ("standard", "ablative")
 
 @dataclass(frozen=True)
 class ProductLimits:
-    """Dose limits and targets of one microsphere product, seed 000 Table 1 (de Wit - van
-    der Veen et al, "Current status of clinical dosimetry and personalized radionuclide
+    """Dose limits and targets of one microsphere product, Table 1 of de Wit-van der Veen,
+    de Vries-Huizing and Stokkel, "Current status of clinical dosimetry and personalized radionuclide
     therapy"); ``None`` where Table 1 says "not mentioned".
 
     Attributes
@@ -151,13 +152,13 @@ def _over(value: float, limit: float) -> bool:
 
 def _limit_checks(plan: TarePlan, lim: ProductLimits, lsf: float, *, pretreated: bool,
                   lung_cumulative_limit_gy: float | None, max_lung_shunt_fraction: float | None) -> None:
-    """Fill ``plan.broken_limits`` and ``plan.notes`` (seed 000 Table 1 plus trial settings)."""
+    """Fill ``plan.broken_limits`` and ``plan.notes`` (de Wit-van der Veen et al Table 1 plus trial settings)."""
     product = plan.product
     if plan.treatment == "ablative":
         plan.notes.append("ablative (segmentectomy): the perfused-parenchyma limit is not applied to the "
-                          "treated segment; the remaining liver's function must suffice (seed 000)")
+                          "treated segment; the remaining liver's function must suffice (de Wit-van der Veen et al)")
         if lim.ablative_target_min_gy is None:
-            plan.notes.append(f"ablative target: not given for {product} (seed 000 Table 1: not mentioned)")
+            plan.notes.append(f"ablative target: not given for {product} (de Wit-van der Veen et al Table 1: not mentioned)")
         elif plan.tumour_dose_gy < lim.ablative_target_min_gy:
             plan.notes.append(f"tumour {plan.tumour_dose_gy:.1f} Gy below the ablative target "
                               f"> {lim.ablative_target_min_gy:.0f} Gy ({product})")
@@ -209,7 +210,7 @@ def plan_partition(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg:
     prior_lung_dose_gy : float
         Lung dose of earlier TARE treatments (Gy, >= 0), added for the cumulative check.
     lung_cumulative_limit_gy : float, optional
-        Trial's cumulative lung limit (Gy); seed 000 Table 1 gives none (off by default).
+        Trial's cumulative lung limit (Gy); the review's Table 1 gives none (off by default).
     max_lung_shunt_fraction : float, optional
         Trial's lung shunt cap, independent of the lung dose; not in Table 1 (off by default).
     raise_on_limit : bool

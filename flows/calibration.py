@@ -21,7 +21,7 @@ def calibration_flow(config_path: str | None, site_id: str, subject_id: str, stu
     config = trial_config(config_path)
     wh = str(config.warehouse_dir)
     site = Context(config.trial_id, site_id)
-    res = calibrate_phantom(config_path, site_id, subject_id, study_id, study_dir)
+    res = calibrate_phantom(config, site_id, subject_id, study_id, study_dir)
     load_rows(wh, "studies", [res["study"]], site.cols())
     load_rows(wh, "calibrations", res["calibrations"], site.cols())
     load_rows(wh, "phantom_results", res["phantom_results"], site.cols())

@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from rntflow.analysis.dose_effect import compare_arms
 from rntflow.flows.process_study import process_study
 from rntflow.flows.qa import qa_flow
 from rntflow.flows.warehouse import DOSE_EFFECT_ANALYSES, markdown_table
@@ -26,7 +27,6 @@ from rntflow.tasks.arms import arm_config, copy_results, spooled_studies, vendor
 from rntflow.tasks.common import trial_config
 from rntflow.tasks.reports import write_report
 from rntflow.tasks.warehouse import refresh
-from rntflow.analysis.dose_effect import compare_arms
 from rntflow.warehouse.catalog import dose_effect_frame
 
 ARM = "no_cross_calibration"

@@ -65,7 +65,7 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
     if not run:
         log.info("cycle %s of %s waits: %s", cycle, subject_id, why)
         return {"status": "waiting", "reason": why}
-    result = cycle_dosimetry(config_path, site_id, subject_id, cycle)
+    result = cycle_dosimetry(config, site_id, subject_id, cycle)
     if result["status"] != "done":
         log.info("cycle %s of %s waits: %s", cycle, subject_id, result["reason"])
         return result

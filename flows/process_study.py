@@ -4,77 +4,161 @@ It classifies the study and routes it: a phantom scan to the calibration flow; a
 time point to the reconstruction check and quantification, then to the dosimetry of its
 cycle (which decides whether the cycle has enough time points) and to the subject's QA;
 a segmentation-only study (RTSTRUCT/SEG sent on its own) gives its VOIs to the time point
-whose CT it was drawn on and re-runs that cycle's dosimetry. Whatever happens, the run is recorded in the
-warehouse's ``flow_runs`` (the coordinator's status reads it); a failure is recorded as a
-QA result of the subject and re-raised so that Prefect shows the run as failed, without
-stopping any other study.
+whose CT it was drawn on and re-runs that cycle's dosimetry.
+
+Every run ends in one of three outcomes, written where the coordinator looks (the study's
+``processing`` QA result and the warehouse's ``flow_runs``) and shown by Prefect:
+
+* **processed** (Prefect *Completed*): what it produced is named;
+* **waiting** (Prefect *Completed* named *Waiting*): nothing could be produced yet (no
+  calibration of the camera, the CT the VOIs were drawn on has not arrived); the reason
+  names what must arrive, and when it does the study is processed again by itself;
+* **failed** (Prefect *Failed*): the reason and the next action (e.g. fix the fill log,
+  then ``rntflow reprocess``).
+
+"Completed with nothing produced" does not exist. When a phantom changes its camera's
+calibration, every time point that waited for it or was quantified with another one is
+processed again; when a time point arrives, the segmentation studies waiting for its CT
+are. A failure does not stop any other study.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed, State
 
-from rntflow.core.qa import FAIL, PASS, CheckResult, Status, qa_row
+from rntflow.core.config import TrialConfig
+from rntflow.core.qa import FAIL, PASS, WAITING, WARN, CheckResult, Status, qa_row
 from rntflow.flows.calibration import calibration_flow
 from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.flows.qa import qa_flow
 from rntflow.flows.timepoint import timepoint_flow
 from rntflow.tasks.common import Context, trial_config
+from rntflow.tasks.dependencies import StudyRef, dependants_of_calibration, dependants_of_timepoint
 from rntflow.tasks.timepoint import attach_segmentation, classify_study
 from rntflow.tasks.warehouse import flow_run_row, load_rows
 
 
+@dataclass(frozen=True)
+class StudyOutcome:
+    """How a study's processing ended (see the module docstring).
+
+    Attributes
+    ----------
+    state : {"processed", "waiting", "failed"}
+    message : str
+        What was produced, or what the study waits for / why it failed, with the next action.
+    """
+
+    state: str
+    message: str
+
+    @property
+    def qa_status(self) -> Status:
+        return {"processed": PASS, WAITING: WARN, "failed": FAIL}[self.state]
+
+    @property
+    def run_state(self) -> str:
+        return {"processed": "Completed", WAITING: "Waiting", "failed": "Failed"}[self.state]
+
+
 @flow(name="process-study", flow_run_name="process-study {site_id}/{subject_id}/{study_key} v{handoff_version}")
 def process_study(site_id: str, subject_id: str, kind: str, study_key: str, study_dir: str,
-                  n_instances: int = 0, handoff_version: int = 1, config_path: str | None = None) -> dict:
-    """Classify one study and run the flows it needs (see module docstring)."""
-    started = datetime.now(timezone.utc)
+                  n_instances: int = 0, handoff_version: int = 1, config_path: str | None = None) -> State:
+    """Classify one study, run the flows it needs, record the outcome (module docstring)."""
+    started = datetime.now(UTC)
     config = trial_config(config_path)
     log = get_run_logger()
-    wh = str(config.warehouse_dir)
-    state, message, out = "Failed", None, {"kind": None}
+    out: dict = {"kind": None}
     try:
         what = classify_study(study_dir, kind)
         out["kind"] = what
         if what == "phantom":
-            calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
+            outcome = _phantom(config, config_path, site_id, subject_id, study_key, study_dir)
         elif what == "patient":
-            q = timepoint_flow(config_path, site_id, subject_id, study_key, study_dir)
-            if q["meta"] is not None:
-                out["cycle"] = cycle = q["meta"]["cycle"]
-                out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, cycle)["status"]
-                qa_flow(config_path, subject_ids=[subject_id])
+            outcome = _time_point(config, config_path, site_id, subject_id, study_key, study_dir, out)
         else:
-            seg = attach_segmentation(config_path, site_id, subject_id, study_key, study_dir)
-            load_rows(wh, "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
-            if seg["cycle"] is not None:
-                out["cycle"] = seg["cycle"]
-                out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
-                qa_flow(config_path, subject_ids=[subject_id])
-        state, message = "Completed", f"{what} study processed"
-        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, PASS, message)
-        return out
+            outcome = _segmentation(config, config_path, site_id, subject_id, study_key, study_dir, out)
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"[:500]
-        _record_processing(wh, config.trial_id, site_id, subject_id, study_key, FAIL, message)
+        outcome = StudyOutcome("failed", f"{type(exc).__name__}: {exc}"[:500])
+        _record(config, site_id, subject_id, study_key, outcome, started, log)
         raise
-    finally:
-        try:
-            load_rows(wh, "flow_runs", [flow_run_row("process-study", state, started, subject_id=subject_id,
-                                                     study_id=study_key, site_id=site_id, message=message)],
-                      {"trial_id": config.trial_id})
-        except Exception as exc:  # the run's own outcome must not be masked by its bookkeeping
-            log.warning("could not record the flow run: %s", exc)
+    _record(config, site_id, subject_id, study_key, outcome, started, log)
+    out.update(state=outcome.state, message=outcome.message)
+    if outcome.state == "failed":
+        return Failed(message=outcome.message, data=out)
+    if outcome.state == WAITING:
+        return Completed(name="Waiting", message=outcome.message, data=out)
+    return Completed(message=outcome.message, data=out)
 
 
-def _record_processing(wh: str, trial_id: str, site_id: str, subject_id: str, study_id: str, status: Status,
-                       message: str) -> None:
-    """The study's ``processing`` QA result: a later successful run replaces a failure."""
-    row = qa_row(CheckResult("processing", status, "processed" if status == PASS else "failed", "processed", message),
-                 "study", study_id, subject_id=subject_id, study_id=study_id)
+def _phantom(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
+             study_dir: str) -> StudyOutcome:
+    """Calibrate; then re-process what waited for, or was quantified with another, calibration."""
+    res = calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
+    if not res["calibrations"]:
+        fails = "; ".join(f"{c['check_name']}: {c['message']}" for c in res["checks"] if c["status"] == FAIL)
+        return StudyOutcome("failed", f"{res['phantom_type']} phantom gave no calibration ({fails or 'no result'}); "
+                                      f"fix it (e.g. the fill-log row), then: rntflow reprocess --study {study_key}")
+    _rerun(config_path, dependants_of_calibration(config, site_id))
+    return StudyOutcome("processed", f"{res['phantom_type']} phantom: calibration registered or updated")
+
+
+def _time_point(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
+                study_dir: str, out: dict) -> StudyOutcome:
+    """Quantify; then the cycle's dosimetry, the subject's QA, and segmentations waiting for this CT."""
+    q = timepoint_flow(config_path, site_id, subject_id, study_key, study_dir)
+    if q.meta is None:
+        return StudyOutcome(WAITING, f"waiting for {q.waiting_for}") if q.waiting_for \
+            else StudyOutcome("failed", q.failed or "not quantified")
+    out["cycle"] = cycle = q.meta.cycle
+    dosimetry = dosimetry_flow(config_path, site_id, subject_id, cycle)
+    out["dosimetry"] = dosimetry["status"]
+    qa_flow(config_path, subject_ids=[subject_id])
+    _rerun(config_path, dependants_of_timepoint(config, site_id, subject_id))
+    cycle_text = ("doses computed" if dosimetry["status"] == "done"
+                  else f"dosimetry waits: {dosimetry.get('reason', dosimetry['status'])}")
+    return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h quantified; cycle {cycle}: {cycle_text}")
+
+
+def _segmentation(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
+                  study_dir: str, out: dict) -> StudyOutcome:
+    """VOIs join the time point whose CT they were drawn on; else wait for that CT."""
+    seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
+    load_rows(str(config.warehouse_dir), "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
+    if seg["cycle"] is None:
+        return StudyOutcome(WAITING, "waiting for the CT the VOIs were drawn on (same frame of reference) to arrive "
+                                     "with its time point; processed again when it does")
+    out["cycle"] = seg["cycle"]
+    out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
+    qa_flow(config_path, subject_ids=[subject_id])
+    return StudyOutcome("processed", f"VOIs added to time point {seg['target_study_id']}; cycle {seg['cycle']} "
+                                     "dosimetry re-run")
+
+
+def _rerun(config_path: str, refs: list[StudyRef]) -> None:
+    """Process the dependants again (each a run of its own; a failure does not stop the others)."""
+    log = get_run_logger()
+    for ref in refs:
+        log.info("re-processing %s/%s/%s: %s", ref.site_id, ref.subject_id, ref.study_key, ref.why)
+        process_study(ref.site_id, ref.subject_id, "patient", ref.study_key, ref.study_dir, 0, 1, config_path,
+                      return_state=True)
+
+
+def _record(config: TrialConfig, site_id: str, subject_id: str, study_key: str, outcome: StudyOutcome,
+            started: datetime, log) -> None:
+    """The study's ``processing`` QA result (a later run replaces it) and its ``flow_runs`` row."""
+    wh = str(config.warehouse_dir)
+    value = {"processed": "processed", WAITING: WAITING, "failed": "failed"}[outcome.state]
+    row = qa_row(CheckResult("processing", outcome.qa_status, value, "processed", outcome.message),
+                 "study", study_key, subject_id=subject_id, study_id=study_key)
     try:
-        load_rows.fn(wh, "qa_checks", [row], Context(trial_id, site_id).cols())
-    except Exception:  # noqa: BLE001 - recorded in flow_runs regardless
-        pass
+        load_rows.fn(wh, "qa_checks", [row], Context(config.trial_id, site_id).cols())
+        load_rows.fn(wh, "flow_runs", [flow_run_row("process-study", outcome.run_state, started, subject_id=subject_id,
+                                                    study_id=study_key, site_id=site_id, message=outcome.message)],
+                     {"trial_id": config.trial_id})
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome must not be masked by its bookkeeping
+        log.warning("could not record the outcome of %s: %s", study_key, exc)

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from rntflow.core.errors import ReprocessError
 from rntflow.flows.process_study import process_study
 from rntflow.flows.qa import qa_flow
+from rntflow.tasks.common import trial_config
 from rntflow.tasks.reprocess import studies_to_reprocess
 
 
@@ -25,7 +26,8 @@ def reprocess_flow(config_path: str, site_ids: list[str] | None = None, subject_
                    study_keys: list[str] | None = None, since: datetime | None = None) -> dict:
     """Re-process the selected spooled studies (module docstring); returns counts and failures."""
     log = get_run_logger()
-    studies = studies_to_reprocess(config_path, site_ids or [], subject_ids or [], study_keys or [], since)
+    config = trial_config(config_path)
+    studies = studies_to_reprocess(config, site_ids or [], subject_ids or [], study_keys or [], since)
     log.info("re-processing %d studies", len(studies))
     failed: list[str] = []
     for h in studies:

@@ -16,10 +16,10 @@ from lifelines.exceptions import ConvergenceError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from rntflow.analysis.dose_effect import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
 from rntflow.tasks.common import trial_config
 from rntflow.tasks.reports import subject_reports, trial_report, write_report
 from rntflow.tasks.warehouse import read_table, refresh
-from rntflow.analysis.dose_effect import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
 from rntflow.warehouse.catalog import dose_effect_frame
 
 #: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
@@ -91,8 +91,8 @@ def dose_effect_flow(config_path: str | None) -> dict:
     report = Path(wh) / "reports" / "dose_effect.md"
     write_report(report, text)
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
-    html_report = trial_report(config_path, de, tables, pk, notes)
-    subjects = subject_reports(config_path)
+    html_report = trial_report(config, de, tables, pk, notes)
+    subjects = subject_reports(config)
     log.info("dose-effect report: %s and %s (%d outcome rows); %d subject reports", report, html_report, len(de),
              len(subjects))
     return {"report": str(report), "html_report": html_report, "subject_reports": subjects, "fits": fits,

@@ -103,7 +103,9 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
         if runs.empty:
             return 0, 0
         latest = runs.sort_values("ended_at").drop_duplicates("study_id", keep="last")
-        return len(latest), int((latest["state"] != "Completed").sum())
+        # a study waiting for something (e.g. its camera's calibration) is not done yet
+        done = latest[latest["state"] != "Waiting"]
+        return len(done), int((done["state"] == "Failed").sum())
 
     try:
         for site in config.sites:

@@ -165,40 +165,40 @@ class NmRecon:
     software_versions: str = "VA10"
 
 
-def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: Session, recon: NmRecon,
-             pharm: Radiopharmaceutical, series_uid: str, sop_uid: str) -> Dataset:
-    """Write a reconstructed NM tomo as one multi-frame object.
+def _nm_series_description(recon: NmRecon, pharm: Radiopharmaceutical) -> str:
+    """E.g. ``Lu177 SPECT OSEM 6i16s AC SC RR``: nuclide, algorithm, iterations x subsets, corrections."""
+    return (f"{pharm.radionuclide.replace('-', '')} SPECT {recon.algorithm} {recon.iterations}i{recon.subsets}s "
+            + " ".join({"ATTN": "AC", "SCAT": "SC"}[c] for c in recon.corrections if c in ("ATTN", "SCAT"))
+            + " RR")
 
-    Parameters
-    ----------
-    path : Path
-        Output file.
-    values : ndarray
-        (nz, ny, nx) real values in ``recon.units`` (counts per voxel or Bq/mL).
-    grid : Grid
-        Scanner geometry of ``values``.
-    """
-    created = sess.acquisition + dt.timedelta(minutes=45)
-    ds = _base(NM_IMAGE_STORAGE, sop_uid, ident, sess, "NM", series_uid, 3,
-               f"{pharm.radionuclide.replace('-', '')} SPECT {recon.algorithm} {recon.iterations}i{recon.subsets}s "
-               + " ".join({"ATTN": "AC", "SCAT": "SC"}[c] for c in recon.corrections if c in ("ATTN", "SCAT"))
-               + " RR", created)
-    ds.Manufacturer = recon.manufacturer
-    ds.ManufacturerModelName = recon.model
-    ds.DeviceSerialNumber = recon.serial
-    ds.SoftwareVersions = recon.software_versions
-    ds.AcquisitionDate, ds.AcquisitionTime = _da(sess.acquisition), _tm(sess.acquisition)
-    ds.ContentDate, ds.ContentTime = _da(created), _tm(created)
-    ds.InstanceNumber = 1
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
-    ds.FrameOfReferenceUID = sess.frame_of_reference_uid
-    ds.PositionReferenceIndicator = ""
-    # NM/PET Patient Orientation
+
+def _set_nm_patient_orientation(ds: Dataset) -> None:
+    """NM/PET Patient Orientation module: recumbent, supine, head first (SNOMED CT codes)."""
     ds.PatientOrientationCodeSequence = Sequence([_code("102538003", "SCT", "recumbent")])
     ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = Sequence(
         [_code("40199007", "SCT", "supine")])
     ds.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
-    # pixel data
+
+
+def _set_nm_pixel_data(ds: Dataset, values: np.ndarray, grid: Grid, recon: NmRecon) -> float:
+    """Image Pixel, Multi-frame and NM Image attributes: one 16-bit frame per slice.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Receives the attributes.
+    values : numpy.ndarray (nz, ny, nx)
+        Real values in ``recon.units`` (counts per voxel or Bq/mL).
+    grid : Grid
+        Voxel size (mm) of ``values``.
+    recon : NmRecon
+
+    Returns
+    -------
+    float
+        Real-world value per stored value (``recon.units`` per pixel value): 1 for counts
+        that fit in 16 bits, else the maximum over 60000.
+    """
     nz, ny, nx = values.shape
     vmax = float(values.max()) if values.size else 0.0
     slope = 1.0 if (recon.units == "CNTS" and vmax <= 65535) else max(vmax / 60000.0, 1e-6)
@@ -220,24 +220,35 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
     ds.PixelData = stored.tobytes()
     ds.LargestImagePixelValue = int(stored.max()) if stored.size else 0
     ds.SmallestImagePixelValue = int(stored.min()) if stored.size else 0
-    # real-world values
+    return slope
+
+
+def _real_world_value_mapping(slope: float, units: str) -> Sequence:
+    """RealWorldValueMappingSequence: stored value x ``slope`` in Bq/mL (``BQML``) or counts (UCUM)."""
     rwv = Dataset()
     rwv.RealWorldValueFirstValueMapped = 0
     rwv.RealWorldValueLastValueMapped = 65535
     rwv.RealWorldValueIntercept = 0.0
     rwv.RealWorldValueSlope = float(slope)
-    rwv.LUTExplanation = "Bq/mL" if recon.units == "BQML" else "counts"
-    rwv.LUTLabel = "BQML" if recon.units == "BQML" else "CNTS"
+    rwv.LUTExplanation = "Bq/mL" if units == "BQML" else "counts"
+    rwv.LUTLabel = "BQML" if units == "BQML" else "CNTS"
     rwv.MeasurementUnitsCodeSequence = Sequence(
-        [_code("Bq/mL", "UCUM", "becquerels/milliliter") if recon.units == "BQML" else _code("{counts}", "UCUM", "Counts")])
-    ds.RealWorldValueMappingSequence = Sequence([rwv])
+        [_code("Bq/mL", "UCUM", "becquerels/milliliter") if units == "BQML" else _code("{counts}", "UCUM", "Counts")])
+    return Sequence([rwv])
+
+
+def _set_nm_reconstruction(ds: Dataset, recon: NmRecon, diameter_mm: float) -> None:
+    """Units, decay correction, corrections applied, algorithm, post-filter, diameter (mm)."""
     ds.Units = recon.units
     ds.DecayCorrection = "START" if recon.units == "BQML" else "NONE"
     ds.CorrectedImage = list(recon.corrections) + (["DECY"] if recon.units == "BQML" else [])
     ds.ReconstructionMethod = f"{recon.algorithm} {recon.iterations}i{recon.subsets}s"
     ds.ConvolutionKernel = "NONE" if recon.post_filter_fwhm_mm <= 0 else f"GAUSSIAN {recon.post_filter_fwhm_mm:.1f}MM"
-    ds.ReconstructionDiameter = _ds_str(nx * dx)
-    # energy windows
+    ds.ReconstructionDiameter = _ds_str(diameter_mm)
+
+
+def _energy_windows(recon: NmRecon) -> Sequence:
+    """EnergyWindowInformationSequence: one item per (name, lower keV, upper keV)."""
     ewins = []
     for name, lo, hi in recon.energy_windows:
         item = Dataset()
@@ -247,10 +258,11 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
         item.EnergyWindowRangeSequence = Sequence([rng_item])
         item.EnergyWindowName = name
         ewins.append(item)
-    ds.EnergyWindowInformationSequence = Sequence(ewins)
-    ds.NumberOfEnergyWindows = len(ewins)
-    ds.CountsAccumulated = int(round(float(values.sum()))) if recon.units == "CNTS" else None
-    # isotope
+    return Sequence(ewins)
+
+
+def _radiopharmaceutical_information(pharm: Radiopharmaceutical) -> Sequence:
+    """RadiopharmaceuticalInformationSequence: nuclide code, start, total dose (MBq), half-life (s)."""
     rp = Dataset()
     code = RADIONUCLIDE_CODES.get(pharm.radionuclide)
     rp.RadionuclideCodeSequence = Sequence([_code(*code)] if code else [])
@@ -260,8 +272,11 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
     rp.RadionuclideTotalDose = _ds_str(pharm.total_dose_mbq)
     rp.RadionuclideHalfLife = _ds_str(pharm.half_life_s)
     rp.RadiopharmaceuticalRoute = "Intravenous" if "PSMA" in pharm.name else ""
-    ds.RadiopharmaceuticalInformationSequence = Sequence([rp])
-    # detectors
+    return Sequence([rp])
+
+
+def _detector_information(recon: NmRecon, grid: Grid) -> Sequence:
+    """DetectorInformationSequence: one item (a reconstructed tomo), collimator and image plane."""
     det_items = []
     for head in range(1):
         d = Dataset()
@@ -271,16 +286,68 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
         d.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         d.StartAngle = _ds_str(180.0 * head)
         det_items.append(d)
-    ds.DetectorInformationSequence = Sequence(det_items[:1])
-    # rotation (tomo acquisition)
+    return Sequence(det_items[:1])
+
+
+def _rotation_information(recon: NmRecon) -> Sequence:
+    """RotationInformationSequence of a step-and-shoot tomo: two heads, 180 degrees each."""
     rot = Dataset()
     rot.StartAngle = "0"
     rot.AngularStep = _ds_str(360.0 / (2 * recon.projections_per_head))
     rot.RotationDirection = "CW"
     rot.ScanArc = "180"
-    rot.ActualFrameDuration = int(round(recon.time_per_projection_s * 1000))
+    rot.ActualFrameDuration = int(round(recon.time_per_projection_s * 1000))  # ms
     rot.NumberOfFramesInRotation = recon.projections_per_head
-    ds.RotationInformationSequence = Sequence([rot])
+    return Sequence([rot])
+
+
+def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: Session, recon: NmRecon,
+             pharm: Radiopharmaceutical, series_uid: str, sop_uid: str) -> Dataset:
+    """Write a reconstructed NM tomo as one multi-frame object.
+
+    Parameters
+    ----------
+    path : Path
+        Output file.
+    values : ndarray
+        (nz, ny, nx) real values in ``recon.units`` (counts per voxel or Bq/mL).
+    grid : Grid
+        Scanner geometry of ``values``.
+    ident, sess : Identity, Session
+        Patient and imaging session (study).
+    recon : NmRecon
+        Camera, acquisition and reconstruction as recorded in the header.
+    pharm : Radiopharmaceutical
+    series_uid, sop_uid : str
+
+    Returns
+    -------
+    Dataset
+        The object written.
+    """
+    created = sess.acquisition + dt.timedelta(minutes=45)
+    ds = _base(NM_IMAGE_STORAGE, sop_uid, ident, sess, "NM", series_uid, 3, _nm_series_description(recon, pharm),
+               created)
+    ds.Manufacturer = recon.manufacturer
+    ds.ManufacturerModelName = recon.model
+    ds.DeviceSerialNumber = recon.serial
+    ds.SoftwareVersions = recon.software_versions
+    ds.AcquisitionDate, ds.AcquisitionTime = _da(sess.acquisition), _tm(sess.acquisition)
+    ds.ContentDate, ds.ContentTime = _da(created), _tm(created)
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
+    ds.FrameOfReferenceUID = sess.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    _set_nm_patient_orientation(ds)
+    slope = _set_nm_pixel_data(ds, values, grid, recon)
+    ds.RealWorldValueMappingSequence = _real_world_value_mapping(slope, recon.units)
+    _set_nm_reconstruction(ds, recon, values.shape[2] * grid.spacing_mm[2])
+    ds.EnergyWindowInformationSequence = _energy_windows(recon)
+    ds.NumberOfEnergyWindows = len(ds.EnergyWindowInformationSequence)
+    ds.CountsAccumulated = int(round(float(values.sum()))) if recon.units == "CNTS" else None
+    ds.RadiopharmaceuticalInformationSequence = _radiopharmaceutical_information(pharm)
+    ds.DetectorInformationSequence = _detector_information(recon, grid)
+    ds.RotationInformationSequence = _rotation_information(recon)
     ds.TypeOfDetectorMotion = "STEP AND SHOOT"
     _save(ds, path)
     return ds

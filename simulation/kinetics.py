@@ -8,8 +8,10 @@ subject's self-dose per GBq is the drawn value. That grounds the activities in t
 literature instead of in guessed uptake percentages:
 
 * kidneys 0.43 +/- 0.16 Gy/GBq, parotid glands 0.63 +/- 0.36 Gy/GBq (VISION dosimetry
-  as summarised in seed 000 / DOMAIN.md section 3); submandibular glands taken like the
-  parotids; red marrow 0.25 +/- 0.15 Gy per 7.4 GBq cycle (seed 000);
+  sub-study as summarised by de Wit-van der Veen, de Vries-Huizing and Stokkel, "Current
+  status of clinical dosimetry and personalized radionuclide therapy", NKI Amsterdam
+  review); submandibular glands taken like the parotids; red marrow 0.25 +/- 0.15 Gy per
+  7.4 GBq cycle (VISION, same review);
 * liver 0.12 Gy/GBq and spleen 0.08 Gy/GBq, lungs 0.02 Gy/GBq (Violet et al 2019,
   J Nucl Med 60:517, 177Lu-PSMA-617 dosimetry: liver 0.1, spleen 0.06-0.1, CV ~50%);
 * lesions 2-8 Gy/GBq (Violet et al 2019: median tumour 5.3 Gy/GBq for PSMA-avid disease);

@@ -2,7 +2,8 @@
 
 The parameters are synthetic, chosen so that the doses of a small simulated trial span
 the steep part of each curve (so that a dose-effect analysis has something to find);
-they are not clinical estimates. Models (DOMAIN.md section 7):
+they are not clinical estimates. Models (the logistic NTCP is the ``gamma50`` form of
+Okunieff et al 1995, Int J Radiat Oncol Biol Phys 32:1227):
 
 * nephrotoxicity (CTCAE grade >= 2 kidney-function decline) ~ logistic NTCP of the
   cumulative kidney BED;

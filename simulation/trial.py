@@ -51,7 +51,8 @@ TRIAL_START = dt.datetime(2026, 2, 2, 9, 0, 0)
 RADIOPHARMACEUTICAL = "Lu-177-PSMA-617"
 NEMA_SPHERE_DIAMETERS_MM = (10.0, 13.0, 17.0, 22.0, 28.0, 37.0)
 NEMA_RING_RADIUS_MM = 57.2
-#: BED parameters used for the truth of the kidneys (DOMAIN.md section 3).
+#: BED parameters used for the truth of the kidneys: alpha/beta 2.6 Gy, repair half-time 2.8 h
+#: (Wessels et al 2008, MIRD Pamphlet No. 20, J Nucl Med 49:1884; as in dosimetry/bed.py).
 KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REP_H = 2.6, 2.8
 
 _FIRST = ("Hans", "Pieter", "Jan", "Tomasz", "Marek", "Klaus", "Jürgen", "Willem", "Andrzej", "Stefan",

@@ -77,6 +77,6 @@ def sphere_rc(diameter_mm: float, fwhm_mm: float) -> float:
 
 
 def logistic_ntcp(dose_gy: np.ndarray | float, d50_gy: float, gamma50: float) -> np.ndarray:
-    """``P = 1 / (1 + (D50/D)^(4 gamma50))`` (DOMAIN.md section 7)."""
+    """``P = 1 / (1 + (D50/D)^(4 gamma50))`` (Okunieff et al 1995, Int J Radiat Oncol Biol Phys 32:1227)."""
     d = np.maximum(np.asarray(dose_gy, dtype=float), 1e-9)
     return 1.0 / (1.0 + (d50_gy / d) ** (4.0 * gamma50))

@@ -60,6 +60,7 @@ from typing import Any
 
 from rntflow.core.config import Enrolment, TrialConfig, load_enrolment
 from rntflow.core.errors import WarehouseError
+from rntflow.core.qa import WAITING
 from rntflow.status.calibrations import DUE_WITHIN_DAYS, calibration_states
 from rntflow.status.cycles import SubjectRows, cycle_status, subject_flags, subject_state
 from rntflow.status.queries import WarehouseSnapshot, read_inbox, read_warehouse
@@ -258,11 +259,29 @@ def _add_qa(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> None:
         row["qa"][q["status"]] = row["qa"].get(q["status"], 0) + 1
         if q["status"] == "fail":
             row["qa_failures"].append(rec)
+        elif q["status"] == "warn" and q["check_name"] != "processing":  # waiting studies are listed apart
+            row.setdefault("qa_warnings", []).append(rec)
         subj = t.subject(subject_id, q["site_id"])
         if subj is not None and q["status"] in ("fail", "warn"):
             if cycle is not None:
                 subj.cycle(cycle).qa.append(rec)
             subj.qa.append(rec)
+
+
+def _waiting_studies(wh: WarehouseSnapshot, redact: _Redactor) -> list[dict[str, Any]]:
+    """Studies whose latest processing outcome is *waiting*, with what they wait for.
+
+    ``process-study`` writes the outcome as the study's ``processing`` QA result
+    (flows/process_study.py); a waiting study is processed again when what it waits for
+    arrives, so this list empties by itself.
+    """
+    out = []
+    for q in wh.get("qa_checks"):
+        if q["check_name"] == "processing" and q.get("value_found") == WAITING:
+            out.append({"site_id": q["site_id"], "subject_id": q.get("subject_id"), "study_id": q.get("study_id"),
+                        "reason": redact(q.get("message")),
+                        "since": iso(q["computed_at"]) if q.get("computed_at") else None})
+    return sorted(out, key=lambda w: (w["site_id"], w["subject_id"] or "", w["study_id"] or ""))
 
 
 def _add_failed_runs(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> None:
@@ -357,7 +376,8 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
         ``wall_clock``), ``protocol`` (time points, validity, due horizon), ``sources``
         (warehouse/inbox availability and errors), ``sites`` (list, config order),
         ``subjects`` (list, by site then subject), ``unattributed`` (inbox rejections and
-        quarantine of unknown callers, failed runs without a site) and ``totals``.
+        quarantine of unknown callers, failed runs without a site), ``waiting`` (studies
+        that wait for something: site, subject, study, reason, since) and ``totals``.
 
     Raises
     ------
@@ -390,6 +410,12 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
             row["calibration_counts"][c.status] += 1
     _add_failed_runs(t, wh, redact)
 
+    waiting = _waiting_studies(wh, redact)
+    for w in waiting:
+        row = t.site(w["site_id"])
+        if row is not None:
+            row["studies_waiting"] = row.get("studies_waiting", 0) + 1
+
     site_order = {s.id: i for i, s in enumerate(config.sites)}
     subject_rows = _subject_rows(t, config, as_of, site_order)
     site_rows = sorted(t.sites.values(), key=lambda r: (site_order.get(r["site_id"], len(site_order)), r["site_id"]))
@@ -408,6 +434,7 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
         "sources": _sources(config, wh, warehouse_error, inbox_error),
         "sites": site_rows,
         "subjects": subject_rows,
+        "waiting": waiting,
         "unattributed": t.unattributed,
-        "totals": _totals(site_rows, subject_rows),
+        "totals": {**_totals(site_rows, subject_rows), "studies_waiting": len(waiting)},
     }

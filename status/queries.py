@@ -34,7 +34,7 @@ _QUERIES: dict[str, str] = {
     "studies": "SELECT site_id, study_id, subject_id, cycle, kind, camera_id, acquired_at, t_h,"
                " protocol_compliant FROM studies WHERE trial_id = ? ORDER BY site_id, study_id",
     "qa_checks": "SELECT site_id, check_name, scope, scope_id, subject_id, study_id, cycle, status,"
-                 " value_found, value_expected, message FROM qa_checks WHERE trial_id = ?"
+                 " value_found, value_expected, message, computed_at FROM qa_checks WHERE trial_id = ?"
                  " ORDER BY site_id, check_name, scope, scope_id",
     "calibrations": "SELECT site_id, camera_id, radionuclide, protocol, calibration_id, valid_from,"
                     " valid_until, superseded_by, drift_pct, drift_flag FROM calibrations"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from typing import Any
 
 from rntflow.status.values import hours as _hours
@@ -18,7 +20,13 @@ _OUT_OF_WINDOW_TEXT = {"early": "early", "late": "late", "between": "off-window"
 
 
 def _clip(line: str, width: int) -> str:
-    return line if len(line) <= width else line[: width - 3] + "..."
+    """A line wrapped (never cut) to ``width``; continuation lines indented under its text."""
+    if len(line) <= width:
+        return line
+    lead = len(line) - len(line.lstrip())
+    indent = " " * min(lead + 14, width // 2)
+    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent=indent, break_on_hyphens=False,
+                                   break_long_words=True))
 
 
 def _day(iso: str | None) -> str:
@@ -185,11 +193,14 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
             nuclide = status["protocol"].get("radionuclide")
             out += [_calibration_line(c, nuclide, width) for c in r["calibrations"]]
             out += listed(r["qa_failures"], lambda q: f"  QA fail     {_qa_text(q)}")
+            out += listed(r.get("qa_warnings", []), lambda q: f"  QA warn     {_qa_text(q)}")
             # runs of a subject are shown under the subject below
             out += listed([f for f in r["failed_runs"] if not f.get("subject_id")],
                           lambda f: f"  run failed  {_run_text(f)}")
             out += [f"  held        unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)"
                     for h in r["held_studies"]]
+            out += listed([w for w in status.get("waiting", []) if w["site_id"] == r["site_id"]],
+                          lambda w: f"  waiting     {w['subject_id']} {w['study_id']}: {w['reason']}")
         if not subs:
             out.append("  no subjects enrolled")
             continue

@@ -7,13 +7,13 @@ de-identified studies), the enrolment, the keys and the phantom fill log are sha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import yaml
 from prefect import task
 
+from rntflow.core.files import write_text_atomic
 from rntflow.listener.handoff import StudyHandoff, handed_off_studies
 from rntflow.tasks.common import trial_config
 from rntflow.warehouse.schema import TABLES
@@ -37,17 +37,14 @@ def arm_config(config_path: str | None, name: str, calibration: dict) -> str:
     """
     config = trial_config(config_path)
     root = arm_root(config_path, name)
-    raw = config.model_dump(mode="json", exclude={"config_dir"})
+    raw = config.model_dump(mode="json", exclude={"config_dir"}, by_alias=True)
     raw["paths"] = {k: str(config.resolve(Path(v))) for k, v in raw["paths"].items()}
     raw["paths"].update(products=str(root / "products"), warehouse=str(root / "warehouse"))
     raw["calibration"].update(calibration)
     text = yaml.safe_dump(raw, sort_keys=True)
     path = root / "trial.yaml"
     if not path.exists() or path.read_text() != text:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     return str(path)
 
 

@@ -10,18 +10,19 @@ import SimpleITK as sitk
 from prefect import task
 
 from rntflow.core.calibration_policy import current_calibration
-from rntflow.harmonization.calibration import register_calibration
-from rntflow.harmonization.headers import nm_to_image, parse_nm_header
-from rntflow.harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
+from rntflow.core.config import TrialConfig
 from rntflow.core.errors import DicomInputError
 from rntflow.core.fills import load_phantom_fill
 from rntflow.core.qa import CheckResult, qa_row, status_if
-from rntflow.tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name, trial_config
 from rntflow.dicomio.study import load_study
+from rntflow.harmonization.calibration import register_calibration
+from rntflow.harmonization.headers import nm_to_image, parse_nm_header
+from rntflow.harmonization.phantom_study import analyse_nema_study, calibrate_uniform_cylinder
+from rntflow.tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
-def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, study_id: str,
+def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
                       study_dir: str) -> dict:
     """Analyse one phantom study and return the rows it changes.
 
@@ -32,7 +33,6 @@ def calibrate_phantom(config_path: str | None, site_id: str, subject_id: str, st
         calibration and the one it supersedes), ``phantom_results`` (per sphere),
         ``checks`` (qa rows), ``study`` and ``camera`` rows.
     """
-    config = trial_config(config_path)
     study = load_study(study_dir)
     if study.nm is None:
         raise DicomInputError("phantom study without an NM reconstruction")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from rntflow.core.calibration_policy import calibration_timeline
-from rntflow.harmonization.calibration import Calibration, series_key
 from rntflow.core.config import TrialConfig, load_config
+from rntflow.core.errors import ConfigError
+from rntflow.harmonization.calibration import Calibration, series_key
 from rntflow.tasks.products import ProductStore
 from rntflow.warehouse.writer import read_latest
 
@@ -28,11 +29,23 @@ def _config_cached(path: str, mtime_ns: int) -> TrialConfig:
     return load_config(path)
 
 
-def trial_config(config_path: str | None) -> TrialConfig:
-    """The trial config (re-read when the file changes)."""
+def trial_config(config_path: str | Path | None) -> TrialConfig:
+    """The trial config a flow run works with (parsed once per file version).
+
+    Each flow calls this once at its start and hands the typed :class:`TrialConfig` to its
+    tasks. There is no default: a run without a config path is an error, never a silent
+    fallback to the demo trial.
+
+    Raises
+    ------
+    ConfigError
+        No path given, or the file is missing or invalid.
+    """
     if not config_path:
-        config_path = "deployments/trial.example.yaml"
+        raise ConfigError("no trial config: pass config_path (the listener and deployments always do)")
     p = Path(config_path).resolve()
+    if not p.is_file():
+        raise ConfigError(f"trial config {p} does not exist")
     return _config_cached(str(p), p.stat().st_mtime_ns)
 
 

@@ -13,16 +13,16 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
+from rntflow.analysis.dose_effect import population_kinetics
+from rntflow.core.config import TrialConfig
+from rntflow.core.qa import WARN, CheckResult, qa_row, status_if
 from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
 from rntflow.dosimetry.density import mass_g
 from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
 from rntflow.dosimetry.registration import register_rigid, resample
 from rntflow.dosimetry.vois import resample_mask_fraction
-from rntflow.core.config import TrialConfig
-from rntflow.core.qa import WARN, CheckResult, qa_row, status_if
-from rntflow.tasks.common import product_store, trial_config
+from rntflow.tasks.common import product_store
 from rntflow.tasks.products import ProductStore, TimePointMeta
-from rntflow.analysis.dose_effect import population_kinetics
 from rntflow.warehouse.writer import read_latest
 
 #: Registration below this normalised cross-correlation (CT after vs reference) is a warning.
@@ -80,7 +80,7 @@ def population_t_eff(config: TrialConfig, exclude_subject: str) -> dict[str, flo
 
 
 @task(name="cycle-dosimetry", retries=1, retry_delay_seconds=2)
-def cycle_dosimetry(config_path: str | None, site_id: str, subject_id: str, cycle: int) -> dict:
+def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: int) -> dict:
     """Register a cycle's time points to its reference and compute its doses.
 
     Returns
@@ -90,7 +90,6 @@ def cycle_dosimetry(config_path: str | None, site_id: str, subject_id: str, cycl
         ``voi_timepoints``, ``tac_fits``, ``voi_doses``, ``dvhs``, ``checks``, and
         ``study_ids``.
     """
-    config = trial_config(config_path)
     store = product_store(config)
     metas = cycle_timepoints(store, site_id, subject_id, cycle)
     refs = [m for m in metas if m.voi_names]

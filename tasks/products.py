@@ -38,8 +38,9 @@ class TimePointMeta:
     ----------
     site_id, subject_id, study_id : str
     camera_id : str or None
-    acquisition_start, administration_datetime : str
-        ISO date-times as de-identified (one trial-wide date shift, so intervals are exact).
+    acquisition_start, administration_datetime : datetime
+        Naive date-times as de-identified (one trial-wide date shift, so intervals are exact);
+        ISO text in ``meta.json``.
     administered_activity_mbq : float or None
     radionuclide : str
     t_h : float
@@ -63,8 +64,8 @@ class TimePointMeta:
     subject_id: str
     study_id: str
     camera_id: str | None
-    acquisition_start: str
-    administration_datetime: str
+    acquisition_start: datetime
+    administration_datetime: datetime
     administered_activity_mbq: float | None
     radionuclide: str
     t_h: float
@@ -79,7 +80,22 @@ class TimePointMeta:
 
     @property
     def administered_at(self) -> datetime:
-        return datetime.fromisoformat(self.administration_datetime)
+        return self.administration_datetime
+
+    def to_json(self) -> str:
+        """``meta.json`` text (date-times as ISO 8601)."""
+        d = asdict(self)
+        d["acquisition_start"] = self.acquisition_start.isoformat()
+        d["administration_datetime"] = self.administration_datetime.isoformat()
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TimePointMeta:
+        """Read ``meta.json`` (see :meth:`to_json`)."""
+        d = json.loads(text)
+        d["acquisition_start"] = datetime.fromisoformat(d["acquisition_start"])
+        d["administration_datetime"] = datetime.fromisoformat(d["administration_datetime"])
+        return cls(**d)
 
 
 class ProductStore:
@@ -108,7 +124,7 @@ class ProductStore:
                     img = sitk.GetImageFromArray(np.asarray(mask, dtype=np.uint8))
                     img.CopyInformation(ct_hu)
                     write_image(img, tmp / "vois" / f"{name}.nii.gz")
-            (tmp / META).write_text(json.dumps(asdict(meta), indent=1, sort_keys=True))
+            (tmp / META).write_text(meta.to_json())
             old_ct, new_ct = final / "ct_hu.nii.gz", tmp / "ct_hu.nii.gz"
             if old_ct.exists() and new_ct.exists() and old_ct.read_bytes() == new_ct.read_bytes():
                 for reg in final.glob("reg_*.json"):  # same CT: its registrations still hold
@@ -131,7 +147,7 @@ class ProductStore:
         for meta in sorted(folder.glob(f"*/{META}")) if folder.exists() else []:
             if meta.parent.name.startswith("."):
                 continue
-            out.append(TimePointMeta(**json.loads(meta.read_text())))
+            out.append(TimePointMeta.from_json(meta.read_text()))
         return sorted(out, key=lambda m: m.acquisition_start)
 
     def all_timepoints(self) -> list[TimePointMeta]:
@@ -139,7 +155,7 @@ class ProductStore:
         out = []
         for meta in sorted(self.root.glob(f"*/*/*/{META}")) if self.root.exists() else []:
             if not meta.parent.name.startswith("."):
-                out.append(TimePointMeta(**json.loads(meta.read_text())))
+                out.append(TimePointMeta.from_json(meta.read_text()))
         return out
 
     def spect(self, m: TimePointMeta) -> sitk.Image:

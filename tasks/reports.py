@@ -16,9 +16,9 @@ import pandas as pd
 from prefect import task
 
 from rntflow.analysis.reports import subject_report_html, trial_report_html
+from rntflow.core.config import TrialConfig
 from rntflow.core.files import write_text_atomic
 from rntflow.core.version import RNTFLOW_VERSION as __version__
-from rntflow.tasks.common import trial_config
 from rntflow.warehouse.writer import read_latest
 
 #: Tables a subject report draws on.
@@ -39,9 +39,8 @@ def _now() -> str:
 
 
 @task(name="subject-reports")
-def subject_reports(config_path: str | None) -> list[str]:
+def subject_reports(config: TrialConfig) -> list[str]:
     """Write the HTML report of every subject with doses; returns the paths."""
-    config = trial_config(config_path)
     wh = config.warehouse_dir
     tables = {t: read_latest(wh, t, "trial_id = ?", [config.trial_id]) for t in SUBJECT_TABLES}
     doses, cal = tables["voi_doses"], tables["calibrations"]
@@ -64,10 +63,9 @@ def subject_reports(config_path: str | None) -> list[str]:
 
 
 @task(name="trial-report")
-def trial_report(config_path: str | None, dose_effect: pd.DataFrame, fits: dict[str, pd.DataFrame],
+def trial_report(config: TrialConfig, dose_effect: pd.DataFrame, fits: dict[str, pd.DataFrame],
                  population_kinetics: pd.DataFrame, notes: list[str]) -> str:
     """Write ``<warehouse>/reports/dose_effect.html``: plots of every fitted endpoint; returns its path."""
-    config = trial_config(config_path)
     curves = {label: [{"label": r["site_id"], "d50_gy": r["d50_gy"], "gamma50": r["gamma50"]}
                       for r in table.to_dict("records") if r.get("converged")]
               for label, table in fits.items()}

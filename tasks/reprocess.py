@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 from prefect import task
 
+from rntflow.core.config import TrialConfig
 from rntflow.listener.handoff import StudyHandoff, handed_off_studies, handoff_arrivals
-from rntflow.tasks.common import trial_config
 
 
 def select_studies(studies: Sequence[StudyHandoff], arrivals: dict[tuple[str, str], float], *,
@@ -38,9 +38,9 @@ def select_studies(studies: Sequence[StudyHandoff], arrivals: dict[tuple[str, st
 
 
 @task(name="studies-to-reprocess")
-def studies_to_reprocess(config_path: str, site_ids: list[str], subject_ids: list[str], study_keys: list[str],
+def studies_to_reprocess(config: TrialConfig, site_ids: list[str], subject_ids: list[str], study_keys: list[str],
                          since: datetime | None) -> list[StudyHandoff]:
     """Load the spool's hand-offs and select (see :func:`select_studies`)."""
-    spool = trial_config(config_path).spool_dir
+    spool = config.spool_dir
     return select_studies(handed_off_studies(spool), handoff_arrivals(spool), site_ids=site_ids,
                           subject_ids=subject_ids, study_keys=study_keys, since=since)

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict
+from dataclasses import dataclass
 from datetime import timedelta, timezone
 
 import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from rntflow.physics.nuclides import nuclide
-from rntflow.harmonization.calibration import calibration_for
-from rntflow.harmonization.headers import normalise_radionuclide, nm_to_image, parse_nm_header
-from rntflow.harmonization.cylinder import to_bq_per_ml
-from rntflow.harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
+from rntflow.core.config import TrialConfig
 from rntflow.core.errors import ConfigError, DicomInputError, VoiError
 from rntflow.core.qa import FAIL, PASS, WARN, CheckResult, qa_row
-from rntflow.tasks.common import calibration_history, calibration_id, product_store, trial_config
-from rntflow.tasks.products import TimePointMeta
 from rntflow.dicomio.study import load_study
+from rntflow.harmonization.calibration import calibration_for
+from rntflow.harmonization.cylinder import to_bq_per_ml
+from rntflow.harmonization.headers import nm_to_image, normalise_radionuclide, parse_nm_header
+from rntflow.harmonization.recon_check import check_counts_plausible, check_fov_covers_vois, check_reconstruction
+from rntflow.physics.nuclides import nuclide
+from rntflow.tasks.common import calibration_history, calibration_id, product_store
+from rntflow.tasks.products import TimePointMeta
 from rntflow.tasks.voi_masks import rtstruct_masks, seg_masks
 
 #: A study is the same administration as another when their start times agree this well.
@@ -50,6 +51,32 @@ def classify_study(study_dir: str, kind: str) -> str:
         return "segmentation"
     raise DicomInputError(f"study has no NM reconstruction and no segmentation ({study.n_files} files; "
                           f"unused: {', '.join(study.unused[:3]) or 'none'})")
+
+
+@dataclass
+class TimepointResult:
+    """What quantifying one patient time point produced.
+
+    Attributes
+    ----------
+    study : dict
+        The ``studies`` row.
+    checks : list of dict
+        ``qa_checks`` rows.
+    meta : TimePointMeta or None
+        The quantified time point; ``None`` when nothing could be quantified, and then
+        exactly one of ``waiting_for`` / ``failed`` says why and what to do.
+    waiting_for : str or None
+        What must arrive before the time point can be quantified (and the next action).
+    failed : str or None
+        Why the time point can never be quantified as sent (and the next action).
+    """
+
+    study: dict
+    checks: list[dict]
+    meta: TimePointMeta | None
+    waiting_for: str | None = None
+    failed: str | None = None
 
 
 def _cycle_of(admin, others: list[TimePointMeta]) -> int:
@@ -95,7 +122,7 @@ def _referenced_frame_of_reference(obj) -> str | None:
 
 
 @task(name="attach-segmentation", retries=2, retry_delay_seconds=2)
-def attach_segmentation(config_path: str | None, site_id: str, subject_id: str, study_id: str,
+def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
                         study_dir: str) -> dict:
     """VOIs sent in a study of their own (RTSTRUCT/SEG only) join the time point whose CT they
     were drawn on (same frame of reference).
@@ -106,7 +133,6 @@ def attach_segmentation(config_path: str | None, site_id: str, subject_id: str, 
         ``cycle`` and ``target_study_id`` of the time point that received VOIs (None when no
         received CT matches), and ``checks`` (qa rows).
     """
-    config = trial_config(config_path)
     store = product_store(config)
     study = load_study(study_dir)
     cols = {"subject_id": subject_id, "study_id": study_id}
@@ -133,17 +159,15 @@ def attach_segmentation(config_path: str | None, site_id: str, subject_id: str, 
 
 
 @task(name="quantify-timepoint", retries=2, retry_delay_seconds=2)
-def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, study_id: str,
-                       study_dir: str) -> dict:
+def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
+                       study_dir: str) -> TimepointResult:
     """Check the reconstruction against the protocol and quantify it to Bq/mL.
 
     Returns
     -------
-    dict
-        ``meta`` (TimePointMeta as dict, or None when the study cannot be quantified),
-        ``checks`` (qa_checks rows), ``study`` (the studies row).
+    TimepointResult
+        The studies and qa_checks rows and the quantified time point, or why there is none.
     """
-    config = trial_config(config_path)
     store = product_store(config)
     study = load_study(study_dir)
     if study.nm is None:
@@ -168,7 +192,8 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
         checks.append(qa_row(CheckResult(
             "timing", FAIL, "missing", "acquisition and administration date-times",
             "cannot place the scan in time: no acquisition or administration date-time"), "study", study_id, **cols))
-        return {"meta": None, "checks": checks, "study": study_row}
+        return TimepointResult(study_row, checks, None, failed="the scan cannot be placed in time (no acquisition "
+                               "or administration date-time): correct the header at the site and re-send")
     if header.units == "CNTS" and header.acquisition_duration_s:
         checks.append(qa_row(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
                                                     header.acquisition_duration_s, SENSITIVITY_RANGE_CPS_PER_MBQ,
@@ -186,7 +211,9 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
                     "the time point is not quantified"}[status])
     if cal is None:
         checks.append(qa_row(cal_check, "study", study_id, **cols))
-        return {"meta": None, "checks": checks, "study": study_row}
+        return TimepointResult(study_row, checks, None, waiting_for=(
+            f"calibration of camera {header.camera_id} for {nuc_name}: send the site's uniform-cylinder phantom "
+            "scan (with its fill-log row); the time point is re-processed when it arrives"))
     cal_id = calibration_id(cal)
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0  # of the phantom calibration, in both arms
     if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
@@ -214,7 +241,7 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
     meta = TimePointMeta(
         site_id=site_id, subject_id=subject_id, study_id=study_id, camera_id=header.camera_id,
-        acquisition_start=header.acquisition_start.isoformat(), administration_datetime=admin.isoformat(),
+        acquisition_start=header.acquisition_start, administration_datetime=admin,
         administered_activity_mbq=header.administered_activity_mbq, radionuclide=nuc_name, t_h=float(t_h),
         cycle=_cycle_of(admin, others), calibration_id=cal_id, calibration_status=status,
         calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
@@ -224,4 +251,4 @@ def quantify_timepoint(config_path: str | None, site_id: str, subject_id: str, s
     study_row["cycle"] = meta.cycle
     for c in checks:
         c["cycle"] = meta.cycle
-    return {"meta": asdict(meta), "checks": checks, "study": study_row}
+    return TimepointResult(study_row, checks, meta)

@@ -40,7 +40,7 @@ def test_rigid_registration_recovers_known_motion():
     truth.SetTranslation((4.3, -3.1, 2.2))
     moving = sitk.Resample(fixed, fixed, truth.GetInverse(), sitk.sitkLinear, 0.0)
     res = register_rigid(fixed, moving)
-    # brief: within 1 mm / 0.5 degree. Points across the volume map within 1 mm:
+    # tolerance: within 1 mm / 0.5 degree (a fraction of a SPECT voxel). Points across the volume map within 1 mm:
     for p in [(10.0, 10.0, 10.0), (100.0, 100.0, 110.0), (56.0, 56.0, 62.0)]:
         err = np.subtract(res.transform.TransformPoint(p), truth.TransformPoint(p))
         assert np.linalg.norm(err) < 1.0
@@ -54,7 +54,8 @@ def test_rigid_registration_recovers_known_motion():
 
 
 def test_conversion_factors_against_seed():
-    # seed 000: 90Y 49.67 J/GBq (0.5% asked); 166Ho 15.85 J/GBq (ICRP-107 beta data give
+    # de Wit-van der Veen et al ("Current status of clinical dosimetry and personalized radionuclide
+    # therapy"): 90Y 49.67 J/GBq (0.5% asked); 166Ho 15.85 J/GBq (ICRP-107 beta data give
     # 2% less; tolerance 2.5% documented in dosimetry/tare.py)
     assert conversion_factor_j_per_gbq("Y-90") == pytest.approx(49.67, rel=0.005)
     assert conversion_factor_j_per_gbq("Ho-166") == pytest.approx(15.85, rel=0.025)
@@ -123,8 +124,8 @@ def test_cli_errors(capsys):
 
 def test_quiremspheres_plan_in_each_cf_convention():
     # whole-liver 166Ho plan at the 60 Gy parenchyma limit (r = 1, no shunt), 1.8 kg liver.
-    # Product convention: 15.87 J/GBq is published for QuiremSpheres (DOMAIN.md sec. 5) and
-    # seed 000 gives 15.85: A = 60 * 1.8 / 15.87 = 6.805 GBq; within 0.5 % with that CF set
+    # Product convention: 15.87 J/GBq is also in use for QuiremSpheres and de Wit-van der Veen et al
+    # (Table 1's convention) give 15.85: A = 60 * 1.8 / 15.87 = 6.805 GBq; within 0.5 % with that CF set
     prod = plan_partition(60.0, 1.5, 0.3, 1.0, 0.0, product="QuiremSpheres")
     assert prod.cf_convention == "product" and prod.cf_j_per_gbq == 15.85
     assert prod.activity_gbq == pytest.approx(60.0 * 1.8 / 15.87, rel=0.005)

@@ -63,7 +63,8 @@ def test_a_task_failing_twice_completes_through_retries(small_trial, trial_cfg, 
     assert calls["n"] >= 3  # classify-study failed twice, its retries got through
     assert out["kind"] == "patient"
     runs = read_latest(load_config(trial_cfg).warehouse_dir, "flow_runs")
-    assert list(runs["state"]) == ["Completed"]
+    # the camera has no calibration yet: the study waits for it (never "Completed" with nothing produced)
+    assert list(runs["state"]) == ["Waiting"] and "calibration of camera" in runs["message"].iloc[0]
 
 
 def test_a_persistent_failure_marks_its_subject_and_spares_the_others(small_trial, trial_cfg, prefect_harness,
@@ -120,3 +121,42 @@ def test_a_structure_set_sent_on_its_own_joins_its_time_point(small_trial, trial
     meta = store.timepoints("SITE01", subject)[0]
     assert {"Kidney_L", "Kidney_R", "Liver"} <= set(meta.voi_names)
     assert set(store.vois(meta)) == set(meta.voi_names)
+
+
+def test_arrival_order_does_not_matter_for_a_time_point_and_its_calibration(small_trial, trial_cfg, prefect_harness,
+                                                                             tmp_path):
+    """Issue 14: a time point that arrives before its camera's calibration waits, says why, and is
+    quantified by itself when the phantom arrives; a structure set sent before its CT waits too."""
+    from rntflow.status import coordinator_status
+    from rntflow.tasks.products import ProductStore
+
+    config = load_config(trial_cfg)
+    pid, full = _study(small_trial, "SITE01", "AMC")  # SITE01's patient, first time point
+    subject = _subject(small_trial, pid)
+    deid = config.spool_dir / "deid" / "SITE01" / subject  # where the listener keeps it (re-runs look there)
+    images, rtss = deid / "tp1", deid / "tp1-rtss"
+    for sub in ("NM", "CT"):
+        shutil.copytree(full / sub, images / sub)
+    shutil.copytree(full / "RTSTRUCT", rtss / "RTSTRUCT")
+
+    process_study("SITE01", subject, "patient", "tp1-rtss", str(rtss), 0, 1, trial_cfg)  # VOIs before their CT
+    process_study("SITE01", subject, "patient", "tp1", str(images), 0, 1, trial_cfg)  # before the calibration
+    qa = read_latest(config.warehouse_dir, "qa_checks", "check_name = 'processing'").set_index("study_id")
+    assert qa.loc["tp1", "value_found"] == "waiting" and "calibration" in qa.loc["tp1", "message"]
+    assert qa.loc["tp1-rtss", "value_found"] == "waiting" and "CT" in qa.loc["tp1-rtss", "message"]
+    status = coordinator_status(config)
+    waiting = {w["study_id"]: w for w in status["waiting"]}
+    assert {"tp1", "tp1-rtss"} <= set(waiting) and "calibration" in waiting["tp1"]["reason"]
+
+    ph_pid, phantom = _study(small_trial, "SITE01", "QC-CYL")
+    ph_dir = config.spool_dir / "deid" / "SITE01" / _subject(small_trial, ph_pid) / phantom.name
+    shutil.copytree(phantom, ph_dir)
+    process_study("SITE01", _subject(small_trial, ph_pid), "phantom", phantom.name, str(ph_dir), 0, 1, trial_cfg)
+
+    qa = read_latest(config.warehouse_dir, "qa_checks", "check_name = 'processing'").set_index("study_id")
+    assert qa.loc["tp1", "value_found"] == "processed"  # re-run by the calibration's arrival
+    assert qa.loc["tp1-rtss", "value_found"] == "processed"  # re-run by its CT's arrival
+    meta = ProductStore(config.products_dir).timepoints("SITE01", subject)[0]
+    assert {"Kidney_L", "Kidney_R", "Liver"} <= set(meta.voi_names)
+    runs = read_latest(config.warehouse_dir, "flow_runs").sort_values("ended_at").drop_duplicates("study_id", keep="last")
+    assert set(runs["state"]) == {"Completed"}

@@ -21,7 +21,9 @@ from rntflow.analysis.dose_effect import (
     site_effect_test,
 )
 
-D50_GY, GAMMA50 = 28.0, 1.8  # kidney-like NTCP (seed 000: kidney limits 23-40 Gy)
+# Kidney-like NTCP: kidney limits 23-40 Gy (de Wit-van der Veen, de Vries-Huizing and Stokkel, "Current status
+# of clinical dosimetry and personalized radionuclide therapy", NKI Amsterdam review).
+D50_GY, GAMMA50 = 28.0, 1.8
 
 
 def simulate(n: int, seed: int, d50: float = D50_GY, gamma50: float = GAMMA50, spread: float = 0.35):

@@ -9,11 +9,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.integrate import quad
 
 from rntflow.analysis.dose_effect import ntcp_logistic
 from rntflow.analysis.figures import svg_figure
 from rntflow.analysis.reports import NONE_TEXT, subject_report_html, trial_report_html
 from rntflow.analysis.tac_curves import tac_curve
+from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
 
 SUBJECT = "SITE01-S07"
 SITE = "SITE01"
@@ -349,6 +351,55 @@ def test_tac_curve_other_fitted_models_use_documented_key_order():
     up = {"a0_mbq": 50.0, "lambda1_per_h": 0.02, "lambda2_per_h": 0.5}
     np.testing.assert_allclose(tac_curve("bi_exp_uptake", up, t), 50.0 * (np.exp(-0.02 * t) - np.exp(-0.5 * t)),
                                rtol=1e-9)
+
+
+def _uptake_cycle_fit() -> tuple[dict, list[dict]]:
+    """The tac_fits row and voi_timepoints rows of a lesion whose uptake peaks between 4 and 24 h."""
+    lam_clear, lam_up = math.log(2.0) / 60.0, 0.15  # 1/h: T_eff 60 h, uptake peak at ~18.5 h
+    z, y, x = np.ogrid[:24, :24, :24]
+    ball = (z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2 <= 25
+    voxel_ml = 4.8 ** 3 / 1000.0
+    volume_ml = float(ball.sum()) * voxel_ml
+    tps = [TimePoint(f"S{i}", t, np.where(ball, 5e5 * (math.exp(-lam_clear * t) - math.exp(-lam_up * t)), 0.0))
+           for i, t in enumerate((4.0, 24.0, 96.0, 168.0))]
+    res = compute_cycle_dosimetry(tps, [Voi("Lesion_1", ball.astype(np.float32), volume_ml, volume_ml)],
+                                  CycleSettings("Lu-177", 7400.0, (4.8, 4.8, 4.8), voxel_engine="organ",
+                                                partial_volume_correction=False))
+    return res.tac_fits[0], res.voi_timepoints
+
+
+def test_tac_curve_uptake_mono_exp_from_the_cycle_row_integrates_to_its_tia():
+    # law: the TIA is the area under the TAC from 0 to infinity (MIRD schema). The redrawn
+    # uptake_mono_exp curve (lines from (0, 0) through the measured uptake points, the fitted
+    # exponential from the peak on) must enclose the fit's TIA: within 1 % (parameters are
+    # rounded to 8 decimals in params_json; quadrature is far more precise than that).
+    fit, points = _uptake_cycle_fit()
+    assert fit["model"] == "uptake_mono_exp"
+    params = json.loads(fit["params_json"])
+    assert params["peak_h"] == 24.0 and params["uptake_t_h"] == [4.0, 24.0]
+
+    def curve(t: float) -> float:
+        return float(tac_curve("uptake_mono_exp", fit["params_json"], t))
+
+    rising, _ = quad(curve, 0.0, params["peak_h"], points=params["uptake_t_h"][:-1], limit=200)
+    tail, _ = quad(curve, params["peak_h"], math.inf, limit=200)
+    assert rising + tail == pytest.approx(fit["tia_mbq_h"], rel=0.01)
+    # the uptake part goes through the measured points, the tail halves every T_eff
+    measured = {p["t_h"]: p["activity_mbq"] for p in points}
+    np.testing.assert_allclose(tac_curve("uptake_mono_exp", params, [4.0, 23.999999]),
+                               [measured[4.0], measured[24.0]], rtol=1e-6)
+    t_eff = fit["effective_half_life_h"]
+    np.testing.assert_allclose(tac_curve("uptake_mono_exp", params, 100.0 + t_eff),
+                               tac_curve("uptake_mono_exp", params, 100.0) / 2.0, rtol=1e-6)
+
+
+def test_tac_curve_uptake_mono_exp_rejects_points_that_do_not_end_at_the_peak():
+    params = {"a0_mbq": 10.0, "lambda_per_h": 0.01, "peak_h": 24.0, "uptake_t_h": [4.0, 20.0],
+              "uptake_activity_mbq": [3.0, 8.0]}
+    with pytest.raises(ValueError):
+        tac_curve("uptake_mono_exp", params, [1.0])
+    with pytest.raises(ValueError):
+        tac_curve("uptake_mono_exp", {"a0_mbq": 10.0, "lambda_per_h": 0.01}, [1.0])
 
 
 @pytest.mark.parametrize("model", ["madsen", "hanscheid"])

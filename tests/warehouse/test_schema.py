@@ -5,7 +5,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from rntflow.warehouse.schema import BOOKKEEPING, FORBIDDEN_NAME_RE, TABLES, duckdb_type, schema_markdown, unit_from_name
+from rntflow.warehouse.schema import (
+    BOOKKEEPING,
+    FORBIDDEN_NAME_RE,
+    TABLES,
+    duckdb_type,
+    schema_markdown,
+    unit_from_name,
+)
 
 REQUIRED_TABLES = {"sites", "cameras", "calibrations", "phantom_results", "subjects", "administrations", "studies",
                    "qa_checks", "voi_timepoints", "tac_fits", "voi_doses", "dvhs", "outcomes", "flow_runs"}
