@@ -10,7 +10,9 @@ multi-frame, 128 frames of 128 x 128) are pushed with dcmtk ``storescu`` (TCP_NO
 * the floor: each file's bytes written and fsync'd, one file at a time, to the same disk.
 
 Then three sites push three distinct copies at once (rntflow and storescp), against the
-floor for three times the bytes. Prints a markdown table.
+floor for three times the bytes. Prints a markdown table, then the C-STORE handler's own
+work per 512 x 512 CT slice, stage by stage, in this process (what is left of the
+listener's time is pynetdicom's receive path and the worker process sharing the cores).
 """
 
 from __future__ import annotations
@@ -157,9 +159,51 @@ def run_storescp(work: Path, sets: list[list[Path]], callings: list[str]) -> flo
         proc.wait(timeout=30)
 
 
+def handler_stages(n: int = 50) -> dict[str, float]:
+    """Mean milliseconds per 512 x 512 CT slice of each stage of the C-STORE handler.
+
+    The stages of :meth:`listener.handlers.ListenerHandlers.on_store`, called directly on
+    encoded slices: structure check, header read, de-identification preflight, SHA-256,
+    durable store (write, fsync, index).
+    """
+    import hashlib
+
+    from rntflow.listener.deid import preflight
+    from rntflow.listener.spool import Spool
+    from rntflow.listener.validate import check_structure, read_header
+    from tests.listener.dicomgen import CT, to_bytes
+
+    slices = ct_series(PATIENT, n, size=512)
+    blobs = [(to_bytes(d, with_meta=False), to_bytes(d, with_meta=True), str(d.SOPInstanceUID))
+             for d in slices]
+    work = Path(tempfile.mkdtemp(prefix="rntflow-bench-handler-"))
+    spool = Spool(work / "spool")
+    spool.prepare_sites(["SITE01"])
+    totals = dict.fromkeys(("structure", "header", "preflight", "sha256", "store"), 0.0)
+    try:
+        for ds_bytes, file_bytes, uid in blobs:
+            t = time.perf_counter()
+            check_structure(ds_bytes, "1.2.840.10008.1.2.1")
+            t1 = time.perf_counter()
+            ds, header = read_header(file_bytes, CT, uid)
+            t2 = time.perf_counter()
+            preflight(ds)
+            t3 = time.perf_counter()
+            sha = hashlib.sha256(ds_bytes).hexdigest()
+            t4 = time.perf_counter()
+            spool.store("SITE01", header, [file_bytes], sha)
+            t5 = time.perf_counter()
+            for key, dt in zip(totals, (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                totals[key] += dt
+    finally:
+        spool.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return {k: 1000 * v / n for k, v in totals.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--slices", type=int, default=400)
+    ap.add_argument("--slices", type=int, default=800)
     ap.add_argument("--workdir", type=Path, default=None,
                     help="on the disk to measure (default: a temp dir)")
     args = ap.parse_args()
@@ -194,6 +238,13 @@ def main() -> int:
     for name, sites, n, mb, t, tf, ts in rows:
         print(f"| {name} | {sites} | {n} | {mb:.0f} | {t:.2f} | {mb / t:.0f} | "
               f"{t / tf:.2f} | {t / ts:.2f} |")
+    stages = handler_stages()
+    print(f"\nfloor per instance: {1000 * t_floor1 / n1:.2f} ms; rntflow per instance: "
+          f"{1000 * t_rnt1 / n1:.2f} ms; handler stages (ms per 512x512 CT slice):\n")
+    print("| " + " | ".join(stages) + " | total |")
+    print("|" + " ---: |" * (len(stages) + 1))
+    print("| " + " | ".join(f"{v:.2f}" for v in stages.values())
+          + f" | {sum(stages.values()):.2f} |")
     return 0
 
 

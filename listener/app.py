@@ -1,7 +1,9 @@
 """Entry point of the DICOM listener: ``rntflow listen --config trial.yaml``.
 
 ``start_listener`` wires the pieces (pynetdicom's apps/qrscp split): the AE and its
-presentation contexts (:func:`build_ae`), admission and C-STORE handlers
+presentation contexts (:func:`build_ae`) served behind the admission front
+(:mod:`listener.front`: connection limits, request deadline, PDU size caps), admission and
+C-STORE handlers
 (:mod:`listener.handlers`), durable storage (:mod:`listener.spool`), and the ingest worker
 (:mod:`listener.stable`) that de-identifies, detects stable studies and hands them off.
 """
@@ -22,6 +24,8 @@ from pydicom.uid import UID_dictionary
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
+from rntflow.core.config import TrialConfig, load_config
+from rntflow.core.errors import ConfigError
 from rntflow.listener.deid import EnrolmentIndex, KeyStore
 from rntflow.listener.front import AdmissionLimits, FrontServer
 from rntflow.listener.handlers import ListenerHandlers
@@ -29,8 +33,6 @@ from rntflow.listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispa
 from rntflow.listener.logs import configure_logging, get_logger, limit_library_logs, log_event
 from rntflow.listener.spool import FaultInjector, Spool
 from rntflow.listener.stable import IngestWorker, WorkerSettings
-from rntflow.core.config import TrialConfig, load_config
-from rntflow.core.errors import ConfigError
 
 #: transfer syntaxes accepted: native, deflated and the common compressed ones (PS3.5 A.4).
 TRANSFER_SYNTAXES = [

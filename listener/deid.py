@@ -383,3 +383,22 @@ def deid_relpath(site_id: str, subject_id: str, study_key: str, ds: Dataset, key
 def read_dataset(path: Path) -> Dataset:
     """Read a spooled Part-10 file."""
     return pydicom.dcmread(path)
+
+
+def read_trial_shift_days(keys_dir: Path) -> int | None:
+    """The trial-wide date shift (whole days, negative), read-only; ``None`` before the first study.
+
+    Lets the coordinator's status put today's wall-clock date on the de-identified clock
+    (``today + shift``) without opening the key table for writing or seeing any identity.
+    """
+    db = Path(keys_dir) / "keys.sqlite"
+    if not db.exists():
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT date_shift_days FROM trial_shift").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
+    return int(row[0]) if row else None

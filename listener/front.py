@@ -34,6 +34,8 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -48,6 +50,9 @@ PDU_P_DATA_TF = 0x04
 ABORT_UNRECOGNISED_PDU = 0x01
 ABORT_UNEXPECTED_PDU = 0x02
 ABORT_INVALID_PARAMETER = 0x06
+
+#: PS3.7 Annex C: failure "unrecognized operation"
+STATUS_UNRECOGNISED_OPERATION = 0x0211
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
         sock.settimeout(remaining)
         try:
             k = sock.recv_into(view[got:], n - got)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise FrontRefusal("association request not complete in time") from None
         if k == 0:
             raise FrontRefusal("connection closed before the association request")
@@ -260,13 +265,14 @@ class FrontSocket(AssociationSocket):
         out[:take] = self._prefix[:take]
         del self._prefix[:take]
         got = take
-        view = memoryview(out)
-        while got < nr_bytes:
-            k = self.socket.recv_into(view[got:], nr_bytes - got)
-            if not k:
-                del out[got:]
-                break
-            got += k
+        with memoryview(out) as view:
+            while got < nr_bytes:
+                k = self.socket.recv_into(view[got:], nr_bytes - got)
+                if not k:  # the peer closed: return what arrived (pynetdicom's contract)
+                    break
+                got += k
+        if got < nr_bytes:
+            del out[got:]
         return out
 
 
@@ -315,10 +321,32 @@ class BoundedDUL(DULServiceProvider):
         super()._read_pdu_data()
 
 
+class FrontAssociation(Association):
+    """An acceptor that answers query/retrieve requests itself with a failure.
+
+    pynetdicom routes a DIMSE request by its Affected SOP Class UID, so a C-FIND, C-GET or
+    C-MOVE naming a storage SOP class reaches the Storage SCP, whose C-STORE response
+    building raises and leaves the peer waiting. This listener offers no query/retrieve
+    service: such a request gets its own response type with status 0x0211 at once.
+    """
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        if isinstance(msg, (C_FIND, C_GET, C_MOVE)) and context_id in self._accepted_cx:
+            rsp = type(msg)()
+            rsp.MessageIDBeingRespondedTo = msg.MessageID
+            rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
+            rsp.Status = STATUS_UNRECOGNISED_OPERATION
+            self.dimse.send_msg(rsp, context_id)
+            log_event("query_retrieve_refused", level=logging.WARNING,
+                      message=type(msg).__name__, address=self.requestor.address)
+            return
+        super()._serve_request(msg, context_id)
+
+
 class FrontHandler(RequestHandler):
     """Per-connection work of the front, in the connection's own thread."""
 
-    server: "FrontServer"
+    server: FrontServer
 
     def handle(self) -> None:
         server = self.server
@@ -339,7 +367,9 @@ class FrontHandler(RequestHandler):
             assoc.start()
             assoc.join()
         except FrontRefusal as exc:
-            server.refused(address, exc.reason)
+            # a bare connect-and-close (port probe, load-balancer health check) is no attack
+            quiet = exc.reason.startswith("connection closed before")
+            server.refused(address, exc.reason, level=logging.INFO if quiet else logging.WARNING)
             _answer_and_close(sock, exc.answer)
         except (OSError, ssl.SSLError, ValueError) as exc:
             server.refused(address, f"{type(exc).__name__} before association")
@@ -357,7 +387,7 @@ class FrontHandler(RequestHandler):
         tls.settimeout(remaining)
         try:
             tls.do_handshake()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise FrontRefusal("TLS handshake not complete in time") from None
         return tls
 
@@ -365,17 +395,19 @@ class FrontHandler(RequestHandler):
         """An acceptor :class:`Association` as pynetdicom 3.0's
         ``RequestHandler._create_association`` builds it, with :class:`BoundedDUL` and
         :class:`FrontSocket` holding the request already read."""
-        from pynetdicom.association import Association
-
         ae, server = self.ae, self.server
-        assoc = Association(ae, MODE_ACCEPTOR)
+        assoc = FrontAssociation(ae, MODE_ACCEPTOR)
         assoc._server = server
         assoc.dul = BoundedDUL(assoc, max_pdata=ae.maximum_pdu_size or 0,
                                max_other=server.limits.max_request_bytes,
                                on_refused=lambda r: server.refused(
                                    str(self.client_address[0]), r, after_admission=True))
         assoc.network_timeout = ae.network_timeout  # re-arm the new DUL's idle timer
-        assoc.name = "AcceptorThread@front"
+        # pynetdicom counts threads named AcceptorThread* as associations; one name per
+        # connection also keys the per-association bound on library logs (listener.logs)
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        assoc.name = f"AcceptorThread@{peer}"
+        assoc.dul.name = f"DUL@{peer}"
         assoc.set_socket(FrontSocket(assoc, sock, request))
         assoc.acceptor.maximum_length = ae.maximum_pdu_size
         assoc.acceptor.ae_title = server.ae_title
@@ -447,10 +479,11 @@ class FrontServer(ThreadedAssociationServer):
         """Log one bounded line instead of a traceback per connection."""
         self.refused(str(client_address[0]), "unexpected error in connection thread")
 
-    def refused(self, address: str, reason: str, after_admission: bool = False) -> None:
+    def refused(self, address: str, reason: str, after_admission: bool = False,
+                level: int = logging.WARNING) -> None:
         """Log a refusal, at most a few lines per address and reason per minute."""
         allowed, suppressed = self.log_limiter.allow((address, reason))
         if allowed:
-            log_event("connection_refused", level=logging.WARNING, address=address,
+            log_event("connection_refused", level=level, address=address,
                       reason=reason, after_admission=after_admission,
                       suppressed_since_last=suppressed)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pynetdicom import evt
 from pynetdicom.events import Event
 
+from rntflow.core.config import TrialConfig
+from rntflow.core.errors import StorageError
 from rntflow.listener.deid import DeidentificationError, preflight
 from rntflow.listener.logs import log_event
 from rntflow.listener.spool import Spool
@@ -35,8 +37,6 @@ from rntflow.listener.validate import (
     check_structure,
     read_header,
 )
-from rntflow.core.config import TrialConfig
-from rntflow.core.errors import StorageError
 
 #: PS3.7 C.4.1.1.4: a request that is not a C-ECHO on the Verification service
 STATUS_UNRECOGNISED_OPERATION = 0x0211
@@ -80,6 +80,16 @@ def admit(config: TrialConfig, calling_ae: str, called_ae: str, address: str,
         return Admission(False, site.id, "free disk below the configured floor",
                          (0x02, 0x03, 0x02))
     return Admission(True, site.id)
+
+
+def well_formed_contexts(rq: object) -> bool:
+    """Whether every proposed presentation context names at least one transfer syntax.
+
+    PS3.8 9.3.2.2: a presentation context item carries one abstract syntax and one or
+    more transfer syntax sub-items.
+    """
+    contexts = getattr(rq, "presentation_context_definition_list", None) or []
+    return bool(contexts) and all(cx.transfer_syntax for cx in contexts)
 
 
 def certificate_names(cert: dict | None) -> set[str]:
@@ -186,6 +196,12 @@ class ListenerHandlers:
         except OSError:
             free_mb = 0.0
         decision = admit(self.config, calling, called, address, free_mb)
+        if decision.accepted and not well_formed_contexts(rq):
+            # pynetdicom 3.0's negotiate_as_acceptor indexes transfer_syntax[0] and its
+            # thread dies on an empty list, leaving the peer without an answer
+            decision = Admission(False, decision.site_id,
+                                 "presentation context without a transfer syntax",
+                                 (0x01, 0x01, 0x01))
         if decision.accepted and self.config.listener.tls.enabled:
             site = self.config.site_for_ae(calling)
             if not certificate_matches_site(peer_certificate(event), site.id,

@@ -11,7 +11,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 LOGGER_NAME = "rntflow.listener"
 

@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS instances (
     attempts INTEGER NOT NULL DEFAULT 0,      -- de-identification attempts that failed
     next_try_at_s REAL NOT NULL DEFAULT 0,
     last_error TEXT,
-    UNIQUE (sop_uid, sha256)
+    UNIQUE (site_id, sop_uid, sha256)
 );
 CREATE INDEX IF NOT EXISTS ix_inst_state ON instances(state);
 CREATE INDEX IF NOT EXISTS ix_inst_study ON instances(site_id, study_uid);
@@ -171,6 +171,40 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE instances ADD COLUMN {name} {decl}")
             except sqlite3.OperationalError:  # another connection added it meanwhile
                 pass
+    _migrate_site_dedup(conn)
+
+
+def _instances_sql(conn: sqlite3.Connection) -> str:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='instances'"
+                       ).fetchone()
+    return row[0] if row else ""
+
+
+def _migrate_site_dedup(conn: sqlite3.Connection) -> None:
+    """Rebuild an ``instances`` table unique on (sop_uid, sha256) as unique per site.
+
+    Identical bytes sent by two sites are two rows (one per site), so that the second
+    site's study is indexed, de-identified and handed off too (issue 15, finding 9).
+    """
+    if "UNIQUE (sop_uid, sha256)" not in _instances_sql(conn):
+        return
+    create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS instances"):]
+    create = create[:create.index(");") + 2].replace(
+        "IF NOT EXISTS instances", "instances_site_dedup")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "UNIQUE (sop_uid, sha256)" in _instances_sql(conn):  # not done meanwhile
+            cols = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(instances)"))
+            conn.execute(create)
+            conn.execute(f"INSERT INTO instances_site_dedup ({cols}) SELECT {cols} FROM instances")
+            conn.execute("DROP TABLE instances")
+            conn.execute("ALTER TABLE instances_site_dedup RENAME TO instances")
+            conn.execute("CREATE INDEX IF NOT EXISTS ix_inst_state ON instances(state)")
+            conn.execute("CREATE INDEX IF NOT EXISTS ix_inst_study ON instances(site_id, study_uid)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 @dataclass(frozen=True)
@@ -310,15 +344,19 @@ class Spool:
             raise
         os.close(fd)
 
-    def lookup(self, sop_uid: str) -> list[tuple[str, int]]:
-        """Return ``(sha256, version)`` rows already indexed for ``sop_uid``."""
+    def lookup(self, sop_uid: str, site_id: str) -> list[tuple[str, int]]:
+        """Return ``(sha256, version)`` rows already indexed for ``sop_uid`` from a site."""
         with self.lock:
             return self.conn.execute(
-                "SELECT sha256, version FROM instances WHERE sop_uid=?", (sop_uid,)).fetchall()
+                "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
+                (sop_uid, site_id)).fetchall()
 
     def store(self, site_id: str, header: "InstanceHeader", chunks: list[bytes],
               sha256: str) -> StoreResult:
-        """Store one instance durably and index it; dedup by (SOP Instance UID, content).
+        """Store one instance durably and index it; dedup by (site, SOP Instance UID, content).
+
+        The same bytes from another site are stored and indexed for that site too: each
+        site's study is complete on its own (versions count per site).
 
         Parameters
         ----------
@@ -336,7 +374,7 @@ class Spool:
         StorageError
             When the bytes cannot be made durable or indexed (disk full, I/O error).
         """
-        existing = self.lookup(header.sop_instance_uid)
+        existing = self.lookup(header.sop_instance_uid, site_id)
         for sha, version in existing:
             if sha == sha256:
                 self._count_duplicate(site_id)
@@ -351,8 +389,8 @@ class Spool:
         try:
             with self.lock:
                 rows = self.conn.execute(
-                    "SELECT sha256, version FROM instances WHERE sop_uid=?",
-                    (header.sop_instance_uid,)).fetchall()
+                    "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
+                    (header.sop_instance_uid, site_id)).fetchall()
                 for sha, version in rows:
                     if sha == sha256:   # a concurrent association won the race
                         self._count_duplicate_locked(site_id)
@@ -478,8 +516,9 @@ class Spool:
                 log_event("reconcile_orphan", site_id=site_id, reason=str(exc))
                 continue
             with self.lock:
-                rows = self.conn.execute("SELECT sha256, version FROM instances WHERE sop_uid=?",
-                                         (header.sop_instance_uid,)).fetchall()
+                rows = self.conn.execute(
+                    "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
+                    (header.sop_instance_uid, site_id)).fetchall()
                 if any(s == sha for s, _ in rows):
                     continue
                 version = 1 + max((v for _, v in rows), default=0)

@@ -63,13 +63,21 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from rntflow.core.methods import METHOD_PREFERENCE, method_order_sql
 from rntflow.core.files import write_text_atomic
+from rntflow.core.methods import METHOD_PREFERENCE, method_order_sql
 from rntflow.warehouse import latest
 from rntflow.warehouse.schema import DERIVED, TABLES, Table, duckdb_type
-from rntflow.warehouse.writer import (MATERIALISED, ensure_schema_files, has_files, hive_read_sql,
-                                      latest_version_sql, repair_latest, schema_files_current, table_dir,
-                                      table_lock)
+from rntflow.warehouse.writer import (
+    MATERIALISED,
+    ensure_schema_files,
+    has_files,
+    hive_read_sql,
+    latest_version_sql,
+    repair_latest,
+    schema_files_current,
+    table_dir,
+    table_lock,
+)
 
 CATALOG_NAME = "rntflow.duckdb"
 #: Oldest DuckDB whose storage format the catalog file is written in (its CLI opens it).
@@ -258,7 +266,7 @@ def view_definitions(warehouse_dir: str | Path, tables: dict[str, Table] | None 
             defs[spec.name + "_history"] = history_sql(con, warehouse_dir, spec)
     if {"voi_doses", "outcomes"} <= set(tables):
         defs.update(DERIVED_VIEWS)
-        for source, names in MATERIALISED.items():
+        for names in MATERIALISED.values():
             for name in names:
                 view = DERIVED[name]
                 if con is None or latest.derived_schema_file(warehouse_dir, name).exists():

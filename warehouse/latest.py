@@ -32,6 +32,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rntflow.core.files import atomic_write
@@ -200,12 +201,12 @@ def rebuild_partition(warehouse_dir: str | Path, spec: Table, values: dict[str, 
     glob = str(folder / "*.parquet").replace("'", "''")
     con = cursor()
     try:
-        src = f"(SELECT * FROM read_parquet('{glob}', union_by_name = true))"
+        hive_types = ", ".join(f"'{p}': VARCHAR" for p in spec.partition_by)
+        src = (f"(SELECT * FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = true, "
+               f"hive_types = {{{hive_types}}}))")
         arrow = con.sql(latest_from_history_sql(src, spec.natural_key)).to_arrow_table()
     finally:
         con.close()
-    for p in spec.partition_by:
-        arrow = arrow.append_column(p, pa.array([values[p]] * arrow.num_rows, pa.string()))
     write_latest(path, conform(arrow, spec, digest))
     return arrow.num_rows
 
@@ -278,29 +279,52 @@ def derived_is_current(warehouse_dir: str | Path, name: str, spec: Table, values
     return _stored_digest(path) == digest
 
 
-def materialise_partition(warehouse_dir: str | Path, spec: Table, values: dict[str, str], view,
-                          definitions: dict[str, str]) -> int:
-    """Recompute the derived table ``view`` for one partition of ``spec`` (under its lock).
+def materialise_partitions(warehouse_dir: str | Path, spec: Table, partitions: list[dict[str, str]], views: list,
+                           definitions: dict[str, str]) -> int:
+    """Recompute the derived tables ``views`` for some partitions of ``spec`` (under its lock).
 
-    ``definitions`` maps view names to their SELECT, in dependency order; the views before
-    ``view.name`` are created over the partition's latest file (named ``spec.name``), then
-    ``view.name``'s SELECT is stored with the partition's history digest. Returns its rows.
+    ``definitions`` maps view names to their SELECT, in dependency order. They run once over
+    the partitions' latest files together (as the relation ``spec.name``): each of ``views``
+    as a temporary table (so later ones reuse it), the others as temporary views. Each
+    result is split by partition and stored with that partition's history digest. Every
+    definition must keep the rows of one partition apart (they group by subject, who belongs
+    to one site). Returns the rows written.
     """
-    source = latest_file(warehouse_dir, spec, values)
-    path = derived_file(warehouse_dir, view.name, spec, values)
-    digest = history_digest(history_folder(warehouse_dir, spec, values))
-    if not source.exists():
-        path.unlink(missing_ok=True)
+    sources = {}
+    for values in partitions:
+        source = latest_file(warehouse_dir, spec, values)
+        if source.exists():
+            sources[tuple(values[p] for p in spec.partition_by)] = (values, source)
+        else:
+            for view in views:
+                derived_file(warehouse_dir, view.name, spec, values).unlink(missing_ok=True)
+    if not sources:
         return 0
+    listed = ", ".join("'" + str(src).replace("'", "''") + "'" for _, src in sources.values())
+    wanted = {v.name: v for v in views}
     con = cursor()
+    n = 0
     try:
-        con.execute(f"CREATE TEMP VIEW \"{spec.name}\" AS SELECT * FROM read_parquet('{str(source).replace(chr(39), chr(39) * 2)}')")
+        con.execute(f'CREATE TEMP VIEW "{spec.name}" AS SELECT * FROM read_parquet([{listed}], '
+                    "union_by_name = true, hive_partitioning = false)")
         for name, sql in definitions.items():
-            if name == view.name:
+            if not wanted:
                 break
-            con.execute(f'CREATE TEMP VIEW "{name}" AS {sql}')
-        arrow = con.sql(definitions[view.name]).to_arrow_table()
+            if name not in wanted:
+                con.execute(f'CREATE TEMP VIEW "{name}" AS {sql}')
+                continue
+            con.execute(f'CREATE TEMP TABLE "{name}" AS {sql}')
+            arrow = con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
+            view = wanted.pop(name)
+            for values, _ in sources.values():
+                mask = None
+                for p in spec.partition_by:
+                    eq = pc.equal(arrow[p], values[p])
+                    mask = eq if mask is None else pc.and_(mask, eq)
+                part = arrow.filter(mask) if len(sources) > 1 else arrow
+                digest = history_digest(history_folder(warehouse_dir, spec, values))
+                write_latest(derived_file(warehouse_dir, name, spec, values), conform(part, view, digest))
+                n += part.num_rows
     finally:
         con.close()
-    write_latest(path, conform(arrow, view, digest))
-    return arrow.num_rows
+    return n

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rntflow.core.errors import WarehouseError
@@ -133,7 +133,7 @@ def validate_frame(spec: Table, df: pd.DataFrame) -> pa.Table:
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
                 raise WarehouseError(f"{spec.name}: column {col.name!r}: cannot store as {col.arrow_type}: {exc}") from None
             if col.allowed:
-                bad = set(series.dropna().astype(str)) - set(col.allowed)
+                bad = {str(v) for v in pd.unique(series.dropna())} - set(col.allowed)
                 if bad:
                     raise WarehouseError(
                         f"{spec.name}: column {col.name!r}: value(s) {sorted(bad)} not in {list(col.allowed)}"
@@ -142,14 +142,15 @@ def validate_frame(spec: Table, df: pd.DataFrame) -> pa.Table:
         arrays.append(values)
     table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
     for part in spec.partition_by:
-        vals = set(table.column(part).drop_null().to_pylist()) if part in table.column_names else set()
+        vals = set(table.column(part).unique().drop_null().to_pylist()) if part in table.column_names else set()
         bad = [v for v in vals if not _PARTITION_VALUE_RE.match(str(v))]
         if bad:
             raise WarehouseError(f"{spec.name}: column {part!r}: value(s) {bad} are not safe partition names")
-    keys = table.select(list(spec.natural_key)).to_pandas()
-    dup = keys.duplicated(keep=False)
-    if dup.any():
-        example = keys[dup].iloc[0].to_dict()
+    keys = list(spec.natural_key)
+    counts = table.select(keys).group_by(keys).aggregate([([], "count_all")])  # NULL keys group together
+    dup = counts.filter(pc.greater(counts["count_all"], 1))
+    if dup.num_rows:
+        example = {k: dup[k][0].as_py() for k in keys}
         raise WarehouseError(f"{spec.name}: natural key {list(spec.natural_key)} repeated in the frame, e.g. {example}")
     return table
 
@@ -177,13 +178,30 @@ def content_hash(spec: Table, table: pa.Table) -> pd.Series:
     total = np.zeros(table.num_rows, dtype=np.uint64)
     for name in cols:
         column = table.column(name)
-        series = column.to_pandas()
         name_hash = np.uint64(pd.util.hash_array(np.array([name], dtype=object))[0])
-        cell = _mix64(pd.util.hash_pandas_object(series, index=False, categorize=False).to_numpy(np.uint64) ^ name_hash)
+        cell = _mix64(_value_hashes(column) ^ name_hash)
         cell[column.is_null().to_numpy(zero_copy_only=False)] = 0
         with np.errstate(over="ignore"):
             total += cell
     return pd.Series(_hex16(total), dtype=object)
+
+
+def _value_hashes(column: pa.ChunkedArray) -> np.ndarray:
+    """:func:`pandas.util.hash_pandas_object` of the column's pandas conversion, per row.
+
+    The hash of an element depends on its value only, so a text column is hashed once per
+    distinct value (Arrow dictionary encoding) and spread back by index: the same numbers,
+    without converting every row to a Python string. Null rows get an arbitrary value
+    (the caller zeroes them).
+    """
+    if pa.types.is_string(column.type) and column.num_chunks:
+        enc = column.combine_chunks().dictionary_encode()
+        if len(enc.dictionary) == 0:
+            return np.zeros(len(column), dtype=np.uint64)
+        uniq = pd.util.hash_pandas_object(enc.dictionary.to_pandas(), index=False,
+                                          categorize=False).to_numpy(np.uint64)
+        return uniq[enc.indices.fill_null(0).to_numpy(zero_copy_only=False)]
+    return pd.util.hash_pandas_object(column.to_pandas(), index=False, categorize=False).to_numpy(np.uint64)
 
 
 #: Two hex digits of every byte value, for :func:`_hex16`.
@@ -260,7 +278,7 @@ def read_latest(warehouse_dir: str | Path, table: str, where: str | None = None,
         return pd.DataFrame(columns=list(spec.column_names))
     if files is not None:
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        sql = f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+        sql = f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
     else:
         sql = latest_version_sql(f"({hive_read_sql(warehouse_dir, spec)})", spec.natural_key)
     cols = ", ".join(f'"{c}"' for c in spec.column_names)
@@ -305,7 +323,7 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
     qk = ", ".join(f'"{k}"' for k in keys)
     on = " AND ".join(f'n."{k}" IS NOT DISTINCT FROM l."{k}"' for k in keys)
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    sql = (f"WITH l AS (SELECT {qk}, result_version, row_hash FROM read_parquet([{listed}], union_by_name = true)) "
+    sql = (f"WITH l AS (SELECT {qk}, result_version, row_hash FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)) "
            f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN l ON {on} ORDER BY n.__row")
     con = latest.cursor()
     try:
@@ -457,6 +475,7 @@ def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_
     groups = arrow.select(parts).to_pandas().astype(str)
     files = 0
     data_cols = [c for c in arrow.column_names if c not in parts]
+    written: list[dict[str, str]] = []
     for values, idx in groups.groupby(parts, sort=True).indices.items():
         values = values if isinstance(values, tuple) else (values,)
         folder = table_dir(warehouse_dir, spec.name)
@@ -465,8 +484,9 @@ def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_
         rows = arrow.take(pa.array(idx))
         write_parquet_atomic(rows.select(data_cols), folder, _before_rename=before_rename)
         latest.merge_partition(warehouse_dir, spec, dict(zip(parts, values)), rows)
-        _materialise(warehouse_dir, spec, dict(zip(parts, values)))
+        written.append(dict(zip(parts, values)))
         files += 1
+    _materialise(warehouse_dir, spec, written)
     return files
 
 
@@ -489,7 +509,7 @@ def repair_latest(warehouse_dir: str | Path, tables: dict[str, Table] | None = N
 
 #: Derived views materialised at load time, per source table (see :data:`warehouse.schema.DERIVED`):
 #: the dose-effect views then aggregate per-subject rows instead of every cycle's dose.
-MATERIALISED: dict[str, tuple[str, ...]] = {"voi_doses": ("voi_dose_cumulative",)}
+MATERIALISED: dict[str, tuple[str, ...]] = {"voi_doses": ("voi_dose_cumulative", "dose_effect_targets")}
 
 
 def ensure_schema_files(warehouse_dir: Path, spec: Table) -> None:
@@ -509,15 +529,15 @@ def schema_files_current(warehouse_dir: Path, spec: Table) -> bool:
         for name in MATERIALISED.get(spec.name, ()))
 
 
-def _materialise(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> None:
-    """Recompute the derived tables of one partition of ``spec`` (under its table lock)."""
-    if not MATERIALISED.get(spec.name):
+def _materialise(warehouse_dir: Path, spec: Table, partitions: list[dict[str, str]]) -> None:
+    """Recompute the derived tables of some partitions of ``spec`` (under its table lock)."""
+    if not MATERIALISED.get(spec.name) or not partitions:
         return
     # The derived SQL is the catalog's own (one definition); the catalog imports this module.
     from rntflow.warehouse.catalog import DERIVED_VIEWS
 
-    for name in MATERIALISED[spec.name]:
-        latest.materialise_partition(warehouse_dir, spec, values, DERIVED[name], DERIVED_VIEWS)
+    latest.materialise_partitions(warehouse_dir, spec, partitions, [DERIVED[n] for n in MATERIALISED[spec.name]],
+                                  DERIVED_VIEWS)
 
 
 def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> int:
@@ -527,6 +547,6 @@ def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> i
         latest.rebuild_partition(warehouse_dir, spec, values)
     if stale or any(not latest.derived_is_current(warehouse_dir, name, spec, values)
                     for name in MATERIALISED.get(spec.name, ())):
-        _materialise(warehouse_dir, spec, values)
+        _materialise(warehouse_dir, spec, [values])
         return 1
     return 0

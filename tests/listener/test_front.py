@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rntflow.core.config import load_config
 from rntflow.listener.app import start_listener
 from rntflow.listener.front import AdmissionLimits, read_association_request
 from rntflow.listener.logs import LibraryLogLimiter
-from rntflow.core.config import load_config
-from tests.listener.conftest import FakeDispatcher, PATIENT, scu, wait_until, write_config
+from tests.listener.conftest import PATIENT, FakeDispatcher, scu, wait_until, write_config
 from tests.listener.dicomgen import CT, ct_series
 
 HOSTILE = "127.0.0.2"
@@ -81,7 +81,7 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
         return True
     except ConnectionResetError:
         return True
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
 
 
@@ -333,3 +333,68 @@ def test_library_log_limiter_bounds_one_thread():
         if limiter.filter(rec):
             out.append(rec.getMessage())
     assert len(out) == 10 and all(len(m) < 400 for m in out)
+
+
+def ac_context_results(ac_body: bytes) -> dict[int, int]:
+    """``{context id: result}`` of the presentation context items of an A-ASSOCIATE-AC."""
+    out, pos = {}, 68  # protocol version, reserved, AE titles, reserved (PS3.8 9.3.3)
+    while pos + 4 <= len(ac_body):
+        kind, _, length = struct.unpack_from(">BBH", ac_body, pos)
+        if kind == 0x21:
+            out[ac_body[pos + 4]] = ac_body[pos + 6]
+        pos += 4 + length
+    return out
+
+
+def test_query_retrieve_contexts_refused_and_empty_syntax_list_answered(trial, front):
+    find = "1.2.840.10008.5.1.4.1.2.2.1"
+    s = connect(front.port, "127.0.0.1")
+    s.sendall(associate_rq(contexts=((find, (EXPLICIT_LE,)), (CT, (EXPLICIT_LE,)))))
+    kind, body = read_pdu(s)
+    assert kind == 0x02 and ac_context_results(body) == {1: 0x03, 3: 0x00}
+    s.close()
+    for contexts in (((CT, ()),), ((CT, ()), (VERIFICATION, (EXPLICIT_LE,)))):
+        s = connect(front.port, "127.0.0.1")
+        t0 = time.monotonic()
+        s.sendall(associate_rq(contexts=contexts))
+        answer = read_pdu(s, 10.0)
+        assert answer is not None and answer[0] == 0x03  # A-ASSOCIATE-RJ, not silence
+        assert time.monotonic() - t0 < 5.0
+        s.close()
+    assert push_ok(front.port, 1) == [0]
+
+
+@pytest.mark.parametrize("kind", ["C_FIND", "C_GET", "C_MOVE"])
+def test_query_retrieve_on_storage_context_gets_a_failure(trial, front, kind):
+    import io
+
+    import pynetdicom.dimse_primitives as prims
+    from pydicom import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    assoc = scu().associate("127.0.0.1", front.port, ae_title="RNTFLOW")
+    assert assoc.is_established
+    req = getattr(prims, kind)()
+    req.MessageID, req.AffectedSOPClassUID, req.Priority = 3, CT, 2
+    if kind == "C_MOVE":
+        req.MoveDestination = "ELSEWHERE"
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, query)
+    req.Identifier = io.BytesIO(buf.getvalue())
+    cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == CT)
+    try:  # pause the reactor as pynetdicom's send_c_* methods do (see test_ingest)
+        assoc._reactor_checkpoint.clear()
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        assoc.dimse.send_msg(req, cx.context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    assert type(rsp).__name__ == kind and int(rsp.Status) == 0x0211
+    assert assoc.send_c_echo().Status == 0  # the association is still served
+    assoc.release()
