@@ -47,10 +47,10 @@ TISSUE_HU = {
     "Lesion": 35.0,
 }
 
-#: TARE dose conversion factors (J/GBq) in the convention the product dose limits of seed 000
-#: Table 1 were written in: seed 000 (de Wit-van der Veen et al, "Current status of clinical
-#: dosimetry and personalized radionuclide therapy"), partition-model equation: 90Y 49.67,
-#: 166Ho 15.85 J/GBq (15.87 J/GBq is also published for QuiremSpheres; DOMAIN.md sec. 5).
+#: TARE dose conversion factors (J/GBq) in the convention the product dose limits of Table 1
+#: of de Wit-van der Veen et al, "Current status of clinical dosimetry and personalized
+#: radionuclide therapy" (NKI review) were written in, its partition-model equation: 90Y 49.67,
+#: 166Ho 15.85 J/GBq (15.87 J/GBq is also in use for QuiremSpheres).
 #: The ICRP-107 alternative is computed from the decay data (rntflow.dosimetry.tare).
 TARE_PRODUCT_CF_J_PER_GBQ = {
     "Y-90": 49.67,

@@ -492,7 +492,7 @@ def madsen_error(x: float, t_eff_rel_dev: float) -> float:
     """Relative TIA error of Madsen's formula scanned at ``t = x T_pop`` for a patient
     whose T_eff is ``T_pop (1 + t_eff_rel_dev)``: ``k exp(x ln2 (1 - k)) - 1`` with
     ``k = 1/(1 + t_eff_rel_dev)`` (first order ``-(1 - x ln2) dev``: least sensitive at
-    ``t = T_pop/ln2 = 1.44 T_pop``, seed 002 sec. 5's "about 1.5 T_eff")."""
+    ``t = T_pop/ln2 = 1.44 T_pop``, Piwowarska-Bilska et al., Cancers 2022;14:3418, section 5: "about 1.5 T_eff")."""
     k = 1.0 / (1.0 + t_eff_rel_dev)
     return k * math.exp(x * LN2 * (1.0 - k)) - 1.0
 

@@ -20,6 +20,11 @@ from rntflow.core.errors import CalibrationError
 from rntflow.harmonization.headers import normalise_radionuclide
 
 CalibrationStatus = Literal["valid", "expired", "missing"]
+#: Where a calibration's recovery FWHM (``rc_fwhm_mm``) came from, in order of precedence:
+#: the NEMA IEC phantom's RC curve, the camera profile's ``system_fwhm_mm`` in the trial
+#: config, the uniform cylinder's edge (:func:`rntflow.harmonization.cylinder.cylinder_edge_fwhm`).
+RcFwhmSource = Literal["nema", "configured", "cylinder_edge"]
+RC_FWHM_SOURCES: tuple[str, ...] = ("nema", "configured", "cylinder_edge")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,9 @@ class Calibration:
 
     Exactly one of ``sensitivity_cps_per_mbq`` (counts reconstructions) and
     ``vendor_scale_factor`` (vendor Bq/mL reconstructions, measured / true) is set;
-    ``sd`` is the standard uncertainty of that value (same unit).
+    ``sd`` is the standard uncertainty of that value (same unit). ``rc_fwhm_mm`` (mm) drives
+    partial-volume correction; ``rc_fwhm_source`` says where it came from
+    (:data:`RC_FWHM_SOURCES`; ``None`` when there is no FWHM).
     """
 
     site_id: str
@@ -44,6 +51,7 @@ class Calibration:
     rc_sbr: float | None = None
     filter_fwhm_mm: float | None = None
     version: int = 0
+    rc_fwhm_source: RcFwhmSource | None = None
 
     def __post_init__(self) -> None:
         if (self.sensitivity_cps_per_mbq is None) == (self.vendor_scale_factor is None):

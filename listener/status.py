@@ -34,7 +34,9 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
             "failed_instances")}
         sites[s.id]["held_studies"] = []
         sites[s.id]["failed_studies"] = []
-    unattributed = {"rejections": 0, "quarantined": 0}
+        sites[s.id]["last_received_at_s"] = None
+        sites[s.id]["recent_rejections"] = []
+    unattributed = {"rejections": 0, "quarantined": 0, "recent_rejections": []}
     if not db.exists():
         return {"sites": sites, "unattributed": unattributed, "totals": _totals(sites)}
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -65,6 +67,10 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
             if site in sites:
                 sites[site]["held_studies"].append({"patient_hash": phash, "instances": n})
         _failed(q, sites)
+        for site, last in q("SELECT site_id, MAX(last_at_s) FROM studies GROUP BY site_id"):
+            if site in sites:
+                sites[site]["last_received_at_s"] = last
+        _recent_rejections(q, sites, unattributed)
         for table, key in (("quarantine", "quarantined"), ("rejections", "rejections"),
                            ("failures", "storage_failures")):
             for site, n in q(f"SELECT site_id, COUNT(*) FROM {table} GROUP BY site_id"):
@@ -90,8 +96,23 @@ def _failed(q: Any, sites: dict[str, dict[str, Any]]) -> None:
                                                   "failed_instances": n, "error": error})
 
 
+#: How many of the latest rejected associations are listed (per site and unattributed).
+RECENT_REJECTIONS = 20
+
+
+def _recent_rejections(q: Any, sites: dict[str, dict[str, Any]], unattributed: dict[str, Any]) -> None:
+    """The latest refused associations with calling AE title, address and reason."""
+    for site, calling, called, address, reason, at in q(
+            "SELECT site_id, calling_ae, called_ae, address, reason, at_s FROM rejections"
+            " ORDER BY at_s DESC LIMIT ?", (RECENT_REJECTIONS * (len(sites) + 1),)):
+        target = sites[site]["recent_rejections"] if site in sites else unattributed["recent_rejections"]
+        if len(target) < RECENT_REJECTIONS:
+            target.append({"calling_ae": calling, "called_ae": called, "address": address, "reason": reason,
+                           "at_s": at})
+
+
 def _totals(sites: dict[str, dict[str, Any]]) -> dict[str, int]:
-    keys = [k for k, v in next(iter(sites.values())).items() if isinstance(v, int)]
+    keys = [k for k, v in next(iter(sites.values())).items() if isinstance(v, int) and not isinstance(v, bool)]
     return {k: sum(s[k] for s in sites.values()) for k in keys}
 
 

@@ -186,7 +186,7 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
               f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "
               "# then http://127.0.0.1:4200",
               f"dose-effect report: {report}",
-              f"DuckDB:             duckdb {catalog_path(config.warehouse_dir)} -c \"SELECT subject_id, cycle, voi, "
+              f"DuckDB:             .venv/bin/duckdb -readonly {catalog_path(config.warehouse_dir)} -c \"SELECT subject_id, cycle, voi, "
               "round(dose_gy, 2) AS dose_gy, round(bed_gy, 2) AS bed_gy FROM voi_doses WHERE engine = 'organ' "
               "AND voi = 'Kidneys' ORDER BY 1, 2\"",
               f"truth:              {trial_dir / 'truth_voi_doses.csv'}"]

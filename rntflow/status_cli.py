@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--as-of", type=_as_of, default=None, metavar="DATETIME",
                    help="reference time on the warehouse's de-identified clock (ISO 8601, UTC if no "
-                        "zone); default: the latest study acquisition in the warehouse")
+                        "zone); default: today, moved onto that clock by the trial's date shift")
     p.add_argument("--due-within-days", type=int, default=None, metavar="DAYS",
                    help="report calibrations expiring within DAYS as due (default 30)")
     p.set_defaults(func=run)

@@ -21,15 +21,15 @@ date of the trial by one trial-wide number of days (see :mod:`rntflow.listener.d
 they cannot be compared with the wall clock. Deadlines (missing time points, calibration
 expiry) are therefore measured against a *reference time* ``as_of``:
 
-1. ``now`` when the caller passes it (taken to be on the warehouse's, shifted, clock);
-2. otherwise the latest ``acquired_at`` of any study in the warehouse (the trial's own,
-   shifted, "now": the last thing that happened);
-3. otherwise the latest calibration ``valid_from``;
-4. otherwise the wall clock (nothing dated exists, so nothing is compared).
+1. ``now`` when the caller passes it (``rntflow status --as-of``; on the warehouse's,
+   shifted, clock);
+2. otherwise *today*: the wall clock moved onto the de-identified clock by the trial's
+   date shift (read-only from the listener's key table), so a calibration that expired in
+   real time shows as expired and a time point whose window has passed as missing, even when
+   the trial has received nothing for weeks;
+3. before the first study (no shift drawn yet) the wall clock itself.
 
-The trade-off of (2): when a trial receives nothing for weeks, its clock stands still, so
-calibrations look younger than they are and late time points show as pending. The wall
-clock is reported separately as ``generated_at``.
+The wall clock is reported separately as ``generated_at``.
 
 Calibrations
 ------------
@@ -54,13 +54,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rntflow.core.config import Enrolment, TrialConfig, load_enrolment
 from rntflow.core.errors import WarehouseError
 from rntflow.core.qa import WAITING
+from rntflow.listener.deid import read_trial_shift_days
 from rntflow.status.calibrations import DUE_WITHIN_DAYS, calibration_states
 from rntflow.status.cycles import SubjectRows, cycle_status, subject_flags, subject_state
 from rntflow.status.queries import WarehouseSnapshot, read_inbox, read_warehouse
@@ -89,17 +90,17 @@ class _Redactor:
         return self._re.sub(REDACTED, text)
 
 
-def _reference_time(now: datetime | None, wh: WarehouseSnapshot,
-                    wall: datetime) -> tuple[datetime, str]:
-    """``as_of`` and how it was chosen (module docstring, "The clock")."""
+def _reference_time(now: datetime | None, wall: datetime, shift_days: int | None) -> tuple[datetime, str]:
+    """``as_of`` and how it was chosen (module docstring, "The clock").
+
+    By default today's wall-clock time moved onto the warehouse's de-identified clock by the
+    trial's date shift, so that deadlines and calibration validity are counted to *today*;
+    before the first study (no shift drawn yet) the wall clock itself.
+    """
     if now is not None:
         return utc(now) or wall, "given"
-    acquired = [s["acquired_at"] for s in wh.get("studies") if s.get("acquired_at") is not None]
-    if acquired:
-        return max(acquired), "latest_acquisition"
-    calibrated = [c["valid_from"] for c in wh.get("calibrations") if c.get("valid_from") is not None]
-    if calibrated:
-        return max(calibrated), "latest_calibration"
+    if shift_days is not None:
+        return wall + timedelta(days=shift_days), "today"
     return wall, "wall_clock"
 
 
@@ -205,8 +206,21 @@ def _add_inbox(t: _Tally, inbox: dict[str, Any] | None) -> None:
         row["held_studies"] = [{"patient_hash": h.get("patient_hash"), "instances": h.get("instances")}
                                for h in counts.get("held_studies", [])]
         row["studies_held"] = len(row["held_studies"])
+        row["failed_instances"] = int(counts.get("failed_instances", 0) or 0)
+        row["failed_studies"] = list(counts.get("failed_studies", []))
+        last = counts.get("last_received_at_s")
+        row["last_received_at"] = iso(datetime.fromtimestamp(last, UTC)) if last else None
+        row["recent_rejections"] = [_rejection(r) for r in counts.get("recent_rejections", [])]
     for key in ("rejections", "quarantined"):
         t.unattributed[key] = int(inbox.get("unattributed", {}).get(key, 0) or 0)
+    t.unattributed["recent_rejections"] = [_rejection(r) for r in
+                                           inbox.get("unattributed", {}).get("recent_rejections", [])]
+
+
+def _rejection(r: dict[str, Any]) -> dict[str, Any]:
+    """A refused association as the coordinator sees it (wall-clock time: the inbox is not shifted)."""
+    return {"calling_ae": r.get("calling_ae"), "address": r.get("address"), "reason": r.get("reason"),
+            "at": iso(datetime.fromtimestamp(r["at_s"], UTC)) if r.get("at_s") else None}
 
 
 def _add_studies(t: _Tally, wh: WarehouseSnapshot) -> None:
@@ -394,7 +408,7 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
     except WarehouseError as exc:
         wh, warehouse_error = WarehouseSnapshot(), str(exc)
     inbox, inbox_error = read_inbox(config)
-    as_of, clock = _reference_time(now, wh, wall)
+    as_of, clock = _reference_time(now, wall, read_trial_shift_days(config.keys_dir))
 
     t = _Tally({s.id: _empty_site(s.id, s.name, True) for s in config.sites})
     _add_enrolment(t, enrolment)

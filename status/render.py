@@ -194,6 +194,13 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
             out += [_calibration_line(c, nuclide, width) for c in r["calibrations"]]
             out += listed(r["qa_failures"], lambda q: f"  QA fail     {_qa_text(q)}")
             out += listed(r.get("qa_warnings", []), lambda q: f"  QA warn     {_qa_text(q)}")
+            if r.get("last_received_at"):
+                out.append(f"  last received {r['last_received_at']} (wall clock)")
+            out += listed(r.get("failed_studies", []),
+                          lambda f: f"  FAILED      study {f['study_key']}: {f['failed_instances']} instance(s) "
+                                    f"acknowledged but not stored de-identified ({f['error']})")
+            out += listed(r.get("recent_rejections", []),
+                          lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}")
             # runs of a subject are shown under the subject below
             out += listed([f for f in r["failed_runs"] if not f.get("subject_id")],
                           lambda f: f"  run failed  {_run_text(f)}")
@@ -210,6 +217,8 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
         out += ["", f"unattributed: {un.get('rejections', 0)} rejected association(s), "
                     f"{un.get('quarantined', 0)} quarantined"]
         out += listed(un.get("failed_runs", []), lambda f: f"  run failed  {_run_text(f)}")
+        out += listed(un.get("recent_rejections", []),
+                      lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}")
     out += ["", "time points: <n>h received, --- missing (window passed), ... pending;",
             "             early/late/off-window <t_h>: a study outside every protocol window"]
     return "\n".join(_clip(line, width) for line in out)

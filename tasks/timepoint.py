@@ -34,7 +34,7 @@ SAME_ADMINISTRATION = timedelta(hours=1)
 #: Appended to the calibration id of a time point quantified with cross-calibration off.
 FACE_VALUE_SUFFIX = ":vendor-face-value"
 #: Plausible sensitivity range of a SPECT camera for 177Lu, MEGP, 20% window (cps/MBq);
-#: the trial's cameras measure 10-13 (seed 000 harmonisation; the simulator's sites).
+#: the trial's cameras measure 10-13 (Dutch multicentre harmonisation in de Wit-van der Veen et al., NKI review; the simulator's sites).
 SENSITIVITY_RANGE_CPS_PER_MBQ = (5.0, 25.0)
 
 

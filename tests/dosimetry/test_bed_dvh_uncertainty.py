@@ -21,7 +21,7 @@ def test_bed_kidney_worked_example():
     assert one == pytest.approx(6.582, abs=1e-3)
     # cycles with full repair in between add (the warehouse's cumulative view sums them)
     total = 4 * one
-    assert total == pytest.approx(26.33, abs=0.01)  # 23 Gy -> ~26-28 Gy BED (seed 000 context)
+    assert total == pytest.approx(26.33, abs=0.01)  # 23 Gy -> ~26-28 Gy BED (kidney BED range in de Wit-van der Veen et al., NKI review)
     # one single 23 Gy cycle is worse than four: fractionation spares
     assert bed_gy(23.0, 2.6, 2.8, 40.0) > total
     with pytest.raises(DosimetryInputError):

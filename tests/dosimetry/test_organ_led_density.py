@@ -27,7 +27,7 @@ def test_organ_electron_dose_by_hand():
 
 
 def test_kidney_dose_per_gbq_plausible():
-    # seed 000: 177Lu kidneys 0.43-0.65 Gy/GBq; a 150 g kidney holding 1.5% of 7.4 GBq with
+    # de Wit-van der Veen et al., NKI review: 177Lu kidneys 0.43-0.65 Gy/GBq; a 150 g kidney holding 1.5% of 7.4 GBq with
     # T_eff 50 h gives TIA = 0.015*7400*50/ln2 MBq h and must land in 0.2-1.5 Gy/GBq
     tia = 0.015 * 7400 * 50 / math.log(2)
     d = organ_self_dose_gy(tia, "Lu-177", 150.0).dose_gy / 7.4

@@ -24,6 +24,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "deployments" / "trial.example.y
 TRIAL = "RNT-DEMO-LU177"
 #: De-identified (shifted) administration time of every first cycle.
 T0 = datetime(2023, 2, 1, 8, 0, tzinfo=UTC)
+#: The trial's last acquisition: the reference time the tests below give explicitly.
+AS_OF = T0 + timedelta(weeks=8, hours=24.5)
 
 #: The enrolment table: PatientIDs (PHI) that must never be shown.
 ENROLMENT = [
@@ -215,7 +217,7 @@ def test_current_calibration_is_the_one_in_force_at_as_of():
 
 
 def test_sites_counts(trial):
-    status = coordinator_status(load_config(trial))
+    status = coordinator_status(load_config(trial), now=AS_OF)
     sites = _sites(status)
     assert [s["site_id"] for s in status["sites"]] == ["SITE01", "SITE02", "SITE03"]
     assert {k: s["subjects_enrolled"] for k, s in sites.items()} == {"SITE01": 2, "SITE02": 1, "SITE03": 1}
@@ -239,17 +241,28 @@ def test_sites_counts(trial):
     assert status["totals"]["subjects_enrolled"] == 4
 
 
-def test_clock_is_the_latest_acquisition(trial):
-    status = coordinator_status(load_config(trial))
-    assert status["clock"] == "latest_acquisition"
-    assert status["as_of"] == (T0 + timedelta(weeks=8, hours=24.5)).isoformat().replace("+00:00", "Z")
-    given = coordinator_status(load_config(trial), now=T0 + timedelta(days=1))
+def test_clock_is_today_on_the_de_identified_clock(trial, tmp_path):
+    """Deadlines count to today (wall clock moved by the trial's date shift), not to the last scan."""
+    import sqlite3
+
+    cfg = load_config(trial)
+    wall = coordinator_status(cfg)  # no key table yet: the wall clock itself
+    assert wall["clock"] == "wall_clock"
+    cfg.keys_dir.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(cfg.keys_dir / "keys.sqlite") as con:
+        con.execute("CREATE TABLE trial_shift (date_shift_days INTEGER NOT NULL)")
+        con.execute("INSERT INTO trial_shift VALUES (-400)")
+    status = coordinator_status(cfg)
+    as_of = datetime.fromisoformat(status["as_of"].replace("Z", "+00:00"))
+    assert status["clock"] == "today"
+    assert abs((datetime.now(UTC) - timedelta(days=400) - as_of).total_seconds()) < 600
+    given = coordinator_status(cfg, now=T0 + timedelta(days=1))
     assert given["clock"] == "given" and given["as_of"].startswith("2023-02-02T08:00")
 
 
 def test_calibrations_valid_expired_missing_due(trial):
     cfg = load_config(trial)
-    sites = _sites(coordinator_status(cfg))
+    sites = _sites(coordinator_status(cfg, now=AS_OF))
     site1 = {c["camera_id"]: c for c in sites["SITE01"]["calibrations"]}
     assert list(site1) == ["CAM01"]
     assert site1["CAM01"]["calibration_id"] == "CAL-1"          # the superseded one is ignored
@@ -272,7 +285,7 @@ def test_calibrations_valid_expired_missing_due(trial):
 
 
 def test_subject_time_points_doses_and_qa(trial):
-    subjects = _subjects(coordinator_status(load_config(trial)))
+    subjects = _subjects(coordinator_status(load_config(trial), now=AS_OF))
     assert list(subjects) == ["RNT-001-0001", "RNT-001-0002", "RNT-002-0001", "RNT-003-0001"]
     assert "RNT-001-Q001" not in subjects                        # phantoms are not subjects
     a = subjects["RNT-001-0001"]
@@ -298,7 +311,7 @@ def test_subject_time_points_doses_and_qa(trial):
 
 
 def test_failed_flow_run_shown(trial):
-    status = coordinator_status(load_config(trial))
+    status = coordinator_status(load_config(trial), now=AS_OF)
     b = _subjects(status)["RNT-001-0002"]
     assert b["state"] == "failed" and "flow_failed" in b["flags"]
     [run] = b["failed_runs"]
@@ -314,7 +327,7 @@ def test_failed_flow_run_shown(trial):
 
 
 def test_terminal_output(trial):
-    text = format_coordinator_status(coordinator_status(load_config(trial)))
+    text = format_coordinator_status(coordinator_status(load_config(trial), now=AS_OF))
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert "    C1: 4h   24h  96h  ---   dose yes  QA 1 warn  (missing 168h)" in lines, text
@@ -334,7 +347,7 @@ def test_terminal_output(trial):
 
 
 def test_no_patient_id_in_any_output(trial, capsys):
-    status = coordinator_status(load_config(trial))
+    status = coordinator_status(load_config(trial), now=AS_OF)
     outputs = [format_coordinator_status(status), json.dumps(status)]
     assert main(["status", "--config", str(trial)]) == 0
     assert main(["status", "--config", str(trial), "--json"]) == 0
@@ -384,7 +397,7 @@ def test_no_enrolment_table(tmp_path):
     path = write_trial(tmp_path)
     cfg = load_config(path)
     cfg.enrolment_file.unlink()
-    status = coordinator_status(cfg)
+    status = coordinator_status(cfg, now=AS_OF)
     assert status["subjects"] == [] and status["sources"]["enrolment"]["present"] is False
     assert "enrolment table: not found" in format_coordinator_status(status)
 
@@ -396,7 +409,7 @@ def test_unreadable_warehouse_is_reported_not_fatal(tmp_path):
     bad = cfg.warehouse_dir / "studies" / f"trial_id={TRIAL}" / "site_id=SITE01" / "part-bad.parquet"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not parquet at all")
-    status = coordinator_status(cfg)
+    status = coordinator_status(cfg, now=AS_OF)
     assert "cannot read" in status["sources"]["warehouse"]["error"]
     assert _sites(status)["SITE01"]["studies_received"] == 7      # the inbox is still shown
     assert "WAREHOUSE UNREADABLE" in format_coordinator_status(status)
@@ -406,7 +419,7 @@ def test_subject_not_in_enrolment_is_flagged(tmp_path):
     path = write_trial(tmp_path)
     cfg = load_config(path)
     load_table(cfg.warehouse_dir, "studies", pd.DataFrame([_study("SITE03", "ST-X", "RNT-003-9999", 1, 4.0, "CAM03")]))
-    subjects = _subjects(coordinator_status(cfg))
+    subjects = _subjects(coordinator_status(cfg, now=T0 + timedelta(hours=5)))  # just after its 4 h scan
     assert subjects["RNT-003-9999"]["enrolled"] is False
     assert "not_enrolled" in subjects["RNT-003-9999"]["flags"]
     assert subjects["RNT-003-9999"]["cycles"][0]["pending_h"] == [24, 96, 168]
