@@ -209,6 +209,7 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
     spool = Spool(config.spool_dir, faults=faults)
     spool.prepare_sites([s.id for s in config.sites])
     spool.reconcile()
+    spool.forget_open_associations()
     settings = worker_settings or WorkerSettings(quiet_period_s=config.listener.quiet_period_s)
     worker = None
     keys: KeyStore | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -141,6 +142,11 @@ def peer_certificate(event: Event) -> dict | None:
         return None
 
 
+def _assoc_id(event: Event) -> str:
+    """This process's id of the association an event belongs to."""
+    return f"{os.getpid()}-{id(event.assoc)}"
+
+
 def set_nodelay(event: Event) -> None:
     """EVT_CONN_OPEN: disable Nagle on the association's socket.
 
@@ -182,7 +188,15 @@ class ListenerHandlers:
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_CONN_CLOSE, self.on_closed),
         ]
+
+    def on_closed(self, event: Event) -> None:
+        """The connection ended (release, abort or loss): its studies may become stable."""
+        try:
+            self.spool.association_ended(_assoc_id(event))
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must not take the service down
+            log_event("assoc_end_bookkeeping_failed", level=logging.WARNING, error=type(exc).__name__)
 
     def on_requested(self, event: Event) -> None:
         """Admission control on A-ASSOCIATE-RQ; rejects with a logged reason."""
@@ -268,6 +282,10 @@ class ListenerHandlers:
             log_event("store_failed", level=logging.ERROR, site_id=site_id, error=str(exc),
                       status="0xA700")
             return STATUS_OUT_OF_RESOURCES
+        try:
+            self.spool.association_delivers(_assoc_id(event), site_id, header.study_instance_uid)
+        except Exception as exc:  # noqa: BLE001 - the instance is stored; only the settle guard is lost
+            log_event("assoc_bookkeeping_failed", level=logging.WARNING, error=type(exc).__name__)
         if result.outcome != "duplicate":
             self.on_stored()
         level = logging.WARNING if result.outcome == "new_version" else logging.DEBUG

@@ -128,6 +128,14 @@ CREATE TABLE IF NOT EXISTS duplicates (
     site_id TEXT PRIMARY KEY,
     n INTEGER NOT NULL
 );
+-- studies an association is still delivering: not stable until it ends (see stable.py)
+CREATE TABLE IF NOT EXISTS open_assocs (
+    assoc_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    opened_at_s REAL NOT NULL,
+    PRIMARY KEY (assoc_id, site_id, study_uid)
+);
 """
 
 #: SOP classes the pipeline can use (others are stored and reported as unusable).
@@ -280,6 +288,27 @@ class Spool:
         self.clock = clock
         self._known_dirs: set[Path] = set()
         self._dir_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ open associations
+    def association_delivers(self, assoc_id: str, site_id: str, study_uid: str) -> None:
+        """Record that an open association is delivering ``study_uid`` (idempotent).
+
+        A study is not stable while an association that delivered part of it is open,
+        however long a busy machine or a slow sender pauses between its instances.
+        """
+        with self.lock:
+            self.conn.execute("INSERT OR IGNORE INTO open_assocs VALUES (?,?,?,?)",
+                              (assoc_id, site_id, study_uid, self.clock()))
+
+    def association_ended(self, assoc_id: str) -> None:
+        """The association released, aborted or lost its connection: its studies may settle."""
+        with self.lock:
+            self.conn.execute("DELETE FROM open_assocs WHERE assoc_id=?", (assoc_id,))
+
+    def forget_open_associations(self) -> None:
+        """At start-up: associations of a previous process cannot be open any more."""
+        with self.lock:
+            self.conn.execute("DELETE FROM open_assocs")
 
     # ------------------------------------------------------------------ writing
     def _ensure_dir(self, d: Path) -> None:

@@ -10,7 +10,9 @@ survives restarts:
    short of an instance but shown as failed by ``rntflow status``; failed instances get a
    new round of attempts when the worker restarts;
 2. a study whose last instance arrived ``quiet_period_s`` ago, with nothing left to
-   de-identify, gets a new hand-off version in the persistent ``outbox``;
+   de-identify and no association still open that delivered part of it (a pause on a busy
+   machine or a slow sender does not hand off half a study), gets a new hand-off version
+   in the persistent ``outbox``;
 3. pending outbox rows are submitted to the dispatcher, retried with exponential backoff
    until it accepts them. A late instance sets the study back to ``receiving`` and so
    produces the next hand-off version (idempotent per ``(site, study, version)``).
@@ -34,6 +36,11 @@ from rntflow.listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_r
 from rntflow.listener.handoff import Dispatcher, StudyHandoff, study_dir_for
 from rntflow.listener.logs import log_event
 from rntflow.listener.spool import open_db
+
+
+#: An association older than this no longer holds its studies back (a sender that keeps one
+#: association open for hours, or bookkeeping lost with a crashed process).
+MAX_OPEN_ASSOCIATION_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,10 @@ class IngestWorker:
             "SELECT s.site_id, s.study_uid, s.subject_id, s.kind, s.study_key, s.handoff_version"
             " FROM studies s WHERE s.state='receiving' AND s.last_at_s <= ? AND s.study_key"
             " IS NOT NULL AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.site_id=s.site_id"
-            " AND i.study_uid=s.study_uid AND i.state IN ('received','held'))",
-            (cutoff,)).fetchall()
+            " AND i.study_uid=s.study_uid AND i.state IN ('received','held'))"
+            " AND NOT EXISTS (SELECT 1 FROM open_assocs a WHERE a.site_id=s.site_id"
+            " AND a.study_uid=s.study_uid AND a.opened_at_s > ?)",
+            (cutoff, now - MAX_OPEN_ASSOCIATION_S)).fetchall()
         out = []
         for site_id, study_uid, subject_id, kind, study_key, version in rows:
             n = self.conn.execute(

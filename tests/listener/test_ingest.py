@@ -195,3 +195,22 @@ def test_sop_class_contradicting_context_is_quarantined(trial, listener):
     assert rsp.Status == 0xA900
     q = list((trial.spool_dir / "quarantine" / "SITE01").glob("*.json"))
     assert len(q) == 1 and "contradicts" in json.loads(q[0].read_text())["reason"]
+
+
+def test_a_pause_inside_an_association_does_not_hand_off_half_a_study(trial, listener):
+    """Issue 14: a sender (or a busy machine) pausing longer than the quiet period between two
+    instances of one association: the study is handed off once, complete, after the release."""
+    cts = ct_series(PATIENT, 3)
+    assoc = scu("SITE01_PACS").associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
+    assert assoc.is_established
+    try:
+        assert int(assoc.send_c_store(cts[0]).Status) == 0
+        time.sleep(10 * FAST.quiet_period_s)  # far longer than the quiet period (0.5 s)
+        assert listener.dispatcher.accepted == []  # the association is still open: not stable
+        assert [int(assoc.send_c_store(ds).Status) for ds in cts[1:]] == [0, 0]
+    finally:
+        assoc.release()
+    h = wait_until(lambda: listener.dispatcher.accepted)[0]
+    time.sleep(4 * FAST.quiet_period_s)
+    assert len(listener.dispatcher.accepted) == 1
+    assert (h.n_instances, h.handoff_version) == (3, 1)
