@@ -113,6 +113,11 @@ class CameraProfile(_Strict):
         site's physicist declares the camera's protocol always corrects scatter).
     scatter_text_patterns : list of str
         Regular expressions (case-insensitive) that evidence scatter correction in text.
+    system_fwhm_mm : float or None
+        The camera's reconstructed system resolution (Gaussian FWHM, mm) as the site's
+        physicist measured it (e.g. with a line source), for partial-volume correction when
+        the site has no NEMA IEC phantom. It takes precedence over the estimate from the
+        uniform cylinder's edge; a NEMA phantom's RC curve takes precedence over both.
     """
 
     manufacturer: str | None = None
@@ -123,6 +128,7 @@ class CameraProfile(_Strict):
     post_filters: list[str] = Field(default_factory=list)
     scatter_evidence: list[ScatterEvidence] = Field(default_factory=lambda: ["corrected_image", "energy_windows"])
     scatter_text_patterns: list[str] = Field(default_factory=list)
+    system_fwhm_mm: float | None = Field(None, gt=0, le=50)
 
     @field_validator("scatter_text_patterns")
     @classmethod

@@ -6,7 +6,8 @@ the reference time point's SPECT grid:
 
 1. VOI activity per time point: sum of concentration x VOI fraction x voxel volume,
    partial-volume corrected with the site's recovery curve when asked (``rc_fwhm_mm``:
-   the Gaussian FWHM fitted to the site's NEMA phantom). An object of concentration C in
+   the Gaussian FWHM fitted to the site's NEMA phantom, else configured for the camera or
+   estimated from its uniform cylinder's edge). An object of concentration C in
    a background C_bg images with mean ``RC0 C + (1 - RC0) C_bg`` (``RC0(d(V), FWHM)``, the
    recovery of a hot sphere in a cold background, at the VOI's sphere-equivalent
    diameter), so ``A = (A_measured - (1 - RC0) C_bg V) / RC0`` with C_bg the median
@@ -21,7 +22,8 @@ the reference time point's SPECT grid:
    a voxel TIA map whose VOI sums equal the fitted TIAs (hybrid method: voxel
    distribution, VOI-level kinetics). ``Kidneys`` is derived from both kidneys.
 4. BED per organ with the LQ parameters given, DVH per VOI (voxel engine), uncertainty
-   per EANM (fit covariance, calibration, recovery, volume).
+   per EANM (fit covariance, calibration, recovery, volume); the recovery term from the
+   FWHM's uncertainty when it is not a NEMA phantom's (``rc_fwhm_rel_sd``).
 
 Nothing here reads files or knows Prefect. Results are plain records whose keys are the
 warehouse's column names (units in the names).
@@ -52,7 +54,7 @@ from rntflow.dosimetry.kinetics import (
 )
 from rntflow.dosimetry.led import led_dose_gy
 from rntflow.dosimetry.organ import organ_self_dose_gy, sphere_dose_gy
-from rntflow.dosimetry.uncertainty import dose_uncertainty
+from rntflow.dosimetry.uncertainty import dose_uncertainty, recovery_rel_sd
 from rntflow.physics.nuclides import nuclide
 
 LESION_RE = re.compile(r"^Lesion_\d+$")
@@ -129,7 +131,11 @@ class CycleSettings:
         ``organ`` computes no dose map.
     partial_volume_correction : bool
     rc_fwhm_mm : float or None
-        The site's fitted recovery FWHM (mm); ``None``: no correction possible.
+        The site's recovery FWHM (mm); ``None``: no correction possible.
+    rc_fwhm_rel_sd : float
+        Relative standard uncertainty of ``rc_fwhm_mm`` (0 for a NEMA RC curve; see
+        :data:`rntflow.dosimetry.uncertainty.RC_FWHM_REL_SD`): widens the dose SD of
+        partial-volume corrected VOIs by the recovery uncertainty.
     radiobiology : mapping VOI -> (alpha_beta_gy, t_rep_h)
     population_t_eff_h : mapping VOI -> float
         Population effective half-lives for Madsen's single-time-point method.
@@ -142,6 +148,7 @@ class CycleSettings:
     voxel_engine: str = "voxel_dpk"
     partial_volume_correction: bool = True
     rc_fwhm_mm: float | None = None
+    rc_fwhm_rel_sd: float = 0.0
     radiobiology: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     population_t_eff_h: Mapping[str, float] = field(default_factory=dict)
     dvh_levels_gy: Sequence[float] = (5.0, 10.0, 20.0)
@@ -422,8 +429,10 @@ def _voi_dose_records(voi: Voi, kin: _VoiTia, settings: CycleSettings, dose_map:
     """Step 3-4 for one VOI: organ or sphere dose, voxel-engine mean dose and DVH, into ``out``."""
     nuc_name = nuclide(settings.nuclide_name).name
     tia, tia_sd = kin.tia_mbq_h, kin.tia_sd_mbq_h
+    rc_rel = recovery_rel_sd(voi.volume_ml, settings.rc_fwhm_mm, settings.rc_fwhm_rel_sd) \
+        if settings.partial_volume_correction and voi.volume_ml > 0 else 0.0
     budget = dose_uncertainty(tia, tia_sd if math.isfinite(tia_sd) else 0.0, calibration_rel=cal_rel,
-                              volume_rel=DEFAULT_VOLUME_REL)
+                              rc_rel=rc_rel, volume_rel=DEFAULT_VOLUME_REL)
     if voi.is_lesion:
         sd = sphere_dose_gy(tia, nuc_name, voi.volume_ml)
         engine = "sphere"

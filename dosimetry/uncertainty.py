@@ -14,6 +14,11 @@ Model (relative standard uncertainties, first-order / quadrature):
   mass *and* through RC(V); with the sensitivity ``s = dln RC/dln V`` the covariance term
   is carried by the combined coefficient ``|1 + s|`` (Gear 2018 eq. for correlated RC and
   volume): ``(u_D/D)^2 = (u_TIA'/TIA)^2 + ((1 + s) u_V/V)^2`` where u_TIA' excludes RC.
+* Recovery from a FWHM that is not a NEMA phantom's (:func:`recovery_rel_sd`): the RC of the
+  VOI's sphere-equivalent diameter is recomputed at the FWHM -/+ its relative uncertainty
+  (:data:`RC_FWHM_REL_SD`) and the larger relative change is the RC's standard
+  uncertainty. It enters the TIA and dose in full, an upper bound: with background-aware
+  correction the activity moves by (A - A_bg)/A of the RC's relative change.
 """
 
 from __future__ import annotations
@@ -22,6 +27,16 @@ import math
 from dataclasses import dataclass, field
 
 from rntflow.dosimetry import _checks as chk
+from rntflow.physics.recovery import rc_blurred_sphere, sphere_diameter_mm
+
+#: Relative standard uncertainty of the recovery FWHM by where it came from
+#: (``calibrations.rc_fwhm_source``). NEMA: the RC curve is fitted to the measured sphere RCs,
+#: whose own uncertainty is not propagated here (0). A uniform cylinder's edge: 15 %, which
+#: covers the edge fit's bias on the simulator (+2 to +3 % with scatter corrected, +24 %
+#: without; tests/harmonization/test_phantom.py) and the difference between a transaxial
+#: edge and the 3-D response that recovers a sphere. A configured FWHM: the same 15 %, its
+#: provenance being unknown to the platform.
+RC_FWHM_REL_SD: dict[str, float] = {"nema": 0.0, "cylinder_edge": 0.15, "configured": 0.15}
 
 
 @dataclass(frozen=True)
@@ -85,3 +100,29 @@ def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_r
              "volume_mass_and_rc": vol_dose, "s_value": s_value_rel}
     dose_rel = math.sqrt(sum(v ** 2 for v in comps.values()))
     return UncertaintyBudget(tia_rel, dose_rel, comps)
+
+
+def recovery_rel_sd(volume_ml: float, fwhm_mm: float | None, fwhm_rel_sd: float) -> float:
+    """Relative standard uncertainty of a VOI's recovery coefficient from its FWHM's.
+
+    Parameters
+    ----------
+    volume_ml : float
+        VOI volume (mL); recovery is that of the sphere of equal volume.
+    fwhm_mm : float or None
+        Recovery FWHM (mm); ``None`` or <= 0: no correction, no uncertainty.
+    fwhm_rel_sd : float
+        Relative standard uncertainty of the FWHM (:data:`RC_FWHM_REL_SD`).
+
+    Returns
+    -------
+    float
+        ``max |RC(FWHM (1 +- u)) / RC(FWHM) - 1|`` (fraction).
+    """
+    volume_ml = chk.positive("volume_ml", volume_ml)
+    fwhm_rel_sd = chk.non_negative("fwhm_rel_sd", fwhm_rel_sd)
+    if fwhm_mm is None or fwhm_mm <= 0 or fwhm_rel_sd == 0:
+        return 0.0
+    d_mm = float(sphere_diameter_mm(volume_ml))
+    rc = rc_blurred_sphere(d_mm, fwhm_mm)
+    return max(abs(rc_blurred_sphere(d_mm, fwhm_mm * (1.0 + k * fwhm_rel_sd)) / rc - 1.0) for k in (-1.0, 1.0))

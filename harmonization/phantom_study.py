@@ -26,6 +26,8 @@ Checks (``CheckResult.check``; made in :mod:`rntflow.harmonization.phantom_check
 ``phantom_fov``            phantom / spheres inside the field of view
 ``phantom_volume``         (cylinder) thresholded volume agrees with the fill log
 ``phantom_sensitivity``    (cylinder) sensitivity or vendor scale factor derived
+``cylinder_edge_resolution`` (cylinder) system FWHM from the cylinder's edge (recovery FWHM
+                           until a NEMA phantom gives one; a configured FWHM takes precedence)
 ``nema_spheres``           (NEMA) spheres located and RCs measured
 ``nema_rc_band``           (NEMA) unfiltered RCs against the trial's reference band
 ``harmonising_filter``     (NEMA) Gaussian post-filter that brings the RCs into the band
@@ -44,7 +46,13 @@ from rntflow.core.errors import CalibrationError
 from rntflow.core.fills import PhantomFill
 from rntflow.core.qa import CheckResult, worst_status
 from rntflow.harmonization.calibration import Calibration
-from rntflow.harmonization.cylinder import UniformCylinderResult, analyse_uniform_cylinder, to_bq_per_ml
+from rntflow.harmonization.cylinder import (
+    EdgeResolution,
+    UniformCylinderResult,
+    analyse_uniform_cylinder,
+    cylinder_edge_fwhm,
+    to_bq_per_ml,
+)
 from rntflow.harmonization.filter import HarmonisingFilter, harmonised_rcs, harmonising_filter
 from rntflow.harmonization.headers import NmHeader
 from rntflow.harmonization.nema import (
@@ -75,6 +83,10 @@ VOLUME_AGREEMENT_PCT = 10.0
 MAX_REL_UNCERTAINTY = 0.02
 #: What the uniform-cylinder and NEMA analyses raise for an input they cannot analyse.
 ANALYSIS_ERRORS = (CalibrationError, ValueError, TypeError, ArithmeticError)
+#: A configured system FWHM further than this (relative) from the cylinder-edge estimate is
+#: a warning: the relative standard uncertainty given to non-NEMA FWHMs in dosimetry
+#: (:data:`rntflow.dosimetry.uncertainty.RC_FWHM_REL_SD`).
+EDGE_CONFIGURED_AGREEMENT = 0.15
 
 
 # --------------------------------------------------------------------------- data
@@ -123,6 +135,8 @@ class PhantomCalibrationResult:
     uniform_cylinder : UniformCylinderResult or None
     nema : NemaResult or None
         The raw analysis results, for reporting (:mod:`harmonization.report`).
+    edge_resolution : EdgeResolution or None
+        Uniform cylinder only: the edge fit (``None`` when it failed).
     """
 
     subject_id: str
@@ -135,6 +149,7 @@ class PhantomCalibrationResult:
     harmonising_filter: HarmonisingFilter | None = None
     uniform_cylinder: UniformCylinderResult | None = None
     nema: NemaResult | None = None
+    edge_resolution: EdgeResolution | None = None
 
     @property
     def status(self) -> str:
@@ -204,6 +219,33 @@ def _cylinder_calibration(res: UniformCylinderResult, header: NmHeader, site_id:
     return cal, CheckResult("phantom_sensitivity", "pass", found, exp, f"{name} derived")
 
 
+def _edge_resolution(image_values: np.ndarray, spacing_mm: Sequence[float], configured_fwhm_mm: float | None
+                     ) -> tuple[EdgeResolution | None, CheckResult]:
+    """The cylinder-edge FWHM fit and its ``cylinder_edge_resolution`` check (never raises)."""
+    exp = "a Gaussian FWHM from the cylinder's radial edge"
+    try:
+        edge = cylinder_edge_fwhm(image_values, spacing_mm)
+    except ANALYSIS_ERRORS as exc:
+        msg = f"no system resolution from the cylinder edge ({exc})"
+        if configured_fwhm_mm:
+            return None, CheckResult("cylinder_edge_resolution", "warn", "no fit", exp,
+                                     f"{msg}; the configured {configured_fwhm_mm:g} mm is used")
+        return None, CheckResult("cylinder_edge_resolution", "warn", "no fit", exp,
+                                 f"{msg}: partial-volume correction needs a NEMA phantom or "
+                                 "sites[].cameras[].system_fwhm_mm")
+    found = f"FWHM {edge.fwhm_mm:.2f} +- {edge.fwhm_sd_mm:.2f} mm (radius {edge.radius_mm:.1f} mm)"
+    if configured_fwhm_mm:
+        dev = edge.fwhm_mm / configured_fwhm_mm - 1.0
+        ok = abs(dev) <= EDGE_CONFIGURED_AGREEMENT
+        return edge, CheckResult(
+            "cylinder_edge_resolution", "pass" if ok else "warn", found,
+            f"within {100 * EDGE_CONFIGURED_AGREEMENT:g} % of the configured {configured_fwhm_mm:g} mm",
+            f"configured system FWHM used ({100 * dev:+.0f} % edge vs configured)" + (
+                "" if ok else ": confirm sites[].cameras[].system_fwhm_mm"))
+    return edge, CheckResult("cylinder_edge_resolution", "pass", found, exp,
+                             "recovery FWHM from the cylinder edge until a NEMA phantom gives one")
+
+
 def calibrate_uniform_cylinder(
     header: NmHeader,
     image_values: np.ndarray,
@@ -214,6 +256,7 @@ def calibrate_uniform_cylinder(
     protocol_name: str,
     system_fwhm_mm: float | None = None,
     activity_rel_uncertainty: float = 0.0,
+    configured_fwhm_mm: float | None = None,
 ) -> PhantomCalibrationResult:
     """Camera calibration from one uniform-cylinder study.
 
@@ -235,6 +278,9 @@ def calibrate_uniform_cylinder(
         the pure code's 40 mm margin is used.
     activity_rel_uncertainty : float
         Relative standard uncertainty of the dose-calibrator activity, added in quadrature.
+    configured_fwhm_mm : float, optional
+        The camera profile's ``system_fwhm_mm`` (mm): the recovery FWHM when given (source
+        ``configured``); otherwise the cylinder-edge fit's (source ``cylinder_edge``).
 
     Returns
     -------
@@ -242,13 +288,14 @@ def calibrate_uniform_cylinder(
         ``calibration`` has ``sensitivity_cps_per_mbq`` (CNTS, cps/MBq) or
         ``vendor_scale_factor`` (BQML, measured/true), ``sd`` its standard uncertainty,
         ``valid_from`` the header's acquisition start, ``camera_id`` and ``radionuclide``
-        from the header, ``version`` 0. It is ``None`` when any check fails.
+        from the header, ``version`` 0, and ``rc_fwhm_mm`` / ``rc_fwhm_source`` (a NEMA
+        study later replaces them). It is ``None`` when any check fails.
     """
     checks, half_life_s, a0 = common_checks(header, fill, "uniform_cylinder")
 
-    def done(calibration=None, uniform=None) -> PhantomCalibrationResult:
+    def done(calibration=None, uniform=None, edge=None) -> PhantomCalibrationResult:
         return PhantomCalibrationResult(fill.subject_id, site_id, "uniform_cylinder", calibration, tuple(checks),
-                                        a0, uniform_cylinder=uniform)
+                                        a0, uniform_cylinder=uniform, edge_resolution=edge)
 
     if _worst(checks) == "fail":
         return done()
@@ -269,7 +316,13 @@ def calibrate_uniform_cylinder(
     checks.append(_cylinder_volume_check(res, fill))
     cal, sensitivity_check = _cylinder_calibration(res, header, site_id, protocol_name)
     checks.append(sensitivity_check)
-    return done(cal, res)
+    edge, edge_check = _edge_resolution(image_values, spacing_mm, configured_fwhm_mm)
+    checks.append(edge_check)
+    if cal is not None and configured_fwhm_mm:
+        cal = dataclasses.replace(cal, rc_fwhm_mm=float(configured_fwhm_mm), rc_fwhm_source="configured")
+    elif cal is not None and edge is not None:
+        cal = dataclasses.replace(cal, rc_fwhm_mm=edge.fwhm_mm, rc_fwhm_source="cylinder_edge")
+    return done(cal, res, edge)
 
 
 # --------------------------------------------------------------------------- NEMA IEC body
@@ -385,7 +438,8 @@ def analyse_nema_study(
     Returns
     -------
     PhantomCalibrationResult
-        ``calibration`` = the given one with ``rc_fwhm_mm``, ``rc_amplitude``, ``rc_sbr``
+        ``calibration`` = the given one with ``rc_fwhm_mm`` (source ``nema``: it replaces a
+        cylinder-edge or configured FWHM), ``rc_amplitude``, ``rc_sbr``
         (fitted RC curve) and ``filter_fwhm_mm`` (``None`` when harmonisation failed);
         ``None`` when the RCs could not be measured.
     """
@@ -420,7 +474,7 @@ def analyse_nema_study(
     spheres = _sphere_rows(nema, band, harmonised_rcs(img, spacing_mm, nema, hf))
     curve = nema.rc_curve
     out_cal = dataclasses.replace(
-        calibration, rc_fwhm_mm=curve.fwhm_mm, rc_amplitude=curve.amplitude, rc_sbr=curve.sbr,
+        calibration, rc_fwhm_mm=curve.fwhm_mm, rc_fwhm_source="nema", rc_amplitude=curve.amplitude, rc_sbr=curve.sbr,
         filter_fwhm_mm=hf.fwhm_mm if hf is not None and hf.status in ("pass", "filter") else None,
     )
     return done(calibration=out_cal, spheres=spheres, harmonising_filter=hf, nema=nema)

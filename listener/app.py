@@ -11,6 +11,7 @@ C-STORE handlers
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import multiprocessing
 import os
@@ -139,12 +140,17 @@ class ListenerServer:
 
 def make_dispatcher(kind: str, config_path: str | None,
                     deployment: str = "process-study/process-study") -> Dispatcher:
-    """Build a dispatcher by name: ``local``, ``deployment`` or ``none``."""
+    """Build a dispatcher by name: ``local``, ``deployment`` or ``none``.
+
+    The local runner gets Prefect's home from the trial config (``paths.prefect_home``),
+    never ``$HOME/.prefect``.
+    """
     if kind == "deployment":
         return DeploymentDispatcher(deployment, config_path)
     if kind == "none":
         return HoldDispatcher()
-    return LocalDispatcher(config_path=config_path)
+    home = load_config(config_path).prefect_home if config_path else None
+    return LocalDispatcher(config_path=config_path, prefect_home=home)
 
 
 def _worker_process_main(config: TrialConfig, dispatch: tuple[str, str | None, str],
@@ -224,7 +230,8 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
         keys = KeyStore(config.keys_dir)
         enrolment = EnrolmentIndex(config.enrolment_file)
         worker = IngestWorker(config.spool_dir, keys, enrolment,
-                              dispatcher or LocalDispatcher(config_path=config_path), settings)
+                              dispatcher or LocalDispatcher(config_path=config_path,
+                                                            prefect_home=config.prefect_home), settings)
         worker.start()
     handlers = ListenerHandlers(config, spool, on_stored=worker.wake.set if worker else None)
     limits = limits or AdmissionLimits()
@@ -289,9 +296,16 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(getattr(logging, str(args.log_level).upper(), logging.INFO))
     config = load_config(args.config)
     config_path = str(Path(args.config).resolve())
-    start_listener(config, None, block=True, port=args.port, run_worker=not args.no_worker,
-                   config_path=config_path,
-                   worker_process=(args.dispatch, config_path, args.deployment))
+    try:
+        start_listener(config, None, block=True, port=args.port, run_worker=not args.no_worker,
+                       config_path=config_path,
+                       worker_process=(args.dispatch, config_path, args.deployment))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            port = args.port or config.listener.port
+            raise ConfigError(f"port {port} is already in use (another listener, or --port); "
+                              "stop it or choose another port") from None
+        raise
     return 0
 
 

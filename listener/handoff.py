@@ -8,6 +8,8 @@ pseudonymous study key and the de-identified study folder. A :class:`Dispatcher`
 from __future__ import annotations
 
 import importlib
+import os
+import time
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -103,9 +105,14 @@ class LocalDispatcher:
     """
 
     def __init__(self, func: Callable[..., Any] | str = DEFAULT_LOCAL_FLOW,
-                 config_path: str | None = None) -> None:
+                 config_path: str | None = None, prefect_home: str | Path | None = None,
+                 infrastructure_retries: int = 3, retry_delay_s: float = 10.0) -> None:
         self._func = func
         self.config_path = config_path
+        self.infrastructure_retries = infrastructure_retries
+        self.retry_delay_s = retry_delay_s
+        if prefect_home is not None:
+            local_prefect_environment(Path(prefect_home))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rntflow-flow")
         self._n = 0
         self._lock = threading.Lock()
@@ -127,17 +134,51 @@ class LocalDispatcher:
         params = h.parameters(self.config_path)
 
         def _run() -> None:
-            try:
-                func(**params)
-            except Exception as exc:
-                log_event("local_flow_failed", site_id=h.site_id, subject_id=h.subject_id,
-                          study_key=h.study_key, error=type(exc).__name__)
+            for attempt in range(self.infrastructure_retries + 1):
+                try:
+                    func(**params)
+                    return
+                except Exception as exc:
+                    infrastructure = _is_infrastructure_error(exc)
+                    log_event("local_flow_failed", site_id=h.site_id, subject_id=h.subject_id,
+                              study_key=h.study_key, error=type(exc).__name__,
+                              detail=str(exc)[:200], attempt=attempt + 1,
+                              will_retry=infrastructure and attempt < self.infrastructure_retries)
+                    if not infrastructure:
+                        return  # the flow ran and recorded its own failure (flow_runs, QA)
+                    time.sleep(self.retry_delay_s * 2 ** attempt)
 
         self._pool.submit(_run)
         return run_id
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _is_infrastructure_error(exc: BaseException) -> bool:
+    """Whether the flow never ran (Prefect's server not ready or unreachable), so a retry helps.
+
+    A failure inside the flow is recorded by the flow itself and is not retried here.
+    """
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        k in text for k in ("ephemeral", "prefect api", "connecterror", "connection refused", "server startup",
+                            "timed out while attempting to connect"))
+
+
+def local_prefect_environment(prefect_home: Path) -> None:
+    """Point an in-process Prefect at the trial's home before Prefect is first used.
+
+    The embedded (ephemeral) server keeps its SQLite database under ``PREFECT_HOME`` (the
+    config's ``paths.prefect_home``, created 0700: the database holds run parameters), with
+    analytics off and a start-up timeout that a busy machine does not exceed. Values already
+    in the environment win.
+    """
+    prefect_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_TELEMETRY_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 class HoldDispatcher:

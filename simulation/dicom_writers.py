@@ -2,7 +2,10 @@
 
 * NM Image Storage, reconstructed tomo, multi-frame (one frame per slice), with the
   isotope, detector, rotation, energy-window and reconstruction attributes a
-  quantitative workflow reads (see ``docs``/README for the conventions);
+  quantitative workflow reads, written the way the site's vendor writes them
+  (:class:`NmRecon` fields from :class:`rntflow.simulation.sites.VendorProfile`: Units
+  or not, RealWorldValueMappingSequence always or only when scaled, UCUM code,
+  RadionuclideTotalDose in MBq or Bq, vendor algorithm/collimator/filter strings);
 * CT Image Storage, one file per slice, HU through rescale;
 * RT Structure Set on the reference CT, one closed planar contour per slice and shape.
 
@@ -147,7 +150,28 @@ def _save(ds: Dataset, path: Path) -> None:
 
 @dataclass(frozen=True)
 class NmRecon:
-    """How the site acquired and reconstructed, as recorded in the NM header."""
+    """How the site acquired and reconstructed, as recorded in the NM header.
+
+    Attributes
+    ----------
+    units : {"CNTS", "BQML"}
+        What the pixel values are (counts per voxel or Bq/mL), whatever the header says.
+    post_filter_fwhm_mm : float
+        Gaussian post-filter written as ``GAUSSIAN <x>MM`` (``NONE`` for 0) when
+        ``post_filter`` is empty.
+    recon_method : str
+        ReconstructionMethod template (``{algorithm}``, ``{iterations}``, ``{subsets}``).
+    post_filter : tuple of str
+        ConvolutionKernel values as the vendor writes them (overrides ``post_filter_fwhm_mm``).
+    units_attribute : bool
+        Write Units (0054,1001) (a PET attribute some vendors put on NM objects).
+    rwvm : {"always", "when_scaled"}
+        RealWorldValueMappingSequence always, or only when stored values need a slope.
+    bqml_ucum : str
+        UCUM code of a Bq/mL mapping.
+    total_dose_unit : {"MBq", "Bq"}
+        Unit RadionuclideTotalDose is written in.
+    """
 
     manufacturer: str
     model: str
@@ -163,6 +187,12 @@ class NmRecon:
     projections_per_head: int
     time_per_projection_s: float
     software_versions: str = "VA10"
+    recon_method: str = "{algorithm} {iterations}i{subsets}s"
+    post_filter: tuple[str, ...] = ()
+    units_attribute: bool = True
+    rwvm: str = "always"
+    bqml_ucum: str = "Bq/mL"
+    total_dose_unit: str = "MBq"
 
 
 def _nm_series_description(recon: NmRecon, pharm: Radiopharmaceutical) -> str:
@@ -223,8 +253,9 @@ def _set_nm_pixel_data(ds: Dataset, values: np.ndarray, grid: Grid, recon: NmRec
     return slope
 
 
-def _real_world_value_mapping(slope: float, units: str) -> Sequence:
-    """RealWorldValueMappingSequence: stored value x ``slope`` in Bq/mL (``BQML``) or counts (UCUM)."""
+def _real_world_value_mapping(slope: float, units: str, bqml_ucum: str = "Bq/mL") -> Sequence:
+    """RealWorldValueMappingSequence: stored value x ``slope`` in Bq/mL (``BQML``, UCUM
+    ``bqml_ucum``) or counts (UCUM ``{counts}``)."""
     rwv = Dataset()
     rwv.RealWorldValueFirstValueMapped = 0
     rwv.RealWorldValueLastValueMapped = 65535
@@ -233,17 +264,24 @@ def _real_world_value_mapping(slope: float, units: str) -> Sequence:
     rwv.LUTExplanation = "Bq/mL" if units == "BQML" else "counts"
     rwv.LUTLabel = "BQML" if units == "BQML" else "CNTS"
     rwv.MeasurementUnitsCodeSequence = Sequence(
-        [_code("Bq/mL", "UCUM", "becquerels/milliliter") if units == "BQML" else _code("{counts}", "UCUM", "Counts")])
+        [_code(bqml_ucum, "UCUM", "becquerels/milliliter") if units == "BQML" else _code("{counts}", "UCUM", "Counts")])
     return Sequence([rwv])
 
 
 def _set_nm_reconstruction(ds: Dataset, recon: NmRecon, diameter_mm: float) -> None:
-    """Units, decay correction, corrections applied, algorithm, post-filter, diameter (mm)."""
-    ds.Units = recon.units
+    """Units (where the vendor writes it), decay correction, corrections applied, algorithm,
+    post-filter, diameter (mm)."""
+    if recon.units_attribute:
+        ds.Units = recon.units
     ds.DecayCorrection = "START" if recon.units == "BQML" else "NONE"
     ds.CorrectedImage = list(recon.corrections) + (["DECY"] if recon.units == "BQML" else [])
-    ds.ReconstructionMethod = f"{recon.algorithm} {recon.iterations}i{recon.subsets}s"
-    ds.ConvolutionKernel = "NONE" if recon.post_filter_fwhm_mm <= 0 else f"GAUSSIAN {recon.post_filter_fwhm_mm:.1f}MM"
+    ds.ReconstructionMethod = recon.recon_method.format(algorithm=recon.algorithm, iterations=recon.iterations,
+                                                        subsets=recon.subsets)
+    if recon.post_filter:  # SH, VM 1-n: "Butterworth\\0.48\\10" fits 16 characters per value
+        ds.ConvolutionKernel = list(recon.post_filter) if len(recon.post_filter) > 1 else recon.post_filter[0]
+    else:
+        ds.ConvolutionKernel = "NONE" if recon.post_filter_fwhm_mm <= 0 else \
+            f"GAUSSIAN {recon.post_filter_fwhm_mm:.1f}MM"
     ds.ReconstructionDiameter = _ds_str(diameter_mm)
 
 
@@ -261,15 +299,16 @@ def _energy_windows(recon: NmRecon) -> Sequence:
     return Sequence(ewins)
 
 
-def _radiopharmaceutical_information(pharm: Radiopharmaceutical) -> Sequence:
-    """RadiopharmaceuticalInformationSequence: nuclide code, start, total dose (MBq), half-life (s)."""
+def _radiopharmaceutical_information(pharm: Radiopharmaceutical, total_dose_unit: str = "MBq") -> Sequence:
+    """RadiopharmaceuticalInformationSequence: nuclide code, start, total dose (MBq by the NM
+    module, or Bq where the vendor writes Bq), half-life (s)."""
     rp = Dataset()
     code = RADIONUCLIDE_CODES.get(pharm.radionuclide)
     rp.RadionuclideCodeSequence = Sequence([_code(*code)] if code else [])
     rp.Radiopharmaceutical = pharm.name
     rp.RadiopharmaceuticalStartDateTime = _dt(pharm.start)
     rp.RadiopharmaceuticalStartTime = _tm(pharm.start)
-    rp.RadionuclideTotalDose = _ds_str(pharm.total_dose_mbq)
+    rp.RadionuclideTotalDose = _ds_str(pharm.total_dose_mbq * (1e6 if total_dose_unit == "Bq" else 1.0))
     rp.RadionuclideHalfLife = _ds_str(pharm.half_life_s)
     rp.RadiopharmaceuticalRoute = "Intravenous" if "PSMA" in pharm.name else ""
     return Sequence([rp])
@@ -340,12 +379,13 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
     ds.PositionReferenceIndicator = ""
     _set_nm_patient_orientation(ds)
     slope = _set_nm_pixel_data(ds, values, grid, recon)
-    ds.RealWorldValueMappingSequence = _real_world_value_mapping(slope, recon.units)
+    if recon.rwvm == "always" or slope != 1.0:
+        ds.RealWorldValueMappingSequence = _real_world_value_mapping(slope, recon.units, recon.bqml_ucum)
     _set_nm_reconstruction(ds, recon, values.shape[2] * grid.spacing_mm[2])
     ds.EnergyWindowInformationSequence = _energy_windows(recon)
     ds.NumberOfEnergyWindows = len(ds.EnergyWindowInformationSequence)
     ds.CountsAccumulated = int(round(float(values.sum()))) if recon.units == "CNTS" else None
-    ds.RadiopharmaceuticalInformationSequence = _radiopharmaceutical_information(pharm)
+    ds.RadiopharmaceuticalInformationSequence = _radiopharmaceutical_information(pharm, recon.total_dose_unit)
     ds.DetectorInformationSequence = _detector_information(recon, grid)
     ds.RotationInformationSequence = _rotation_information(recon)
     ds.TypeOfDetectorMotion = "STEP AND SHOOT"

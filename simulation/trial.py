@@ -96,22 +96,30 @@ def _protocol_windows() -> tuple[tuple[str, float, float], ...]:
 
 
 def _recon(site: Site) -> dw.NmRecon:
-    cam = site.camera
+    cam, vendor = site.camera, site.camera.vendor
     windows = _protocol_windows() if cam.scatter_correction else _protocol_windows()[:1]
     corrections = ("ATTN", "SCAT") if cam.scatter_correction else ("ATTN",)
-    return dw.NmRecon(cam.manufacturer, cam.model, cam.serial, cam.units, windows, cam.collimator, corrections,
-                      "OSEM", cam.iterations, cam.subsets, 0.0, cam.projections_per_head, cam.time_per_projection_s)
+    return dw.NmRecon(cam.manufacturer, cam.model, cam.serial, cam.units, windows, vendor.collimator, corrections,
+                      vendor.algorithm, cam.iterations, cam.subsets, 0.0, cam.projections_per_head,
+                      cam.time_per_projection_s, software_versions=vendor.software_versions,
+                      recon_method=vendor.recon_method, post_filter=vendor.post_filter,
+                      units_attribute=vendor.units_attribute, rwvm=vendor.rwvm, bqml_ucum=vendor.bqml_ucum,
+                      total_dose_unit=vendor.total_dose_unit)
 
 
 def off_protocol_reasons(site: Site) -> list[str]:
-    """How a site's reconstruction deviates from the trial protocol (the truth a check must find)."""
+    """How a site's reconstruction deviates from the trial protocol (the truth a check must find).
+
+    Vendor names (algorithm, collimator, filter) are not deviations: the site's camera
+    profile in the trial config accepts them; a collimator of another energy class is.
+    """
     cam = site.camera
     out = []
     if not cam.scatter_correction:
         out += ["no scatter correction", "scatter windows missing"]
     if cam.iterations * cam.subsets < 48:
         out.append(f"iterations x subsets {cam.iterations}x{cam.subsets} < 48")
-    if cam.collimator not in ("MEGP", "ME"):
+    if not cam.collimator.upper().startswith("ME"):
         out.append(f"collimator {cam.collimator}")
     return out
 
@@ -240,6 +248,10 @@ def simulate_trial(out_dir: str | Path, spec: TrialSpec = TrialSpec(),
             "vendor_scale_error": cam.vendor_scale_error, "scatter_correction": cam.scatter_correction,
             "scatter_fraction": cam.scatter_fraction, "iterations": cam.iterations, "subsets": cam.subsets,
             "off_protocol": off_protocol_reasons(site),
+            "vendor": {"profile": cam.vendor.name, "algorithm": cam.vendor.algorithm,
+                       "collimator": cam.vendor.collimator, "post_filter": " ".join(cam.vendor.post_filter),
+                       "units_attribute": cam.vendor.units_attribute, "rwvm": cam.vendor.rwvm,
+                       "total_dose_unit": cam.vendor.total_dose_unit},
             "rc_hot_sphere": {f"{d:g}": sphere_rc(d, cam.fwhm_mm) for d in NEMA_SPHERE_DIAMETERS_MM},
             "voi_spelling": site.voi_spelling,
         }
@@ -410,7 +422,8 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
                   "prefect_home": f"{data_dir}/prefect", "products": f"{data_dir}/products"},
         "sites": [{"id": s.site_id, "name": f"{s.name} ({s.camera.manufacturer.title()} {s.camera.model})",
                    "calling_ae_titles": [s.calling_ae_title],
-                   **({"voi_name_map": {v: k for k, v in s.voi_spelling.items()}} if s.voi_spelling else {})}
+                   **({"voi_name_map": {v: k for k, v in s.voi_spelling.items()}} if s.voi_spelling else {}),
+                   "cameras": [dict(s.camera.vendor.camera_profile)]}
                   for s in sites],
         "protocol": {
             "radionuclide": "Lu-177",

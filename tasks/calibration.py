@@ -59,12 +59,15 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
     history = calibration_history(config, header.camera_id)
     pname = protocol_name(config)
     if fill.phantom_type == "uniform_cylinder":
-        res = calibrate_uniform_cylinder(header, values, spacing_zyx, fill, site_id=site_id, protocol_name=pname)
+        profile = site.camera_profile(header.manufacturer, header.model) if site else None
+        res = calibrate_uniform_cylinder(header, values, spacing_zyx, fill, site_id=site_id, protocol_name=pname,
+                                         configured_fwhm_mm=profile.system_fwhm_mm if profile else None)
         new = res.calibration
         if new is not None:
             same = [c for c in history if c.valid_from == new.valid_from]
-            if same:  # the same scan again: keep its NEMA results
-                new = dataclasses.replace(new, rc_fwhm_mm=same[-1].rc_fwhm_mm, filter_fwhm_mm=same[-1].filter_fwhm_mm)
+            if same and same[-1].rc_fwhm_source == "nema":  # the same scan again: keep its NEMA results
+                new = dataclasses.replace(new, rc_fwhm_mm=same[-1].rc_fwhm_mm, rc_fwhm_source="nema",
+                                          filter_fwhm_mm=same[-1].filter_fwhm_mm)
             history = [c for c in history if c.valid_from != new.valid_from]
             history, drift_flag, drift_pct = register_calibration(history, new, config.calibration.drift_tolerance_pct)
             out["checks"].append(qa_row(CheckResult(
@@ -81,7 +84,7 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
         filt = res.harmonising_filter.fwhm_mm if res.harmonising_filter is not None else None
         if current is not None and rc_fwhm is not None:
             history = [c for c in history if c is not current] + [dataclasses.replace(
-                current, rc_fwhm_mm=rc_fwhm, filter_fwhm_mm=filt)]
+                current, rc_fwhm_mm=rc_fwhm, rc_fwhm_source="nema", filter_fwhm_mm=filt)]
         cid = calibration_id(current) if current is not None else f"{site_id}-uncalibrated"
         out["phantom_results"] = [{**dataclasses.asdict(r), "calibration_id": cid, "camera_id": header.camera_id}
                                   for r in res.spheres]

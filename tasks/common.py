@@ -82,6 +82,8 @@ def calibration_history(config: TrialConfig, camera_id: str | None = None) -> li
             valid_from=_naive(r["valid_from"]), sensitivity_cps_per_mbq=sens,
             vendor_scale_factor=None if sens is not None else vendor, sd=sd,
             rc_fwhm_mm=_none(r.get("rc_fwhm_mm")), filter_fwhm_mm=_none(r.get("harmonising_filter_fwhm_mm")),
+            # rows written before rc_fwhm_source existed had a FWHM only from a NEMA phantom
+            rc_fwhm_source=_none(r.get("rc_fwhm_source")) or ("nema" if _none(r.get("rc_fwhm_mm")) else None),
             version=int(r.get("result_version") or 1)))
     return out
 
@@ -107,6 +109,7 @@ def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[di
                 "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
                 "sensitivity_sd_cps_per_mbq": c.sd, "bqml_scale_factor": c.vendor_scale_factor,
                 "harmonising_filter_fwhm_mm": c.filter_fwhm_mm, "rc_fwhm_mm": c.rc_fwhm_mm,
+                "rc_fwhm_source": c.rc_fwhm_source,
                 "superseded_by": calibration_id(nxt) if nxt else None, "calibration_id": calibration_id(c),
                 "drift_pct": e.drift_pct, "drift_flag": e.drift_flag})
     return rows

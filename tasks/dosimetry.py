@@ -20,6 +20,7 @@ from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle
 from rntflow.dosimetry.density import mass_g
 from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
 from rntflow.dosimetry.registration import register_rigid, resample
+from rntflow.dosimetry.uncertainty import RC_FWHM_REL_SD
 from rntflow.dosimetry.vois import resample_mask_fraction
 from rntflow.tasks.common import product_store
 from rntflow.tasks.products import ProductStore, TimePointMeta
@@ -130,7 +131,8 @@ def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: i
     settings = CycleSettings(
         nuclide_name=ref.radionuclide, administered_activity_mbq=admin_mbq, spacing_mm=spacing_zyx,
         voxel_engine=engine, partial_volume_correction=config.dosimetry.partial_volume_correction,
-        rc_fwhm_mm=ref.rc_fwhm_mm, radiobiology=rb,
+        rc_fwhm_mm=ref.rc_fwhm_mm, rc_fwhm_rel_sd=RC_FWHM_REL_SD.get(ref.rc_fwhm_source or "nema", 0.0),
+        radiobiology=rb,
         population_t_eff_h=population_t_eff(config, subject_id) if len(tps) == 1 else {})
     kernel = kernel_for(ref.radionuclide, tuple(round(s, 4) for s in spacing_zyx)) if engine == "voxel_dpk" else None
     hu = None
@@ -141,7 +143,15 @@ def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: i
     if settings.partial_volume_correction and ref.rc_fwhm_mm is None:
         checks.append(qa_row(CheckResult(
             "partial_volume_correction", WARN, "no RC curve", "the camera's NEMA RC curve",
-            "no NEMA phantom result for this camera: activities not corrected for recovery"),
+            "no NEMA phantom, configured system FWHM or cylinder-edge estimate for this camera: "
+            "activities not corrected for recovery"),
+            "cycle", f"{subject_id}/{cycle}"))
+    elif settings.partial_volume_correction and ref.rc_fwhm_source in ("configured", "cylinder_edge"):
+        checks.append(qa_row(CheckResult(
+            "partial_volume_correction", WARN, f"{ref.rc_fwhm_source} FWHM {ref.rc_fwhm_mm:.1f} mm",
+            "the camera's NEMA RC curve",
+            f"recovery from a {ref.rc_fwhm_source.replace('_', ' ')} FWHM (no NEMA phantom): dose SDs include "
+            f"a {100 * settings.rc_fwhm_rel_sd:.0f} % FWHM uncertainty"),
             "cycle", f"{subject_id}/{cycle}"))
     for f in result.findings:
         checks.append(qa_row(CheckResult(f.check_name, f.status, f.value_found, f.value_expected, f.message),

@@ -53,11 +53,13 @@ class TimePointMeta:
     calibration_rel : float
         Relative standard uncertainty of the calibration factor.
     rc_fwhm_mm : float or None
-        Recovery-curve FWHM of the camera's NEMA phantom.
+        Recovery FWHM of the camera's calibration (mm).
     protocol_compliant : bool
     voi_names : list of str
         TG-263 names of the VOIs stored with this time point (empty: none).
     ct_frame_of_reference_uid : str or None
+    rc_fwhm_source : str or None
+        Where ``rc_fwhm_mm`` came from (``nema``, ``configured``, ``cylinder_edge``).
     """
 
     site_id: str
@@ -77,6 +79,7 @@ class TimePointMeta:
     protocol_compliant: bool
     voi_names: list[str] = field(default_factory=list)
     ct_frame_of_reference_uid: str | None = None
+    rc_fwhm_source: str | None = None
 
     @property
     def administered_at(self) -> datetime:

@@ -245,6 +245,7 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
         administered_activity_mbq=header.administered_activity_mbq, radionuclide=nuc_name, t_h=float(t_h),
         cycle=_cycle_of(admin, others), calibration_id=cal_id, calibration_status=status,
         calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
+        rc_fwhm_source=cal.rc_fwhm_source,
         protocol_compliant=study_row["protocol_compliant"], voi_names=sorted(vois),
         ct_frame_of_reference_uid=study.ct_frame_of_reference_uid)
     store.save_timepoint(meta, spect, study.ct, vois or None)

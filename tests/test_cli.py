@@ -157,3 +157,15 @@ def test_reprocess_selects_by_every_filter():
     assert keys(select_studies(hs, arrivals, study_keys=["k2"])) == ["k2"]
     assert keys(select_studies(hs, arrivals, since=datetime(2026, 1, 2))) == ["k2", "k3"]
     assert keys(select_studies(hs, arrivals, site_ids=["S1"], since=datetime(2026, 1, 2, 12))) == []
+
+
+def test_listen_on_a_busy_port_is_one_line(trial, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["listen", "--config", str(trial), "--port", str(port), "--dispatch", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} is already in use" in err and "Traceback" not in err

@@ -218,7 +218,10 @@ TABLES: dict[str, Table] = {
             _c("sensitivity_sd_cps_per_mbq", pa.float64(), "Standard uncertainty of the sensitivity."),
             _c("bqml_scale_factor", pa.float64(), "Scale applied to a vendor Bq/mL reconstruction (1 = exact)."),
             _c("harmonising_filter_fwhm_mm", pa.float64(), "Gaussian post-filter FWHM bringing the site onto the reference RC band."),
-            _c("rc_fwhm_mm", pa.float64(), "FWHM of the recovery curve fitted to the NEMA IEC phantom (drives partial-volume correction)."),
+            _c("rc_fwhm_mm", pa.float64(), "Recovery FWHM that drives partial-volume correction (see rc_fwhm_source)."),
+            _c("rc_fwhm_source", pa.string(), "Where rc_fwhm_mm came from: the NEMA IEC phantom's RC curve, the "
+               "camera profile's configured system_fwhm_mm, or the uniform cylinder's edge.",
+               allowed=("nema", "configured", "cylinder_edge")),
             _c("superseded_by", pa.string(), "calibration_id of the calibration that replaced this one."),
             _c("calibration_id", pa.string(), "Identifier of this calibration.", nullable=False),
             _c("drift_pct", pa.float64(), "Change of sensitivity against the previous calibration."),

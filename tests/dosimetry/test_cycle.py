@@ -119,3 +119,36 @@ def test_bad_inputs_give_clear_errors_or_findings():
     flat = compute_cycle_dosimetry(_images(lambda t: 1e5, (4.0, 24.0, 96.0, 168.0), mask), [voi], s)
     tac = [x for x in flat.findings if x.check_name == "tac_fit"][0]
     assert tac.status == "warn" and flat.tac_fits[0]["fallback_reason"]
+
+
+def test_recovery_uncertainty_from_a_non_nema_fwhm_widens_the_dose_sd_to_cover_its_error():
+    # issue 13 part 3: with a FWHM from the cylinder edge (or configured), +-15 %, the dose SD
+    # includes the recovery coefficient's change over FWHM (1 +- 0.15), so a 15 % FWHM error
+    # moves the dose by less than its stated SD; an organ-sized VOI hardly changes
+    from rntflow.dosimetry.uncertainty import RC_FWHM_REL_SD, recovery_rel_sd
+
+    assert RC_FWHM_REL_SD["nema"] == 0.0 and RC_FWHM_REL_SD["cylinder_edge"] == 0.15
+    assert recovery_rel_sd(10.0, 12.5, 0.0) == 0.0 and recovery_rel_sd(10.0, None, 0.15) == 0.0
+    lesion, liver = recovery_rel_sd(10.0, 12.5, 0.15), recovery_rel_sd(1800.0, 12.5, 0.15)
+    assert 0.05 < lesion < 0.2 and liver < 0.02
+    rc = recovery_coefficient(10.0, 12.5)
+    assert lesion == pytest.approx(max(abs(recovery_coefficient(10.0, 12.5 * k) / rc - 1) for k in (0.85, 1.15)))
+
+    shape = (60, 60, 60)
+    mask = _ball(shape, (30, 30, 30), 3.0)  # 14.4 mm radius, 12.5 mL
+    fwhm = 12.0
+    volume_ml = mask.sum() * VOXEL_ML
+    tps = _images(lambda t: 50_000.0 * math.exp(-0.02 * t), (4.0, 24.0, 96.0, 168.0), mask,
+                  lambda t: 5_000.0 * math.exp(-0.05 * t), fwhm)
+    voi = Voi("Lesion_1", mask.astype(np.float32), volume_ml, volume_ml)
+
+    def dose(fwhm_mm: float, rel_sd: float) -> dict:
+        s = CycleSettings("Lu-177", 7400.0, SP, voxel_engine="organ", rc_fwhm_mm=fwhm_mm, rc_fwhm_rel_sd=rel_sd)
+        return compute_cycle_dosimetry(tps, [voi], s).voi_doses[0]
+
+    nema, edge, edge_wrong = dose(fwhm, 0.0), dose(fwhm, 0.15), dose(fwhm * 1.15, 0.15)
+    assert edge["dose_gy"] == nema["dose_gy"] and edge["dose_sd_gy"] > nema["dose_sd_gy"]
+    assert edge["dose_sd_gy"] / edge["dose_gy"] == pytest.approx(
+        math.hypot(nema["dose_sd_gy"] / nema["dose_gy"], recovery_rel_sd(volume_ml, fwhm, 0.15)), rel=1e-6)
+    assert abs(edge_wrong["dose_gy"] - nema["dose_gy"]) < edge_wrong["dose_sd_gy"]
+    assert abs(edge_wrong["dose_gy"] - nema["dose_gy"]) > nema["dose_sd_gy"]  # the old SD would not cover it

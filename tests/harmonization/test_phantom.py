@@ -342,9 +342,13 @@ def test_phantom_studies_cylinder_then_nema(tmp_path):
     res = calibrate_uniform_cylinder(hdr, arr, sp, fill, site_id="SITE01", protocol_name="P")
     assert [c.check for c in res.checks] == [
         "phantom_type", "phantom_header", "phantom_scatter_correction", "phantom_reference_time",
-        "phantom_activity", "phantom_fov", "phantom_volume", "phantom_sensitivity"]
+        "phantom_activity", "phantom_fov", "phantom_volume", "phantom_sensitivity", "cylinder_edge_resolution"]
     assert res.status == "pass", res.checks
     assert res.calibration.sensitivity_cps_per_mbq == pytest.approx(s_true, rel=0.02)
+    # until the NEMA phantom arrives the recovery FWHM is the cylinder edge's (voxel-averaged
+    # test image: the box of the 4.8 mm voxel adds its variance)
+    assert res.calibration.rc_fwhm_source == "cylinder_edge"
+    assert res.calibration.rc_fwhm_mm == pytest.approx(effective_fwhm_mm(12.0), rel=0.10)
     wrong = calibrate_uniform_cylinder(hdr, arr, sp, PhantomFill("X", "nema_iec_body", a_cyl, ref, 9700.0, 8.0),
                                        site_id="SITE01", protocol_name="P")
     assert wrong.calibration is None and wrong.check("phantom_type").status == "fail"
@@ -361,6 +365,7 @@ def test_phantom_studies_cylinder_then_nema(tmp_path):
     assert res.status == "pass", res.checks
     assert res.check("harmonising_filter").value_found == "no filter needed"
     assert res.calibration.rc_fwhm_mm == pytest.approx(effective_fwhm_mm(12.0), abs=1.5)
+    assert res.calibration.rc_fwhm_source == "nema"  # the NEMA RC curve wins
     assert res.calibration.filter_fwhm_mm == 0.0
     fe = effective_fwhm_mm(12.0)
     for row in res.spheres:
