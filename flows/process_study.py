@@ -37,7 +37,14 @@ from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.flows.qa import qa_flow
 from rntflow.flows.timepoint import timepoint_flow
 from rntflow.tasks.common import Context, trial_config
-from rntflow.tasks.dependencies import StudyRef, dependants_of_calibration, dependants_of_timepoint
+from rntflow.tasks.dependencies import (
+    WAITING_FOR_CT,
+    WAITING_FOR_CYLINDER,
+    StudyRef,
+    dependants_of_calibration,
+    dependants_of_timepoint,
+    phantoms_waiting_for_calibration,
+)
 from rntflow.tasks.timepoint import attach_segmentation, classify_study
 from rntflow.tasks.warehouse import flow_run_row, load_rows
 
@@ -100,9 +107,14 @@ def _phantom(config: TrialConfig, config_path: str, site_id: str, subject_id: st
     """Calibrate; then re-process what waited for, or was quantified with another, calibration."""
     res = calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
     if not res["calibrations"]:
+        if res["phantom_type"] == "nema_iec_body" and not any(c["status"] == FAIL for c in res["checks"]):
+            return StudyOutcome(WAITING, f"{WAITING_FOR_CYLINDER}, which the NEMA phantom's recovery curve "
+                                         "completes; processed again when it arrives")
         fails = "; ".join(f"{c['check_name']}: {c['message']}" for c in res["checks"] if c["status"] == FAIL)
         return StudyOutcome("failed", f"{res['phantom_type']} phantom gave no calibration ({fails or 'no result'}); "
                                       f"fix it (e.g. the fill-log row), then: rntflow reprocess --study {study_key}")
+    if res["phantom_type"] == "uniform_cylinder":
+        _rerun(config_path, phantoms_waiting_for_calibration(config, site_id))  # each re-runs its dependants
     _rerun(config_path, dependants_of_calibration(config, site_id))
     return StudyOutcome("processed", f"{res['phantom_type']} phantom: calibration registered or updated")
 
@@ -130,8 +142,8 @@ def _segmentation(config: TrialConfig, config_path: str, site_id: str, subject_i
     seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
     load_rows(str(config.warehouse_dir), "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
     if seg["cycle"] is None:
-        return StudyOutcome(WAITING, "waiting for the CT the VOIs were drawn on (same frame of reference) to arrive "
-                                     "with its time point; processed again when it does")
+        return StudyOutcome(WAITING, f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; "
+                                     "processed again when it does")
     out["cycle"] = seg["cycle"]
     out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
     qa_flow(config_path, subject_ids=[subject_id])
@@ -144,7 +156,7 @@ def _rerun(config_path: str, refs: list[StudyRef]) -> None:
     log = get_run_logger()
     for ref in refs:
         log.info("re-processing %s/%s/%s: %s", ref.site_id, ref.subject_id, ref.study_key, ref.why)
-        process_study(ref.site_id, ref.subject_id, "patient", ref.study_key, ref.study_dir, 0, 1, config_path,
+        process_study(ref.site_id, ref.subject_id, ref.kind, ref.study_key, ref.study_dir, 0, 1, config_path,
                       return_state=True)
 
 

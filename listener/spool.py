@@ -349,6 +349,10 @@ class Spool:
         which :meth:`reconcile` sets aside: it was never acknowledged). When ``final``
         already exists (a concurrent sender of the same content, or a leftover), write a
         temporary file and rename it over ``final``, then fsync.
+
+        Not :func:`rntflow.core.files.atomic_write`: the path is content-addressed, so the
+        common case creates it exclusively and writes in place (no temporary file, no rename
+        on the ingest hot path); the folder fsync is batched by :meth:`_ensure_dir`.
         """
         self._ensure_dir(final.parent)
         try:

@@ -14,9 +14,10 @@ import argparse
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from rntflow.core.config import TrialConfig, load_config
+from rntflow.core.config import SiteSettings, TrialConfig, load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, timeout_s: float,
-                       say) -> tuple[int, int]:
+                       say, order: Callable[[list[tuple[SiteSettings, Path]]], list] | None = None
+                       ) -> tuple[int, int]:
     """Listener + push + flows until every study has been processed; (push failures, failed flows).
 
     The listener receives in this process; de-identification, stable-study detection and
@@ -108,16 +110,17 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
         return len(done), int((done["state"] == "Failed").sum())
 
     try:
-        for site in config.sites:
-            site_dir = trial_dir / "dicom" / site.id
-            if not site_dir.exists():
-                continue
-            # phantoms first, as a site scans them before treating patients
-            for study_root in sorted(site_dir.iterdir(), key=lambda p: (not p.name.startswith("QC-"), p.name)):
-                report = push_tree(study_root, "127.0.0.1", server.port, site.calling_ae_titles[0],
-                                   config.listener.ae_title)
-                failures += len(report.failures)
-            say(f"{site.id}: pushed; flows: {progress()[0]}/{n_studies} studies processed")
+        # by default per site, phantoms first, as a site scans them before treating patients;
+        # ``order`` permutes the whole list (arrival order must not change the results)
+        pushes = [(site, study_root) for site in config.sites if (trial_dir / "dicom" / site.id).exists()
+                  for study_root in sorted((trial_dir / "dicom" / site.id).iterdir(),
+                                           key=lambda p: (not p.name.startswith("QC-"), p.name))]
+        for i, (site, study_root) in enumerate(order(pushes) if order else pushes):
+            report = push_tree(study_root, "127.0.0.1", server.port, site.calling_ae_titles[0],
+                               config.listener.ae_title)
+            failures += len(report.failures)
+            if order is None and (i + 1 == len(pushes) or pushes[i + 1][0] is not site):
+                say(f"{site.id}: pushed; flows: {progress()[0]}/{n_studies} studies processed")
         deadline = time.monotonic() + timeout_s
         last = (-1, -1)
         while time.monotonic() < deadline:
@@ -137,9 +140,9 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
 
 def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> None:
     """End of data collection: final dosimetry and QA, outcomes, dose-effect analysis."""
+    from rntflow.core.config import load_enrolment
     from rntflow.flows.qa import qa_flow
     from rntflow.flows.warehouse import dose_effect_flow
-    from rntflow.core.config import load_enrolment
     from rntflow.warehouse.outcomes import import_outcomes
 
     say("closing data collection: final dosimetry and QA of every cycle")

@@ -4,6 +4,8 @@
   that site that waited for a calibration, and every stored time point whose current
   calibration (as :func:`rntflow.harmonization.calibration.calibration_for` chooses it now)
   is not the one it was quantified with, or whose recovery-curve FWHM changed.
+* The first uniform-cylinder calibration of a camera arrives: the NEMA phantom studies
+  that arrived before it (their recovery curve completes that calibration).
 * A patient time point arrives: the segmentation-only studies of that subject that waited
   for the CT they were drawn on.
 
@@ -24,6 +26,12 @@ from rntflow.listener.handoff import study_dir_for
 from rntflow.tasks.common import calibration_history, calibration_id, product_store
 from rntflow.warehouse.writer import read_latest
 
+#: How the ``processing`` messages of waiting studies begin (written by flows/process_study.py,
+#: matched here to find what to process again).
+WAITING_FOR_CALIBRATION = "waiting for calibration of camera"
+WAITING_FOR_CYLINDER = "waiting for the camera's uniform-cylinder calibration"
+WAITING_FOR_CT = "waiting for the CT the VOIs were drawn on"
+
 
 @dataclass(frozen=True)
 class StudyRef:
@@ -34,6 +42,7 @@ class StudyRef:
     study_key: str
     study_dir: str
     why: str
+    kind: str = "patient"
 
 
 def _waiting(config: TrialConfig, site_id: str, subject_id: str | None = None) -> list[tuple[str, str, str]]:
@@ -47,16 +56,25 @@ def _waiting(config: TrialConfig, site_id: str, subject_id: str | None = None) -
     return [] if rows.empty else list(rows[["subject_id", "study_id", "message"]].itertuples(index=False, name=None))
 
 
-def _ref(config: TrialConfig, site_id: str, subject_id: str, study_id: str, why: str) -> StudyRef:
+def _ref(config: TrialConfig, site_id: str, subject_id: str, study_id: str, why: str,
+         kind: str = "patient") -> StudyRef:
     return StudyRef(site_id, subject_id, study_id,
-                    str(study_dir_for(config.spool_dir / "deid", site_id, subject_id, study_id)), why)
+                    str(study_dir_for(config.spool_dir / "deid", site_id, subject_id, study_id)), why, kind)
+
+
+@task(name="phantoms-waiting-for-calibration")
+def phantoms_waiting_for_calibration(config: TrialConfig, site_id: str) -> list[StudyRef]:
+    """NEMA phantom studies of ``site_id`` that arrived before any uniform-cylinder calibration."""
+    return [_ref(config, site_id, s, k, "waited for the cylinder calibration", "phantom")
+            for s, k, msg in _waiting(config, site_id) if (msg or "").startswith(WAITING_FOR_CYLINDER)]
 
 
 @task(name="dependants-of-calibration")
 def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRef]:
     """Patient time points of ``site_id`` to process again after its calibration changed."""
     out = {(s, k): _ref(config, site_id, s, k, "waited for a calibration")
-           for s, k, msg in _waiting(config, site_id) if "calibration" in (msg or "")}
+           for s, k, msg in _waiting(config, site_id)
+           if (msg or "").startswith(WAITING_FOR_CALIBRATION)}
     store = product_store(config)
     histories: dict[str | None, list] = {}
     for m in store.all_timepoints():
@@ -78,4 +96,4 @@ def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRe
 def dependants_of_timepoint(config: TrialConfig, site_id: str, subject_id: str) -> list[StudyRef]:
     """Segmentation-only studies of the subject that waited for the CT they were drawn on."""
     return [_ref(config, site_id, s, k, "waited for its CT") for s, k, msg in _waiting(config, site_id, subject_id)
-            if "CT" in (msg or "")]
+            if (msg or "").startswith(WAITING_FOR_CT)]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from rntflow.core.files import write_text_atomic
 from rntflow.dicomio.images import read_image, write_image
 
 META = "meta.json"
@@ -191,6 +192,4 @@ class ProductStore:
         p = self.transform_path(m, reference_study_id)
         rec = {"fixed_parameters": list(transform.GetFixedParameters()),
                "parameters": list(transform.GetParameters()), **quality}
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1, sort_keys=True))
-        os.replace(tmp, p)
+        write_text_atomic(p, json.dumps(rec, indent=1, sort_keys=True))

@@ -39,8 +39,11 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
 
 def _one_of_each(trial: Path) -> list[Path]:
     nm = sorted(trial.glob("dicom/*/*/*/NM/*.dcm"))
-    picks = [nm[0], next(p for p in nm if "QC-NEMA" in str(p))]
-    picks += [next(p for p in nm if "SITE02" in str(p) and "QC-" not in str(p))]  # vendor Bq/mL
+    picks = [next(p for p in nm if "QC-NEMA" in str(p))]
+    # one patient NM per site: each vendor profile (counts without Units, vendor Bq/mL in
+    # RWVM with RadionuclideTotalDose in Bq, counts with Units)
+    picks += [next(p for p in nm if f"/{site}/" in str(p) and "QC-" not in str(p))
+              for site in sorted({p.relative_to(trial / "dicom").parts[0] for p in nm})]
     picks += sorted(trial.glob("dicom/*/*/*/CT/CT_0050.dcm"))[:1]
     picks += sorted(trial.glob("dicom/*/*/*/RTSTRUCT/*.dcm"))[:2]
     return picks
@@ -54,19 +57,44 @@ def test_every_kind_of_object_passes_dciodvfy_without_errors(small_trial):
         assert not errors, f"{path}: {errors}"
 
 
-def test_nm_headers_carry_what_quantification_needs(small_trial, small_truth):
+def test_nm_headers_carry_what_quantification_needs_as_each_vendor_writes_it(small_trial, small_truth):
+    from rntflow.harmonization.headers import parse_nm_header
+
     for site_id, site in small_truth["sites"].items():
         path = next(p for p in sorted(small_trial.glob(f"dicom/{site_id}/*/*/NM/*.dcm")) if "QC-" not in str(p))
         ds = pydicom.dcmread(path)
+        vendor = site["vendor"]
         assert ds.NumberOfFrames == ds.NumberOfSlices > 50
         rp = ds.RadiopharmaceuticalInformationSequence[0]
-        assert 6500 < float(rp.RadionuclideTotalDose) < 8300 and rp.RadiopharmaceuticalStartDateTime
+        scale = 1e6 if vendor["total_dose_unit"] == "Bq" else 1.0
+        assert 6500 < float(rp.RadionuclideTotalDose) / scale < 8300 and rp.RadiopharmaceuticalStartDateTime
         assert float(ds.EnergyWindowInformationSequence[0].EnergyWindowRangeSequence[0].EnergyWindowLowerLimit) == \
             pytest.approx(187.2)
-        assert ds.Units == site["units"]
-        assert ds.ReconstructionMethod == f"OSEM {site['iterations']}i{site['subsets']}s"
+        assert ("Units" in ds) == vendor["units_attribute"]
+        assert ds.get("Units", site["units"]) == site["units"]
         assert ("SCAT" in ds.CorrectedImage) == site["scatter_correction"]
         assert len(ds.EnergyWindowInformationSequence) == (3 if site["scatter_correction"] else 1)
+        assert ds.DetectorInformationSequence[0].CollimatorGridName == vendor["collimator"]
+        assert " ".join(ds.ConvolutionKernel if ds["ConvolutionKernel"].VM > 1 else [ds.ConvolutionKernel]) == \
+            vendor["post_filter"]
+        # the platform's header reading recovers what the vendor meant
+        h = parse_nm_header(ds)
+        assert h.units == site["units"]
+        assert (h.algorithm, h.iterations, h.subsets) == (vendor["algorithm"].upper(), site["iterations"],
+                                                          site["subsets"])
+        assert 6500 < h.administered_activity_mbq < 8300
+
+
+def test_sites_write_vendor_diverse_headers(small_truth):
+    vendors = [s["vendor"] for s in small_truth["sites"].values()]
+    assert len({v["algorithm"] for v in vendors}) == len({v["collimator"] for v in vendors}) == 3
+    assert len({v["post_filter"] for v in vendors}) == 3
+    assert any(not v["units_attribute"] and s["units"] == "CNTS" for v, s in
+               zip(vendors, small_truth["sites"].values()))  # Siemens-like counts without Units
+    assert any(not v["units_attribute"] and s["units"] == "BQML" and v["rwvm"] == "always" for v, s in
+               zip(vendors, small_truth["sites"].values()))  # Bq/mL only in RealWorldValueMappingSequence
+    assert any(v["units_attribute"] for v in vendors)
+    assert [v["total_dose_unit"] for v in vendors].count("Bq") == 1
 
 
 def test_phi_is_present_in_the_simulated_dicom(small_trial, small_truth):
@@ -136,7 +164,9 @@ def test_phantom_counts_over_sensitivity_give_the_known_activity(small_trial, sm
         if site["units"] != "CNTS" or not site["scatter_correction"]:
             continue
         ds = pydicom.dcmread(small_trial / ph["study_dir"] / "NM" / "NM_0001.dcm")
-        counts = ds.pixel_array.astype(float).sum() * float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope)
+        slope = float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope) \
+            if "RealWorldValueMappingSequence" in ds else 1.0  # Siemens-like: counts as stored
+        counts = ds.pixel_array.astype(float).sum() * slope
         activity = counts / (site["sensitivity_cps_per_mbq"] * ph["duration_s"])
         # scaled-Poisson noise: variance = 3 x counts; allow 4 SD, plus the 1% of counts a
         # 12 mm FWHM blur spills past the reconstruction grid's edge for an off-centre phantom
@@ -193,6 +223,8 @@ def test_written_trial_config_is_valid_and_matches_the_example(small_trial):
     assert [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in cfg.sites] == \
         [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in example.sites]
     assert cfg.protocol == example.protocol
+    # the camera profiles accept each simulated vendor's names
+    assert [s.cameras for s in cfg.sites] == [s.cameras for s in example.sites]
     # every ROI name the simulator wrote maps to TG-263 through the config
     for rs in small_trial.glob("dicom/*/*/*/RTSTRUCT/*.dcm"):
         site_id = rs.relative_to(small_trial / "dicom").parts[0]

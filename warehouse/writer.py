@@ -6,7 +6,7 @@ append-only: a load never rewrites an existing file, so a new schema column need
 rewrite (the catalog reads with ``union_by_name``).
 
 Each file is written to a hidden temporary file in the same folder
-(``.part-<uuid>.parquet.tmp``, which the ``*.parquet`` glob of the views does not match),
+(``.part-<uuid>.parquet.<random>.tmp``, :func:`rntflow.core.files.atomic_write`; which the ``*.parquet`` glob of the views does not match),
 flushed and fsync'd, then renamed with :func:`os.replace` (atomic on POSIX) and the folder
 fsync'd. A reader therefore sees a whole file or none.
 
@@ -29,7 +29,6 @@ because the published rows are then "unchanged".
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -45,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rntflow.core.errors import WarehouseError
-from rntflow.core.files import remove_stale_temps
+from rntflow.core.files import atomic_write, remove_stale_temps
 from rntflow.warehouse import latest
 from rntflow.warehouse.schema import DERIVED, TABLES, Table
 
@@ -336,19 +335,11 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
 def _sweep_orphans(folder: Path, latest_folder: Path | None = None) -> int:
     """Delete temporary files left by a crashed writer (call only while holding the table lock)."""
     n = 0
-    for tmp in folder.rglob(".part-*.parquet.tmp"):
+    for tmp in folder.rglob(".part-*.parquet.*.tmp"):
         tmp.unlink(missing_ok=True)
         n += 1
     n += remove_stale_temps(folder, f".{latest.SCHEMA_FILE}.*.tmp")
     return n + remove_stale_temps(latest_folder) if latest_folder is not None else n
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_parquet_atomic(table: pa.Table, folder: Path, *, _before_rename=None) -> Path:
@@ -369,22 +360,9 @@ def write_parquet_atomic(table: pa.Table, folder: Path, *, _before_rename=None) 
     Path
         The final file.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    tmp = folder / f".{name}.tmp"
-    final = folder / name
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if _before_rename is not None:
-            _before_rename(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
+    final = folder / f"part-{uuid.uuid4().hex}.parquet"
+    with atomic_write(final, "wb", before_rename=_before_rename) as fh:
+        pq.write_table(table, fh, compression="zstd")
     return final
 
 

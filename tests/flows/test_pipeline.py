@@ -65,9 +65,12 @@ def pipeline(small_trial, prefect_harness, tmp_path_factory):
 
 def test_every_study_processed_without_failure(pipeline, small_trial):
     assert pipeline["failures"] == 0 and pipeline["n_failed"] == 0
-    runs = read_latest(pipeline["config"].warehouse_dir, "flow_runs")
+    runs = read_latest(pipeline["config"].warehouse_dir, "flow_runs", "flow_name = 'process-study'")
     n_studies = sum(1 for _ in small_trial.glob("dicom/*/*/*"))
-    assert len(runs) == n_studies and set(runs["state"]) == {"Completed"}
+    latest = runs.sort_values("ended_at").drop_duplicates("study_id", keep="last")  # re-runs by dependency
+    assert len(latest) == n_studies and set(latest["state"]) == {"Completed"}
+    qa = read_latest(pipeline["config"].warehouse_dir, "qa_checks", "check_name = 'processing'")
+    assert set(qa["value_found"]) == {"processed"}  # nothing waits, nothing failed
 
 
 def test_doses_match_the_ground_truth(pipeline, small_trial, small_truth):
@@ -209,6 +212,53 @@ def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth
             assert n not in data, f"{n!r} found in {f}"
     said = "\n".join(pipeline["said"]).encode()
     assert not [n for n in needles if n in said]
+
+
+def _latest_results(wh) -> dict:
+    """What arrival order must not change: doses, calibrations and QA verdicts (latest versions)."""
+    doses = read_latest(wh, "voi_doses").set_index(["subject_id", "cycle", "voi", "engine", "method"]).sort_index()
+    cals = read_latest(wh, "calibrations").set_index(["site_id", "camera_id", "valid_from"]).sort_index()
+    qa = read_latest(wh, "qa_checks", "check_name != 'processing'")
+    return {"doses": doses["dose_gy"],
+            "cals": cals[["sensitivity_cps_per_mbq", "bqml_scale_factor", "rc_fwhm_mm"]],
+            "qa": sorted(qa[["scope_id", "check_name", "status"]].itertuples(index=False, name=None))}
+
+
+@pytest.mark.parametrize("how", ["reversed", "random"])
+def test_arrival_order_does_not_change_the_warehouse(pipeline, small_trial, tmp_path, how):
+    """Issue 14: the trial pushed in reversed and in a random order (patients before phantoms,
+    NEMA before cylinder) ends with the same latest doses, calibrations and QA as in order."""
+    import random
+    import shutil
+
+    work = tmp_path / how
+    cfg = yaml.safe_load(Path(pipeline["path"]).read_text())
+    cfg["listener"]["port"] = free_port()
+    cfg["paths"].update(spool=str(work / "spool"), warehouse=str(work / "wh"), keys=str(work / "keys"),
+                        prefect_home=str(work / "prefect"), products=str(work / "products"))
+    shutil.copytree(pipeline["config"].keys_dir, work / "keys")  # same keys: same study keys and date shift
+    path = work / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path)
+    order = (lambda xs: xs[::-1]) if how == "reversed" else (lambda xs: random.Random(20261130).sample(xs, len(xs)))
+    old = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(config.prefect_home)
+    try:
+        failures, n_failed = ingest_and_process(config, str(path), small_trial, 1200, print, order=order)
+    finally:
+        if old is None:
+            os.environ.pop("PREFECT_HOME", None)
+        else:
+            os.environ["PREFECT_HOME"] = old
+    close_out(config, str(path), small_trial, print)
+    assert failures == 0 and n_failed == 0
+    got, want = _latest_results(config.warehouse_dir), _latest_results(pipeline["config"].warehouse_dir)
+    assert got["qa"] == want["qa"]
+    assert list(got["doses"].index) == list(want["doses"].index)
+    assert got["doses"].to_numpy() == pytest.approx(want["doses"].to_numpy(), rel=1e-6)
+    assert list(got["cals"].index) == list(want["cals"].index)
+    assert got["cals"].to_numpy(dtype=float) == pytest.approx(want["cals"].to_numpy(dtype=float), rel=1e-6,
+                                                              nan_ok=True)
 
 
 def test_a_fixed_fill_log_row_and_reprocess_recalibrate_and_redose_that_site_only(pipeline, small_trial):

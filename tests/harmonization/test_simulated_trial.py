@@ -354,7 +354,8 @@ def test_reconstruction_checks_find_every_off_protocol_site(small_trial, small_t
         off = small_truth["sites"][site_id]["off_protocol"]
         for nm in _nm_files(small_trial, site_id, patient_id):
             header = parse_nm_header(pydicom.dcmread(nm, stop_before_pixels=True))
-            results = check_reconstruction(header, EXAMPLE.protocol)
+            camera = EXAMPLE.site(site_id).camera_profile(header.manufacturer, header.model)
+            results = check_reconstruction(header, EXAMPLE.protocol, camera)
             fails = {c.check for c in results if c.status == "fail"}
             warns.setdefault(site_id, set()).update(c.check for c in results if c.status == "warn")
             n += 1

@@ -144,7 +144,7 @@ def test_killed_process_between_write_and_rename_leaves_no_visible_file(tmp_path
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 9, proc.stderr
     root = tmp_path / "wh"
-    assert len(list((root / "voi_doses").rglob(".part-*.parquet.tmp"))) == 1  # the half-finished load
+    assert len(list((root / "voi_doses").rglob(".part-*.parquet.*.tmp"))) == 1  # the half-finished load
     assert _visible_parquet(root, "voi_doses") == []
     assert _count(root, "voi_doses") == 0
     assert load_table(root, "voi_doses", df).rows_new == 144
