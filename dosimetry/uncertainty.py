@@ -32,10 +32,12 @@ from rntflow.physics.recovery import rc_blurred_sphere, sphere_diameter_mm
 #: Relative standard uncertainty of the recovery FWHM by where it came from
 #: (``calibrations.rc_fwhm_source``). NEMA: the RC curve is fitted to the measured sphere RCs,
 #: whose own uncertainty is not propagated here (0). A uniform cylinder's edge: 15 %, which
-#: covers the edge fit's bias on the simulator (+2 to +3 % with scatter corrected, +24 %
-#: without; tests/harmonization/test_phantom.py) and the difference between a transaxial
-#: edge and the 3-D response that recovers a sphere. A configured FWHM: the same 15 %, its
-#: provenance being unknown to the platform.
+#: covers the edge fit's error on Gaussian-blurred cylinders (< 2 % point-sampled, +4 % with
+#: 4.4 mm voxel averaging; tests/harmonization/test_cylinder_edge.py), on the demo trial's
+#: scatter-corrected cylinders (+1.5 and +3 %; simulation/imaging.py images) and the
+#: difference between a transaxial edge and the 3-D response that recovers a sphere; not an
+#: uncorrected scatter halo (+24 % on the demo's off-protocol site). A configured FWHM: the
+#: same 15 %, its provenance being unknown to the platform.
 RC_FWHM_REL_SD: dict[str, float] = {"nema": 0.0, "cylinder_edge": 0.15, "configured": 0.15}
 
 

@@ -131,9 +131,8 @@ def _time_point(config: TrialConfig, config_path: str, site_id: str, subject_id:
     out["dosimetry"] = dosimetry["status"]
     qa_flow(config_path, subject_ids=[subject_id])
     _rerun(config_path, dependants_of_timepoint(config, site_id, subject_id))
-    cycle_text = ("doses computed" if dosimetry["status"] == "done"
-                  else f"dosimetry waits: {dosimetry.get('reason', dosimetry['status'])}")
-    return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h quantified; cycle {cycle}: {cycle_text}")
+    # what this study produced (the cycle's dosimetry state is the cycle's: rntflow status shows it)
+    return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h of cycle {cycle} quantified")
 
 
 def _segmentation(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,

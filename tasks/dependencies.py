@@ -86,7 +86,8 @@ def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRe
         if cal is None:
             continue
         now_id = calibration_id(cal)
-        if not (m.calibration_id or "").startswith(now_id) or cal.rc_fwhm_mm != m.rc_fwhm_mm:
+        if (not (m.calibration_id or "").startswith(now_id) or cal.rc_fwhm_mm != m.rc_fwhm_mm
+                or (m.calibration_value is not None and cal.value != m.calibration_value)):
             out[(m.subject_id, m.study_id)] = _ref(config, site_id, m.subject_id, m.study_id,
                                                    f"quantified with {m.calibration_id}, now {now_id}")
     return list(out.values())

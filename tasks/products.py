@@ -61,6 +61,9 @@ class TimePointMeta:
     ct_frame_of_reference_uid : str or None
     rc_fwhm_source : str or None
         Where ``rc_fwhm_mm`` came from (``nema``, ``configured``, ``cylinder_edge``).
+    calibration_value : float or None
+        The registry calibration's value when the time point was quantified (cps/MBq, or the
+        vendor scale factor): a re-analysed phantom that changes it re-processes the time point.
     """
 
     site_id: str
@@ -80,6 +83,7 @@ class TimePointMeta:
     protocol_compliant: bool
     voi_names: list[str] = field(default_factory=list)
     ct_frame_of_reference_uid: str | None = None
+    calibration_value: float | None = None
     rc_fwhm_source: str | None = None
 
     @property

@@ -216,6 +216,7 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
             "scan (with its fill-log row); the time point is re-processed when it arrives"))
     cal_id = calibration_id(cal)
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0  # of the phantom calibration, in both arms
+    registry_value = cal.value
     if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
         cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
         cal_id += FACE_VALUE_SUFFIX
@@ -247,7 +248,7 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
         calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
         rc_fwhm_source=cal.rc_fwhm_source,
         protocol_compliant=study_row["protocol_compliant"], voi_names=sorted(vois),
-        ct_frame_of_reference_uid=study.ct_frame_of_reference_uid)
+        ct_frame_of_reference_uid=study.ct_frame_of_reference_uid, calibration_value=registry_value)
     store.save_timepoint(meta, spect, study.ct, vois or None)
     study_row["cycle"] = meta.cycle
     for c in checks:

@@ -283,11 +283,12 @@ def test_a_fixed_fill_log_row_and_reprocess_recalibrate_and_redose_that_site_onl
     cfg["paths"]["phantom_fills"] = str(fixed)
     Path(pipeline["path"]).write_text(yaml.safe_dump(cfg))
 
-    before_cal = read_latest(config.warehouse_dir, "calibrations").set_index(["site_id", "camera_id", "version"])
+    cal_key = ["site_id", "camera_id", "valid_from"]
+    before_cal = read_latest(config.warehouse_dir, "calibrations").set_index(cal_key)
     before_dose = read_latest(config.warehouse_dir, "voi_doses")
     assert main(["reprocess", "--config", pipeline["path"], "--site", site, "--dry-run"]) == 0
     assert main(["reprocess", "--config", pipeline["path"], "--site", site]) == 0
-    after_cal = read_latest(config.warehouse_dir, "calibrations").set_index(["site_id", "camera_id", "version"])
+    after_cal = read_latest(config.warehouse_dir, "calibrations").set_index(cal_key)
     after_dose = read_latest(config.warehouse_dir, "voi_doses")
 
     sens = "sensitivity_cps_per_mbq"
