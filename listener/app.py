@@ -32,6 +32,7 @@ from rntflow.listener.front import AdmissionLimits, FrontServer
 from rntflow.listener.handlers import ListenerHandlers
 from rntflow.listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispatcher, LocalDispatcher
 from rntflow.listener.logs import configure_logging, get_logger, limit_library_logs, log_event
+from rntflow.listener.profile import load_table
 from rntflow.listener.spool import FaultInjector, Spool
 from rntflow.listener.stable import IngestWorker, WorkerSettings
 
@@ -212,6 +213,7 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
         Connection and PDU bounds of the front (:mod:`listener.front`); defaults apply.
     """
     _check_separation(config)
+    load_table()  # the PS3.15 table: a broken install fails here, not by refusing every instance
     spool = Spool(config.spool_dir, faults=faults)
     spool.prepare_sites([s.id for s in config.sites])
     spool.reconcile()
