@@ -52,8 +52,13 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 #: chi-square(1) quantile for a 95 % profile-likelihood interval.
 CHI2_1_95 = float(stats.chi2.ppf(0.95, 1))
 #: Kinetics models that *use* a population half-life, excluded from population statistics.
-SINGLE_TIME_POINT_MODELS = ("hanscheid", "madsen", "single_time_point", "single_time_point_hanscheid",
-                            "single_time_point_madsen")
+SINGLE_TIME_POINT_MODELS = (
+    "hanscheid",
+    "madsen",
+    "single_time_point",
+    "single_time_point_hanscheid",
+    "single_time_point_madsen",
+)
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,12 @@ def _logit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, bool]:
             return nan, math.nan, False
     beta = np.asarray(res.params, dtype=float)
     separated = any(issubclass(w.category, (PerfectSeparationWarning, ConvergenceWarning)) for w in caught)
-    converged = (bool(res.mle_retvals.get("converged", False)) and not separated
-                 and bool(np.all(np.isfinite(beta))) and float(np.max(np.abs(beta))) <= MAX_ABS_COEFFICIENT)
+    converged = (
+        bool(res.mle_retvals.get("converged", False))
+        and not separated
+        and bool(np.all(np.isfinite(beta)))
+        and float(np.max(np.abs(beta))) <= MAX_ABS_COEFFICIENT
+    )
     return beta, float(res.llf), converged
 
 
@@ -178,6 +187,7 @@ def _clean(dose_gy, effect) -> tuple[np.ndarray, np.ndarray]:
 
 def _profile_bound(profile, start: float, ll_max: float, step: float, direction: int, n_steps: int) -> float:
     """Walk from ``start`` until the deviance exceeds the chi2 quantile; refine with brentq."""
+
     def excess(v: float) -> float:
         return 2 * (ll_max - profile(v)) - CHI2_1_95
 
@@ -206,8 +216,9 @@ def fit_logistic_dose(dose_gy, effect) -> LogisticDoseFit:
     """
     dose, y = _clean(dose_gy, effect)
     n, n_events = len(y), int(y.sum())
-    nan_fit = LogisticDoseFit(math.nan, (math.nan, math.nan), math.nan, (math.nan, math.nan), n, n_events,
-                              math.nan, False)
+    nan_fit = LogisticDoseFit(
+        math.nan, (math.nan, math.nan), math.nan, (math.nan, math.nan), n, n_events, math.nan, False
+    )
     if n < 3 or n_events in (0, n):
         return nan_fit
     lnd = np.log(dose)
@@ -242,22 +253,37 @@ def fit_logistic_dose(dose_gy, effect) -> LogisticDoseFit:
     g_hi = _profile_bound(profile_gamma, gamma50, ll_max, g_step, +1, n_g)
     return LogisticDoseFit(
         d50_gy=math.exp(ln_d50),
-        d50_ci_gy=(math.exp(d50_lo) if math.isfinite(d50_lo) else 0.0,
-                   math.exp(d50_hi) if math.isfinite(d50_hi) else math.inf),
-        gamma50=gamma50, gamma50_ci=(g_lo, g_hi), n=n, n_events=n_events,
-        log_likelihood=ll_max, converged=True,
+        d50_ci_gy=(
+            math.exp(d50_lo) if math.isfinite(d50_lo) else 0.0,
+            math.exp(d50_hi) if math.isfinite(d50_hi) else math.inf,
+        ),
+        gamma50=gamma50,
+        gamma50_ci=(g_lo, g_hi),
+        n=n,
+        n_events=n_events,
+        log_likelihood=ll_max,
+        converged=True,
     )
 
 
 def _fit_row(label: str, fit: LogisticDoseFit) -> dict:
-    return {"site_id": label, "n": fit.n, "n_events": fit.n_events, "d50_gy": fit.d50_gy,
-            "d50_ci_low_gy": fit.d50_ci_gy[0], "d50_ci_high_gy": fit.d50_ci_gy[1], "gamma50": fit.gamma50,
-            "gamma50_ci_low": fit.gamma50_ci[0], "gamma50_ci_high": fit.gamma50_ci[1],
-            "converged": fit.converged}
+    return {
+        "site_id": label,
+        "n": fit.n,
+        "n_events": fit.n_events,
+        "d50_gy": fit.d50_gy,
+        "d50_ci_low_gy": fit.d50_ci_gy[0],
+        "d50_ci_high_gy": fit.d50_ci_gy[1],
+        "gamma50": fit.gamma50,
+        "gamma50_ci_low": fit.gamma50_ci[0],
+        "gamma50_ci_high": fit.gamma50_ci[1],
+        "converged": fit.converged,
+    }
 
 
-def dose_response_by_site(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", effect_col: str = "effect",
-                          site_col: str = "site_id") -> pd.DataFrame:
+def dose_response_by_site(
+    df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", effect_col: str = "effect", site_col: str = "site_id"
+) -> pd.DataFrame:
     """Logistic dose-response fit pooled (``site_id == 'pooled'``) and per site.
 
     Use for NTCP (toxicity rows of ``dose_effect``) and for lesion response (responder
@@ -282,8 +308,9 @@ def lesion_response_fit(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy") 
     return fit_logistic_dose(rows[dose_col], responder)
 
 
-def _site_intercepts(dose: np.ndarray, y: np.ndarray, sites: np.ndarray,
-                     levels: list[str]) -> tuple[np.ndarray, float, bool]:
+def _site_intercepts(
+    dose: np.ndarray, y: np.ndarray, sites: np.ndarray, levels: list[str]
+) -> tuple[np.ndarray, float, bool]:
     """Fit ``logit p = b ln D + a_s`` (``a_s = -4 gamma ln D50_s``: one intercept per site).
 
     Returns the coefficients ``[b, a_1 ... a_k]``, the log-likelihood and convergence.
@@ -317,8 +344,9 @@ class SiteEffectTest:
     leave_one_out: pd.DataFrame
 
 
-def site_effect_test(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", effect_col: str = "effect",
-                     site_col: str = "site_id") -> SiteEffectTest:
+def site_effect_test(
+    df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", effect_col: str = "effect", site_col: str = "site_id"
+) -> SiteEffectTest:
     """Likelihood-ratio test of a per-site dose scale (site-specific D50, common gamma50)."""
     sub = df[[dose_col, effect_col, site_col]].dropna()
     sub = sub[sub[dose_col] > 0]
@@ -338,8 +366,7 @@ def site_effect_test(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy", eff
         keep = sites != s
         fit = fit_logistic_dose(dose[keep], y[keep])
         loo.append({"site_id": s, "d50_gy": fit.d50_gy, "d50_change_pct": 100 * (fit.d50_gy / pooled.d50_gy - 1)})
-    return SiteEffectTest(lr, dof, float(stats.chi2.sf(lr, dof)) if dof > 0 else math.nan, scale,
-                          pd.DataFrame(loo))
+    return SiteEffectTest(lr, dof, float(stats.chi2.sf(lr, dof)) if dof > 0 else math.nan, scale, pd.DataFrame(loo))
 
 
 @dataclass(frozen=True)
@@ -374,8 +401,12 @@ class PfsAnalysis:
     cox_converged: bool = True
 
 
-def pfs_vs_dose(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
-                time_col: str = "time_to_event_months", event_col: str = "event") -> PfsAnalysis:
+def pfs_vs_dose(
+    df: pd.DataFrame,
+    dose_col: str = "cumulative_dose_gy",
+    time_col: str = "time_to_event_months",
+    event_col: str = "event",
+) -> PfsAnalysis:
     """Kaplan-Meier by dose group (median split), log-rank test and Cox model on dose."""
     from lifelines import CoxPHFitter, KaplanMeierFitter
     from lifelines.exceptions import ConvergenceWarning
@@ -390,24 +421,39 @@ def pfs_vs_dose(df: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
     for name, mask in (("low", ~high), ("high", high)):
         part = data[mask]
         km = KaplanMeierFitter().fit(part[time_col], part[event_col])
-        rows.append({"group": name, "n": int(mask.sum()), "events": int(part[event_col].sum()),
-                     "median_pfs_months": float(km.median_survival_time_)})
-    lr = logrank_test(data.loc[~high, time_col], data.loc[high, time_col],
-                      data.loc[~high, event_col], data.loc[high, event_col])
+        rows.append(
+            {
+                "group": name,
+                "n": int(mask.sum()),
+                "events": int(part[event_col].sum()),
+                "median_pfs_months": float(km.median_survival_time_),
+            }
+        )
+    lr = logrank_test(
+        data.loc[~high, time_col], data.loc[high, time_col], data.loc[~high, event_col], data.loc[high, event_col]
+    )
     cox_data = pd.DataFrame({"dose_10gy": data[dose_col] / 10.0, "T": data[time_col], "E": data[event_col]})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         cph = CoxPHFitter().fit(cox_data, duration_col="T", event_col="E")
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        return PfsAnalysis(split, pd.DataFrame(rows), float(lr.p_value), math.nan, (math.nan, math.nan), math.nan,
-                           cox_converged=False)
+        return PfsAnalysis(
+            split, pd.DataFrame(rows), float(lr.p_value), math.nan, (math.nan, math.nan), math.nan, cox_converged=False
+        )
     summ = cph.summary.loc["dose_10gy"]
-    return PfsAnalysis(split, pd.DataFrame(rows), float(lr.p_value), float(summ["exp(coef)"]),
-                       (float(summ["exp(coef) lower 95%"]), float(summ["exp(coef) upper 95%"])), float(summ["p"]))
+    return PfsAnalysis(
+        split,
+        pd.DataFrame(rows),
+        float(lr.p_value),
+        float(summ["exp(coef)"]),
+        (float(summ["exp(coef) lower 95%"]), float(summ["exp(coef) upper 95%"])),
+        float(summ["p"]),
+    )
 
 
-def population_kinetics(tac_fits: pd.DataFrame, by: tuple[str, ...] = ("voi",),
-                        half_life_col: str = "effective_half_life_h") -> pd.DataFrame:
+def population_kinetics(
+    tac_fits: pd.DataFrame, by: tuple[str, ...] = ("voi",), half_life_col: str = "effective_half_life_h"
+) -> pd.DataFrame:
     """Effective half-life distribution per organ from multi-time-point fits.
 
     Rows fitted by a single-time-point model (which *use* a population half-life) and
@@ -423,14 +469,16 @@ def population_kinetics(tac_fits: pd.DataFrame, by: tuple[str, ...] = ("voi",),
         data = data[~data["model"].isin(SINGLE_TIME_POINT_MODELS)]
     data = data[data[half_life_col].notna() & (data[half_life_col] > 0)]
     grouped = data.groupby(list(by), sort=True)[half_life_col]
-    out = pd.DataFrame({
-        "n": grouped.size(),
-        "median_h": grouped.median(),
-        "q1_h": grouped.quantile(0.25),
-        "q3_h": grouped.quantile(0.75),
-        "mean_h": grouped.mean(),
-        "sd_h": grouped.std(ddof=1),
-    }).reset_index()
+    out = pd.DataFrame(
+        {
+            "n": grouped.size(),
+            "median_h": grouped.median(),
+            "q1_h": grouped.quantile(0.25),
+            "q3_h": grouped.quantile(0.75),
+            "mean_h": grouped.mean(),
+            "sd_h": grouped.std(ddof=1),
+        }
+    ).reset_index()
     out.insert(len(by) + 4, "iqr_h", out["q3_h"] - out["q1_h"])
     return out
 
@@ -486,8 +534,10 @@ def one_row_per_outcome(df: pd.DataFrame) -> pd.DataFrame:
     dup = out.duplicated(list(OUTCOME_KEY))
     if dup.any():
         first = out.loc[dup, list(OUTCOME_KEY)].iloc[0].to_dict()
-        raise ValueError(f"{int(dup.sum())} outcome(s) with more than one dose row (e.g. {first}): "
-                         "filter dose_effect to one engine per target")
+        raise ValueError(
+            f"{int(dup.sum())} outcome(s) with more than one dose row (e.g. {first}): "
+            "filter dose_effect to one engine per target"
+        )
     return out
 
 
@@ -512,8 +562,12 @@ class ArmComparison:
     d50_ratio: float
 
 
-def compare_arms(first: pd.DataFrame, second: pd.DataFrame, dose_col: str = "cumulative_dose_gy",
-                 names: tuple[str, str] = ("cross-calibrated", "vendor face value")) -> ArmComparison:
+def compare_arms(
+    first: pd.DataFrame,
+    second: pd.DataFrame,
+    dose_col: str = "cumulative_dose_gy",
+    names: tuple[str, str] = ("cross-calibrated", "vendor face value"),
+) -> ArmComparison:
     """Fit the dose-response on the same outcomes with each arm's doses.
 
     Parameters
@@ -526,9 +580,11 @@ def compare_arms(first: pd.DataFrame, second: pd.DataFrame, dose_col: str = "cum
     names : tuple of str
         Labels of the two arms.
     """
+
     def keyed(df: pd.DataFrame) -> pd.DataFrame:
         return one_row_per_outcome(df[[*OUTCOME_KEY, "site_id", "effect", dose_col]]).dropna(
-            subset=[dose_col, "effect"])
+            subset=[dose_col, "effect"]
+        )
 
     m = keyed(first).merge(keyed(second)[[*OUTCOME_KEY, dose_col]], on=list(OUTCOME_KEY), suffixes=("_a", "_b"))
     rows = []
@@ -538,12 +594,22 @@ def compare_arms(first: pd.DataFrame, second: pd.DataFrame, dose_col: str = "cum
             p = site_effect_test(m.rename(columns={col: "dose"}), dose_col="dose").p_value
         except ValueError:
             p = math.nan
-        rows.append({"arm": name, "n": fit.n, "n_events": fit.n_events, "d50_gy": fit.d50_gy,
-                     "d50_ci_low_gy": fit.d50_ci_gy[0], "d50_ci_high_gy": fit.d50_ci_gy[1],
-                     "gamma50": fit.gamma50, "site_effect_p": p})
+        rows.append(
+            {
+                "arm": name,
+                "n": fit.n,
+                "n_events": fit.n_events,
+                "d50_gy": fit.d50_gy,
+                "d50_ci_low_gy": fit.d50_ci_gy[0],
+                "d50_ci_high_gy": fit.d50_ci_gy[1],
+                "gamma50": fit.gamma50,
+                "site_effect_p": p,
+            }
+        )
     m["ratio"] = m[f"{dose_col}_b"] / m[f"{dose_col}_a"]
     g = m.groupby("site_id", sort=True)["ratio"]
-    ratio = pd.DataFrame({"n": g.size(), "dose_ratio_median": g.median(), "dose_ratio_min": g.min(),
-                          "dose_ratio_max": g.max()}).reset_index()
+    ratio = pd.DataFrame(
+        {"n": g.size(), "dose_ratio_median": g.median(), "dose_ratio_min": g.min(), "dose_ratio_max": g.max()}
+    ).reset_index()
     fits = pd.DataFrame(rows)
     return ArmComparison(fits, ratio, float(fits["d50_gy"].iloc[1] / fits["d50_gy"].iloc[0]))

@@ -40,8 +40,10 @@ _CURVE_POINTS = 241
 _FONT = 8
 _SVG_RC = {"svg.fonttype": "none", "svg.id": None}
 _SVG_METADATA = {"Date": None, "Creator": None, "Type": None, "Format": None}
-_TAC_CAPTION = ("Points: measured activity (error bars: standard uncertainty); lines: fitted model "
-                "(dashed: single-time-point). Fit details in the table below.")
+_TAC_CAPTION = (
+    "Points: measured activity (error bars: standard uncertainty); lines: fitted model "
+    "(dashed: single-time-point). Fit details in the table below."
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def svg_figure(fig: Figure, *, salt: str = "rntflow") -> str:
     with matplotlib.rc_context({**_SVG_RC, "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", metadata=dict(_SVG_METADATA))
     text = buf.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
     return text.strip()
 
@@ -183,9 +185,14 @@ def _draw_tac(ax: Axes, voi: str, points: pd.DataFrame, fit: Mapping[str, object
                 raise ValueError("no model parameters")
             values = tac_curve(model, params, t_grid)  # type: ignore[arg-type]
         except ValueError:
-            notes.append(f"{voi}: " + ("trapezoid TIA: no closed form, straight segments through the points"
-                                       if model == "trapezoid" else
-                                       f"model {model or '(unknown)'} not drawable, straight segments"))
+            notes.append(
+                f"{voi}: "
+                + (
+                    "trapezoid TIA: no closed form, straight segments through the points"
+                    if model == "trapezoid"
+                    else f"model {model or '(unknown)'} not drawable, straight segments"
+                )
+            )
         else:
             style = "--" if model in SINGLE_TIME_POINT_TAC_MODELS else _linestyle(i)
             ax.plot(t_grid, values, style, color=colour, linewidth=1.0, label=_legend_label(_plot_text(voi)))
@@ -255,8 +262,11 @@ def dvh_figure(dvh: pd.DataFrame, salt: str) -> DrawnFigure:
     DrawnFigure
         The SVG and its caption (the engines drawn).
     """
-    dvh = dvh.assign(dose_bin_gy=as_floats(dvh["dose_bin_gy"]), volume_fraction=as_floats(dvh["volume_fraction"]),
-                     engine=dvh["engine"].map(lambda v: "(unknown)" if is_missing(v) else str(v)))
+    dvh = dvh.assign(
+        dose_bin_gy=as_floats(dvh["dose_bin_gy"]),
+        volume_fraction=as_floats(dvh["volume_fraction"]),
+        engine=dvh["engine"].map(lambda v: "(unknown)" if is_missing(v) else str(v)),
+    )
     dvh = dvh[np.isfinite(dvh["dose_bin_gy"]) & np.isfinite(dvh["volume_fraction"])]
     engines = sorted(dvh["engine"].unique())
     groups = panels(sorted(dvh["voi"].unique()))
@@ -269,8 +279,14 @@ def dvh_figure(dvh: pd.DataFrame, salt: str) -> DrawnFigure:
                 if part.empty:
                     continue
                 label = _legend_label(_plot_text(voi if len(engines) == 1 else f"{voi} {engine}"))
-                ax.plot(part["dose_bin_gy"].to_numpy(), 100.0 * part["volume_fraction"].to_numpy(),
-                        ("-", "--", ":", "-.")[j % 4], color=_colour(i), linewidth=1.0, label=label)
+                ax.plot(
+                    part["dose_bin_gy"].to_numpy(),
+                    100.0 * part["volume_fraction"].to_numpy(),
+                    ("-", "--", ":", "-.")[j % 4],
+                    color=_colour(i),
+                    linewidth=1.0,
+                    label=label,
+                )
         ax.set_xlim(left=0.0)
         ax.set_ylim(0.0, 105.0)
         _style_panel(ax, name, "Dose (Gy)", "Volume (%)")
@@ -292,8 +308,9 @@ def _valid_curves(curves: Sequence[Mapping[str, object]]) -> tuple[list[tuple[st
     return valid, notes
 
 
-def dose_effect_figure(label: str, data: pd.DataFrame, dose_col: str | None,
-                       curves: Sequence[Mapping[str, object]], salt: str) -> DrawnFigure:
+def dose_effect_figure(
+    label: str, data: pd.DataFrame, dose_col: str | None, curves: Sequence[Mapping[str, object]], salt: str
+) -> DrawnFigure:
     """Observed outcomes (jittered by +/- :data:`JITTER`) and logistic curves of one section.
 
     Parameters
@@ -322,19 +339,29 @@ def dose_effect_figure(label: str, data: pd.DataFrame, dose_col: str | None,
     jitter = rng.uniform(-JITTER, JITTER, len(data))
     for i, site in enumerate(sites):
         mask = (site_of == site).to_numpy()
-        ax.scatter(data["_dose"].to_numpy()[mask], data["_effect"].to_numpy()[mask] + jitter[mask], s=16,
-                   color=_colour(i), alpha=0.75, edgecolors="none",
-                   label=_legend_label(_plot_text(f"site {site}")))
+        ax.scatter(
+            data["_dose"].to_numpy()[mask],
+            data["_effect"].to_numpy()[mask] + jitter[mask],
+            s=16,
+            color=_colour(i),
+            alpha=0.75,
+            edgecolors="none",
+            label=_legend_label(_plot_text(f"site {site}")),
+        )
     valid, notes = _valid_curves(curves)
     x_top = max([float(data["_dose"].max()) if not data.empty else 0.0] + [2.0 * d50 for _, d50, _ in valid])
     x_top = 1.05 * x_top if x_top > 0 else 1.0
     dose = np.linspace(x_top / 500.0, x_top, _CURVE_POINTS)
     styles = ("-", "--", "-.", ":")
     for i, (name, d50, gamma) in enumerate(valid):
-        ax.plot(dose, ntcp_logistic(dose, d50, gamma), styles[(i // len(PALETTE)) % len(styles)],
-                color=_colour(len(sites) + i) if name != "pooled" else "#000000",
-                linewidth=1.8 if name == "pooled" else 1.1,
-                label=_legend_label(_plot_text(f"{name}: D50 = {d50:.3g} Gy, \u03b350 = {gamma:.3g}")))
+        ax.plot(
+            dose,
+            ntcp_logistic(dose, d50, gamma),
+            styles[(i // len(PALETTE)) % len(styles)],
+            color=_colour(len(sites) + i) if name != "pooled" else "#000000",
+            linewidth=1.8 if name == "pooled" else 1.1,
+            label=_legend_label(_plot_text(f"{name}: D50 = {d50:.3g} Gy, \u03b350 = {gamma:.3g}")),
+        )
     if data.empty and not valid:
         ax.text(0.5, 0.5, "no data to draw", transform=ax.transAxes, ha="center", fontsize=_FONT)
     ax.set_xlim(0.0, x_top)

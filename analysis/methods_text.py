@@ -53,5 +53,6 @@ class MethodsFacts:
 
 def methods_facts() -> MethodsFacts:
     """The :class:`MethodsFacts` of the current code."""
-    return MethodsFacts(method_preference=method_preference_text(), chi2_95=f"{CHI2_1_95:.2f}",
-                        jitter=format(JITTER, "g"))
+    return MethodsFacts(
+        method_preference=method_preference_text(), chi2_95=f"{CHI2_1_95:.2f}", jitter=format(JITTER, "g")
+    )

@@ -68,9 +68,14 @@ SOFTWARE_NAME = "rntflow"
 
 _QA_ORDER = {"fail": 0, "warn": 1, "pass": 2}
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("rntflow.analysis", "templates"), autoescape=True,
-                          trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                          undefined=jinja2.StrictUndefined)
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("rntflow.analysis", "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
 _ENV.globals["none_text"] = NONE_TEXT
 
 
@@ -140,7 +145,9 @@ def _render(template: str, **context: object) -> str:
 
 def _header(rows: Sequence[tuple[str, object]], software_version: object, generated_at: object) -> list:
     return [(name, text(value)) for name, value in rows] + [
-        ("Software", f"{SOFTWARE_NAME} {text(software_version)}"), ("Generated at", text(generated_at))]
+        ("Software", f"{SOFTWARE_NAME} {text(software_version)}"),
+        ("Generated at", text(generated_at)),
+    ]
 
 
 def _frame_table(df: pd.DataFrame | Sequence[Mapping[str, object]] | None) -> Table:
@@ -149,28 +156,77 @@ def _frame_table(df: pd.DataFrame | Sequence[Mapping[str, object]] | None) -> Ta
         df = pd.DataFrame(list(df))
     if df is None or df.empty or len(df.columns) == 0:
         return Table((), [], ())
-    numeric = tuple(pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-                    for c in df.columns)
+    numeric = tuple(pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns)
     rows = [[general(v) for v in rec] for rec in df.itertuples(index=False, name=None)]
     return Table(tuple(str(c) for c in df.columns), rows, numeric)
 
 
 # ----------------------------------------------------------------------------- subject report
-_DOSE_COLS = ("site_id", "subject_id", "cycle", "voi", "engine", "method", "dose_gy", "dose_sd_gy", "bed_gy",
-              "mass_g", "tia_mbq_h", "administered_activity_mbq", "calibration_id", "final")
-_TP_COLS = ("subject_id", "cycle", "voi", "study_id", "t_h", "activity_mbq", "activity_sd_mbq", "volume_ml",
-            "mass_g", "recovery_coefficient", "calibration_id")
-_FIT_COLS = ("subject_id", "cycle", "voi", "model", "params_json", "n_timepoints", "aicc", "r2", "tia_mbq_h",
-             "tia_sd_mbq_h", "effective_half_life_h", "fallback_reason")
+_DOSE_COLS = (
+    "site_id",
+    "subject_id",
+    "cycle",
+    "voi",
+    "engine",
+    "method",
+    "dose_gy",
+    "dose_sd_gy",
+    "bed_gy",
+    "mass_g",
+    "tia_mbq_h",
+    "administered_activity_mbq",
+    "calibration_id",
+    "final",
+)
+_TP_COLS = (
+    "subject_id",
+    "cycle",
+    "voi",
+    "study_id",
+    "t_h",
+    "activity_mbq",
+    "activity_sd_mbq",
+    "volume_ml",
+    "mass_g",
+    "recovery_coefficient",
+    "calibration_id",
+)
+_FIT_COLS = (
+    "subject_id",
+    "cycle",
+    "voi",
+    "model",
+    "params_json",
+    "n_timepoints",
+    "aicc",
+    "r2",
+    "tia_mbq_h",
+    "tia_sd_mbq_h",
+    "effective_half_life_h",
+    "fallback_reason",
+)
 _DVH_COLS = ("subject_id", "cycle", "voi", "engine", "dose_bin_gy", "volume_fraction")
-_QA_COLS = ("check_name", "scope", "scope_id", "status", "value_found", "value_expected", "message", "subject_id",
-            "cycle")
+_QA_COLS = (
+    "check_name",
+    "scope",
+    "scope_id",
+    "status",
+    "value_found",
+    "value_expected",
+    "message",
+    "subject_id",
+    "cycle",
+)
 #: (column, header, format or None for text) of the calibration table, names as in the
 #: warehouse ``calibrations`` table.
 _CAL_FIELDS = (
-    ("calibration_id", "calibration", None), ("site_id", "site", None), ("camera_id", "camera", None),
-    ("radionuclide", "radionuclide", None), ("protocol", "protocol", None),
-    ("valid_from", "valid from", None), ("valid_until", "valid until", None),
+    ("calibration_id", "calibration", None),
+    ("site_id", "site", None),
+    ("camera_id", "camera", None),
+    ("radionuclide", "radionuclide", None),
+    ("protocol", "protocol", None),
+    ("valid_from", "valid from", None),
+    ("valid_until", "valid until", None),
     ("sensitivity_cps_per_mbq", "sensitivity (cps/MBq)", ".4g"),
     ("sensitivity_sd_cps_per_mbq", "u(sensitivity) (cps/MBq)", ".2g"),
     ("bqml_scale_factor", "Bq/mL scale factor", ".4g"),
@@ -179,8 +235,19 @@ _CAL_FIELDS = (
     ("drift_pct", "drift (%)", ".2f"),
     ("superseded_by", "superseded by", None),
 )
-_DOSE_HEADERS = ("VOI", "engine", "method", "dose (Gy)", "u (Gy)", "u (%)", "BED (Gy)", "mass (g)", "TIA (MBq h)",
-                 "status", "in cumulative")
+_DOSE_HEADERS = (
+    "VOI",
+    "engine",
+    "method",
+    "dose (Gy)",
+    "u (Gy)",
+    "u (%)",
+    "BED (Gy)",
+    "mass (g)",
+    "TIA (MBq h)",
+    "status",
+    "in cumulative",
+)
 _DOSE_NUMERIC = (False, False, False, True, True, True, True, True, True, False, False)
 _FIT_HEADERS = ("VOI", "model", "points", "AICc", "R\u00b2", "TIA (MBq h)", "u TIA (MBq h)", "T_eff (h)", "note")
 _CUMULATIVE_HEADERS = ("VOI", "engine", "cycles", "method", "dose (Gy)", "u (Gy)", "u (%)", "BED (Gy)", "status")
@@ -191,17 +258,29 @@ _QA_HEADERS = ("status", "check", "scope", "value found", "value expected", "mes
 def _dose_table(doses: pd.DataFrame) -> Table:
     """Per-cycle dose table (rows of methods not used in the cumulative dose greyed)."""
     doses = doses.assign(_rank=doses["method"].map(method_order))
-    doses = doses.sort_values(["voi", "engine", "_rank"], key=lambda s: s.astype(str) if s.name != "_rank" else s,
-                              kind="stable")
+    doses = doses.sort_values(
+        ["voi", "engine", "_rank"], key=lambda s: s.astype(str) if s.name != "_rank" else s, kind="stable"
+    )
     rows, classes = [], []
     best = doses.groupby(["voi", "engine"], dropna=False)["_rank"].transform("min")
     for (_, r), used in zip(doses.iterrows(), doses["_rank"] == best):
         dose, sd = as_float(r["dose_gy"]), as_float(r["dose_sd_gy"])
         rel = 100.0 * sd / dose if math.isfinite(dose) and dose > 0 and math.isfinite(sd) else math.nan
-        rows.append([r["voi"], text(r["engine"]), text(r["method"]), number(dose, ".2f"), number(sd, ".2f"),
-                     number(rel, ".1f"), number(r["bed_gy"], ".2f"), number(r["mass_g"], ".1f"),
-                     number(r["tia_mbq_h"], ".1f"), "final" if is_true(r["final"]) else "provisional",
-                     "yes" if used else "no"])
+        rows.append(
+            [
+                r["voi"],
+                text(r["engine"]),
+                text(r["method"]),
+                number(dose, ".2f"),
+                number(sd, ".2f"),
+                number(rel, ".1f"),
+                number(r["bed_gy"], ".2f"),
+                number(r["mass_g"], ".1f"),
+                number(r["tia_mbq_h"], ".1f"),
+                "final" if is_true(r["final"]) else "provisional",
+                "yes" if used else "no",
+            ]
+        )
         classes.append("" if used else "unused")
     return Table(_DOSE_HEADERS, rows, _DOSE_NUMERIC, tuple(classes))
 
@@ -216,10 +295,19 @@ def _fit_table(points: pd.DataFrame, fits: pd.DataFrame) -> Table:
             rows.append([voi, "no fit", str(n_points)] + [MISSING] * 6)
             continue
         f = fit_rows.iloc[-1].to_dict()
-        rows.append([voi, text(f.get("model")), text(f.get("n_timepoints")), number(f.get("aicc"), ".4g"),
-                     number(f.get("r2"), ".3f"), number(f.get("tia_mbq_h"), ".1f"),
-                     number(f.get("tia_sd_mbq_h"), ".1f"), number(f.get("effective_half_life_h"), ".1f"),
-                     text(f.get("fallback_reason"))])
+        rows.append(
+            [
+                voi,
+                text(f.get("model")),
+                text(f.get("n_timepoints")),
+                number(f.get("aicc"), ".4g"),
+                number(f.get("r2"), ".3f"),
+                number(f.get("tia_mbq_h"), ".1f"),
+                number(f.get("tia_sd_mbq_h"), ".1f"),
+                number(f.get("effective_half_life_h"), ".1f"),
+                text(f.get("fallback_reason")),
+            ]
+        )
     return Table(_FIT_HEADERS, rows, (False, False, True, True, True, True, True, True, False))
 
 
@@ -240,9 +328,19 @@ def _cumulative_table(doses: pd.DataFrame) -> Table:
         methods = sorted({str(m) for m in part["method"] if not is_missing(m)})
         method = methods[0] if len(methods) == 1 else ("mixed" if methods else MISSING)
         final = all(is_true(v) for v in part["final"])
-        rows.append([str(voi), str(engine), ", ".join(str(int(c)) for c in part["cycle"]), method,
-                     number(total, ".2f"), number(total_sd, ".2f"), number(rel, ".1f"), number(float(bed.sum()), ".2f"),
-                     "final" if final else "provisional"])
+        rows.append(
+            [
+                str(voi),
+                str(engine),
+                ", ".join(str(int(c)) for c in part["cycle"]),
+                method,
+                number(total, ".2f"),
+                number(total_sd, ".2f"),
+                number(rel, ".1f"),
+                number(float(bed.sum()), ".2f"),
+                "final" if final else "provisional",
+            ]
+        )
     return Table(_CUMULATIVE_HEADERS, rows, _CUMULATIVE_NUMERIC)
 
 
@@ -251,14 +349,19 @@ def _qa_table(qa: pd.DataFrame) -> tuple[Table, str]:
     if qa.empty:
         return Table(_QA_HEADERS, [], (False,) * 6), ""
     status = qa["status"].map(lambda v: "" if is_missing(v) else str(v).lower())
-    qa = qa.assign(_order=status.map(lambda s: _QA_ORDER.get(s, 3)), _status=status,
-                   _name=qa["check_name"].map(lambda v: "" if is_missing(v) else str(v)),
-                   _scope=qa["scope_id"].map(lambda v: "" if is_missing(v) else str(v)))
+    qa = qa.assign(
+        _order=status.map(lambda s: _QA_ORDER.get(s, 3)),
+        _status=status,
+        _name=qa["check_name"].map(lambda v: "" if is_missing(v) else str(v)),
+        _scope=qa["scope_id"].map(lambda v: "" if is_missing(v) else str(v)),
+    )
     qa = qa.sort_values(["_order", "_name", "_scope"], kind="stable")
     counts = qa["_status"].value_counts()
     summary = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("fail", "warn", "pass"))
-    rows = [[text(r[c]) for c in ("status", "check_name", "scope_id", "value_found", "value_expected", "message")]
-            for _, r in qa.iterrows()]
+    rows = [
+        [text(r[c]) for c in ("status", "check_name", "scope_id", "value_found", "value_expected", "message")]
+        for _, r in qa.iterrows()
+    ]
     classes = tuple(s if s in ("fail", "warn") else "" for s in qa["_status"])
     return Table(_QA_HEADERS, rows, (False,) * 6, classes), summary
 
@@ -270,13 +373,15 @@ def _calibration_table(calibrations: pd.DataFrame, used: list[str]) -> tuple[Tab
         return Table(headers, [], numeric), []
     cal = calibrations[calibrations["calibration_id"].map(lambda v: not is_missing(v) and str(v) in used)]
     cal = cal.assign(_id=cal["calibration_id"].astype(str)).sort_values("_id", kind="stable")
-    rows = [[text(r[col]) if fmt is None else number(r[col], fmt) for col, _, fmt in _CAL_FIELDS]
-            for _, r in cal.iterrows()]
+    rows = [
+        [text(r[col]) if fmt is None else number(r[col], fmt) for col, _, fmt in _CAL_FIELDS] for _, r in cal.iterrows()
+    ]
     return Table(headers, rows, numeric), [c for c in used if c not in set(cal["_id"])]
 
 
-def _cycle_view(cycle: int, doses: pd.DataFrame, points: pd.DataFrame, fits: pd.DataFrame,
-                dvh: pd.DataFrame) -> CycleView:
+def _cycle_view(
+    cycle: int, doses: pd.DataFrame, points: pd.DataFrame, fits: pd.DataFrame, dvh: pd.DataFrame
+) -> CycleView:
     """Tables and figures of one cycle (frames already restricted to it)."""
     activity = [a for a in doses["administered_activity_mbq"].map(as_float) if math.isfinite(a)]
     tac = fit_table = dvh_view = None
@@ -288,10 +393,20 @@ def _cycle_view(cycle: int, doses: pd.DataFrame, points: pd.DataFrame, fits: pd.
     return CycleView(cycle, f"{activity[0]:.0f}" if activity else None, _dose_table(doses), tac, fit_table, dvh_view)
 
 
-def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_doses: pd.DataFrame,
-                        tac_fits: pd.DataFrame, voi_timepoints: pd.DataFrame, dvhs: pd.DataFrame,
-                        qa_checks: pd.DataFrame, calibrations: pd.DataFrame, software_version: str,
-                        generated_at: str) -> str:
+def subject_report_html(
+    *,
+    trial_id: str,
+    site_id: str,
+    subject_id: str,
+    voi_doses: pd.DataFrame,
+    tac_fits: pd.DataFrame,
+    voi_timepoints: pd.DataFrame,
+    dvhs: pd.DataFrame,
+    qa_checks: pd.DataFrame,
+    calibrations: pd.DataFrame,
+    software_version: str,
+    generated_at: str,
+) -> str:
     """Per-subject dosimetry report (ICRU Report 96 contents) as one self-contained HTML page.
 
     Parameters
@@ -340,28 +455,56 @@ def subject_report_html(*, trial_id: str, site_id: str, subject_id: str, voi_dos
     fits = normalise_keys(only_subject(with_columns(tac_fits, _FIT_COLS), subject_id))
     fits = latest_versions(fits, ("subject_id", "cycle", "voi"))
     dvh = normalise_keys(only_subject(with_columns(dvhs, _DVH_COLS), subject_id))
-    dvh = latest_versions(dvh, ("subject_id", "cycle", "voi", "engine",
-                                "bin_index" if "bin_index" in dvh else "dose_bin_gy"))
+    dvh = latest_versions(
+        dvh, ("subject_id", "cycle", "voi", "engine", "bin_index" if "bin_index" in dvh else "dose_bin_gy")
+    )
     qa = only_subject(with_columns(qa_checks, _QA_COLS), subject_id)
     cals = latest_versions(with_columns(calibrations, [c for c, _, _ in _CAL_FIELDS]), ("calibration_id",))
 
-    cycles = [_cycle_view(c, doses[doses["cycle"] == c], points[points["cycle"] == c], fits[fits["cycle"] == c],
-                          dvh[dvh["cycle"] == c]) for c in cycles_of(doses, points, fits, dvh)]
+    cycles = [
+        _cycle_view(
+            c,
+            doses[doses["cycle"] == c],
+            points[points["cycle"] == c],
+            fits[fits["cycle"] == c],
+            dvh[dvh["cycle"] == c],
+        )
+        for c in cycles_of(doses, points, fits, dvh)
+    ]
     qa_table, qa_summary = _qa_table(qa)
-    used = sorted({str(v) for v in pd.concat([doses["calibration_id"], points["calibration_id"]])
-                   if not is_missing(v)})
+    used = sorted({str(v) for v in pd.concat([doses["calibration_id"], points["calibration_id"]]) if not is_missing(v)})
     cal_table, not_found = _calibration_table(cals, used)
     return _render(
-        "subject_report.html.j2", title=f"Dosimetry report \u2013 {trial_id} \u2013 {subject_id}",
-        header=_header([("Trial", trial_id), ("Site", site_id), ("Subject (pseudonym)", subject_id)],
-                       software_version, generated_at),
-        cycles=cycles, cumulative=_cumulative_table(doses), qa=qa_table, qa_summary=qa_summary,
-        calibrations_used=used, calibrations=cal_table, calibrations_not_found=not_found, facts=methods_facts())
+        "subject_report.html.j2",
+        title=f"Dosimetry report \u2013 {trial_id} \u2013 {subject_id}",
+        header=_header(
+            [("Trial", trial_id), ("Site", site_id), ("Subject (pseudonym)", subject_id)],
+            software_version,
+            generated_at,
+        ),
+        cycles=cycles,
+        cumulative=_cumulative_table(doses),
+        qa=qa_table,
+        qa_summary=qa_summary,
+        calibrations_used=used,
+        calibrations=cal_table,
+        calibrations_not_found=not_found,
+        facts=methods_facts(),
+    )
 
 
 # ----------------------------------------------------------------------------- trial report
-_DE_COLS = ("site_id", "subject_id", "endpoint", "target_voi", "engine", "method", "cumulative_dose_gy",
-            "cumulative_bed_gy", "effect")
+_DE_COLS = (
+    "site_id",
+    "subject_id",
+    "endpoint",
+    "target_voi",
+    "engine",
+    "method",
+    "cumulative_dose_gy",
+    "cumulative_bed_gy",
+    "effect",
+)
 
 
 def _dose_column(label: str) -> str | None:
@@ -405,8 +548,9 @@ def _observed(dose_effect: pd.DataFrame, label: str, dose_col: str | None) -> tu
     return data, notes
 
 
-def _trial_section(i: int, label: str, de: pd.DataFrame, fits: pd.DataFrame | None,
-                   curves: Sequence[Mapping[str, object]]) -> TrialSection:
+def _trial_section(
+    i: int, label: str, de: pd.DataFrame, fits: pd.DataFrame | None, curves: Sequence[Mapping[str, object]]
+) -> TrialSection:
     """Fits table and dose-effect plot of section ``i`` (1-based)."""
     dose_col = _dose_column(label)
     data, sel_notes = _observed(de, label, dose_col)
@@ -416,9 +560,17 @@ def _trial_section(i: int, label: str, de: pd.DataFrame, fits: pd.DataFrame | No
     return TrialSection(label, _frame_table(fits), FigureView.of(drawn, "; ".join(caption)))
 
 
-def trial_report_html(*, trial_id: str, generated_at: str, software_version: str, dose_effect: pd.DataFrame,
-                      fits: Mapping[str, pd.DataFrame], curves: Mapping[str, Sequence[Mapping[str, object]]],
-                      population_kinetics: pd.DataFrame, notes: Sequence[str] | None = None) -> str:
+def trial_report_html(
+    *,
+    trial_id: str,
+    generated_at: str,
+    software_version: str,
+    dose_effect: pd.DataFrame,
+    fits: Mapping[str, pd.DataFrame],
+    curves: Mapping[str, Sequence[Mapping[str, object]]],
+    population_kinetics: pd.DataFrame,
+    notes: Sequence[str] | None = None,
+) -> str:
     """Per-trial dose-effect report as one self-contained HTML page.
 
     Parameters
@@ -464,10 +616,16 @@ def trial_report_html(*, trial_id: str, generated_at: str, software_version: str
     fits = dict(fits or {})
     curves = dict(curves or {})
     labels = list(fits) + [label for label in curves if label not in fits]
-    sections = [_trial_section(i + 1, str(label), de, fits.get(label), list(curves.get(label) or []))
-                for i, label in enumerate(labels)]
+    sections = [
+        _trial_section(i + 1, str(label), de, fits.get(label), list(curves.get(label) or []))
+        for i, label in enumerate(labels)
+    ]
     return _render(
-        "trial_report.html.j2", title=f"Dose-effect report \u2013 {trial_id}",
+        "trial_report.html.j2",
+        title=f"Dose-effect report \u2013 {trial_id}",
         header=_header([("Trial", trial_id)], software_version, generated_at) + [("Outcome rows", str(len(de)))],
-        sections=sections, population_kinetics=_frame_table(population_kinetics),
-        notes=[str(n) for n in notes or ()], facts=methods_facts())
+        sections=sections,
+        population_kinetics=_frame_table(population_kinetics),
+        notes=[str(n) for n in notes or ()],
+        facts=methods_facts(),
+    )

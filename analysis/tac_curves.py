@@ -74,8 +74,10 @@ def uptake_mono_exp_curve(params: Mapping[str, object], t_h: np.ndarray) -> np.n
     if not (math.isfinite(lam) and lam > 0 and math.isfinite(peak) and peak > 0):
         raise ValueError(f"uptake_mono_exp: lambda_per_h and peak_h must be > 0, got {lam}, {peak}")
     if tu.size == 0 or tu.size != au.size or np.any(np.diff(tu) <= 0) or tu[0] <= 0 or not math.isclose(tu[-1], peak):
-        raise ValueError("uptake_mono_exp: uptake_t_h/uptake_activity_mbq must be increasing times (h) > 0 "
-                         "ending at peak_h, with one activity (MBq) each")
+        raise ValueError(
+            "uptake_mono_exp: uptake_t_h/uptake_activity_mbq must be increasing times (h) > 0 "
+            "ending at peak_h, with one activity (MBq) each"
+        )
     rising = np.interp(t_h, np.concatenate([[0.0], tu]), np.concatenate([[0.0], au]))
     return np.where(t_h >= peak, a0 * np.exp(-lam * t_h), rising)
 

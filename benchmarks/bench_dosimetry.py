@@ -63,7 +63,7 @@ def main() -> None:
     ct[_ellipsoid(CT_SHAPE, ct_sp_zyx, (307, 360, 307), (300, 20, 20))] = 700.0  # spine
     for k, (c, r, _, _) in VOIS.items():
         ct[_ellipsoid(CT_SHAPE, ct_sp_zyx, c, r)] = 30.0 + 10 * len(k)
-    voxel_ml = SPECT_MM ** 3 / 1000.0
+    voxel_ml = SPECT_MM**3 / 1000.0
 
     # truth + counts per time point (patient shifts between scans)
     shifts_mm = [(0.0, 0.0, 0.0), (3.0, -2.0, 4.0), (-2.5, 1.5, -3.0), (1.0, 2.5, 2.0)]  # x, y, z
@@ -75,14 +75,17 @@ def main() -> None:
             a_voi = 7400 * frac * (math.exp(-lam * t) - math.exp(-1.0 * t))
             act = np.where(masks[k], a_voi / masks[k].sum(), act)
         img = image_from_array(act.astype(np.float32), (SPECT_MM,) * 3)
-        moved = sitk.GetArrayFromImage(sitk.Resample(img, spect_ref, sitk.TranslationTransform(3, shift),
-                                                     sitk.sitkLinear, 0.0))
+        moved = sitk.GetArrayFromImage(
+            sitk.Resample(img, spect_ref, sitk.TranslationTransform(3, shift), sitk.sitkLinear, 0.0)
+        )
         counts.append(rng.poisson(np.maximum(moved, 0) * SENS_CPS_PER_MBQ * DURATION_S).astype(np.float32))
 
     print("synthetic data ready", flush=True)
     t0 = time.perf_counter()
-    conc = [to_bq_per_ml(c, "CNTS", voxel_ml, DURATION_S, 159.528 * 3600.0, sensitivity_cps_per_mbq=SENS_CPS_PER_MBQ)
-            for c in counts]
+    conc = [
+        to_bq_per_ml(c, "CNTS", voxel_ml, DURATION_S, 159.528 * 3600.0, sensitivity_cps_per_mbq=SENS_CPS_PER_MBQ)
+        for c in counts
+    ]
     rows.append(("quantification (4 x 128^3)", time.perf_counter() - t0))
 
     fixed = image_from_array(ct, CT_MM)
@@ -92,15 +95,20 @@ def main() -> None:
     for i in range(1, 4):
         # the later CT is the reference CT seen through the patient's shift
         moving = sitk.Resample(fixed, fixed, sitk.TranslationTransform(3, shifts_mm[i]), sitk.sitkLinear, -1000.0)
-        res = register_rigid(fixed, moving, shrink_factors=(8, 4, 2), smoothing_sigmas_mm=(8.0, 4.0, 2.0),
-                             sampling_fraction=0.05)
+        res = register_rigid(
+            fixed, moving, shrink_factors=(8, 4, 2), smoothing_sigmas_mm=(8.0, 4.0, 2.0), sampling_fraction=0.05
+        )
         ncc.append(res.ncc_after)
         # moving(p) = fixed(p + shift): the registration must find T(p) = p - shift
         err_mm.append(float(np.linalg.norm(np.add(res.translation_mm, shifts_mm[i]))))
         img = image_from_array(conc[i].astype(np.float32), (SPECT_MM,) * 3)
         conc[i] = sitk.GetArrayFromImage(resample(img, spect_ref, res.transform))
-    rows.append((f"registration CT 256x256x150 x3 + SPECT resampling (NCC after >= {min(ncc):.3f}, max error {max(err_mm):.2f} mm)",
-                 time.perf_counter() - t0))
+    rows.append(
+        (
+            f"registration CT 256x256x150 x3 + SPECT resampling (NCC after >= {min(ncc):.3f}, max error {max(err_mm):.2f} mm)",
+            time.perf_counter() - t0,
+        )
+    )
 
     t0 = time.perf_counter()
     fits = {}
@@ -132,27 +140,42 @@ def main() -> None:
     rows.append(("DVH (5 VOIs)", time.perf_counter() - t0))
 
     t0 = time.perf_counter()
-    budgets = {k: dose_uncertainty(f.tia_mbq_h, f.tia_sd_mbq_h if math.isfinite(f.tia_sd_mbq_h) else 0.0,
-                                   calibration_rel=0.05, volume_rel=0.1)
-               for k, f in fits.items()}
+    budgets = {
+        k: dose_uncertainty(
+            f.tia_mbq_h, f.tia_sd_mbq_h if math.isfinite(f.tia_sd_mbq_h) else 0.0, calibration_rel=0.05, volume_rel=0.1
+        )
+        for k, f in fits.items()
+    }
     rows.append(("uncertainty (5 VOIs)", time.perf_counter() - t0))
 
     print("| stage | time (s) |\n| --- | ---: |")
     for name, sec in rows:
         print(f"| {name} | {sec:.3f} |")
     print(f"| **total** | {sum(s for _, s in rows):.3f} |\n")
-    print("| VOI | model | TIA (MBq h) | mean dose (Gy) | D2 (Gy) | dose unc. (%) |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| VOI | model | TIA (MBq h) | mean dose (Gy) | D2 (Gy) | dose unc. (%) |\n| --- | --- | ---: | ---: | ---: | ---: |"
+    )
     for k in masks:
-        print(f"| {k} | {fits[k].model} | {fits[k].tia_mbq_h:.0f} | {dvhs[k].mean_gy:.2f} | {dvhs[k].d2_gy:.2f} | {100 * budgets[k].dose_rel:.1f} |")
+        print(
+            f"| {k} | {fits[k].model} | {fits[k].tia_mbq_h:.0f} | {dvhs[k].mean_gy:.2f} | {dvhs[k].d2_gy:.2f} | {100 * budgets[k].dose_rel:.1f} |"
+        )
 
     # convolution: ours vs scipy.signal.fftconvolve
-    print("\n| convolution 128^3 with kernel " + "x".join(map(str, kernel.s_gy_per_mbq_h.shape))
-          + " | time (s) | max rel. diff |\n| --- | ---: | ---: |")
+    print(
+        "\n| convolution 128^3 with kernel "
+        + "x".join(map(str, kernel.s_gy_per_mbq_h.shape))
+        + " | time (s) | max rel. diff |\n| --- | ---: | ---: |"
+    )
     k = kernel.s_gy_per_mbq_h
     best = {}
-    for name, fn in [("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
-                     ("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)", lambda: convolve_dose_gy(tia_map, k, workers=2)),
-                     ("scipy.signal.fftconvolve(mode='same')", lambda: fftconvolve(tia_map, k, mode="same"))]:
+    for name, fn in [
+        ("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
+        (
+            "rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)",
+            lambda: convolve_dose_gy(tia_map, k, workers=2),
+        ),
+        ("scipy.signal.fftconvolve(mode='same')", lambda: fftconvolve(tia_map, k, mode="same")),
+    ]:
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -166,8 +189,10 @@ def main() -> None:
 
 def kernel_builds() -> None:
     """Cold build time of the default kernels (photons included) and the cached call."""
-    print("| kernel (default radius, photons) | shape | cold build (s) | cached call (s) | "
-          "electron energy kept (%) |\n| --- | --- | ---: | ---: | ---: |")
+    print(
+        "| kernel (default radius, photons) | shape | cold build (s) | cached call (s) | "
+        "electron energy kept (%) |\n| --- | --- | ---: | ---: | ---: |"
+    )
     for name in ("Lu-177", "Y-90", "Ho-166"):
         for sp in (2.2, 4.8):
             clear_kernel_cache()
@@ -178,7 +203,9 @@ def kernel_builds() -> None:
             voxel_s_kernel(name, sp)
             warm = time.perf_counter() - t0
             kept = 100 * k.electron_energy_in_kernel_mev / k.electron_energy_per_decay_mev
-            print(f"| {name} {sp} mm | {'x'.join(map(str, k.s_gy_per_mbq_h.shape))} | {cold:.2f} | {warm:.1e} | {kept:.2f} |")
+            print(
+                f"| {name} {sp} mm | {'x'.join(map(str, k.s_gy_per_mbq_h.shape))} | {cold:.2f} | {warm:.1e} | {kept:.2f} |"
+            )
     print()
 
 

@@ -34,12 +34,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rntflow-bench-"))
     for key in ("spool", "keys", "enrolment", "phantom_fills"):
         cfg["paths"][key] = str((base / cfg["paths"][key]).resolve())
-    cfg["paths"].update({"warehouse": str(work / "wh"), "products": str(work / "products"),
-                         "prefect_home": str(work / "prefect")})
+    cfg["paths"].update(
+        {"warehouse": str(work / "wh"), "products": str(work / "products"), "prefect_home": str(work / "prefect")}
+    )
     path = work / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    os.environ.update({"PREFECT_HOME": str(work / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"})
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(work / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        }
+    )
     from prefect.client.orchestration import get_client
 
     from rntflow.flows.process_study import process_study
@@ -66,8 +73,10 @@ def main() -> None:
     print(f"| drain {n} queued studies (process-study, one after another) | {drain:.1f} s |")
     print(f"| mean flow wall time per study | {sum(walls) / n:.2f} s |")
     print(f"| mean time inside tasks per study | {in_tasks / n:.2f} s |")
-    print(f"| orchestration overhead per study (wall - tasks) | {(sum(walls) - in_tasks) / n:.2f} s "
-          f"({100 * (sum(walls) - in_tasks) / sum(walls):.0f}% of wall) |")
+    print(
+        f"| orchestration overhead per study (wall - tasks) | {(sum(walls) - in_tasks) / n:.2f} s "
+        f"({100 * (sum(walls) - in_tasks) / sum(walls):.0f}% of wall) |"
+    )
     print(f"| overhead per task run | {1000 * (sum(walls) - in_tasks) / max(len(task_runs), 1):.0f} ms |")
 
 

@@ -69,9 +69,12 @@ def make_sets(root: Path, n_slices: int, n_sets: int) -> list[list[Path]]:
 
 def storescu(port: int, files: list[Path], calling: str) -> subprocess.Popen:
     env = dict(os.environ, TCP_NODELAY="1")
-    return subprocess.Popen(["storescu", "-aet", calling, "-aec", "RNTFLOW", "127.0.0.1",
-                             str(port), *map(str, files)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        ["storescu", "-aet", calling, "-aec", "RNTFLOW", "127.0.0.1", str(port), *map(str, files)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def push(port: int, sets: list[list[Path]], callings: list[str]) -> float:
@@ -113,18 +116,34 @@ def run_rntflow(work: Path, sets: list[list[Path]], callings: list[str]) -> tupl
     root.mkdir()
     cfg = write_config(root, quiet_period_s=3600)
     import yaml
+
     raw = yaml.safe_load(cfg.read_text())
     port = raw["listener"]["port"]
     for site in raw["sites"]:
         site.pop("source_addresses", None)
     cfg.write_text(yaml.safe_dump(raw))
     (root / "trial" / "enrolment.csv").write_text(
-        "site_id,patient_id,subject_id,kind\n" + "".join(
-            f"{s},{PATIENT.patient_id},RNT-{i:03d}-0001,patient\n" for i, (s, _) in enumerate(SITES)))
+        "site_id,patient_id,subject_id,kind\n"
+        + "".join(f"{s},{PATIENT.patient_id},RNT-{i:03d}-0001,patient\n" for i, (s, _) in enumerate(SITES))
+    )
     log = (root / "listener.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "rntflow.listener.app", "listen", "--config",
-                             str(cfg), "--dispatch", "none", "--log-level", "WARNING"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rntflow.listener.app",
+            "listen",
+            "--config",
+            str(cfg),
+            "--dispatch",
+            "none",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_port(port)
         t0 = time.perf_counter()
@@ -149,8 +168,12 @@ def run_storescp(work: Path, sets: list[list[Path]], callings: list[str]) -> flo
     out.mkdir()
     port = free_port()
     env = dict(os.environ, TCP_NODELAY="1")
-    proc = subprocess.Popen(["storescp", "-aet", "RNTFLOW", "-od", str(out), str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["storescp", "-aet", "RNTFLOW", "-od", str(out), str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port)
         return push(port, sets, callings)
@@ -174,8 +197,7 @@ def handler_stages(n: int = 50) -> dict[str, float]:
     from tests.listener.dicomgen import CT, to_bytes
 
     slices = ct_series(PATIENT, n, size=512)
-    blobs = [(to_bytes(d, with_meta=False), to_bytes(d, with_meta=True), str(d.SOPInstanceUID))
-             for d in slices]
+    blobs = [(to_bytes(d, with_meta=False), to_bytes(d, with_meta=True), str(d.SOPInstanceUID)) for d in slices]
     work = Path(tempfile.mkdtemp(prefix="rntflow-bench-handler-"))
     spool = Spool(work / "spool")
     spool.prepare_sites(["SITE01"])
@@ -204,8 +226,7 @@ def handler_stages(n: int = 50) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--slices", type=int, default=800)
-    ap.add_argument("--workdir", type=Path, default=None,
-                    help="on the disk to measure (default: a temp dir)")
+    ap.add_argument("--workdir", type=Path, default=None, help="on the disk to measure (default: a temp dir)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rntflow-bench-", dir=args.workdir))
     try:
@@ -231,20 +252,22 @@ def main() -> int:
         ("rntflow (acked)", 3, 3 * n1, 3 * mb1, t_rnt3, t_floor3, t_scp3),
         ("rntflow (+de-id done)", 3, 3 * n1, 3 * mb1, t_rnt3_deid, t_floor3, t_scp3),
     ]
-    print(f"{args.slices} CT slices 512x512 + 1 NM SPECT (128x128x128) per site; "
-          f"storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs\n")
+    print(
+        f"{args.slices} CT slices 512x512 + 1 NM SPECT (128x128x128) per site; "
+        f"storescu with TCP_NODELAY=1; {os.cpu_count()} CPUs\n"
+    )
     print("| receiver | sites | instances | MB | time (s) | MB/s | x floor | x storescp |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, sites, n, mb, t, tf, ts in rows:
-        print(f"| {name} | {sites} | {n} | {mb:.0f} | {t:.2f} | {mb / t:.0f} | "
-              f"{t / tf:.2f} | {t / ts:.2f} |")
+        print(f"| {name} | {sites} | {n} | {mb:.0f} | {t:.2f} | {mb / t:.0f} | {t / tf:.2f} | {t / ts:.2f} |")
     stages = handler_stages()
-    print(f"\nfloor per instance: {1000 * t_floor1 / n1:.2f} ms; rntflow per instance: "
-          f"{1000 * t_rnt1 / n1:.2f} ms; handler stages (ms per 512x512 CT slice):\n")
+    print(
+        f"\nfloor per instance: {1000 * t_floor1 / n1:.2f} ms; rntflow per instance: "
+        f"{1000 * t_rnt1 / n1:.2f} ms; handler stages (ms per 512x512 CT slice):\n"
+    )
     print("| " + " | ".join(stages) + " | total |")
     print("|" + " ---: |" * (len(stages) + 1))
-    print("| " + " | ".join(f"{v:.2f}" for v in stages.values())
-          + f" | {sum(stages.values()):.2f} |")
+    print("| " + " | ".join(f"{v:.2f}" for v in stages.values()) + f" | {sum(stages.values()):.2f} |")
     return 0
 
 

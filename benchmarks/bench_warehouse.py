@@ -33,13 +33,33 @@ from rntflow.warehouse.catalog import connect, refresh_catalog  # noqa: E402
 from rntflow.warehouse.writer import load_table  # noqa: E402
 
 TRIAL = "BENCH"
-ORGANS = ("Kidney_L", "Kidney_R", "Liver", "Spleen", "Parotid_L", "Parotid_R", "Glnd_Submand_L",
-          "Glnd_Submand_R", "Bone_Marrow", "Lungs")
+ORGANS = (
+    "Kidney_L",
+    "Kidney_R",
+    "Liver",
+    "Spleen",
+    "Parotid_L",
+    "Parotid_R",
+    "Glnd_Submand_L",
+    "Glnd_Submand_R",
+    "Bone_Marrow",
+    "Lungs",
+)
 N_LESIONS = 10
 N_CYCLES = 4
 VOIS = ORGANS + tuple(f"Lesion_{i}" for i in range(1, N_LESIONS + 1))
-GY_PER_GBQ = {"Kidney_L": 0.43, "Kidney_R": 0.43, "Liver": 0.1, "Spleen": 0.3, "Parotid_L": 0.63,
-              "Parotid_R": 0.63, "Glnd_Submand_L": 0.5, "Glnd_Submand_R": 0.5, "Bone_Marrow": 0.034, "Lungs": 0.02}
+GY_PER_GBQ = {
+    "Kidney_L": 0.43,
+    "Kidney_R": 0.43,
+    "Liver": 0.1,
+    "Spleen": 0.3,
+    "Parotid_L": 0.63,
+    "Parotid_R": 0.63,
+    "Glnd_Submand_L": 0.5,
+    "Glnd_Submand_R": 0.5,
+    "Bone_Marrow": 0.034,
+    "Lungs": 0.02,
+}
 
 
 def synthetic_doses(n_rows: int, n_sites: int, seed: int = 1) -> pd.DataFrame:
@@ -54,20 +74,22 @@ def synthetic_doses(n_rows: int, n_sites: int, seed: int = 1) -> pd.DataFrame:
     gbq = 7.4
     per_gbq = np.array([GY_PER_GBQ.get(v, 4.0) for v in VOIS])[voi_idx]
     dose = per_gbq * gbq * rng.lognormal(0, 0.35, n_rows)
-    return pd.DataFrame({
-        "trial_id": TRIAL,
-        "site_id": pd.Categorical.from_codes(site, [f"SITE{i:03d}" for i in range(n_sites)]).astype(str),
-        "subject_id": np.char.add("SUBJ-", subj.astype(str)),
-        "cycle": cycle.astype(np.int16),
-        "voi": np.array(VOIS, dtype=object)[voi_idx],
-        "engine": "organ",
-        "method": "multi_time_point",
-        "dose_gy": dose,
-        "dose_sd_gy": 0.1 * dose,
-        "bed_gy": dose * (1 + dose / 2.6 * 0.05),
-        "mass_g": 150.0,
-        "administered_activity_mbq": gbq * 1000,
-    }), n_subjects
+    return pd.DataFrame(
+        {
+            "trial_id": TRIAL,
+            "site_id": pd.Categorical.from_codes(site, [f"SITE{i:03d}" for i in range(n_sites)]).astype(str),
+            "subject_id": np.char.add("SUBJ-", subj.astype(str)),
+            "cycle": cycle.astype(np.int16),
+            "voi": np.array(VOIS, dtype=object)[voi_idx],
+            "engine": "organ",
+            "method": "multi_time_point",
+            "dose_gy": dose,
+            "dose_sd_gy": 0.1 * dose,
+            "bed_gy": dose * (1 + dose / 2.6 * 0.05),
+            "mass_g": 150.0,
+            "administered_activity_mbq": gbq * 1000,
+        }
+    ), n_subjects
 
 
 def synthetic_outcomes(n_subjects: int, n_sites: int, seed: int = 2) -> pd.DataFrame:
@@ -77,10 +99,22 @@ def synthetic_outcomes(n_subjects: int, n_sites: int, seed: int = 2) -> pd.DataF
     base = {"trial_id": TRIAL, "subject_id": sid, "site_id": site}
     tox = pd.DataFrame({**base, "endpoint": "nephrotoxicity", "grade": rng.integers(0, 4, n_subjects)})
     xer = pd.DataFrame({**base, "endpoint": "xerostomia", "grade": rng.integers(0, 3, n_subjects)})
-    pfs = pd.DataFrame({**base, "endpoint": "pfs", "event": rng.integers(0, 2, n_subjects),
-                        "time_to_event_months": rng.exponential(18, n_subjects)})
-    les = pd.DataFrame({**base, "endpoint": "lesion_response", "lesion_voi": "Lesion_1",
-                        "response": rng.choice(["CR", "PR", "SD", "PD"], n_subjects)})
+    pfs = pd.DataFrame(
+        {
+            **base,
+            "endpoint": "pfs",
+            "event": rng.integers(0, 2, n_subjects),
+            "time_to_event_months": rng.exponential(18, n_subjects),
+        }
+    )
+    les = pd.DataFrame(
+        {
+            **base,
+            "endpoint": "lesion_response",
+            "lesion_voi": "Lesion_1",
+            "response": rng.choice(["CR", "PR", "SD", "PD"], n_subjects),
+        }
+    )
     out = pd.concat([tox, xer, pfs, les], ignore_index=True)
     out["grade"] = out["grade"].astype("Int8")
     out["event"] = out["event"].astype("Int8")
@@ -145,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rep = load_table(root, "voi_doses", doses)
         load_s = time.perf_counter() - t
-        results.append((f"load {rep.rows_in:,} voi_doses rows ({args.sites} sites)",
-                        f"{load_s:.1f} s ({rep.rows_in / load_s:,.0f} rows/s), {rep.files_written} files"))
+        results.append(
+            (
+                f"load {rep.rows_in:,} voi_doses rows ({args.sites} sites)",
+                f"{load_s:.1f} s ({rep.rows_in / load_s:,.0f} rows/s), {rep.files_written} files",
+            )
+        )
         t = time.perf_counter()
         rep2 = load_table(root, "voi_doses", doses)
         assert rep2.rows_unchanged == rep.rows_in and rep2.files_written == 0
@@ -155,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         rep3 = load_table(root, "voi_doses", one)
         assert rep3.rows_new_version == len(one)
-        results.append((f"incremental load: {len(one)} changed rows into the full table",
-                        f"{time.perf_counter() - t:.2f} s"))
+        results.append(
+            (f"incremental load: {len(one)} changed rows into the full table", f"{time.perf_counter() - t:.2f} s")
+        )
         t = time.perf_counter()
         load_table(root, "outcomes", outcomes)
         results.append((f"load {len(outcomes):,} outcome rows", f"{time.perf_counter() - t:.1f} s"))
@@ -173,26 +212,36 @@ def main(argv: list[str] | None = None) -> int:
             rows, lat = timed(con, POOLED_QUERY, args.repeats)
             assert len(rows) == 4
             pooled_ms = statistics.median(lat) * 1000
-            results.append((f"pooled dose_effect query (median of {args.repeats})",
-                            f"{pooled_ms:.0f} ms (min {min(lat) * 1000:.0f} ms)"))
+            results.append(
+                (
+                    f"pooled dose_effect query (median of {args.repeats})",
+                    f"{pooled_ms:.0f} ms (min {min(lat) * 1000:.0f} ms)",
+                )
+            )
             rows, lat = timed(con, RAW_QUERY.format(root=root.resolve()), args.repeats)
             assert len(rows) == 4
             raw_ms = statistics.median(lat) * 1000
-            results.append(("peer: same pooled answer by a plain Parquet scan + join (no versions, "
-                            "no derived targets; median)", f"{raw_ms:.0f} ms; dose_effect / peer = "
-                                                          f"{pooled_ms / raw_ms:.2f}"))
+            results.append(
+                (
+                    "peer: same pooled answer by a plain Parquet scan + join (no versions, no derived targets; median)",
+                    f"{raw_ms:.0f} ms; dose_effect / peer = {pooled_ms / raw_ms:.2f}",
+                )
+            )
             rows, lat = timed(con, "SELECT count(*) FROM voi_doses", args.repeats)
             n = rows[0][0]
             assert n == rep.rows_in
-            results.append((f"latest-version view count(*) over {n:,} rows (median)",
-                            f"{statistics.median(lat) * 1000:.0f} ms"))
+            results.append(
+                (f"latest-version view count(*) over {n:,} rows (median)", f"{statistics.median(lat) * 1000:.0f} ms")
+            )
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
 
     print(f"### Warehouse ({args.rows:,} VOI-dose rows, {args.sites} sites)\n")
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          "`.venv/bin/python benchmarks/bench_warehouse.py`\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        "`.venv/bin/python benchmarks/bench_warehouse.py`\n"
+    )
     print("| measure | value |\n| --- | --- |")
     for k, v in results:
         print(f"| {k} | {v} |")

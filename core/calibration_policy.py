@@ -218,8 +218,9 @@ def calibration_drift(series: Iterable[M], new: M) -> float | None:
     return None if ref is None else drift_pct(new.value, ref.value)
 
 
-def calibration_timeline(series: Sequence[M], validity_days: float,
-                         drift_tolerance_pct: float) -> list[TimelineEntry[M]]:
+def calibration_timeline(
+    series: Sequence[M], validity_days: float, drift_tolerance_pct: float
+) -> list[TimelineEntry[M]]:
     """Every calibration of a series with its validity end, successor and drift.
 
     Parameters

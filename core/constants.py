@@ -26,9 +26,9 @@ TISSUE_DENSITY_G_PER_ML = {
     "Kidney": 1.05,
     "Liver": 1.06,
     "Spleen": 1.06,
-    "Salivary": 1.03,   # parotid and submandibular glands
+    "Salivary": 1.03,  # parotid and submandibular glands
     "Bone_Marrow": 1.03,  # red marrow
-    "Lung": 0.26,       # inflated lung (ICRP 89 Table 2.4, 0.26-0.30 g/cm3 in vivo)
+    "Lung": 0.26,  # inflated lung (ICRP 89 Table 2.4, 0.26-0.30 g/cm3 in vivo)
     "Lesion": SOFT_TISSUE_DENSITY_G_PER_ML,  # sphere model in soft tissue (OLINDA/EXM's uses 1.00)
     "Bone_Trabecular": 1.18,  # ICRU 46 spongiosa
 }

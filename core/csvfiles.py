@@ -62,8 +62,11 @@ class CsvRecords(Generic[Row]):
             return
         listed = self.problems[:MAX_LISTED_PROBLEMS]
         more = len(self.problems) - len(listed)
-        raise error(f"{what}: {len(self.problems)} problem(s):\n  " + "\n  ".join(listed)
-                    + (f"\n  ... and {more} more" if more else ""))
+        raise error(
+            f"{what}: {len(self.problems)} problem(s):\n  "
+            + "\n  ".join(listed)
+            + (f"\n  ... and {more} more" if more else "")
+        )
 
 
 def _message(exc: ValidationError) -> list[str]:
@@ -78,11 +81,18 @@ def _message(exc: ValidationError) -> list[str]:
     return out
 
 
-def read_csv_records(path: str | Path, model: type[Row], *, error: type[RntflowError], what: str,
-                     columns: Sequence[str], unique: Sequence[Sequence[str]] = (),
-                     label: Callable[[dict], str | None] | None = None,
-                     check: Callable[[Row], list[str]] | None = None,
-                     private: Sequence[str] = ()) -> CsvRecords[Row]:
+def read_csv_records(
+    path: str | Path,
+    model: type[Row],
+    *,
+    error: type[RntflowError],
+    what: str,
+    columns: Sequence[str],
+    unique: Sequence[Sequence[str]] = (),
+    label: Callable[[dict], str | None] | None = None,
+    check: Callable[[Row], list[str]] | None = None,
+    private: Sequence[str] = (),
+) -> CsvRecords[Row]:
     """Read and validate a CSV file row by row.
 
     Parameters

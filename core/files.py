@@ -32,9 +32,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", *, file_mode: int | None = None,
-                 durable: bool = True, before_rename: Callable[[Path], None] | None = None,
-                 ) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    file_mode: int | None = None,
+    durable: bool = True,
+    before_rename: Callable[[Path], None] | None = None,
+) -> Iterator[IO]:
     """Open a temporary file that replaces ``path`` atomically when the block exits cleanly.
 
     Parameters

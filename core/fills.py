@@ -29,7 +29,11 @@ PhantomType = Literal["uniform_cylinder", "nema_iec_body"]
 PHANTOM_TYPES: tuple[str, ...] = ("uniform_cylinder", "nema_iec_body")
 
 FILL_COLUMNS: tuple[str, ...] = (
-    "subject_id", "phantom_type", "total_activity_mbq", "reference_datetime", "volume_ml",
+    "subject_id",
+    "phantom_type",
+    "total_activity_mbq",
+    "reference_datetime",
+    "volume_ml",
     "sphere_to_background_ratio",
 )
 
@@ -104,18 +108,33 @@ class FillRow(BaseModel):
                 raise ValueError(f"{text!r} is not an ISO date-time (YYYY-MM-DDTHH:MM:SS)") from None
         return text
 
+    @staticmethod
+    def _num(text: str | None) -> float | None:
+        return None if text is None else float(text)
+
     def to_fill(self) -> PhantomFill:
         """The typed record (a UTC offset is dropped, as for DICOM times: a site shares one clock)."""
-        num = (lambda t: None if t is None else float(t))
         ref = datetime.fromisoformat(self.reference_datetime).replace(tzinfo=None) if self.reference_datetime else None
-        return PhantomFill(self.subject_id, self.phantom_type, num(self.total_activity_mbq), ref,  # type: ignore[arg-type]
-                           num(self.volume_ml), num(self.sphere_to_background_ratio))
+        return PhantomFill(
+            self.subject_id,
+            self.phantom_type,
+            self._num(self.total_activity_mbq),
+            ref,  # type: ignore[arg-type]
+            self._num(self.volume_ml),
+            self._num(self.sphere_to_background_ratio),
+        )
 
 
 def _read(path: str | Path) -> CsvRecords[FillRow]:
     p = Path(path)
-    return read_csv_records(p, FillRow, error=CalibrationError, what=f"phantom fill log {p.name}",
-                            columns=FILL_COLUMNS, unique=[("subject_id",)])
+    return read_csv_records(
+        p,
+        FillRow,
+        error=CalibrationError,
+        what=f"phantom fill log {p.name}",
+        columns=FILL_COLUMNS,
+        unique=[("subject_id",)],
+    )
 
 
 def load_phantom_fills(path: str | Path) -> dict[str, PhantomFill]:

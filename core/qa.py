@@ -111,9 +111,15 @@ def qa_row(result: CheckResult, scope: Scope, scope_id: str, **cols: object) -> 
     """
     if scope not in SCOPES:
         raise VocabularyError(f"QA check {result.check!r}: scope {scope!r} is not one of {SCOPES}")
-    row: dict[str, object] = {"check_name": result.check, "scope": scope, "scope_id": scope_id,
-                              "status": result.status, "value_found": result.value_found,
-                              "value_expected": result.value_expected, "message": result.message}
+    row: dict[str, object] = {
+        "check_name": result.check,
+        "scope": scope,
+        "scope_id": scope_id,
+        "status": result.status,
+        "value_found": result.value_found,
+        "value_expected": result.value_expected,
+        "message": result.message,
+    }
     clash = sorted(set(row) & set(cols))
     if clash:
         raise VocabularyError(f"QA check {result.check!r}: extra columns {clash} would overwrite the check's own")

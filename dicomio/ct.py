@@ -105,8 +105,9 @@ def build_ct(ct_files: list[DicomFile]) -> tuple[CtVolume | None, list[str]]:
     ordered = sorted(series.items(), key=lambda kv: -len(kv[1]))
     uid, chosen = ordered[0]
     for _other, fs in ordered[1:]:
-        unused += [f"{f.rel}: CT of another series ({len(fs)} slices) than the one used ({len(chosen)} slices)"
-                   for f in fs]
+        unused += [
+            f"{f.rel}: CT of another series ({len(fs)} slices) than the one used ({len(chosen)} slices)" for f in fs
+        ]
     try:
         image = _ct_volume(chosen, unused)
     except DicomInputError as exc:
@@ -148,8 +149,9 @@ def _complete_slices(files: list[DicomFile], unused: list[str]) -> list[_Slice]:
         except Exception:  # absent or malformed Rows/Columns
             shape = None
         if iop is None or ipp is None or ps is None or shape is None:
-            unused.append(f"{f.rel}: CT slice lacks ImagePositionPatient, ImageOrientationPatient, "
-                          "PixelSpacing or Rows/Columns")
+            unused.append(
+                f"{f.rel}: CT slice lacks ImagePositionPatient, ImageOrientationPatient, PixelSpacing or Rows/Columns"
+            )
             continue
         out.append(_Slice(f, iop, ipp, ps, shape))
     if not out:
@@ -162,8 +164,9 @@ def _grid_slices(slices: list[_Slice], unused: list[str]) -> list[_Slice]:
     key = Counter(s.grid_key() for s in slices).most_common(1)[0][0]
     for s in slices:
         if s.grid_key() != key:
-            unused.append(f"{s.file.rel}: CT slice of another matrix, orientation or pixel spacing than "
-                          "the rest of its series")
+            unused.append(
+                f"{s.file.rel}: CT slice of another matrix, orientation or pixel spacing than the rest of its series"
+            )
     return [s for s in slices if s.grid_key() == key]
 
 
@@ -198,13 +201,17 @@ def _stack(slices: list[_Slice]) -> _Stack:
     step = float((d[-1] - d[0]) / (n - 1))
     worst = int(np.argmax(np.abs(steps - step)))
     if abs(steps[worst] - step) > SLICE_SPACING_RTOL * step:
-        raise DicomInputError(f"irregular slice spacing: step {steps[worst]:.3f} mm at {d[worst]:.2f} mm vs mean "
-                              f"{step:.3f} mm (missing slice?)")
+        raise DicomInputError(
+            f"irregular slice spacing: step {steps[worst]:.3f} mm at {d[worst]:.2f} mm vs mean "
+            f"{step:.3f} mm (missing slice?)"
+        )
     pos = np.array([slices[i].position_mm for i in kept])
     inplane = (pos - pos[0]) - np.outer(d - d[0], normal)
     if float(np.max(np.abs(inplane))) > _TILT_PIXELS * min(slices[0].pixel_spacing_mm):
-        raise DicomInputError("slice positions do not lie along the slice normal (gantry tilt); "
-                              "resample the CT to an orthogonal grid first")
+        raise DicomInputError(
+            "slice positions do not lie along the slice normal (gantry tilt); "
+            "resample the CT to an orthogonal grid first"
+        )
     return _Stack([slices[i] for i in kept], normal, step, dropped)
 
 

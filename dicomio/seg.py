@@ -50,8 +50,10 @@ def seg_masks(seg: Dataset, reference: sitk.Image, frame_of_reference_uid: str |
         frame_of_reference_uid = image_frame_of_reference(reference)
     seg_frame = text(seg, "FrameOfReferenceUID")
     if frame_of_reference_uid and seg_frame and seg_frame != frame_of_reference_uid:
-        raise VoiError(f"SEG is on frame of reference {seg_frame}, not the reference image's "
-                       f"{frame_of_reference_uid}: register the images first")
+        raise VoiError(
+            f"SEG is on frame of reference {seg_frame}, not the reference image's "
+            f"{frame_of_reference_uid}: register the images first"
+        )
     try:
         parsed = hd.seg.Segmentation.from_dataset(seg, copy=True)
         numbers = parsed.get_segment_numbers()
@@ -61,17 +63,20 @@ def seg_masks(seg: Dataset, reference: sitk.Image, frame_of_reference_uid: str |
     for number in numbers:
         label = str(parsed.get_segment_description(number).segment_label or f"Segment_{number}")
         try:
-            vol = parsed.get_volume(segment_numbers=[number], combine_segments=True, relabel=True,
-                                    skip_overlap_checks=True)
+            vol = parsed.get_volume(
+                segment_numbers=[number], combine_segments=True, relabel=True, skip_overlap_checks=True
+            )
         except Exception as exc:
-            raise VoiError(f"SEG segment {number} ({label}): not a regularly spaced volume: "
-                           f"{type(exc).__name__}: {exc}") from exc
+            raise VoiError(
+                f"SEG segment {number} ({label}): not a regularly spaced volume: {type(exc).__name__}: {exc}"
+            ) from exc
         arr = np.asarray(vol.array)
         if arr.dtype.kind == "f":
             arr = arr >= 0.5
         vol = vol.with_array((arr > 0).astype(np.uint8))
-        res = sitk.Resample(vol.to_simpleitk(), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                            sitk.sitkUInt8)
+        res = sitk.Resample(
+            vol.to_simpleitk(), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        )
         mask = sitk.GetArrayFromImage(res).astype(bool)
         if not mask.any():
             log.warning("SEG segment %s (%s) skipped: empty on the reference image", number, label)

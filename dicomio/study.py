@@ -134,8 +134,9 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
         elif sop_class in ENHANCED_CT_SOP_CLASSES:
             study.unused.append(f"{f.rel}: enhanced (multi-frame) CT is not supported")
         else:
-            study.unused.append(f"{f.rel}: SOP class not used ({UID(sop_class).name}, "
-                                f"modality {text(f.ds, 'Modality')})")
+            study.unused.append(
+                f"{f.rel}: SOP class not used ({UID(sop_class).name}, modality {text(f.ds, 'Modality')})"
+            )
 
     study.nm, nm_unused = choose_nm(nm_files)
     study.unused += nm_unused
@@ -143,7 +144,10 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
     study.unused += ct_unused
     if ct is not None:
         study.ct, study.ct_series_uid, study.ct_frame_of_reference_uid = (
-            ct.image, ct.series_uid, ct.frame_of_reference_uid)
+            ct.image,
+            ct.series_uid,
+            ct.frame_of_reference_uid,
+        )
 
     if study.nm is None and study.ct is None and not study.rtstructs and not study.segs:
         shown = "; ".join(study.unused[:5]) + (" ..." if len(study.unused) > 5 else "")

@@ -51,8 +51,15 @@ def positive(name: str, value: object, *, error: type[Exception] = DosimetryInpu
     return v
 
 
-def in_range(name: str, value: object, low: float, high: float, *, high_open: bool = False,
-             error: type[Exception] = DosimetryInputError) -> float:
+def in_range(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    high_open: bool = False,
+    error: type[Exception] = DosimetryInputError,
+) -> float:
     """``value`` as a finite float in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
     v = _scalar(name, value, error)
     if v < low or v > high or (high_open and v == high):
@@ -74,8 +81,9 @@ def _first_bad(mask: np.ndarray) -> str:
     return f"{int(mask.sum())} of {mask.size} voxel(s), first at index {idx}"
 
 
-def finite_array(name: str, values: object, *, ndim: int | None = None,
-                 error: type[Exception] = DosimetryInputError) -> np.ndarray:
+def finite_array(
+    name: str, values: object, *, ndim: int | None = None, error: type[Exception] = DosimetryInputError
+) -> np.ndarray:
     """``values`` as a float array without NaN or inf (optionally of ``ndim`` dimensions)."""
     try:
         a = np.asarray(values, dtype=float)
@@ -91,8 +99,9 @@ def finite_array(name: str, values: object, *, ndim: int | None = None,
     return a
 
 
-def non_negative_array(name: str, values: object, *, ndim: int | None = None,
-                       error: type[Exception] = DosimetryInputError) -> np.ndarray:
+def non_negative_array(
+    name: str, values: object, *, ndim: int | None = None, error: type[Exception] = DosimetryInputError
+) -> np.ndarray:
     """A finite float array with every element ``>= 0`` (activity or TIA map)."""
     a = finite_array(name, values, ndim=ndim, error=error)
     neg = a < 0
@@ -101,8 +110,9 @@ def non_negative_array(name: str, values: object, *, ndim: int | None = None,
     return a
 
 
-def positive_array(name: str, values: object, *, ndim: int | None = None,
-                   error: type[Exception] = DosimetryInputError) -> np.ndarray:
+def positive_array(
+    name: str, values: object, *, ndim: int | None = None, error: type[Exception] = DosimetryInputError
+) -> np.ndarray:
     """A finite float array with every element ``> 0`` (density map)."""
     a = finite_array(name, values, ndim=ndim, error=error)
     bad = a <= 0

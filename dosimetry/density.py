@@ -28,8 +28,9 @@ DEFAULT_CALIBRATION: tuple[tuple[float, float], ...] = (
 )
 
 
-def hu_to_density_g_per_ml(hu: np.ndarray | float,
-                           calibration: Sequence[tuple[float, float]] = DEFAULT_CALIBRATION) -> np.ndarray:
+def hu_to_density_g_per_ml(
+    hu: np.ndarray | float, calibration: Sequence[tuple[float, float]] = DEFAULT_CALIBRATION
+) -> np.ndarray:
     """Mass density (g/cm3) of each voxel from its HU, piecewise-linear calibration.
 
     Raises
@@ -50,8 +51,12 @@ def hu_to_density_g_per_ml(hu: np.ndarray | float,
     return np.maximum(rho, cal[0, 1])
 
 
-def mass_g(mask: np.ndarray, hu: np.ndarray | None, voxel_ml: float,
-           default_density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+def mass_g(
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    voxel_ml: float,
+    default_density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
+) -> float:
     """Mass (g) of a VOI: sum of voxel volume (mL, > 0) x density (g/cm3) from CT when
     given, else ``default_density_g_per_ml`` (> 0; soft tissue by default).
 

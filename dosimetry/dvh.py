@@ -48,9 +48,15 @@ def _dx(sorted_dose: np.ndarray, cum_w_desc: np.ndarray, x_fraction: float) -> f
     return float(sorted_dose[min(i, sorted_dose.size - 1)])
 
 
-def dvh(dose_gy: np.ndarray, mask: np.ndarray, voxel_ml: float, *,
-        density_g_per_ml: np.ndarray | float | None = None,
-        levels_gy: Sequence[float] = (), n_bins: int = 500) -> Dvh:
+def dvh(
+    dose_gy: np.ndarray,
+    mask: np.ndarray,
+    voxel_ml: float,
+    *,
+    density_g_per_ml: np.ndarray | float | None = None,
+    levels_gy: Sequence[float] = (),
+    n_bins: int = 500,
+) -> Dvh:
     """Cumulative DVH of ``dose_gy`` in ``mask``, volume- or (with densities) mass-weighted.
 
     Parameters
@@ -100,7 +106,16 @@ def dvh(dose_gy: np.ndarray, mask: np.ndarray, voxel_ml: float, *,
     asc = np.argsort(d)
     tail = np.concatenate([np.cumsum(wn[asc][::-1])[::-1], [0.0]])  # weight of d >= d_sorted[i]
     frac = tail[np.searchsorted(d[asc], axis, side="left")]
-    return Dvh(dose_gy=axis, fraction=frac, mean_gy=float(wn @ d), d2_gy=_dx(ds, cw, 0.02),
-               d50_gy=_dx(ds, cw, 0.50), d98_gy=_dx(ds, cw, 0.98), min_gy=float(d.min()),
-               max_gy=float(d.max()), total_ml=float(m.sum() * voxel_ml), total_g=total_g,
-               v_fraction={lv: float(wn[d >= lv].sum()) for lv in levels})
+    return Dvh(
+        dose_gy=axis,
+        fraction=frac,
+        mean_gy=float(wn @ d),
+        d2_gy=_dx(ds, cw, 0.02),
+        d50_gy=_dx(ds, cw, 0.50),
+        d98_gy=_dx(ds, cw, 0.98),
+        min_gy=float(d.min()),
+        max_gy=float(d.max()),
+        total_ml=float(m.sum() * voxel_ml),
+        total_g=total_g,
+        v_fraction={lv: float(wn[d >= lv].sum()) for lv in levels},
+    )

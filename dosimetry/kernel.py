@@ -126,8 +126,9 @@ def loevinger_parameters(nuclide_name: str) -> LoevingerParameters:
     return LoevingerParameters(nu, c, e0, ebar, katz_penfold_range_g_per_cm2(e0))
 
 
-def beta_radial_energy_mev_per_cm(nuclide_name: str, r_cm: np.ndarray,
-                                  density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> np.ndarray:
+def beta_radial_energy_mev_per_cm(
+    nuclide_name: str, r_cm: np.ndarray, density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML
+) -> np.ndarray:
     """Beta energy deposited per decay per unit radius, ``4 pi r^2 rho j`` (MeV/cm).
 
     Normalised so that its integral over r from 0 to the maximum range equals the mean
@@ -150,8 +151,9 @@ def beta_radial_energy_mev_per_cm(nuclide_name: str, r_cm: np.ndarray,
     return shape(x) / norm * p.mean_beta_energy_mev * density_g_per_ml
 
 
-def photon_radial_energy_mev_per_cm(nuclide_name: str, r_cm: np.ndarray,
-                                    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> np.ndarray:
+def photon_radial_energy_mev_per_cm(
+    nuclide_name: str, r_cm: np.ndarray, density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML
+) -> np.ndarray:
     """Photon energy absorbed per decay per unit radius (MeV/cm), mu_en approximation;
     ``r_cm`` (cm, >= 0), ``density_g_per_ml`` (g/cm3, > 0)."""
     density_g_per_ml = chk.positive("density_g_per_ml", density_g_per_ml)
@@ -177,7 +179,7 @@ def sphere_geometric_factor(r_cm: np.ndarray, radius_cm: float) -> np.ndarray:
     MIRD Pamphlet 7). ``r_cm`` (cm, >= 0), ``radius_cm`` (cm, > 0)."""
     radius_cm = chk.positive("radius_cm", radius_cm)
     x = chk.non_negative_array("r_cm", r_cm) / radius_cm
-    return np.where(x < 2.0, 1 - 0.75 * x + x ** 3 / 16.0, 0.0)
+    return np.where(x < 2.0, 1 - 0.75 * x + x**3 / 16.0, 0.0)
 
 
 def _fibonacci_directions(n: int) -> np.ndarray:
@@ -192,9 +194,9 @@ def _tent(u: np.ndarray, a: float) -> np.ndarray:
     return np.clip(1.0 - np.abs(u) / a, 0.0, None) / a
 
 
-def _radial_voxel_energy(f_r: np.ndarray, r_cm: np.ndarray, w_r: np.ndarray,
-                         spacing_cm: np.ndarray, half: tuple[int, int, int],
-                         n_dirs: int) -> np.ndarray:
+def _radial_voxel_energy(
+    f_r: np.ndarray, r_cm: np.ndarray, w_r: np.ndarray, spacing_cm: np.ndarray, half: tuple[int, int, int], n_dirs: int
+) -> np.ndarray:
     """Energy (MeV/decay) in each target voxel of the octant [0..half], exact radial form.
 
     ``E(o) = V * sum_r w_r f(r) mean_dir prod_i tent(r w_i - o_i)``.
@@ -265,11 +267,16 @@ class VoxelKernel:
         return tuple(n // 2 for n in self.s_gy_per_mbq_h.shape)  # type: ignore[return-value]
 
 
-def voxel_s_kernel(nuclide_name: str, spacing_mm: tuple[float, float, float] | float, *,
-                   radius_mm: float | None = None,
-                   density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
-                   include_photons: bool = True, n_dirs: int = 600,
-                   n_sub: int = 8) -> VoxelKernel:
+def voxel_s_kernel(
+    nuclide_name: str,
+    spacing_mm: tuple[float, float, float] | float,
+    *,
+    radius_mm: float | None = None,
+    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
+    include_photons: bool = True,
+    n_dirs: int = 600,
+    n_sub: int = 8,
+) -> VoxelKernel:
     """Build (or take from the cache) the voxel S-value kernel of ``nuclide_name``.
 
     Parameters
@@ -308,14 +315,19 @@ def voxel_s_kernel(nuclide_name: str, spacing_mm: tuple[float, float, float] | f
     for name, val in (("n_dirs", n_dirs), ("n_sub", n_sub)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise DosimetryInputError(f"{name}={val!r}: must be a positive integer")
-    return _cached_kernel(nuclide(nuclide_name).name, sp, rho, radius, bool(include_photons),
-                          int(n_dirs), int(n_sub))
+    return _cached_kernel(nuclide(nuclide_name).name, sp, rho, radius, bool(include_photons), int(n_dirs), int(n_sub))
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_kernel(nuc_name: str, sp_mm_t: tuple[float, float, float], rho: float,
-                   radius_mm: float | None, include_photons: bool, n_dirs: int,
-                   n_sub: int) -> VoxelKernel:
+def _cached_kernel(
+    nuc_name: str,
+    sp_mm_t: tuple[float, float, float],
+    rho: float,
+    radius_mm: float | None,
+    include_photons: bool,
+    n_dirs: int,
+    n_sub: int,
+) -> VoxelKernel:
     nuc = nuclide(nuc_name)
     sp_mm = np.asarray(sp_mm_t)
     sp_cm = sp_mm / 10.0
@@ -353,8 +365,12 @@ def _cached_kernel(nuc_name: str, sp_mm_t: tuple[float, float, float], rho: floa
     for a in arrays:
         a.setflags(write=False)
     return VoxelKernel(
-        nuclide=nuc.name, spacing_mm=sp_mm_t, density_g_per_ml=rho,
-        s_gy_per_mbq_h=arrays[0], s_electron_gy_per_mbq_h=arrays[1], s_photon_gy_per_mbq_h=arrays[2],
+        nuclide=nuc.name,
+        spacing_mm=sp_mm_t,
+        density_g_per_ml=rho,
+        s_gy_per_mbq_h=arrays[0],
+        s_electron_gy_per_mbq_h=arrays[1],
+        s_photon_gy_per_mbq_h=arrays[2],
         electron_energy_in_kernel_mev=float(electron.sum()),
         electron_energy_per_decay_mev=nuc.electron_energy_mev,
         photon_energy_in_kernel_mev=float(photon.sum()),
@@ -367,8 +383,9 @@ def clear_kernel_cache() -> None:
     _cached_kernel.cache_clear()
 
 
-def _photon_octant(nuc: Nuclide, sp_cm: np.ndarray, half: tuple[int, int, int], rho: float,
-                   n_dirs: int, n_sub: int) -> np.ndarray:
+def _photon_octant(
+    nuc: Nuclide, sp_cm: np.ndarray, half: tuple[int, int, int], rho: float, n_dirs: int, n_sub: int
+) -> np.ndarray:
     """Photon energy (MeV/decay) per target voxel of the octant [0..half].
 
     The 3x3x3 neighbourhood is averaged exactly in radius (:func:`_radial_voxel_energy`);
@@ -395,7 +412,7 @@ def _photon_octant(nuc: Nuclide, sp_cm: np.ndarray, half: tuple[int, int, int], 
         axes.append((q + 0.5) * sp_cm[ax] / n_sub)
         red = np.zeros((half[ax] + 1, q.size))
         for i in range(half[ax] + 1):
-            red[i, n_sub * i: n_sub * i + 2 * n_sub] = wt  # q = n_sub (i - 1) + m
+            red[i, n_sub * i : n_sub * i + 2 * n_sub] = wt  # q = n_sub (i - 1) + m
         reducers.append(red)
     d = np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
     d_tab = np.linspace(0.0, float(d.max()) * 1.0001, 8193)
@@ -410,8 +427,9 @@ def _photon_octant(nuc: Nuclide, sp_cm: np.ndarray, half: tuple[int, int, int], 
 
 
 # ----------------------------------------------------------------------------- convolution
-def convolve_dose_gy(tia_map_mbq_h: np.ndarray, kernel: VoxelKernel | np.ndarray, *,
-                     workers: int | None = None) -> np.ndarray:
+def convolve_dose_gy(
+    tia_map_mbq_h: np.ndarray, kernel: VoxelKernel | np.ndarray, *, workers: int | None = None
+) -> np.ndarray:
     """Dose map (Gy) = TIA map (MBq·h per voxel) convolved with the kernel.
 
     Real FFTs (``scipy.fft.rfftn``) on arrays zero-padded to a fast length of

@@ -46,26 +46,28 @@ Bad input policy
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from rntflow.physics.nuclides import nuclide
 from rntflow.core.errors import KineticsError, KineticsInputError
 from rntflow.dosimetry import _checks as chk
-from rntflow.physics.kinetic_models import FIT_MODELS, N_PARAMS, model_activity_mbq, model_tia_mbq_h, terminal_clearance_per_h
+from rntflow.physics.kinetic_models import (
+    FIT_MODELS,
+    N_PARAMS,
+    model_activity_mbq,
+    model_tia_mbq_h,
+    terminal_clearance_per_h,
+)
+from rntflow.physics.nuclides import nuclide
 
 LN2 = math.log(2.0)
 
 
-
 # ----------------------------------------------------------------------------- models
-
-
-
-
 
 
 # ----------------------------------------------------------------------------- results
@@ -130,8 +132,9 @@ class TacFit:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _validate(t_h: Sequence[float], activity_mbq: Sequence[float],
-              activity_sd_mbq: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+def _validate(
+    t_h: Sequence[float], activity_mbq: Sequence[float], activity_sd_mbq: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
     t = np.asarray(t_h, dtype=float).ravel()
     a = np.asarray(activity_mbq, dtype=float).ravel()
     sd = None if activity_sd_mbq is None else np.asarray(activity_sd_mbq, dtype=float).ravel()
@@ -185,8 +188,9 @@ def _starts(model: str, t: np.ndarray, a: np.ndarray, lam_phys: float) -> list[n
     return out
 
 
-def _fit_one(model: str, t: np.ndarray, a: np.ndarray, sd: np.ndarray | None,
-             lam_phys: float) -> tuple[np.ndarray, np.ndarray, float]:
+def _fit_one(
+    model: str, t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Weighted LSQ fit; returns params, covariance, weighted RSS."""
     k = N_PARAMS[model]
     sigma = sd if sd is not None else a.copy()  # constant relative error model
@@ -203,8 +207,7 @@ def _fit_one(model: str, t: np.ndarray, a: np.ndarray, sd: np.ndarray | None,
     for p0 in _starts(model, t, a, lam_phys):
         p0 = np.clip(p0, lo + 1e-9, np.where(np.isfinite(hi), hi - 1e-9, p0 * 10 + 1))
         try:
-            res = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", method="trf",
-                                max_nfev=2000 * k)
+            res = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", method="trf", max_nfev=2000 * k)
         except Exception:  # pragma: no cover - numerical breakdown of one start
             continue
         if best is None or res.cost < best.cost:
@@ -239,14 +242,21 @@ def aicc(wrss: float, n_points: int, n_params: int) -> float:
     """Corrected Akaike information criterion (nan when ``n_points < n_params + 2``)."""
     if n_points - n_params - 1 <= 0 or wrss <= 0:
         return math.nan if n_points - n_params - 1 <= 0 else -math.inf
-    return n_points * math.log(wrss / n_points) + 2 * n_params + 2 * n_params * (n_params + 1) / (n_points - n_params - 1)
+    return (
+        n_points * math.log(wrss / n_points) + 2 * n_params + 2 * n_params * (n_params + 1) / (n_points - n_params - 1)
+    )
 
 
 # ----------------------------------------------------------------------------- trapezoid
-def trapezoid_tia(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: str, *,
-                  activity_sd_mbq: Sequence[float] | None = None,
-                  start: Literal["linear", "constant"] = "linear",
-                  tail: Literal["physical", "fitted"] = "physical") -> TacFit:
+def trapezoid_tia(
+    t_h: Sequence[float],
+    activity_mbq: Sequence[float],
+    nuclide_name: str,
+    *,
+    activity_sd_mbq: Sequence[float] | None = None,
+    start: Literal["linear", "constant"] = "linear",
+    tail: Literal["physical", "fitted"] = "physical",
+) -> TacFit:
     """Trapezoid over the points plus an exponential tail after the last point.
 
     Parameters
@@ -288,9 +298,17 @@ def trapezoid_tia(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_n
     w[-1] += 1.0 / lam_tail
     tia = float(w @ a)
     tia_sd = float(math.sqrt(np.sum((w * sd) ** 2))) if sd is not None else math.nan
-    return TacFit(model="trapezoid", params=np.empty(0), covariance=np.empty((0, 0)),
-                  tia_mbq_h=tia, tia_sd_mbq_h=tia_sd, aicc=math.nan, r2=math.nan,
-                  effective_half_life_h=LN2 / lam_tail, warnings=warns)
+    return TacFit(
+        model="trapezoid",
+        params=np.empty(0),
+        covariance=np.empty((0, 0)),
+        tia_mbq_h=tia,
+        tia_sd_mbq_h=tia_sd,
+        aicc=math.nan,
+        r2=math.nan,
+        effective_half_life_h=LN2 / lam_tail,
+        warnings=warns,
+    )
 
 
 # ----------------------------------------------------------------------------- uptake with few points
@@ -316,8 +334,9 @@ def uptake_rule(t: np.ndarray, a: np.ndarray) -> int | None:
     return k
 
 
-def _fit_uptake_mono_exp(t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float,
-                         k: int, warns: list[str]) -> TacFit | None:
+def _fit_uptake_mono_exp(
+    t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float, k: int, warns: list[str]
+) -> TacFit | None:
     """Trapezoid (0, 0) .. peak + mono-exponential from the peak on; ``None`` if rejected."""
     tt, aa = t[k:], a[k:]
     try:
@@ -326,36 +345,52 @@ def _fit_uptake_mono_exp(t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, la
         warns.append(str(exc))
         return None
     if not p[1] > lam_phys * (1.0 - 1e-6):
-        warns.append(f"{UPTAKE_MODEL}: clearance after the peak {p[1]:.4g}/h slower than physical "
-                     f"{lam_phys:.4g}/h: rejected")
+        warns.append(
+            f"{UPTAKE_MODEL}: clearance after the peak {p[1]:.4g}/h slower than physical {lam_phys:.4g}/h: rejected"
+        )
         return None
     # uptake part: trapezoid over (0, 0), the points up to the peak (weights w on a[:k+1])
-    tu = np.concatenate([[0.0], t[:k + 1]])
+    tu = np.concatenate([[0.0], t[: k + 1]])
     w = np.zeros(k + 1)
     for i in range(k + 1):
         w[i] = (tu[i + 1] - tu[i]) / 2.0 + ((tu[i + 2] - tu[i + 1]) / 2.0 if i < k else 0.0)
-    uptake_tia = float(w @ a[:k + 1])
+    uptake_tia = float(w @ a[: k + 1])
     t_pk = float(t[k])
     tail = float(p[0] * math.exp(-p[1] * t_pk) / p[1])
     g = np.array([math.exp(-p[1] * t_pk) / p[1], -tail * (t_pk + 1.0 / p[1])])  # d tail / d (A0, l)
     var = float(g @ cov @ g) if np.all(np.isfinite(cov)) else math.nan
     if sd is not None:
-        var += float(np.sum((w * sd[:k + 1]) ** 2))
+        var += float(np.sum((w * sd[: k + 1]) ** 2))
     resid = aa - model_activity_mbq("mono_exp", p, tt)
     tss = float(np.sum((aa - aa.mean()) ** 2))
-    warns.append(f"{UPTAKE_MODEL}: peak at {t_pk:g} h after the first scan with {t.size} points: uptake "
-                 f"integrated by trapezoid from 0, clearance fitted on the {tt.size} points from the peak")
-    return TacFit(model=UPTAKE_MODEL, params=p, covariance=cov, tia_mbq_h=uptake_tia + tail,
-                  tia_sd_mbq_h=math.sqrt(var) if var >= 0 else math.nan,
-                  aicc=aicc(wrss, tt.size, 2), r2=1.0 - float(resid @ resid) / tss if tss > 0 else math.nan,
-                  effective_half_life_h=LN2 / float(p[1]), warnings=warns, peak_h=t_pk)
+    warns.append(
+        f"{UPTAKE_MODEL}: peak at {t_pk:g} h after the first scan with {t.size} points: uptake "
+        f"integrated by trapezoid from 0, clearance fitted on the {tt.size} points from the peak"
+    )
+    return TacFit(
+        model=UPTAKE_MODEL,
+        params=p,
+        covariance=cov,
+        tia_mbq_h=uptake_tia + tail,
+        tia_sd_mbq_h=math.sqrt(var) if var >= 0 else math.nan,
+        aicc=aicc(wrss, tt.size, 2),
+        r2=1.0 - float(resid @ resid) / tss if tss > 0 else math.nan,
+        effective_half_life_h=LN2 / float(p[1]),
+        warnings=warns,
+        peak_h=t_pk,
+    )
 
 
 # ----------------------------------------------------------------------------- fit
-def fit_tac(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: str, *,
-            activity_sd_mbq: Sequence[float] | None = None,
-            models: Sequence[str] | None = None,
-            trapezoid_start: Literal["linear", "constant"] = "linear") -> TacFit:
+def fit_tac(
+    t_h: Sequence[float],
+    activity_mbq: Sequence[float],
+    nuclide_name: str,
+    *,
+    activity_sd_mbq: Sequence[float] | None = None,
+    models: Sequence[str] | None = None,
+    trapezoid_start: Literal["linear", "constant"] = "linear",
+) -> TacFit:
     """Fit the candidate models, choose by AICc, integrate to infinity.
 
     Parameters
@@ -445,9 +480,18 @@ def fit_tac(t_h: Sequence[float], activity_mbq: Sequence[float], nuclide_name: s
     tss = float(np.sum((a - a.mean()) ** 2))
     r2 = 1.0 - float(resid @ resid) / tss if tss > 0 else math.nan
     lam_term = terminal_clearance_per_h(best, p)
-    return TacFit(model=best, params=p, covariance=cov, tia_mbq_h=tia,
-                  tia_sd_mbq_h=_tia_sd(best, p, cov), aicc=scores[best], r2=r2,
-                  effective_half_life_h=LN2 / lam_term, warnings=warns, candidates=scores)
+    return TacFit(
+        model=best,
+        params=p,
+        covariance=cov,
+        tia_mbq_h=tia,
+        tia_sd_mbq_h=_tia_sd(best, p, cov),
+        aicc=scores[best],
+        r2=r2,
+        effective_half_life_h=LN2 / lam_term,
+        warnings=warns,
+        candidates=scores,
+    )
 
 
 # ----------------------------------------------------------------------------- single point
@@ -513,19 +557,24 @@ def haenscheid_tia(t_h: float, activity_mbq: float, t_eff_h: float | None = None
     t_h, activity_mbq = _check_stp(t_h, activity_mbq)
     warns: list[str] = []
     if t_eff_h is None:
-        warns.append(f"Hänscheid: t = {t_h:.1f} h, no T_eff given: the {STP_ERROR_BOUND:.0%} error bound "
-                     "(0.77-2.44 T_eff) cannot be checked")
+        warns.append(
+            f"Hänscheid: t = {t_h:.1f} h, no T_eff given: the {STP_ERROR_BOUND:.0%} error bound "
+            "(0.77-2.44 T_eff) cannot be checked"
+        )
     else:
         x = t_h / chk.positive("t_eff_h", t_eff_h, error=KineticsInputError)
         err = haenscheid_error(x)
         if abs(err) > STP_ERROR_BOUND:
-            warns.append(f"Hänscheid: t = {x:.2f} T_eff, TIA error {err:+.1%} for a mono-exponential "
-                         f"(over {STP_ERROR_BOUND:.0%}: keep t within 0.77-2.44 T_eff)")
+            warns.append(
+                f"Hänscheid: t = {x:.2f} T_eff, TIA error {err:+.1%} for a mono-exponential "
+                f"(over {STP_ERROR_BOUND:.0%}: keep t within 0.77-2.44 T_eff)"
+            )
     return SingleTimePointTia(activity_mbq * 2.0 * t_h / LN2, "haenscheid", tuple(warns))
 
 
-def madsen_tia(t_h: float, activity_mbq: float, t_eff_h: float, *,
-               t_eff_rel_sd: float | None = None) -> SingleTimePointTia:
+def madsen_tia(
+    t_h: float, activity_mbq: float, t_eff_h: float, *, t_eff_rel_sd: float | None = None
+) -> SingleTimePointTia:
     """Madsen et al 2018 (Med Phys 45:2318): ``TIA = A(t) exp(l_eff t) / l_eff``.
 
     ``t_eff_h`` is a population effective half-life (h); the TIA is exact for a
@@ -544,16 +593,22 @@ def madsen_tia(t_h: float, activity_mbq: float, t_eff_h: float, *,
     x = t_h / t_eff_h
     warns: list[str] = []
     if t_eff_rel_sd is None:
-        warns.append(f"Madsen: t = {x:.2f} T_pop; spread of the individual T_eff not given: the "
-                     f"{STP_ERROR_BOUND:.0%} error bound cannot be checked (least sensitive at 1.44 T_pop)")
+        warns.append(
+            f"Madsen: t = {x:.2f} T_pop; spread of the individual T_eff not given: the "
+            f"{STP_ERROR_BOUND:.0%} error bound cannot be checked (least sensitive at 1.44 T_pop)"
+        )
     else:
         sd = chk.in_range("t_eff_rel_sd", t_eff_rel_sd, 0.0, 1.0, high_open=True, error=KineticsInputError)
         err = max((madsen_error(x, dev) for dev in (-sd, sd)), key=abs)
         if abs(err) > STP_ERROR_BOUND:
-            warns.append(f"Madsen: t = {x:.2f} T_pop, TIA error up to {err:+.1%} for a T_eff {sd:.0%} off "
-                         f"the population value (over {STP_ERROR_BOUND:.0%}; least sensitive at 1.44 T_pop)")
+            warns.append(
+                f"Madsen: t = {x:.2f} T_pop, TIA error up to {err:+.1%} for a T_eff {sd:.0%} off "
+                f"the population value (over {STP_ERROR_BOUND:.0%}; least sensitive at 1.44 T_pop)"
+            )
     lam = LN2 / t_eff_h
     if lam * t_h > 700.0:  # exp overflows a float near 709.8
-        raise KineticsInputError(f"t_h={t_h!r}: {x:.3g} population half-lives (t_eff_h={t_eff_h!r}) after "
-                                 "administration, the back-extrapolation overflows")
+        raise KineticsInputError(
+            f"t_h={t_h!r}: {x:.3g} population half-lives (t_eff_h={t_eff_h!r}) after "
+            "administration, the back-extrapolation overflows"
+        )
     return SingleTimePointTia(activity_mbq * math.exp(lam * t_h) / lam, "madsen", tuple(warns))

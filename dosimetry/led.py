@@ -17,10 +17,15 @@ from rntflow.dosimetry.density import hu_to_density_g_per_ml
 from rntflow.physics.nuclides import nuclide
 
 
-def led_dose_gy(tia_map_mbq_h: np.ndarray, nuclide_name: str, spacing_mm: tuple[float, float, float], *,
-                hu: np.ndarray | None = None,
-                density_g_per_ml: float | np.ndarray = SOFT_TISSUE_DENSITY_G_PER_ML,
-                min_ct_density_g_per_ml: float = 0.01) -> np.ndarray:
+def led_dose_gy(
+    tia_map_mbq_h: np.ndarray,
+    nuclide_name: str,
+    spacing_mm: tuple[float, float, float],
+    *,
+    hu: np.ndarray | None = None,
+    density_g_per_ml: float | np.ndarray = SOFT_TISSUE_DENSITY_G_PER_ML,
+    min_ct_density_g_per_ml: float = 0.01,
+) -> np.ndarray:
     """Local-deposition dose map (Gy).
 
     Parameters
@@ -53,7 +58,9 @@ def led_dose_gy(tia_map_mbq_h: np.ndarray, nuclide_name: str, spacing_mm: tuple[
     if hu is not None:
         hu_arr = chk.finite_array("hu", hu)
         if hu_arr.shape != tia.shape:
-            raise DosimetryInputError(f"hu: shape {hu_arr.shape} differs from the TIA map's {tia.shape}; resample first")
+            raise DosimetryInputError(
+                f"hu: shape {hu_arr.shape} differs from the TIA map's {tia.shape}; resample first"
+            )
         floor = chk.positive("min_ct_density_g_per_ml", min_ct_density_g_per_ml)
         rho = np.maximum(hu_to_density_g_per_ml(hu_arr), floor)
     else:

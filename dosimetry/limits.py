@@ -29,12 +29,16 @@ class LimitCheck:
     @property
     def message(self) -> str:
         what = "absorbed dose" if self.quantity == "dose_gy" else "BED"
-        return (f"cumulative {self.voi} {what} {self.cumulative:.2f} Gy over {self.n_cycles} cycle(s) "
-                f"against a limit of {self.limit:g} Gy")
+        return (
+            f"cumulative {self.voi} {what} {self.cumulative:.2f} Gy over {self.n_cycles} cycle(s) "
+            f"against a limit of {self.limit:g} Gy"
+        )
 
 
-def cumulative_limit_checks(per_cycle: Mapping[str, Sequence[tuple[float, float | None]]],
-                            limits: Mapping[str, tuple[float | None, float | None]]) -> list[LimitCheck]:
+def cumulative_limit_checks(
+    per_cycle: Mapping[str, Sequence[tuple[float, float | None]]],
+    limits: Mapping[str, tuple[float | None, float | None]],
+) -> list[LimitCheck]:
     """Sum each organ's per-cycle (dose_gy, bed_gy) and compare with its limits.
 
     Parameters
@@ -57,9 +61,13 @@ def cumulative_limit_checks(per_cycle: Mapping[str, Sequence[tuple[float, float 
         cycles = per_cycle.get(voi)
         if not cycles:
             continue
-        cycles = [(chk.non_negative(f"per_cycle[{voi!r}][{i}] dose_gy", d),
-                   None if b is None else chk.non_negative(f"per_cycle[{voi!r}][{i}] bed_gy", b))
-                  for i, (d, b) in enumerate(cycles)]
+        cycles = [
+            (
+                chk.non_negative(f"per_cycle[{voi!r}][{i}] dose_gy", d),
+                None if b is None else chk.non_negative(f"per_cycle[{voi!r}][{i}] bed_gy", b),
+            )
+            for i, (d, b) in enumerate(cycles)
+        ]
         if dose_limit is not None:
             out.append(LimitCheck(voi, "dose_gy", float(sum(d for d, _ in cycles)), dose_limit, len(cycles)))
         beds = [b for _, b in cycles if b is not None]

@@ -69,8 +69,9 @@ def _radius_cm(mass_g: float, density_g_per_ml: float) -> float:
     return (3.0 * mass_g / density_g_per_ml / (4.0 * math.pi)) ** (1.0 / 3.0)
 
 
-def photon_absorbed_fraction_sphere(nuclide_name: str, mass_g: float,
-                                    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+def photon_absorbed_fraction_sphere(
+    nuclide_name: str, mass_g: float, density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML
+) -> float:
     """Energy-weighted photon self-absorbed fraction of a uniform sphere (mu_en approx.)
     of ``mass_g`` (g, > 0) and ``density_g_per_ml`` (g/cm3, > 0)."""
     mass_g = chk.positive("mass_g", mass_g)
@@ -89,8 +90,9 @@ def photon_absorbed_fraction_sphere(nuclide_name: str, mass_g: float,
     return absorbed / e_tot
 
 
-def electron_absorbed_fraction_sphere(nuclide_name: str, volume_ml: float,
-                                      density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> float:
+def electron_absorbed_fraction_sphere(
+    nuclide_name: str, volume_ml: float, density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML
+) -> float:
     """Electron self-absorbed fraction of a uniform sphere of ``volume_ml`` (mL, > 0) and
     ``density_g_per_ml`` (g/cm3, > 0): betas by point kernel, IC/Auger locally absorbed."""
     volume_ml = chk.positive("volume_ml", volume_ml)
@@ -114,8 +116,15 @@ def _tia(tia_mbq_h: float, tia_sd_mbq_h: float | None) -> tuple[float, float | N
     return tia, None if tia_sd_mbq_h is None else chk.non_negative("tia_sd_mbq_h", tia_sd_mbq_h)
 
 
-def _dose(tia_mbq_h: float, nuclide_name: str, mass_g: float, phi_e: float, phi_p: float,
-          tia_sd_mbq_h: float | None, mass_sd_g: float | None) -> SelfDose:
+def _dose(
+    tia_mbq_h: float,
+    nuclide_name: str,
+    mass_g: float,
+    phi_e: float,
+    phi_p: float,
+    tia_sd_mbq_h: float | None,
+    mass_sd_g: float | None,
+) -> SelfDose:
     nuc = nuclide(nuclide_name)
     e_ph = sum(e * y for e, y in nuc.photon_lines)
     k = tia_mbq_h * DECAYS_PER_MBQ_H * J_PER_MEV / (mass_g * 1e-3)
@@ -131,10 +140,16 @@ def _dose(tia_mbq_h: float, nuclide_name: str, mass_g: float, phi_e: float, phi_
     return SelfDose(dose, sd, d_e, d_p, phi_e, phi_p, mass_g)
 
 
-def organ_self_dose_gy(tia_mbq_h: float, nuclide_name: str, mass_g: float, *,
-                       tia_sd_mbq_h: float | None = None, mass_sd_g: float | None = None,
-                       include_photons: bool = True,
-                       density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML) -> SelfDose:
+def organ_self_dose_gy(
+    tia_mbq_h: float,
+    nuclide_name: str,
+    mass_g: float,
+    *,
+    tia_sd_mbq_h: float | None = None,
+    mass_sd_g: float | None = None,
+    include_photons: bool = True,
+    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
+) -> SelfDose:
     """Organ self-dose: electrons fully absorbed, photons by the sphere of same mass.
 
     Parameters
@@ -165,10 +180,16 @@ def organ_self_dose_gy(tia_mbq_h: float, nuclide_name: str, mass_g: float, *,
     return _dose(tia_mbq_h, nuclide_name, mass_g, 1.0, phi_p, tia_sd_mbq_h, mass_sd_g)
 
 
-def sphere_dose_gy(tia_mbq_h: float, nuclide_name: str, volume_ml: float, *,
-                   density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
-                   tia_sd_mbq_h: float | None = None, volume_sd_ml: float | None = None,
-                   include_photons: bool = True) -> SelfDose:
+def sphere_dose_gy(
+    tia_mbq_h: float,
+    nuclide_name: str,
+    volume_ml: float,
+    *,
+    density_g_per_ml: float = SOFT_TISSUE_DENSITY_G_PER_ML,
+    tia_sd_mbq_h: float | None = None,
+    volume_sd_ml: float | None = None,
+    include_photons: bool = True,
+) -> SelfDose:
     """Lesion self-dose (Gy) with the sphere model: TIA (MBq·h, >= 0) in a sphere of
     ``volume_ml`` (mL, > 0) and ``density_g_per_ml`` (g/cm3, > 0, default soft tissue).
 
@@ -184,8 +205,15 @@ def sphere_dose_gy(tia_mbq_h: float, nuclide_name: str, volume_ml: float, *,
     mass = volume_ml * density_g_per_ml
     phi_e = electron_absorbed_fraction_sphere(nuclide_name, volume_ml, density_g_per_ml)
     phi_p = photon_absorbed_fraction_sphere(nuclide_name, mass, density_g_per_ml) if include_photons else 0.0
-    return _dose(tia_mbq_h, nuclide_name, mass, phi_e, phi_p, tia_sd_mbq_h,
-                 None if volume_sd_ml is None else volume_sd_ml * density_g_per_ml)
+    return _dose(
+        tia_mbq_h,
+        nuclide_name,
+        mass,
+        phi_e,
+        phi_p,
+        tia_sd_mbq_h,
+        None if volume_sd_ml is None else volume_sd_ml * density_g_per_ml,
+    )
 
 
 def scale_s_value_by_mass(s_ref_gy_per_mbq_h: float, mass_ref_g: float, mass_g: float) -> float:

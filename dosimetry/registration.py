@@ -46,8 +46,11 @@ class RegistrationResult:
     stop_condition: str
 
 
-def image_from_array(array_zyx: np.ndarray, spacing_mm_xyz: tuple[float, float, float],
-                     origin_mm_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> sitk.Image:
+def image_from_array(
+    array_zyx: np.ndarray,
+    spacing_mm_xyz: tuple[float, float, float],
+    origin_mm_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> sitk.Image:
     """SimpleITK image from a numpy array indexed (z, y, x)."""
     img = sitk.GetImageFromArray(np.asarray(array_zyx))
     img.SetSpacing(tuple(float(s) for s in spacing_mm_xyz))
@@ -63,8 +66,14 @@ def normalised_cross_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(x @ y / den) if den > 0 else float("nan")
 
 
-def resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform, *,
-             label: bool = False, default_value: float = 0.0) -> sitk.Image:
+def resample(
+    image: sitk.Image,
+    reference: sitk.Image,
+    transform: sitk.Transform,
+    *,
+    label: bool = False,
+    default_value: float = 0.0,
+) -> sitk.Image:
     """Resample ``image`` (moving space) onto ``reference`` through ``transform``.
 
     ``label=True`` uses nearest-neighbour interpolation (label maps, masks).
@@ -73,19 +82,25 @@ def resample(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform
     return sitk.Resample(image, reference, transform, interp, default_value, image.GetPixelID())
 
 
-def register_rigid(fixed: sitk.Image, moving: sitk.Image, *,
-                   metric: Literal["mattes", "mean_squares"] = "mattes",
-                   shrink_factors: tuple[int, ...] = (4, 2, 1),
-                   smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0),
-                   sampling_fraction: float = 0.2, max_iterations: int = 200,
-                   seed: int = 0) -> RegistrationResult:
+def register_rigid(
+    fixed: sitk.Image,
+    moving: sitk.Image,
+    *,
+    metric: Literal["mattes", "mean_squares"] = "mattes",
+    shrink_factors: tuple[int, ...] = (4, 2, 1),
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0),
+    sampling_fraction: float = 0.2,
+    max_iterations: int = 200,
+    seed: int = 0,
+) -> RegistrationResult:
     """Rigid (6 degrees of freedom) registration of ``moving`` onto ``fixed``."""
     if fixed.GetDimension() != 3 or moving.GetDimension() != 3:
         raise DosimetryInputError("registration needs 3-D images")
     f = sitk.Cast(fixed, sitk.sitkFloat32)
     m = sitk.Cast(moving, sitk.sitkFloat32)
-    init = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
-                                             sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    init = sitk.CenteredTransformInitializer(
+        f, m, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY
+    )
     reg = sitk.ImageRegistrationMethod()
     if metric == "mattes":
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
@@ -96,9 +111,9 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *,
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(sampling_fraction, seed)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4,
-                                                 numberOfIterations=max_iterations,
-                                                 gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=max_iterations, gradientMagnitudeTolerance=1e-8
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(shrink_factors))
     reg.SetSmoothingSigmasPerLevel(list(smoothing_sigmas_mm))
@@ -112,9 +127,11 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *,
     before = sitk.GetArrayFromImage(resample(m, f, sitk.Transform(3, sitk.sitkIdentity)))
     after = sitk.GetArrayFromImage(resample(m, f, euler))
     return RegistrationResult(
-        transform=euler, final_metric=float(reg.GetMetricValue()),
+        transform=euler,
+        final_metric=float(reg.GetMetricValue()),
         ncc_before=normalised_cross_correlation(fa, before),
         ncc_after=normalised_cross_correlation(fa, after),
         rotation_deg=tuple(float(np.degrees(a)) for a in euler.GetParameters()[:3]),
         translation_mm=tuple(float(t) for t in euler.GetParameters()[3:]),
-        stop_condition=reg.GetOptimizerStopConditionDescription())
+        stop_condition=reg.GetOptimizerStopConditionDescription(),
+    )

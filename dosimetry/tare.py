@@ -94,8 +94,9 @@ def tare_conversion_factor_j_per_gbq(nuclide_name: str, convention: str = "produ
     if convention == "icrp107":
         return conversion_factor_j_per_gbq(name)
     if name not in TARE_PRODUCT_CF_J_PER_GBQ:
-        raise DosimetryInputError(f"nuclide_name={name!r}: no product CF convention (known: "
-                                  f"{', '.join(TARE_PRODUCT_CF_J_PER_GBQ)})")
+        raise DosimetryInputError(
+            f"nuclide_name={name!r}: no product CF convention (known: {', '.join(TARE_PRODUCT_CF_J_PER_GBQ)})"
+        )
     return TARE_PRODUCT_CF_J_PER_GBQ[name]
 
 
@@ -122,16 +123,26 @@ class TarePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _check(normal_mass_kg: float, tumour_mass_kg: float, ratio: float, shunt: float,
-           lung_mass_kg: float) -> tuple[float, float, float, float, float]:
-    return (chk.positive("normal_mass_kg", normal_mass_kg), chk.positive("tumour_mass_kg", tumour_mass_kg),
-            chk.positive("ratio", ratio),
-            chk.in_range("lung_shunt_fraction", shunt, 0.0, 1.0, high_open=True),
-            chk.positive("lung_mass_kg", lung_mass_kg))
+def _check(
+    normal_mass_kg: float, tumour_mass_kg: float, ratio: float, shunt: float, lung_mass_kg: float
+) -> tuple[float, float, float, float, float]:
+    return (
+        chk.positive("normal_mass_kg", normal_mass_kg),
+        chk.positive("tumour_mass_kg", tumour_mass_kg),
+        chk.positive("ratio", ratio),
+        chk.in_range("lung_shunt_fraction", shunt, 0.0, 1.0, high_open=True),
+        chk.positive("lung_mass_kg", lung_mass_kg),
+    )
 
 
-def partition_activity_gbq(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg: float,
-                           ratio: float, lung_shunt_fraction: float, cf_j_per_gbq: float) -> float:
+def partition_activity_gbq(
+    tumour_dose_gy: float,
+    normal_mass_kg: float,
+    tumour_mass_kg: float,
+    ratio: float,
+    lung_shunt_fraction: float,
+    cf_j_per_gbq: float,
+) -> float:
     """``A = D_T (M_N + M_T r) / (CF r (1 - L))`` (GBq).
 
     Raises
@@ -150,21 +161,37 @@ def _over(value: float, limit: float) -> bool:
     return value > limit * (1.0 + 1e-9)
 
 
-def _limit_checks(plan: TarePlan, lim: ProductLimits, lsf: float, *, pretreated: bool,
-                  lung_cumulative_limit_gy: float | None, max_lung_shunt_fraction: float | None) -> None:
+def _limit_checks(
+    plan: TarePlan,
+    lim: ProductLimits,
+    lsf: float,
+    *,
+    pretreated: bool,
+    lung_cumulative_limit_gy: float | None,
+    max_lung_shunt_fraction: float | None,
+) -> None:
     """Fill ``plan.broken_limits`` and ``plan.notes`` (de Wit-van der Veen et al Table 1 plus trial settings)."""
     product = plan.product
     if plan.treatment == "ablative":
-        plan.notes.append("ablative (segmentectomy): the perfused-parenchyma limit is not applied to the "
-                          "treated segment; the remaining liver's function must suffice (de Wit-van der Veen et al)")
+        plan.notes.append(
+            "ablative (segmentectomy): the perfused-parenchyma limit is not applied to the "
+            "treated segment; the remaining liver's function must suffice (de Wit-van der Veen et al)"
+        )
         if lim.ablative_target_min_gy is None:
-            plan.notes.append(f"ablative target: not given for {product} (de Wit-van der Veen et al Table 1: not mentioned)")
+            plan.notes.append(
+                f"ablative target: not given for {product} (de Wit-van der Veen et al Table 1: not mentioned)"
+            )
         elif plan.tumour_dose_gy < lim.ablative_target_min_gy:
-            plan.notes.append(f"tumour {plan.tumour_dose_gy:.1f} Gy below the ablative target "
-                              f"> {lim.ablative_target_min_gy:.0f} Gy ({product})")
+            plan.notes.append(
+                f"tumour {plan.tumour_dose_gy:.1f} Gy below the ablative target "
+                f"> {lim.ablative_target_min_gy:.0f} Gy ({product})"
+            )
     else:
-        par = lim.parenchyma_pretreated_limit_gy if (pretreated and lim.parenchyma_pretreated_limit_gy) \
+        par = (
+            lim.parenchyma_pretreated_limit_gy
+            if (pretreated and lim.parenchyma_pretreated_limit_gy)
             else lim.parenchyma_limit_gy
+        )
         if _over(plan.normal_liver_dose_gy, par):
             plan.broken_limits.append(f"normal liver {plan.normal_liver_dose_gy:.1f} Gy > {par:.0f} Gy ({product})")
         lo, hi = lim.tumour_target_gy
@@ -173,19 +200,30 @@ def _limit_checks(plan: TarePlan, lim: ProductLimits, lsf: float, *, pretreated:
     if _over(plan.lung_dose_gy, lim.lung_limit_gy):
         plan.broken_limits.append(f"lung {plan.lung_dose_gy:.1f} Gy > {lim.lung_limit_gy:.0f} Gy (single treatment)")
     if lung_cumulative_limit_gy is not None and _over(plan.cumulative_lung_dose_gy, lung_cumulative_limit_gy):
-        plan.broken_limits.append(f"cumulative lung {plan.cumulative_lung_dose_gy:.1f} Gy > "
-                                  f"{lung_cumulative_limit_gy:.0f} Gy (trial setting)")
+        plan.broken_limits.append(
+            f"cumulative lung {plan.cumulative_lung_dose_gy:.1f} Gy > {lung_cumulative_limit_gy:.0f} Gy (trial setting)"
+        )
     if max_lung_shunt_fraction is not None and _over(lsf, max_lung_shunt_fraction):
         plan.broken_limits.append(f"lung shunt fraction {lsf:.3f} > {max_lung_shunt_fraction:.3f} (trial setting)")
 
 
-def plan_partition(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg: float, ratio: float,
-                   lung_shunt_fraction: float, *, product: str = "SIR-Spheres",
-                   lung_mass_kg: float = 1.0, pretreated: bool = False,
-                   cf_convention: str = "product", treatment: str = "standard",
-                   prior_lung_dose_gy: float = 0.0, lung_cumulative_limit_gy: float | None = None,
-                   max_lung_shunt_fraction: float | None = None,
-                   raise_on_limit: bool = True) -> TarePlan:
+def plan_partition(
+    tumour_dose_gy: float,
+    normal_mass_kg: float,
+    tumour_mass_kg: float,
+    ratio: float,
+    lung_shunt_fraction: float,
+    *,
+    product: str = "SIR-Spheres",
+    lung_mass_kg: float = 1.0,
+    pretreated: bool = False,
+    cf_convention: str = "product",
+    treatment: str = "standard",
+    prior_lung_dose_gy: float = 0.0,
+    lung_cumulative_limit_gy: float | None = None,
+    max_lung_shunt_fraction: float | None = None,
+    raise_on_limit: bool = True,
+) -> TarePlan:
     """Plan the activity for a tumour dose and predict normal-liver and lung doses.
 
     Parameters
@@ -238,10 +276,26 @@ def plan_partition(tumour_dose_gy: float, normal_mass_kg: float, tumour_mass_kg:
     liver_j = cf * a * (1 - lsf)
     denom = m_n + m_t * r
     lung = cf * a * lsf / m_lung
-    plan = TarePlan(product, lim.nuclide, a, liver_j * r / denom, liver_j / denom, lung, cf,
-                    cf_convention=cf_convention, treatment=treatment, cumulative_lung_dose_gy=prior + lung)
-    _limit_checks(plan, lim, lsf, pretreated=pretreated, lung_cumulative_limit_gy=lung_cumulative_limit_gy,
-                  max_lung_shunt_fraction=max_lung_shunt_fraction)
+    plan = TarePlan(
+        product,
+        lim.nuclide,
+        a,
+        liver_j * r / denom,
+        liver_j / denom,
+        lung,
+        cf,
+        cf_convention=cf_convention,
+        treatment=treatment,
+        cumulative_lung_dose_gy=prior + lung,
+    )
+    _limit_checks(
+        plan,
+        lim,
+        lsf,
+        pretreated=pretreated,
+        lung_cumulative_limit_gy=lung_cumulative_limit_gy,
+        max_lung_shunt_fraction=max_lung_shunt_fraction,
+    )
     if plan.broken_limits and raise_on_limit:
         raise DosimetryInputError("plan breaks limit(s): " + "; ".join(plan.broken_limits))
     return plan
@@ -263,9 +317,15 @@ def post_treatment_tia_map_mbq_h(activity_map_mbq: np.ndarray, nuclide_name: str
     return act * math.exp(lam * t) / lam
 
 
-def post_treatment_dose_maps_gy(activity_map_mbq: np.ndarray, nuclide_name: str, spacing_mm: tuple[float, float, float],
-                                t_since_admin_h: float, *, hu: np.ndarray | None = None,
-                                kernel: VoxelKernel | None = None) -> tuple[np.ndarray, np.ndarray]:
+def post_treatment_dose_maps_gy(
+    activity_map_mbq: np.ndarray,
+    nuclide_name: str,
+    spacing_mm: tuple[float, float, float],
+    t_since_admin_h: float,
+    *,
+    hu: np.ndarray | None = None,
+    kernel: VoxelKernel | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(LED dose map, kernel dose map) in Gy for a post-treatment activity map (MBq per
     voxel, >= 0) imaged ``t_since_admin_h`` (h, >= 0) after administration; inputs are
     checked as in :func:`post_treatment_tia_map_mbq_h` and :func:`led_dose_gy`."""

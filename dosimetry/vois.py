@@ -178,8 +178,9 @@ def rasterise_contours(contours_mm: Sequence[np.ndarray], reference: sitk.Image)
 # --------------------------------------------------------------------------- resampling
 
 
-def _overlap_weights(n_target: int, spacing_target_mm: float, n_source: int, spacing_source_mm: float,
-                     offset_mm: float) -> np.ndarray:
+def _overlap_weights(
+    n_target: int, spacing_target_mm: float, n_source: int, spacing_source_mm: float, offset_mm: float
+) -> np.ndarray:
     """(n_target, n_source) length of overlap of voxel intervals along one axis / target spacing.
 
     ``offset_mm`` is the source origin minus the target origin along the axis. Voxel ``t``
@@ -205,8 +206,9 @@ def _bbox_zyx(mask: np.ndarray) -> tuple[list[int], list[int]] | None:
     return lo, hi
 
 
-def _align_axes(mask: np.ndarray, mask_grid: sitk.Image, target: sitk.Image,
-                atol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _align_axes(
+    mask: np.ndarray, mask_grid: sitk.Image, target: sitk.Image, atol: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Re-index the mask so that its axes run along the target's axes.
 
     Returns ``(mask_zyx, origin_mm_xyz, spacing_mm_xyz)`` on an equivalent grid whose
@@ -236,8 +238,9 @@ def _align_axes(mask: np.ndarray, mask_grid: sitk.Image, target: sitk.Image,
     return arr, origin, sp_s[src_axis]
 
 
-def _fraction_separable(mask: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.ndarray,
-                        target: sitk.Image) -> np.ndarray:
+def _fraction_separable(
+    mask: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.ndarray, target: sitk.Image
+) -> np.ndarray:
     """Exact box-overlap resampling of a mask whose grid has the target's axis directions."""
     nz_t, ny_t, nx_t = _check_3d(target, "the target image")
     out = np.zeros((nz_t, ny_t, nx_t), dtype=np.float32)
@@ -245,7 +248,7 @@ def _fraction_separable(mask: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.
     if box is None:
         return out
     lo, hi = box
-    sub = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32)
+    sub = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
 
     d = _direction(target)
     offset = np.linalg.solve(d, np.asarray(origin_mm) - np.asarray(target.GetOrigin()))
@@ -255,8 +258,9 @@ def _fraction_separable(mask: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.
     weights = []
     ranges = []
     for axis, start in zip((0, 1, 2), (lo[2], lo[1], lo[0])):  # x, y, z
-        w = _overlap_weights(n_t[axis], sp_t[axis], int(hi[2 - axis] - start), sp_s[axis],
-                             offset[axis] + start * sp_s[axis])
+        w = _overlap_weights(
+            n_t[axis], sp_t[axis], int(hi[2 - axis] - start), sp_s[axis], offset[axis] + start * sp_s[axis]
+        )
         rows = np.flatnonzero(w.any(axis=1))
         if rows.size == 0:  # the mask lies outside the target along this axis
             return out
@@ -264,9 +268,9 @@ def _fraction_separable(mask: np.ndarray, origin_mm: np.ndarray, spacing_mm: np.
         weights.append(w[r0:r1])
         ranges.append((r0, r1))
     wx, wy, wz = weights
-    frac = np.tensordot(sub, wx, axes=([2], [1]))                      # (z_s, y_s, x_t)
+    frac = np.tensordot(sub, wx, axes=([2], [1]))  # (z_s, y_s, x_t)
     frac = np.tensordot(wy, frac, axes=([1], [1])).transpose(1, 0, 2)  # (z_s, y_t, x_t)
-    frac = np.tensordot(wz, frac, axes=([1], [0]))                     # (z_t, y_t, x_t)
+    frac = np.tensordot(wz, frac, axes=([1], [0]))  # (z_t, y_t, x_t)
     (x0, x1), (y0, y1), (z0, z1) = ranges
     out[z0:z1, y0:y1, x0:x1] = np.clip(frac, 0.0, 1.0)
     return out
@@ -301,13 +305,22 @@ def _fraction_supersampled(mask: np.ndarray, mask_grid: sitk.Image, target: sitk
     sub_size = (i1 - i0) * n_sub
     src = sitk.GetImageFromArray(mask.astype(np.uint8))
     src.CopyInformation(mask_grid)
-    samples = sitk.Resample(src, [int(v) for v in sub_size], sitk.Transform(), sitk.sitkNearestNeighbor,
-                            sub_origin.tolist(), sub_spacing.tolist(), target.GetDirection(), 0, sitk.sitkUInt8)
+    samples = sitk.Resample(
+        src,
+        [int(v) for v in sub_size],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        sub_origin.tolist(),
+        sub_spacing.tolist(),
+        target.GetDirection(),
+        0,
+        sitk.sitkUInt8,
+    )
     arr = sitk.GetArrayViewFromImage(samples).astype(np.float32)
     bz, by, bx = (i1 - i0)[::-1]
     sz, sy, sx = n_sub[::-1]
     frac = arr.reshape(bz, sz, by, sy, bx, sx).mean(axis=(1, 3, 5))
-    out[i0[2]:i1[2], i0[1]:i1[1], i0[0]:i1[0]] = frac
+    out[i0[2] : i1[2], i0[1] : i1[1], i0[0] : i1[0]] = frac
     return out
 
 

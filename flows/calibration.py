@@ -28,17 +28,28 @@ def calibration_flow(config_path: str | None, site_id: str, subject_id: str, stu
     load_rows(wh, "qa_checks", res["checks"], site.cols())
     if res["camera"]:
         load_rows(wh, "cameras", [res["camera"]], site.cols())
-    lines = [f"# Calibration of {site_id}: {res['phantom_type']}", "",
-             "| check | status | found | expected |", "| --- | --- | --- | --- |"]
-    lines += [f"| {c['check_name']} | {c['status']} | {c['value_found']} | {c['value_expected']} |"
-              for c in res["checks"]]
+    lines = [
+        f"# Calibration of {site_id}: {res['phantom_type']}",
+        "",
+        "| check | status | found | expected |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {c['check_name']} | {c['status']} | {c['value_found']} | {c['value_expected']} |" for c in res["checks"]
+    ]
     if res["phantom_results"]:
         lines += ["", "| sphere (mm) | RC | RC harmonised | in band |", "| ---: | ---: | ---: | --- |"]
-        lines += [f"| {r['sphere_diameter_mm']:g} | {r['recovery_coefficient']:.3f} | "
-                  f"{(r.get('recovery_coefficient_harmonised') or float('nan')):.3f} | {r.get('in_reference_band')} |"
-                  for r in res["phantom_results"]]
-    create_markdown_artifact("\n".join(lines), key=f"calibration-{artifact_key(site_id)}",
-                             description=f"{site_id} phantom {res['phantom_type']}")
-    get_run_logger().info("%s %s: %s", site_id, res["phantom_type"],
-                          "; ".join(f"{c['check_name']}={c['status']}" for c in res["checks"]))
+        lines += [
+            f"| {r['sphere_diameter_mm']:g} | {r['recovery_coefficient']:.3f} | "
+            f"{(r.get('recovery_coefficient_harmonised') or float('nan')):.3f} | {r.get('in_reference_band')} |"
+            for r in res["phantom_results"]
+        ]
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=f"calibration-{artifact_key(site_id)}",
+        description=f"{site_id} phantom {res['phantom_type']}",
+    )
+    get_run_logger().info(
+        "%s %s: %s", site_id, res["phantom_type"], "; ".join(f"{c['check_name']}={c['status']}" for c in res["checks"])
+    )
     return res

@@ -52,9 +52,13 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
     refresh(off_wh)
     on, off = dose_effect_frame(on_wh), dose_effect_frame(off_wh)
 
-    lines = [f"# Cross-calibration effect: {config.trial_id}", "",
-             f"Arm `{ARM}`: vendor Bq/mL taken at face value at {', '.join(rerun) or 'no site'} "
-             f"({len(studies)} studies re-processed, {failed} failed); other sites' results unchanged.", ""]
+    lines = [
+        f"# Cross-calibration effect: {config.trial_id}",
+        "",
+        f"Arm `{ARM}`: vendor Bq/mL taken at face value at {', '.join(rerun) or 'no site'} "
+        f"({len(studies)} studies re-processed, {failed} failed); other sites' results unchanged.",
+        "",
+    ]
     results = {}
     for endpoint, dose_col in DOSE_EFFECT_ANALYSES:
         label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
@@ -68,14 +72,32 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
         except ValueError as exc:
             lines += [f"No comparison: {exc}", ""]
             continue
-        results[label] = {"fits": cmp.fits.to_dict("records"), "site_dose_ratio": cmp.site_dose_ratio.to_dict("records"),
-                          "d50_ratio": cmp.d50_ratio}
-        lines += [markdown_table(cmp.fits), "", markdown_table(cmp.site_dose_ratio), "",
-                  f"Pooled D50 without / with cross-calibration: {cmp.d50_ratio:.3f}", ""]
+        results[label] = {
+            "fits": cmp.fits.to_dict("records"),
+            "site_dose_ratio": cmp.site_dose_ratio.to_dict("records"),
+            "d50_ratio": cmp.d50_ratio,
+        }
+        lines += [
+            markdown_table(cmp.fits),
+            "",
+            markdown_table(cmp.site_dose_ratio),
+            "",
+            f"Pooled D50 without / with cross-calibration: {cmp.d50_ratio:.3f}",
+            "",
+        ]
     text = "\n".join(lines)
     report = Path(on_wh) / "reports" / "cross_calibration.md"
     write_report(report, text)
-    create_markdown_artifact(text, key="cross-calibration-effect",
-                             description=f"{config.trial_id}: dose-effect with and without cross-calibration")
-    return {"report": str(report), "arm_config": off_path, "rerun_sites": rerun, "n_studies": len(studies),
-            "n_failed": failed, "comparisons": results}
+    create_markdown_artifact(
+        text,
+        key="cross-calibration-effect",
+        description=f"{config.trial_id}: dose-effect with and without cross-calibration",
+    )
+    return {
+        "report": str(report),
+        "arm_config": off_path,
+        "rerun_sites": rerun,
+        "n_studies": len(studies),
+        "n_failed": failed,
+        "comparisons": results,
+    }

@@ -40,23 +40,30 @@ def cycle_readiness(metas: list[TimePointMeta], config: TrialConfig, close_out: 
 
 def subject_summary_markdown(subject_id: str, cycle: int, final: bool, result: dict) -> str:
     """The coordinator's summary of one cycle: doses with uncertainty and BED, then QA findings."""
-    lines = [f"# {subject_id}, cycle {cycle} ({'final' if final else 'provisional'}, {result['method']})", "",
-             "| VOI | engine | method | dose (Gy) | SD (Gy) | BED (Gy) | TIA (MBq h) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"# {subject_id}, cycle {cycle} ({'final' if final else 'provisional'}, {result['method']})",
+        "",
+        "| VOI | engine | method | dose (Gy) | SD (Gy) | BED (Gy) | TIA (MBq h) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in sorted(result["voi_doses"], key=lambda r: (r["voi"], r["engine"])):
         bed = f"{r['bed_gy']:.2f}" if r.get("bed_gy") is not None else ""
-        lines.append(f"| {r['voi']} | {r['engine']} | {r['method']} | {r['dose_gy']:.2f} | {r['dose_sd_gy']:.2f} | "
-                     f"{bed} | {r['tia_mbq_h']:.0f} |")
+        lines.append(
+            f"| {r['voi']} | {r['engine']} | {r['method']} | {r['dose_gy']:.2f} | {r['dose_sd_gy']:.2f} | "
+            f"{bed} | {r['tia_mbq_h']:.0f} |"
+        )
     issues = [c for c in result["checks"] if c["status"] != "pass"]
     lines += ["", f"QA: {len(issues)} finding(s)" + (":" if issues else "")]
     lines += [f"- {c['status']}: {c['check_name']} ({c['scope_id']}): {c['message']}" for c in issues]
-    lines += ["", "Dose-effect report: `<warehouse>/reports/dose_effect.md`; all rows: DuckDB `voi_doses`, `qa_checks`."]
+    lines += [
+        "",
+        "Dose-effect report: `<warehouse>/reports/dose_effect.md`; all rows: DuckDB `voi_doses`, `qa_checks`.",
+    ]
     return "\n".join(lines)
 
 
 @flow(name="dosimetry", flow_run_name="dosimetry {subject_id} cycle {cycle}")
-def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle: int,
-                   close_out: bool = False) -> dict:
+def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle: int, close_out: bool = False) -> dict:
     """Register the cycle's time points, fit the kinetics, compute and store the doses."""
     config = trial_config(config_path)
     log = get_run_logger()
@@ -72,17 +79,36 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
     ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
     wh = str(config.warehouse_dir)
     if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
-        done = read_table(wh, "voi_doses", "trial_id = ? AND subject_id = ? AND cycle = ? AND final",
-                          [config.trial_id, subject_id, cycle])
+        done = read_table(
+            wh,
+            "voi_doses",
+            "trial_id = ? AND subject_id = ? AND cycle = ? AND final",
+            [config.trial_id, subject_id, cycle],
+        )
         final = not done.empty
     for r in result["voi_doses"]:
         r["final"] = final
     loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
     load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
-    create_markdown_artifact(subject_summary_markdown(subject_id, cycle, final, result),
-                             key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
-                             description=f"{subject_id} cycle {cycle}: doses, uncertainty, QA")
-    log.info("cycle %s of %s: %s, %s (%s), %d VOI doses", cycle, subject_id, result["method"],
-             "final" if final else "provisional", why, len(result["voi_doses"]))
-    return {"status": "done", "final": final, "method": result["method"], "loads": loads,
-            "voi_doses": result["voi_doses"], "checks": result["checks"]}
+    create_markdown_artifact(
+        subject_summary_markdown(subject_id, cycle, final, result),
+        key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
+        description=f"{subject_id} cycle {cycle}: doses, uncertainty, QA",
+    )
+    log.info(
+        "cycle %s of %s: %s, %s (%s), %d VOI doses",
+        cycle,
+        subject_id,
+        result["method"],
+        "final" if final else "provisional",
+        why,
+        len(result["voi_doses"]),
+    )
+    return {
+        "status": "done",
+        "final": final,
+        "method": result["method"],
+        "loads": loads,
+        "voi_doses": result["voi_doses"],
+        "checks": result["checks"],
+    }

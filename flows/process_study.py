@@ -73,8 +73,16 @@ class StudyOutcome:
 
 
 @flow(name="process-study", flow_run_name="process-study {site_id}/{subject_id}/{study_key} v{handoff_version}")
-def process_study(site_id: str, subject_id: str, kind: str, study_key: str, study_dir: str,
-                  n_instances: int = 0, handoff_version: int = 1, config_path: str | None = None) -> State:
+def process_study(
+    site_id: str,
+    subject_id: str,
+    kind: str,
+    study_key: str,
+    study_dir: str,
+    n_instances: int = 0,
+    handoff_version: int = 1,
+    config_path: str | None = None,
+) -> State:
     """Classify one study, run the flows it needs, record the outcome (module docstring)."""
     started = datetime.now(UTC)
     config = trial_config(config_path)
@@ -102,30 +110,41 @@ def process_study(site_id: str, subject_id: str, kind: str, study_key: str, stud
     return Completed(message=outcome.message, data=out)
 
 
-def _phantom(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
-             study_dir: str) -> StudyOutcome:
+def _phantom(
+    config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str
+) -> StudyOutcome:
     """Calibrate; then re-process what waited for, or was quantified with another, calibration."""
     res = calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
     if not res["calibrations"]:
         if res["phantom_type"] == "nema_iec_body" and not any(c["status"] == FAIL for c in res["checks"]):
-            return StudyOutcome(WAITING, f"{WAITING_FOR_CYLINDER}, which the NEMA phantom's recovery curve "
-                                         "completes; processed again when it arrives")
+            return StudyOutcome(
+                WAITING,
+                f"{WAITING_FOR_CYLINDER}, which the NEMA phantom's recovery curve "
+                "completes; processed again when it arrives",
+            )
         fails = "; ".join(f"{c['check_name']}: {c['message']}" for c in res["checks"] if c["status"] == FAIL)
-        return StudyOutcome("failed", f"{res['phantom_type']} phantom gave no calibration ({fails or 'no result'}); "
-                                      f"fix it (e.g. the fill-log row), then: rntflow reprocess --study {study_key}")
+        return StudyOutcome(
+            "failed",
+            f"{res['phantom_type']} phantom gave no calibration ({fails or 'no result'}); "
+            f"fix it (e.g. the fill-log row), then: rntflow reprocess --study {study_key}",
+        )
     if res["phantom_type"] == "uniform_cylinder":
         _rerun(config_path, phantoms_waiting_for_calibration(config, site_id))  # each re-runs its dependants
     _rerun(config_path, dependants_of_calibration(config, site_id))
     return StudyOutcome("processed", f"{res['phantom_type']} phantom: calibration registered or updated")
 
 
-def _time_point(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
-                study_dir: str, out: dict) -> StudyOutcome:
+def _time_point(
+    config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict
+) -> StudyOutcome:
     """Quantify; then the cycle's dosimetry, the subject's QA, and segmentations waiting for this CT."""
     q = timepoint_flow(config_path, site_id, subject_id, study_key, study_dir)
     if q.meta is None:
-        return StudyOutcome(WAITING, f"waiting for {q.waiting_for}") if q.waiting_for \
+        return (
+            StudyOutcome(WAITING, f"waiting for {q.waiting_for}")
+            if q.waiting_for
             else StudyOutcome("failed", q.failed or "not quantified")
+        )
     out["cycle"] = cycle = q.meta.cycle
     dosimetry = dosimetry_flow(config_path, site_id, subject_id, cycle)
     out["dosimetry"] = dosimetry["status"]
@@ -135,19 +154,23 @@ def _time_point(config: TrialConfig, config_path: str, site_id: str, subject_id:
     return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h of cycle {cycle} quantified")
 
 
-def _segmentation(config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str,
-                  study_dir: str, out: dict) -> StudyOutcome:
+def _segmentation(
+    config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict
+) -> StudyOutcome:
     """VOIs join the time point whose CT they were drawn on; else wait for that CT."""
     seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
     load_rows(str(config.warehouse_dir), "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
     if seg["cycle"] is None:
-        return StudyOutcome(WAITING, f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; "
-                                     "processed again when it does")
+        return StudyOutcome(
+            WAITING,
+            f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; processed again when it does",
+        )
     out["cycle"] = seg["cycle"]
     out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
     qa_flow(config_path, subject_ids=[subject_id])
-    return StudyOutcome("processed", f"VOIs added to time point {seg['target_study_id']}; cycle {seg['cycle']} "
-                                     "dosimetry re-run")
+    return StudyOutcome(
+        "processed", f"VOIs added to time point {seg['target_study_id']}; cycle {seg['cycle']} dosimetry re-run"
+    )
 
 
 def _rerun(config_path: str, refs: list[StudyRef]) -> None:
@@ -155,21 +178,41 @@ def _rerun(config_path: str, refs: list[StudyRef]) -> None:
     log = get_run_logger()
     for ref in refs:
         log.info("re-processing %s/%s/%s: %s", ref.site_id, ref.subject_id, ref.study_key, ref.why)
-        process_study(ref.site_id, ref.subject_id, ref.kind, ref.study_key, ref.study_dir, 0, 1, config_path,
-                      return_state=True)
+        process_study(
+            ref.site_id, ref.subject_id, ref.kind, ref.study_key, ref.study_dir, 0, 1, config_path, return_state=True
+        )
 
 
-def _record(config: TrialConfig, site_id: str, subject_id: str, study_key: str, outcome: StudyOutcome,
-            started: datetime, log) -> None:
+def _record(
+    config: TrialConfig, site_id: str, subject_id: str, study_key: str, outcome: StudyOutcome, started: datetime, log
+) -> None:
     """The study's ``processing`` QA result (a later run replaces it) and its ``flow_runs`` row."""
     wh = str(config.warehouse_dir)
     value = {"processed": "processed", WAITING: WAITING, "failed": "failed"}[outcome.state]
-    row = qa_row(CheckResult("processing", outcome.qa_status, value, "processed", outcome.message),
-                 "study", study_key, subject_id=subject_id, study_id=study_key)
+    row = qa_row(
+        CheckResult("processing", outcome.qa_status, value, "processed", outcome.message),
+        "study",
+        study_key,
+        subject_id=subject_id,
+        study_id=study_key,
+    )
     try:
         load_rows.fn(wh, "qa_checks", [row], Context(config.trial_id, site_id).cols())
-        load_rows.fn(wh, "flow_runs", [flow_run_row("process-study", outcome.run_state, started, subject_id=subject_id,
-                                                    study_id=study_key, site_id=site_id, message=outcome.message)],
-                     {"trial_id": config.trial_id})
+        load_rows.fn(
+            wh,
+            "flow_runs",
+            [
+                flow_run_row(
+                    "process-study",
+                    outcome.run_state,
+                    started,
+                    subject_id=subject_id,
+                    study_id=study_key,
+                    site_id=site_id,
+                    message=outcome.message,
+                )
+            ],
+            {"trial_id": config.trial_id},
+        )
     except Exception as exc:  # noqa: BLE001 - the run's own outcome must not be masked by its bookkeeping
         log.warning("could not record the outcome of %s: %s", study_key, exc)

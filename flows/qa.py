@@ -24,8 +24,9 @@ from rntflow.tasks.warehouse import load_rows, read_table
 LIMIT_ENGINE = "organ"
 
 
-def limit_doses_per_cycle(doses: pd.DataFrame, subject_id: str,
-                          engine: str = LIMIT_ENGINE) -> dict[str, dict[int, tuple[float, float | None]]]:
+def limit_doses_per_cycle(
+    doses: pd.DataFrame, subject_id: str, engine: str = LIMIT_ENGINE
+) -> dict[str, dict[int, tuple[float, float | None]]]:
     """The dose of each cycle of one subject that the limit checks sum, per VOI.
 
     Where a cycle holds results of several methods, the best method's
@@ -59,16 +60,19 @@ def time_points_check(t_h: Sequence[float], windows: Sequence[tuple[float, float
     """Scans of a complete cycle (``t_h``, h) against the protocol windows ``(nominal, earliest, latest)`` (h)."""
     missing = missing_time_points(t_h, windows)
     return CheckResult(
-        "time_points", status_if(not missing, "warn"), ", ".join(f"{x:.0f}h" for x in sorted(t_h)),
+        "time_points",
+        status_if(not missing, "warn"),
+        ", ".join(f"{x:.0f}h" for x in sorted(t_h)),
         ", ".join(f"{w[0]:g}h" for w in windows),
-        f"missing protocol time point(s): {', '.join(f'{m:g} h' for m in missing)}" if missing
-        else "all protocol time points acquired")
+        f"missing protocol time point(s): {', '.join(f'{m:g} h' for m in missing)}"
+        if missing
+        else "all protocol time points acquired",
+    )
 
 
 def limit_check(lc: LimitCheck) -> CheckResult:
     """A cumulative dose (or BED) limit check as a QA result."""
-    return CheckResult(f"limit_{lc.quantity}", lc.status, f"{lc.cumulative:.2f} Gy", f"<= {lc.limit:g} Gy",
-                       lc.message)
+    return CheckResult(f"limit_{lc.quantity}", lc.status, f"{lc.cumulative:.2f} Gy", f"<= {lc.limit:g} Gy", lc.message)
 
 
 @flow(name="qa", flow_run_name="qa {subject_ids}")

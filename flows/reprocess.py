@@ -22,8 +22,13 @@ from rntflow.tasks.reprocess import studies_to_reprocess
 
 
 @flow(name="reprocess", flow_run_name="reprocess")
-def reprocess_flow(config_path: str, site_ids: list[str] | None = None, subject_ids: list[str] | None = None,
-                   study_keys: list[str] | None = None, since: datetime | None = None) -> dict:
+def reprocess_flow(
+    config_path: str,
+    site_ids: list[str] | None = None,
+    subject_ids: list[str] | None = None,
+    study_keys: list[str] | None = None,
+    since: datetime | None = None,
+) -> dict:
     """Re-process the selected spooled studies (module docstring); returns counts and failures."""
     log = get_run_logger()
     config = trial_config(config_path)

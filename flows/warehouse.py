@@ -24,8 +24,12 @@ from rntflow.warehouse.catalog import dose_effect_frame
 
 #: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
 #: analysed on BED as well as on dose (LQ repair over the dose-rate decay).
-DOSE_EFFECT_ANALYSES = (("nephrotoxicity", "cumulative_dose_gy"), ("nephrotoxicity", "cumulative_bed_gy"),
-                        ("xerostomia", "cumulative_dose_gy"), ("lesion_response", "cumulative_dose_gy"))
+DOSE_EFFECT_ANALYSES = (
+    ("nephrotoxicity", "cumulative_dose_gy"),
+    ("nephrotoxicity", "cumulative_bed_gy"),
+    ("xerostomia", "cumulative_dose_gy"),
+    ("lesion_response", "cumulative_dose_gy"),
+)
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -64,8 +68,10 @@ def dose_effect_flow(config_path: str | None) -> dict:
             tables[label] = table
             sections += ["", markdown_table(table), ""]
             se = site_effect_test(part, dose_col=dose_col)
-            note = (f"{label}: site effect LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; per-site "
-                    f"dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}")
+            note = (
+                f"{label}: site effect LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; per-site "
+                f"dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}"
+            )
             notes.append(note)
             sections += [note, ""]
         except (ValueError, ZeroDivisionError) as exc:
@@ -74,14 +80,20 @@ def dose_effect_flow(config_path: str | None) -> dict:
     sections += ["## Progression-free survival vs mean lesion dose", "", f"{len(pfs)} subject(s) with a value."]
     try:
         res = pfs_vs_dose(pfs)
-        cox = (f"Cox hazard ratio per 10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
-               f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}" if res.cox_converged else
-               "Cox model not estimable (did not converge: events separated by dose)")
+        cox = (
+            f"Cox hazard ratio per 10 Gy {res.cox_hr_per_10gy:.2f} [{res.cox_hr_ci_per_10gy[0]:.2f}, "
+            f"{res.cox_hr_ci_per_10gy[1]:.2f}], p = {res.cox_p:.3f}"
+            if res.cox_converged
+            else "Cox model not estimable (did not converge: events separated by dose)"
+        )
         note = f"PFS vs mean lesion dose: split at {res.split_dose_gy:.1f} Gy; log-rank p = {res.logrank_p:.3f}; {cox}"
         notes.append(note)
         sections += ["", markdown_table(res.groups), "", note, ""]
-        fits["pfs vs dose_gy"] = {"groups": res.groups.to_dict("records"), "cox_hr_per_10gy": res.cox_hr_per_10gy,
-                                  "logrank_p": res.logrank_p}
+        fits["pfs vs dose_gy"] = {
+            "groups": res.groups.to_dict("records"),
+            "cox_hr_per_10gy": res.cox_hr_per_10gy,
+            "logrank_p": res.logrank_p,
+        }
     except (ValueError, ArithmeticError, ConvergenceError) as exc:
         sections += [f"No analysis: {exc}", ""]
     tac = read_table(wh, "tac_fits", "trial_id = ?", [config.trial_id])
@@ -93,7 +105,18 @@ def dose_effect_flow(config_path: str | None) -> dict:
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
     html_report = trial_report(config, de, tables, pk, notes)
     subjects = subject_reports(config)
-    log.info("dose-effect report: %s and %s (%d outcome rows); %d subject reports", report, html_report, len(de),
-             len(subjects))
-    return {"report": str(report), "html_report": html_report, "subject_reports": subjects, "fits": fits,
-            "n_outcome_rows": int(len(de)), "population_kinetics": pk.to_dict("records")}
+    log.info(
+        "dose-effect report: %s and %s (%d outcome rows); %d subject reports",
+        report,
+        html_report,
+        len(de),
+        len(subjects),
+    )
+    return {
+        "report": str(report),
+        "html_report": html_report,
+        "subject_reports": subjects,
+        "fits": fits,
+        "n_outcome_rows": int(len(de)),
+        "population_kinetics": pk.to_dict("records"),
+    }

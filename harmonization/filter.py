@@ -94,8 +94,9 @@ def harmonising_filter(
     diams = [keys[d] for d in band]
 
     def rcs(fwhm: float) -> dict[float, float]:
-        res = measure_sphere_rcs(_gaussian(arr, sp, fwhm), sp, centres, nema.truth,
-                                 nema.background_mean_bq_per_ml, diams)
+        res = measure_sphere_rcs(
+            _gaussian(arr, sp, fwhm), sp, centres, nema.truth, nema.background_mean_bq_per_ml, diams
+        )
         return {d: r.rc for d, r in zip(band, res)}
 
     before = rcs(0.0)
@@ -104,7 +105,11 @@ def harmonising_filter(
     below = [d for d, (lo, _) in band.items() if before[d] < lo]
     if below:
         return HarmonisingFilter(
-            "fail", None, before, before, band,
+            "fail",
+            None,
+            before,
+            before,
+            band,
             f"RC below the reference band for sphere(s) {below} mm: the site is already blurrier "
             "than the reference and no post-filter can sharpen it",
         )
@@ -119,15 +124,21 @@ def harmonising_filter(
             break  # RCs fall monotonically with FWHM: past the band
     if best is None:
         return HarmonisingFilter(
-            "fail", None, before, before, band,
+            "fail",
+            None,
+            before,
+            before,
+            band,
             f"no Gaussian post-filter up to {max_fwhm_mm} mm brings all RCs into the band",
         )
-    return HarmonisingFilter("filter", best[1], before, best[2], band,
-                             f"Gaussian post-filter FWHM {best[1]:.2f} mm brings RCs into the band")
+    return HarmonisingFilter(
+        "filter", best[1], before, best[2], band, f"Gaussian post-filter FWHM {best[1]:.2f} mm brings RCs into the band"
+    )
 
 
-def harmonised_rcs(image_bq_per_ml: np.ndarray, spacing_mm: Sequence[float], nema: NemaResult,
-                   hf: HarmonisingFilter | None) -> dict[float, float]:
+def harmonised_rcs(
+    image_bq_per_ml: np.ndarray, spacing_mm: Sequence[float], nema: NemaResult, hf: HarmonisingFilter | None
+) -> dict[float, float]:
     """RC of every sphere (keyed by diameter, mm) after the harmonising filter.
 
     Empty when there is no usable filter (``None``, ``fail`` or no FWHM); the unfiltered

@@ -215,7 +215,12 @@ def parse_dt(value: Any) -> datetime | None:
     y, mo, d, h, mi, sec, frac = m.groups()
     try:
         return datetime(
-            int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0),
+            int(y),
+            int(mo),
+            int(d),
+            int(h or 0),
+            int(mi or 0),
+            int(sec or 0),
             int(round(float(frac) * 1e6)) if frac else 0,
         )
     except ValueError:
@@ -223,9 +228,9 @@ def parse_dt(value: Any) -> datetime | None:
 
 
 _NUCLIDE_RE = (
-    re.compile(r"\b([A-Z][a-z]?)[- ]?(\d{1,3})(m?)\b"),   # Lu-177, Lu177, Tc-99m
-    re.compile(r"\b(\d{1,3})(m?)[- ]?([A-Z][a-z]?)\b"),   # 177Lu, 99mTc
-    re.compile(r"\^(\d{1,3})(m?)\^([A-Z][a-z]+)"),        # SNOMED ^177^Lutetium
+    re.compile(r"\b([A-Z][a-z]?)[- ]?(\d{1,3})(m?)\b"),  # Lu-177, Lu177, Tc-99m
+    re.compile(r"\b(\d{1,3})(m?)[- ]?([A-Z][a-z]?)\b"),  # 177Lu, 99mTc
+    re.compile(r"\^(\d{1,3})(m?)\^([A-Z][a-z]+)"),  # SNOMED ^177^Lutetium
 )
 
 
@@ -242,9 +247,19 @@ def normalise_radionuclide(text: str | None) -> str | None:
     return None
 
 
-_ELEMENT_SYMBOL = {"lutetium": "Lu", "technetium": "Tc", "iodine": "I", "yttrium": "Y",
-                   "holmium": "Ho", "indium": "In", "radium": "Ra", "actinium": "Ac",
-                   "terbium": "Tb", "copper": "Cu", "gallium": "Ga"}
+_ELEMENT_SYMBOL = {
+    "lutetium": "Lu",
+    "technetium": "Tc",
+    "iodine": "I",
+    "yttrium": "Y",
+    "holmium": "Ho",
+    "indium": "In",
+    "radium": "Ra",
+    "actinium": "Ac",
+    "terbium": "Tb",
+    "copper": "Cu",
+    "gallium": "Ga",
+}
 
 
 def _nuclide_from_code(item: Dataset | None) -> str | None:
@@ -262,8 +277,10 @@ def _nuclide_from_code(item: Dataset | None) -> str | None:
 
 _ITER_RES = (
     # 6i16s, 6 i 16 s, 6it16ss, 6 iterations 16 subsets, 6 iter x 16 sub
-    re.compile(r"(?<![A-Za-z0-9])(\d+)\s*i(?:t(?:er(?:ations?)?)?)?[\s,x/]*(\d+)\s*s(?:s|ub(?:sets?)?)?(?![A-Za-z])",
-               re.IGNORECASE),
+    re.compile(
+        r"(?<![A-Za-z0-9])(\d+)\s*i(?:t(?:er(?:ations?)?)?)?[\s,x/]*(\d+)\s*s(?:s|ub(?:sets?)?)?(?![A-Za-z])",
+        re.IGNORECASE,
+    ),
     re.compile(r"(?<![A-Za-z])i(\d+)\s*s(\d+)(?!\d)", re.IGNORECASE),  # i6s16
 )
 _WORD_RE = re.compile(r"\s*([A-Za-z][A-Za-z0-9\-]*)")
@@ -283,7 +300,7 @@ def parse_reconstruction_method(text: str | None) -> tuple[str | None, int | Non
     for rx in _ITER_RES:
         m = rx.search(text)
         if m:
-            before = re.search(r"([A-Za-z][A-Za-z0-9\-]*)\s*$", text[:m.start()])
+            before = re.search(r"([A-Za-z][A-Za-z0-9\-]*)\s*$", text[: m.start()])
             return (before.group(1).upper() if before else algo), int(m.group(1)), int(m.group(2))
     return algo, None, None
 
@@ -414,8 +431,12 @@ def parse_nm_header(ds: Dataset, site_units: str | None = None) -> NmHeader:
     kernel = _get(ds, "ConvolutionKernel")  # SH, VM 1-n: "Butterworth\\0.48\\10" joined with spaces
     kernel = _str(" ".join(str(v) for v in kernel) if isinstance(kernel, (list, tuple, MultiValue)) else kernel)
     post_filter = parse_post_filter(kernel)
-    texts = [_str(_get(ds, "SeriesDescription")), _str(_get(ds, "ReconstructionMethod")), kernel,
-             _str(_get(ds, "DerivationDescription"))]
+    texts = [
+        _str(_get(ds, "SeriesDescription")),
+        _str(_get(ds, "ReconstructionMethod")),
+        kernel,
+        _str(_get(ds, "DerivationDescription")),
+    ]
 
     return NmHeader(
         units=pixel_units.units,

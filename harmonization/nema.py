@@ -123,12 +123,12 @@ def _sphere_weights(shape, sp: np.ndarray, centre_mm: np.ndarray, radius_mm: flo
     lo = np.maximum(lo, 0)
     hi = np.minimum(hi, np.asarray(shape))
     offs = (np.arange(sub) + 0.5) / sub - 0.5
-    axes = [
-        ((np.arange(lo[i], hi[i])[:, None] + offs[None, :]) * sp[i] - centre_mm[i]) ** 2
-        for i in range(3)
-    ]
-    d2 = (axes[0][:, None, None, :, None, None] + axes[1][None, :, None, None, :, None]
-          + axes[2][None, None, :, None, None, :])
+    axes = [((np.arange(lo[i], hi[i])[:, None] + offs[None, :]) * sp[i] - centre_mm[i]) ** 2 for i in range(3)]
+    d2 = (
+        axes[0][:, None, None, :, None, None]
+        + axes[1][None, :, None, None, :, None]
+        + axes[2][None, None, :, None, None, :]
+    )
     w = (d2 <= radius_mm**2).mean(axis=(3, 4, 5))
     return tuple(slice(lo[i], hi[i]) for i in range(3)), w
 
@@ -205,8 +205,9 @@ def _lung_axis_yx_mm(hot: _HotExcess, sp: np.ndarray) -> np.ndarray:
     return np.array(ndimage.center_of_mass(region)) * sp[1:]
 
 
-def _ring_orientation(slab: np.ndarray, sp: np.ndarray, cyx: np.ndarray, ring_radius_mm: float,
-                      n_spheres: int) -> tuple[int, float]:
+def _ring_orientation(
+    slab: np.ndarray, sp: np.ndarray, cyx: np.ndarray, ring_radius_mm: float, n_spheres: int
+) -> tuple[int, float]:
     """Handedness (+1/-1) and angle (rad) of the first sphere: the strongest hot peak is
     the largest sphere; the handedness is the one whose 17-28 mm positions are hottest."""
     peak = np.array(np.unravel_index(int(np.argmax(slab)), slab.shape), dtype=float) * sp[1:]
@@ -226,8 +227,15 @@ def _ring_orientation(slab: np.ndarray, sp: np.ndarray, cyx: np.ndarray, ring_ra
     return handed, theta0
 
 
-def _refine_ring(slab: np.ndarray, sp: np.ndarray, cyx: np.ndarray, theta0: float, handed: int,
-                 ring_radius_mm: float, sphere_diameters_mm: Sequence[float]) -> tuple[float, float, float, float]:
+def _refine_ring(
+    slab: np.ndarray,
+    sp: np.ndarray,
+    cyx: np.ndarray,
+    theta0: float,
+    handed: int,
+    ring_radius_mm: float,
+    sphere_diameters_mm: Sequence[float],
+) -> tuple[float, float, float, float]:
     """Ring centre (y, x mm), rotation (rad) and rms residual (mm) fitted by least squares
     to the intensity-weighted centroids of the three largest spheres (radius fixed)."""
     k_big = len(sphere_diameters_mm) - 1
@@ -251,9 +259,7 @@ def _refine_ring(slab: np.ndarray, sp: np.ndarray, cyx: np.ndarray, theta0: floa
     sol = optimize.least_squares(resid, x0=[cyx[0], cyx[1], theta0])
     residual_mm = float(np.sqrt(np.mean(sol.fun.reshape(-1, 2) ** 2 * 2)))
     if residual_mm > MAX_RING_RESIDUAL_MM:
-        raise CalibrationError(
-            f"NEMA phantom: hot spots do not match the NEMA sphere ring (rms {residual_mm:.1f} mm)"
-        )
+        raise CalibrationError(f"NEMA phantom: hot spots do not match the NEMA sphere ring (rms {residual_mm:.1f} mm)")
     cy, cx, theta = sol.x
     return float(cy), float(cx), float(theta), residual_mm
 
@@ -265,10 +271,10 @@ def _sphere_plane_z_mm(hot: _HotExcess, sp: np.ndarray, yx: np.ndarray, sphere_d
     for k in (k_big, k_big - 1):
         yi, xi = int(round(yx[k, 0] / sp[1])), int(round(yx[k, 1] / sp[2]))
         r_vox = int(math.ceil((0.5 * sphere_diameters_mm[k]) / min(sp[1], sp[2])))
-        col = hot.excess[:, max(yi - r_vox, 0): yi + r_vox + 1, max(xi - r_vox, 0): xi + r_vox + 1].sum(axis=(1, 2))
+        col = hot.excess[:, max(yi - r_vox, 0) : yi + r_vox + 1, max(xi - r_vox, 0) : xi + r_vox + 1].sum(axis=(1, 2))
         zwin = np.zeros_like(col)
         rz = int(math.ceil(sphere_diameters_mm[k] / sp[0]))
-        zwin[max(hot.kz - rz, 0): hot.kz + rz + 1] = 1.0
+        zwin[max(hot.kz - rz, 0) : hot.kz + rz + 1] = 1.0
         col = col * zwin
         if col.sum() > 0:
             zs.append(float((col * np.arange(len(col))).sum() / col.sum()) * sp[0])
@@ -310,8 +316,7 @@ def locate_nema_spheres(
     hot = _hot_excess(arr, sp)
     cyx = _lung_axis_yx_mm(hot, sp)
     handed, theta0 = _ring_orientation(hot.slab, sp, cyx, ring_radius_mm, len(sphere_diameters_mm))
-    cy, cx, theta0, residual_mm = _refine_ring(hot.slab, sp, cyx, theta0, handed, ring_radius_mm,
-                                               sphere_diameters_mm)
+    cy, cx, theta0, residual_mm = _refine_ring(hot.slab, sp, cyx, theta0, handed, ring_radius_mm, sphere_diameters_mm)
     yx = _ring_positions(cy, cx, theta0, handed, ring_radius_mm)
     z_mm = _sphere_plane_z_mm(hot, sp, yx, sphere_diameters_mm)
     centres = np.column_stack([np.full(6, z_mm), yx])
@@ -323,8 +328,14 @@ def locate_nema_spheres(
 # --------------------------------------------------------------------------- measuring
 
 
-def _background_mean(arr: np.ndarray, sp: np.ndarray, body: np.ndarray, centres: np.ndarray,
-                     axis_yx: tuple[float, float], margin_mm: float = 30.0) -> float:
+def _background_mean(
+    arr: np.ndarray,
+    sp: np.ndarray,
+    body: np.ndarray,
+    centres: np.ndarray,
+    axis_yx: tuple[float, float],
+    margin_mm: float = 30.0,
+) -> float:
     """Mean in the body, within +-2 cm of the sphere plane, away from spheres, insert and wall."""
     zz, yy, xx = np.meshgrid(*(np.arange(n) * s for n, s in zip(arr.shape, sp)), indexing="ij")
     sel = body & (np.abs(zz - centres[0, 0]) <= 20.0)
@@ -337,9 +348,14 @@ def _background_mean(arr: np.ndarray, sp: np.ndarray, body: np.ndarray, centres:
     return float(arr[sel].mean())
 
 
-def measure_sphere_rcs(arr: np.ndarray, sp: Sequence[float], centres: np.ndarray, truth: NemaTruth,
-                       background_mean: float,
-                       sphere_diameters_mm: Sequence[float] = NEMA_SPHERE_DIAMETERS_MM) -> tuple[SphereResult, ...]:
+def measure_sphere_rcs(
+    arr: np.ndarray,
+    sp: Sequence[float],
+    centres: np.ndarray,
+    truth: NemaTruth,
+    background_mean: float,
+    sphere_diameters_mm: Sequence[float] = NEMA_SPHERE_DIAMETERS_MM,
+) -> tuple[SphereResult, ...]:
     """RC of each sphere at the given centres (true-size, partial-voxel weighted VOI).
 
     Parameters
@@ -358,14 +374,16 @@ def measure_sphere_rcs(arr: np.ndarray, sp: Sequence[float], centres: np.ndarray
     out = []
     for c, d in zip(centres, sphere_diameters_mm):
         mean = _sphere_mean(arr, sp, np.asarray(c), 0.5 * d)
-        out.append(SphereResult(
-            diameter_mm=float(d),
-            volume_ml=float(sphere_volume_ml(d)),
-            centre_zyx_mm=tuple(float(v) for v in c),
-            mean_bq_per_ml=mean,
-            rc=mean / truth.sphere_bq_per_ml,
-            rc_background_relative=mean / (background_mean * truth.sphere_to_background_ratio),
-        ))
+        out.append(
+            SphereResult(
+                diameter_mm=float(d),
+                volume_ml=float(sphere_volume_ml(d)),
+                centre_zyx_mm=tuple(float(v) for v in c),
+                mean_bq_per_ml=mean,
+                rc=mean / truth.sphere_bq_per_ml,
+                rc_background_relative=mean / (background_mean * truth.sphere_to_background_ratio),
+            )
+        )
     return tuple(out)
 
 

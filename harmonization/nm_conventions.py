@@ -132,15 +132,28 @@ class ValueMapping:
 
 # normalised (upper case, no spaces) UCUM code -> (units, scale, per)
 _UCUM: dict[str, tuple[PixelUnit, float, str]] = {
-    "BQ/ML": ("BQML", 1.0, "voxel"), "BQ/CM3": ("BQML", 1.0, "voxel"), "BQML": ("BQML", 1.0, "voxel"),
-    "KBQ/ML": ("BQML", 1.0e3, "voxel"), "KBQ/CM3": ("BQML", 1.0e3, "voxel"),
-    "MBQ/ML": ("BQML", 1.0e6, "voxel"), "MBQ/CM3": ("BQML", 1.0e6, "voxel"),
-    "{COUNTS}": ("CNTS", 1.0, "voxel"), "{CNTS}": ("CNTS", 1.0, "voxel"), "{COUNT}": ("CNTS", 1.0, "voxel"),
-    "CNTS": ("CNTS", 1.0, "voxel"), "COUNTS": ("CNTS", 1.0, "voxel"),
-    "1/ML": ("CNTS", 1.0, "ml"), "/ML": ("CNTS", 1.0, "ml"), "{COUNTS}/ML": ("CNTS", 1.0, "ml"),
+    "BQ/ML": ("BQML", 1.0, "voxel"),
+    "BQ/CM3": ("BQML", 1.0, "voxel"),
+    "BQML": ("BQML", 1.0, "voxel"),
+    "KBQ/ML": ("BQML", 1.0e3, "voxel"),
+    "KBQ/CM3": ("BQML", 1.0e3, "voxel"),
+    "MBQ/ML": ("BQML", 1.0e6, "voxel"),
+    "MBQ/CM3": ("BQML", 1.0e6, "voxel"),
+    "{COUNTS}": ("CNTS", 1.0, "voxel"),
+    "{CNTS}": ("CNTS", 1.0, "voxel"),
+    "{COUNT}": ("CNTS", 1.0, "voxel"),
+    "CNTS": ("CNTS", 1.0, "voxel"),
+    "COUNTS": ("CNTS", 1.0, "voxel"),
+    "1/ML": ("CNTS", 1.0, "ml"),
+    "/ML": ("CNTS", 1.0, "ml"),
+    "{COUNTS}/ML": ("CNTS", 1.0, "ml"),
     "{CNTS}/ML": ("CNTS", 1.0, "ml"),
-    "{COUNTS}/S": ("CNTS", 1.0, "s"), "{CNTS}/S": ("CNTS", 1.0, "s"), "/S": ("CNTS", 1.0, "s"),
-    "1/S": ("CNTS", 1.0, "s"), "{CPS}": ("CNTS", 1.0, "s"), "CPS": ("CNTS", 1.0, "s"),
+    "{COUNTS}/S": ("CNTS", 1.0, "s"),
+    "{CNTS}/S": ("CNTS", 1.0, "s"),
+    "/S": ("CNTS", 1.0, "s"),
+    "1/S": ("CNTS", 1.0, "s"),
+    "{CPS}": ("CNTS", 1.0, "s"),
+    "CPS": ("CNTS", 1.0, "s"),
 }
 
 
@@ -285,8 +298,12 @@ def _vendor_hint(ds: Dataset) -> tuple[PixelUnit, str] | None:
     if rescale_type in ("BQML", "BQ/ML"):
         return "BQML", f"vendor convention: RescaleType {rescale_type}"
     manufacturer = (as_str(get_value(ds, "Manufacturer")) or "").upper()
-    text = " ".join(filter(None, (as_str(get_value(ds, k)) for k in
-                                  ("SeriesDescription", "ReconstructionMethod", "DerivationDescription"))))
+    text = " ".join(
+        filter(
+            None,
+            (as_str(get_value(ds, k)) for k in ("SeriesDescription", "ReconstructionMethod", "DerivationDescription")),
+        )
+    )
     for hint in VENDOR_UNIT_HINTS:
         if hint.manufacturer in manufacturer and re.search(hint.pattern, text, re.IGNORECASE):
             return hint.units, f"vendor convention: {hint.source}"
@@ -314,8 +331,9 @@ def resolve_pixel_units(ds: Dataset, site_units: str | None = None) -> PixelUnit
     if mapping is not None and mapping.units is not None:
         if units_attr in ("CNTS", "BQML") and units_attr != mapping.units:
             notes.append(f"Units {units_attr} disagrees with RWVM {mapping.unit_code}: RWVM used")
-        return PixelUnits(mapping.units, "rwvm", f"RWVM {mapping.unit_code}", mapping.scale, mapping.per,
-                          True, tuple(notes))
+        return PixelUnits(
+            mapping.units, "rwvm", f"RWVM {mapping.unit_code}", mapping.scale, mapping.per, True, tuple(notes)
+        )
     if mapping is not None and mapping.unit_code:
         notes.append(f"RWVM unit {mapping.unit_code!r} not recognised")
     if units_attr in ("CNTS", "BQML"):
@@ -333,11 +351,15 @@ def resolve_pixel_units(ds: Dataset, site_units: str | None = None) -> PixelUnit
     itype = _image_type(ds)
     if len(itype) >= 3 and itype[2] in ("RECON TOMO", "RECON GATED TOMO"):
         original = itype[:2] == ("ORIGINAL", "PRIMARY")
-        detail = ("default for ORIGINAL\\PRIMARY\\" if original else "default for ") + itype[2] + \
-            " without quantitative units"
+        detail = (
+            ("default for ORIGINAL\\PRIMARY\\" if original else "default for ")
+            + itype[2]
+            + " without quantitative units"
+        )
         return PixelUnits("CNTS", "default", detail, confident=original, notes=tuple(notes))
-    return PixelUnits(None, "none", "no RWVM, Units, vendor convention, site override or RECON TOMO image type",
-                      notes=tuple(notes))
+    return PixelUnits(
+        None, "none", "no RWVM, Units, vendor convention, site override or RECON TOMO image type", notes=tuple(notes)
+    )
 
 
 # --------------------------------------------------------------------------- unit slips
@@ -360,8 +382,9 @@ def read_total_dose_mbq(raw: float | None) -> tuple[float | None, str | None]:
         return None, None
     if raw > BQ_THRESHOLD:
         mbq = raw / 1.0e6
-        return mbq, (f"RadionuclideTotalDose {raw:.4g} is implausible in MBq (> {BQ_THRESHOLD:g}): "
-                     f"read as Bq, {mbq:.5g} MBq")
+        return mbq, (
+            f"RadionuclideTotalDose {raw:.4g} is implausible in MBq (> {BQ_THRESHOLD:g}): read as Bq, {mbq:.5g} MBq"
+        )
     return raw, None
 
 
@@ -374,8 +397,9 @@ def read_frame_duration_s(raw_ms: float | None) -> tuple[float | None, str | Non
     if raw_ms is None or not raw_ms > 0:
         return None, None
     if raw_ms < MIN_PLAUSIBLE_PROJECTION_MS and 1.0 <= raw_ms <= MAX_SECONDS_READING:
-        return raw_ms, (f"ActualFrameDuration {raw_ms:g} would be {raw_ms:g} ms per projection: "
-                        f"read as seconds ({raw_ms:g} s)")
+        return raw_ms, (
+            f"ActualFrameDuration {raw_ms:g} would be {raw_ms:g} ms per projection: read as seconds ({raw_ms:g} s)"
+        )
     note = None
     if raw_ms < MIN_PLAUSIBLE_PROJECTION_MS:
         note = f"ActualFrameDuration {raw_ms:g} ms per projection is implausibly short"
@@ -427,8 +451,13 @@ class PostFilter:
 
 
 _FILTER_NAMES = (
-    (r"GAUSS(?:IAN)?", "gaussian"), (r"BUTTER(?:WORTH)?|BTW", "butterworth"), (r"HANN(?:ING)?", "hann"),
-    (r"HAMMING", "hamming"), (r"METZ", "metz"), (r"WIENER", "wiener"), (r"SHEPP(?:[ -]?LOGAN)?", "shepp-logan"),
+    (r"GAUSS(?:IAN)?", "gaussian"),
+    (r"BUTTER(?:WORTH)?|BTW", "butterworth"),
+    (r"HANN(?:ING)?", "hann"),
+    (r"HAMMING", "hamming"),
+    (r"METZ", "metz"),
+    (r"WIENER", "wiener"),
+    (r"SHEPP(?:[ -]?LOGAN)?", "shepp-logan"),
     (r"PARZEN", "parzen"),
 )
 _NONE_RE = re.compile(r"^(NONE|NO ?FILTER|OFF|ALL ?PASS|RAMP ONLY)$")
@@ -458,13 +487,21 @@ def parse_post_filter(text: str | None) -> PostFilter | None:
         m = re.search(rf"\b(?:{pattern})\b", s)
         if m is None:
             continue
-        rest = s[m.end():]
+        rest = s[m.end() :]
         found = [(float(v), u) for v, u in _NUM_UNIT_RE.findall(rest)]
         params = tuple(v for v, _ in found)
         unit = found[0][1] if found and found[0][1] else None
         if name != "gaussian":
-            unit = {"CY/CM": "cycles/cm", "CYCLE/CM": "cycles/cm", "CYCLES/CM": "cycles/cm", "1/CM": "cycles/cm",
-                    "NYQ": "Nyquist", "NYQUIST": "Nyquist", "MM": "mm", "CM": "cm"}.get(unit or "", None)
+            unit = {
+                "CY/CM": "cycles/cm",
+                "CYCLE/CM": "cycles/cm",
+                "CYCLES/CM": "cycles/cm",
+                "1/CM": "cycles/cm",
+                "NYQ": "Nyquist",
+                "NYQUIST": "Nyquist",
+                "MM": "mm",
+                "CM": "cm",
+            }.get(unit or "", None)
             return PostFilter(raw, name, params, unit, None)
         if not params:
             return PostFilter(raw, name, (), None, None)

@@ -86,6 +86,10 @@ def phantom_mask(values: np.ndarray, spacing_mm: Sequence[float], threshold_frac
 def touches_border(mask: np.ndarray) -> bool:
     """Whether a mask reaches any face of the array (the field of view)."""
     return bool(
-        mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
-        or mask[:, :, 0].any() or mask[:, :, -1].any()
+        mask[0].any()
+        or mask[-1].any()
+        or mask[:, 0].any()
+        or mask[:, -1].any()
+        or mask[:, :, 0].any()
+        or mask[:, :, -1].any()
     )

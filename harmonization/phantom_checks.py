@@ -70,9 +70,13 @@ def decay_corrected_to_reference(header: NmHeader) -> bool:
 def _check_type(fill: PhantomFill, expected: str) -> CheckResult:
     if fill.phantom_type == expected:
         return CheckResult("phantom_type", "pass", fill.phantom_type, expected, "fill log row matches the analysis")
-    return CheckResult("phantom_type", "fail", str(fill.phantom_type), expected,
-                       f"fill log row {fill.subject_id} describes a {fill.phantom_type!r} phantom, "
-                       f"not a {expected}")
+    return CheckResult(
+        "phantom_type",
+        "fail",
+        str(fill.phantom_type),
+        expected,
+        f"fill log row {fill.subject_id} describes a {fill.phantom_type!r} phantom, not a {expected}",
+    )
 
 
 def _check_header(header: NmHeader, half_life_s: float | None) -> CheckResult:
@@ -92,21 +96,36 @@ def _check_header(header: NmHeader, half_life_s: float | None) -> CheckResult:
         missing.append("radionuclide (RadiopharmaceuticalInformationSequence)")
     expected = "units, acquisition start/duration, half-life, camera id, radionuclide"
     if missing:
-        return CheckResult("phantom_header", "fail", "missing: " + "; ".join(missing), expected,
-                           "header lacks " + "; ".join(missing))
-    return CheckResult("phantom_header", "pass", f"{unit}, camera {header.camera_id}, {header.radionuclide}",
-                       expected, "header complete")
+        return CheckResult(
+            "phantom_header", "fail", "missing: " + "; ".join(missing), expected, "header lacks " + "; ".join(missing)
+        )
+    return CheckResult(
+        "phantom_header",
+        "pass",
+        f"{unit}, camera {header.camera_id}, {header.radionuclide}",
+        expected,
+        "header complete",
+    )
 
 
 def _check_scatter(header: NmHeader) -> CheckResult:
     exp = "scatter corrected"
     if header.scatter_corrected is None:
-        return CheckResult("phantom_scatter_correction", "warn", "unknown", exp,
-                           "CorrectedImage missing: cannot tell whether scatter was corrected")
+        return CheckResult(
+            "phantom_scatter_correction",
+            "warn",
+            "unknown",
+            exp,
+            "CorrectedImage missing: cannot tell whether scatter was corrected",
+        )
     if not header.scatter_corrected:
-        return CheckResult("phantom_scatter_correction", "warn", "not applied", exp,
-                           "no scatter correction: the result includes scatter and applies only to "
-                           "reconstructions made the same way")
+        return CheckResult(
+            "phantom_scatter_correction",
+            "warn",
+            "not applied",
+            exp,
+            "no scatter correction: the result includes scatter and applies only to reconstructions made the same way",
+        )
     return CheckResult("phantom_scatter_correction", "pass", "applied", exp, "scatter corrected")
 
 
@@ -114,40 +133,68 @@ def _check_reference_time(header: NmHeader, fill: PhantomFill) -> CheckResult:
     exp = "RadiopharmaceuticalStartDateTime before acquisition start"
     ref, acq = header.administration_datetime, header.acquisition_start
     if ref is None:
-        return CheckResult("phantom_reference_time", "fail", "missing", exp,
-                           "no activity reference time in the header (RadiopharmaceuticalStartDateTime): "
-                           "the activity at acquisition start cannot be computed")
+        return CheckResult(
+            "phantom_reference_time",
+            "fail",
+            "missing",
+            exp,
+            "no activity reference time in the header (RadiopharmaceuticalStartDateTime): "
+            "the activity at acquisition start cannot be computed",
+        )
     if acq is None:
-        return CheckResult("phantom_reference_time", "fail", f"reference {_fmt_dt(ref)}, acquisition missing", exp,
-                           "header lacks AcquisitionDate/Time")
+        return CheckResult(
+            "phantom_reference_time",
+            "fail",
+            f"reference {_fmt_dt(ref)}, acquisition missing",
+            exp,
+            "header lacks AcquisitionDate/Time",
+        )
     dt_h = (acq - ref).total_seconds() / 3600.0
     found = f"acquisition {dt_h:.3f} h after the reference time"
     if dt_h < 0:
-        return CheckResult("phantom_reference_time", "fail", found, exp,
-                           f"acquisition starts {-dt_h:.2f} h before the activity reference time")
+        return CheckResult(
+            "phantom_reference_time",
+            "fail",
+            found,
+            exp,
+            f"acquisition starts {-dt_h:.2f} h before the activity reference time",
+        )
     if fill.reference_datetime is not None:
         offset_s = (ref - fill.reference_datetime).total_seconds()
         off_day_s = abs(offset_s - 86400.0 * round(offset_s / 86400.0))
         if off_day_s > WHOLE_DAY_TOLERANCE_S:
-            return CheckResult("phantom_reference_time", "warn", found, exp,
-                               f"header reference time {ref:%H:%M:%S} and fill log {fill.reference_datetime:%H:%M:%S} "
-                               f"differ by {off_day_s / 60:.0f} min beyond whole days (the de-identification "
-                               "shifts whole days only): check the fill log; the header time is used")
+            return CheckResult(
+                "phantom_reference_time",
+                "warn",
+                found,
+                exp,
+                f"header reference time {ref:%H:%M:%S} and fill log {fill.reference_datetime:%H:%M:%S} "
+                f"differ by {off_day_s / 60:.0f} min beyond whole days (the de-identification "
+                "shifts whole days only): check the fill log; the header time is used",
+            )
     return CheckResult("phantom_reference_time", "pass", found, exp, "header reference time used")
 
 
-def _check_activity(header: NmHeader, fill: PhantomFill, half_life_s: float | None
-                    ) -> tuple[CheckResult, float | None]:
+def _check_activity(header: NmHeader, fill: PhantomFill, half_life_s: float | None) -> tuple[CheckResult, float | None]:
     exp = "fill log total activity > 0 MBq"
     a = fill.total_activity_mbq
     if a is None or not a > 0:
-        return CheckResult("phantom_activity", "fail", f"{a!r} MBq", exp,
-                           f"fill log row {fill.subject_id} has no total activity: no activity information"), None
+        return CheckResult(
+            "phantom_activity",
+            "fail",
+            f"{a!r} MBq",
+            exp,
+            f"fill log row {fill.subject_id} has no total activity: no activity information",
+        ), None
     ref, acq = header.administration_datetime, header.acquisition_start
     if ref is None or acq is None or half_life_s is None:
-        return CheckResult("phantom_activity", "fail", f"{a:g} MBq at an unknown time", exp,
-                           "activity cannot be decayed to acquisition start (reference time, acquisition "
-                           "start or half-life missing)"), None
+        return CheckResult(
+            "phantom_activity",
+            "fail",
+            f"{a:g} MBq at an unknown time",
+            exp,
+            "activity cannot be decayed to acquisition start (reference time, acquisition start or half-life missing)",
+        ), None
     try:
         a0 = activity_at(a, ref, acq, half_life_s)
     except (CalibrationError, OverflowError) as exc:
@@ -155,9 +202,14 @@ def _check_activity(header: NmHeader, fill: PhantomFill, half_life_s: float | No
     found = f"{a:g} MBq at reference, {a0:.4g} MBq at acquisition start"
     hdr_a = header.administered_activity_mbq
     if hdr_a is not None and abs(hdr_a - a) > ACTIVITY_AGREEMENT_PCT / 100.0 * a:
-        return CheckResult("phantom_activity", "warn", found, exp + f", header within {ACTIVITY_AGREEMENT_PCT:g} %",
-                           f"header RadionuclideTotalDose {hdr_a:g} MBq differs from the fill log {a:g} MBq "
-                           f"by {100 * (hdr_a - a) / a:+.1f} %: the fill log is used"), a0
+        return CheckResult(
+            "phantom_activity",
+            "warn",
+            found,
+            exp + f", header within {ACTIVITY_AGREEMENT_PCT:g} %",
+            f"header RadionuclideTotalDose {hdr_a:g} MBq differs from the fill log {a:g} MBq "
+            f"by {100 * (hdr_a - a) / a:+.1f} %: the fill log is used",
+        ), a0
     return CheckResult("phantom_activity", "pass", found, exp, "fill log activity decayed to acquisition start"), a0
 
 
@@ -169,12 +221,14 @@ def fail_from_exception(exc: Exception, default_check: str, expected: str, fov_a
     """
     msg = str(exc) if isinstance(exc, RntflowError) else f"{type(exc).__name__}: {exc}"
     check = "phantom_fov" if fov_aware and "field of view" in msg else default_check
-    return CheckResult(check, "fail", "analysis failed", expected if check == default_check else "phantom inside FOV",
-                       msg)
+    return CheckResult(
+        check, "fail", "analysis failed", expected if check == default_check else "phantom inside FOV", msg
+    )
 
 
-def common_checks(header: NmHeader, fill: PhantomFill, phantom_type: str
-                  ) -> tuple[list[CheckResult], float | None, float | None]:
+def common_checks(
+    header: NmHeader, fill: PhantomFill, phantom_type: str
+) -> tuple[list[CheckResult], float | None, float | None]:
     """Checks every phantom scan gets (type, header, scatter, reference time, activity),
     the half-life (s) and the activity at acquisition start (MBq, None when unknown)."""
     checks = [_check_type(fill, phantom_type)]
@@ -193,9 +247,13 @@ def check_calibration(header: NmHeader, calibration: Calibration | None, protoco
     need = "sensitivity" if unit == "CNTS" else "vendor_scale_factor"
     exp = f"{need} calibration of camera {header.camera_id}, {header.radionuclide}"
     if calibration is None:
-        return CheckResult("phantom_calibration", "fail", "none", exp,
-                           f"no uniform-cylinder calibration for camera {header.camera_id}: "
-                           "RCs need the image in Bq/mL")
+        return CheckResult(
+            "phantom_calibration",
+            "fail",
+            "none",
+            exp,
+            f"no uniform-cylinder calibration for camera {header.camera_id}: RCs need the image in Bq/mL",
+        )
     problems = []
     if calibration.camera_id != header.camera_id:
         problems.append(f"calibration is of camera {calibration.camera_id}")
@@ -205,14 +263,20 @@ def check_calibration(header: NmHeader, calibration: Calibration | None, protoco
         problems.append(f"a {unit} image needs a {need} calibration, got {calibration.kind}")
     # identified by its scan time, not its registry version: a re-analysed phantom bumps the
     # version, and the check's result must not change when nothing about the camera did
-    found = (f"{calibration.kind} {calibration.value:.4g} "
-             f"(camera {calibration.camera_id}, {calibration.valid_from:%Y-%m-%d %H:%M})")
+    found = (
+        f"{calibration.kind} {calibration.value:.4g} "
+        f"(camera {calibration.camera_id}, {calibration.valid_from:%Y-%m-%d %H:%M})"
+    )
     if problems:
         return CheckResult("phantom_calibration", "fail", found, exp, "; ".join(problems))
     if calibration.protocol != protocol_name:
-        return CheckResult("phantom_calibration", "warn", found, exp,
-                           f"calibration made for protocol {calibration.protocol!r}, "
-                           f"phantom analysed for {protocol_name!r}")
+        return CheckResult(
+            "phantom_calibration",
+            "warn",
+            found,
+            exp,
+            f"calibration made for protocol {calibration.protocol!r}, phantom analysed for {protocol_name!r}",
+        )
     return CheckResult("phantom_calibration", "pass", found, exp, "calibration of this camera used")
 
 
@@ -225,10 +289,16 @@ def check_nema_fill(fill: PhantomFill) -> CheckResult:
     if fill.sphere_to_background_ratio is None or not fill.sphere_to_background_ratio > 1:
         probs.append(f"sphere-to-background ratio {fill.sphere_to_background_ratio!r}")
     if probs:
-        return CheckResult("phantom_fill", "fail", "; ".join(probs), exp,
-                           f"fill log row {fill.subject_id}: " + " and ".join(probs) + " missing or invalid")
-    return CheckResult("phantom_fill", "pass", f"{fill.volume_ml:g} mL, SBR {fill.sphere_to_background_ratio:g}",
-                       exp, "fill complete")
+        return CheckResult(
+            "phantom_fill",
+            "fail",
+            "; ".join(probs),
+            exp,
+            f"fill log row {fill.subject_id}: " + " and ".join(probs) + " missing or invalid",
+        )
+    return CheckResult(
+        "phantom_fill", "pass", f"{fill.volume_ml:g} mL, SBR {fill.sphere_to_background_ratio:g}", exp, "fill complete"
+    )
 
 
 def band_check(nema: NemaResult, band: Mapping[float, tuple[float, float]]) -> CheckResult:
@@ -238,8 +308,13 @@ def band_check(nema: NemaResult, band: Mapping[float, tuple[float, float]]) -> C
     for d, (lo, hi) in sorted(band.items()):
         key = min(rc, key=lambda k: abs(k - d))
         if abs(key - d) >= 0.5:
-            return CheckResult("nema_rc_band", "fail", "sphere missing", "trial reference_rc_band",
-                               f"reference_rc_band names a {d:g} mm sphere the phantom does not have")
+            return CheckResult(
+                "nema_rc_band",
+                "fail",
+                "sphere missing",
+                "trial reference_rc_band",
+                f"reference_rc_band names a {d:g} mm sphere the phantom does not have",
+            )
         v = rc[key]
         parts.append(f"{d:g} mm {v:.3f}")
         if v < lo:
@@ -249,10 +324,19 @@ def band_check(nema: NemaResult, band: Mapping[float, tuple[float, float]]) -> C
     found = ", ".join(parts)
     exp = ", ".join(f"{d:g} mm [{lo:g}-{hi:g}]" for d, (lo, hi) in sorted(band.items()))
     if below:
-        return CheckResult("nema_rc_band", "fail", found, exp,
-                           f"RC below the reference band for {', '.join(below)} mm: "
-                           "the site is blurrier than the reference")
+        return CheckResult(
+            "nema_rc_band",
+            "fail",
+            found,
+            exp,
+            f"RC below the reference band for {', '.join(below)} mm: the site is blurrier than the reference",
+        )
     if above:
-        return CheckResult("nema_rc_band", "warn", found, exp,
-                           f"RC above the reference band for {', '.join(above)} mm: a harmonising filter is needed")
+        return CheckResult(
+            "nema_rc_band",
+            "warn",
+            found,
+            exp,
+            f"RC above the reference band for {', '.join(above)} mm: a harmonising filter is needed",
+        )
     return CheckResult("nema_rc_band", "pass", found, exp, "RCs within the reference band")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -76,7 +76,9 @@ class Vocabulary:
             tuple(dict.fromkeys(normalise_name(c) for c in [protocol.collimator, *cam.collimators])),
             tuple(dict.fromkeys([protocol.matrix_size, *cam.matrix_sizes])),
             tuple(normalise_name(f) for f in cam.post_filters),
-            tuple(cam.scatter_evidence), tuple(cam.scatter_text_patterns))
+            tuple(cam.scatter_evidence),
+            tuple(cam.scatter_text_patterns),
+        )
 
 
 def _match_window(want: EnergyWindow, found: Sequence[EnergyWindowKev], tol_pct: float) -> EnergyWindowKev | None:
@@ -105,8 +107,13 @@ def scatter_evidence(h: NmHeader, protocol: ImagingProtocol, vocab: Vocabulary) 
     if "corrected_image" in vocab.scatter_evidence and h.scatter_corrected:
         found.append("CorrectedImage SCAT")
     others = list(h.energy_windows[1:])
-    if ("energy_windows" in vocab.scatter_evidence and h.scatter_corrected is None and protocol.scatter_windows and others
-            and all(_match_window(w, others, protocol.energy_tolerance_pct) for w in protocol.scatter_windows)):
+    if (
+        "energy_windows" in vocab.scatter_evidence
+        and h.scatter_corrected is None
+        and protocol.scatter_windows
+        and others
+        and all(_match_window(w, others, protocol.energy_tolerance_pct) for w in protocol.scatter_windows)
+    ):
         found.append("scatter energy windows")
     if "text" in vocab.scatter_evidence:
         for pattern in vocab.scatter_text_patterns:
@@ -132,26 +139,57 @@ def _check_energy_windows(h: NmHeader, p: ImagingProtocol, scatter_found: list[s
     found = ", ".join(_win_str(w) for w in h.energy_windows)
     unmatched = [w for w in p.photopeak_windows if _match_window(w, h.energy_windows, p.energy_tolerance_pct) is None]
     if unmatched:
-        out.append(CheckResult("energy_window_photopeak", "fail", found, expected_pk,
-                               "photopeak window(s) " + ", ".join(w.name for w in unmatched) + " not acquired within tolerance"))
+        out.append(
+            CheckResult(
+                "energy_window_photopeak",
+                "fail",
+                found,
+                expected_pk,
+                "photopeak window(s) " + ", ".join(w.name for w in unmatched) + " not acquired within tolerance",
+            )
+        )
     else:
-        out.append(CheckResult("energy_window_photopeak", "pass", found, expected_pk, "photopeak window(s) as protocol"))
+        out.append(
+            CheckResult("energy_window_photopeak", "pass", found, expected_pk, "photopeak window(s) as protocol")
+        )
     if wants_scatter_windows:
         others = list(h.energy_windows[1:])
         miss = [w for w in p.scatter_windows if _match_window(w, others, p.energy_tolerance_pct) is None]
         if not miss:
             out.append(CheckResult("energy_window_scatter", "pass", found, expected_sc, "scatter windows present"))
         elif others:
-            out.append(CheckResult("energy_window_scatter", "fail", found, expected_sc,
-                                   "scatter window(s) " + ", ".join(w.name for w in miss) + " off-tolerance"))
+            out.append(
+                CheckResult(
+                    "energy_window_scatter",
+                    "fail",
+                    found,
+                    expected_sc,
+                    "scatter window(s) " + ", ".join(w.name for w in miss) + " off-tolerance",
+                )
+            )
         elif scatter_found:
-            out.append(CheckResult("energy_window_scatter", "warn", found, expected_sc,
-                                   "scatter windows not stated in the reconstruction (they are listed in the "
-                                   "projections); scatter correction evidenced by " + ", ".join(scatter_found)))
+            out.append(
+                CheckResult(
+                    "energy_window_scatter",
+                    "warn",
+                    found,
+                    expected_sc,
+                    "scatter windows not stated in the reconstruction (they are listed in the "
+                    "projections); scatter correction evidenced by " + ", ".join(scatter_found),
+                )
+            )
         elif h.scatter_corrected is False:
-            out.append(CheckResult("energy_window_scatter", "fail", found, expected_sc,
-                                   "scatter window(s) " + ", ".join(w.name for w in miss)
-                                   + " missing while scatter correction is required"))
+            out.append(
+                CheckResult(
+                    "energy_window_scatter",
+                    "fail",
+                    found,
+                    expected_sc,
+                    "scatter window(s) "
+                    + ", ".join(w.name for w in miss)
+                    + " missing while scatter correction is required",
+                )
+            )
         else:
             out.append(_not_stated("energy_window_scatter", expected_sc, "scatter energy windows"))
     return out
@@ -178,9 +216,14 @@ def _check_collimator(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> Che
     if normalise_name(h.collimator) in vocab.collimators:
         return CheckResult("collimator", "pass", h.collimator, exp, "collimator as protocol")
     if _energy_class(h.collimator) == _energy_class(p.collimator):
-        return CheckResult("collimator", "warn", h.collimator, exp,
-                           "same energy class, different collimator name: confirm the collimator "
-                           "(or list it in the site's camera profile)")
+        return CheckResult(
+            "collimator",
+            "warn",
+            h.collimator,
+            exp,
+            "same energy class, different collimator name: confirm the collimator "
+            "(or list it in the site's camera profile)",
+        )
     return CheckResult("collimator", "fail", h.collimator, exp, "wrong collimator energy class")
 
 
@@ -215,8 +258,15 @@ def _check_algorithm(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> list
     if h.algorithm is None:
         out.append(_not_stated("algorithm", exp_algo, "ReconstructionMethod"))
     elif not _algorithm_accepted(h, vocab):
-        out.append(CheckResult("algorithm", "fail", h.reconstruction_method or h.algorithm, exp_algo,
-                               "reconstruction algorithm not in the protocol's or the camera profile's vocabulary"))
+        out.append(
+            CheckResult(
+                "algorithm",
+                "fail",
+                h.reconstruction_method or h.algorithm,
+                exp_algo,
+                "reconstruction algorithm not in the protocol's or the camera profile's vocabulary",
+            )
+        )
     else:
         out.append(CheckResult("algorithm", "pass", h.reconstruction_method or h.algorithm, exp_algo, "as protocol"))
     exp = f"{p.min_iterations_x_subsets}-{p.max_iterations_x_subsets}"
@@ -226,8 +276,15 @@ def _check_algorithm(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> list
         n = h.iterations * h.subsets
         found = f"{n} ({h.iterations}i{h.subsets}s)"
         ok = p.min_iterations_x_subsets <= n <= p.max_iterations_x_subsets
-        out.append(CheckResult("iterations_x_subsets", "pass" if ok else "fail", found, exp,
-                               "in range" if ok else "iterations x subsets outside the protocol range"))
+        out.append(
+            CheckResult(
+                "iterations_x_subsets",
+                "pass" if ok else "fail",
+                found,
+                exp,
+                "in range" if ok else "iterations x subsets outside the protocol range",
+            )
+        )
     return out
 
 
@@ -237,7 +294,9 @@ def _check_matrix(h: NmHeader, vocab: Vocabulary) -> CheckResult:
         return _not_stated("matrix", exp, "Rows/Columns")
     found = f"{h.matrix_rows}x{h.matrix_cols}"
     ok = h.matrix_rows == h.matrix_cols and h.matrix_rows in vocab.matrix_sizes
-    return CheckResult("matrix", "pass" if ok else "fail", found, exp, "as protocol" if ok else "matrix size differs from protocol")
+    return CheckResult(
+        "matrix", "pass" if ok else "fail", found, exp, "as protocol" if ok else "matrix size differs from protocol"
+    )
 
 
 def _check_voxel(h: NmHeader, p: ImagingProtocol) -> CheckResult:
@@ -246,11 +305,15 @@ def _check_voxel(h: NmHeader, p: ImagingProtocol) -> CheckResult:
         return _missing("voxel_size", exp, "PixelSpacing/SpacingBetweenSlices")
     found = "x".join(f"{v:g}" for v in h.voxel_size_mm) + " mm"
     ok = all(abs(v - p.voxel_size_mm) <= p.voxel_tolerance_mm for v in h.voxel_size_mm)
-    return CheckResult("voxel_size", "pass" if ok else "fail", found, exp, "as protocol" if ok else "voxel size outside tolerance")
+    return CheckResult(
+        "voxel_size", "pass" if ok else "fail", found, exp, "as protocol" if ok else "voxel size outside tolerance"
+    )
 
 
 def _check_filter(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> CheckResult:
-    exp = f"<= {p.max_post_filter_fwhm_mm:g} mm FWHM" + (" or " + ", ".join(vocab.post_filters) if vocab.post_filters else "")
+    exp = f"<= {p.max_post_filter_fwhm_mm:g} mm FWHM" + (
+        " or " + ", ".join(vocab.post_filters) if vocab.post_filters else ""
+    )
     pf = h.post_filter
     if pf is None:
         return _not_stated("post_filter", exp, "ConvolutionKernel")
@@ -258,17 +321,32 @@ def _check_filter(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> CheckRe
     if normalise_name(pf.text) in vocab.post_filters:
         return CheckResult("post_filter", "pass", found, exp, "filter listed in the site's camera profile")
     if not pf.parsed:
-        return CheckResult("post_filter", "warn", found, exp,
-                           "post-filter string not understood: confirm it (or list it in the camera profile)")
+        return CheckResult(
+            "post_filter",
+            "warn",
+            found,
+            exp,
+            "post-filter string not understood: confirm it (or list it in the camera profile)",
+        )
     if pf.fwhm_mm is not None:
         ok = pf.fwhm_mm <= p.max_post_filter_fwhm_mm + 1e-9
-        return CheckResult("post_filter", "pass" if ok else "fail", found, exp,
-                           "as protocol" if ok else "post-filter stronger than the protocol allows (RC and harmonisation change)")
+        return CheckResult(
+            "post_filter",
+            "pass" if ok else "fail",
+            found,
+            exp,
+            "as protocol" if ok else "post-filter stronger than the protocol allows (RC and harmonisation change)",
+        )
     if p.max_post_filter_fwhm_mm <= 0:
         return CheckResult("post_filter", "fail", found, exp, f"{pf.name} post-filter where the protocol allows none")
-    return CheckResult("post_filter", "warn", found, exp,
-                       f"{pf.name} filter cannot be compared with a Gaussian FWHM limit: confirm it "
-                       "(or list it in the camera profile)")
+    return CheckResult(
+        "post_filter",
+        "warn",
+        found,
+        exp,
+        f"{pf.name} filter cannot be compared with a Gaussian FWHM limit: confirm it "
+        "(or list it in the camera profile)",
+    )
 
 
 def _check_projections(h: NmHeader, p: ImagingProtocol) -> list[CheckResult]:
@@ -278,8 +356,15 @@ def _check_projections(h: NmHeader, p: ImagingProtocol) -> list[CheckResult]:
         out.append(_not_stated("projections", exp, "RotationInformationSequence.NumberOfFramesInRotation"))
     else:
         ok = h.projections >= p.min_projections
-        out.append(CheckResult("projections", "pass" if ok else "fail", str(h.projections), exp,
-                               "as protocol" if ok else "too few projections"))
+        out.append(
+            CheckResult(
+                "projections",
+                "pass" if ok else "fail",
+                str(h.projections),
+                exp,
+                "as protocol" if ok else "too few projections",
+            )
+        )
     exp_t = f">= {p.min_time_per_projection_s:g} s"
     if h.time_per_projection_s is None:
         out.append(_not_stated("time_per_projection", exp_t, "RotationInformationSequence.ActualFrameDuration"))
@@ -297,8 +382,13 @@ def _check_radionuclide(h: NmHeader, p: ImagingProtocol) -> CheckResult:
     if h.radionuclide is None:
         return _not_stated("radionuclide", want, "RadiopharmaceuticalInformationSequence radionuclide")
     ok = h.radionuclide.upper() == want.upper()
-    return CheckResult("radionuclide", "pass" if ok else "fail", h.radionuclide, want,
-                       "as protocol" if ok else "radionuclide differs from the protocol")
+    return CheckResult(
+        "radionuclide",
+        "pass" if ok else "fail",
+        h.radionuclide,
+        want,
+        "as protocol" if ok else "radionuclide differs from the protocol",
+    )
 
 
 def check_pixel_units(h: NmHeader) -> CheckResult:
@@ -312,18 +402,27 @@ def check_pixel_units(h: NmHeader) -> CheckResult:
     pu = h.pixel_units
     if pu is None or pu.units is None:
         detail = pu.detail if pu is not None else "not resolved"
-        return CheckResult("pixel_units", "fail", "unknown", exp,
-                           f"pixel meaning unknown ({detail}): set sites[].nm_units in the trial config")
-    found = pu.message + (f" (scale x{pu.scale:g})" if pu.scale != 1.0 else "") + \
-        ({"ml": ", per mL", "s": ", per second"}.get(pu.per, ""))
+        return CheckResult(
+            "pixel_units",
+            "fail",
+            "unknown",
+            exp,
+            f"pixel meaning unknown ({detail}): set sites[].nm_units in the trial config",
+        )
+    found = (
+        pu.message
+        + (f" (scale x{pu.scale:g})" if pu.scale != 1.0 else "")
+        + ({"ml": ", per mL", "s": ", per second"}.get(pu.per, ""))
+    )
     if pu.notes or not pu.confident:
         extra = "; ".join(pu.notes) or "confirm with sites[].nm_units"
         return CheckResult("pixel_units", "warn", found, exp, f"{pu.message}: {extra}")
     return CheckResult("pixel_units", "pass", found, exp, pu.message)
 
 
-def check_administered_activity(h: NmHeader, record_mbq: float | None = None,
-                                tolerance_pct: float = 10.0) -> CheckResult:
+def check_administered_activity(
+    h: NmHeader, record_mbq: float | None = None, tolerance_pct: float = 10.0
+) -> CheckResult:
     """``administered_activity``: RadionuclideTotalDose present, in MBq, and as recorded.
 
     Parameters
@@ -340,19 +439,30 @@ def check_administered_activity(h: NmHeader, record_mbq: float | None = None,
         ``warn`` when absent (not stated), when read as Bq and converted, or when it differs
         from the record by more than ``tolerance_pct``; else ``pass``.
     """
-    exp = "RadionuclideTotalDose in MBq" + (f", within {tolerance_pct:g} % of the record {record_mbq:g} MBq"
-                                           if record_mbq else "")
+    exp = "RadionuclideTotalDose in MBq" + (
+        f", within {tolerance_pct:g} % of the record {record_mbq:g} MBq" if record_mbq else ""
+    )
     if h.administered_activity_mbq is None:
         return _not_stated("administered_activity", exp, "RadionuclideTotalDose")
     found = f"{h.administered_activity_mbq:.5g} MBq"
     slip = next((n for n in h.notes if n.startswith("RadionuclideTotalDose")), None)
     if record_mbq and abs(h.administered_activity_mbq - record_mbq) > tolerance_pct / 100.0 * record_mbq:
-        return CheckResult("administered_activity", "warn", found, exp,
-                           f"header activity differs from the administration record by "
-                           f"{100 * (h.administered_activity_mbq / record_mbq - 1):+.1f} %" + (f"; {slip}" if slip else ""))
+        return CheckResult(
+            "administered_activity",
+            "warn",
+            found,
+            exp,
+            f"header activity differs from the administration record by "
+            f"{100 * (h.administered_activity_mbq / record_mbq - 1):+.1f} %" + (f"; {slip}" if slip else ""),
+        )
     if slip:
-        return CheckResult("administered_activity", "warn", found + f" (sent {h.administered_activity_raw:.4g})",
-                           exp, f"unit slip: {slip}")
+        return CheckResult(
+            "administered_activity",
+            "warn",
+            found + f" (sent {h.administered_activity_raw:.4g})",
+            exp,
+            f"unit slip: {slip}",
+        )
     return CheckResult("administered_activity", "pass", found, exp, "as stated")
 
 
@@ -374,8 +484,9 @@ def _check_time_point(h: NmHeader, p: ImagingProtocol) -> CheckResult:
     return CheckResult("time_point", "pass", found, exp, f"time point {nominal:g} h")
 
 
-def check_reconstruction(header: NmHeader, protocol: ImagingProtocol,
-                         camera: CameraProfile | None = None) -> list[CheckResult]:
+def check_reconstruction(
+    header: NmHeader, protocol: ImagingProtocol, camera: CameraProfile | None = None
+) -> list[CheckResult]:
     """Check a reconstruction header against the trial's imaging protocol.
 
     Parameters
@@ -405,9 +516,12 @@ def check_reconstruction(header: NmHeader, protocol: ImagingProtocol,
     out = [check_pixel_units(header), check_administered_activity(header), _check_radionuclide(header, protocol)]
     out += _check_energy_windows(header, protocol, scatter_found)
     out.append(_check_collimator(header, protocol, vocab))
-    out.append(_check_correction("attenuation_correction", header.attenuation_corrected, protocol.attenuation_correction))
-    out.append(_check_correction("scatter_correction", header.scatter_corrected, protocol.scatter_correction,
-                                 scatter_found))
+    out.append(
+        _check_correction("attenuation_correction", header.attenuation_corrected, protocol.attenuation_correction)
+    )
+    out.append(
+        _check_correction("scatter_correction", header.scatter_corrected, protocol.scatter_correction, scatter_found)
+    )
     out += _check_algorithm(header, protocol, vocab)
     out.append(_check_matrix(header, vocab))
     out.append(_check_voxel(header, protocol))
@@ -430,8 +544,10 @@ class ImageGeometry:
     direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)
 
     @classmethod
-    def of(cls, image: sitk.Image) -> "ImageGeometry":
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+    def of(cls, image: sitk.Image) -> ImageGeometry:
+        return cls(
+            tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
+        )
 
     def to_index(self, points_mm: np.ndarray) -> np.ndarray:
         """Continuous voxel index (x, y, z) of physical points (N, 3)."""
@@ -492,19 +608,30 @@ def check_fov_covers_vois(
             out.append(CheckResult(check, "fail", "empty VOI", "VOI inside FOV", f"VOI {name} is empty"))
             continue
         idx = geo.to_index(corners)
-        lo_mm = (idx.min(axis=0) + 0.5) * sp            # distance from the FOV's lower faces
-        hi_mm = (size - 0.5 - idx.max(axis=0)) * sp     # distance from the upper faces
+        lo_mm = (idx.min(axis=0) + 0.5) * sp  # distance from the FOV's lower faces
+        hi_mm = (size - 0.5 - idx.max(axis=0)) * sp  # distance from the upper faces
         clearance = float(min(lo_mm.min(), hi_mm.min()))
         found = f"clearance {clearance:.1f} mm"
         if clearance < 0:
             # fraction of the box outside, for the message
             inside_lo = np.clip(idx.min(axis=0), -0.5, size - 0.5)
             inside_hi = np.clip(idx.max(axis=0), -0.5, size - 0.5)
-            frac = float(np.prod(np.clip(inside_hi - inside_lo, 0, None)) / np.prod(idx.max(axis=0) - idx.min(axis=0) + 1e-12))
-            out.append(CheckResult(check, "fail", found, "VOI inside FOV",
-                                   f"VOI {name} extends {-clearance:.1f} mm outside the FOV ({100 * (1 - frac):.0f}% of its bounding box)"))
+            frac = float(
+                np.prod(np.clip(inside_hi - inside_lo, 0, None)) / np.prod(idx.max(axis=0) - idx.min(axis=0) + 1e-12)
+            )
+            out.append(
+                CheckResult(
+                    check,
+                    "fail",
+                    found,
+                    "VOI inside FOV",
+                    f"VOI {name} extends {-clearance:.1f} mm outside the FOV ({100 * (1 - frac):.0f}% of its bounding box)",
+                )
+            )
         elif clearance < margin_mm:
-            out.append(CheckResult(check, "warn", found, f">= {margin_mm:g} mm", f"VOI {name} is close to the FOV edge"))
+            out.append(
+                CheckResult(check, "warn", found, f">= {margin_mm:g} mm", f"VOI {name} is close to the FOV edge")
+            )
         else:
             out.append(CheckResult(check, "pass", found, f">= {margin_mm:g} mm", f"VOI {name} inside the FOV"))
     return out
@@ -544,8 +671,13 @@ def check_counts_plausible(
     check = "counts_plausible"
     lo_s, hi_s = expected_sensitivity_range_cps_per_mbq
     if administered_activity_mbq is None or not administered_activity_mbq > 0 or t_h is None or not duration_s:
-        return CheckResult(check, "fail", f"{total_counts:g} counts", f"{lo_s:g}-{hi_s:g} cps/MBq",
-                           "administered activity, time after administration or duration missing")
+        return CheckResult(
+            check,
+            "fail",
+            f"{total_counts:g} counts",
+            f"{lo_s:g}-{hi_s:g} cps/MBq",
+            "administered activity, time after administration or duration missing",
+        )
     half_life_s = nuclide(radionuclide).half_life_h * 3600.0
     a_mbq = administered_activity_mbq * math.exp(-decay_constant_per_s(half_life_s) * t_h * 3600.0)
     tau_s = decay_integral_s(duration_s, half_life_s)
@@ -555,9 +687,17 @@ def check_counts_plausible(
     if not total_counts > 0:
         return CheckResult(check, "fail", found, exp, "no counts in the image")
     if apparent > hi_s:
-        return CheckResult(check, "fail", found, exp,
-                           "more counts than the administered activity can produce: check units, scaling or activity")
+        return CheckResult(
+            check,
+            "fail",
+            found,
+            exp,
+            "more counts than the administered activity can produce: check units, scaling or activity",
+        )
     if apparent < min_retained_fraction * lo_s:
-        return CheckResult(check, "warn", found, exp,
-                           "implausibly few counts: check the field of view, activity or acquisition time")
-    return CheckResult(check, "pass", found, exp, f"apparent retained fraction {apparent / hi_s:.2f}-{min(apparent / lo_s, 1):.2f}")
+        return CheckResult(
+            check, "warn", found, exp, "implausibly few counts: check the field of view, activity or acquisition time"
+        )
+    return CheckResult(
+        check, "pass", found, exp, f"apparent retained fraction {apparent / hi_s:.2f}-{min(apparent / lo_s, 1):.2f}"
+    )

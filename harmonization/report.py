@@ -6,8 +6,8 @@ The caller saves both (``table.to_parquet`` / ``fig.savefig``); nothing is writt
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,9 +20,23 @@ from rntflow.harmonization.rc_curve import parse_rc_band
 from rntflow.physics.recovery import sphere_volume_ml
 
 REPORT_COLUMNS = (
-    "site_id", "camera_id", "sphere_diameter_mm", "sphere_volume_ml", "rc", "rc_background_relative",
-    "band_min_rc", "band_max_rc", "in_band", "rc_after_filter", "rc_fit_fwhm_mm", "rc_fit_amplitude",
-    "filter_status", "filter_fwhm_mm", "sensitivity_cps_per_mbq", "vendor_scale_factor", "calibration_sd",
+    "site_id",
+    "camera_id",
+    "sphere_diameter_mm",
+    "sphere_volume_ml",
+    "rc",
+    "rc_background_relative",
+    "band_min_rc",
+    "band_max_rc",
+    "in_band",
+    "rc_after_filter",
+    "rc_fit_fwhm_mm",
+    "rc_fit_amplitude",
+    "filter_status",
+    "filter_fwhm_mm",
+    "sensitivity_cps_per_mbq",
+    "vendor_scale_factor",
+    "calibration_sd",
 )
 
 
@@ -63,25 +77,27 @@ def harmonisation_report(
         after = res.filter.rc_after if res.filter else {}
         for s in res.nema.spheres:
             b = next((v for d, v in band.items() if abs(d - s.diameter_mm) < 0.5), None)
-            rows.append({
-                "site_id": res.site_id,
-                "camera_id": res.camera_id,
-                "sphere_diameter_mm": s.diameter_mm,
-                "sphere_volume_ml": s.volume_ml,
-                "rc": s.rc,
-                "rc_background_relative": s.rc_background_relative,
-                "band_min_rc": b[0] if b else math.nan,
-                "band_max_rc": b[1] if b else math.nan,
-                "in_band": (b[0] <= s.rc <= b[1]) if b else None,
-                "rc_after_filter": next((v for d, v in after.items() if abs(d - s.diameter_mm) < 0.5), math.nan),
-                "rc_fit_fwhm_mm": res.nema.rc_curve.fwhm_mm,
-                "rc_fit_amplitude": res.nema.rc_curve.amplitude,
-                "filter_status": res.filter.status if res.filter else None,
-                "filter_fwhm_mm": res.filter.fwhm_mm if res.filter else math.nan,
-                "sensitivity_cps_per_mbq": res.uniform.sensitivity_cps_per_mbq if res.uniform else math.nan,
-                "vendor_scale_factor": res.uniform.vendor_scale_factor if res.uniform else math.nan,
-                "calibration_sd": res.uniform.standard_uncertainty if res.uniform else math.nan,
-            })
+            rows.append(
+                {
+                    "site_id": res.site_id,
+                    "camera_id": res.camera_id,
+                    "sphere_diameter_mm": s.diameter_mm,
+                    "sphere_volume_ml": s.volume_ml,
+                    "rc": s.rc,
+                    "rc_background_relative": s.rc_background_relative,
+                    "band_min_rc": b[0] if b else math.nan,
+                    "band_max_rc": b[1] if b else math.nan,
+                    "in_band": (b[0] <= s.rc <= b[1]) if b else None,
+                    "rc_after_filter": next((v for d, v in after.items() if abs(d - s.diameter_mm) < 0.5), math.nan),
+                    "rc_fit_fwhm_mm": res.nema.rc_curve.fwhm_mm,
+                    "rc_fit_amplitude": res.nema.rc_curve.amplitude,
+                    "filter_status": res.filter.status if res.filter else None,
+                    "filter_fwhm_mm": res.filter.fwhm_mm if res.filter else math.nan,
+                    "sensitivity_cps_per_mbq": res.uniform.sensitivity_cps_per_mbq if res.uniform else math.nan,
+                    "vendor_scale_factor": res.uniform.vendor_scale_factor if res.uniform else math.nan,
+                    "calibration_sd": res.uniform.standard_uncertainty if res.uniform else math.nan,
+                }
+            )
     table = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
     for col in ("sensitivity_cps_per_mbq", "vendor_scale_factor", "filter_fwhm_mm", "rc_after_filter"):
         table[col] = pd.to_numeric(table[col], errors="coerce")
@@ -96,7 +112,12 @@ def harmonisation_report(
     vgrid = np.geomspace(0.3, 40.0, 60)
     for res in site_results:
         vols = [s.volume_ml for s in res.nema.spheres]
-        line = ax.plot(vols, [s.rc for s in res.nema.spheres], "o", label=f"{res.site_id} (FWHM {res.nema.rc_curve.fwhm_mm:.1f} mm)")[0]
+        line = ax.plot(
+            vols,
+            [s.rc for s in res.nema.spheres],
+            "o",
+            label=f"{res.site_id} (FWHM {res.nema.rc_curve.fwhm_mm:.1f} mm)",
+        )[0]
         ax.plot(vgrid, res.nema.rc_curve(vgrid), "-", color=line.get_color(), lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("sphere volume (mL)")

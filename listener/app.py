@@ -38,12 +38,22 @@ from rntflow.listener.stable import IngestWorker, WorkerSettings
 
 #: transfer syntaxes accepted: native, deflated and the common compressed ones (PS3.5 A.4).
 TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1.99",
     "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
-    "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.5",
     "1.2.840.10008.1.2.8.1",
 ]
 
@@ -75,9 +85,11 @@ DEFAULT_MAX_PDU_BYTES = 4 * 1024 * 1024
 
 def storage_sop_classes() -> list[str]:
     """Every storage SOP class in pydicom's copy of PS3.6 Table A-1 (retired included)."""
-    return sorted(uid for uid, (name, kind, *_rest) in UID_dictionary.items()
-                  if kind == "SOP Class" and "Storage" in name
-                  and "Commitment" not in name and "Storage Management" not in name)
+    return sorted(
+        uid
+        for uid, (name, kind, *_rest) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in name and "Commitment" not in name and "Storage Management" not in name
+    )
 
 
 def build_ae(config: TrialConfig, limits: AdmissionLimits | None = None) -> AE:
@@ -139,8 +151,7 @@ class ListenerServer:
         log_event("listener_stopped", port=self.port)
 
 
-def make_dispatcher(kind: str, config_path: str | None,
-                    deployment: str = "process-study/process-study") -> Dispatcher:
+def make_dispatcher(kind: str, config_path: str | None, deployment: str = "process-study/process-study") -> Dispatcher:
     """Build a dispatcher by name: ``local``, ``deployment`` or ``none``.
 
     The local runner gets Prefect's home from the trial config (``paths.prefect_home``),
@@ -154,13 +165,15 @@ def make_dispatcher(kind: str, config_path: str | None,
     return LocalDispatcher(config_path=config_path, prefect_home=home)
 
 
-def _worker_process_main(config: TrialConfig, dispatch: tuple[str, str | None, str],
-                         settings: WorkerSettings, log_level: int) -> None:
+def _worker_process_main(
+    config: TrialConfig, dispatch: tuple[str, str | None, str], settings: WorkerSettings, log_level: int
+) -> None:
     """Entry of the worker process (de-identification off the receiving process's GIL)."""
     configure_logging(log_level)
     keys = KeyStore(config.keys_dir)
-    worker = IngestWorker(config.spool_dir, keys, EnrolmentIndex(config.enrolment_file),
-                          make_dispatcher(*dispatch), settings)
+    worker = IngestWorker(
+        config.spool_dir, keys, EnrolmentIndex(config.enrolment_file), make_dispatcher(*dispatch), settings
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker.start()
@@ -179,13 +192,19 @@ def _check_separation(config: TrialConfig) -> None:
             raise ConfigError(f"paths.keys: must lie apart from the {name} ({keys})")
 
 
-def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
-                   block: bool = True, *, port: int | None = None,
-                   faults: FaultInjector | None = None,
-                   worker_settings: WorkerSettings | None = None,
-                   run_worker: bool = True, config_path: str | None = None,
-                   worker_process: tuple[str, str | None, str] | None = None,
-                   limits: AdmissionLimits | None = None) -> ListenerServer:
+def start_listener(
+    config: TrialConfig,
+    dispatcher: Dispatcher | None = None,
+    block: bool = True,
+    *,
+    port: int | None = None,
+    faults: FaultInjector | None = None,
+    worker_settings: WorkerSettings | None = None,
+    run_worker: bool = True,
+    config_path: str | None = None,
+    worker_process: tuple[str, str | None, str] | None = None,
+    limits: AdmissionLimits | None = None,
+) -> ListenerServer:
     """Start the Storage SCP and the ingest worker.
 
     Parameters
@@ -224,28 +243,38 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
     proc = None
     if run_worker and worker_process is not None:
         proc = multiprocessing.get_context("spawn").Process(
-            target=_worker_process_main, name="rntflow-ingest",
+            target=_worker_process_main,
+            name="rntflow-ingest",
             args=(config, worker_process, settings, get_logger().getEffectiveLevel()),
-            daemon=True)
+            daemon=True,
+        )
         proc.start()
     elif run_worker:
         keys = KeyStore(config.keys_dir)
         enrolment = EnrolmentIndex(config.enrolment_file)
-        worker = IngestWorker(config.spool_dir, keys, enrolment,
-                              dispatcher or LocalDispatcher(config_path=config_path,
-                                                            prefect_home=config.prefect_home), settings)
+        worker = IngestWorker(
+            config.spool_dir,
+            keys,
+            enrolment,
+            dispatcher or LocalDispatcher(config_path=config_path, prefect_home=config.prefect_home),
+            settings,
+        )
         worker.start()
     handlers = ListenerHandlers(config, spool, on_stored=worker.wake.set if worker else None)
     limits = limits or AdmissionLimits()
     ae = build_ae(config, limits)
     limit_library_logs(logging.getLogger("pynetdicom").getEffectiveLevel())
     bind_port = config.listener.port if port is None else port
-    server = serve_front(ae, (config.listener.host, bind_port), limits,
-                         reserved={a for s in config.sites for a in s.source_addresses},
-                         evt_handlers=handlers.handlers(), ssl_context=tls_context(config))
+    server = serve_front(
+        ae,
+        (config.listener.host, bind_port),
+        limits,
+        reserved={a for s in config.sites for a in s.source_addresses},
+        evt_handlers=handlers.handlers(),
+        ssl_context=tls_context(config),
+    )
     actual_port = server.server_address[1]
-    log_event("listener_started", ae_title=config.listener.ae_title, port=actual_port,
-              tls=config.listener.tls.enabled)
+    log_event("listener_started", ae_title=config.listener.ae_title, port=actual_port, tls=config.listener.tls.enabled)
     running = ListenerServer(server, spool, worker, keys, actual_port, proc)
     if block:
         stop = threading.Event()
@@ -260,15 +289,27 @@ def start_listener(config: TrialConfig, dispatcher: Dispatcher | None = None,
     return running
 
 
-def serve_front(ae: AE, address: tuple[str, int], limits: AdmissionLimits, *,
-                reserved: set[str], evt_handlers: list, ssl_context: ssl.SSLContext | None
-                ) -> FrontServer:
+def serve_front(
+    ae: AE,
+    address: tuple[str, int],
+    limits: AdmissionLimits,
+    *,
+    reserved: set[str],
+    evt_handlers: list,
+    ssl_context: ssl.SSLContext | None,
+) -> FrontServer:
     """Start ``ae`` behind the admission front (:class:`listener.front.FrontServer`).
 
     Mirrors pynetdicom's non-blocking ``AE.start_server`` with another server class.
     """
-    server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
-                            server_class=FrontServer, limits=limits, reserved=reserved)
+    server = ae.make_server(
+        address,
+        ssl_context=ssl_context,
+        evt_handlers=evt_handlers,
+        server_class=FrontServer,
+        limits=limits,
+        reserved=reserved,
+    )
     thread = threading.Thread(target=server.serve_forever, name="rntflow-front", daemon=True)
     thread.start()
     ae._servers.append(server)
@@ -280,14 +321,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("listen", help="run the DICOM listener (Storage SCP)")
     p.add_argument("--config", required=True, type=Path, help="trial YAML file")
     p.add_argument("--port", type=int, default=None, help="override listener.port")
-    p.add_argument("--dispatch", choices=("local", "deployment", "none"), default="local",
-                   help="run process-study in this process (local), via a Prefect "
-                        "deployment (run_deployment), or not at all (none: hand-offs wait "
-                        "in the outbox)")
-    p.add_argument("--deployment", default="process-study/process-study",
-                   help="Prefect deployment started per stable study with --dispatch deployment")
-    p.add_argument("--no-worker", action="store_true",
-                   help="ingest only (no de-identification or hand-off); for benchmarks")
+    p.add_argument(
+        "--dispatch",
+        choices=("local", "deployment", "none"),
+        default="local",
+        help="run process-study in this process (local), via a Prefect "
+        "deployment (run_deployment), or not at all (none: hand-offs wait "
+        "in the outbox)",
+    )
+    p.add_argument(
+        "--deployment",
+        default="process-study/process-study",
+        help="Prefect deployment started per stable study with --dispatch deployment",
+    )
+    p.add_argument(
+        "--no-worker", action="store_true", help="ingest only (no de-identification or hand-off); for benchmarks"
+    )
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO (default), WARNING or ERROR")
     p.set_defaults(func=run)
     return p
@@ -299,14 +348,21 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     config_path = str(Path(args.config).resolve())
     try:
-        start_listener(config, None, block=True, port=args.port, run_worker=not args.no_worker,
-                       config_path=config_path,
-                       worker_process=(args.dispatch, config_path, args.deployment))
+        start_listener(
+            config,
+            None,
+            block=True,
+            port=args.port,
+            run_worker=not args.no_worker,
+            config_path=config_path,
+            worker_process=(args.dispatch, config_path, args.deployment),
+        )
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             port = args.port or config.listener.port
-            raise ConfigError(f"port {port} is already in use (another listener, or --port); "
-                              "stop it or choose another port") from None
+            raise ConfigError(
+                f"port {port} is already in use (another listener, or --port); stop it or choose another port"
+            ) from None
         raise
     return 0
 

@@ -55,10 +55,12 @@ from rntflow.listener.profile import (
 )
 
 #: PS3.16 CID 7050 codes naming the profile and options applied.
-METHOD_CODES = (("113100", "Basic Application Confidentiality Profile"),
-                ("113105", "Clean Descriptors Option"),
-                ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-                ("113109", "Retain Device Identity Option"))
+METHOD_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113105", "Clean Descriptors Option"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ("113109", "Retain Device Identity Option"),
+)
 
 DICOM_ROOT = "1.2.840.10008."
 #: the date shift is drawn from this range (days before the true date).
@@ -97,7 +99,8 @@ class KeyStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS subjects (site_id TEXT, patient_id TEXT, subject_id TEXT,"
-            " date_shift_days INTEGER NOT NULL, PRIMARY KEY(site_id, patient_id))")
+            " date_shift_days INTEGER NOT NULL, PRIMARY KEY(site_id, patient_id))"
+        )
         self.conn.execute("CREATE TABLE IF NOT EXISTS trial_shift (date_shift_days INTEGER NOT NULL)")
         self._lock = threading.Lock()
         self._uid_cache: dict[str, str] = {}
@@ -145,12 +148,11 @@ class KeyStore:
         shift = self.trial_shift_days()
         with self._lock:
             row = self.conn.execute(
-                "SELECT date_shift_days FROM subjects WHERE site_id=? AND patient_id=?",
-                (site_id, patient_id)).fetchone()
+                "SELECT date_shift_days FROM subjects WHERE site_id=? AND patient_id=?", (site_id, patient_id)
+            ).fetchone()
             if row:
                 return int(row[0])
-            self.conn.execute("INSERT INTO subjects VALUES (?,?,?,?)",
-                              (site_id, patient_id, subject_id, shift))
+            self.conn.execute("INSERT INTO subjects VALUES (?,?,?,?)", (site_id, patient_id, subject_id, shift))
             return shift
 
     def close(self) -> None:
@@ -268,8 +270,15 @@ def _dummy(vr: str) -> object:
 def identity_strings(ds: Dataset) -> tuple[str, ...]:
     """The patient's own identifiers in ``ds`` (name parts, IDs, birth date), for cleaning."""
     out: set[str] = set()
-    for kw in ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
-               "PatientBirthName", "PatientMotherBirthName", "OtherPatientNames"):
+    for kw in (
+        "PatientName",
+        "PatientID",
+        "OtherPatientIDs",
+        "PatientBirthDate",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "OtherPatientNames",
+    ):
         value = ds.get(kw)
         if value in (None, ""):
             continue
@@ -286,13 +295,12 @@ def _clean_text(value: str, identity: tuple[str, ...]) -> str:
     for part in identity:
         idx = low.lower().find(part.lower())
         while idx >= 0:
-            low = low[:idx] + low[idx + len(part):]
+            low = low[:idx] + low[idx + len(part) :]
             idx = low.lower().find(part.lower())
     return " ".join(low.split())
 
 
-def _clean(ds: Dataset, shift_days: int, keys: KeyStore, depth: int,
-           identity: tuple[str, ...] = ()) -> None:
+def _clean(ds: Dataset, shift_days: int, keys: KeyStore, depth: int, identity: tuple[str, ...] = ()) -> None:
     """Apply :func:`listener.profile.trial_action` to every element, recursively."""
     for elem in list(ds):
         tag = elem.tag
@@ -367,8 +375,7 @@ def preflight(ds: Dataset) -> None:
     try:
         deidentify(ds, DeidIdentity("PREFLIGHT", SHIFT_RANGE_DAYS[0]), _PreflightKeys())
     except Exception as exc:
-        raise DeidentificationError(
-            f"cannot be de-identified: {type(exc).__name__}") from None
+        raise DeidentificationError(f"cannot be de-identified: {type(exc).__name__}") from None
 
 
 def deid_relpath(site_id: str, subject_id: str, study_key: str, ds: Dataset, keys: KeyStore) -> Path:

@@ -174,12 +174,10 @@ def read_association_request(sock: socket.socket, deadline: float, max_bytes: in
     pdu_type, _, length = struct.unpack(">BBL", head)
     if pdu_type != PDU_ASSOCIATE_RQ:
         reason = ABORT_UNEXPECTED_PDU if pdu_type in KNOWN_PDU_TYPES else ABORT_UNRECOGNISED_PDU
-        raise FrontRefusal(f"first PDU is type 0x{pdu_type:02X}, not A-ASSOCIATE-RQ",
-                           abort_pdu(reason))
+        raise FrontRefusal(f"first PDU is type 0x{pdu_type:02X}, not A-ASSOCIATE-RQ", abort_pdu(reason))
     if length > max_bytes:
         # rejected-permanent, service-provider (presentation), local-limit-exceeded
-        raise FrontRefusal(f"association request of {length} bytes exceeds {max_bytes}",
-                           reject_pdu(0x01, 0x03, 0x02))
+        raise FrontRefusal(f"association request of {length} bytes exceeds {max_bytes}", reject_pdu(0x01, 0x03, 0x02))
     return head + recv_exact(sock, length, deadline)
 
 
@@ -290,8 +288,7 @@ class BoundedDUL(DULServiceProvider):
         Called with the reason when a PDU is refused (logging).
     """
 
-    def __init__(self, assoc: Any, max_pdata: int, max_other: int,
-                 on_refused: Any = None) -> None:
+    def __init__(self, assoc: Any, max_pdata: int, max_other: int, on_refused: Any = None) -> None:
         super().__init__(assoc)
         self.max_pdata = max_pdata
         self.max_other = max_other
@@ -308,8 +305,7 @@ class BoundedDUL(DULServiceProvider):
             pdu_type, _, length = struct.unpack(">BBL", head)
             problem = pdu_problem(pdu_type, length, self.max_pdata, self.max_other)
             if problem:
-                reason = (ABORT_UNRECOGNISED_PDU if pdu_type not in KNOWN_PDU_TYPES
-                          else ABORT_INVALID_PARAMETER)
+                reason = ABORT_UNRECOGNISED_PDU if pdu_type not in KNOWN_PDU_TYPES else ABORT_INVALID_PARAMETER
                 self.on_refused(problem)
                 try:
                     sock.socket.sendall(abort_pdu(reason))
@@ -337,8 +333,12 @@ class FrontAssociation(Association):
             rsp.AffectedSOPClassUID = msg.AffectedSOPClassUID
             rsp.Status = STATUS_UNRECOGNISED_OPERATION
             self.dimse.send_msg(rsp, context_id)
-            log_event("query_retrieve_refused", level=logging.WARNING,
-                      message=type(msg).__name__, address=self.requestor.address)
+            log_event(
+                "query_retrieve_refused",
+                level=logging.WARNING,
+                message=type(msg).__name__,
+                address=self.requestor.address,
+            )
             return
         super()._serve_request(msg, context_id)
 
@@ -351,8 +351,7 @@ class FrontHandler(RequestHandler):
     def handle(self) -> None:
         server = self.server
         address = str(self.client_address[0])
-        deadline = server.accepted_at.pop(id(self.request), time.monotonic()) \
-            + server.limits.request_timeout_s
+        deadline = server.accepted_at.pop(id(self.request), time.monotonic()) + server.limits.request_timeout_s
         sock = self.request
         pending = True
         try:
@@ -381,8 +380,7 @@ class FrontHandler(RequestHandler):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FrontRefusal("TLS handshake not complete in time")
-        tls = self.server.ssl_context.wrap_socket(sock, server_side=True,
-                                                  do_handshake_on_connect=False)
+        tls = self.server.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         self.request = tls
         tls.settimeout(remaining)
         try:
@@ -398,10 +396,12 @@ class FrontHandler(RequestHandler):
         ae, server = self.ae, self.server
         assoc = FrontAssociation(ae, MODE_ACCEPTOR)
         assoc._server = server
-        assoc.dul = BoundedDUL(assoc, max_pdata=ae.maximum_pdu_size or 0,
-                               max_other=server.limits.max_request_bytes,
-                               on_refused=lambda r: server.refused(
-                                   str(self.client_address[0]), r, after_admission=True))
+        assoc.dul = BoundedDUL(
+            assoc,
+            max_pdata=ae.maximum_pdu_size or 0,
+            max_other=server.limits.max_request_bytes,
+            on_refused=lambda r: server.refused(str(self.client_address[0]), r, after_admission=True),
+        )
         assoc.network_timeout = ae.network_timeout  # re-arm the new DUL's idle timer
         # pynetdicom counts threads named AcceptorThread* as associations; one name per
         # connection also keys the per-association bound on library logs (listener.logs)
@@ -451,8 +451,7 @@ class FrontServer(ThreadedAssociationServer):
     block_on_close = False
     request_queue_size = 256  # listen() backlog; socketserver's default of 5 stalls bursts
 
-    def __init__(self, *args: Any, limits: AdmissionLimits, reserved: set[str],
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limits: AdmissionLimits, reserved: set[str], **kwargs: Any) -> None:
         self.limits = limits
         self.book = ConnectionBook(limits, reserved)
         self.accepted_at: dict[int, float] = {}
@@ -479,11 +478,15 @@ class FrontServer(ThreadedAssociationServer):
         """Log one bounded line instead of a traceback per connection."""
         self.refused(str(client_address[0]), "unexpected error in connection thread")
 
-    def refused(self, address: str, reason: str, after_admission: bool = False,
-                level: int = logging.WARNING) -> None:
+    def refused(self, address: str, reason: str, after_admission: bool = False, level: int = logging.WARNING) -> None:
         """Log a refusal, at most a few lines per address and reason per minute."""
         allowed, suppressed = self.log_limiter.allow((address, reason))
         if allowed:
-            log_event("connection_refused", level=level, address=address,
-                      reason=reason, after_admission=after_admission,
-                      suppressed_since_last=suppressed)
+            log_event(
+                "connection_refused",
+                level=level,
+                address=address,
+                reason=reason,
+                after_admission=after_admission,
+                suppressed_since_last=suppressed,
+            )

@@ -53,8 +53,7 @@ class Admission:
     rsd: tuple[int, int, int] = (0, 0, 0)  # A-ASSOCIATE-RJ result, source, diagnostic
 
 
-def admit(config: TrialConfig, calling_ae: str, called_ae: str, address: str,
-          free_disk_mb: float) -> Admission:
+def admit(config: TrialConfig, calling_ae: str, called_ae: str, address: str, free_disk_mb: float) -> Admission:
     """Decide whether to accept an association (pure function of its inputs).
 
     Parameters
@@ -72,14 +71,11 @@ def admit(config: TrialConfig, calling_ae: str, called_ae: str, address: str,
     if site is None:
         return Admission(False, None, "calling AE title unknown", (0x01, 0x01, 0x03))
     if called_ae != config.listener.ae_title:
-        return Admission(False, site.id, "called AE title is not the listener's",
-                         (0x01, 0x01, 0x07))
+        return Admission(False, site.id, "called AE title is not the listener's", (0x01, 0x01, 0x07))
     if site.source_addresses and address not in site.source_addresses:
-        return Admission(False, site.id, "source address not allowed for this site",
-                         (0x01, 0x01, 0x03))
+        return Admission(False, site.id, "source address not allowed for this site", (0x01, 0x01, 0x03))
     if free_disk_mb < config.listener.min_free_disk_mb:
-        return Admission(False, site.id, "free disk below the configured floor",
-                         (0x02, 0x03, 0x02))
+        return Admission(False, site.id, "free disk below the configured floor", (0x02, 0x03, 0x02))
     return Admission(True, site.id)
 
 
@@ -175,8 +171,7 @@ class ListenerHandlers:
         Called (no arguments) after each newly stored instance (wakes the worker).
     """
 
-    def __init__(self, config: TrialConfig, spool: Spool,
-                 on_stored: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: TrialConfig, spool: Spool, on_stored: Callable[[], None] | None = None) -> None:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored or (lambda: None)
@@ -213,27 +208,36 @@ class ListenerHandlers:
         if decision.accepted and not well_formed_contexts(rq):
             # pynetdicom 3.0's negotiate_as_acceptor indexes transfer_syntax[0] and its
             # thread dies on an empty list, leaving the peer without an answer
-            decision = Admission(False, decision.site_id,
-                                 "presentation context without a transfer syntax",
-                                 (0x01, 0x01, 0x01))
+            decision = Admission(
+                False, decision.site_id, "presentation context without a transfer syntax", (0x01, 0x01, 0x01)
+            )
         if decision.accepted and self.config.listener.tls.enabled:
             site = self.config.site_for_ae(calling)
-            if not certificate_matches_site(peer_certificate(event), site.id,
-                                            list(site.calling_ae_titles)):
-                decision = Admission(False, site.id,
-                                     "TLS client certificate does not name this site",
-                                     (0x01, 0x01, 0x03))
+            if not certificate_matches_site(peer_certificate(event), site.id, list(site.calling_ae_titles)):
+                decision = Admission(
+                    False, site.id, "TLS client certificate does not name this site", (0x01, 0x01, 0x03)
+                )
         if decision.accepted:
-            log_event("association_accepted", level=logging.DEBUG, site_id=decision.site_id,
-                      calling_ae=calling.strip(), address=address)
+            log_event(
+                "association_accepted",
+                level=logging.DEBUG,
+                site_id=decision.site_id,
+                calling_ae=calling.strip(),
+                address=address,
+            )
             return
         assoc.acse.send_reject(*decision.rsd)
         assoc.kill()  # as pynetdicom's own rejections do: flush the A-ASSOCIATE-RJ, then stop
-        self.spool.record_rejection(decision.site_id, calling.strip(), called.strip(),
-                                    address, decision.reason)
-        log_event("association_rejected", level=logging.WARNING, site_id=decision.site_id,
-                  calling_ae=calling.strip(), called_ae=called.strip(), address=address,
-                  reason=decision.reason)
+        self.spool.record_rejection(decision.site_id, calling.strip(), called.strip(), address, decision.reason)
+        log_event(
+            "association_rejected",
+            level=logging.WARNING,
+            site_id=decision.site_id,
+            calling_ae=calling.strip(),
+            called_ae=called.strip(),
+            address=address,
+            reason=decision.reason,
+        )
 
     def on_echo(self, event: Event) -> int:
         """C-ECHO: Success; any other message on the Verification service is refused.
@@ -245,8 +249,7 @@ class ListenerHandlers:
         from pynetdicom.dimse_primitives import C_ECHO
 
         if not isinstance(event.request, C_ECHO):
-            log_event("verification_misuse", level=logging.WARNING,
-                      message=type(event.request).__name__)
+            log_event("verification_misuse", level=logging.WARNING, message=type(event.request).__name__)
             return STATUS_UNRECOGNISED_OPERATION
         return STATUS_SUCCESS
 
@@ -262,16 +265,16 @@ class ListenerHandlers:
             file_bytes = ds_bytes
         try:
             check_structure(ds_bytes, str(cx.transfer_syntax))
-            ds, header = read_header(file_bytes, str(cx.abstract_syntax),
-                                     str(event.request.AffectedSOPInstanceUID or ""))
+            ds, header = read_header(
+                file_bytes, str(cx.abstract_syntax), str(event.request.AffectedSOPInstanceUID or "")
+            )
             preflight(ds)
         except DeidentificationError as exc:
             return self._refuse(site_id, file_bytes, exc.reason, STATUS_CANNOT_UNDERSTAND)
         except InvalidDataset as exc:
             return self._refuse(site_id, file_bytes, exc.reason, exc.status)
         except Exception as exc:  # the service stays up whatever arrives
-            return self._refuse(site_id, file_bytes, f"unexpected: {type(exc).__name__}",
-                                STATUS_CANNOT_UNDERSTAND)
+            return self._refuse(site_id, file_bytes, f"unexpected: {type(exc).__name__}", STATUS_CANNOT_UNDERSTAND)
         if site_id is None:  # cannot happen after admission; never ack unknown senders
             return STATUS_OUT_OF_RESOURCES
         sha = hashlib.sha256(ds_bytes).hexdigest()
@@ -279,8 +282,7 @@ class ListenerHandlers:
             result = self.spool.store(site_id, header, [file_bytes], sha)
         except (StorageError, OSError) as exc:
             self.spool.record_failure(site_id, str(exc))
-            log_event("store_failed", level=logging.ERROR, site_id=site_id, error=str(exc),
-                      status="0xA700")
+            log_event("store_failed", level=logging.ERROR, site_id=site_id, error=str(exc), status="0xA700")
             return STATUS_OUT_OF_RESOURCES
         try:
             self.spool.association_delivers(_assoc_id(event), site_id, header.study_instance_uid)
@@ -289,12 +291,24 @@ class ListenerHandlers:
         if result.outcome != "duplicate":
             self.on_stored()
         level = logging.WARNING if result.outcome == "new_version" else logging.DEBUG
-        log_event("instance_" + result.outcome, level=level, site_id=site_id,
-                  n_bytes=header.n_bytes, modality=header.modality, version=result.version)
+        log_event(
+            "instance_" + result.outcome,
+            level=level,
+            site_id=site_id,
+            n_bytes=header.n_bytes,
+            modality=header.modality,
+            version=result.version,
+        )
         return STATUS_SUCCESS
 
     def _refuse(self, site_id: str | None, data: bytes, reason: str, status: int) -> int:
         path = self.spool.quarantine(site_id, data, reason, status)
-        log_event("quarantined", level=logging.WARNING, site_id=site_id, reason=reason,
-                  status=f"0x{status:04X}", file=path.name)
+        log_event(
+            "quarantined",
+            level=logging.WARNING,
+            site_id=site_id,
+            reason=reason,
+            status=f"0x{status:04X}",
+            file=path.name,
+        )
         return status

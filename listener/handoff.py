@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from rntflow.listener.logs import log_event
 
@@ -77,16 +78,15 @@ class DeploymentDispatcher:
         Trial config passed to the flow.
     """
 
-    def __init__(self, deployment_name: str = "process-study/process-study",
-                 config_path: str | None = None) -> None:
+    def __init__(self, deployment_name: str = "process-study/process-study", config_path: str | None = None) -> None:
         self.deployment_name = deployment_name
         self.config_path = config_path
 
     def submit(self, h: StudyHandoff) -> str:
         try:
             from prefect.deployments import run_deployment
-            run = run_deployment(name=self.deployment_name,
-                                 parameters=h.parameters(self.config_path), timeout=0)
+
+            run = run_deployment(name=self.deployment_name, parameters=h.parameters(self.config_path), timeout=0)
         except Exception as exc:  # server down, deployment missing ...: retry later
             raise DispatchError(f"run_deployment failed: {type(exc).__name__}: {exc}") from exc
         return str(run.id)
@@ -104,9 +104,14 @@ class LocalDispatcher:
         Trial config passed to the flow.
     """
 
-    def __init__(self, func: Callable[..., Any] | str = DEFAULT_LOCAL_FLOW,
-                 config_path: str | None = None, prefect_home: str | Path | None = None,
-                 infrastructure_retries: int = 3, retry_delay_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any] | str = DEFAULT_LOCAL_FLOW,
+        config_path: str | None = None,
+        prefect_home: str | Path | None = None,
+        infrastructure_retries: int = 3,
+        retry_delay_s: float = 10.0,
+    ) -> None:
         self._func = func
         self.config_path = config_path
         self.infrastructure_retries = infrastructure_retries
@@ -140,13 +145,19 @@ class LocalDispatcher:
                     return
                 except Exception as exc:
                     infrastructure = _is_infrastructure_error(exc)
-                    log_event("local_flow_failed", site_id=h.site_id, subject_id=h.subject_id,
-                              study_key=h.study_key, error=type(exc).__name__,
-                              detail=str(exc)[:200], attempt=attempt + 1,
-                              will_retry=infrastructure and attempt < self.infrastructure_retries)
+                    log_event(
+                        "local_flow_failed",
+                        site_id=h.site_id,
+                        subject_id=h.subject_id,
+                        study_key=h.study_key,
+                        error=type(exc).__name__,
+                        detail=str(exc)[:200],
+                        attempt=attempt + 1,
+                        will_retry=infrastructure and attempt < self.infrastructure_retries,
+                    )
                     if not infrastructure:
                         return  # the flow ran and recorded its own failure (flow_runs, QA)
-                    time.sleep(self.retry_delay_s * 2 ** attempt)
+                    time.sleep(self.retry_delay_s * 2**attempt)
 
         self._pool.submit(_run)
         return run_id
@@ -162,8 +173,16 @@ def _is_infrastructure_error(exc: BaseException) -> bool:
     """
     text = f"{type(exc).__name__}: {exc}".lower()
     return isinstance(exc, (ConnectionError, TimeoutError)) or any(
-        k in text for k in ("ephemeral", "prefect api", "connecterror", "connection refused", "server startup",
-                            "timed out while attempting to connect"))
+        k in text
+        for k in (
+            "ephemeral",
+            "prefect api",
+            "connecterror",
+            "connection refused",
+            "server startup",
+            "timed out while attempting to connect",
+        )
+    )
 
 
 def local_prefect_environment(prefect_home: Path) -> None:
@@ -218,12 +237,23 @@ def handed_off_studies(spool_dir: Path, site_ids: list[str] | None = None) -> li
             "SELECT s.site_id, s.subject_id, s.kind, s.study_key, s.handoff_version,"
             " (SELECT count(*) FROM instances i WHERE i.site_id = s.site_id AND i.study_uid = s.study_uid"
             "  AND i.state = 'deid') FROM studies s WHERE s.state = 'handed_off'"
-            " ORDER BY s.site_id, s.kind != 'phantom', s.first_at_s, s.study_key").fetchall()
+            " ORDER BY s.site_id, s.kind != 'phantom', s.first_at_s, s.study_key"
+        ).fetchall()
     finally:
         con.close()
-    return [StudyHandoff(site, subject, kind, key, str(study_dir_for(Path(spool_dir) / "deid", site, subject, key)),
-                         int(n), int(version))
-            for site, subject, kind, key, version, n in rows if site_ids is None or site in site_ids]
+    return [
+        StudyHandoff(
+            site,
+            subject,
+            kind,
+            key,
+            str(study_dir_for(Path(spool_dir) / "deid", site, subject, key)),
+            int(n),
+            int(version),
+        )
+        for site, subject, kind, key, version, n in rows
+        if site_ids is None or site in site_ids
+    ]
 
 
 def handoff_arrivals(spool_dir: Path) -> dict[tuple[str, str], float]:

@@ -49,8 +49,9 @@ class JsonLineFormatter(logging.Formatter):
         msg = record.getMessage()
         if msg.startswith("{"):
             return msg
-        return json.dumps({"ts": round(record.created, 3), "logger": record.name,
-                           "level": record.levelname, "msg": msg})
+        return json.dumps(
+            {"ts": round(record.created, 3), "logger": record.name, "level": record.levelname, "msg": msg}
+        )
 
 
 class RateLimiter:
@@ -111,7 +112,7 @@ class LibraryLogLimiter(logging.Filter):
             return False
         msg = record.getMessage()
         if len(msg) > self.max_chars:
-            msg = msg[:self.max_chars] + f"... ({len(msg)} chars)"
+            msg = msg[: self.max_chars] + f"... ({len(msg)} chars)"
         if suppressed:
             msg += f" [{suppressed} similar records suppressed]"
         record.msg, record.args = msg, None
@@ -119,8 +120,7 @@ class LibraryLogLimiter(logging.Filter):
         return True
 
 
-def limit_library_logs(level: int = logging.WARNING,
-                       stream_handler: logging.Handler | None = None) -> None:
+def limit_library_logs(level: int = logging.WARNING, stream_handler: logging.Handler | None = None) -> None:
     """Route pynetdicom's records through one rate-limited handler (idempotent).
 
     Parameters

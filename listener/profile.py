@@ -32,30 +32,46 @@ from pathlib import Path
 TABLE_FILE = Path(__file__).resolve().parent / "data" / "ps3.15_e1_1.csv"
 
 #: kept under Retain Device Identity (113109) although the table lists some of them
-DEVICE_KEYWORDS = frozenset({
-    "DeviceSerialNumber", "StationName", "DetectorID", "DeviceUID", "GantryID",
-    "GeneratorID", "CassetteID", "PlateID", "SourceSerialNumber", "Manufacturer",
-    "ManufacturerModelName", "SoftwareVersions",
-})
+DEVICE_KEYWORDS = frozenset(
+    {
+        "DeviceSerialNumber",
+        "StationName",
+        "DetectorID",
+        "DeviceUID",
+        "GantryID",
+        "GeneratorID",
+        "CassetteID",
+        "PlateID",
+        "SourceSerialNumber",
+        "Manufacturer",
+        "ManufacturerModelName",
+        "SoftwareVersions",
+    }
+)
 
 #: descriptors the pipeline reads, kept after cleaning (Clean Descriptors, 113105)
 CLEANED_DESCRIPTORS = frozenset({"ROIName", "ROIObservationLabel", "StructureSetLabel"})
 
 #: dates and times of the patient's identity: never shifted-and-kept, Basic Profile applies
-IDENTITY_DATES = frozenset({
-    "PatientBirthDate", "PatientBirthTime", "PatientBirthDateInAlternativeCalendar",
-    "PatientDeathDateInAlternativeCalendar", "AdmittingDate", "AdmittingTime",
-    "DischargeDate", "DischargeTime",
-})
+IDENTITY_DATES = frozenset(
+    {
+        "PatientBirthDate",
+        "PatientBirthTime",
+        "PatientBirthDateInAlternativeCalendar",
+        "PatientDeathDateInAlternativeCalendar",
+        "AdmittingDate",
+        "AdmittingTime",
+        "DischargeDate",
+        "DischargeTime",
+    }
+)
 
 #: the trial's actions (values of :func:`trial_action`)
-KEEP, REMOVE, EMPTY, DUMMY, UID, SHIFT, CLEAN = ("keep", "remove", "empty", "dummy", "uid",
-                                                 "shift", "clean")
+KEEP, REMOVE, EMPTY, DUMMY, UID, SHIFT, CLEAN = ("keep", "remove", "empty", "dummy", "uid", "shift", "clean")
 
 
 @lru_cache(maxsize=1)
-def load_table(path: Path = TABLE_FILE) -> tuple[dict[int, tuple[str, str]],
-                                                 tuple[tuple[int, int, str], ...]]:
+def load_table(path: Path = TABLE_FILE) -> tuple[dict[int, tuple[str, str]], tuple[tuple[int, int, str], ...]]:
     """Read the table: ``({tag: (keyword, basic action)}, ((tag, mask, action), ...))``.
 
     The second part holds the repeating-group entries (e.g. overlays ``60xx,3000``),

@@ -29,9 +29,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from pydicom import uid
 
@@ -39,6 +40,9 @@ from rntflow.core.errors import StorageError
 from rntflow.core.files import fsync_dir as _fsync_dir
 from rntflow.core.files import write_text_atomic
 from rntflow.listener.logs import log_event
+
+if TYPE_CHECKING:  # annotations only
+    from rntflow.listener.validate import InstanceHeader
 
 #: permissions (see deployments/README.md "File permissions"): identified data (raw
 #: spool, quarantine, the inbox with original UIDs) only for the listener's user; the
@@ -139,24 +143,25 @@ CREATE TABLE IF NOT EXISTS open_assocs (
 """
 
 #: SOP classes the pipeline can use (others are stored and reported as unusable).
-USABLE_SOP_CLASSES = frozenset({
-    uid.CTImageStorage,
-    uid.EnhancedCTImageStorage,
-    uid.NuclearMedicineImageStorage,
-    uid.PositronEmissionTomographyImageStorage,
-    uid.EnhancedPETImageStorage,
-    uid.RTStructureSetStorage,
-    uid.SegmentationStorage,
-    uid.MRImageStorage,
-    uid.SecondaryCaptureImageStorage,
-    uid.SpatialRegistrationStorage,
-})
+USABLE_SOP_CLASSES = frozenset(
+    {
+        uid.CTImageStorage,
+        uid.EnhancedCTImageStorage,
+        uid.NuclearMedicineImageStorage,
+        uid.PositronEmissionTomographyImageStorage,
+        uid.EnhancedPETImageStorage,
+        uid.RTStructureSetStorage,
+        uid.SegmentationStorage,
+        uid.MRImageStorage,
+        uid.SecondaryCaptureImageStorage,
+        uid.SpatialRegistrationStorage,
+    }
+)
 
 
 def open_db(path: Path) -> sqlite3.Connection:
     """Open (and create) the inbox database in WAL mode."""
-    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False,
-                           isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
@@ -166,8 +171,11 @@ def open_db(path: Path) -> sqlite3.Connection:
 
 
 #: columns added to ``instances`` since the first schema: (name, declaration)
-_ADDED_COLUMNS = (("attempts", "INTEGER NOT NULL DEFAULT 0"),
-                  ("next_try_at_s", "REAL NOT NULL DEFAULT 0"), ("last_error", "TEXT"))
+_ADDED_COLUMNS = (
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("next_try_at_s", "REAL NOT NULL DEFAULT 0"),
+    ("last_error", "TEXT"),
+)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -183,8 +191,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _instances_sql(conn: sqlite3.Connection) -> str:
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='instances'"
-                       ).fetchone()
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='instances'").fetchone()
     return row[0] if row else ""
 
 
@@ -196,9 +203,8 @@ def _migrate_site_dedup(conn: sqlite3.Connection) -> None:
     """
     if "UNIQUE (sop_uid, sha256)" not in _instances_sql(conn):
         return
-    create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS instances"):]
-    create = create[:create.index(");") + 2].replace(
-        "IF NOT EXISTS instances", "instances_site_dedup")
+    create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS instances") :]
+    create = create[: create.index(");") + 2].replace("IF NOT EXISTS instances", "instances_site_dedup")
     conn.execute("BEGIN IMMEDIATE")
     try:
         if "UNIQUE (sop_uid, sha256)" in _instances_sql(conn):  # not done meanwhile
@@ -266,14 +272,19 @@ class Spool:
         Wall clock in seconds (``time.time``).
     """
 
-    def __init__(self, spool_dir: Path, faults: FaultInjector | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, spool_dir: Path, faults: FaultInjector | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         self.root = Path(spool_dir)
         self.raw_dir = self.root / "raw"
         self.quarantine_dir = self.root / "quarantine"
         self.deid_dir = self.root / "deid"
-        for d, mode in ((self.root, SHARED_DIR_MODE), (self.raw_dir, PRIVATE_DIR_MODE),
-                        (self.quarantine_dir, PRIVATE_DIR_MODE), (self.deid_dir, SHARED_DIR_MODE)):
+        for d, mode in (
+            (self.root, SHARED_DIR_MODE),
+            (self.raw_dir, PRIVATE_DIR_MODE),
+            (self.quarantine_dir, PRIVATE_DIR_MODE),
+            (self.deid_dir, SHARED_DIR_MODE),
+        ):
             d.mkdir(parents=True, exist_ok=True, mode=mode)
             os.chmod(d, mode)
         self.db_path = self.root / "inbox.sqlite"
@@ -297,8 +308,9 @@ class Spool:
         however long a busy machine or a slow sender pauses between its instances.
         """
         with self.lock:
-            self.conn.execute("INSERT OR IGNORE INTO open_assocs VALUES (?,?,?,?)",
-                              (assoc_id, site_id, study_uid, self.clock()))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO open_assocs VALUES (?,?,?,?)", (assoc_id, site_id, study_uid, self.clock())
+            )
 
     def association_ended(self, assoc_id: str) -> None:
         """The association released, aborted or lost its connection: its studies may settle."""
@@ -381,11 +393,10 @@ class Spool:
         """Return ``(sha256, version)`` rows already indexed for ``sop_uid`` from a site."""
         with self.lock:
             return self.conn.execute(
-                "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
-                (sop_uid, site_id)).fetchall()
+                "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?", (sop_uid, site_id)
+            ).fetchall()
 
-    def store(self, site_id: str, header: "InstanceHeader", chunks: list[bytes],
-              sha256: str) -> StoreResult:
+    def store(self, site_id: str, header: InstanceHeader, chunks: list[bytes], sha256: str) -> StoreResult:
         """Store one instance durably and index it; dedup by (site, SOP Instance UID, content).
 
         The same bytes from another site are stored and indexed for that site too: each
@@ -423,9 +434,10 @@ class Spool:
             with self.lock:
                 rows = self.conn.execute(
                     "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
-                    (header.sop_instance_uid, site_id)).fetchall()
+                    (header.sop_instance_uid, site_id),
+                ).fetchall()
                 for sha, version in rows:
-                    if sha == sha256:   # a concurrent association won the race
+                    if sha == sha256:  # a concurrent association won the race
                         self._count_duplicate_locked(site_id)
                         return StoreResult("duplicate", version, path)
                 version = 1 + max((v for _, v in rows), default=0)
@@ -440,21 +452,36 @@ class Spool:
             raise StorageError(f"inbox index failed: {exc}") from exc
         return StoreResult("stored" if version == 1 else "new_version", version, path)
 
-    def _insert_locked(self, site_id: str, header: "InstanceHeader", sha256: str,
-                       version: int, path: Path, now: float, usable: int) -> None:
+    def _insert_locked(
+        self, site_id: str, header: InstanceHeader, sha256: str, version: int, path: Path, now: float, usable: int
+    ) -> None:
         self.conn.execute(
             "INSERT INTO instances (site_id, sop_uid, sha256, version, flagged, path, n_bytes,"
             " study_uid, series_uid, sop_class_uid, modality, usable, state, received_at_s)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'received',?)",
-            (site_id, header.sop_instance_uid, sha256, version, int(version > 1),
-             str(path.relative_to(self.root)), header.n_bytes, header.study_instance_uid,
-             header.series_instance_uid, header.sop_class_uid, header.modality, usable, now))
+            (
+                site_id,
+                header.sop_instance_uid,
+                sha256,
+                version,
+                int(version > 1),
+                str(path.relative_to(self.root)),
+                header.n_bytes,
+                header.study_instance_uid,
+                header.series_instance_uid,
+                header.sop_class_uid,
+                header.modality,
+                usable,
+                now,
+            ),
+        )
         self.conn.execute(
             "INSERT INTO studies (site_id, study_uid, n_instances, first_at_s, last_at_s, state)"
             " VALUES (?,?,1,?,?,'receiving') ON CONFLICT(site_id, study_uid) DO UPDATE SET"
             " n_instances=n_instances+1, last_at_s=excluded.last_at_s,"
             " state=CASE WHEN state IN ('held','failed') THEN state ELSE 'receiving' END",
-            (site_id, header.study_instance_uid, now, now))
+            (site_id, header.study_instance_uid, now, now),
+        )
 
     def _raw_path(self, site_id: str, sha256: str) -> Path:
         return self.raw_dir / site_id / sha256[:2] / f"{sha256}.dcm"
@@ -465,8 +492,8 @@ class Spool:
 
     def _count_duplicate_locked(self, site_id: str) -> None:
         self.conn.execute(
-            "INSERT INTO duplicates (site_id, n) VALUES (?,1)"
-            " ON CONFLICT(site_id) DO UPDATE SET n=n+1", (site_id,))
+            "INSERT INTO duplicates (site_id, n) VALUES (?,1) ON CONFLICT(site_id) DO UPDATE SET n=n+1", (site_id,)
+        )
 
     # ------------------------------------------------------------------ bad input
     def quarantine(self, site_id: str | None, data: bytes, reason: str, status: int) -> Path:
@@ -477,38 +504,42 @@ class Spool:
         path = d / f"{stamp}_{sha[:12]}_{uuid.uuid4().hex[:6]}.bin"
         try:
             self.write_durable(path, [data])
-            record = {"reason": reason, "status": f"0x{status:04X}", "site_id": site_id,
-                      "sha256": sha, "n_bytes": len(data), "at_s": self.clock()}
-            write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=1),
-                              file_mode=PRIVATE_FILE_MODE)
+            record = {
+                "reason": reason,
+                "status": f"0x{status:04X}",
+                "site_id": site_id,
+                "sha256": sha,
+                "n_bytes": len(data),
+                "at_s": self.clock(),
+            }
+            write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=1), file_mode=PRIVATE_FILE_MODE)
         except OSError as exc:
             log_event("quarantine_write_failed", site_id=site_id, error=str(exc))
         try:
             with self.lock:
                 self.conn.execute(
-                    "INSERT INTO quarantine (site_id, path, reason, status, n_bytes, at_s)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (site_id, str(path.relative_to(self.root)), reason, status, len(data),
-                     self.clock()))
+                    "INSERT INTO quarantine (site_id, path, reason, status, n_bytes, at_s) VALUES (?,?,?,?,?,?)",
+                    (site_id, str(path.relative_to(self.root)), reason, status, len(data), self.clock()),
+                )
         except sqlite3.Error as exc:
             log_event("quarantine_index_failed", site_id=site_id, error=str(exc))
         return path
 
-    def record_rejection(self, site_id: str | None, calling_ae: str, called_ae: str,
-                         address: str, reason: str) -> None:
+    def record_rejection(self, site_id: str | None, calling_ae: str, called_ae: str, address: str, reason: str) -> None:
         """Index a refused association."""
         with self.lock:
             self.conn.execute(
-                "INSERT INTO rejections (site_id, calling_ae, called_ae, address, reason, at_s)"
-                " VALUES (?,?,?,?,?,?)",
-                (site_id, calling_ae, called_ae, address, reason, self.clock()))
+                "INSERT INTO rejections (site_id, calling_ae, called_ae, address, reason, at_s) VALUES (?,?,?,?,?,?)",
+                (site_id, calling_ae, called_ae, address, reason, self.clock()),
+            )
 
     def record_failure(self, site_id: str | None, reason: str) -> None:
         """Index a storage failure answered with 0xA700."""
         try:
             with self.lock:
-                self.conn.execute("INSERT INTO failures (site_id, reason, at_s) VALUES (?,?,?)",
-                                  (site_id, reason, self.clock()))
+                self.conn.execute(
+                    "INSERT INTO failures (site_id, reason, at_s) VALUES (?,?,?)", (site_id, reason, self.clock())
+                )
         except sqlite3.Error:
             pass
 
@@ -523,7 +554,7 @@ class Spool:
         Also removes temporary files left by an interrupted write. Returns the number of
         files re-indexed.
         """
-        from rntflow.listener.validate import InvalidDataset, check_structure, read_header
+        from rntflow.listener.validate import InvalidDataset, read_header
 
         n = 0
         for tmp in self.raw_dir.rglob(".*.tmp"):
@@ -538,6 +569,7 @@ class Spool:
             site_id = f.relative_to(self.raw_dir).parts[0]
             try:
                 import pydicom
+
                 ds = pydicom.dcmread(f, stop_before_pixels=True)
                 _, header = read_header(data, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
                 offset = _dataset_offset(data)
@@ -551,12 +583,14 @@ class Spool:
             with self.lock:
                 rows = self.conn.execute(
                     "SELECT sha256, version FROM instances WHERE sop_uid=? AND site_id=?",
-                    (header.sop_instance_uid, site_id)).fetchall()
+                    (header.sop_instance_uid, site_id),
+                ).fetchall()
                 if any(s == sha for s, _ in rows):
                     continue
                 version = 1 + max((v for _, v in rows), default=0)
-                self._insert_locked(site_id, header, sha, version, f, self.clock(),
-                                    int(header.sop_class_uid in USABLE_SOP_CLASSES))
+                self._insert_locked(
+                    site_id, header, sha, version, f, self.clock(), int(header.sop_class_uid in USABLE_SOP_CLASSES)
+                )
             n += 1
         if n:
             log_event("reconciled", n_files=n)
@@ -570,6 +604,7 @@ class Spool:
 def _dataset_offset(data: bytes) -> int:
     """Byte offset of the dataset after preamble + file meta in a Part-10 stream."""
     import struct
+
     pos = 132
     group_len = struct.unpack_from("<I", data, pos + 8)[0]  # (0002,0000) UL, explicit LE
     return pos + 12 + group_len

@@ -25,9 +25,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pydicom
 
@@ -36,7 +36,6 @@ from rntflow.listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_r
 from rntflow.listener.handoff import Dispatcher, StudyHandoff, study_dir_for
 from rntflow.listener.logs import log_event
 from rntflow.listener.spool import open_db
-
 
 #: An association older than this no longer holds its studies back (a sender that keeps one
 #: association open for hours, or bookkeeping lost with a crashed process).
@@ -73,9 +72,15 @@ class IngestWorker:
         Wall clock (s).
     """
 
-    def __init__(self, spool_dir: Path, keys: KeyStore, enrolment: EnrolmentIndex,
-                 dispatcher: Dispatcher, settings: WorkerSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        spool_dir: Path,
+        keys: KeyStore,
+        enrolment: EnrolmentIndex,
+        dispatcher: Dispatcher,
+        settings: WorkerSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = Path(spool_dir)
         self.deid_root = self.root / "deid"
         self.conn = open_db(self.root / "inbox.sqlite")
@@ -90,8 +95,9 @@ class IngestWorker:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        n = self.conn.execute("UPDATE instances SET state='received', attempts=0,"
-                              " next_try_at_s=0 WHERE state='failed'").rowcount
+        n = self.conn.execute(
+            "UPDATE instances SET state='received', attempts=0, next_try_at_s=0 WHERE state='failed'"
+        ).rowcount
         if n:
             self.conn.execute("UPDATE studies SET state='receiving' WHERE state='failed'")
             log_event("deid_retry_after_restart", n_instances=n)
@@ -150,7 +156,8 @@ class IngestWorker:
         rows = self.conn.execute(
             "SELECT id, site_id, path, study_uid, attempts FROM instances WHERE"
             " state='received' AND next_try_at_s <= ? ORDER BY id LIMIT ?",
-            (self.clock(), self.settings.batch)).fetchall()
+            (self.clock(), self.settings.batch),
+        ).fetchall()
         for inst_id, site_id, rel, study_uid, attempts in rows:
             try:
                 self._deid_one(inst_id, site_id, self.root / rel, study_uid)
@@ -158,27 +165,28 @@ class IngestWorker:
                 self._deid_failed(inst_id, site_id, study_uid, attempts + 1, exc)
         return len(rows)
 
-    def _deid_failed(self, inst_id: int, site_id: str, study_uid: str, attempts: int,
-                     exc: Exception) -> None:
+    def _deid_failed(self, inst_id: int, site_id: str, study_uid: str, attempts: int, exc: Exception) -> None:
         """Schedule a retry, or mark the instance and its study ``failed`` (PHI-free)."""
         error = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or ''}"[:200]
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         final = attempts >= self.settings.max_deid_attempts
-        delay = min(self.settings.backoff_base_s * 2 ** (attempts - 1),
-                    self.settings.backoff_max_s)
+        delay = min(self.settings.backoff_base_s * 2 ** (attempts - 1), self.settings.backoff_max_s)
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute(
-            "UPDATE instances SET state=?, attempts=?, next_try_at_s=?, last_error=?"
-            " WHERE id=?", ("failed" if final else "received", attempts,
-                            self.clock() + delay, error, inst_id))
+            "UPDATE instances SET state=?, attempts=?, next_try_at_s=?, last_error=? WHERE id=?",
+            ("failed" if final else "received", attempts, self.clock() + delay, error, inst_id),
+        )
         if final:
-            self.conn.execute("UPDATE studies SET state='failed' WHERE site_id=? AND"
-                              " study_uid=?", (site_id, study_uid))
+            self.conn.execute("UPDATE studies SET state='failed' WHERE site_id=? AND study_uid=?", (site_id, study_uid))
         self.conn.execute("COMMIT")
-        log_event("deid_failed" if final else "deid_retry", site_id=site_id,
-                  attempt=attempts, error=type(exc).__name__,
-                  delay_s=None if final else delay)
+        log_event(
+            "deid_failed" if final else "deid_retry",
+            site_id=site_id,
+            attempt=attempts,
+            error=type(exc).__name__,
+            delay_s=None if final else delay,
+        )
 
     def _deid_one(self, inst_id: int, site_id: str, raw: Path, study_uid: str) -> None:
         ds = pydicom.dcmread(raw)
@@ -188,8 +196,10 @@ class IngestWorker:
         if enr is None:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("UPDATE instances SET state='held' WHERE id=?", (inst_id,))
-            self.conn.execute("UPDATE studies SET state='held', patient_hash=? WHERE site_id=?"
-                              " AND study_uid=?", (phash, site_id, study_uid))
+            self.conn.execute(
+                "UPDATE studies SET state='held', patient_hash=? WHERE site_id=? AND study_uid=?",
+                (phash, site_id, study_uid),
+            )
             self.conn.execute("COMMIT")
             log_event("held", site_id=site_id, subject_id="unenrolled", patient_hash=phash)
             return
@@ -200,13 +210,13 @@ class IngestWorker:
         with atomic_write(self.deid_root / rel, "wb", file_mode=0o640) as fh:
             ds.save_as(fh, enforce_file_format=True)
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.execute("UPDATE instances SET state='deid', deid_path=? WHERE id=?",
-                          (str(rel), inst_id))
+        self.conn.execute("UPDATE instances SET state='deid', deid_path=? WHERE id=?", (str(rel), inst_id))
         self.conn.execute(
             "UPDATE studies SET subject_id=?, kind=?, study_key=?, patient_hash=?,"
             " state=CASE WHEN state='held' THEN 'receiving' ELSE state END"
             " WHERE site_id=? AND study_uid=?",
-            (enr.subject_id, enr.kind, study_key, phash, site_id, study_uid))
+            (enr.subject_id, enr.kind, study_key, phash, site_id, study_uid),
+        )
         self.conn.execute("COMMIT")
 
     def detect_stable(self) -> list[StudyHandoff]:
@@ -219,28 +229,43 @@ class IngestWorker:
             " AND i.study_uid=s.study_uid AND i.state IN ('received','held'))"
             " AND NOT EXISTS (SELECT 1 FROM open_assocs a WHERE a.site_id=s.site_id"
             " AND a.study_uid=s.study_uid AND a.opened_at_s > ?)",
-            (cutoff, now - MAX_OPEN_ASSOCIATION_S)).fetchall()
+            (cutoff, now - MAX_OPEN_ASSOCIATION_S),
+        ).fetchall()
         out = []
         for site_id, study_uid, subject_id, kind, study_key, version in rows:
             n = self.conn.execute(
-                "SELECT COUNT(DISTINCT sop_uid) FROM instances WHERE site_id=? AND study_uid=?"
-                " AND state='deid'", (site_id, study_uid)).fetchone()[0]
-            h = StudyHandoff(site_id=site_id, subject_id=subject_id, kind=kind or "patient",
-                             study_key=study_key,
-                             study_dir=str(study_dir_for(self.deid_root, site_id, subject_id,
-                                                         study_key)),
-                             n_instances=int(n), handoff_version=int(version) + 1)
+                "SELECT COUNT(DISTINCT sop_uid) FROM instances WHERE site_id=? AND study_uid=? AND state='deid'",
+                (site_id, study_uid),
+            ).fetchone()[0]
+            h = StudyHandoff(
+                site_id=site_id,
+                subject_id=subject_id,
+                kind=kind or "patient",
+                study_key=study_key,
+                study_dir=str(study_dir_for(self.deid_root, site_id, subject_id, study_key)),
+                n_instances=int(n),
+                handoff_version=int(version) + 1,
+            )
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(
                 "INSERT OR IGNORE INTO outbox (site_id, study_uid, handoff_version, payload,"
                 " next_try_at_s, created_at_s) VALUES (?,?,?,?,?,?)",
-                (site_id, study_uid, h.handoff_version, json.dumps(h.__dict__), now, now))
+                (site_id, study_uid, h.handoff_version, json.dumps(h.__dict__), now, now),
+            )
             self.conn.execute(
                 "UPDATE studies SET state='stable', handoff_version=? WHERE site_id=? AND"
-                " study_uid=? AND state='receiving'", (h.handoff_version, site_id, study_uid))
+                " study_uid=? AND state='receiving'",
+                (h.handoff_version, site_id, study_uid),
+            )
             self.conn.execute("COMMIT")
-            log_event("study_stable", site_id=site_id, subject_id=subject_id,
-                      study_key=study_key, n_instances=n, handoff_version=h.handoff_version)
+            log_event(
+                "study_stable",
+                site_id=site_id,
+                subject_id=subject_id,
+                study_key=study_key,
+                n_instances=n,
+                handoff_version=h.handoff_version,
+            )
             out.append(h)
         return out
 
@@ -248,30 +273,48 @@ class IngestWorker:
         now = self.clock()
         rows = self.conn.execute(
             "SELECT id, site_id, study_uid, handoff_version, payload, attempts FROM outbox"
-            " WHERE state='pending' AND next_try_at_s <= ? ORDER BY id", (now,)).fetchall()
+            " WHERE state='pending' AND next_try_at_s <= ? ORDER BY id",
+            (now,),
+        ).fetchall()
         n_done = 0
         for ob_id, site_id, study_uid, version, payload, attempts in rows:
             h = StudyHandoff(**json.loads(payload))
             try:
                 run_id = self.dispatcher.submit(h)
             except Exception as exc:
-                delay = min(self.settings.backoff_base_s * 2 ** attempts,
-                            self.settings.backoff_max_s)
+                delay = min(self.settings.backoff_base_s * 2**attempts, self.settings.backoff_max_s)
                 self.conn.execute(
-                    "UPDATE outbox SET attempts=attempts+1, next_try_at_s=?, last_error=?"
-                    " WHERE id=?", (now + delay, f"{type(exc).__name__}: {exc}"[:500], ob_id))
-                log_event("handoff_retry", site_id=site_id, subject_id=h.subject_id,
-                          study_key=h.study_key, attempt=attempts + 1, delay_s=delay,
-                          error=type(exc).__name__)
+                    "UPDATE outbox SET attempts=attempts+1, next_try_at_s=?, last_error=? WHERE id=?",
+                    (now + delay, f"{type(exc).__name__}: {exc}"[:500], ob_id),
+                )
+                log_event(
+                    "handoff_retry",
+                    site_id=site_id,
+                    subject_id=h.subject_id,
+                    study_key=h.study_key,
+                    attempt=attempts + 1,
+                    delay_s=delay,
+                    error=type(exc).__name__,
+                )
                 continue
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute("UPDATE outbox SET state='done', attempts=attempts+1, run_id=?,"
-                              " done_at_s=? WHERE id=?", (str(run_id), self.clock(), ob_id))
-            self.conn.execute("UPDATE studies SET state='handed_off' WHERE site_id=? AND"
-                              " study_uid=? AND state='stable' AND handoff_version=?",
-                              (site_id, study_uid, version))
+            self.conn.execute(
+                "UPDATE outbox SET state='done', attempts=attempts+1, run_id=?, done_at_s=? WHERE id=?",
+                (str(run_id), self.clock(), ob_id),
+            )
+            self.conn.execute(
+                "UPDATE studies SET state='handed_off' WHERE site_id=? AND"
+                " study_uid=? AND state='stable' AND handoff_version=?",
+                (site_id, study_uid, version),
+            )
             self.conn.execute("COMMIT")
-            log_event("handed_off", site_id=site_id, subject_id=h.subject_id,
-                      study_key=h.study_key, handoff_version=version, run_id=str(run_id))
+            log_event(
+                "handed_off",
+                site_id=site_id,
+                subject_id=h.subject_id,
+                study_key=h.study_key,
+                handoff_version=version,
+                run_id=str(run_id),
+            )
             n_done += 1
         return n_done

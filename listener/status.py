@@ -27,11 +27,25 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
     db = Path(config.spool_dir) / "inbox.sqlite"
     sites: dict[str, dict[str, Any]] = {}
     for s in config.sites:
-        sites[s.id] = {k: 0 for k in (
-            "instances", "bytes", "duplicates", "new_versions", "unusable_instances",
-            "studies_received", "studies_pending", "studies_handed_off", "held_instances",
-            "quarantined", "rejections", "storage_failures", "outbox_pending",
-            "failed_instances")}
+        sites[s.id] = {
+            k: 0
+            for k in (
+                "instances",
+                "bytes",
+                "duplicates",
+                "new_versions",
+                "unusable_instances",
+                "studies_received",
+                "studies_pending",
+                "studies_handed_off",
+                "held_instances",
+                "quarantined",
+                "rejections",
+                "storage_failures",
+                "outbox_pending",
+                "failed_instances",
+            )
+        }
         sites[s.id]["held_studies"] = []
         sites[s.id]["failed_studies"] = []
         sites[s.id]["last_received_at_s"] = None
@@ -50,20 +64,26 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
                 unattributed[key] += value
 
         for site, n, b, nv, un, held in q(
-                "SELECT site_id, COUNT(*), SUM(n_bytes), SUM(flagged), SUM(1-usable),"
-                " SUM(state='held') FROM instances GROUP BY site_id"):
-            put(site, "instances", n); put(site, "bytes", b or 0)
-            put(site, "new_versions", nv or 0); put(site, "unusable_instances", un or 0)
+            "SELECT site_id, COUNT(*), SUM(n_bytes), SUM(flagged), SUM(1-usable),"
+            " SUM(state='held') FROM instances GROUP BY site_id"
+        ):
+            put(site, "instances", n)
+            put(site, "bytes", b or 0)
+            put(site, "new_versions", nv or 0)
+            put(site, "unusable_instances", un or 0)
             put(site, "held_instances", held or 0)
         for site, n in q("SELECT site_id, n FROM duplicates"):
             put(site, "duplicates", n)
         for site, n, pend, done in q(
-                "SELECT site_id, COUNT(*), SUM(state IN ('receiving','stable')),"
-                " SUM(state='handed_off') FROM studies GROUP BY site_id"):
-            put(site, "studies_received", n); put(site, "studies_pending", pend or 0)
+            "SELECT site_id, COUNT(*), SUM(state IN ('receiving','stable')),"
+            " SUM(state='handed_off') FROM studies GROUP BY site_id"
+        ):
+            put(site, "studies_received", n)
+            put(site, "studies_pending", pend or 0)
             put(site, "studies_handed_off", done or 0)
-        for site, phash, n in q("SELECT site_id, patient_hash, n_instances FROM studies"
-                                " WHERE state='held' ORDER BY first_at_s"):
+        for site, phash, n in q(
+            "SELECT site_id, patient_hash, n_instances FROM studies WHERE state='held' ORDER BY first_at_s"
+        ):
             if site in sites:
                 sites[site]["held_studies"].append({"patient_hash": phash, "instances": n})
         _failed(q, sites)
@@ -71,12 +91,14 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
             if site in sites:
                 sites[site]["last_received_at_s"] = last
         _recent_rejections(q, sites, unattributed)
-        for table, key in (("quarantine", "quarantined"), ("rejections", "rejections"),
-                           ("failures", "storage_failures")):
+        for table, key in (
+            ("quarantine", "quarantined"),
+            ("rejections", "rejections"),
+            ("failures", "storage_failures"),
+        ):
             for site, n in q(f"SELECT site_id, COUNT(*) FROM {table} GROUP BY site_id"):
                 put(site, key, n)
-        for site, n in q("SELECT site_id, COUNT(*) FROM outbox WHERE state='pending'"
-                         " GROUP BY site_id"):
+        for site, n in q("SELECT site_id, COUNT(*) FROM outbox WHERE state='pending' GROUP BY site_id"):
             put(site, "outbox_pending", n)
     finally:
         conn.close()
@@ -86,14 +108,16 @@ def inbox_status(config: TrialConfig) -> dict[str, Any]:
 def _failed(q: Any, sites: dict[str, dict[str, Any]]) -> None:
     """Fill ``failed_instances`` and ``failed_studies`` (PHI-free: keys and hashes)."""
     for site, study_key, phash, n, error in q(
-            "SELECT i.site_id, s.study_key, s.patient_hash, COUNT(*), MAX(i.last_error)"
-            " FROM instances i JOIN studies s ON s.site_id=i.site_id AND"
-            " s.study_uid=i.study_uid WHERE i.state='failed' GROUP BY i.site_id, i.study_uid"
-            " ORDER BY MIN(i.received_at_s)"):
+        "SELECT i.site_id, s.study_key, s.patient_hash, COUNT(*), MAX(i.last_error)"
+        " FROM instances i JOIN studies s ON s.site_id=i.site_id AND"
+        " s.study_uid=i.study_uid WHERE i.state='failed' GROUP BY i.site_id, i.study_uid"
+        " ORDER BY MIN(i.received_at_s)"
+    ):
         if site in sites:
             sites[site]["failed_instances"] += n
-            sites[site]["failed_studies"].append({"study_key": study_key, "patient_hash": phash,
-                                                  "failed_instances": n, "error": error})
+            sites[site]["failed_studies"].append(
+                {"study_key": study_key, "patient_hash": phash, "failed_instances": n, "error": error}
+            )
 
 
 #: How many of the latest rejected associations are listed (per site and unattributed).
@@ -103,12 +127,14 @@ RECENT_REJECTIONS = 20
 def _recent_rejections(q: Any, sites: dict[str, dict[str, Any]], unattributed: dict[str, Any]) -> None:
     """The latest refused associations with calling AE title, address and reason."""
     for site, calling, called, address, reason, at in q(
-            "SELECT site_id, calling_ae, called_ae, address, reason, at_s FROM rejections"
-            " ORDER BY at_s DESC LIMIT ?", (RECENT_REJECTIONS * (len(sites) + 1),)):
+        "SELECT site_id, calling_ae, called_ae, address, reason, at_s FROM rejections ORDER BY at_s DESC LIMIT ?",
+        (RECENT_REJECTIONS * (len(sites) + 1),),
+    ):
         target = sites[site]["recent_rejections"] if site in sites else unattributed["recent_rejections"]
         if len(target) < RECENT_REJECTIONS:
-            target.append({"calling_ae": calling, "called_ae": called, "address": address, "reason": reason,
-                           "at_s": at})
+            target.append(
+                {"calling_ae": calling, "called_ae": called, "address": address, "reason": reason, "at_s": at}
+            )
 
 
 def _totals(sites: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -118,16 +144,25 @@ def _totals(sites: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 def format_status(status: dict[str, Any]) -> str:
     """A plain-text table of :func:`inbox_status` for the terminal."""
-    cols = ["instances", "bytes", "studies_received", "studies_pending",
-            "studies_handed_off", "held_instances", "quarantined", "rejections"]
+    cols = [
+        "instances",
+        "bytes",
+        "studies_received",
+        "studies_pending",
+        "studies_handed_off",
+        "held_instances",
+        "quarantined",
+        "rejections",
+    ]
     lines = ["site      " + " ".join(f"{c:>18}" for c in cols)]
     for site, row in status["sites"].items():
         lines.append(f"{site:<10}" + " ".join(f"{row[c]:>18}" for c in cols))
         for h in row["held_studies"]:
-            lines.append(f"    held: unenrolled patient {h['patient_hash']}: "
-                         f"{h['instances']} instance(s)")
+            lines.append(f"    held: unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)")
         for f in row.get("failed_studies", []):
-            lines.append(f"    FAILED: study {f['study_key'] or '(not de-identified)'}"
-                         f" (patient {f['patient_hash']}): {f['failed_instances']} instance(s)"
-                         f" not de-identified ({f['error']})")
+            lines.append(
+                f"    FAILED: study {f['study_key'] or '(not de-identified)'}"
+                f" (patient {f['patient_hash']}): {f['failed_instances']} instance(s)"
+                f" not de-identified ({f['error']})"
+            )
     return "\n".join(lines)

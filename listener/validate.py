@@ -30,13 +30,60 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 
 UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-_SHORT_VRS = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN",
-              "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"}
-_FIXED_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "AT": 4, "OW": 2,
-               "OF": 4, "OD": 8, "OL": 4, "OV": 8, "SV": 8, "UV": 8}
+_SHORT_VRS = {
+    "AE",
+    "AS",
+    "AT",
+    "CS",
+    "DA",
+    "DS",
+    "DT",
+    "FL",
+    "FD",
+    "IS",
+    "LO",
+    "LT",
+    "PN",
+    "SH",
+    "SL",
+    "SS",
+    "ST",
+    "TM",
+    "UI",
+    "UL",
+    "US",
+}
+_FIXED_SIZE = {
+    "US": 2,
+    "SS": 2,
+    "UL": 4,
+    "SL": 4,
+    "FL": 4,
+    "FD": 8,
+    "AT": 4,
+    "OW": 2,
+    "OF": 4,
+    "OD": 8,
+    "OL": 4,
+    "OV": 8,
+    "SV": 8,
+    "UV": 8,
+}
 #: PS3.5 Table 6.2-1 maximum value lengths (bytes per value) of the bounded string VRs.
-_MAX_VALUE_LEN = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12,
-                  "LO": 64, "SH": 16, "TM": 16, "UI": 64, "PN": 3 * 64 + 2}
+_MAX_VALUE_LEN = {
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "DT": 26,
+    "IS": 12,
+    "LO": 64,
+    "SH": 16,
+    "TM": 16,
+    "UI": 64,
+    "PN": 3 * 64 + 2,
+}
 #: a value is refused as oversized beyond this multiple of its VR's maximum (UI: exact)
 OVERSIZE_FACTOR = 2
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -52,9 +99,9 @@ MAX_DEFLATE_RATIO = 100
 ALLOWED_BITS_ALLOCATED = frozenset({1, 8, 16, 32, 64})
 
 _NATIVE_TS = {
-    "1.2.840.10008.1.2": (True, False),     # implicit VR little endian
+    "1.2.840.10008.1.2": (True, False),  # implicit VR little endian
     "1.2.840.10008.1.2.1": (False, False),  # explicit VR little endian
-    "1.2.840.10008.1.2.2": (False, True),   # explicit VR big endian (retired)
+    "1.2.840.10008.1.2.2": (False, True),  # explicit VR big endian (retired)
     "1.2.840.10008.1.2.1.99": (False, False),  # deflated explicit VR little endian
 }
 
@@ -121,7 +168,7 @@ class _Walker:
                     vr = "OW" if "OW" in vr else vr.split(" or ")[0]
                 pos += 8
             else:
-                vr = buf[pos + 4:pos + 6].decode("latin-1")
+                vr = buf[pos + 4 : pos + 6].decode("latin-1")
                 if vr in _LONG_VRS:
                     if end - pos < 12:
                         raise InvalidDataset(f"truncated element header at byte {pos}")
@@ -134,8 +181,7 @@ class _Walker:
                     raise InvalidDataset(f"invalid VR {vr!r} at ({group:04X},{elem:04X})")
                 dvr = _dict_vr(tag)
                 if dvr and vr != "UN" and " or " not in dvr and dvr != vr and elem != 0:
-                    raise InvalidDataset(
-                        f"VR {vr} contradicts dictionary VR {dvr} at ({group:04X},{elem:04X})")
+                    raise InvalidDataset(f"VR {vr} contradicts dictionary VR {dvr} at ({group:04X},{elem:04X})")
             if length == UNDEFINED:
                 if vr == "SQ" or (vr == "UN" and not self.implicit):
                     pos = self._sequence(pos, end, depth)
@@ -146,19 +192,17 @@ class _Walker:
                 continue
             if length > end - pos:
                 raise InvalidDataset(
-                    f"element ({group:04X},{elem:04X}) length {length} overruns the stream "
-                    f"({end - pos} bytes left)")
+                    f"element ({group:04X},{elem:04X}) length {length} overruns the stream ({end - pos} bytes left)"
+                )
             size = _FIXED_SIZE.get(vr)
             if size and length % size:
-                raise InvalidDataset(f"length {length} of ({group:04X},{elem:04X}) {vr} "
-                                     f"is not a multiple of {size}")
+                raise InvalidDataset(f"length {length} of ({group:04X},{elem:04X}) {vr} is not a multiple of {size}")
             vmax = _MAX_VALUE_LEN.get(vr)
             if vmax and length > vmax:
                 limit = vmax if vr == "UI" else vmax * OVERSIZE_FACTOR
-                for value in buf[pos:pos + length].split(b"\\"):
+                for value in buf[pos : pos + length].split(b"\\"):
                     if len(value.rstrip(b" \0")) > limit:
-                        raise InvalidDataset(f"oversized {vr} value ({len(value)} bytes) at "
-                                             f"({group:04X},{elem:04X})")
+                        raise InvalidDataset(f"oversized {vr} value ({len(value)} bytes) at ({group:04X},{elem:04X})")
             if vr == "SQ":
                 self._sequence_defined(pos, pos + length, depth)
             pos += length
@@ -258,8 +302,7 @@ def inflate_bounded(data: bytes) -> bytes:
     except zlib.error as exc:
         raise InvalidDataset(f"deflate stream corrupt: {exc}") from None
     if len(out) > limit or dec.unconsumed_tail:
-        raise InvalidDataset(f"deflated dataset inflates beyond {limit} bytes "
-                             f"({len(data)} bytes received)")
+        raise InvalidDataset(f"deflated dataset inflates beyond {limit} bytes ({len(data)} bytes received)")
     return out
 
 
@@ -295,8 +338,7 @@ def check_pixels(ds: pydicom.Dataset) -> None:
             raise InvalidDataset("image header without pixel data (truncated?)")
         return
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
-    bits = _int(ds, "BitsAllocated", {"FloatPixelData": 32,
-                                      "DoubleFloatPixelData": 64}.get(kinds[0]))
+    bits = _int(ds, "BitsAllocated", {"FloatPixelData": 32, "DoubleFloatPixelData": 64}.get(kinds[0]))
     spp = _int(ds, "SamplesPerPixel", 1)
     frames = _int(ds, "NumberOfFrames", 1)
     if rows <= 0 or cols <= 0:
@@ -337,13 +379,11 @@ def _decode_frames(ds: pydicom.Dataset, rows: int, cols: int, frames: int) -> No
         for arr, _ in decoder.iter_array(ds, as_rgb=False):
             n += 1
             if arr.shape[:2] != (rows, cols) or n > frames:
-                raise InvalidDataset(f"frame {n} decodes to {arr.shape}, header "
-                                     f"{frames} x {rows} x {cols}")
+                raise InvalidDataset(f"frame {n} decodes to {arr.shape}, header {frames} x {rows} x {cols}")
     except InvalidDataset:
         raise
     except Exception as exc:  # any decoder error: the frame cannot be read
-        raise InvalidDataset(f"compressed frame {n + 1} does not decode: "
-                             f"{type(exc).__name__}") from None
+        raise InvalidDataset(f"compressed frame {n + 1} does not decode: {type(exc).__name__}") from None
     if n != frames:
         raise InvalidDataset(f"{n} frame(s) decode, header says {frames}")
 
@@ -358,8 +398,9 @@ def _uid(ds: pydicom.Dataset, keyword: str) -> str:
     return value
 
 
-def read_header(file_bytes: bytes, context_sop_class: str, affected_sop_instance: str,
-                pixel_check: bool = True) -> tuple[pydicom.Dataset, InstanceHeader]:
+def read_header(
+    file_bytes: bytes, context_sop_class: str, affected_sop_instance: str, pixel_check: bool = True
+) -> tuple[pydicom.Dataset, InstanceHeader]:
     """Parse a structurally checked Part-10 stream and check its identity against the request.
 
     Parameters
@@ -388,11 +429,9 @@ def read_header(file_bytes: bytes, context_sop_class: str, affected_sop_instance
     except Exception as exc:  # any decoder error is "cannot understand"
         raise InvalidDataset(f"undecodable: {type(exc).__name__}") from None
     if sop_class != UID(context_sop_class):
-        raise InvalidDataset("SOP Class UID contradicts the presentation context",
-                             STATUS_DATASET_MISMATCH)
+        raise InvalidDataset("SOP Class UID contradicts the presentation context", STATUS_DATASET_MISMATCH)
     if affected_sop_instance and sop_inst != str(affected_sop_instance).strip("\0 "):
-        raise InvalidDataset("SOP Instance UID differs from the request",
-                             STATUS_DATASET_MISMATCH)
+        raise InvalidDataset("SOP Instance UID differs from the request", STATUS_DATASET_MISMATCH)
     try:
         pid = str(ds.get("PatientID", "") or "").strip()
         modality = str(ds.get("Modality", "") or "").strip()

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from rntflow.core.errors import CalibrationError
 
+
 def decay_constant_per_s(half_life_s: float) -> float:
     if half_life_s is None or not half_life_s > 0:
         raise CalibrationError(f"half-life must be positive, got {half_life_s!r} s")

@@ -105,9 +105,7 @@ def _nuclide(canon: str) -> Nuclide:
                 total += energy * yld
         return total
 
-    lines = tuple(
-        (float(e), float(y)) for g in PHOTON_GROUPS for e, y in emis.get(g, []) if y > 0
-    )
+    lines = tuple((float(e), float(y)) for g in PHOTON_GROUPS for e, y in emis.get(g, []) if y > 0)
     spectrum = tuple((float(e), float(d)) for e, d in emis.get("b-spectra", []))
     return Nuclide(
         name=canon,

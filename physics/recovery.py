@@ -32,8 +32,14 @@ def rc_blurred_sphere(diameter_mm: float, fwhm_mm: float) -> float:
     norm = (2.0 * math.pi * sigma**2) ** -1.5
 
     def integrand(u: float) -> float:
-        return 4.0 * math.pi * u * u * norm * math.exp(-u * u / (2 * sigma * sigma)) * (
-            math.pi / 12.0 * (4 * r + u) * (2 * r - u) ** 2
+        return (
+            4.0
+            * math.pi
+            * u
+            * u
+            * norm
+            * math.exp(-u * u / (2 * sigma * sigma))
+            * (math.pi / 12.0 * (4 * r + u) * (2 * r - u) ** 2)
         )
 
     upper = min(2.0 * r, 12.0 * sigma)

@@ -18,8 +18,16 @@ from rntflow import __version__
 from rntflow.core.errors import RntflowError
 
 #: Sub-commands provided by other packages: module with ``add_parser(subparsers)`` and ``run(args)``.
-PLUGGABLE = ("rntflow.listener.app", "rntflow.status_cli", "rntflow.demo", "rntflow.outcomes_cli", "rntflow.tare_cli",
-            "rntflow.crosscal_cli", "rntflow.sql_cli", "rntflow.reprocess_cli")
+PLUGGABLE = (
+    "rntflow.listener.app",
+    "rntflow.status_cli",
+    "rntflow.demo",
+    "rntflow.outcomes_cli",
+    "rntflow.tare_cli",
+    "rntflow.crosscal_cli",
+    "rntflow.sql_cli",
+    "rntflow.reprocess_cli",
+)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -28,9 +36,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     spec = TrialSpec(n_sites=args.sites, subjects_per_site=args.subjects_per_site, cycles=args.cycles, seed=args.seed)
     t0 = time.perf_counter()
     summary = simulate_trial(args.out, spec, progress=lambda m: print(f"[{time.perf_counter() - t0:5.1f}s] {m}"))
-    print(f"synthetic trial in {summary.out_dir}: {summary.n_sites} sites, {summary.n_subjects} subjects, "
-          f"{summary.n_studies} studies, {summary.n_files} files, {summary.n_bytes / 1e6:.1f} MB "
-          f"in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"synthetic trial in {summary.out_dir}: {summary.n_sites} sites, {summary.n_subjects} subjects, "
+        f"{summary.n_studies} studies, {summary.n_files} files, {summary.n_bytes / 1e6:.1f} MB "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     print(f"ground truth: {Path(args.out) / 'truth.json'}; trial config: {Path(args.out) / 'trial.yaml'}")
     return 0
 
@@ -38,18 +48,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     from rntflow.push import push_tree
 
-    report = push_tree(args.dir, args.host, args.port, args.calling_aet, args.called_aet,
-                       progress=None if args.quiet else print)
+    report = push_tree(
+        args.dir, args.host, args.port, args.calling_aet, args.called_aet, progress=None if args.quiet else print
+    )
     for path in report.skipped_files:
         print(f"skipped (not DICOM): {path}")
     for f in report.failures:
         if not f.status.startswith("association "):
             print(f"FAILED {f.path}: {f.status}")
     for reason in report.rejections:
-        print(f"rntflow push: association refused ({reason}); check --calling-aet, --called-aet and "
-              f"the receiver's site list", file=sys.stderr)
-    print(f"{report.studies} studies, {report.sent} instances sent, {report.stored} stored, "
-          f"{len(report.failures)} failed")
+        print(
+            f"rntflow push: association refused ({reason}); check --calling-aet, --called-aet and "
+            f"the receiver's site list",
+            file=sys.stderr,
+        )
+    print(
+        f"{report.studies} studies, {report.sent} instances sent, {report.stored} stored, {len(report.failures)} failed"
+    )
     return 0 if report.ok else 1
 
 
@@ -80,8 +95,10 @@ def config_problems(config_path: Path) -> tuple[str, list[str]]:
             problems.append(f"{cfg.enrolment_file}: site id(s) {', '.join(unknown)} are not in the config's sites")
     phantoms = {e.subject_id for e in enrolled if e.kind == "phantom"}
     if not cfg.phantom_fills_file.exists():
-        problems.append(f"paths.phantom_fills: {cfg.phantom_fills_file} does not exist "
-                        "(phantom scans cannot be calibrated without it)")
+        problems.append(
+            f"paths.phantom_fills: {cfg.phantom_fills_file} does not exist "
+            "(phantom scans cannot be calibrated without it)"
+        )
     else:
         try:
             fills = load_phantom_fills(cfg.phantom_fills_file)
@@ -90,8 +107,10 @@ def config_problems(config_path: Path) -> tuple[str, list[str]]:
                 problems.append(f"{cfg.phantom_fills_file}: {', '.join(stray)} not enrolled as phantom(s)")
         except CalibrationError as exc:
             problems.append(str(exc))
-    summary = (f"trial {cfg.trial_id}, {len(cfg.sites)} sites, {len(enrolled)} enrolled, "
-               f"listener {cfg.listener.ae_title}@{cfg.listener.host}:{cfg.listener.port}")
+    summary = (
+        f"trial {cfg.trial_id}, {len(cfg.sites)} sites, {len(enrolled)} enrolled, "
+        f"listener {cfg.listener.ae_title}@{cfg.listener.host}:{cfg.listener.port}"
+    )
     return summary, problems
 
 
@@ -117,8 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
     p.add_argument("--subjects-per-site", type=int, default=2, help="subjects per site (default 2)")
-    p.add_argument("--cycles", type=int, default=2, choices=range(1, 5), metavar="{1..4}",
-                   help="treatment cycles per subject (default 2)")
+    p.add_argument(
+        "--cycles",
+        type=int,
+        default=2,
+        choices=range(1, 5),
+        metavar="{1..4}",
+        help="treatment cycles per subject (default 2)",
+    )
     p.add_argument("--seed", type=int, default=20261123, help="random seed (default 20261123)")
     p.set_defaults(func=_cmd_simulate)
 
@@ -145,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:

@@ -19,8 +19,9 @@ from rntflow.core.config import load_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("cross-calibration-effect",
-                              help="re-process without cross-calibration and compare the dose-effect fits")
+    p = subparsers.add_parser(
+        "cross-calibration-effect", help="re-process without cross-calibration and compare the dose-effect fits"
+    )
     p.add_argument("--config", default="deployments/trial.example.yaml", help="trial YAML (default: the demo trial)")
     p.add_argument("--n-per-site", type=int, default=200, help="bias study: virtual subjects per site (default 200)")
     p.add_argument("--n-rep", type=int, default=200, help="bias study: repetitions (default 200)")
@@ -30,8 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _side_by_side(study: pd.DataFrame) -> pd.DataFrame:
     """One row per endpoint and quantity, one ``median [2.5 %, 97.5 %]`` column per arm."""
-    cell = study.assign(value=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if n > 1 else f"{m:.3f}"
-                               for m, lo, hi, n in study[["median", "p2_5", "p97_5", "n_rep"]].itertuples(index=False)])
+    cell = study.assign(
+        value=[
+            f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if n > 1 else f"{m:.3f}"
+            for m, lo, hi, n in study[["median", "p2_5", "p97_5", "n_rep"]].itertuples(index=False)
+        ]
+    )
     order = {q: i for i, q in enumerate(dict.fromkeys(study["quantity"]))}
     wide = cell.pivot(index=["endpoint", "quantity"], columns="arm", values="value").reset_index()
     wide.columns.name = None
@@ -59,21 +64,35 @@ def run(args: argparse.Namespace) -> int:
     from rntflow.warehouse.catalog import dose_effect_frame
     from rntflow.warehouse.writer import read_latest
 
-    arms = {name: dose_effect_frame(trial_config(path).warehouse_dir)
-            for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"]))}
+    arms = {
+        name: dose_effect_frame(trial_config(path).warehouse_dir)
+        for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"]))
+    }
     studies = read_latest(config.warehouse_dir, "studies", "kind = 'patient'")
     compliant = studies.groupby("site_id")["protocol_compliant"].any()
     off_protocol = sorted(compliant.index[~compliant.astype(bool)])
-    study = calibration_bias_study(arms, json.loads(truth_file.read_text()), n_per_site=args.n_per_site,
-                                   n_rep=args.n_rep, exclude_from_pool=off_protocol)
-    text = "\n".join([
-        f"# Calibration bias study: {config.trial_id}", "",
-        f"Virtual cohort of {args.n_per_site} subjects per site and repetition ({args.n_rep} repetitions): true "
-        "doses spread over the dose-response curve, each given the measured/true dose ratio of one of the "
-        "site's outcome units in this trial (the same unit in both arms), outcomes drawn from the simulator's "
-        "model on the true dose (rntflow.evaluation.calibration_bias_study). Median and 95 % range over "
-        "repetitions. Pooled fits leave out the site(s) whose reconstructions fail the protocol checks: "
-        f"{', '.join(off_protocol) or 'none'}.", "", markdown_table(_side_by_side(study)), ""])
+    study = calibration_bias_study(
+        arms,
+        json.loads(truth_file.read_text()),
+        n_per_site=args.n_per_site,
+        n_rep=args.n_rep,
+        exclude_from_pool=off_protocol,
+    )
+    text = "\n".join(
+        [
+            f"# Calibration bias study: {config.trial_id}",
+            "",
+            f"Virtual cohort of {args.n_per_site} subjects per site and repetition ({args.n_rep} repetitions): true "
+            "doses spread over the dose-response curve, each given the measured/true dose ratio of one of the "
+            "site's outcome units in this trial (the same unit in both arms), outcomes drawn from the simulator's "
+            "model on the true dose (rntflow.evaluation.calibration_bias_study). Median and 95 % range over "
+            "repetitions. Pooled fits leave out the site(s) whose reconstructions fail the protocol checks: "
+            f"{', '.join(off_protocol) or 'none'}.",
+            "",
+            markdown_table(_side_by_side(study)),
+            "",
+        ]
+    )
     write_report(Path(res["report"]).with_name("cross_calibration_bias.md"), text)
     print(text)
     return 0 if res["n_failed"] == 0 else 1

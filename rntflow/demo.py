@@ -64,15 +64,29 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_path)
     trial_dir = config.enrolment_file.parent
     if args.fresh:
-        for d in (trial_dir, config.spool_dir, config.keys_dir, config.warehouse_dir, config.products_dir,
-                  config.prefect_home, config.arms_dir):
+        for d in (
+            trial_dir,
+            config.spool_dir,
+            config.keys_dir,
+            config.warehouse_dir,
+            config.products_dir,
+            config.prefect_home,
+            config.arms_dir,
+        ):
             shutil.rmtree(d, ignore_errors=True)
     prefect_environment(config)
     if not (trial_dir / "truth.json").exists():
         say(f"simulating the demo trial into {trial_dir}")
-        simulate_trial(trial_dir, TrialSpec(trial_id=config.trial_id, n_sites=args.sites,
-                                            subjects_per_site=args.subjects_per_site, cycles=args.cycles),
-                       progress=say)
+        simulate_trial(
+            trial_dir,
+            TrialSpec(
+                trial_id=config.trial_id,
+                n_sites=args.sites,
+                subjects_per_site=args.subjects_per_site,
+                cycles=args.cycles,
+            ),
+            progress=say,
+        )
     failures, n_failed = ingest_and_process(config, config_path, trial_dir, args.timeout_s, say)
     close_out(config, config_path, trial_dir, say)
     print(summary(config, config_path, trial_dir))
@@ -80,9 +94,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if failures == 0 and n_failed == 0 else 1
 
 
-def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, timeout_s: float,
-                       say, order: Callable[[list[tuple[SiteSettings, Path]]], list] | None = None
-                       ) -> tuple[int, int]:
+def ingest_and_process(
+    config: TrialConfig,
+    config_path: str,
+    trial_dir: Path,
+    timeout_s: float,
+    say,
+    order: Callable[[list[tuple[SiteSettings, Path]]], list] | None = None,
+) -> tuple[int, int]:
     """Listener + push + flows until every study has been processed; (push failures, failed flows).
 
     The listener receives in this process; de-identification, stable-study detection and
@@ -93,10 +112,16 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
     from rntflow.push import push_tree
     from rntflow.warehouse.writer import read_latest
 
-    server = start_listener(config, block=False, config_path=config_path,
-                            worker_process=("local", config_path, "process-study/process-study"))
-    say(f"listener {config.listener.ae_title} on port {server.port}; flows run locally in the ingest worker "
-        f"(Prefect home {config.prefect_home})")
+    server = start_listener(
+        config,
+        block=False,
+        config_path=config_path,
+        worker_process=("local", config_path, "process-study/process-study"),
+    )
+    say(
+        f"listener {config.listener.ae_title} on port {server.port}; flows run locally in the ingest worker "
+        f"(Prefect home {config.prefect_home})"
+    )
     failures = 0
     n_studies = sum(1 for _ in trial_dir.glob("dicom/*/*/*"))
 
@@ -112,12 +137,18 @@ def ingest_and_process(config: TrialConfig, config_path: str, trial_dir: Path, t
     try:
         # by default per site, phantoms first, as a site scans them before treating patients;
         # ``order`` permutes the whole list (arrival order must not change the results)
-        pushes = [(site, study_root) for site in config.sites if (trial_dir / "dicom" / site.id).exists()
-                  for study_root in sorted((trial_dir / "dicom" / site.id).iterdir(),
-                                           key=lambda p: (not p.name.startswith("QC-"), p.name))]
+        pushes = [
+            (site, study_root)
+            for site in config.sites
+            if (trial_dir / "dicom" / site.id).exists()
+            for study_root in sorted(
+                (trial_dir / "dicom" / site.id).iterdir(), key=lambda p: (not p.name.startswith("QC-"), p.name)
+            )
+        ]
         for i, (site, study_root) in enumerate(order(pushes) if order else pushes):
-            report = push_tree(study_root, "127.0.0.1", server.port, site.calling_ae_titles[0],
-                               config.listener.ae_title)
+            report = push_tree(
+                study_root, "127.0.0.1", server.port, site.calling_ae_titles[0], config.listener.ae_title
+            )
             failures += len(report.failures)
             if order is None and (i + 1 == len(pushes) or pushes[i + 1][0] is not site):
                 say(f"{site.id}: pushed; flows: {progress()[0]}/{n_studies} studies processed")
@@ -171,8 +202,11 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
     else:
         cmp["group"] = cmp["voi"].where(~cmp["voi"].str.startswith("Lesion_"), "Lesions")
         cmp["abs_err"] = cmp["error_pct"].abs()
-        g = cmp.groupby(["group", "method"]).agg(n=("abs_err", "size"), median_abs_err_pct=("abs_err", "median"),
-                                                 max_abs_err_pct=("abs_err", "max")).reset_index()
+        g = (
+            cmp.groupby(["group", "method"])
+            .agg(n=("abs_err", "size"), median_abs_err_pct=("abs_err", "median"), max_abs_err_pct=("abs_err", "max"))
+            .reset_index()
+        )
         lines.append(g.round(1).to_string(index=False))
     qa = read_latest(config.warehouse_dir, "qa_checks")
     lines += ["", "== QA findings (warn / fail) =="]
@@ -184,14 +218,17 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
     if report.exists():
         lines += ["", "== Dose-effect (from the report) =="]
         lines += [ln for ln in report.read_text().splitlines()[2:] if ln.strip()][:24]
-    lines += ["", "== Where to look next ==",
-              f"coordinator view:   rntflow status --config {config_path}",
-              f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "
-              "# then http://127.0.0.1:4200",
-              f"dose-effect report: {report}",
-              f"DuckDB:             .venv/bin/duckdb -readonly {catalog_path(config.warehouse_dir)} -c \"SELECT subject_id, cycle, voi, "
-              "round(dose_gy, 2) AS dose_gy, round(bed_gy, 2) AS bed_gy FROM voi_doses WHERE engine = 'organ' "
-              "AND voi = 'Kidneys' ORDER BY 1, 2\"",
-              f"truth:              {trial_dir / 'truth_voi_doses.csv'}"]
+    lines += [
+        "",
+        "== Where to look next ==",
+        f"coordinator view:   rntflow status --config {config_path}",
+        f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "
+        "# then http://127.0.0.1:4200",
+        f"dose-effect report: {report}",
+        f'DuckDB:             .venv/bin/duckdb -readonly {catalog_path(config.warehouse_dir)} -c "SELECT subject_id, cycle, voi, '
+        "round(dose_gy, 2) AS dose_gy, round(bed_gy, 2) AS bed_gy FROM voi_doses WHERE engine = 'organ' "
+        "AND voi = 'Kidneys' ORDER BY 1, 2\"",
+        f"truth:              {trial_dir / 'truth_voi_doses.csv'}",
+    ]
     pd.set_option("display.width", 120)
     return "\n".join(lines)

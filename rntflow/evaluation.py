@@ -26,20 +26,47 @@ def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.D
     got = got[got["engine"].isin(ANALYSIS_ENGINES)]  # organ S-value (organs), sphere model (lesions)
     got = got.sort_values("method").drop_duplicates(["subject_id", "cycle", "voi"], keep="first")
     got = got.astype({"cycle": int})
-    m = got.merge(truth.rename(columns={"dose_gy": "true_dose_gy", "mass_g": "true_mass_g",
-                                        "tia_mbq_h": "true_tia_mbq_h", "method": "true_method",
-                                        "site_id": "true_site_id"}),
-                  on=["subject_id", "cycle", "voi"], how="inner")
+    m = got.merge(
+        truth.rename(
+            columns={
+                "dose_gy": "true_dose_gy",
+                "mass_g": "true_mass_g",
+                "tia_mbq_h": "true_tia_mbq_h",
+                "method": "true_method",
+                "site_id": "true_site_id",
+            }
+        ),
+        on=["subject_id", "cycle", "voi"],
+        how="inner",
+    )
     m["error_pct"] = 100.0 * (m["dose_gy"] / m["true_dose_gy"] - 1.0)
-    cols = ["subject_id", "site_id", "cycle", "voi", "engine", "method", "final", "n_timepoints", "dose_gy",
-            "true_dose_gy", "error_pct", "mass_g", "true_mass_g", "tia_mbq_h", "true_tia_mbq_h"]
+    cols = [
+        "subject_id",
+        "site_id",
+        "cycle",
+        "voi",
+        "engine",
+        "method",
+        "final",
+        "n_timepoints",
+        "dose_gy",
+        "true_dose_gy",
+        "error_pct",
+        "mass_g",
+        "true_mass_g",
+        "tia_mbq_h",
+        "true_tia_mbq_h",
+    ]
     return m[cols].sort_values(["subject_id", "cycle", "voi"]).reset_index(drop=True)
 
 
 #: Endpoints drawn from a logistic model by the simulator, with the measured dose column
 #: that corresponds to the model's dose quantity (simulation/outcomes.py).
-LOGISTIC_ENDPOINT_DOSE = {"nephrotoxicity": "cumulative_bed_gy", "xerostomia": "cumulative_dose_gy",
-                          "lesion_response": "cumulative_dose_gy"}
+LOGISTIC_ENDPOINT_DOSE = {
+    "nephrotoxicity": "cumulative_bed_gy",
+    "xerostomia": "cumulative_dose_gy",
+    "lesion_response": "cumulative_dose_gy",
+}
 
 
 def truth_targets(truth: dict) -> pd.DataFrame:
@@ -52,18 +79,42 @@ def truth_targets(truth: dict) -> pd.DataFrame:
     for sid, subj in truth["subjects"].items():
         dose, bed = subj["cumulative"]["dose_gy"], subj["cumulative"]["bed_gy"]
         site = subj["site_id"]
-        rows.append({"subject_id": sid, "site_id": site, "endpoint": "nephrotoxicity", "lesion_voi": "",
-                     "true_gy": bed["Kidneys"]})
-        rows.append({"subject_id": sid, "site_id": site, "endpoint": "xerostomia", "lesion_voi": "",
-                     "true_gy": 0.5 * (dose["Parotid_L"] + dose["Parotid_R"])})
-        rows += [{"subject_id": sid, "site_id": site, "endpoint": "lesion_response", "lesion_voi": voi,
-                  "true_gy": d} for voi, d in dose.items() if voi.startswith("Lesion_")]
+        rows.append(
+            {
+                "subject_id": sid,
+                "site_id": site,
+                "endpoint": "nephrotoxicity",
+                "lesion_voi": "",
+                "true_gy": bed["Kidneys"],
+            }
+        )
+        rows.append(
+            {
+                "subject_id": sid,
+                "site_id": site,
+                "endpoint": "xerostomia",
+                "lesion_voi": "",
+                "true_gy": 0.5 * (dose["Parotid_L"] + dose["Parotid_R"]),
+            }
+        )
+        rows += [
+            {"subject_id": sid, "site_id": site, "endpoint": "lesion_response", "lesion_voi": voi, "true_gy": d}
+            for voi, d in dose.items()
+            if voi.startswith("Lesion_")
+        ]
     return pd.DataFrame(rows)
 
 
-def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_site: int = 200,
-                           n_rep: int = 200, dose_span: float = 3.0, exclude_from_pool: Sequence[str] = (),
-                           seed: int = 0) -> pd.DataFrame:
+def calibration_bias_study(
+    arms: dict[str, pd.DataFrame],
+    truth: dict,
+    *,
+    n_per_site: int = 200,
+    n_rep: int = 200,
+    dose_span: float = 3.0,
+    exclude_from_pool: Sequence[str] = (),
+    seed: int = 0,
+) -> pd.DataFrame:
     """Bias each arm's dosimetry puts into pooled and per-site D50s, on a virtual cohort.
 
     The demo trial is far too small for a dose-response fit (six subjects, a handful of
@@ -115,9 +166,17 @@ def calibration_bias_study(arms: dict[str, pd.DataFrame], truth: dict, *, n_per_
         v = np.asarray(vals, dtype=float)
         v = v[np.isfinite(v)]
         if v.size:
-            out.append({"endpoint": endpoint, "arm": arm, "quantity": quantity, "n_rep": int(v.size),
-                        "median": float(np.median(v)), "p2_5": float(np.percentile(v, 2.5)),
-                        "p97_5": float(np.percentile(v, 97.5))})
+            out.append(
+                {
+                    "endpoint": endpoint,
+                    "arm": arm,
+                    "quantity": quantity,
+                    "n_rep": int(v.size),
+                    "median": float(np.median(v)),
+                    "p2_5": float(np.percentile(v, 2.5)),
+                    "p97_5": float(np.percentile(v, 97.5)),
+                }
+            )
 
     for endpoint, dose_col in LOGISTIC_ENDPOINT_DOSE.items():
         units = targets[targets["endpoint"] == endpoint]

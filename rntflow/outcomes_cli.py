@@ -1,6 +1,4 @@
-"""``rntflow outcomes import FILE.csv --config trial.yaml``: load clinical outcomes.
-
-"""
+"""``rntflow outcomes import FILE.csv --config trial.yaml``: load clinical outcomes."""
 
 from __future__ import annotations
 
@@ -17,9 +15,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser("outcomes", help="clinical outcomes: import a CSV into the warehouse")
     sub = parser.add_subparsers(dest="outcomes_command", required=True)
     imp = sub.add_parser("import", help="validate an outcomes CSV and load it into the warehouse")
-    imp.add_argument("file", type=Path, metavar="FILE.csv",
-                     help="columns subject_id,endpoint,lesion_voi,grade,response,event,"
-                          "time_to_event_months,assessed_months")
+    imp.add_argument(
+        "file",
+        type=Path,
+        metavar="FILE.csv",
+        help="columns subject_id,endpoint,lesion_voi,grade,response,event,time_to_event_months,assessed_months",
+    )
     imp.add_argument("--config", type=Path, required=True, help="trial config YAML")
     parser.set_defaults(command="outcomes", func=run)
     return parser
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except RntflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"outcomes: {report.rows_in} row(s) read, {report.rows_new} new, "
-          f"{report.rows_new_version} changed (new version), {report.rows_unchanged} unchanged, "
-          f"{report.files_written} file(s) written to {config.warehouse_dir}")
+    print(
+        f"outcomes: {report.rows_in} row(s) read, {report.rows_new} new, "
+        f"{report.rows_new_version} changed (new version), {report.rows_unchanged} unchanged, "
+        f"{report.files_written} file(s) written to {config.warehouse_dir}"
+    )
     return 0

@@ -63,8 +63,11 @@ def _index(root: Path) -> dict[str, list[tuple[Path, str, str]]]:
     paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for path in paths:
         try:
-            ds = dcmread(path, stop_before_pixels=True,
-                         specific_tags=["StudyInstanceUID", "SOPClassUID", "StudyDate", "StudyTime"])
+            ds = dcmread(
+                path,
+                stop_before_pixels=True,
+                specific_tags=["StudyInstanceUID", "SOPClassUID", "StudyDate", "StudyTime"],
+            )
             ts = str(ds.file_meta.TransferSyntaxUID)
             uid = str(ds.StudyInstanceUID)
             studies[uid].append((path, str(ds.SOPClassUID), ts))
@@ -78,12 +81,18 @@ def _index(root: Path) -> dict[str, list[tuple[Path, str, str]]]:
 def _rejection_reason(pdu: A_ASSOCIATE_RJ) -> tuple[str, bool]:
     """A one-line reason for an A-ASSOCIATE-RJ and whether it is permanent."""
     permanent = pdu.result == 0x01
-    return (f"{'permanent' if permanent else 'transient'} rejection by {pdu.source_str}: {pdu.reason_str}",
-            permanent)
+    return (f"{'permanent' if permanent else 'transient'} rejection by {pdu.source_str}: {pdu.reason_str}", permanent)
 
 
-def push_tree(root: str | Path, host: str, port: int, calling_aet: str, called_aet: str,
-              progress: Callable[[str], None] | None = None, tls_context=None) -> PushReport:
+def push_tree(
+    root: str | Path,
+    host: str,
+    port: int,
+    calling_aet: str,
+    called_aet: str,
+    progress: Callable[[str], None] | None = None,
+    tls_context=None,
+) -> PushReport:
     """Push every DICOM file under ``root``, one association per study.
 
     Parameters
@@ -125,9 +134,12 @@ def push_tree(root: str | Path, host: str, port: int, calling_aet: str, called_a
         if tls_context is not None:
             kwargs["tls_args"] = (tls_context, host)
         rejected: list[A_ASSOCIATE_RJ] = []
-        kwargs["evt_handlers"] = [(evt.EVT_PDU_RECV,
-                                   lambda event, seen=rejected: seen.append(event.pdu)
-                                   if isinstance(event.pdu, A_ASSOCIATE_RJ) else None)]
+        kwargs["evt_handlers"] = [
+            (
+                evt.EVT_PDU_RECV,
+                lambda event, seen=rejected: seen.append(event.pdu) if isinstance(event.pdu, A_ASSOCIATE_RJ) else None,
+            )
+        ]
         assoc = ae.associate(host, port, **kwargs)
         if not assoc.is_established:
             permanent = False

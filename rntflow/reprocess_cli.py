@@ -19,18 +19,31 @@ def _since(text: str) -> datetime:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``reprocess`` sub-command."""
     p = subparsers.add_parser(
-        "reprocess", help="process spooled studies again (after a fill-log, config or calibration fix)",
+        "reprocess",
+        help="process spooled studies again (after a fill-log, config or calibration fix)",
         description="Run process-study again for the spooled (de-identified) studies that match every given "
-                    "filter, per site phantoms first; results are written as new versions. Without a filter, "
-                    "everything the listener handed off.")
+        "filter, per site phantoms first; results are written as new versions. Without a filter, "
+        "everything the listener handed off.",
+    )
     p.add_argument("--config", required=True, type=Path, help="trial YAML")
     p.add_argument("--site", action="append", default=[], metavar="SITE_ID", help="only this site (repeatable)")
-    p.add_argument("--subject", action="append", default=[], metavar="SUBJECT_ID",
-                   help="only this subject (repeatable)")
-    p.add_argument("--study", action="append", default=[], metavar="STUDY_KEY",
-                   help="only this study key, as shown by `rntflow status` (repeatable)")
-    p.add_argument("--since", type=_since, default=None, metavar="DATETIME",
-                   help="only studies that arrived at or after this time (ISO 8601, UTC if no zone)")
+    p.add_argument(
+        "--subject", action="append", default=[], metavar="SUBJECT_ID", help="only this subject (repeatable)"
+    )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="STUDY_KEY",
+        help="only this study key, as shown by `rntflow status` (repeatable)",
+    )
+    p.add_argument(
+        "--since",
+        type=_since,
+        default=None,
+        metavar="DATETIME",
+        help="only studies that arrived at or after this time (ISO 8601, UTC if no zone)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     p.set_defaults(func=run)
     return p
@@ -44,11 +57,19 @@ def run(args: argparse.Namespace) -> int:
 
     config_path = str(Path(args.config).resolve())
     config = load_config(config_path)
-    studies = select_studies(handed_off_studies(config.spool_dir), handoff_arrivals(config.spool_dir),
-                             site_ids=args.site, subject_ids=args.subject, study_keys=args.study, since=args.since)
+    studies = select_studies(
+        handed_off_studies(config.spool_dir),
+        handoff_arrivals(config.spool_dir),
+        site_ids=args.site,
+        subject_ids=args.subject,
+        study_keys=args.study,
+        since=args.since,
+    )
     for h in studies:
-        print(f"{'would re-process' if args.dry_run else 're-process'} {h.site_id} {h.subject_id} {h.kind} "
-              f"{h.study_key} ({h.n_instances} instances)")
+        print(
+            f"{'would re-process' if args.dry_run else 're-process'} {h.site_id} {h.subject_id} {h.kind} "
+            f"{h.study_key} ({h.n_instances} instances)"
+        )
     if args.dry_run or not studies:
         print(f"{len(studies)} studies selected" + (" (dry run: nothing ran)" if args.dry_run else ""))
         return 0

@@ -22,9 +22,11 @@ from rntflow.core.config import load_config
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``sql`` sub-command."""
     p = subparsers.add_parser(
-        "sql", help="read-only DuckDB session on the warehouse (views of docs/analyst.md)",
+        "sql",
+        help="read-only DuckDB session on the warehouse (views of docs/analyst.md)",
         description="Open the warehouse catalog read-only: run -c SQL or -f FILE and print the results, "
-                    "or start an interactive DuckDB shell. The pipeline is never disturbed by it.")
+        "or start an interactive DuckDB shell. The pipeline is never disturbed by it.",
+    )
     p.add_argument("--config", required=True, help="trial YAML (its paths.warehouse)")
     p.add_argument("-c", "--command", dest="sql", default=None, help="SQL to run (several statements: ';')")
     p.add_argument("-f", "--file", type=Path, default=None, help="file of SQL statements to run")

@@ -59,8 +59,9 @@ class _Row:
     version: int = 0
 
 
-def calibration_state(valid_from: datetime, as_of: datetime, validity_days: int,
-                      due_within_days: int = DUE_WITHIN_DAYS) -> tuple[str, datetime, float]:
+def calibration_state(
+    valid_from: datetime, as_of: datetime, validity_days: int, due_within_days: int = DUE_WITHIN_DAYS
+) -> tuple[str, datetime, float]:
     """Status of a calibration made at ``valid_from``, seen at ``as_of``.
 
     Parameters
@@ -85,9 +86,13 @@ def calibration_state(valid_from: datetime, as_of: datetime, validity_days: int,
     return v.status, v.expires_at, v.days_left
 
 
-def calibration_states(calibrations: Iterable[dict[str, Any]], cameras: dict[str, set[str]],
-                       as_of: datetime, validity_days: int,
-                       due_within_days: int = DUE_WITHIN_DAYS) -> dict[str, list[CalibrationState]]:
+def calibration_states(
+    calibrations: Iterable[dict[str, Any]],
+    cameras: dict[str, set[str]],
+    as_of: datetime,
+    validity_days: int,
+    due_within_days: int = DUE_WITHIN_DAYS,
+) -> dict[str, list[CalibrationState]]:
     """The current calibration of every camera, per site.
 
     Parameters
@@ -111,8 +116,9 @@ def calibration_states(calibrations: Iterable[dict[str, Any]], cameras: dict[str
     by_key: dict[tuple[str, str, str, str], list[_Row]] = {}
     for c in calibrations:
         if c["valid_from"] is not None:
-            by_key.setdefault((c["site_id"], c["camera_id"], c["radionuclide"], c["protocol"]),
-                              []).append(_Row(c["valid_from"], c))
+            by_key.setdefault((c["site_id"], c["camera_id"], c["radionuclide"], c["protocol"]), []).append(
+                _Row(c["valid_from"], c)
+            )
     calibrated: dict[str, set[str]] = {}
     states: dict[str, list[CalibrationState]] = {}
     for (site_id, camera_id, nuclide, protocol), series in sorted(by_key.items()):
@@ -122,13 +128,23 @@ def calibration_states(calibrations: Iterable[dict[str, Any]], cameras: dict[str
         cal = current.row
         v = validity(current.valid_from, as_of, validity_days, due_within_days)
         calibrated.setdefault(site_id, set()).add(camera_id)
-        states.setdefault(site_id, []).append(CalibrationState(
-            camera_id=camera_id, status=v.status, radionuclide=nuclide, protocol=protocol,
-            calibration_id=cal.get("calibration_id"), valid_from=iso(current.valid_from),
-            expires_at=iso(v.expires_at), days_left=round(v.days_left, 1),
-            drift_flag=cal.get("drift_flag"), drift_pct=num(cal.get("drift_pct"))))
+        states.setdefault(site_id, []).append(
+            CalibrationState(
+                camera_id=camera_id,
+                status=v.status,
+                radionuclide=nuclide,
+                protocol=protocol,
+                calibration_id=cal.get("calibration_id"),
+                valid_from=iso(current.valid_from),
+                expires_at=iso(v.expires_at),
+                days_left=round(v.days_left, 1),
+                drift_flag=cal.get("drift_flag"),
+                drift_pct=num(cal.get("drift_pct")),
+            )
+        )
     for site_id, cams in cameras.items():
         for camera_id in sorted(cams - calibrated.get(site_id, set())):
             states.setdefault(site_id, []).append(CalibrationState(camera_id=camera_id, status="missing"))
-    return {k: sorted(v, key=lambda c: (c.camera_id, c.radionuclide or "", c.protocol or ""))
-            for k, v in states.items()}
+    return {
+        k: sorted(v, key=lambda c: (c.camera_id, c.radionuclide or "", c.protocol or "")) for k, v in states.items()
+    }

@@ -72,17 +72,25 @@ class SubjectRows:
 
 def _estimated_administration(patient: list[dict[str, Any]]) -> datetime | None:
     """Median of ``acquired_at - t_h`` over the studies that have both, or ``None``."""
-    offsets = [s["acquired_at"] - timedelta(hours=float(s["t_h"])) for s in patient
-               if s.get("acquired_at") is not None and num(s.get("t_h")) is not None]
+    offsets = [
+        s["acquired_at"] - timedelta(hours=float(s["t_h"]))
+        for s in patient
+        if s.get("acquired_at") is not None and num(s.get("t_h")) is not None
+    ]
     if not offsets:
         return None
     ref = offsets[0]
     return ref + timedelta(seconds=statistics.median((o - ref).total_seconds() for o in offsets))
 
 
-def _time_point_rows(patient: list[dict[str, Any]], slots: list[list[dict[str, Any]]],
-                     windows: Sequence[TimePointWindow], admin: datetime | None, as_of: datetime,
-                     later_cycle: bool) -> list[dict[str, Any]]:
+def _time_point_rows(
+    patient: list[dict[str, Any]],
+    slots: list[list[dict[str, Any]]],
+    windows: Sequence[TimePointWindow],
+    admin: datetime | None,
+    as_of: datetime,
+    later_cycle: bool,
+) -> list[dict[str, Any]]:
     """One row per protocol window: ``received``, ``missing`` or ``pending``, with its deadline."""
     latest_t = max((num(s.get("t_h")) for s in patient if num(s.get("t_h")) is not None), default=None)
     rows = []
@@ -90,21 +98,30 @@ def _time_point_rows(patient: list[dict[str, Any]], slots: list[list[dict[str, A
         deadline = None if admin is None else time_point_deadline(admin, w)
         if got:
             state = "received"
-        elif (deadline is not None and as_of > deadline) or later_cycle or (
-                latest_t is not None and latest_t > w.latest_h):
+        elif (
+            (deadline is not None and as_of > deadline)
+            or later_cycle
+            or (latest_t is not None and latest_t > w.latest_h)
+        ):
             state = "missing"
         else:
             state = "pending"
-        rows.append({
-            "nominal_h": w.nominal_h, "earliest_h": w.earliest_h, "latest_h": w.latest_h,
-            "state": state, "deadline": iso(deadline),
-            "studies": [{"study_id": s["study_id"], "t_h": num(s.get("t_h"))} for s in got],
-        })
+        rows.append(
+            {
+                "nominal_h": w.nominal_h,
+                "earliest_h": w.earliest_h,
+                "latest_h": w.latest_h,
+                "state": state,
+                "deadline": iso(deadline),
+                "studies": [{"study_id": s["study_id"], "t_h": num(s.get("t_h"))} for s in got],
+            }
+        )
     return rows
 
 
-def cycle_status(cyc: CycleRows, windows: Sequence[TimePointWindow], as_of: datetime,
-                 later_cycle: bool) -> dict[str, Any]:
+def cycle_status(
+    cyc: CycleRows, windows: Sequence[TimePointWindow], as_of: datetime, later_cycle: bool
+) -> dict[str, Any]:
     """The status of one subject-cycle.
 
     Parameters
@@ -129,8 +146,10 @@ def cycle_status(cyc: CycleRows, windows: Sequence[TimePointWindow], as_of: date
     times = [num(s.get("t_h")) for s in patient]
     assigned = assign_to_windows(times, windows)
     slots = [[patient[k] for k in ks] for ks in assigned.slots]
-    out_of_window = [{"study_id": patient[k]["study_id"], "t_h": times[k],
-                      "reason": out_of_window_reason(times[k], windows)} for k in assigned.out_of_window]
+    out_of_window = [
+        {"study_id": patient[k]["study_id"], "t_h": times[k], "reason": out_of_window_reason(times[k], windows)}
+        for k in assigned.out_of_window
+    ]
     time_points = _time_point_rows(patient, slots, windows, admin, as_of, later_cycle)
     qa_fail = [q for q in cyc.qa if q["status"] == "fail"]
     return {

@@ -81,8 +81,11 @@ class _Redactor:
 
     def __init__(self, patient_ids: Iterable[str]) -> None:
         ids = sorted({p for p in patient_ids if p}, key=len, reverse=True)
-        self._re = (re.compile("(?<![A-Za-z0-9])(?:" + "|".join(re.escape(p) for p in ids)
-                               + ")(?![A-Za-z0-9])") if ids else None)
+        self._re = (
+            re.compile("(?<![A-Za-z0-9])(?:" + "|".join(re.escape(p) for p in ids) + ")(?![A-Za-z0-9])")
+            if ids
+            else None
+        )
 
     def __call__(self, text: Any) -> Any:
         if self._re is None or not isinstance(text, str):
@@ -106,12 +109,22 @@ def _reference_time(now: datetime | None, wall: datetime, shift_days: int | None
 
 def _empty_site(site_id: str, name: str | None, in_config: bool) -> dict[str, Any]:
     return {
-        "site_id": site_id, "name": name, "in_config": in_config,
-        "subjects_enrolled": 0, "phantoms_enrolled": 0,
-        "studies_received": 0, "studies_pending": 0, "studies_handed_off": 0,
-        "studies_held": 0, "held_instances": 0, "quarantined": 0, "rejections": 0,
+        "site_id": site_id,
+        "name": name,
+        "in_config": in_config,
+        "subjects_enrolled": 0,
+        "phantoms_enrolled": 0,
+        "studies_received": 0,
+        "studies_pending": 0,
+        "studies_handed_off": 0,
+        "studies_held": 0,
+        "held_instances": 0,
+        "quarantined": 0,
+        "rejections": 0,
         "held_studies": [],
-        "studies_processed": 0, "patient_studies_processed": 0, "phantom_studies_processed": 0,
+        "studies_processed": 0,
+        "patient_studies_processed": 0,
+        "phantom_studies_processed": 0,
         "studies_non_compliant": 0,
         "qa": {"fail": 0, "warn": 0, "pass": 0},
         "qa_failures": [],
@@ -165,8 +178,7 @@ class _Tally:
     phantoms: set[str] = field(default_factory=set)
     studies_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     cameras: dict[str, set[str]] = field(default_factory=dict)
-    unattributed: dict[str, Any] = field(
-        default_factory=lambda: {"rejections": 0, "quarantined": 0, "failed_runs": []})
+    unattributed: dict[str, Any] = field(default_factory=lambda: {"rejections": 0, "quarantined": 0, "failed_runs": []})
 
     def site(self, site_id: str | None) -> dict[str, Any] | None:
         """The site record (created, marked not in the config, when first seen)."""
@@ -200,11 +212,19 @@ def _add_inbox(t: _Tally, inbox: dict[str, Any] | None) -> None:
         return
     for site_id, counts in inbox["sites"].items():
         row = t.site(site_id)
-        for key in ("studies_received", "studies_pending", "studies_handed_off", "held_instances",
-                    "quarantined", "rejections"):
+        for key in (
+            "studies_received",
+            "studies_pending",
+            "studies_handed_off",
+            "held_instances",
+            "quarantined",
+            "rejections",
+        ):
             row[key] = int(counts.get(key, 0) or 0)
-        row["held_studies"] = [{"patient_hash": h.get("patient_hash"), "instances": h.get("instances")}
-                               for h in counts.get("held_studies", [])]
+        row["held_studies"] = [
+            {"patient_hash": h.get("patient_hash"), "instances": h.get("instances")}
+            for h in counts.get("held_studies", [])
+        ]
         row["studies_held"] = len(row["held_studies"])
         row["failed_instances"] = int(counts.get("failed_instances", 0) or 0)
         row["failed_studies"] = list(counts.get("failed_studies", []))
@@ -213,14 +233,19 @@ def _add_inbox(t: _Tally, inbox: dict[str, Any] | None) -> None:
         row["recent_rejections"] = [_rejection(r) for r in counts.get("recent_rejections", [])]
     for key in ("rejections", "quarantined"):
         t.unattributed[key] = int(inbox.get("unattributed", {}).get(key, 0) or 0)
-    t.unattributed["recent_rejections"] = [_rejection(r) for r in
-                                           inbox.get("unattributed", {}).get("recent_rejections", [])]
+    t.unattributed["recent_rejections"] = [
+        _rejection(r) for r in inbox.get("unattributed", {}).get("recent_rejections", [])
+    ]
 
 
 def _rejection(r: dict[str, Any]) -> dict[str, Any]:
     """A refused association as the coordinator sees it (wall-clock time: the inbox is not shifted)."""
-    return {"calling_ae": r.get("calling_ae"), "address": r.get("address"), "reason": r.get("reason"),
-            "at": iso(datetime.fromtimestamp(r["at_s"], UTC)) if r.get("at_s") else None}
+    return {
+        "calling_ae": r.get("calling_ae"),
+        "address": r.get("address"),
+        "reason": r.get("reason"),
+        "at": iso(datetime.fromtimestamp(r["at_s"], UTC)) if r.get("at_s") else None,
+    }
 
 
 def _add_studies(t: _Tally, wh: WarehouseSnapshot) -> None:
@@ -265,10 +290,18 @@ def _add_qa(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> None:
         cycle = int_or_none(q.get("cycle"))
         if cycle is None and study is not None:
             cycle = int_or_none(study.get("cycle"))
-        rec = {"check_name": q["check_name"], "scope": q["scope"], "scope_id": q["scope_id"],
-               "subject_id": subject_id, "study_id": q.get("study_id"), "cycle": cycle,
-               "status": q["status"], "value_found": redact(q.get("value_found")),
-               "value_expected": redact(q.get("value_expected")), "message": redact(q.get("message"))}
+        rec = {
+            "check_name": q["check_name"],
+            "scope": q["scope"],
+            "scope_id": q["scope_id"],
+            "subject_id": subject_id,
+            "study_id": q.get("study_id"),
+            "cycle": cycle,
+            "status": q["status"],
+            "value_found": redact(q.get("value_found")),
+            "value_expected": redact(q.get("value_expected")),
+            "message": redact(q.get("message")),
+        }
         row = t.site(q["site_id"])
         row["qa"][q["status"]] = row["qa"].get(q["status"], 0) + 1
         if q["status"] == "fail":
@@ -292,9 +325,15 @@ def _waiting_studies(wh: WarehouseSnapshot, redact: _Redactor) -> list[dict[str,
     out = []
     for q in wh.get("qa_checks"):
         if q["check_name"] == "processing" and q.get("value_found") == WAITING:
-            out.append({"site_id": q["site_id"], "subject_id": q.get("subject_id"), "study_id": q.get("study_id"),
-                        "reason": redact(q.get("message")),
-                        "since": iso(q["computed_at"]) if q.get("computed_at") else None})
+            out.append(
+                {
+                    "site_id": q["site_id"],
+                    "subject_id": q.get("subject_id"),
+                    "study_id": q.get("study_id"),
+                    "reason": redact(q.get("message")),
+                    "since": iso(q["computed_at"]) if q.get("computed_at") else None,
+                }
+            )
     return sorted(out, key=lambda w: (w["site_id"], w["subject_id"] or "", w["study_id"] or ""))
 
 
@@ -304,10 +343,15 @@ def _add_failed_runs(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> Non
         subject_id = run.get("subject_id") or (study or {}).get("subject_id")
         subj = t.subjects.get(subject_id) if subject_id else None
         site_id = run.get("site_id") or (subj.site_id if subj else None) or (study or {}).get("site_id")
-        rec = {"flow_run_id": run["flow_run_id"], "flow_name": run["flow_name"], "state": run.get("state"),
-               "subject_id": subject_id, "study_id": run.get("study_id"),
-               "at": None if _run_time(run) == _NO_TIME else iso(_run_time(run)),
-               "message": redact(run.get("message"))}
+        rec = {
+            "flow_run_id": run["flow_run_id"],
+            "flow_name": run["flow_name"],
+            "state": run.get("state"),
+            "subject_id": subject_id,
+            "study_id": run.get("study_id"),
+            "at": None if _run_time(run) == _NO_TIME else iso(_run_time(run)),
+            "message": redact(run.get("message")),
+        }
         row = t.site(site_id)
         if row is None:
             t.unattributed["failed_runs"].append(rec)
@@ -319,23 +363,28 @@ def _add_failed_runs(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> Non
             s.failed_runs.append(rec)
 
 
-def _subject_rows(t: _Tally, config: TrialConfig, as_of: datetime,
-                  site_order: dict[str, int]) -> list[dict[str, Any]]:
+def _subject_rows(t: _Tally, config: TrialConfig, as_of: datetime, site_order: dict[str, int]) -> list[dict[str, Any]]:
     windows = list(config.protocol.time_points)
     out = []
-    for subj in sorted(t.subjects.values(),
-                       key=lambda s: (site_order.get(s.site_id or "", len(site_order)), s.site_id or "",
-                                      s.subject_id)):
+    for subj in sorted(
+        t.subjects.values(),
+        key=lambda s: (site_order.get(s.site_id or "", len(site_order)), s.site_id or "", s.subject_id),
+    ):
         last_cycle = max(subj.cycles, default=None)
-        cycles = [cycle_status(subj.cycles[n], windows, as_of, later_cycle=n != last_cycle)
-                  for n in sorted(subj.cycles)]
+        cycles = [
+            cycle_status(subj.cycles[n], windows, as_of, later_cycle=n != last_cycle) for n in sorted(subj.cycles)
+        ]
         srec: dict[str, Any] = {
-            "subject_id": subj.subject_id, "site_id": subj.site_id, "enrolled": subj.enrolled,
+            "subject_id": subj.subject_id,
+            "site_id": subj.site_id,
+            "enrolled": subj.enrolled,
             "studies_processed": sum(c["studies_processed"] for c in cycles) + subj.studies_without_cycle,
             "studies_without_cycle": subj.studies_without_cycle,
             "cycles": cycles,
-            "qa": {"fail": sum(q["status"] == "fail" for q in subj.qa),
-                   "warn": sum(q["status"] == "warn" for q in subj.qa)},
+            "qa": {
+                "fail": sum(q["status"] == "fail" for q in subj.qa),
+                "warn": sum(q["status"] == "warn" for q in subj.qa),
+            },
             "failed_runs": subj.failed_runs,
         }
         srec["flags"] = subject_flags(srec)
@@ -356,19 +405,24 @@ def _totals(site_rows: list[dict[str, Any]], subject_rows: list[dict[str, Any]])
     return totals
 
 
-def _sources(config: TrialConfig, wh: WarehouseSnapshot, warehouse_error: str | None,
-             inbox_error: str | None) -> dict[str, Any]:
+def _sources(
+    config: TrialConfig, wh: WarehouseSnapshot, warehouse_error: str | None, inbox_error: str | None
+) -> dict[str, Any]:
     inbox_path = Path(config.spool_dir) / "inbox.sqlite"
     return {
-        "warehouse": {"path": str(config.warehouse_dir), "error": warehouse_error,
-                      "rows": {k: len(v) for k, v in wh.rows.items()}},
+        "warehouse": {
+            "path": str(config.warehouse_dir),
+            "error": warehouse_error,
+            "rows": {k: len(v) for k, v in wh.rows.items()},
+        },
         "inbox": {"path": str(inbox_path), "present": inbox_path.exists(), "error": inbox_error},
         "enrolment": {"path": str(config.enrolment_file), "present": config.enrolment_file.exists()},
     }
 
 
-def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
-                       due_within_days: int = DUE_WITHIN_DAYS) -> dict[str, Any]:
+def coordinator_status(
+    config: TrialConfig, now: datetime | None = None, *, due_within_days: int = DUE_WITHIN_DAYS
+) -> dict[str, Any]:
     """The coordinator's view of a trial, JSON-serialisable and PHI-free.
 
     Parameters
@@ -416,8 +470,9 @@ def coordinator_status(config: TrialConfig, now: datetime | None = None, *,
     _add_studies(t, wh)
     _add_qa(t, wh, redact)
     validity_days = config.calibration.validity_days
-    for site_id, sts in calibration_states(wh.get("calibrations"), t.cameras, as_of, validity_days,
-                                           due_within_days).items():
+    for site_id, sts in calibration_states(
+        wh.get("calibrations"), t.cameras, as_of, validity_days, due_within_days
+    ).items():
         row = t.site(site_id)
         row["calibrations"] = [asdict(c) for c in sts]
         for c in sts:

@@ -32,20 +32,20 @@ _TABLES_READ = ("studies", "qa_checks", "calibrations", "flow_runs", "administra
 #: What the status takes from them (trial-filtered; ``?`` is the trial id).
 _QUERIES: dict[str, str] = {
     "studies": "SELECT site_id, study_id, subject_id, cycle, kind, camera_id, acquired_at, t_h,"
-               " protocol_compliant FROM studies WHERE trial_id = ? ORDER BY site_id, study_id",
+    " protocol_compliant FROM studies WHERE trial_id = ? ORDER BY site_id, study_id",
     "qa_checks": "SELECT site_id, check_name, scope, scope_id, subject_id, study_id, cycle, status,"
-                 " value_found, value_expected, message, computed_at FROM qa_checks WHERE trial_id = ?"
-                 " ORDER BY site_id, check_name, scope, scope_id",
+    " value_found, value_expected, message, computed_at FROM qa_checks WHERE trial_id = ?"
+    " ORDER BY site_id, check_name, scope, scope_id",
     "calibrations": "SELECT site_id, camera_id, radionuclide, protocol, calibration_id, valid_from,"
-                    " valid_until, superseded_by, drift_pct, drift_flag FROM calibrations"
-                    " WHERE trial_id = ? ORDER BY site_id, camera_id, valid_from",
+    " valid_until, superseded_by, drift_pct, drift_flag FROM calibrations"
+    " WHERE trial_id = ? ORDER BY site_id, camera_id, valid_from",
     "flow_runs": "SELECT site_id, flow_run_id, flow_name, state, subject_id, study_id, started_at,"
-                 " ended_at, computed_at, message FROM flow_runs WHERE trial_id = ?"
-                 " ORDER BY flow_run_id",
+    " ended_at, computed_at, message FROM flow_runs WHERE trial_id = ?"
+    " ORDER BY flow_run_id",
     "administrations": "SELECT site_id, subject_id, cycle, administration_datetime"
-                       " FROM administrations WHERE trial_id = ?",
+    " FROM administrations WHERE trial_id = ?",
     "dose_cycles": "SELECT site_id, subject_id, cycle, count(DISTINCT voi) AS n_vois FROM voi_doses"
-                   " WHERE trial_id = ? GROUP BY site_id, subject_id, cycle",
+    " WHERE trial_id = ? GROUP BY site_id, subject_id, cycle",
 }
 
 

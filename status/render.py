@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-
 from typing import Any
 
 from rntflow.status.values import hours as _hours
@@ -25,8 +24,9 @@ def _clip(line: str, width: int) -> str:
         return line
     lead = len(line) - len(line.lstrip())
     indent = " " * min(lead + 14, width // 2)
-    return "\n".join(textwrap.wrap(line, width=width, subsequent_indent=indent, break_on_hyphens=False,
-                                   break_long_words=True))
+    return "\n".join(
+        textwrap.wrap(line, width=width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=True)
+    )
 
 
 def _day(iso: str | None) -> str:
@@ -38,7 +38,7 @@ def _middle(text: str, n: int) -> str:
     if len(text) <= n:
         return text
     tail = min(len(text.rsplit("|", 1)[-1]) + 1, max(n - 6, 1)) if "|" in text else (n - 3) // 2
-    return text[: max(n - 3 - tail, 0)] + "..." + text[len(text) - tail:]
+    return text[: max(n - 3 - tail, 0)] + "..." + text[len(text) - tail :]
 
 
 def _calibration_line(c: dict[str, Any], trial_nuclide: str | None = None, width: int = 100) -> str:
@@ -48,8 +48,11 @@ def _calibration_line(c: dict[str, Any], trial_nuclide: str | None = None, width
         label, text = "MISSING", "camera in studies, no calibration"
     else:
         left = c["days_left"]
-        text = (f"expired {_day(c['expires_at'])} ({-left:.0f} d ago)" if c["status"] == "expired"
-                else f"until {_day(c['expires_at'])} ({left:.0f} d left)")
+        text = (
+            f"expired {_day(c['expires_at'])} ({-left:.0f} d ago)"
+            if c["status"] == "expired"
+            else f"until {_day(c['expires_at'])} ({left:.0f} d left)"
+        )
         if c.get("drift_flag"):
             text += f", DRIFT {c['drift_pct']:+.1f}%" if c.get("drift_pct") is not None else ", DRIFT"
         label = c["status"] if c["status"] == "valid" else c["status"].upper()
@@ -91,22 +94,31 @@ def _cycle_cells(c: dict[str, Any], label_w: int) -> tuple[str, str]:
 
 
 def _site_table(sites: list[dict[str, Any]]) -> list[str]:
-    cols = [("subj", lambda r: r["subjects_enrolled"]), ("recv", lambda r: r["studies_received"]),
-            ("pend", lambda r: r["studies_pending"]), ("proc", lambda r: r["studies_processed"]),
-            ("held", lambda r: r["studies_held"]), ("quar", lambda r: r["quarantined"]),
-            ("nonc", lambda r: r["studies_non_compliant"]), ("QA fail", lambda r: r["qa"]["fail"]),
-            ("QA warn", lambda r: r["qa"]["warn"]), ("failed", lambda r: r["flow_runs_failed"])]
+    cols = [
+        ("subj", lambda r: r["subjects_enrolled"]),
+        ("recv", lambda r: r["studies_received"]),
+        ("pend", lambda r: r["studies_pending"]),
+        ("proc", lambda r: r["studies_processed"]),
+        ("held", lambda r: r["studies_held"]),
+        ("quar", lambda r: r["quarantined"]),
+        ("nonc", lambda r: r["studies_non_compliant"]),
+        ("QA fail", lambda r: r["qa"]["fail"]),
+        ("QA warn", lambda r: r["qa"]["warn"]),
+        ("failed", lambda r: r["flow_runs_failed"]),
+    ]
     head = f"{'site':<8}" + "".join(f"{name:>{len(name) + 2}}" for name, _ in cols) + "  calibrations"
     lines = [head]
     for r in sites:
         cc = r["calibration_counts"]
-        cal = ", ".join(f"{cc[k]} {'ok' if k == 'valid' else k}" for k in ("expired", "missing", "due", "valid")
-                        if cc[k]) or "-"
-        lines.append(f"{r['site_id']:<8}" + "".join(f"{fn(r):>{len(name) + 2}}" for name, fn in cols)
-                     + f"  {cal}")
-    lines += ["(subj: subjects enrolled; recv/pend: studies received/pending in the inbox; "
-              "proc: processed,",
-              " in the warehouse; nonc: not protocol-compliant; failed: failed flow runs)"]
+        cal = (
+            ", ".join(f"{cc[k]} {'ok' if k == 'valid' else k}" for k in ("expired", "missing", "due", "valid") if cc[k])
+            or "-"
+        )
+        lines.append(f"{r['site_id']:<8}" + "".join(f"{fn(r):>{len(name) + 2}}" for name, fn in cols) + f"  {cal}")
+    lines += [
+        "(subj: subjects enrolled; recv/pend: studies received/pending in the inbox; proc: processed,",
+        " in the warehouse; nonc: not protocol-compliant; failed: failed flow runs)",
+    ]
     return lines
 
 
@@ -123,8 +135,11 @@ def _subject_lines(subjects: list[dict[str, Any]], label_w: int) -> list[str]:
             rows.append(("    no studies processed yet", None))
         for c in s["cycles"]:
             slots, notes = _cycle_cells(c, label_w)
-            qa = f"{c['qa']['fail']} fail" if c["qa"]["fail"] else (
-                f"{c['qa']['warn']} warn" if c["qa"]["warn"] else "ok")
+            qa = (
+                f"{c['qa']['fail']} fail"
+                if c["qa"]["fail"]
+                else (f"{c['qa']['warn']} warn" if c["qa"]["warn"] else "ok")
+            )
             rows.append((f"    {slots}", f"dose {'yes' if c['dose'] else 'no':<3}  QA {qa:<6}  {notes}"))
     slot_w = max((len(t) for t, m in rows if m is not None), default=0)
     return [text if marker is None else f"{text:<{slot_w}}  {marker}".rstrip() for text, marker in rows]
@@ -150,11 +165,13 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
         ``C1: 4h 24h 96h ---  (missing 168h)  dose yes  QA ok``.
     """
     tps = " ".join(_hours(h) for h in status["protocol"]["time_points_h"])
-    out = [f"rntflow status: trial {status['trial_id']}",
-           f"as of {status['as_of'][:16].replace('T', ' ')} UTC ({_CLOCK_TEXT.get(status['clock'], status['clock'])})",
-           f"protocol time points {tps}; calibrations valid "
-           f"{status['protocol']['calibration_validity_days']} d, due within "
-           f"{status['protocol']['calibration_due_within_days']} d"]
+    out = [
+        f"rntflow status: trial {status['trial_id']}",
+        f"as of {status['as_of'][:16].replace('T', ' ')} UTC ({_CLOCK_TEXT.get(status['clock'], status['clock'])})",
+        f"protocol time points {tps}; calibrations valid "
+        f"{status['protocol']['calibration_validity_days']} d, due within "
+        f"{status['protocol']['calibration_due_within_days']} d",
+    ]
     src = status["sources"]
     if src["warehouse"]["error"]:
         out.append(f"WAREHOUSE UNREADABLE: {src['warehouse']['error']}")
@@ -196,29 +213,47 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
             out += listed(r.get("qa_warnings", []), lambda q: f"  QA warn     {_qa_text(q)}")
             if r.get("last_received_at"):
                 out.append(f"  last received {r['last_received_at']} (wall clock)")
-            out += listed(r.get("failed_studies", []),
-                          lambda f: f"  FAILED      study {f['study_key']}: {f['failed_instances']} instance(s) "
-                                    f"acknowledged but not stored de-identified ({f['error']})")
-            out += listed(r.get("recent_rejections", []),
-                          lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}")
+            out += listed(
+                r.get("failed_studies", []),
+                lambda f: (
+                    f"  FAILED      study {f['study_key']}: {f['failed_instances']} instance(s) "
+                    f"acknowledged but not stored de-identified ({f['error']})"
+                ),
+            )
+            out += listed(
+                r.get("recent_rejections", []),
+                lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}",
+            )
             # runs of a subject are shown under the subject below
-            out += listed([f for f in r["failed_runs"] if not f.get("subject_id")],
-                          lambda f: f"  run failed  {_run_text(f)}")
-            out += [f"  held        unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)"
-                    for h in r["held_studies"]]
-            out += listed([w for w in status.get("waiting", []) if w["site_id"] == r["site_id"]],
-                          lambda w: f"  waiting     {w['subject_id']} {w['study_id']}: {w['reason']}")
+            out += listed(
+                [f for f in r["failed_runs"] if not f.get("subject_id")], lambda f: f"  run failed  {_run_text(f)}"
+            )
+            out += [
+                f"  held        unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)"
+                for h in r["held_studies"]
+            ]
+            out += listed(
+                [w for w in status.get("waiting", []) if w["site_id"] == r["site_id"]],
+                lambda w: f"  waiting     {w['subject_id']} {w['study_id']}: {w['reason']}",
+            )
         if not subs:
             out.append("  no subjects enrolled")
             continue
         out += _subject_lines(subs, label_w)
     un = status.get("unattributed", {})
     if un.get("rejections") or un.get("quarantined") or un.get("failed_runs"):
-        out += ["", f"unattributed: {un.get('rejections', 0)} rejected association(s), "
-                    f"{un.get('quarantined', 0)} quarantined"]
+        out += [
+            "",
+            f"unattributed: {un.get('rejections', 0)} rejected association(s), {un.get('quarantined', 0)} quarantined",
+        ]
         out += listed(un.get("failed_runs", []), lambda f: f"  run failed  {_run_text(f)}")
-        out += listed(un.get("recent_rejections", []),
-                      lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}")
-    out += ["", "time points: <n>h received, --- missing (window passed), ... pending;",
-            "             early/late/off-window <t_h>: a study outside every protocol window"]
+        out += listed(
+            un.get("recent_rejections", []),
+            lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}",
+        )
+    out += [
+        "",
+        "time points: <n>h received, --- missing (window passed), ... pending;",
+        "             early/late/off-window <t_h>: a study outside every protocol window",
+    ]
     return "\n".join(_clip(line, width) for line in out)

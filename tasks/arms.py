@@ -55,8 +55,9 @@ def vendor_quantified_sites(config_path: str | None) -> list[str]:
     cal = read_latest(config.warehouse_dir, "calibrations", "trial_id = ?", [config.trial_id])
     if cal.empty:
         return []
-    return sorted(cal.loc[cal["bqml_scale_factor"].notna() & cal["sensitivity_cps_per_mbq"].isna(), "site_id"]
-                  .unique().tolist())
+    return sorted(
+        cal.loc[cal["bqml_scale_factor"].notna() & cal["sensitivity_cps_per_mbq"].isna(), "site_id"].unique().tolist()
+    )
 
 
 @task(name="spooled-studies")

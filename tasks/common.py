@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -70,21 +70,33 @@ def _naive(ts) -> datetime:
 
 def calibration_history(config: TrialConfig, camera_id: str | None = None) -> list[Calibration]:
     """The calibration registry (every version kept) from the warehouse ``calibrations`` table."""
-    df = read_latest(config.warehouse_dir, "calibrations",
-                     "trial_id = ?" + (" AND camera_id = ?" if camera_id else ""),
-                     [config.trial_id] + ([camera_id] if camera_id else []))
+    df = read_latest(
+        config.warehouse_dir,
+        "calibrations",
+        "trial_id = ?" + (" AND camera_id = ?" if camera_id else ""),
+        [config.trial_id] + ([camera_id] if camera_id else []),
+    )
     out = []
     for r in df.to_dict("records"):
         sens, vendor = _none(r.get("sensitivity_cps_per_mbq")), _none(r.get("bqml_scale_factor"))
         sd = _none(r.get("sensitivity_sd_cps_per_mbq"))
-        out.append(Calibration(
-            site_id=r["site_id"], camera_id=r["camera_id"], radionuclide=r["radionuclide"], protocol=r["protocol"],
-            valid_from=_naive(r["valid_from"]), sensitivity_cps_per_mbq=sens,
-            vendor_scale_factor=None if sens is not None else vendor, sd=sd,
-            rc_fwhm_mm=_none(r.get("rc_fwhm_mm")), filter_fwhm_mm=_none(r.get("harmonising_filter_fwhm_mm")),
-            # rows written before rc_fwhm_source existed had a FWHM only from a NEMA phantom
-            rc_fwhm_source=_none(r.get("rc_fwhm_source")) or ("nema" if _none(r.get("rc_fwhm_mm")) else None),
-            version=int(r.get("result_version") or 1)))
+        out.append(
+            Calibration(
+                site_id=r["site_id"],
+                camera_id=r["camera_id"],
+                radionuclide=r["radionuclide"],
+                protocol=r["protocol"],
+                valid_from=_naive(r["valid_from"]),
+                sensitivity_cps_per_mbq=sens,
+                vendor_scale_factor=None if sens is not None else vendor,
+                sd=sd,
+                rc_fwhm_mm=_none(r.get("rc_fwhm_mm")),
+                filter_fwhm_mm=_none(r.get("harmonising_filter_fwhm_mm")),
+                # rows written before rc_fwhm_source existed had a FWHM only from a NEMA phantom
+                rc_fwhm_source=_none(r.get("rc_fwhm_source")) or ("nema" if _none(r.get("rc_fwhm_mm")) else None),
+                version=int(r.get("result_version") or 1),
+            )
+        )
     return out
 
 
@@ -99,19 +111,28 @@ def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[di
     for c in history:
         by_series.setdefault(series_key(c), []).append(c)
     for cals in by_series.values():
-        for e in calibration_timeline(cals, config.calibration.validity_days,
-                                      config.calibration.drift_tolerance_pct):
+        for e in calibration_timeline(cals, config.calibration.validity_days, config.calibration.drift_tolerance_pct):
             c, nxt = e.calibration, e.superseded_by
-            rows.append({
-                "site_id": c.site_id, "camera_id": c.camera_id, "radionuclide": c.radionuclide,
-                "protocol": c.protocol, "valid_from": c.valid_from.replace(tzinfo=timezone.utc),
-                "valid_until": e.valid_until.replace(tzinfo=timezone.utc),
-                "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
-                "sensitivity_sd_cps_per_mbq": c.sd, "bqml_scale_factor": c.vendor_scale_factor,
-                "harmonising_filter_fwhm_mm": c.filter_fwhm_mm, "rc_fwhm_mm": c.rc_fwhm_mm,
-                "rc_fwhm_source": c.rc_fwhm_source,
-                "superseded_by": calibration_id(nxt) if nxt else None, "calibration_id": calibration_id(c),
-                "drift_pct": e.drift_pct, "drift_flag": e.drift_flag})
+            rows.append(
+                {
+                    "site_id": c.site_id,
+                    "camera_id": c.camera_id,
+                    "radionuclide": c.radionuclide,
+                    "protocol": c.protocol,
+                    "valid_from": c.valid_from.replace(tzinfo=UTC),
+                    "valid_until": e.valid_until.replace(tzinfo=UTC),
+                    "sensitivity_cps_per_mbq": c.sensitivity_cps_per_mbq,
+                    "sensitivity_sd_cps_per_mbq": c.sd,
+                    "bqml_scale_factor": c.vendor_scale_factor,
+                    "harmonising_filter_fwhm_mm": c.filter_fwhm_mm,
+                    "rc_fwhm_mm": c.rc_fwhm_mm,
+                    "rc_fwhm_source": c.rc_fwhm_source,
+                    "superseded_by": calibration_id(nxt) if nxt else None,
+                    "calibration_id": calibration_id(c),
+                    "drift_pct": e.drift_pct,
+                    "drift_flag": e.drift_flag,
+                }
+            )
     return rows
 
 

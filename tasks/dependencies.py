@@ -56,45 +56,65 @@ def _waiting(config: TrialConfig, site_id: str, subject_id: str | None = None) -
     return [] if rows.empty else list(rows[["subject_id", "study_id", "message"]].itertuples(index=False, name=None))
 
 
-def _ref(config: TrialConfig, site_id: str, subject_id: str, study_id: str, why: str,
-         kind: str = "patient") -> StudyRef:
-    return StudyRef(site_id, subject_id, study_id,
-                    str(study_dir_for(config.spool_dir / "deid", site_id, subject_id, study_id)), why, kind)
+def _ref(
+    config: TrialConfig, site_id: str, subject_id: str, study_id: str, why: str, kind: str = "patient"
+) -> StudyRef:
+    return StudyRef(
+        site_id,
+        subject_id,
+        study_id,
+        str(study_dir_for(config.spool_dir / "deid", site_id, subject_id, study_id)),
+        why,
+        kind,
+    )
 
 
 @task(name="phantoms-waiting-for-calibration")
 def phantoms_waiting_for_calibration(config: TrialConfig, site_id: str) -> list[StudyRef]:
     """NEMA phantom studies of ``site_id`` that arrived before any uniform-cylinder calibration."""
-    return [_ref(config, site_id, s, k, "waited for the cylinder calibration", "phantom")
-            for s, k, msg in _waiting(config, site_id) if (msg or "").startswith(WAITING_FOR_CYLINDER)]
+    return [
+        _ref(config, site_id, s, k, "waited for the cylinder calibration", "phantom")
+        for s, k, msg in _waiting(config, site_id)
+        if (msg or "").startswith(WAITING_FOR_CYLINDER)
+    ]
 
 
 @task(name="dependants-of-calibration")
 def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRef]:
     """Patient time points of ``site_id`` to process again after its calibration changed."""
-    out = {(s, k): _ref(config, site_id, s, k, "waited for a calibration")
-           for s, k, msg in _waiting(config, site_id)
-           if (msg or "").startswith(WAITING_FOR_CALIBRATION)}
+    out = {
+        (s, k): _ref(config, site_id, s, k, "waited for a calibration")
+        for s, k, msg in _waiting(config, site_id)
+        if (msg or "").startswith(WAITING_FOR_CALIBRATION)
+    }
     store = product_store(config)
     histories: dict[str | None, list] = {}
     for m in store.all_timepoints():
         if m.site_id != site_id or (m.subject_id, m.study_id) in out:
             continue
         history = histories.setdefault(m.camera_id, calibration_history(config, m.camera_id))
-        cal, _status = calibration_for(history, m.camera_id, m.radionuclide, m.acquisition_start,
-                                       config.calibration.validity_days)
+        cal, _status = calibration_for(
+            history, m.camera_id, m.radionuclide, m.acquisition_start, config.calibration.validity_days
+        )
         if cal is None:
             continue
         now_id = calibration_id(cal)
-        if (not (m.calibration_id or "").startswith(now_id) or cal.rc_fwhm_mm != m.rc_fwhm_mm
-                or (m.calibration_value is not None and cal.value != m.calibration_value)):
-            out[(m.subject_id, m.study_id)] = _ref(config, site_id, m.subject_id, m.study_id,
-                                                   f"quantified with {m.calibration_id}, now {now_id}")
+        if (
+            not (m.calibration_id or "").startswith(now_id)
+            or cal.rc_fwhm_mm != m.rc_fwhm_mm
+            or (m.calibration_value is not None and cal.value != m.calibration_value)
+        ):
+            out[(m.subject_id, m.study_id)] = _ref(
+                config, site_id, m.subject_id, m.study_id, f"quantified with {m.calibration_id}, now {now_id}"
+            )
     return list(out.values())
 
 
 @task(name="dependants-of-timepoint")
 def dependants_of_timepoint(config: TrialConfig, site_id: str, subject_id: str) -> list[StudyRef]:
     """Segmentation-only studies of the subject that waited for the CT they were drawn on."""
-    return [_ref(config, site_id, s, k, "waited for its CT") for s, k, msg in _waiting(config, site_id, subject_id)
-            if (msg or "").startswith(WAITING_FOR_CT)]
+    return [
+        _ref(config, site_id, s, k, "waited for its CT")
+        for s, k, msg in _waiting(config, site_id, subject_id)
+        if (msg or "").startswith(WAITING_FOR_CT)
+    ]

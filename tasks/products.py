@@ -115,8 +115,13 @@ class ProductStore:
     def study_path(self, site_id: str, subject_id: str, study_id: str) -> Path:
         return self.root / site_id / subject_id / study_id
 
-    def save_timepoint(self, meta: TimePointMeta, spect_bq_per_ml: sitk.Image, ct_hu: sitk.Image | None,
-                       vois: dict[str, np.ndarray] | None = None) -> Path:
+    def save_timepoint(
+        self,
+        meta: TimePointMeta,
+        spect_bq_per_ml: sitk.Image,
+        ct_hu: sitk.Image | None,
+        vois: dict[str, np.ndarray] | None = None,
+    ) -> Path:
         """Write one time point atomically (temporary folder, then rename)."""
         final = self.study_path(meta.site_id, meta.subject_id, meta.study_id)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -191,9 +196,13 @@ class ProductStore:
         tf.SetParameters(rec["parameters"])
         return tf, rec
 
-    def save_transform(self, m: TimePointMeta, reference_study_id: str, transform: sitk.Transform,
-                       quality: dict) -> None:
+    def save_transform(
+        self, m: TimePointMeta, reference_study_id: str, transform: sitk.Transform, quality: dict
+    ) -> None:
         p = self.transform_path(m, reference_study_id)
-        rec = {"fixed_parameters": list(transform.GetFixedParameters()),
-               "parameters": list(transform.GetParameters()), **quality}
+        rec = {
+            "fixed_parameters": list(transform.GetFixedParameters()),
+            "parameters": list(transform.GetParameters()),
+            **quality,
+        }
         write_text_atomic(p, json.dumps(rec, indent=1, sort_keys=True))

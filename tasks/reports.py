@@ -51,11 +51,18 @@ def subject_reports(config: TrialConfig) -> list[str]:
             return df[df["subject_id"] == subject_id] if "subject_id" in df else df.iloc[0:0]
 
         text = subject_report_html(
-            trial_id=config.trial_id, site_id=site_id, subject_id=subject_id,
-            voi_doses=mine(doses), tac_fits=mine(tables["tac_fits"]), voi_timepoints=mine(tables["voi_timepoints"]),
-            dvhs=mine(tables["dvhs"]), qa_checks=mine(tables["qa_checks"]),
+            trial_id=config.trial_id,
+            site_id=site_id,
+            subject_id=subject_id,
+            voi_doses=mine(doses),
+            tac_fits=mine(tables["tac_fits"]),
+            voi_timepoints=mine(tables["voi_timepoints"]),
+            dvhs=mine(tables["dvhs"]),
+            qa_checks=mine(tables["qa_checks"]),
             calibrations=cal[cal["site_id"] == site_id],
-            software_version=__version__, generated_at=_now())
+            software_version=__version__,
+            generated_at=_now(),
+        )
         path = reports_dir(wh) / "subjects" / site_id / f"{subject_id}.html"
         write_report(path, text)
         written.append(str(path))
@@ -63,15 +70,32 @@ def subject_reports(config: TrialConfig) -> list[str]:
 
 
 @task(name="trial-report")
-def trial_report(config: TrialConfig, dose_effect: pd.DataFrame, fits: dict[str, pd.DataFrame],
-                 population_kinetics: pd.DataFrame, notes: list[str]) -> str:
+def trial_report(
+    config: TrialConfig,
+    dose_effect: pd.DataFrame,
+    fits: dict[str, pd.DataFrame],
+    population_kinetics: pd.DataFrame,
+    notes: list[str],
+) -> str:
     """Write ``<warehouse>/reports/dose_effect.html``: plots of every fitted endpoint; returns its path."""
-    curves = {label: [{"label": r["site_id"], "d50_gy": r["d50_gy"], "gamma50": r["gamma50"]}
-                      for r in table.to_dict("records") if r.get("converged")]
-              for label, table in fits.items()}
-    text = trial_report_html(trial_id=config.trial_id, generated_at=_now(), software_version=__version__,
-                             dose_effect=dose_effect, fits=fits, curves=curves,
-                             population_kinetics=population_kinetics, notes=notes)
+    curves = {
+        label: [
+            {"label": r["site_id"], "d50_gy": r["d50_gy"], "gamma50": r["gamma50"]}
+            for r in table.to_dict("records")
+            if r.get("converged")
+        ]
+        for label, table in fits.items()
+    }
+    text = trial_report_html(
+        trial_id=config.trial_id,
+        generated_at=_now(),
+        software_version=__version__,
+        dose_effect=dose_effect,
+        fits=fits,
+        curves=curves,
+        population_kinetics=population_kinetics,
+        notes=notes,
+    )
     path = reports_dir(config.warehouse_dir) / "dose_effect.html"
     write_report(path, text)
     return str(path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import task
 
@@ -11,9 +11,15 @@ from rntflow.core.config import TrialConfig
 from rntflow.listener.handoff import StudyHandoff, handed_off_studies, handoff_arrivals
 
 
-def select_studies(studies: Sequence[StudyHandoff], arrivals: dict[tuple[str, str], float], *,
-                   site_ids: Sequence[str] = (), subject_ids: Sequence[str] = (), study_keys: Sequence[str] = (),
-                   since: datetime | None = None) -> list[StudyHandoff]:
+def select_studies(
+    studies: Sequence[StudyHandoff],
+    arrivals: dict[tuple[str, str], float],
+    *,
+    site_ids: Sequence[str] = (),
+    subject_ids: Sequence[str] = (),
+    study_keys: Sequence[str] = (),
+    since: datetime | None = None,
+) -> list[StudyHandoff]:
     """The studies matching every given filter, in hand-off order (per site: phantoms first).
 
     Parameters
@@ -29,18 +35,28 @@ def select_studies(studies: Sequence[StudyHandoff], arrivals: dict[tuple[str, st
     """
     cutoff = None
     if since is not None:
-        cutoff = (since if since.tzinfo else since.replace(tzinfo=timezone.utc)).timestamp()
-    return [h for h in studies
-            if (not site_ids or h.site_id in site_ids)
-            and (not subject_ids or h.subject_id in subject_ids)
-            and (not study_keys or h.study_key in study_keys)
-            and (cutoff is None or arrivals.get((h.site_id, h.study_key), 0.0) >= cutoff)]
+        cutoff = (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp()
+    return [
+        h
+        for h in studies
+        if (not site_ids or h.site_id in site_ids)
+        and (not subject_ids or h.subject_id in subject_ids)
+        and (not study_keys or h.study_key in study_keys)
+        and (cutoff is None or arrivals.get((h.site_id, h.study_key), 0.0) >= cutoff)
+    ]
 
 
 @task(name="studies-to-reprocess")
-def studies_to_reprocess(config: TrialConfig, site_ids: list[str], subject_ids: list[str], study_keys: list[str],
-                         since: datetime | None) -> list[StudyHandoff]:
+def studies_to_reprocess(
+    config: TrialConfig, site_ids: list[str], subject_ids: list[str], study_keys: list[str], since: datetime | None
+) -> list[StudyHandoff]:
     """Load the spool's hand-offs and select (see :func:`select_studies`)."""
     spool = config.spool_dir
-    return select_studies(handed_off_studies(spool), handoff_arrivals(spool), site_ids=site_ids,
-                          subject_ids=subject_ids, study_keys=study_keys, since=since)
+    return select_studies(
+        handed_off_studies(spool),
+        handoff_arrivals(spool),
+        site_ids=site_ids,
+        subject_ids=subject_ids,
+        study_keys=study_keys,
+        since=since,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import numpy as np
 import SimpleITK as sitk
@@ -49,8 +49,10 @@ def classify_study(study_dir: str, kind: str) -> str:
         return "patient"
     if study.rtstructs or study.segs:
         return "segmentation"
-    raise DicomInputError(f"study has no NM reconstruction and no segmentation ({study.n_files} files; "
-                          f"unused: {', '.join(study.unused[:3]) or 'none'})")
+    raise DicomInputError(
+        f"study has no NM reconstruction and no segmentation ({study.n_files} files; "
+        f"unused: {', '.join(study.unused[:3]) or 'none'})"
+    )
 
 
 @dataclass
@@ -90,8 +92,16 @@ def _cycle_of(admin, others: list[TimePointMeta]) -> int:
     return 1 + next(i for i, c in enumerate(clusters) if admin in c)
 
 
-def _mapped_vois(config, site_id: str, objects: list, ct: sitk.Image, frame_of_reference_uid: str | None,
-                 checks: list[dict], study_id: str, cols: dict) -> dict[str, np.ndarray]:
+def _mapped_vois(
+    config,
+    site_id: str,
+    objects: list,
+    ct: sitk.Image,
+    frame_of_reference_uid: str | None,
+    checks: list[dict],
+    study_id: str,
+    cols: dict,
+) -> dict[str, np.ndarray]:
     """TG-263 name -> mask on ``ct`` from RTSTRUCT/SEG objects; problems become QA rows in ``checks``."""
     vois: dict[str, np.ndarray] = {}
     for obj in objects:
@@ -99,15 +109,27 @@ def _mapped_vois(config, site_id: str, objects: list, ct: sitk.Image, frame_of_r
         try:
             raw = fn(obj, ct, frame_of_reference_uid)
         except VoiError as exc:  # e.g. drawn on another CT: the VOIs are unusable, the scan is not
-            checks.append(qa_row(CheckResult("voi_reference", FAIL, "unusable", "VOIs on this CT", str(exc)),
-                                 "study", study_id, **cols))
+            checks.append(
+                qa_row(
+                    CheckResult("voi_reference", FAIL, "unusable", "VOIs on this CT", str(exc)),
+                    "study",
+                    study_id,
+                    **cols,
+                )
+            )
             continue
         for name, mask in raw.items():
             try:
                 tg = config.map_voi_name(name, site_id)
             except ConfigError as exc:
-                checks.append(qa_row(CheckResult("voi_name", FAIL, "unmapped", "TG-263 or mapped", str(exc)),
-                                     "study", study_id, **cols))
+                checks.append(
+                    qa_row(
+                        CheckResult("voi_name", FAIL, "unmapped", "TG-263 or mapped", str(exc)),
+                        "study",
+                        study_id,
+                        **cols,
+                    )
+                )
                 continue
             vois[tg] = np.logical_or(vois[tg], mask) if tg in vois else mask
     return vois
@@ -122,8 +144,7 @@ def _referenced_frame_of_reference(obj) -> str | None:
 
 
 @task(name="attach-segmentation", retries=2, retry_delay_seconds=2)
-def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
-                        study_dir: str) -> dict:
+def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str) -> dict:
     """VOIs sent in a study of their own (RTSTRUCT/SEG only) join the time point whose CT they
     were drawn on (same frame of reference).
 
@@ -138,16 +159,28 @@ def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, stud
     cols = {"subject_id": subject_id, "study_id": study_id}
     checks: list[dict] = []
     out = {"cycle": None, "target_study_id": None, "checks": checks}
-    by_for = {m.ct_frame_of_reference_uid: m for m in store.timepoints(site_id, subject_id)
-              if m.ct_frame_of_reference_uid}
+    by_for = {
+        m.ct_frame_of_reference_uid: m for m in store.timepoints(site_id, subject_id) if m.ct_frame_of_reference_uid
+    }
     for obj in study.rtstructs + study.segs:
         uid = _referenced_frame_of_reference(obj)
         meta = by_for.get(uid)
         if meta is None:
-            checks.append(qa_row(CheckResult(
-                "voi_reference", FAIL, "no matching CT", "a received time point's CT",
-                "segmentation drawn on a CT this subject's time points do not have "
-                "(not received yet, or another patient): VOIs not used"), "study", study_id, **cols))
+            checks.append(
+                qa_row(
+                    CheckResult(
+                        "voi_reference",
+                        FAIL,
+                        "no matching CT",
+                        "a received time point's CT",
+                        "segmentation drawn on a CT this subject's time points do not have "
+                        "(not received yet, or another patient): VOIs not used",
+                    ),
+                    "study",
+                    study_id,
+                    **cols,
+                )
+            )
             continue
         ct = store.ct(meta)
         vois = {k: sitk.GetArrayFromImage(v).astype(bool) for k, v in store.vois(meta).items()}
@@ -159,8 +192,9 @@ def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, stud
 
 
 @task(name="quantify-timepoint", retries=2, retry_delay_seconds=2)
-def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
-                       study_dir: str) -> TimepointResult:
+def quantify_timepoint(
+    config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str
+) -> TimepointResult:
     """Check the reconstruction against the protocol and quantify it to Bq/mL.
 
     Returns
@@ -184,36 +218,85 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
     nuc = nuclide(nuc_name)
     half_life_s = header.radionuclide_half_life_s or nuc.half_life_h * 3600.0
     t_h = header.hours_after_administration
-    study_row = {"study_id": study_id, "subject_id": subject_id, "kind": "patient", "camera_id": header.camera_id,
-                 "acquired_at": header.acquisition_start.replace(tzinfo=timezone.utc) if header.acquisition_start else None,
-                 "t_h": t_h, "n_instances": study.n_files,
-                 "protocol_compliant": all(c["status"] != FAIL for c in checks)}
+    study_row = {
+        "study_id": study_id,
+        "subject_id": subject_id,
+        "kind": "patient",
+        "camera_id": header.camera_id,
+        "acquired_at": header.acquisition_start.replace(tzinfo=UTC) if header.acquisition_start else None,
+        "t_h": t_h,
+        "n_instances": study.n_files,
+        "protocol_compliant": all(c["status"] != FAIL for c in checks),
+    }
     if header.acquisition_start is None or header.administration_datetime is None or t_h is None:
-        checks.append(qa_row(CheckResult(
-            "timing", FAIL, "missing", "acquisition and administration date-times",
-            "cannot place the scan in time: no acquisition or administration date-time"), "study", study_id, **cols))
-        return TimepointResult(study_row, checks, None, failed="the scan cannot be placed in time (no acquisition "
-                               "or administration date-time): correct the header at the site and re-send")
+        checks.append(
+            qa_row(
+                CheckResult(
+                    "timing",
+                    FAIL,
+                    "missing",
+                    "acquisition and administration date-times",
+                    "cannot place the scan in time: no acquisition or administration date-time",
+                ),
+                "study",
+                study_id,
+                **cols,
+            )
+        )
+        return TimepointResult(
+            study_row,
+            checks,
+            None,
+            failed="the scan cannot be placed in time (no acquisition "
+            "or administration date-time): correct the header at the site and re-send",
+        )
     if header.units == "CNTS" and header.acquisition_duration_s:
-        checks.append(qa_row(check_counts_plausible(float(values.sum()), header.administered_activity_mbq, t_h,
-                                                    header.acquisition_duration_s, SENSITIVITY_RANGE_CPS_PER_MBQ,
-                                                    nuc_name), "study", study_id, **cols))
+        checks.append(
+            qa_row(
+                check_counts_plausible(
+                    float(values.sum()),
+                    header.administered_activity_mbq,
+                    t_h,
+                    header.acquisition_duration_s,
+                    SENSITIVITY_RANGE_CPS_PER_MBQ,
+                    nuc_name,
+                ),
+                "study",
+                study_id,
+                **cols,
+            )
+        )
 
-    cal, status = calibration_for(calibration_history(config, header.camera_id), header.camera_id, nuc_name,
-                                  header.acquisition_start, config.calibration.validity_days)
+    cal, status = calibration_for(
+        calibration_history(config, header.camera_id),
+        header.camera_id,
+        nuc_name,
+        header.acquisition_start,
+        config.calibration.validity_days,
+    )
     cal_check = CheckResult(
-        "calibration_validity", {"valid": PASS, "expired": WARN, "missing": FAIL}[status],
+        "calibration_validity",
+        {"valid": PASS, "expired": WARN, "missing": FAIL}[status],
         f"{status} ({calibration_id(cal)})" if cal else status,
         f"a calibration of camera {header.camera_id} within {config.calibration.validity_days} days before the scan",
-        {"valid": "calibration valid",
-         "expired": "calibration expired: doses computed with it are flagged",
-         "missing": "camera never calibrated for this radionuclide before the scan: "
-                    "the time point is not quantified"}[status])
+        {
+            "valid": "calibration valid",
+            "expired": "calibration expired: doses computed with it are flagged",
+            "missing": "camera never calibrated for this radionuclide before the scan: "
+            "the time point is not quantified",
+        }[status],
+    )
     if cal is None:
         checks.append(qa_row(cal_check, "study", study_id, **cols))
-        return TimepointResult(study_row, checks, None, waiting_for=(
-            f"calibration of camera {header.camera_id} for {nuc_name}: send the site's uniform-cylinder phantom "
-            "scan (with its fill-log row); the time point is re-processed when it arrives"))
+        return TimepointResult(
+            study_row,
+            checks,
+            None,
+            waiting_for=(
+                f"calibration of camera {header.camera_id} for {nuc_name}: send the site's uniform-cylinder phantom "
+                "scan (with its fill-log row); the time point is re-processed when it arrives"
+            ),
+        )
     cal_id = calibration_id(cal)
     rel = (cal.sd / cal.value) if cal.sd and cal.value else 0.0  # of the phantom calibration, in both arms
     registry_value = cal.value
@@ -221,16 +304,29 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
         cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
         cal_id += FACE_VALUE_SUFFIX
         cal_check = dataclasses.replace(
-            cal_check, status=WARN, value_found=f"{status} ({cal_id})",
-            message="cross-calibration switched off: the vendor's Bq/mL taken at face value")
+            cal_check,
+            status=WARN,
+            value_found=f"{status} ({cal_id})",
+            message="cross-calibration switched off: the vendor's Bq/mL taken at face value",
+        )
     checks.append(qa_row(cal_check, "study", study_id, **cols))
-    bqml = to_bq_per_ml(values, header.units or "", voxel_ml, header.acquisition_duration_s, half_life_s,
-                        cal.sensitivity_cps_per_mbq, cal.vendor_scale_factor)
+    bqml = to_bq_per_ml(
+        values,
+        header.units or "",
+        voxel_ml,
+        header.acquisition_duration_s,
+        half_life_s,
+        cal.sensitivity_cps_per_mbq,
+        cal.vendor_scale_factor,
+    )
     spect = sitk.GetImageFromArray(bqml.astype(np.float32))
     spect.CopyInformation(image)
 
-    vois = _mapped_vois(config, site_id, study.rtstructs + study.segs, study.ct, None, checks, study_id, cols) \
-        if study.ct is not None else {}
+    vois = (
+        _mapped_vois(config, site_id, study.rtstructs + study.segs, study.ct, None, checks, study_id, cols)
+        if study.ct is not None
+        else {}
+    )
     if vois:
         masks = {}
         for k, m in vois.items():
@@ -241,14 +337,26 @@ def quantify_timepoint(config: TrialConfig, site_id: str, subject_id: str, study
     admin = header.administration_datetime
     others = [m for m in store.timepoints(site_id, subject_id) if m.study_id != study_id]
     meta = TimePointMeta(
-        site_id=site_id, subject_id=subject_id, study_id=study_id, camera_id=header.camera_id,
-        acquisition_start=header.acquisition_start, administration_datetime=admin,
-        administered_activity_mbq=header.administered_activity_mbq, radionuclide=nuc_name, t_h=float(t_h),
-        cycle=_cycle_of(admin, others), calibration_id=cal_id, calibration_status=status,
-        calibration_rel=float(rel) if math.isfinite(rel) else 0.0, rc_fwhm_mm=cal.rc_fwhm_mm,
+        site_id=site_id,
+        subject_id=subject_id,
+        study_id=study_id,
+        camera_id=header.camera_id,
+        acquisition_start=header.acquisition_start,
+        administration_datetime=admin,
+        administered_activity_mbq=header.administered_activity_mbq,
+        radionuclide=nuc_name,
+        t_h=float(t_h),
+        cycle=_cycle_of(admin, others),
+        calibration_id=cal_id,
+        calibration_status=status,
+        calibration_rel=float(rel) if math.isfinite(rel) else 0.0,
+        rc_fwhm_mm=cal.rc_fwhm_mm,
         rc_fwhm_source=cal.rc_fwhm_source,
-        protocol_compliant=study_row["protocol_compliant"], voi_names=sorted(vois),
-        ct_frame_of_reference_uid=study.ct_frame_of_reference_uid, calibration_value=registry_value)
+        protocol_compliant=study_row["protocol_compliant"],
+        voi_names=sorted(vois),
+        ct_frame_of_reference_uid=study.ct_frame_of_reference_uid,
+        calibration_value=registry_value,
+    )
     store.save_timepoint(meta, spect, study.ct, vois or None)
     study_row["cycle"] = meta.cycle
     for c in checks:

@@ -87,8 +87,9 @@ def rtstruct_rois(rtstruct: Dataset, reference: sitk.Image, frame_of_reference_u
     return out
 
 
-def rtstruct_masks(rtstruct: Dataset, reference: sitk.Image,
-                   frame_of_reference_uid: str | None = None) -> dict[str, np.ndarray]:
+def rtstruct_masks(
+    rtstruct: Dataset, reference: sitk.Image, frame_of_reference_uid: str | None = None
+) -> dict[str, np.ndarray]:
     """ROIName (as written, not yet mapped) -> boolean mask (z, y, x) on ``reference``.
 
     ROIs that give no mask (no contours, outside the image, duplicate names ...) are

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +18,12 @@ from rntflow.warehouse.writer import LoadReport, load_table, read_latest
 WRITE_RETRIES = 3
 
 
-@task(name="load-rows", retries=WRITE_RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=1),
-      retry_jitter_factor=0.5)
+@task(
+    name="load-rows",
+    retries=WRITE_RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1),
+    retry_jitter_factor=0.5,
+)
 def load_rows(warehouse_dir: str, table: str, rows: list[dict], context: dict) -> dict:
     """Upsert ``rows`` (plus the ``context`` columns, e.g. trial/site/subject) into ``table``.
 
@@ -32,8 +36,9 @@ def load_rows(warehouse_dir: str, table: str, rows: list[dict], context: dict) -
     frame = pd.DataFrame([{**context, **r} for r in rows])
     frame = frame[[c for c in frame.columns if c in names]]
     report: LoadReport = load_table(warehouse_dir, table, frame)
-    return {k: getattr(report, k) for k in ("rows_in", "rows_new", "rows_unchanged", "rows_new_version",
-                                             "files_written")}
+    return {
+        k: getattr(report, k) for k in ("rows_in", "rows_new", "rows_unchanged", "rows_new_version", "files_written")
+    }
 
 
 @task(name="refresh-catalog", retries=WRITE_RETRIES, retry_delay_seconds=1)
@@ -48,16 +53,33 @@ def read_table(warehouse_dir: str, table: str, where: str | None = None, params:
     return read_latest(warehouse_dir, table, where, params)
 
 
-def flow_run_row(flow_name: str, state: str, started_at: datetime, *, subject_id: str | None = None,
-                 study_id: str | None = None, site_id: str | None = None, message: str | None = None) -> dict:
+def flow_run_row(
+    flow_name: str,
+    state: str,
+    started_at: datetime,
+    *,
+    subject_id: str | None = None,
+    study_id: str | None = None,
+    site_id: str | None = None,
+    message: str | None = None,
+) -> dict:
     """A ``flow_runs`` record for the current Prefect flow run (id from the run context)."""
     from prefect.runtime import flow_run
 
-    ended = datetime.now(timezone.utc)
-    return {"flow_run_id": str(flow_run.id or f"local-{started_at.timestamp():.0f}"), "flow_name": flow_name,
-            "state": state, "subject_id": subject_id, "study_id": study_id, "site_id": site_id,
-            "started_at": started_at, "ended_at": ended, "duration_s": (ended - started_at).total_seconds(),
-            "software_version": __version__, "message": message}
+    ended = datetime.now(UTC)
+    return {
+        "flow_run_id": str(flow_run.id or f"local-{started_at.timestamp():.0f}"),
+        "flow_name": flow_name,
+        "state": state,
+        "subject_id": subject_id,
+        "study_id": study_id,
+        "site_id": site_id,
+        "started_at": started_at,
+        "ended_at": ended,
+        "duration_s": (ended - started_at).total_seconds(),
+        "software_version": __version__,
+        "message": message,
+    }
 
 
 def warehouse_dir_of(config) -> str:

@@ -29,9 +29,11 @@ def test_one_bad_fill_log_row_fails_only_its_own_phantom(tmp_path):
     from rntflow.core.fills import load_phantom_fill
 
     path = tmp_path / "fills.csv"
-    path.write_text(",".join(FILL_COLUMNS) + "\n"
-                    "SITE01-PH-CYL,uniform_cylinder,505.1,2026-01-19T12:00:00,6815.7,\n"
-                    "SITE02-PH-CYL,uniform_cylinder,5O5.1,2026-01-19T12:00:00,6815.7,\n")
+    path.write_text(
+        ",".join(FILL_COLUMNS) + "\n"
+        "SITE01-PH-CYL,uniform_cylinder,505.1,2026-01-19T12:00:00,6815.7,\n"
+        "SITE02-PH-CYL,uniform_cylinder,5O5.1,2026-01-19T12:00:00,6815.7,\n"
+    )
     assert load_phantom_fill(path, "SITE01-PH-CYL").total_activity_mbq == 505.1
     assert load_phantom_fill(path, "SITE03-PH-CYL") is None
     with pytest.raises(CalibrationError, match=r"line 3 \(SITE02-PH-CYL\): total_activity_mbq '5O5.1'"):
@@ -45,8 +47,7 @@ def test_enrolment_lists_every_problem_without_showing_patient_ids(tmp_path):
     from rntflow.core.errors import EnrolmentError
 
     path = tmp_path / "enrolment.csv"
-    path.write_text("site_id,patient_id,subject_id,kind\nS1,PID-777,A,\nS1,PID-777,B,patient\n"
-                    "S2,P3,A,ghost\nS2,,C,\n")
+    path.write_text("site_id,patient_id,subject_id,kind\nS1,PID-777,A,\nS1,PID-777,B,patient\nS2,P3,A,ghost\nS2,,C,\n")
     with pytest.raises(EnrolmentError) as err:
         load_enrolment(path)
     text = str(err.value)

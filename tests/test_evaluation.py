@@ -15,8 +15,10 @@ def _truth(n_per_site: int = 4) -> dict:
     for site in ("SITE01", "SITE02", "SITE03"):
         for i in range(n_per_site):
             dose = {"Parotid_L": rng.uniform(5, 20), "Parotid_R": rng.uniform(5, 20), "Lesion_1": rng.uniform(20, 90)}
-            subjects[f"{site}-{i}"] = {"site_id": site, "cumulative": {
-                "dose_gy": dose, "bed_gy": {"Kidneys": rng.uniform(5, 25)}}}
+            subjects[f"{site}-{i}"] = {
+                "site_id": site,
+                "cumulative": {"dose_gy": dose, "bed_gy": {"Kidneys": rng.uniform(5, 25)}},
+            }
     return {"subjects": subjects}
 
 
@@ -24,9 +26,16 @@ def _arm(truth: dict, scale: dict[str, float]) -> pd.DataFrame:
     """``dose_effect``-like rows: the true dose quantity times a per-site scale."""
     t = truth_targets(truth)
     k = t["site_id"].map(scale).fillna(1.0)
-    return pd.DataFrame({"subject_id": t["subject_id"], "site_id": t["site_id"], "endpoint": t["endpoint"],
-                         "lesion_voi": t["lesion_voi"].replace("", None),
-                         "cumulative_dose_gy": t["true_gy"] * k, "cumulative_bed_gy": t["true_gy"] * k})
+    return pd.DataFrame(
+        {
+            "subject_id": t["subject_id"],
+            "site_id": t["site_id"],
+            "endpoint": t["endpoint"],
+            "lesion_voi": t["lesion_voi"].replace("", None),
+            "cumulative_dose_gy": t["true_gy"] * k,
+            "cumulative_bed_gy": t["true_gy"] * k,
+        }
+    )
 
 
 def test_a_site_scaled_by_k_shows_as_site_scale_k_and_a_pooled_bias():

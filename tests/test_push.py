@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,12 @@ def storescp(tmp_path):
     out = tmp_path / "received"
     out.mkdir()
     env = dict(os.environ, TCP_NODELAY="1")
-    proc = subprocess.Popen(["/usr/bin/storescp", "--aetitle", "REFSCP", "--output-directory", str(out),
-                             "--accept-all", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "--aetitle", "REFSCP", "--output-directory", str(out), "--accept-all", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(0.5)
     yield port, out
     proc.terminate()
@@ -76,8 +79,9 @@ def test_a_rejected_push_says_why_once_and_stops(tmp_path, capsys):
     port = free_port()
     server = scp.start_server(("127.0.0.1", port), block=False)
     try:
-        rc = main(["push", str(folder), "--port", str(port), "--calling-aet", "STRANGER",
-                   "--called-aet", "RECEIVER", "-q"])
+        rc = main(
+            ["push", str(folder), "--port", str(port), "--calling-aet", "STRANGER", "--called-aet", "RECEIVER", "-q"]
+        )
     finally:
         server.shutdown()
     out, err = capsys.readouterr()

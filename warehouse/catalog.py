@@ -112,8 +112,15 @@ def _q(name: str) -> str:
 
 def _typed(spec: Table, present: set[str] | None = None) -> str:
     """Every schema column cast to its type (NULL when not in ``present``)."""
-    return ", ".join((f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)})" if present is None or c.name in present
-                      else f"CAST(NULL AS {duckdb_type(c.arrow_type)})") + f" AS {_q(c.name)}" for c in spec.columns)
+    return ", ".join(
+        (
+            f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)})"
+            if present is None or c.name in present
+            else f"CAST(NULL AS {duckdb_type(c.arrow_type)})"
+        )
+        + f" AS {_q(c.name)}"
+        for c in spec.columns
+    )
 
 
 def _lit(text: str) -> str:
@@ -122,8 +129,10 @@ def _lit(text: str) -> str:
 
 def latest_view_sql(warehouse_dir: Path, spec: Table) -> str:
     """SELECT of ``spec``'s latest rows from the ``latest/`` files (glob resolved at query time)."""
-    return (f"SELECT {_typed(spec)} FROM read_parquet({_lit(latest.latest_glob(warehouse_dir, spec))}, "
-            f"union_by_name = true, hive_partitioning = false)")
+    return (
+        f"SELECT {_typed(spec)} FROM read_parquet({_lit(latest.latest_glob(warehouse_dir, spec))}, "
+        f"union_by_name = true, hive_partitioning = false)"
+    )
 
 
 def history_view_sql(warehouse_dir: Path, spec: Table) -> str:
@@ -140,8 +149,10 @@ def history_view_sql(warehouse_dir: Path, spec: Table) -> str:
             cols.append(f"coalesce({_q(c.name)}, regexp_extract(filename, '/{c.name}=([^/]*)/', 1)) AS {_q(c.name)}")
         else:
             cols.append(f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)}) AS {_q(c.name)}")
-    return (f"SELECT {', '.join(cols)} FROM read_parquet({_lit(str(root / '**' / '*.parquet'))}, "
-            f"union_by_name = true, hive_partitioning = false, filename = true)")
+    return (
+        f"SELECT {', '.join(cols)} FROM read_parquet({_lit(str(root / '**' / '*.parquet'))}, "
+        f"union_by_name = true, hive_partitioning = false, filename = true)"
+    )
 
 
 def history_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table) -> str:
@@ -246,8 +257,9 @@ DERIVED_VIEWS: dict[str, str] = {
 }
 
 
-def view_definitions(warehouse_dir: str | Path, tables: dict[str, Table] | None = None,
-                     con: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:
+def view_definitions(
+    warehouse_dir: str | Path, tables: dict[str, Table] | None = None, con: duckdb.DuckDBPyConnection | None = None
+) -> dict[str, str]:
     """View name -> SELECT, for every table (latest and history) and the derived views.
 
     On an initialised warehouse (see :func:`init_warehouse`) every table's views read their
@@ -271,13 +283,16 @@ def view_definitions(warehouse_dir: str | Path, tables: dict[str, Table] | None 
                 view = DERIVED[name]
                 if con is None or latest.derived_schema_file(warehouse_dir, name).exists():
                     glob = str(latest.latest_table_dir(warehouse_dir, name) / "**" / "*.parquet")
-                    defs[name] = (f"SELECT {_typed(view)} FROM read_parquet({_lit(glob)}, union_by_name = true, "
-                                  f"hive_partitioning = false)")
+                    defs[name] = (
+                        f"SELECT {_typed(view)} FROM read_parquet({_lit(glob)}, union_by_name = true, "
+                        f"hive_partitioning = false)"
+                    )
     return defs
 
 
-def create_views(con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path,
-                 tables: dict[str, Table] | None = None) -> list[str]:
+def create_views(
+    con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path, tables: dict[str, Table] | None = None
+) -> list[str]:
     """Create or replace every view on ``con`` (e.g. an in-memory connection); returns the names."""
     names = []
     for name, sql in view_definitions(warehouse_dir, tables, con).items():
@@ -300,9 +315,12 @@ def catalog_is_current(warehouse_dir: str | Path, tables: dict[str, Table] | Non
     warehouse_dir = Path(warehouse_dir).resolve()
     tables = TABLES if tables is None else tables
     digest = _digest_path(warehouse_dir)
-    return (catalog_path(warehouse_dir).exists() and digest.exists()
-            and digest.read_text().strip() == _definitions_digest(warehouse_dir, tables)
-            and all(schema_files_current(warehouse_dir, spec) for spec in tables.values()))
+    return (
+        catalog_path(warehouse_dir).exists()
+        and digest.exists()
+        and digest.read_text().strip() == _definitions_digest(warehouse_dir, tables)
+        and all(schema_files_current(warehouse_dir, spec) for spec in tables.values())
+    )
 
 
 def _build_catalog(warehouse_dir: Path, tables: dict[str, Table], digest: str) -> Path:
@@ -354,8 +372,7 @@ def init_warehouse(warehouse_dir: str | Path, tables: dict[str, Table] | None = 
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         digest = _definitions_digest(warehouse_dir, tables)
         recorded = _digest_path(warehouse_dir)
-        if (not catalog_path(warehouse_dir).exists() or not recorded.exists()
-                or recorded.read_text().strip() != digest):
+        if not catalog_path(warehouse_dir).exists() or not recorded.exists() or recorded.read_text().strip() != digest:
             _build_catalog(warehouse_dir, tables, digest)
     return catalog_path(warehouse_dir)
 
@@ -410,8 +427,9 @@ def dose_effect_frame(warehouse_dir: str | Path, engines: tuple[str, ...] = ANAL
         con.close()
 
 
-def connect(warehouse_dir: str | Path, read_only: bool = True,
-            tables: dict[str, Table] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    warehouse_dir: str | Path, read_only: bool = True, tables: dict[str, Table] | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open the analysts' catalog ``<warehouse>/rntflow.duckdb`` (initialised first when needed).
 
     Parameters

@@ -89,8 +89,11 @@ def history_folder(warehouse_dir: str | Path, spec: Table, values: dict[str, str
 
 def history_digest(folder: Path) -> str:
     """Digest of the names of the published history files in ``folder`` (count + SHA-256)."""
-    names = sorted(n for n in os.listdir(folder) if n.endswith(".parquet") and not n.startswith(".")) \
-        if folder.is_dir() else []
+    names = (
+        sorted(n for n in os.listdir(folder) if n.endswith(".parquet") and not n.startswith("."))
+        if folder.is_dir()
+        else []
+    )
     return f"{len(names)}:{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:32]}"
 
 
@@ -104,8 +107,12 @@ def full_schema(spec: Table, digest: str | None = None) -> pa.Schema:
 
 def conform(arrow: pa.Table, spec: Table, digest: str | None = None) -> pa.Table:
     """``arrow`` with exactly the columns of ``spec`` in order and type (missing ones null)."""
-    cols = [arrow.column(c.name).cast(c.arrow_type) if c.name in arrow.column_names
-            else pa.nulls(arrow.num_rows, type=c.arrow_type) for c in spec.columns]
+    cols = [
+        arrow.column(c.name).cast(c.arrow_type)
+        if c.name in arrow.column_names
+        else pa.nulls(arrow.num_rows, type=c.arrow_type)
+        for c in spec.columns
+    ]
     return pa.Table.from_arrays(cols, schema=full_schema(spec, digest))
 
 
@@ -128,8 +135,7 @@ def schema_files(warehouse_dir: str | Path, spec: Table) -> tuple[Path, Path]:
     (leading ``_``), and the history glob of hive readers (``<table>/*/*/*.parquet``) does
     not reach them.
     """
-    return (latest_table_dir(warehouse_dir, spec.name) / SCHEMA_FILE,
-            Path(warehouse_dir) / spec.name / SCHEMA_FILE)
+    return (latest_table_dir(warehouse_dir, spec.name) / SCHEMA_FILE, Path(warehouse_dir) / spec.name / SCHEMA_FILE)
 
 
 def derived_schema_file(warehouse_dir: str | Path, name: str) -> Path:
@@ -202,8 +208,10 @@ def rebuild_partition(warehouse_dir: str | Path, spec: Table, values: dict[str, 
     con = cursor()
     try:
         hive_types = ", ".join(f"'{p}': VARCHAR" for p in spec.partition_by)
-        src = (f"(SELECT * FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = true, "
-               f"hive_types = {{{hive_types}}}))")
+        src = (
+            f"(SELECT * FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = true, "
+            f"hive_types = {{{hive_types}}}))"
+        )
         arrow = con.sql(latest_from_history_sql(src, spec.natural_key)).to_arrow_table()
     finally:
         con.close()
@@ -246,7 +254,7 @@ def history_partitions(warehouse_dir: str | Path, spec: Table) -> list[dict[str,
         prefix = spec.partition_by[depth] + "="
         for child in sorted(folder.iterdir()) if folder.is_dir() else []:
             if child.is_dir() and child.name.startswith(prefix):
-                walk(child, depth + 1, {**values, spec.partition_by[depth]: child.name[len(prefix):]})
+                walk(child, depth + 1, {**values, spec.partition_by[depth]: child.name[len(prefix) :]})
 
     walk(root, 0, {})
     return found
@@ -279,8 +287,9 @@ def derived_is_current(warehouse_dir: str | Path, name: str, spec: Table, values
     return _stored_digest(path) == digest
 
 
-def materialise_partitions(warehouse_dir: str | Path, spec: Table, partitions: list[dict[str, str]], views: list,
-                           definitions: dict[str, str]) -> int:
+def materialise_partitions(
+    warehouse_dir: str | Path, spec: Table, partitions: list[dict[str, str]], views: list, definitions: dict[str, str]
+) -> int:
     """Recompute the derived tables ``views`` for some partitions of ``spec`` (under its lock).
 
     ``definitions`` maps view names to their SELECT, in dependency order. They run once over
@@ -305,8 +314,10 @@ def materialise_partitions(warehouse_dir: str | Path, spec: Table, partitions: l
     con = cursor()
     n = 0
     try:
-        con.execute(f'CREATE TEMP VIEW "{spec.name}" AS SELECT * FROM read_parquet([{listed}], '
-                    "union_by_name = true, hive_partitioning = false)")
+        con.execute(
+            f'CREATE TEMP VIEW "{spec.name}" AS SELECT * FROM read_parquet([{listed}], '
+            "union_by_name = true, hive_partitioning = false)"
+        )
         for name, sql in definitions.items():
             if not wanted:
                 break

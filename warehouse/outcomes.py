@@ -35,8 +35,16 @@ from rntflow.core.errors import OutcomeImportError
 from rntflow.warehouse.schema import TABLES
 from rntflow.warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
 
-OUTCOME_COLUMNS = ("subject_id", "endpoint", "lesion_voi", "grade", "response", "event",
-                   "time_to_event_months", "assessed_months")
+OUTCOME_COLUMNS = (
+    "subject_id",
+    "endpoint",
+    "lesion_voi",
+    "grade",
+    "response",
+    "event",
+    "time_to_event_months",
+    "assessed_months",
+)
 TOXICITY_ENDPOINTS = ("nephrotoxicity", "xerostomia")
 ENDPOINTS = TOXICITY_ENDPOINTS + ("lesion_response", "pfs")
 RESPONSES = ("CR", "PR", "SD", "PD")
@@ -108,7 +116,8 @@ def _outcome_record(row: OutcomeRow, sites: Mapping[str, str] | None) -> dict:
     """The ``outcomes`` columns of a valid row (fields of other endpoints are null)."""
     endpoint = row.endpoint
     return {
-        "subject_id": row.subject_id, "site_id": sites.get(row.subject_id) if sites else None,
+        "subject_id": row.subject_id,
+        "site_id": sites.get(row.subject_id) if sites else None,
         "endpoint": endpoint,
         "lesion_voi": row.lesion_voi if endpoint == "lesion_response" else None,
         "grade": _int(row.grade or "") if endpoint in TOXICITY_ENDPOINTS else None,
@@ -142,15 +151,31 @@ def parse_outcomes(csv_path: str | Path, known_subject_ids: Iterable[str] | Mapp
     csv_path = Path(csv_path)
     sites = dict(known_subject_ids) if isinstance(known_subject_ids, Mapping) else None
     known = set(known_subject_ids)
-    found = read_csv_records(csv_path, OutcomeRow, error=OutcomeImportError, what=str(csv_path),
-                             columns=OUTCOME_COLUMNS,
-                             unique=[("subject_id", "endpoint", "lesion_voi")],
-                             check=lambda row: _outcome_problems(row, known))
+    found = read_csv_records(
+        csv_path,
+        OutcomeRow,
+        error=OutcomeImportError,
+        what=str(csv_path),
+        columns=OUTCOME_COLUMNS,
+        unique=[("subject_id", "endpoint", "lesion_voi")],
+        check=lambda row: _outcome_problems(row, known),
+    )
     found.raise_if_problems(OutcomeImportError, f"{csv_path}: nothing imported")
     records = [_outcome_record(row, sites) for _, row in found.rows]
-    frame = pd.DataFrame.from_records(records, columns=["subject_id", "site_id", "endpoint", "lesion_voi", "grade",
-                                                         "response", "event", "time_to_event_months",
-                                                         "assessed_months"])
+    frame = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "subject_id",
+            "site_id",
+            "endpoint",
+            "lesion_voi",
+            "grade",
+            "response",
+            "event",
+            "time_to_event_months",
+            "assessed_months",
+        ],
+    )
     for col in ("grade", "event"):
         frame[col] = frame[col].astype("Int8")
     return frame
@@ -161,8 +186,10 @@ def warehouse_subjects(warehouse_dir: str | Path) -> pd.DataFrame:
     spec = TABLES["subjects"]
     if not has_files(Path(warehouse_dir), spec):
         return pd.DataFrame(columns=["trial_id", "site_id", "subject_id"])
-    sql = (f"SELECT DISTINCT trial_id, site_id, subject_id FROM ({hive_read_sql(Path(warehouse_dir).resolve(), spec)}) "
-           "QUALIFY row_number() OVER (PARTITION BY trial_id, subject_id ORDER BY result_version DESC) = 1")
+    sql = (
+        f"SELECT DISTINCT trial_id, site_id, subject_id FROM ({hive_read_sql(Path(warehouse_dir).resolve(), spec)}) "
+        "QUALIFY row_number() OVER (PARTITION BY trial_id, subject_id ORDER BY result_version DESC) = 1"
+    )
     con = duckdb.connect()
     try:
         return con.execute(sql).df()
@@ -170,9 +197,13 @@ def warehouse_subjects(warehouse_dir: str | Path) -> pd.DataFrame:
         con.close()
 
 
-def import_outcomes(warehouse_dir: str | Path, csv_path: str | Path,
-                    known_subject_ids: Iterable[str] | Mapping[str, str], *,
-                    trial_id: str | None = None) -> LoadReport:
+def import_outcomes(
+    warehouse_dir: str | Path,
+    csv_path: str | Path,
+    known_subject_ids: Iterable[str] | Mapping[str, str],
+    *,
+    trial_id: str | None = None,
+) -> LoadReport:
     """Validate an outcomes CSV completely, then upsert it into the ``outcomes`` table.
 
     Parameters

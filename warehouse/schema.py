@@ -142,15 +142,23 @@ class Table:
     @property
     def content_columns(self) -> tuple[str, ...]:
         """Columns whose values define a row's content (for the content hash)."""
-        return tuple(n for n in self.column_names if n not in ("result_version", "row_hash", "computed_at", "input_hash"))
+        return tuple(
+            n for n in self.column_names if n not in ("result_version", "row_hash", "computed_at", "input_hash")
+        )
 
-    def with_column(self, column: Column) -> "Table":
+    def with_column(self, column: Column) -> Table:
         """A copy with one more column (schema evolution: old files stay readable)."""
         return replace(self, columns=self.columns + (column,))
 
 
-def _c(name: str, arrow_type: pa.DataType, description: str, unit: str | None = None,
-       nullable: bool = True, allowed: tuple[str, ...] = ()) -> Column:
+def _c(
+    name: str,
+    arrow_type: pa.DataType,
+    description: str,
+    unit: str | None = None,
+    nullable: bool = True,
+    allowed: tuple[str, ...] = (),
+) -> Column:
     if unit is None:
         unit = unit_from_name(name)
     return Column(name, arrow_type, unit, description, nullable, allowed)
@@ -176,15 +184,32 @@ _RADIONUCLIDE = _c("radionuclide", pa.string(), "Radionuclide, e.g. Lu-177.")
 
 def _bookkeeping() -> tuple[Column, ...]:
     return (
-        _c("result_version", pa.int32(), "Version of this row's natural key: 1, 2 ... (latest wins in the main view).", nullable=False),
-        _c("input_hash", pa.string(), "Hash of the inputs the row was computed from (defaults to the content hash).", nullable=False),
+        _c(
+            "result_version",
+            pa.int32(),
+            "Version of this row's natural key: 1, 2 ... (latest wins in the main view).",
+            nullable=False,
+        ),
+        _c(
+            "input_hash",
+            pa.string(),
+            "Hash of the inputs the row was computed from (defaults to the content hash).",
+            nullable=False,
+        ),
         _c("row_hash", pa.string(), "Content hash of the row's values (idempotent upsert).", nullable=False),
         _c("computed_at", _TS, "When the row was computed/loaded (UTC).", nullable=False),
     )
 
 
-def _table(name: str, description: str, columns: list[Column], key: tuple[str, ...], *,
-           site_partitioned: bool = True, is_result: bool = True) -> Table:
+def _table(
+    name: str,
+    description: str,
+    columns: list[Column],
+    key: tuple[str, ...],
+    *,
+    site_partitioned: bool = True,
+    is_result: bool = True,
+) -> Table:
     partition = ("trial_id", "site_id") if site_partitioned else ("trial_id",)
     return Table(name, description, tuple(columns) + _bookkeeping(), key, partition, is_result)
 
@@ -196,151 +221,310 @@ _RESPONSES = ("CR", "PR", "SD", "PD")
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
-        _table("sites", "One participating hospital.", [
-            _TRIAL, _SITE,
-            _c("site_name", pa.string(), "Human-readable site name."),
-        ], ("trial_id", "site_id"), is_result=False),
-        _table("cameras", "One SPECT/CT camera at a site.", [
-            _TRIAL, _SITE,
-            _c("camera_id", pa.string(), "Camera identifier (site-unique).", nullable=False),
-            _c("manufacturer", pa.string(), "DICOM Manufacturer."),
-            _c("model", pa.string(), "DICOM ManufacturerModelName."),
-            _c("crystal_thickness_mm", pa.float64(), "NaI crystal thickness."),
-        ], ("trial_id", "site_id", "camera_id"), is_result=False),
-        _table("calibrations", "A camera's calibration for one radionuclide and protocol; superseded ones are kept.", [
-            _TRIAL, _SITE,
-            _c("camera_id", pa.string(), "Camera the calibration belongs to.", nullable=False),
-            _c("radionuclide", pa.string(), "Radionuclide, e.g. Lu-177.", nullable=False),
-            _c("protocol", pa.string(), "Trial imaging protocol name.", nullable=False),
-            _c("valid_from", _TS, "Start of validity (phantom scan time, UTC).", nullable=False),
-            _c("valid_until", _TS, "End of validity: expiry or the next calibration (UTC)."),
-            _c("sensitivity_cps_per_mbq", pa.float64(), "System sensitivity in the photopeak window."),
-            _c("sensitivity_sd_cps_per_mbq", pa.float64(), "Standard uncertainty of the sensitivity."),
-            _c("bqml_scale_factor", pa.float64(), "Scale applied to a vendor Bq/mL reconstruction (1 = exact)."),
-            _c("harmonising_filter_fwhm_mm", pa.float64(), "Gaussian post-filter FWHM bringing the site onto the reference RC band."),
-            _c("rc_fwhm_mm", pa.float64(), "Recovery FWHM that drives partial-volume correction (see rc_fwhm_source)."),
-            _c("rc_fwhm_source", pa.string(), "Where rc_fwhm_mm came from: the NEMA IEC phantom's RC curve, the "
-               "camera profile's configured system_fwhm_mm, or the uniform cylinder's edge.",
-               allowed=("nema", "configured", "cylinder_edge")),
-            _c("superseded_by", pa.string(), "calibration_id of the calibration that replaced this one."),
-            _c("calibration_id", pa.string(), "Identifier of this calibration.", nullable=False),
-            _c("drift_pct", pa.float64(), "Change of sensitivity against the previous calibration."),
-            _c("drift_flag", pa.bool_(), "True when |drift_pct| exceeds the trial's drift tolerance."),
-        ], ("trial_id", "site_id", "camera_id", "radionuclide", "protocol", "valid_from")),
-        _table("phantom_results", "Recovery coefficient of one NEMA IEC sphere in one phantom scan.", [
-            _TRIAL, _SITE,
-            _c("calibration_id", pa.string(), "Calibration this phantom scan produced.", nullable=False),
-            _c("camera_id", pa.string(), "Camera scanned.", nullable=False),
-            _c("sphere_diameter_mm", pa.float64(), "Inner sphere diameter.", nullable=False),
-            _c("sphere_volume_ml", pa.float64(), "Inner sphere volume."),
-            _c("recovery_coefficient", pa.float64(), "Measured / true activity concentration (dimensionless)."),
-            _c("recovery_coefficient_harmonised", pa.float64(), "RC after the harmonising filter."),
-            _c("in_reference_band", pa.bool_(), "Whether the RC lies in the trial's reference band."),
-        ], ("trial_id", "site_id", "calibration_id", "sphere_diameter_mm")),
-        _table("subjects", "One enrolled subject (pseudonym only).", [
-            _TRIAL, _SITE, _SUBJECT,
-            _c("enrolled_on", pa.date32(), "Enrolment date."),
-            _c("sex", pa.string(), "Administrative sex (M/F/O) if the trial collects it."),
-        ], ("trial_id", "subject_id"), is_result=False),
-        _table("administrations", "One therapy administration (cycle).", [
-            _TRIAL, _SITE, _SUBJECT, _CYCLE, _RADIONUCLIDE,
-            _c("administered_activity_mbq", pa.float64(), "Net administered activity at administration time.", nullable=False),
-            _c("administration_datetime", _TS, "Administration time (UTC).", nullable=False),
-        ], ("trial_id", "subject_id", "cycle"), is_result=False),
-        _table("studies", "One received SPECT/CT study (a patient time point or a phantom scan).", [
-            _TRIAL, _SITE,
-            _c("study_id", pa.string(), "Pseudonymised StudyInstanceUID.", nullable=False),
-            _c("subject_id", pa.string(), "Trial pseudonym (null for phantom scans)."),
-            _c("cycle", pa.int16(), "Therapy cycle (null for phantoms)."),
-            _c("kind", pa.string(), "What the study is.", allowed=("patient", "phantom", "segmentation")),
-            _c("camera_id", pa.string(), "Camera that acquired it."),
-            _c("acquired_at", _TS, "Acquisition start (UTC)."),
-            _c("t_h", pa.float64(), "Acquisition time after administration."),
-            _c("n_instances", pa.int32(), "Instances received."),
-            _c("protocol_compliant", pa.bool_(), "All reconstruction checks passed."),
-        ], ("trial_id", "study_id"), is_result=False),
-        _table("qa_checks", "One QA check result.", [
-            _TRIAL, _SITE,
-            _c("check_name", pa.string(), "Check name, e.g. energy_window, fit_r2, calibration_age.", nullable=False),
-            _c("scope", pa.string(), "What was checked.", nullable=False,
-               allowed=SCOPES),
-            _c("scope_id", pa.string(), "Identifier within the scope (e.g. study_id or subject_id/cycle/voi).", nullable=False),
-            _c("subject_id", pa.string(), "Trial pseudonym when the check concerns a subject."),
-            _c("study_id", pa.string(), "Study when the check concerns one."),
-            _c("cycle", pa.int16(), "Cycle when the check concerns one."),
-            _c("status", pa.string(), "Outcome of the check.", nullable=False, allowed=_STATUS),
-            _c("value_found", pa.string(), "Value found (as text, with unit in the message)."),
-            _c("value_expected", pa.string(), "Value or range expected."),
-            _c("message", pa.string(), "One sentence for the coordinator."),
-        ], ("trial_id", "site_id", "check_name", "scope", "scope_id")),
-        _table("voi_timepoints", "Quantified activity in one VOI at one time point.", [
-            _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
-            _c("study_id", pa.string(), "Study of this time point."),
-            _c("t_h", pa.float64(), "Time after administration.", nullable=False),
-            _c("activity_mbq", pa.float64(), "Activity in the VOI (decay-corrected to nothing: as imaged)."),
-            _c("activity_sd_mbq", pa.float64(), "Standard uncertainty of the activity."),
-            _c("volume_ml", pa.float64(), "VOI volume."),
-            _c("mass_g", pa.float64(), "VOI mass (CT density or reference density)."),
-            _c("recovery_coefficient", pa.float64(), "Partial-volume recovery applied (1 = none)."),
-            _c("calibration_id", pa.string(), "Calibration used to quantify."),
-        ], ("trial_id", "subject_id", "cycle", "voi", "t_h")),
-        _table("tac_fits", "Time-activity curve fit and time-integrated activity of one VOI in one cycle.", [
-            _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
-            _c("model", pa.string(), "TAC model chosen (mono_exp, bi_exp, tri_exp, trapezoid, hanscheid, madsen ...).", nullable=False),
-            _c("params_json", pa.string(), "Fitted parameters as JSON text, with units in the keys."),
-            _c("n_timepoints", pa.int16(), "Time points used."),
-            _c("aicc", pa.float64(), "AICc of the chosen model."),
-            _c("r2", pa.float64(), "Coefficient of determination."),
-            _c("tia_mbq_h", pa.float64(), "Time-integrated activity, 0 to infinity.", nullable=False),
-            _c("tia_sd_mbq_h", pa.float64(), "Standard uncertainty of the TIA."),
-            _c("effective_half_life_h", pa.float64(), "Effective half-life of the terminal phase."),
-            _c("fallback_reason", pa.string(), "Why a simpler model was used, if it was."),
-        ], ("trial_id", "subject_id", "cycle", "voi")),
-        _table("voi_doses", "Mean absorbed dose (and BED) to one VOI in one cycle by one engine/method.", [
-            _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
-            _c("engine", pa.string(), "Dose engine.", nullable=False, allowed=("organ", "sphere", "voxel_dpk", "voxel_led")),
-            _c("method", pa.string(), "Kinetics method.", nullable=False,
-               allowed=tuple(sorted(METHOD_PREFERENCE))),
-            _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle.", nullable=False),
-            _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
-            _c("bed_gy", pa.float64(), "Biologically effective dose (LQ model) in this cycle."),
-            _c("mass_g", pa.float64(), "VOI mass used."),
-            _c("tia_mbq_h", pa.float64(), "TIA used."),
-            _c("administered_activity_mbq", pa.float64(), "Activity administered in this cycle."),
-            _c("calibration_id", pa.string(), "Calibration used."),
-            _c("final", pa.bool_(), "True when the cycle's last protocol time point has arrived or data collection closed."),
-        ], ("trial_id", "subject_id", "cycle", "voi", "engine", "method")),
-        _table("dvhs", "Cumulative dose-volume histogram of one VOI, one row per dose bin.", [
-            _TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
-            _c("engine", pa.string(), "Dose engine.", nullable=False),
-            _c("bin_index", pa.int16(), "Index of the dose bin, 0 = 0 Gy (a recomputed DVH replaces every bin: "
-               "the bin edges follow the VOI's maximum dose).", nullable=False),
-            _c("dose_bin_gy", pa.float64(), "Lower edge of the dose bin.", nullable=False),
-            _c("volume_fraction", pa.float64(), "Fraction of the VOI volume receiving at least dose_bin_gy (0-1).", nullable=False),
-        ], ("trial_id", "subject_id", "cycle", "voi", "engine", "bin_index")),
-        _table("outcomes", "One clinical outcome assessment (imported from the trial's outcomes CSV).", [
-            _TRIAL, _SITE_OPT, _SUBJECT,
-            _c("endpoint", pa.string(), "Endpoint.", nullable=False, allowed=_ENDPOINTS),
-            _c("lesion_voi", pa.string(), "Lesion VOI (Lesion_<n>) for lesion_response, else null."),
-            _c("grade", pa.int8(), "CTCAE grade 0-5 for toxicity endpoints."),
-            _c("response", pa.string(), "RECIST-like response for lesion_response.", allowed=_RESPONSES),
-            _c("event", pa.int8(), "1 = progression or death, 0 = censored (pfs)."),
-            _c("time_to_event_months", pa.float64(), "Time to event or censoring (pfs)."),
-            _c("assessed_months", pa.float64(), "Time of assessment after the first cycle."),
-        ], ("trial_id", "subject_id", "endpoint", "lesion_voi"), site_partitioned=False, is_result=False),
-        _table("flow_runs", "One Prefect flow run, for the coordinator's status.", [
-            _TRIAL, _SITE_OPT,
-            _c("flow_run_id", pa.string(), "Prefect flow-run id.", nullable=False),
-            _c("flow_name", pa.string(), "Flow name.", nullable=False),
-            _c("state", pa.string(), "Final or current state name (Completed, Failed ...)."),
-            _c("subject_id", pa.string(), "Subject concerned, if any."),
-            _c("study_id", pa.string(), "Study concerned, if any."),
-            _c("started_at", _TS, "Start (UTC)."),
-            _c("ended_at", _TS, "End (UTC)."),
-            _c("duration_s", pa.float64(), "Wall time."),
-            _c("software_version", pa.string(), "rntflow version that ran."),
-            _c("message", pa.string(), "Failure reason or summary."),
-        ], ("trial_id", "flow_run_id"), site_partitioned=False),
+        _table(
+            "sites",
+            "One participating hospital.",
+            [
+                _TRIAL,
+                _SITE,
+                _c("site_name", pa.string(), "Human-readable site name."),
+            ],
+            ("trial_id", "site_id"),
+            is_result=False,
+        ),
+        _table(
+            "cameras",
+            "One SPECT/CT camera at a site.",
+            [
+                _TRIAL,
+                _SITE,
+                _c("camera_id", pa.string(), "Camera identifier (site-unique).", nullable=False),
+                _c("manufacturer", pa.string(), "DICOM Manufacturer."),
+                _c("model", pa.string(), "DICOM ManufacturerModelName."),
+                _c("crystal_thickness_mm", pa.float64(), "NaI crystal thickness."),
+            ],
+            ("trial_id", "site_id", "camera_id"),
+            is_result=False,
+        ),
+        _table(
+            "calibrations",
+            "A camera's calibration for one radionuclide and protocol; superseded ones are kept.",
+            [
+                _TRIAL,
+                _SITE,
+                _c("camera_id", pa.string(), "Camera the calibration belongs to.", nullable=False),
+                _c("radionuclide", pa.string(), "Radionuclide, e.g. Lu-177.", nullable=False),
+                _c("protocol", pa.string(), "Trial imaging protocol name.", nullable=False),
+                _c("valid_from", _TS, "Start of validity (phantom scan time, UTC).", nullable=False),
+                _c("valid_until", _TS, "End of validity: expiry or the next calibration (UTC)."),
+                _c("sensitivity_cps_per_mbq", pa.float64(), "System sensitivity in the photopeak window."),
+                _c("sensitivity_sd_cps_per_mbq", pa.float64(), "Standard uncertainty of the sensitivity."),
+                _c("bqml_scale_factor", pa.float64(), "Scale applied to a vendor Bq/mL reconstruction (1 = exact)."),
+                _c(
+                    "harmonising_filter_fwhm_mm",
+                    pa.float64(),
+                    "Gaussian post-filter FWHM bringing the site onto the reference RC band.",
+                ),
+                _c(
+                    "rc_fwhm_mm",
+                    pa.float64(),
+                    "Recovery FWHM that drives partial-volume correction (see rc_fwhm_source).",
+                ),
+                _c(
+                    "rc_fwhm_source",
+                    pa.string(),
+                    "Where rc_fwhm_mm came from: the NEMA IEC phantom's RC curve, the "
+                    "camera profile's configured system_fwhm_mm, or the uniform cylinder's edge.",
+                    allowed=("nema", "configured", "cylinder_edge"),
+                ),
+                _c("superseded_by", pa.string(), "calibration_id of the calibration that replaced this one."),
+                _c("calibration_id", pa.string(), "Identifier of this calibration.", nullable=False),
+                _c("drift_pct", pa.float64(), "Change of sensitivity against the previous calibration."),
+                _c("drift_flag", pa.bool_(), "True when |drift_pct| exceeds the trial's drift tolerance."),
+            ],
+            ("trial_id", "site_id", "camera_id", "radionuclide", "protocol", "valid_from"),
+        ),
+        _table(
+            "phantom_results",
+            "Recovery coefficient of one NEMA IEC sphere in one phantom scan.",
+            [
+                _TRIAL,
+                _SITE,
+                _c("calibration_id", pa.string(), "Calibration this phantom scan produced.", nullable=False),
+                _c("camera_id", pa.string(), "Camera scanned.", nullable=False),
+                _c("sphere_diameter_mm", pa.float64(), "Inner sphere diameter.", nullable=False),
+                _c("sphere_volume_ml", pa.float64(), "Inner sphere volume."),
+                _c("recovery_coefficient", pa.float64(), "Measured / true activity concentration (dimensionless)."),
+                _c("recovery_coefficient_harmonised", pa.float64(), "RC after the harmonising filter."),
+                _c("in_reference_band", pa.bool_(), "Whether the RC lies in the trial's reference band."),
+            ],
+            ("trial_id", "site_id", "calibration_id", "sphere_diameter_mm"),
+        ),
+        _table(
+            "subjects",
+            "One enrolled subject (pseudonym only).",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _c("enrolled_on", pa.date32(), "Enrolment date."),
+                _c("sex", pa.string(), "Administrative sex (M/F/O) if the trial collects it."),
+            ],
+            ("trial_id", "subject_id"),
+            is_result=False,
+        ),
+        _table(
+            "administrations",
+            "One therapy administration (cycle).",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _RADIONUCLIDE,
+                _c(
+                    "administered_activity_mbq",
+                    pa.float64(),
+                    "Net administered activity at administration time.",
+                    nullable=False,
+                ),
+                _c("administration_datetime", _TS, "Administration time (UTC).", nullable=False),
+            ],
+            ("trial_id", "subject_id", "cycle"),
+            is_result=False,
+        ),
+        _table(
+            "studies",
+            "One received SPECT/CT study (a patient time point or a phantom scan).",
+            [
+                _TRIAL,
+                _SITE,
+                _c("study_id", pa.string(), "Pseudonymised StudyInstanceUID.", nullable=False),
+                _c("subject_id", pa.string(), "Trial pseudonym (null for phantom scans)."),
+                _c("cycle", pa.int16(), "Therapy cycle (null for phantoms)."),
+                _c("kind", pa.string(), "What the study is.", allowed=("patient", "phantom", "segmentation")),
+                _c("camera_id", pa.string(), "Camera that acquired it."),
+                _c("acquired_at", _TS, "Acquisition start (UTC)."),
+                _c("t_h", pa.float64(), "Acquisition time after administration."),
+                _c("n_instances", pa.int32(), "Instances received."),
+                _c("protocol_compliant", pa.bool_(), "All reconstruction checks passed."),
+            ],
+            ("trial_id", "study_id"),
+            is_result=False,
+        ),
+        _table(
+            "qa_checks",
+            "One QA check result.",
+            [
+                _TRIAL,
+                _SITE,
+                _c(
+                    "check_name",
+                    pa.string(),
+                    "Check name, e.g. energy_window, fit_r2, calibration_age.",
+                    nullable=False,
+                ),
+                _c("scope", pa.string(), "What was checked.", nullable=False, allowed=SCOPES),
+                _c(
+                    "scope_id",
+                    pa.string(),
+                    "Identifier within the scope (e.g. study_id or subject_id/cycle/voi).",
+                    nullable=False,
+                ),
+                _c("subject_id", pa.string(), "Trial pseudonym when the check concerns a subject."),
+                _c("study_id", pa.string(), "Study when the check concerns one."),
+                _c("cycle", pa.int16(), "Cycle when the check concerns one."),
+                _c("status", pa.string(), "Outcome of the check.", nullable=False, allowed=_STATUS),
+                _c("value_found", pa.string(), "Value found (as text, with unit in the message)."),
+                _c("value_expected", pa.string(), "Value or range expected."),
+                _c("message", pa.string(), "One sentence for the coordinator."),
+            ],
+            ("trial_id", "site_id", "check_name", "scope", "scope_id"),
+        ),
+        _table(
+            "voi_timepoints",
+            "Quantified activity in one VOI at one time point.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _VOI,
+                _c("study_id", pa.string(), "Study of this time point."),
+                _c("t_h", pa.float64(), "Time after administration.", nullable=False),
+                _c("activity_mbq", pa.float64(), "Activity in the VOI (decay-corrected to nothing: as imaged)."),
+                _c("activity_sd_mbq", pa.float64(), "Standard uncertainty of the activity."),
+                _c("volume_ml", pa.float64(), "VOI volume."),
+                _c("mass_g", pa.float64(), "VOI mass (CT density or reference density)."),
+                _c("recovery_coefficient", pa.float64(), "Partial-volume recovery applied (1 = none)."),
+                _c("calibration_id", pa.string(), "Calibration used to quantify."),
+            ],
+            ("trial_id", "subject_id", "cycle", "voi", "t_h"),
+        ),
+        _table(
+            "tac_fits",
+            "Time-activity curve fit and time-integrated activity of one VOI in one cycle.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _VOI,
+                _c(
+                    "model",
+                    pa.string(),
+                    "TAC model chosen (mono_exp, bi_exp, tri_exp, trapezoid, hanscheid, madsen ...).",
+                    nullable=False,
+                ),
+                _c("params_json", pa.string(), "Fitted parameters as JSON text, with units in the keys."),
+                _c("n_timepoints", pa.int16(), "Time points used."),
+                _c("aicc", pa.float64(), "AICc of the chosen model."),
+                _c("r2", pa.float64(), "Coefficient of determination."),
+                _c("tia_mbq_h", pa.float64(), "Time-integrated activity, 0 to infinity.", nullable=False),
+                _c("tia_sd_mbq_h", pa.float64(), "Standard uncertainty of the TIA."),
+                _c("effective_half_life_h", pa.float64(), "Effective half-life of the terminal phase."),
+                _c("fallback_reason", pa.string(), "Why a simpler model was used, if it was."),
+            ],
+            ("trial_id", "subject_id", "cycle", "voi"),
+        ),
+        _table(
+            "voi_doses",
+            "Mean absorbed dose (and BED) to one VOI in one cycle by one engine/method.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _VOI,
+                _c(
+                    "engine",
+                    pa.string(),
+                    "Dose engine.",
+                    nullable=False,
+                    allowed=("organ", "sphere", "voxel_dpk", "voxel_led"),
+                ),
+                _c("method", pa.string(), "Kinetics method.", nullable=False, allowed=tuple(sorted(METHOD_PREFERENCE))),
+                _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle.", nullable=False),
+                _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
+                _c("bed_gy", pa.float64(), "Biologically effective dose (LQ model) in this cycle."),
+                _c("mass_g", pa.float64(), "VOI mass used."),
+                _c("tia_mbq_h", pa.float64(), "TIA used."),
+                _c("administered_activity_mbq", pa.float64(), "Activity administered in this cycle."),
+                _c("calibration_id", pa.string(), "Calibration used."),
+                _c(
+                    "final",
+                    pa.bool_(),
+                    "True when the cycle's last protocol time point has arrived or data collection closed.",
+                ),
+            ],
+            ("trial_id", "subject_id", "cycle", "voi", "engine", "method"),
+        ),
+        _table(
+            "dvhs",
+            "Cumulative dose-volume histogram of one VOI, one row per dose bin.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _VOI,
+                _c("engine", pa.string(), "Dose engine.", nullable=False),
+                _c(
+                    "bin_index",
+                    pa.int16(),
+                    "Index of the dose bin, 0 = 0 Gy (a recomputed DVH replaces every bin: "
+                    "the bin edges follow the VOI's maximum dose).",
+                    nullable=False,
+                ),
+                _c("dose_bin_gy", pa.float64(), "Lower edge of the dose bin.", nullable=False),
+                _c(
+                    "volume_fraction",
+                    pa.float64(),
+                    "Fraction of the VOI volume receiving at least dose_bin_gy (0-1).",
+                    nullable=False,
+                ),
+            ],
+            ("trial_id", "subject_id", "cycle", "voi", "engine", "bin_index"),
+        ),
+        _table(
+            "outcomes",
+            "One clinical outcome assessment (imported from the trial's outcomes CSV).",
+            [
+                _TRIAL,
+                _SITE_OPT,
+                _SUBJECT,
+                _c("endpoint", pa.string(), "Endpoint.", nullable=False, allowed=_ENDPOINTS),
+                _c("lesion_voi", pa.string(), "Lesion VOI (Lesion_<n>) for lesion_response, else null."),
+                _c("grade", pa.int8(), "CTCAE grade 0-5 for toxicity endpoints."),
+                _c("response", pa.string(), "RECIST-like response for lesion_response.", allowed=_RESPONSES),
+                _c("event", pa.int8(), "1 = progression or death, 0 = censored (pfs)."),
+                _c("time_to_event_months", pa.float64(), "Time to event or censoring (pfs)."),
+                _c("assessed_months", pa.float64(), "Time of assessment after the first cycle."),
+            ],
+            ("trial_id", "subject_id", "endpoint", "lesion_voi"),
+            site_partitioned=False,
+            is_result=False,
+        ),
+        _table(
+            "flow_runs",
+            "One Prefect flow run, for the coordinator's status.",
+            [
+                _TRIAL,
+                _SITE_OPT,
+                _c("flow_run_id", pa.string(), "Prefect flow-run id.", nullable=False),
+                _c("flow_name", pa.string(), "Flow name.", nullable=False),
+                _c("state", pa.string(), "Final or current state name (Completed, Failed ...)."),
+                _c("subject_id", pa.string(), "Subject concerned, if any."),
+                _c("study_id", pa.string(), "Study concerned, if any."),
+                _c("started_at", _TS, "Start (UTC)."),
+                _c("ended_at", _TS, "End (UTC)."),
+                _c("duration_s", pa.float64(), "Wall time."),
+                _c("software_version", pa.string(), "rntflow version that ran."),
+                _c("message", pa.string(), "Failure reason or summary."),
+            ],
+            ("trial_id", "flow_run_id"),
+            site_partitioned=False,
+        ),
     )
 }
 
@@ -369,59 +553,95 @@ class DerivedView:
 
     def arrow_schema(self) -> pa.Schema:
         """Arrow schema of the materialised files."""
-        return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns],
-                         metadata={"rntflow.table": self.name})
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns],
+            metadata={"rntflow.table": self.name},
+        )
 
 
-_PER_CYCLE = (_TRIAL, _SITE, _SUBJECT, _CYCLE, _VOI,
-              _c("engine", pa.string(), "Dose engine.", nullable=False),
-              _c("method", pa.string(), "Kinetics method of the cycle's dose."),
-              _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle."),
-              _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
-              _c("bed_gy", pa.float64(), "Biologically effective dose in this cycle."),
-              _c("final", pa.bool_(), "True when the cycle's dose is final."))
-_CUMULATIVE = (_TRIAL, _SITE, _SUBJECT, _VOI,
-               _c("engine", pa.string(), "Dose engine.", nullable=False),
-               _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
-               _c("n_cycles", pa.int64(), "Cycles summed."),
-               _c("dose_gy", pa.float64(), "Absorbed dose summed over cycles."),
-               _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the sum (cycles independent, quadrature)."),
-               _c("bed_gy", pa.float64(), "BED summed over cycles."),
-               _c("all_final", pa.bool_(), "True when every cycle's dose is final."))
+_PER_CYCLE = (
+    _TRIAL,
+    _SITE,
+    _SUBJECT,
+    _CYCLE,
+    _VOI,
+    _c("engine", pa.string(), "Dose engine.", nullable=False),
+    _c("method", pa.string(), "Kinetics method of the cycle's dose."),
+    _c("dose_gy", pa.float64(), "Mean absorbed dose in this cycle."),
+    _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose."),
+    _c("bed_gy", pa.float64(), "Biologically effective dose in this cycle."),
+    _c("final", pa.bool_(), "True when the cycle's dose is final."),
+)
+_CUMULATIVE = (
+    _TRIAL,
+    _SITE,
+    _SUBJECT,
+    _VOI,
+    _c("engine", pa.string(), "Dose engine.", nullable=False),
+    _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
+    _c("n_cycles", pa.int64(), "Cycles summed."),
+    _c("dose_gy", pa.float64(), "Absorbed dose summed over cycles."),
+    _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the sum (cycles independent, quadrature)."),
+    _c("bed_gy", pa.float64(), "BED summed over cycles."),
+    _c("all_final", pa.bool_(), "True when every cycle's dose is final."),
+)
 _N_VOIS = _c("n_vois", pa.int64(), "VOIs averaged into the target (1 for a stored VOI).")
 
 #: Derived views of the catalog, in the order they are defined.
 DERIVED: dict[str, DerivedView] = {
     v.name: v
     for v in (
-        DerivedView("voi_dose_cycle", "One dose per subject, cycle, VOI and engine: the multi-time-point result "
-                    "where the cycle has one, else its preferred single-time-point result.", _PER_CYCLE),
-        DerivedView("voi_dose_cumulative", "Dose, SD and BED summed over the cycles of voi_dose_cycle per subject, "
-                    "VOI and engine.", _CUMULATIVE, materialised=True),
-        DerivedView("dose_effect_targets", "voi_dose_cumulative plus the derived targets Kidneys, Parotids "
-                    "(means of the halves) and Lesions_mean.",
-                    tuple(_c("target_voi", pa.string(), "VOI or derived target.") if c.name == "voi" else c
-                          for c in _CUMULATIVE) + (_N_VOIS,), materialised=True),
-        DerivedView("dose_effect", "One outcome joined to its dose target, per engine.", (
-            _TRIAL, _SITE_OPT, _SUBJECT,
-            _c("endpoint", pa.string(), "Endpoint."),
-            _c("lesion_voi", pa.string(), "Lesion VOI for lesion_response."),
-            _c("target_voi", pa.string(), "Dose target of the endpoint."),
-            _c("engine", pa.string(), "Dose engine."),
-            _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
-            _c("n_cycles", pa.int64(), "Cycles summed."),
-            _N_VOIS,
-            _c("cumulative_dose_gy", pa.float64(), "Target's absorbed dose summed over cycles."),
-            _c("cumulative_dose_sd_gy", pa.float64(), "Standard uncertainty of the cumulative dose."),
-            _c("cumulative_bed_gy", pa.float64(), "Target's BED summed over cycles."),
-            _c("all_final", pa.bool_(), "True when every cycle's dose is final."),
-            _c("grade", pa.int8(), "CTCAE grade (toxicity endpoints)."),
-            _c("response", pa.string(), "Response (lesion_response)."),
-            _c("event", pa.int8(), "1 = progression or death, 0 = censored (pfs)."),
-            _c("time_to_event_months", pa.float64(), "Time to event or censoring (pfs)."),
-            _c("assessed_months", pa.float64(), "Time of assessment after the first cycle."),
-            _c("effect", pa.int32(), "1 = event (toxicity at or above the endpoint's grade, CR/PR, PFS event), "
-               "else 0."))),
+        DerivedView(
+            "voi_dose_cycle",
+            "One dose per subject, cycle, VOI and engine: the multi-time-point result "
+            "where the cycle has one, else its preferred single-time-point result.",
+            _PER_CYCLE,
+        ),
+        DerivedView(
+            "voi_dose_cumulative",
+            "Dose, SD and BED summed over the cycles of voi_dose_cycle per subject, VOI and engine.",
+            _CUMULATIVE,
+            materialised=True,
+        ),
+        DerivedView(
+            "dose_effect_targets",
+            "voi_dose_cumulative plus the derived targets Kidneys, Parotids (means of the halves) and Lesions_mean.",
+            tuple(
+                _c("target_voi", pa.string(), "VOI or derived target.") if c.name == "voi" else c for c in _CUMULATIVE
+            )
+            + (_N_VOIS,),
+            materialised=True,
+        ),
+        DerivedView(
+            "dose_effect",
+            "One outcome joined to its dose target, per engine.",
+            (
+                _TRIAL,
+                _SITE_OPT,
+                _SUBJECT,
+                _c("endpoint", pa.string(), "Endpoint."),
+                _c("lesion_voi", pa.string(), "Lesion VOI for lesion_response."),
+                _c("target_voi", pa.string(), "Dose target of the endpoint."),
+                _c("engine", pa.string(), "Dose engine."),
+                _c("method", pa.string(), "The cycles' common kinetics method, or mixed."),
+                _c("n_cycles", pa.int64(), "Cycles summed."),
+                _N_VOIS,
+                _c("cumulative_dose_gy", pa.float64(), "Target's absorbed dose summed over cycles."),
+                _c("cumulative_dose_sd_gy", pa.float64(), "Standard uncertainty of the cumulative dose."),
+                _c("cumulative_bed_gy", pa.float64(), "Target's BED summed over cycles."),
+                _c("all_final", pa.bool_(), "True when every cycle's dose is final."),
+                _c("grade", pa.int8(), "CTCAE grade (toxicity endpoints)."),
+                _c("response", pa.string(), "Response (lesion_response)."),
+                _c("event", pa.int8(), "1 = progression or death, 0 = censored (pfs)."),
+                _c("time_to_event_months", pa.float64(), "Time to event or censoring (pfs)."),
+                _c("assessed_months", pa.float64(), "Time of assessment after the first cycle."),
+                _c(
+                    "effect",
+                    pa.int32(),
+                    "1 = event (toxicity at or above the endpoint's grade, CR/PR, PFS event), else 0.",
+                ),
+            ),
+        ),
     )
 }
 
@@ -452,14 +672,18 @@ def schema_markdown(tables: dict[str, Table] | None = None) -> str:
     tables = TABLES if tables is None else tables
     out: list[str] = []
     for t in tables.values():
-        out.append(f"### `{t.name}`\n\n{t.description} Natural key: "
-                   f"{', '.join(f'`{k}`' for k in t.natural_key)}; partitioned by "
-                   f"{', '.join(f'`{p}`' for p in t.partition_by)}.\n")
+        out.append(
+            f"### `{t.name}`\n\n{t.description} Natural key: "
+            f"{', '.join(f'`{k}`' for k in t.natural_key)}; partitioned by "
+            f"{', '.join(f'`{p}`' for p in t.partition_by)}.\n"
+        )
         out.append("| column | type | unit | null | description |\n| --- | --- | --- | --- | --- |")
         for c in t.columns:
             desc = c.description + (f" One of {', '.join(c.allowed)}." if c.allowed else "")
-            out.append(f"| `{c.name}` | {duckdb_type(c.arrow_type)} | {c.unit or ''} | "
-                       f"{'yes' if c.nullable else 'no'} | {desc} |")
+            out.append(
+                f"| `{c.name}` | {duckdb_type(c.arrow_type)} | {c.unit or ''} | "
+                f"{'yes' if c.nullable else 'no'} | {desc} |"
+            )
         out.append("")
     if tables is TABLES or tables is None:
         out.append("### Derived views\n\nComputed from the tables above (see *Derived views* earlier on this page).\n")

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,9 @@ def validate_frame(spec: Table, df: pd.DataFrame) -> pa.Table:
             try:
                 values = pa.array(series, type=col.arrow_type, from_pandas=True)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
-                raise WarehouseError(f"{spec.name}: column {col.name!r}: cannot store as {col.arrow_type}: {exc}") from None
+                raise WarehouseError(
+                    f"{spec.name}: column {col.name!r}: cannot store as {col.arrow_type}: {exc}"
+                ) from None
             if col.allowed:
                 bad = {str(v) for v in pd.unique(series.dropna())} - set(col.allowed)
                 if bad:
@@ -197,8 +199,7 @@ def _value_hashes(column: pa.ChunkedArray) -> np.ndarray:
         enc = column.combine_chunks().dictionary_encode()
         if len(enc.dictionary) == 0:
             return np.zeros(len(column), dtype=np.uint64)
-        uniq = pd.util.hash_pandas_object(enc.dictionary.to_pandas(), index=False,
-                                          categorize=False).to_numpy(np.uint64)
+        uniq = pd.util.hash_pandas_object(enc.dictionary.to_pandas(), index=False, categorize=False).to_numpy(np.uint64)
         return uniq[enc.indices.fill_null(0).to_numpy(zero_copy_only=False)]
     return pd.util.hash_pandas_object(column.to_pandas(), index=False, categorize=False).to_numpy(np.uint64)
 
@@ -232,8 +233,7 @@ def parquet_glob(warehouse_dir: str | Path, spec: Table) -> str:
     return str(table_dir(warehouse_dir, spec.name) / depth / "*.parquet")
 
 
-def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*",
-                  globs: list[str] | None = None) -> str:
+def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*", globs: list[str] | None = None) -> str:
     """SQL reading a table's files with hive partitioning (partition columns typed VARCHAR).
 
     ``globs`` restricts the read to some partition folders (default: the whole table).
@@ -241,8 +241,10 @@ def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*",
     paths = globs if globs is not None else [parquet_glob(warehouse_dir, spec)]
     listed = ", ".join("'" + g.replace("'", "''") + "'" for g in paths)
     hive_types = ", ".join(f"'{p}': VARCHAR" for p in spec.partition_by)
-    return (f"SELECT {select} FROM read_parquet([{listed}], hive_partitioning = true, "
-            f"union_by_name = true, hive_types = {{{hive_types}}})")
+    return (
+        f"SELECT {select} FROM read_parquet([{listed}], hive_partitioning = true, "
+        f"union_by_name = true, hive_types = {{{hive_types}}})"
+    )
 
 
 def latest_version_sql(source: str, natural_key: tuple[str, ...]) -> str:
@@ -255,14 +257,17 @@ def latest_version_sql(source: str, natural_key: tuple[str, ...]) -> str:
     """
     keys = ", ".join(f'"{k}"' for k in natural_key)
     same = " AND ".join(f'h."{k}" IS NOT DISTINCT FROM n."{k}"' for k in natural_key)
-    return (f"WITH newer AS (SELECT * FROM {source} WHERE result_version > 1 "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY result_version DESC) = 1) "
-            f"(SELECT h.* FROM {source} h ANTI JOIN newer n ON {same} WHERE h.result_version = 1) "
-            f"UNION ALL (SELECT * FROM newer)")
+    return (
+        f"WITH newer AS (SELECT * FROM {source} WHERE result_version > 1 "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY result_version DESC) = 1) "
+        f"(SELECT h.* FROM {source} h ANTI JOIN newer n ON {same} WHERE h.result_version = 1) "
+        f"UNION ALL (SELECT * FROM newer)"
+    )
 
 
-def read_latest(warehouse_dir: str | Path, table: str, where: str | None = None,
-                params: list | None = None) -> pd.DataFrame:
+def read_latest(
+    warehouse_dir: str | Path, table: str, where: str | None = None, params: list | None = None
+) -> pd.DataFrame:
     """The latest result version of every row of ``table`` (empty frame when no files).
 
     ``where`` is an SQL condition on the table's columns, with ``?`` placeholders bound
@@ -300,7 +305,9 @@ def _touched_partitions(spec: Table, typed: pa.Table) -> list[dict[str, str]]:
     study belongs to one site), so the previous versions of the rows can only be there.
     """
     parts = list(spec.partition_by)
-    return [{p: str(v) for p, v in row.items()} for row in typed.select(parts).group_by(parts).aggregate([]).to_pylist()]
+    return [
+        {p: str(v) for p, v in row.items()} for row in typed.select(parts).group_by(parts).aggregate([]).to_pylist()
+    ]
 
 
 def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.DataFrame:
@@ -322,8 +329,10 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
     qk = ", ".join(f'"{k}"' for k in keys)
     on = " AND ".join(f'n."{k}" IS NOT DISTINCT FROM l."{k}"' for k in keys)
     listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    sql = (f"WITH l AS (SELECT {qk}, result_version, row_hash FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)) "
-           f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN l ON {on} ORDER BY n.__row")
+    sql = (
+        f"WITH l AS (SELECT {qk}, result_version, row_hash FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)) "
+        f"SELECT n.__row, l.result_version, l.row_hash FROM new_keys n LEFT JOIN l ON {on} ORDER BY n.__row"
+    )
     con = latest.cursor()
     try:
         con.register("new_keys", new_keys)
@@ -366,9 +375,15 @@ def write_parquet_atomic(table: pa.Table, folder: Path, *, _before_rename=None) 
     return final
 
 
-def load_table(warehouse_dir: str | Path, table: str, df: pd.DataFrame, *,
-               tables: dict[str, Table] | None = None, computed_at: datetime | None = None,
-               _before_rename=None) -> LoadReport:
+def load_table(
+    warehouse_dir: str | Path,
+    table: str,
+    df: pd.DataFrame,
+    *,
+    tables: dict[str, Table] | None = None,
+    computed_at: datetime | None = None,
+    _before_rename=None,
+) -> LoadReport:
     """Validate ``df`` and upsert it into ``table`` of the warehouse.
 
     Parameters
@@ -411,9 +426,8 @@ def load_table(warehouse_dir: str | Path, table: str, df: pd.DataFrame, *,
         typed = typed.append_column("input_hash", pa.array(row_hash, pa.string()))
     typed = typed.append_column("row_hash", pa.array(row_hash, pa.string()))
     if "computed_at" not in typed.column_names:
-        stamp = computed_at or datetime.now(timezone.utc)
-        typed = typed.append_column(
-            "computed_at", pa.array([stamp] * n, pa.timestamp("us", tz="UTC")))
+        stamp = computed_at or datetime.now(UTC)
+        typed = typed.append_column("computed_at", pa.array([stamp] * n, pa.timestamp("us", tz="UTC")))
 
     with table_lock(warehouse_dir, spec.name):
         _sweep_orphans(table_dir(warehouse_dir, spec.name), latest.latest_table_dir(warehouse_dir, spec.name))
@@ -504,7 +518,8 @@ def schema_files_current(warehouse_dir: Path, spec: Table) -> bool:
     """Whether :func:`ensure_schema_files` has nothing to do."""
     return latest.schema_files_current(warehouse_dir, spec) and all(
         latest.schema_file_current(latest.derived_schema_file(warehouse_dir, name), DERIVED[name])
-        for name in MATERIALISED.get(spec.name, ()))
+        for name in MATERIALISED.get(spec.name, ())
+    )
 
 
 def _materialise(warehouse_dir: Path, spec: Table, partitions: list[dict[str, str]]) -> None:
@@ -514,8 +529,9 @@ def _materialise(warehouse_dir: Path, spec: Table, partitions: list[dict[str, st
     # The derived SQL is the catalog's own (one definition); the catalog imports this module.
     from rntflow.warehouse.catalog import DERIVED_VIEWS
 
-    latest.materialise_partitions(warehouse_dir, spec, partitions, [DERIVED[n] for n in MATERIALISED[spec.name]],
-                                  DERIVED_VIEWS)
+    latest.materialise_partitions(
+        warehouse_dir, spec, partitions, [DERIVED[n] for n in MATERIALISED[spec.name]], DERIVED_VIEWS
+    )
 
 
 def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> int:
@@ -523,8 +539,9 @@ def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> i
     stale = not latest.is_current(warehouse_dir, spec, values)
     if stale:
         latest.rebuild_partition(warehouse_dir, spec, values)
-    if stale or any(not latest.derived_is_current(warehouse_dir, name, spec, values)
-                    for name in MATERIALISED.get(spec.name, ())):
+    if stale or any(
+        not latest.derived_is_current(warehouse_dir, name, spec, values) for name in MATERIALISED.get(spec.name, ())
+    ):
         _materialise(warehouse_dir, spec, [values])
         return 1
     return 0

@@ -37,10 +37,11 @@ class Import:
 def load_contract(pyproject: Path = ROOT / "pyproject.toml") -> tuple[dict[str, Path], list[list[str]]]:
     """Package folders (``rntflow.x`` -> folder) and layers (top first) from ``pyproject.toml``."""
     data = tomllib.loads(pyproject.read_text())
-    dirs = {name: pyproject.parent / folder
-            for name, folder in data["tool"]["setuptools"]["package-dir"].items()}
-    layers = [[f"rntflow.{p.strip()}" if p.strip() != "rntflow" else "rntflow" for p in row.split("|")]
-              for row in data["tool"]["rntflow"]["layers"]["top_to_bottom"]]
+    dirs = {name: pyproject.parent / folder for name, folder in data["tool"]["setuptools"]["package-dir"].items()}
+    layers = [
+        [f"rntflow.{p.strip()}" if p.strip() != "rntflow" else "rntflow" for p in row.split("|")]
+        for row in data["tool"]["rntflow"]["layers"]["top_to_bottom"]
+    ]
     return dirs, layers
 
 
@@ -98,8 +99,10 @@ def layer_violations(imports: list[Import], layers: list[list[str]]) -> list[str
         if rank[dst] <= rank[src]:
             how = "up" if rank[dst] < rank[src] else "sideways"
             where = imp.path.relative_to(ROOT) if imp.path.is_relative_to(ROOT) else imp.path
-            bad.setdefault((where, imp.line, dst),
-                           f"{where}:{imp.line}: {imp.importer} imports {imp.imported} ({how}: {src} -> {dst})")
+            bad.setdefault(
+                (where, imp.line, dst),
+                f"{where}:{imp.line}: {imp.importer} imports {imp.imported} ({how}: {src} -> {dst})",
+            )
     return sorted(bad.values())
 
 

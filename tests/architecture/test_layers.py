@@ -69,8 +69,12 @@ def test_no_module_imports_the_old_generic_names():
     for folder in {*dirs.values(), ROOT / "tests", ROOT / "benchmarks"}:
         for path in folder.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
-                         else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                    else []
+                )
                 offenders += [f"{path}:{node.lineno} {n}" for n in names if n.split(".")[0] in generic]
     assert offenders == []

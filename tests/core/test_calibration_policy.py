@@ -49,9 +49,9 @@ def series(draw, min_size: int = 0) -> list[Cal]:
 
 def test_current_is_the_latest_made_by_then():
     a, b = Cal(T0, 10.0, 1), Cal(T0 + days(100), 11.0, 2)
-    assert current_calibration([a, b], T0 - days(1)) is None           # made only after: none
+    assert current_calibration([a, b], T0 - days(1)) is None  # made only after: none
     assert current_calibration([a, b], T0) is a
-    assert current_calibration([b, a], T0 + days(99)) is a             # superseded only from b's valid_from
+    assert current_calibration([b, a], T0 + days(99)) is a  # superseded only from b's valid_from
     assert current_calibration([a, b], T0 + days(100)) is b
     assert current_calibration([a, b]) is b
     assert current_calibration([], T0) is None
@@ -65,7 +65,7 @@ def test_same_day_reanalysis_wins():
 
 def test_validity_boundaries():
     assert expires_at(T0, 180) == T0 + days(180)
-    assert not is_expired(T0, T0 + days(180), 180)                     # the expiry instant is still valid
+    assert not is_expired(T0, T0 + days(180), 180)  # the expiry instant is still valid
     assert is_expired(T0, T0 + days(180) + timedelta(seconds=1), 180)
     assert validity(T0, T0 + days(100), 180, 30).status == "valid"
     assert validity(T0, T0 + days(150), 180, 30).status == "due"
@@ -80,9 +80,9 @@ def test_drift_against_the_last_of_the_same_kind():
     a = Cal(T0, 10.0, 1)
     v = Cal(T0 + days(30), 1.05, 2, kind="vendor_scale_factor")
     b = Cal(T0 + days(60), 9.0, 3)
-    assert drift_reference([a, v], b) is a                             # the vendor factor in between is skipped
+    assert drift_reference([a, v], b) is a  # the vendor factor in between is skipped
     assert calibration_drift([a, v], b) == pytest.approx(-10.0)
-    assert calibration_drift([a], v) is None                           # first of its kind
+    assert calibration_drift([a], v) is None  # first of its kind
     assert drift_flag(-10.0, 5.0) is True and drift_flag(5.0, 5.0) is False and drift_flag(None, 5.0) is None
 
 

@@ -43,14 +43,17 @@ def test_the_warehouse_admits_exactly_these_methods():
     assert set(col.allowed) == set(METHOD_PREFERENCE)
 
 
-@pytest.mark.parametrize("methods, best", [
-    ((SINGLE_TIME_POINT_HANSCHEID, SINGLE_TIME_POINT_MADSEN), SINGLE_TIME_POINT_MADSEN),
-    ((SINGLE_TIME_POINT_HANSCHEID, MULTI_TIME_POINT), MULTI_TIME_POINT),
-    ((SINGLE_TIME_POINT_HANSCHEID, SINGLE_TIME_POINT_MADSEN, MULTI_TIME_POINT), MULTI_TIME_POINT),
-    ((SINGLE_TIME_POINT_HANSCHEID,), SINGLE_TIME_POINT_HANSCHEID),
-    (("mixed", SINGLE_TIME_POINT_HANSCHEID), SINGLE_TIME_POINT_HANSCHEID),
-    (("zeta", "alpha"), "alpha"),
-])
+@pytest.mark.parametrize(
+    "methods, best",
+    [
+        ((SINGLE_TIME_POINT_HANSCHEID, SINGLE_TIME_POINT_MADSEN), SINGLE_TIME_POINT_MADSEN),
+        ((SINGLE_TIME_POINT_HANSCHEID, MULTI_TIME_POINT), MULTI_TIME_POINT),
+        ((SINGLE_TIME_POINT_HANSCHEID, SINGLE_TIME_POINT_MADSEN, MULTI_TIME_POINT), MULTI_TIME_POINT),
+        ((SINGLE_TIME_POINT_HANSCHEID,), SINGLE_TIME_POINT_HANSCHEID),
+        (("mixed", SINGLE_TIME_POINT_HANSCHEID), SINGLE_TIME_POINT_HANSCHEID),
+        (("zeta", "alpha"), "alpha"),
+    ],
+)
 def test_best_method_whatever_the_order(methods, best):
     for perm in itertools.permutations(methods):
         assert best_method(perm) == best
@@ -85,8 +88,11 @@ def test_best_per_key_one_row_per_key_first_seen_order():
         {"cycle": 1, "voi": "Spleen", "method": SINGLE_TIME_POINT_HANSCHEID, "dose_gy": 6.0},
     ]
     got = best_per_key(rows, ("cycle", "voi"))
-    assert [(r["cycle"], r["voi"], r["dose_gy"]) for r in got] == [(2, "Liver", 4.0), (1, "Liver", 3.0),
-                                                                    (1, "Spleen", 6.0)]
+    assert [(r["cycle"], r["voi"], r["dose_gy"]) for r in got] == [
+        (2, "Liver", 4.0),
+        (1, "Liver", 3.0),
+        (1, "Spleen", 6.0),
+    ]
     assert best_per_key([], ("cycle",)) == []
 
 
@@ -113,7 +119,11 @@ def test_order_sql_picks_what_python_picks_for_every_subset():
     con = duckdb.connect()
     con.execute("CREATE TABLE d (g INTEGER, method VARCHAR)")
     con.executemany("INSERT INTO d VALUES (?, ?)", rows)
-    got = dict(con.execute(f"SELECT g, method FROM d QUALIFY row_number() OVER "
-                           f"(PARTITION BY g ORDER BY {method_order_sql('d.method')}) = 1").fetchall())
+    got = dict(
+        con.execute(
+            f"SELECT g, method FROM d QUALIFY row_number() OVER "
+            f"(PARTITION BY g ORDER BY {method_order_sql('d.method')}) = 1"
+        ).fetchall()
+    )
     assert len(want) == 2 ** len(names) - 1
     assert got == want

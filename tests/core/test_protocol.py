@@ -22,13 +22,17 @@ from rntflow.core.protocol import (
 )
 
 #: The demo trial's windows (deployments/trial.example.yaml).
-DEMO = [TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
-        TimePointWindow(nominal_h=24, earliest_h=18, latest_h=30),
-        TimePointWindow(nominal_h=96, earliest_h=72, latest_h=120),
-        TimePointWindow(nominal_h=168, earliest_h=144, latest_h=192)]
+DEMO = [
+    TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
+    TimePointWindow(nominal_h=24, earliest_h=18, latest_h=30),
+    TimePointWindow(nominal_h=96, earliest_h=72, latest_h=120),
+    TimePointWindow(nominal_h=168, earliest_h=144, latest_h=192),
+]
 #: Two overlapping windows: 6-8 h lies in both.
-OVERLAP = [TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
-           TimePointWindow(nominal_h=24, earliest_h=6, latest_h=30)]
+OVERLAP = [
+    TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
+    TimePointWindow(nominal_h=24, earliest_h=6, latest_h=30),
+]
 
 
 @st.composite
@@ -39,8 +43,7 @@ def windows(draw) -> list[TimePointWindow]:
         nominal = draw(st.floats(1.0, 300.0))
         before = draw(st.floats(0.0, 50.0))
         after = draw(st.floats(0.0, 50.0))
-        out.append(TimePointWindow(nominal_h=nominal, earliest_h=max(nominal - before, 0.01),
-                                   latest_h=nominal + after))
+        out.append(TimePointWindow(nominal_h=nominal, earliest_h=max(nominal - before, 0.01), latest_h=nominal + after))
     return out
 
 
@@ -52,7 +55,12 @@ def test_demo_windows():
     assert nominal_time_point(95.0, DEMO) == 96
     assert nominal_time_point(130.0, DEMO) is None
     assert [out_of_window_reason(t, DEMO) for t in (None, math.nan, 1.0, 10.0, 193.0)] == [
-        "no_time", "no_time", "early", "between", "late"]
+        "no_time",
+        "no_time",
+        "early",
+        "between",
+        "late",
+    ]
 
 
 def test_overlap_goes_to_the_nearest_nominal_and_fills_one_window():
@@ -64,16 +72,18 @@ def test_overlap_goes_to_the_nearest_nominal_and_fills_one_window():
 
 
 def test_tie_goes_to_the_first_window():
-    w = [TimePointWindow(nominal_h=10, earliest_h=5, latest_h=20),
-         TimePointWindow(nominal_h=20, earliest_h=10, latest_h=30)]
+    w = [
+        TimePointWindow(nominal_h=10, earliest_h=5, latest_h=20),
+        TimePointWindow(nominal_h=20, earliest_h=10, latest_h=30),
+    ]
     assert match_window(15.0, w) == 0
 
 
 def test_last_time_point():
     assert last_window(DEMO).nominal_h == 168
     assert not last_time_point_reached([4.0, 24.0, 96.0], DEMO)
-    assert last_time_point_reached([4.0, 144.0], DEMO)       # the window's earliest bound counts
-    assert last_time_point_reached([250.0], DEMO)            # a late scan: nothing later is expected
+    assert last_time_point_reached([4.0, 144.0], DEMO)  # the window's earliest bound counts
+    assert last_time_point_reached([250.0], DEMO)  # a late scan: nothing later is expected
     assert not last_time_point_reached([None, math.nan], DEMO)
     with pytest.raises(ValueError):
         last_window([])

@@ -59,9 +59,18 @@ def test_status_if_and_worst_status():
 
 def test_qa_row_columns_and_extras():
     row = qa_row(_check(WARN), "study", "ST1", subject_id="S1", study_id="ST1", cycle=2)
-    assert row == {"check_name": "collimator", "scope": "study", "scope_id": "ST1", "status": "warn",
-                   "value_found": "MEGP", "value_expected": "MEGP", "message": "collimator as protocol",
-                   "subject_id": "S1", "study_id": "ST1", "cycle": 2}
+    assert row == {
+        "check_name": "collimator",
+        "scope": "study",
+        "scope_id": "ST1",
+        "status": "warn",
+        "value_found": "MEGP",
+        "value_expected": "MEGP",
+        "message": "collimator as protocol",
+        "subject_id": "S1",
+        "study_id": "ST1",
+        "cycle": 2,
+    }
 
 
 def test_qa_row_rejects_unknown_scope_and_overwrites():

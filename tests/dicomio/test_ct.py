@@ -30,10 +30,23 @@ from rntflow.dicomio.values import FOR_METADATA_KEY
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def write_series(folder: Path, n: int = 8, rows: int = 12, cols: int = 10, iop=AXIAL,
-                 first_mm=(-30.0, -20.0, -50.0), pixel_spacing_mm=(1.5, 2.0), step_mm: float = 2.5,
-                 slopes=None, intercepts=None, signed: bool = True, bits_stored: int = 16,
-                 transfer_syntax=None, seed: int = 0, series_uid: str | None = None) -> np.ndarray:
+def write_series(
+    folder: Path,
+    n: int = 8,
+    rows: int = 12,
+    cols: int = 10,
+    iop=AXIAL,
+    first_mm=(-30.0, -20.0, -50.0),
+    pixel_spacing_mm=(1.5, 2.0),
+    step_mm: float = 2.5,
+    slopes=None,
+    intercepts=None,
+    signed: bool = True,
+    bits_stored: int = 16,
+    transfer_syntax=None,
+    seed: int = 0,
+    series_uid: str | None = None,
+) -> np.ndarray:
     """Write ``n`` CT slices (files in scrambled order); returns the expected HU (z, y, x) float32.
 
     Slice ``k`` lies at ``first_mm + k * step_mm * normal`` (normal = row x column cosines).

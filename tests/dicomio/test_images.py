@@ -37,8 +37,9 @@ def test_meta_dict(ct):
     assert "frame_of_reference_uid" not in image_meta_dict(bare)
 
 
-@pytest.mark.parametrize("name, geometry_atol, keeps_metadata", [
-    ("ct.nii.gz", 1e-4, False), ("ct.nii", 1e-4, False), ("ct.mha", 1e-9, True)])
+@pytest.mark.parametrize(
+    "name, geometry_atol, keeps_metadata", [("ct.nii.gz", 1e-4, False), ("ct.nii", 1e-4, False), ("ct.mha", 1e-9, True)]
+)
 def test_round_trip(ct, tmp_path, name, geometry_atol, keeps_metadata):
     path = write_image(ct, tmp_path / "sub" / name)
     assert path == tmp_path / "sub" / name

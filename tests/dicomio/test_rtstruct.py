@@ -55,15 +55,17 @@ def _structure_set(rois: list[tuple[int, str | None, str | None, list[Dataset] |
 
 
 def test_rois_and_reasons():
-    rs = _structure_set([
-        (1, "Liver", FRAME, [_contour(SQUARE), _contour([v + 1 for v in SQUARE])]),
-        (2, "Liver", FRAME, [_contour(SQUARE)]),                 # duplicate name
-        (3, "Spleen", OTHER_FRAME, [_contour(SQUARE)]),          # another frame
-        (4, "Marker", FRAME, [_contour(SQUARE[:3], "POINT")]),   # no closed planar contour
-        (5, "Broken", FRAME, [_contour(SQUARE[:-1])]),           # 11 numbers
-        (6, None, FRAME, [_contour(SQUARE)]),                    # unnamed
-        (7, "Empty", FRAME, None),                               # no ROIContourSequence item
-    ])
+    rs = _structure_set(
+        [
+            (1, "Liver", FRAME, [_contour(SQUARE), _contour([v + 1 for v in SQUARE])]),
+            (2, "Liver", FRAME, [_contour(SQUARE)]),  # duplicate name
+            (3, "Spleen", OTHER_FRAME, [_contour(SQUARE)]),  # another frame
+            (4, "Marker", FRAME, [_contour(SQUARE[:3], "POINT")]),  # no closed planar contour
+            (5, "Broken", FRAME, [_contour(SQUARE[:-1])]),  # 11 numbers
+            (6, None, FRAME, [_contour(SQUARE)]),  # unnamed
+            (7, "Empty", FRAME, None),  # no ROIContourSequence item
+        ]
+    )
     got = rtstruct_contours(rs, FRAME)
     assert [(r.name, r.number, len(r.contours_mm)) for r in got.rois] == [("Liver", 1, 2), ("#6", 6, 1)]
     np.testing.assert_array_equal(got.rois[0].contours_mm[0], np.reshape(SQUARE, (-1, 3)))

@@ -117,8 +117,10 @@ def test_rasterised_volume_matches_contour_areas(first_studies, roi_masks):
             got_ml = mask_volume_ml(roi_masks[sid][0][name], ct)
             assert abs(got_ml - slab_ml) <= 5 * sigma_ml, (sid, name, got_ml, slab_ml, sigma_ml)
             worst[name] = max(worst.get(name, 0.0), abs(got_ml / slab_ml - 1))
-    print("\nrasterised vs contour-area volume, worst |rel. error|:",
-          {k: f"{100 * v:.1f}%" for k, v in sorted(worst.items())})
+    print(
+        "\nrasterised vs contour-area volume, worst |rel. error|:",
+        {k: f"{100 * v:.1f}%" for k, v in sorted(worst.items())},
+    )
 
 
 def test_rasterised_volume_matches_truth(first_studies, roi_masks, config):
@@ -132,8 +134,16 @@ def test_rasterised_volume_matches_truth(first_studies, roi_masks, config):
             truth_ml = subj["vois"][voi]["volume_ml"]
             got_ml = mask_volume_ml(mask, ct)
             rel = got_ml / truth_ml - 1
-            errors.setdefault("marrow" if voi == "Bone_Marrow" else "lesion" if voi.startswith("Lesion")
-                              else "organ>50mL" if truth_ml > 50 else "organ<=50mL", []).append(rel)
+            errors.setdefault(
+                "marrow"
+                if voi == "Bone_Marrow"
+                else "lesion"
+                if voi.startswith("Lesion")
+                else "organ>50mL"
+                if truth_ml > 50
+                else "organ<=50mL",
+                [],
+            ).append(rel)
             z_profile = mask.sum(axis=(1, 2))
             if z_profile[0] or z_profile[-1]:  # cut by the CT field of view
                 assert got_ml <= truth_ml * 1.03, (sid, voi)
@@ -233,20 +243,33 @@ def test_seg_round_trip(first_studies, roi_masks, tmp_path):
     sid, (_subj, study_dir, study, _t) = next(iter(first_studies.items()))
     masks = roi_masks[sid][0]
     names = [n for n in masks if n.startswith("Lesion")][:1] + [n for n in masks if "idney" in n.lower()][:1]
-    cts = sorted((pydicom.dcmread(p) for p in (study_dir / "CT").glob("*.dcm")),
-                 key=lambda ds: float(ds.ImagePositionPatient[2]))
+    cts = sorted(
+        (pydicom.dcmread(p) for p in (study_dir / "CT").glob("*.dcm")), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
     descriptions = [
-        hd.seg.SegmentDescription(segment_number=i + 1, segment_label=name,
-                                  segmented_property_category=codes.SCT.Organ,
-                                  segmented_property_type=codes.SCT.Organ,
-                                  algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=name,
+            segmented_property_category=codes.SCT.Organ,
+            segmented_property_type=codes.SCT.Organ,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
         for i, name in enumerate(names)
     ]
     seg = hd.seg.Segmentation(
-        source_images=cts, pixel_array=np.stack([masks[n] for n in names], -1).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=30, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="rntflow tests", manufacturer_model_name="test", software_versions="0", device_serial_number="0")
+        source_images=cts,
+        pixel_array=np.stack([masks[n] for n in names], -1).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=30,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="rntflow tests",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+    )
     copy = shutil.copytree(study_dir, tmp_path / "study")
     seg.save_as(copy / "seg.dcm")
     loaded = load_study(copy)

@@ -42,71 +42,166 @@ _MASK = np.ones((4, 4, 4), bool)
 CASES: dict[str, tuple] = {
     "kernel.katz_penfold_range_g_per_cm2": (kernel.katz_penfold_range_g_per_cm2, {"energy_mev": 0.5}),
     "kernel.loevinger_parameters": (kernel.loevinger_parameters, {"nuclide_name": "Lu-177"}),
-    "kernel.beta_radial_energy_mev_per_cm": (kernel.beta_radial_energy_mev_per_cm,
-                                             {"nuclide_name": "Lu-177", "r_cm": np.array([0.01, 0.02]),
-                                              "density_g_per_ml": 1.04}),
-    "kernel.photon_radial_energy_mev_per_cm": (kernel.photon_radial_energy_mev_per_cm,
-                                               {"nuclide_name": "Lu-177", "r_cm": np.array([0.01, 0.02]),
-                                                "density_g_per_ml": 1.04}),
+    "kernel.beta_radial_energy_mev_per_cm": (
+        kernel.beta_radial_energy_mev_per_cm,
+        {"nuclide_name": "Lu-177", "r_cm": np.array([0.01, 0.02]), "density_g_per_ml": 1.04},
+    ),
+    "kernel.photon_radial_energy_mev_per_cm": (
+        kernel.photon_radial_energy_mev_per_cm,
+        {"nuclide_name": "Lu-177", "r_cm": np.array([0.01, 0.02]), "density_g_per_ml": 1.04},
+    ),
     "kernel.local_electron_energy_mev": (kernel.local_electron_energy_mev, {"nuclide_name": "Lu-177"}),
     "kernel.sphere_geometric_factor": (kernel.sphere_geometric_factor, {"r_cm": np.array([0.1]), "radius_cm": 1.0}),
-    "kernel.voxel_s_kernel": (kernel.voxel_s_kernel, {"nuclide_name": "Lu-177", "spacing_mm": 4.8,
-                                                      "radius_mm": 10.0, "density_g_per_ml": 1.04,
-                                                      "include_photons": False}),
+    "kernel.voxel_s_kernel": (
+        kernel.voxel_s_kernel,
+        {
+            "nuclide_name": "Lu-177",
+            "spacing_mm": 4.8,
+            "radius_mm": 10.0,
+            "density_g_per_ml": 1.04,
+            "include_photons": False,
+        },
+    ),
     "kernel.convolve_dose_gy": (kernel.convolve_dose_gy, {"tia_map_mbq_h": _map(), "kernel": _K}),
-    "organ.photon_absorbed_fraction_sphere": (organ.photon_absorbed_fraction_sphere,
-                                              {"nuclide_name": "Lu-177", "mass_g": 100.0, "density_g_per_ml": 1.04}),
-    "organ.electron_absorbed_fraction_sphere": (organ.electron_absorbed_fraction_sphere,
-                                                {"nuclide_name": "Lu-177", "volume_ml": 5.0, "density_g_per_ml": 1.04}),
-    "organ.organ_self_dose_gy": (organ.organ_self_dose_gy,
-                                 {"tia_mbq_h": 1000.0, "nuclide_name": "Lu-177", "mass_g": 150.0,
-                                  "tia_sd_mbq_h": 10.0, "mass_sd_g": 5.0, "density_g_per_ml": 1.04}),
-    "organ.sphere_dose_gy": (organ.sphere_dose_gy,
-                             {"tia_mbq_h": 1000.0, "nuclide_name": "Lu-177", "volume_ml": 5.0,
-                              "density_g_per_ml": 1.04, "tia_sd_mbq_h": 10.0, "volume_sd_ml": 0.5}),
-    "organ.scale_s_value_by_mass": (organ.scale_s_value_by_mass,
-                                    {"s_ref_gy_per_mbq_h": 1e-3, "mass_ref_g": 300.0, "mass_g": 150.0}),
-    "led.led_dose_gy": (led.led_dose_gy, {"tia_map_mbq_h": _map(), "nuclide_name": "Y-90",
-                                          "spacing_mm": (4.0, 4.0, 4.0), "density_g_per_ml": 1.04}),
+    "organ.photon_absorbed_fraction_sphere": (
+        organ.photon_absorbed_fraction_sphere,
+        {"nuclide_name": "Lu-177", "mass_g": 100.0, "density_g_per_ml": 1.04},
+    ),
+    "organ.electron_absorbed_fraction_sphere": (
+        organ.electron_absorbed_fraction_sphere,
+        {"nuclide_name": "Lu-177", "volume_ml": 5.0, "density_g_per_ml": 1.04},
+    ),
+    "organ.organ_self_dose_gy": (
+        organ.organ_self_dose_gy,
+        {
+            "tia_mbq_h": 1000.0,
+            "nuclide_name": "Lu-177",
+            "mass_g": 150.0,
+            "tia_sd_mbq_h": 10.0,
+            "mass_sd_g": 5.0,
+            "density_g_per_ml": 1.04,
+        },
+    ),
+    "organ.sphere_dose_gy": (
+        organ.sphere_dose_gy,
+        {
+            "tia_mbq_h": 1000.0,
+            "nuclide_name": "Lu-177",
+            "volume_ml": 5.0,
+            "density_g_per_ml": 1.04,
+            "tia_sd_mbq_h": 10.0,
+            "volume_sd_ml": 0.5,
+        },
+    ),
+    "organ.scale_s_value_by_mass": (
+        organ.scale_s_value_by_mass,
+        {"s_ref_gy_per_mbq_h": 1e-3, "mass_ref_g": 300.0, "mass_g": 150.0},
+    ),
+    "led.led_dose_gy": (
+        led.led_dose_gy,
+        {"tia_map_mbq_h": _map(), "nuclide_name": "Y-90", "spacing_mm": (4.0, 4.0, 4.0), "density_g_per_ml": 1.04},
+    ),
     "bed.bed_gy": (bed.bed_gy, {"dose_gy": 5.0, "alpha_beta_gy": 2.6, "t_rep_h": 2.8, "t_eff_h": 40.0}),
     "density.hu_to_density_g_per_ml": (density.hu_to_density_g_per_ml, {"hu": np.array([0.0, 40.0])}),
-    "density.mass_g": (density.mass_g, {"mask": _MASK, "hu": None, "voxel_ml": 0.1,
-                                        "default_density_g_per_ml": 1.04}),
+    "density.mass_g": (density.mass_g, {"mask": _MASK, "hu": None, "voxel_ml": 0.1, "default_density_g_per_ml": 1.04}),
     "tare.conversion_factor_j_per_gbq": (tare.conversion_factor_j_per_gbq, {"nuclide_name": "Y-90"}),
     "tare.tare_conversion_factor_j_per_gbq": (tare.tare_conversion_factor_j_per_gbq, {"nuclide_name": "Y-90"}),
-    "tare.partition_activity_gbq": (tare.partition_activity_gbq,
-                                    {"tumour_dose_gy": 120.0, "normal_mass_kg": 1.5, "tumour_mass_kg": 0.2,
-                                     "ratio": 3.0, "lung_shunt_fraction": 0.05, "cf_j_per_gbq": 49.67}),
-    "tare.plan_partition": (tare.plan_partition,
-                            {"tumour_dose_gy": 120.0, "normal_mass_kg": 1.5, "tumour_mass_kg": 0.2, "ratio": 3.0,
-                             "lung_shunt_fraction": 0.05, "lung_mass_kg": 1.0, "prior_lung_dose_gy": 0.0,
-                             "product": "TheraSphere"}),
-    "tare.post_treatment_tia_map_mbq_h": (tare.post_treatment_tia_map_mbq_h,
-                                          {"activity_map_mbq": _map(), "nuclide_name": "Y-90",
-                                           "t_since_admin_h": 2.0}),
-    "tare.post_treatment_dose_maps_gy": (tare.post_treatment_dose_maps_gy,
-                                         {"activity_map_mbq": _map(), "nuclide_name": "Y-90",
-                                          "spacing_mm": (4.0, 4.0, 4.0), "t_since_admin_h": 2.0}),
-    "uncertainty.dose_uncertainty": (uncertainty.dose_uncertainty,
-                                     {"tia_mbq_h": 1000.0, "tia_fit_sd_mbq_h": 50.0, "calibration_rel": 0.05,
-                                      "rc_rel": 0.02, "volume_rel": 0.1, "dln_rc_dln_v": 0.3, "s_value_rel": 0.0}),
+    "tare.partition_activity_gbq": (
+        tare.partition_activity_gbq,
+        {
+            "tumour_dose_gy": 120.0,
+            "normal_mass_kg": 1.5,
+            "tumour_mass_kg": 0.2,
+            "ratio": 3.0,
+            "lung_shunt_fraction": 0.05,
+            "cf_j_per_gbq": 49.67,
+        },
+    ),
+    "tare.plan_partition": (
+        tare.plan_partition,
+        {
+            "tumour_dose_gy": 120.0,
+            "normal_mass_kg": 1.5,
+            "tumour_mass_kg": 0.2,
+            "ratio": 3.0,
+            "lung_shunt_fraction": 0.05,
+            "lung_mass_kg": 1.0,
+            "prior_lung_dose_gy": 0.0,
+            "product": "TheraSphere",
+        },
+    ),
+    "tare.post_treatment_tia_map_mbq_h": (
+        tare.post_treatment_tia_map_mbq_h,
+        {"activity_map_mbq": _map(), "nuclide_name": "Y-90", "t_since_admin_h": 2.0},
+    ),
+    "tare.post_treatment_dose_maps_gy": (
+        tare.post_treatment_dose_maps_gy,
+        {"activity_map_mbq": _map(), "nuclide_name": "Y-90", "spacing_mm": (4.0, 4.0, 4.0), "t_since_admin_h": 2.0},
+    ),
+    "uncertainty.dose_uncertainty": (
+        uncertainty.dose_uncertainty,
+        {
+            "tia_mbq_h": 1000.0,
+            "tia_fit_sd_mbq_h": 50.0,
+            "calibration_rel": 0.05,
+            "rc_rel": 0.02,
+            "volume_rel": 0.1,
+            "dln_rc_dln_v": 0.3,
+            "s_value_rel": 0.0,
+        },
+    ),
     "dvh.dvh": (dvh.dvh, {"dose_gy": _map(), "mask": _MASK, "voxel_ml": 0.1, "density_g_per_ml": _map()}),
-    "limits.cumulative_limit_checks": (limits.cumulative_limit_checks,
-                                       {"per_cycle": {"Kidney_L": [(5.0, 6.0)]}, "limits": {"Kidney_L": (23.0, 40.0)}}),
+    "limits.cumulative_limit_checks": (
+        limits.cumulative_limit_checks,
+        {"per_cycle": {"Kidney_L": [(5.0, 6.0)]}, "limits": {"Kidney_L": (23.0, 40.0)}},
+    ),
     "limits.missing_time_points": (limits.missing_time_points, {"t_h": [4.0, 24.0], "windows": [(24.0, 20.0, 28.0)]}),
     "kinetics.haenscheid_tia": (kinetics.haenscheid_tia, {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0}),
-    "kinetics.madsen_tia": (kinetics.madsen_tia, {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0,
-                                                  "t_eff_rel_sd": 0.2}),
+    "kinetics.madsen_tia": (
+        kinetics.madsen_tia,
+        {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0, "t_eff_rel_sd": 0.2},
+    ),
     "nuclides.nuclide": (nuclides.nuclide, {"name": "Lu-177"}),
 }
 
 # argument -> the impossible values beyond NaN/inf (scalars) or the voxel values (arrays)
-NEGATIVE_BAD = {"energy_mev", "tia_mbq_h", "tia_sd_mbq_h", "mass_sd_g", "volume_sd_ml", "dose_gy", "s_ref_gy_per_mbq_h",
-                "prior_lung_dose_gy", "tia_fit_sd_mbq_h", "calibration_rel", "rc_rel", "volume_rel", "s_value_rel",
-                "t_since_admin_h", "t_h"}
-ZERO_BAD = {"density_g_per_ml", "default_density_g_per_ml", "mass_g", "mass_ref_g", "volume_ml", "radius_cm",
-            "radius_mm", "alpha_beta_gy", "t_rep_h", "t_eff_h", "voxel_ml", "tumour_dose_gy", "normal_mass_kg",
-            "tumour_mass_kg", "ratio", "cf_j_per_gbq", "lung_mass_kg", "activity_mbq"}
+NEGATIVE_BAD = {
+    "energy_mev",
+    "tia_mbq_h",
+    "tia_sd_mbq_h",
+    "mass_sd_g",
+    "volume_sd_ml",
+    "dose_gy",
+    "s_ref_gy_per_mbq_h",
+    "prior_lung_dose_gy",
+    "tia_fit_sd_mbq_h",
+    "calibration_rel",
+    "rc_rel",
+    "volume_rel",
+    "s_value_rel",
+    "t_since_admin_h",
+    "t_h",
+}
+ZERO_BAD = {
+    "density_g_per_ml",
+    "default_density_g_per_ml",
+    "mass_g",
+    "mass_ref_g",
+    "volume_ml",
+    "radius_cm",
+    "radius_mm",
+    "alpha_beta_gy",
+    "t_rep_h",
+    "t_eff_h",
+    "voxel_ml",
+    "tumour_dose_gy",
+    "normal_mass_kg",
+    "tumour_mass_kg",
+    "ratio",
+    "cf_j_per_gbq",
+    "lung_mass_kg",
+    "activity_mbq",
+}
 ARRAY_NEG_BAD = {"r_cm", "tia_map_mbq_h", "activity_map_mbq"}
 ARRAY_ZERO_BAD = {"density_g_per_ml"}
 
@@ -118,8 +213,11 @@ def _table() -> list:
             if arg in ("nuclide_name", "name"):
                 rows += [(fname, arg, bad, arg if arg == "nuclide_name" else "nuclide_name") for bad in UNKNOWN]
             elif isinstance(good, np.ndarray) and good.dtype != bool:
-                for _label, v in [*SCALAR_BAD.items(), *([("neg", -1.0)] if arg in ARRAY_NEG_BAD else []),
-                                 *([("zero", 0.0), ("neg", -1.0)] if arg in ARRAY_ZERO_BAD else [])]:
+                for _label, v in [
+                    *SCALAR_BAD.items(),
+                    *([("neg", -1.0)] if arg in ARRAY_NEG_BAD else []),
+                    *([("zero", 0.0), ("neg", -1.0)] if arg in ARRAY_ZERO_BAD else []),
+                ]:
                     bad = good.copy()
                     bad.flat[min(5, bad.size - 1)] = v
                     rows.append((fname, arg, bad, arg))
@@ -130,30 +228,31 @@ def _table() -> list:
                 vals += [1.0] if arg == "lung_shunt_fraction" else []
                 rows += [(fname, arg, v, arg) for v in vals]
     # nested and special arguments
-    rows += [("limits.cumulative_limit_checks", "per_cycle", {"Kidney_L": [(NAN, 6.0)]}, "dose_gy"),
-             ("limits.cumulative_limit_checks", "per_cycle", {"Kidney_L": [(5.0, -1.0)]}, "bed_gy"),
-             ("limits.cumulative_limit_checks", "limits", {"Kidney_L": (0.0, None)}, "dose limit"),
-             ("limits.missing_time_points", "t_h", [4.0, -2.0], "t_h[1]"),
-             ("limits.missing_time_points", "t_h", [NAN], "t_h[0]"),
-             ("led.led_dose_gy", "spacing_mm", (4.0, 0.0, 4.0), "spacing_mm"),
-             ("led.led_dose_gy", "spacing_mm", (4.0, NAN, 4.0), "spacing_mm"),
-             ("kernel.voxel_s_kernel", "spacing_mm", -4.8, "spacing_mm"),
-             ("kernel.voxel_s_kernel", "spacing_mm", INF, "spacing_mm"),
-             ("tare.post_treatment_dose_maps_gy", "spacing_mm", (4.0, 4.0, -4.0), "spacing_mm"),
-             ("density.mass_g", "hu", _map(NAN), "hu"),
-             ("led.led_dose_gy", "hu", _map(NAN), "hu"),
-             ("dvh.dvh", "dose_gy", _map(NAN), "dose_gy"),
-             ("tare.plan_partition", "max_lung_shunt_fraction", NAN, "max_lung_shunt_fraction"),
-             ("tare.plan_partition", "lung_cumulative_limit_gy", -5.0, "lung_cumulative_limit_gy"),
-             ("tare.tare_conversion_factor_j_per_gbq", "convention", "seed", "cf_convention")]
+    rows += [
+        ("limits.cumulative_limit_checks", "per_cycle", {"Kidney_L": [(NAN, 6.0)]}, "dose_gy"),
+        ("limits.cumulative_limit_checks", "per_cycle", {"Kidney_L": [(5.0, -1.0)]}, "bed_gy"),
+        ("limits.cumulative_limit_checks", "limits", {"Kidney_L": (0.0, None)}, "dose limit"),
+        ("limits.missing_time_points", "t_h", [4.0, -2.0], "t_h[1]"),
+        ("limits.missing_time_points", "t_h", [NAN], "t_h[0]"),
+        ("led.led_dose_gy", "spacing_mm", (4.0, 0.0, 4.0), "spacing_mm"),
+        ("led.led_dose_gy", "spacing_mm", (4.0, NAN, 4.0), "spacing_mm"),
+        ("kernel.voxel_s_kernel", "spacing_mm", -4.8, "spacing_mm"),
+        ("kernel.voxel_s_kernel", "spacing_mm", INF, "spacing_mm"),
+        ("tare.post_treatment_dose_maps_gy", "spacing_mm", (4.0, 4.0, -4.0), "spacing_mm"),
+        ("density.mass_g", "hu", _map(NAN), "hu"),
+        ("led.led_dose_gy", "hu", _map(NAN), "hu"),
+        ("dvh.dvh", "dose_gy", _map(NAN), "dose_gy"),
+        ("tare.plan_partition", "max_lung_shunt_fraction", NAN, "max_lung_shunt_fraction"),
+        ("tare.plan_partition", "lung_cumulative_limit_gy", -5.0, "lung_cumulative_limit_gy"),
+        ("tare.tare_conversion_factor_j_per_gbq", "convention", "seed", "cf_convention"),
+    ]
     return rows
 
 
 TABLE = _table()
 
 
-@pytest.mark.parametrize("fname,arg,bad,named", TABLE,
-                         ids=[f"{f}-{a}-{i}" for i, (f, a, _, _) in enumerate(TABLE)])
+@pytest.mark.parametrize("fname,arg,bad,named", TABLE, ids=[f"{f}-{a}-{i}" for i, (f, a, _, _) in enumerate(TABLE)])
 def test_bad_input_table(fname, arg, bad, named):
     fn, kwargs = CASES[fname]
     fn(**kwargs)  # the baseline is valid
@@ -172,10 +271,12 @@ def test_table_covers_every_case_and_kind():
 # of silent NaN but of overflow, outside what any input file holds)
 SPECIAL = st.sampled_from([NAN, INF, -INF, 0.0, -0.0])
 TINY = st.sampled_from([1e-6, -1e-6, 1e-9])
-ANY = st.one_of(st.floats(min_value=-1e9, max_value=1e9, allow_subnormal=False).filter(lambda v: abs(v) >= 1e-9),
-                TINY, SPECIAL)
-SANE = st.one_of(st.floats(min_value=-1e4, max_value=1e4, allow_subnormal=False).filter(lambda v: abs(v) >= 1e-9),
-                 TINY, SPECIAL)
+ANY = st.one_of(
+    st.floats(min_value=-1e9, max_value=1e9, allow_subnormal=False).filter(lambda v: abs(v) >= 1e-9), TINY, SPECIAL
+)
+SANE = st.one_of(
+    st.floats(min_value=-1e4, max_value=1e4, allow_subnormal=False).filter(lambda v: abs(v) >= 1e-9), TINY, SPECIAL
+)
 
 
 def _no_silent_nan(fn, *args, **kwargs):
@@ -193,8 +294,9 @@ def _no_silent_nan(fn, *args, **kwargs):
 @settings(max_examples=80, deadline=None)
 @given(tia=ANY, mass=ANY, sd=st.one_of(st.none(), ANY))
 def test_organ_self_dose_never_nan(tia, mass, sd):
-    out = _no_silent_nan(lambda: organ.organ_self_dose_gy(tia, "Lu-177", mass, tia_sd_mbq_h=sd,
-                                                          include_photons=False).dose_gy)
+    out = _no_silent_nan(
+        lambda: organ.organ_self_dose_gy(tia, "Lu-177", mass, tia_sd_mbq_h=sd, include_photons=False).dose_gy
+    )
     if out is not None:  # physics: D = TIA E / m exactly (electrons)
         e = nuclides.nuclide("Lu-177").electron_energy_mev
         assert out == pytest.approx(tia * 3.6e9 * e * 1.602176634e-13 / (mass * 1e-3), rel=1e-9, abs=1e-300)
@@ -234,8 +336,9 @@ def test_maps_never_nan(voxel, rho, t):
 @settings(max_examples=60, deadline=None)
 @given(tia=ANY, fit=ANY, cal=ANY, vol=ANY, slope=ANY)
 def test_uncertainty_never_nan(tia, fit, cal, vol, slope):
-    _no_silent_nan(lambda: uncertainty.dose_uncertainty(tia, fit, calibration_rel=cal, volume_rel=vol,
-                                                        dln_rc_dln_v=slope).dose_rel)
+    _no_silent_nan(
+        lambda: uncertainty.dose_uncertainty(tia, fit, calibration_rel=cal, volume_rel=vol, dln_rc_dln_v=slope).dose_rel
+    )
 
 
 @settings(max_examples=40, deadline=None)

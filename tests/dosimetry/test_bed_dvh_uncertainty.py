@@ -21,7 +21,9 @@ def test_bed_kidney_worked_example():
     assert one == pytest.approx(6.582, abs=1e-3)
     # cycles with full repair in between add (the warehouse's cumulative view sums them)
     total = 4 * one
-    assert total == pytest.approx(26.33, abs=0.01)  # 23 Gy -> ~26-28 Gy BED (kidney BED range in de Wit-van der Veen et al., NKI review)
+    assert total == pytest.approx(
+        26.33, abs=0.01
+    )  # 23 Gy -> ~26-28 Gy BED (kidney BED range in de Wit-van der Veen et al., NKI review)
     # one single 23 Gy cycle is worse than four: fractionation spares
     assert bed_gy(23.0, 2.6, 2.8, 40.0) > total
     with pytest.raises(DosimetryInputError):
@@ -44,7 +46,7 @@ def test_dvh_metrics_on_known_distribution():
 def test_uncertainty_quadrature_and_rc_volume_correlation():
     b = dose_uncertainty(1000.0, 50.0, calibration_rel=0.05, volume_rel=0.1)
     assert b.tia_rel == pytest.approx(math.hypot(0.05, 0.05))
-    assert b.dose_rel == pytest.approx(math.sqrt(0.05 ** 2 + 0.05 ** 2 + 0.1 ** 2))
+    assert b.dose_rel == pytest.approx(math.sqrt(0.05**2 + 0.05**2 + 0.1**2))
     # with PVC the RC rises with volume (slope 0.5): a larger VOI raises RC, lowering A,
     # and raises the mass: the two errors add (|1 + 0.5|), per Gear 2018
     b2 = dose_uncertainty(1000.0, 50.0, calibration_rel=0.05, volume_rel=0.1, dln_rc_dln_v=0.5)

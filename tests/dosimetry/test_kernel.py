@@ -15,8 +15,15 @@ def lu_kernel():
     return voxel_s_kernel("Lu-177", 4.42, density_g_per_ml=1.04)
 
 
-@pytest.mark.parametrize("name,spacing", [("Lu-177", (4.42, 4.42, 4.42)), ("Y-90", (4.8, 4.8, 3.0)),
-                                          ("Ho-166", (2.0, 2.0, 2.0)), ("I-131", (4.8, 4.8, 4.8))])
+@pytest.mark.parametrize(
+    "name,spacing",
+    [
+        ("Lu-177", (4.42, 4.42, 4.42)),
+        ("Y-90", (4.8, 4.8, 3.0)),
+        ("Ho-166", (2.0, 2.0, 2.0)),
+        ("I-131", (4.8, 4.8, 4.8)),
+    ],
+)
 def test_electron_energy_conserved(name, spacing):
     # law of physics: an infinite medium absorbs all electron energy; the kernel spans the
     # maximum range, so its electron part must hold E_electron per decay within 1%
@@ -40,7 +47,7 @@ def test_lu177_self_voxel_against_lanconelli(lu_kernel):
     c = lu_kernel.centre
     assert lu_kernel.s_mgy_per_mbq_s[c] == pytest.approx(0.24, rel=0.06)
     # physical bounds: below full local absorption of all emitted energy
-    mass_kg = 0.442 ** 3 * 1.04e-3
+    mass_kg = 0.442**3 * 1.04e-3
     nuc = nuclide("Lu-177")
     upper = (nuc.electron_energy_mev + nuc.photon_energy_mev) * J_PER_MEV * 1e6 / mass_kg * 1e3
     assert lu_kernel.s_mgy_per_mbq_s[c] < upper
@@ -69,7 +76,7 @@ def test_fft_convolution_matches_scipy_and_uniform_limit():
     # law of physics: a large uniform TIA gives in its interior the LED dose E_e/m per voxel
     uniform = np.ones((25, 25, 25))
     dose = convolve_dose_gy(uniform, k)[12, 12, 12]
-    mass_kg = 0.48 ** 3 * k.density_g_per_ml * 1e-3
+    mass_kg = 0.48**3 * k.density_g_per_ml * 1e-3
     led = nuclide("Lu-177").electron_energy_mev * J_PER_MEV * DECAYS_PER_MBQ_H / mass_kg
     assert dose == pytest.approx(led, rel=0.005)
 
@@ -101,7 +108,7 @@ def test_local_electron_emissions_on_their_own():
     # the tabulated spectrum against ICRP-107's mean beta energy)
     assert local_electron_energy_mev("Y-90") < 3e-3 * beta_mean_energy_mev(y)
     k = voxel_s_kernel("Lu-177", 4.42, include_photons=False)
-    local_gy = local_electron_energy_mev("Lu-177") * J_PER_MEV * DECAYS_PER_MBQ_H / (0.442 ** 3 * 1.04e-3)
+    local_gy = local_electron_energy_mev("Lu-177") * J_PER_MEV * DECAYS_PER_MBQ_H / (0.442**3 * 1.04e-3)
     beta_only = voxel_s_kernel("Lu-177", 4.42, include_photons=False).s_electron_gy_per_mbq_h[k.centre] - local_gy
     assert 0.0 < local_gy / beta_only < 0.15  # the local part is ~10% of the self-voxel value
 

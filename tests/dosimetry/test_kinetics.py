@@ -6,19 +6,22 @@ import numpy as np
 import pytest
 from scipy.integrate import quad
 
+from rntflow.core.errors import KineticsError
 from rntflow.dosimetry.kinetics import fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
 from rntflow.physics.kinetic_models import model_activity_mbq, model_tia_mbq_h
-from rntflow.core.errors import KineticsError
 
 LAM_LU = math.log(2) / 159.528  # ICRP-107 177Lu half-life (h)
 
 
-@pytest.mark.parametrize("model,params", [
-    ("mono_exp", [1000.0, 0.02]),
-    ("bi_exp_uptake", [1000.0, 0.02, 0.5]),
-    ("bi_exp", [600.0, 0.01, 400.0, 0.2]),
-    ("tri_exp", [600.0, 0.01, 400.0, 0.2, 1.5]),
-])
+@pytest.mark.parametrize(
+    "model,params",
+    [
+        ("mono_exp", [1000.0, 0.02]),
+        ("bi_exp_uptake", [1000.0, 0.02, 0.5]),
+        ("bi_exp", [600.0, 0.01, 400.0, 0.2]),
+        ("tri_exp", [600.0, 0.01, 400.0, 0.2, 1.5]),
+    ],
+)
 def test_analytic_tia_equals_numeric_integral(model, params):
     # law of mathematics: the closed form equals the quadrature to 1e-6
     num, _ = quad(lambda t: model_activity_mbq(model, params, t), 0, np.inf, limit=200)
@@ -54,8 +57,12 @@ def test_covariance_sd_matches_monte_carlo():
     t = np.array([4.0, 24.0, 72.0, 120.0, 168.0])
     clean = model_activity_mbq("mono_exp", [900.0, 0.02], t)
     sd = 0.05 * clean
-    tias = [fit_tac(t, clean + sd * rng.standard_normal(t.size), "Lu-177", activity_sd_mbq=sd,
-                    models=["mono_exp"]).tia_mbq_h for _ in range(150)]
+    tias = [
+        fit_tac(
+            t, clean + sd * rng.standard_normal(t.size), "Lu-177", activity_sd_mbq=sd, models=["mono_exp"]
+        ).tia_mbq_h
+        for _ in range(150)
+    ]
     predicted = fit_tac(t, clean, "Lu-177", activity_sd_mbq=sd, models=["mono_exp"]).tia_sd_mbq_h
     assert np.std(tias) == pytest.approx(predicted, rel=0.3)
 
@@ -177,5 +184,9 @@ def test_uptake_rule_not_applied_when_peak_first_or_enough_points():
     a6 = model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t6)
     assert fit_tac(t6, a6, "Lu-177").model in ("bi_exp_uptake", "tri_exp")
     # an explicit model list is honoured
-    assert fit_tac(t4, model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t4), "Lu-177",
-                   models=["mono_exp"]).model == "mono_exp"
+    assert (
+        fit_tac(
+            t4, model_activity_mbq("bi_exp_uptake", _uptake_curve(24.0, lam), t4), "Lu-177", models=["mono_exp"]
+        ).model
+        == "mono_exp"
+    )

@@ -107,7 +107,8 @@ def test_led_rejects_negative_tia_and_floors_only_ct_air():
 def test_organ_and_sphere_defaults_are_soft_tissue():
     # organ (was 1.05) and lesion sphere (was 1.0) defaults: the one value 1.04 g/cm3
     assert photon_absorbed_fraction_sphere("I-131", 300.0) == pytest.approx(
-        photon_absorbed_fraction_sphere("I-131", 300.0, 1.04), rel=1e-12)
+        photon_absorbed_fraction_sphere("I-131", 300.0, 1.04), rel=1e-12
+    )
     a = sphere_dose_gy(100.0, "Lu-177", 10.0, include_photons=False)
     assert a.mass_g == pytest.approx(10.4)
     assert mass_g(np.ones((2, 2, 2), bool), None, 0.5) == pytest.approx(4.0 * 1.04)

@@ -74,8 +74,16 @@ def test_partition_model_by_hand_and_consistency():
     assert e == pytest.approx(plan.cf_j_per_gbq * plan.activity_gbq)
 
 
-@pytest.mark.parametrize("kw", [dict(lung_shunt_fraction=1.0), dict(lung_shunt_fraction=-0.1),
-                                dict(normal_mass_kg=0.0), dict(ratio=0.0), dict(tumour_mass_kg=-1.0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lung_shunt_fraction=1.0),
+        dict(lung_shunt_fraction=-0.1),
+        dict(normal_mass_kg=0.0),
+        dict(ratio=0.0),
+        dict(tumour_mass_kg=-1.0),
+    ],
+)
 def test_partition_bad_input(kw):
     args = dict(tumour_dose_gy=100.0, normal_mass_kg=1.5, tumour_mass_kg=0.2, ratio=3.0, lung_shunt_fraction=0.05)
     args.update(kw)
@@ -108,16 +116,20 @@ def _parse(argv):
 
 
 def test_cli_prints_plan(capsys):
-    args = _parse("tare-plan --tumour-dose-gy 120 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.2 "
-                  "--ratio 3 --lung-shunt 0.05".split())
+    args = _parse(
+        "tare-plan --tumour-dose-gy 120 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.2 "
+        "--ratio 3 --lung-shunt 0.05".split()
+    )
     assert tare_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "activity_gbq" in out and "| normal_liver_dose_gy | 40.0 |" in out
 
 
 def test_cli_errors(capsys):
-    args = _parse("tare-plan --tumour-dose-gy 120 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.2 "
-                  "--ratio 3 --lung-shunt 1.2".split())
+    args = _parse(
+        "tare-plan --tumour-dose-gy 120 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.2 "
+        "--ratio 3 --lung-shunt 1.2".split()
+    )
     assert tare_cli.run(args) == 2
     assert "lung_shunt_fraction=1.2" in capsys.readouterr().err
 
@@ -154,19 +166,31 @@ def test_table1_targets_ablative_row_and_trial_lung_limits():
     q = plan_partition(200.0, 0.3, 0.05, 2.0, 0.0, product="QuiremSpheres", treatment="ablative")
     assert any("not given for QuiremSpheres" in n for n in q.notes)
     # LSF cap independent of the lung dose (trial setting): 12 % shunt, lung dose only ~10 Gy
-    cap = plan_partition(100.0, 1.5, 0.2, 4.0, 0.12, product="SIR-Spheres", max_lung_shunt_fraction=0.10,
-                         raise_on_limit=False)
+    cap = plan_partition(
+        100.0, 1.5, 0.2, 4.0, 0.12, product="SIR-Spheres", max_lung_shunt_fraction=0.10, raise_on_limit=False
+    )
     assert cap.lung_dose_gy < 30 and cap.broken_limits == ["lung shunt fraction 0.120 > 0.100 (trial setting)"]
     # cumulative lung limit (trial setting) with the earlier treatments' lung dose
-    cum = plan_partition(100.0, 1.5, 0.2, 4.0, 0.1, product="SIR-Spheres", prior_lung_dose_gy=45.0,
-                         lung_cumulative_limit_gy=50.0, raise_on_limit=False)
+    cum = plan_partition(
+        100.0,
+        1.5,
+        0.2,
+        4.0,
+        0.1,
+        product="SIR-Spheres",
+        prior_lung_dose_gy=45.0,
+        lung_cumulative_limit_gy=50.0,
+        raise_on_limit=False,
+    )
     assert cum.cumulative_lung_dose_gy == pytest.approx(45.0 + cum.lung_dose_gy)
     assert cum.lung_dose_gy < 30 and any("cumulative lung" in b for b in cum.broken_limits)
 
 
 def test_cli_cf_convention(capsys):
-    args = _parse("tare-plan --tumour-dose-gy 60 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.3 "
-                  "--ratio 1 --lung-shunt 0 --product QuiremSpheres --cf-convention icrp107".split())
+    args = _parse(
+        "tare-plan --tumour-dose-gy 60 --normal-liver-mass-kg 1.5 --tumour-mass-kg 0.3 "
+        "--ratio 1 --lung-shunt 0 --product QuiremSpheres --cf-convention icrp107".split()
+    )
     assert tare_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "| cf_convention" in out and "icrp107" in out and "| 15.53 |" in out

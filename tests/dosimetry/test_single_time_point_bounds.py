@@ -60,8 +60,16 @@ def test_madsen_bound_with_population_spread():
 
 
 @pytest.mark.parametrize("fn", [haenscheid_tia, lambda t, a: madsen_tia(t, a, 40.0)])
-@pytest.mark.parametrize("t,a,arg", [(float("nan"), 5.0, "t_h"), (-1.0, 5.0, "t_h"), (10.0, float("nan"), "activity_mbq"),
-                                     (10.0, -1.0, "activity_mbq"), (10.0, float("inf"), "activity_mbq")])
+@pytest.mark.parametrize(
+    "t,a,arg",
+    [
+        (float("nan"), 5.0, "t_h"),
+        (-1.0, 5.0, "t_h"),
+        (10.0, float("nan"), "activity_mbq"),
+        (10.0, -1.0, "activity_mbq"),
+        (10.0, float("inf"), "activity_mbq"),
+    ],
+)
 def test_single_time_point_inputs(fn, t, a, arg):
     # NaN used to pass through haenscheid_tia; both parents catch the error
     with pytest.raises(DosimetryInputError, match=arg):

@@ -27,8 +27,9 @@ ALPHA = 0.3  # pixelisation sigma = ALPHA * sqrt(P d^3), see the module docstrin
 # --------------------------------------------------------------------------- helpers
 
 
-def _grid(size_xyz=(128, 128, 20), spacing_mm=(1.0, 1.0, 5.0), origin_mm=(-64.0, -64.0, -50.0),
-          direction=None) -> sitk.Image:
+def _grid(
+    size_xyz=(128, 128, 20), spacing_mm=(1.0, 1.0, 5.0), origin_mm=(-64.0, -64.0, -50.0), direction=None
+) -> sitk.Image:
     img = sitk.Image([int(v) for v in size_xyz], sitk.sitkUInt8)
     img.SetSpacing(spacing_mm)
     img.SetOrigin(origin_mm)
@@ -143,8 +144,9 @@ def test_finer_contour_planes_do_not_cancel_and_far_ones_are_dropped():
 def test_fraction_is_exact_box_overlap_on_aligned_grids():
     ct = _grid(size_xyz=(128, 128, 100), spacing_mm=(3.2, 3.2, 5.0), origin_mm=(-203.2, -203.2, -97.5))
     spect = _grid(size_xyz=(80, 80, 104), spacing_mm=(4.8, 4.8, 4.8), origin_mm=(-189.6, -189.6, -97.2))
-    z, y, x = np.meshgrid(np.arange(100) * 5 - 97.5, np.arange(128) * 3.2 - 203.2, np.arange(128) * 3.2 - 203.2,
-                          indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(100) * 5 - 97.5, np.arange(128) * 3.2 - 203.2, np.arange(128) * 3.2 - 203.2, indexing="ij"
+    )
     kidney = ((x - 70) / 28) ** 2 + ((y - 40) / 24) ** 2 + (z / 52) ** 2 <= 1
     frac = resample_mask_fraction(kidney, ct, spect)
     assert frac.dtype == np.float32 and frac.shape == (104, 80, 80)
@@ -158,22 +160,31 @@ def test_fraction_is_exact_box_overlap_on_aligned_grids():
     # a rotated target uses supersampling: still conserves volume within 1 %
     rot = sitk.Euler3DTransform()
     rot.SetRotation(0.1, 0.05, 0.3)
-    tilted = _grid(size_xyz=(80, 80, 104), spacing_mm=(4.8, 4.8, 4.8), origin_mm=(-189.6, -189.6, -97.2),
-                   direction=np.asarray(rot.GetMatrix()).reshape(3, 3))
+    tilted = _grid(
+        size_xyz=(80, 80, 104),
+        spacing_mm=(4.8, 4.8, 4.8),
+        origin_mm=(-189.6, -189.6, -97.2),
+        direction=np.asarray(rot.GetMatrix()).reshape(3, 3),
+    )
     f2 = resample_mask_fraction(kidney, ct, tilted)
     assert mask_volume_ml(f2, tilted) == pytest.approx(mask_volume_ml(kidney, ct), rel=0.01)
 
 
 def test_fraction_is_exact_for_flipped_and_permuted_axes():
     ct = _grid(size_xyz=(128, 120, 100), spacing_mm=(3.2, 3.0, 5.0), origin_mm=(-203.2, -190.0, -97.5))
-    z, y, x = np.meshgrid(np.arange(100) * 5 - 97.5, np.arange(120) * 3.0 - 190, np.arange(128) * 3.2 - 203.2,
-                          indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(100) * 5 - 97.5, np.arange(120) * 3.0 - 190, np.arange(128) * 3.2 - 203.2, indexing="ij"
+    )
     mask = ((x - 70) / 28) ** 2 + ((y - 40) / 24) ** 2 + (z / 52) ** 2 <= 1
     spect = _grid(size_xyz=(80, 80, 104), spacing_mm=(4.8, 4.8, 4.8), origin_mm=(-189.6, -189.6, -97.2))
     expected = resample_mask_fraction(mask, ct, spect)
     # the same SPECT voxels with slices stacked feet-first
-    feet_first = _grid(size_xyz=(80, 80, 104), spacing_mm=(4.8, 4.8, 4.8),
-                       origin_mm=(-189.6, -189.6, -97.2 + 4.8 * 103), direction=np.diag([1.0, 1.0, -1.0]))
+    feet_first = _grid(
+        size_xyz=(80, 80, 104),
+        spacing_mm=(4.8, 4.8, 4.8),
+        origin_mm=(-189.6, -189.6, -97.2 + 4.8 * 103),
+        direction=np.diag([1.0, 1.0, -1.0]),
+    )
     np.testing.assert_allclose(resample_mask_fraction(mask, ct, feet_first)[::-1], expected, atol=1e-6)
     # the same mask on a source grid with x and y swapped, or y and z flipped
     src = sitk.GetImageFromArray(mask.astype(np.uint8))

@@ -12,9 +12,16 @@ from prefect import flow, get_run_logger
 
 
 @flow(name="process-study")
-def process_study(site_id: str, subject_id: str, kind: str, study_key: str, study_dir: str,
-                  n_instances: int, handoff_version: int,
-                  config_path: str | None = None) -> dict:
+def process_study(
+    site_id: str,
+    subject_id: str,
+    kind: str,
+    study_key: str,
+    study_dir: str,
+    n_instances: int,
+    handoff_version: int,
+    config_path: str | None = None,
+) -> dict:
     files = [p for p in Path(study_dir).rglob("*") if p.is_file()]
     if len(files) < n_instances:
         raise RuntimeError(f"{study_dir}: {len(files)} files, hand-off announced {n_instances}")

@@ -32,20 +32,21 @@ def prefect_env(home: Path, api_url: str, **extra: str) -> dict[str, str]:
     """Environment of a subprocess that must talk to the server at ``api_url`` only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_PREFIXES)}
     home.mkdir(parents=True, exist_ok=True)
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_TELEMETRY_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",          # no UI build copied into PREFECT_HOME: faster
-        "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PYTHONPATH": os.pathsep.join(
-            [str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_TELEMETRY_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",  # no UI build copied into PREFECT_HOME: faster
+            "DO_NOT_TRACK": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -89,14 +90,20 @@ class Proc:
             pass
 
 
-def spawn(name: str, args: list[str], env: dict[str, str], logdir: Path,
-          cwd: Path = REPO_ROOT) -> Proc:
+def spawn(name: str, args: list[str], env: dict[str, str], logdir: Path, cwd: Path = REPO_ROOT) -> Proc:
     """Start ``args`` in a new session, output to ``logdir/<name>.log``."""
     logdir.mkdir(parents=True, exist_ok=True)
     log = logdir / f"{name}.log"
     with open(log, "ab") as out:
-        popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Proc(name, popen, log)
 
 
@@ -105,14 +112,18 @@ def prefect_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefect", *args]
 
 
-def run_prefect(args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT,
-                timeout_s: float = 180) -> subprocess.CompletedProcess:
+def run_prefect(
+    args: list[str], env: dict[str, str], cwd: Path = REPO_ROOT, timeout_s: float = 180
+) -> subprocess.CompletedProcess:
     """Run one ``prefect`` CLI command to completion; raise with its output on failure."""
-    cp = subprocess.run(prefect_cmd("--no-prompt", *args), cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=timeout_s)
+    cp = subprocess.run(
+        prefect_cmd("--no-prompt", *args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s
+    )
     if cp.returncode != 0:
-        raise AssertionError(f"prefect {' '.join(args)} exited {cp.returncode}\n"
-                             f"stdout:\n{cp.stdout[-4000:]}\nstderr:\n{cp.stderr[-4000:]}")
+        raise AssertionError(
+            f"prefect {' '.join(args)} exited {cp.returncode}\n"
+            f"stdout:\n{cp.stdout[-4000:]}\nstderr:\n{cp.stderr[-4000:]}"
+        )
     return cp
 
 
@@ -157,9 +168,12 @@ def start_prefect_server(root: Path, timeout_s: float = 120.0) -> PrefectServer:
     home = root / "prefect_home"
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    proc = spawn("prefect-server",
-                 prefect_cmd("server", "start", "--host", "127.0.0.1", "--port", str(port)),
-                 prefect_env(home, api_url), root / "logs")
+    proc = spawn(
+        "prefect-server",
+        prefect_cmd("server", "start", "--host", "127.0.0.1", "--port", str(port)),
+        prefect_env(home, api_url),
+        root / "logs",
+    )
     server = PrefectServer(api_url, home, proc, root / "logs")
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import rntflow.tasks.timepoint as tp_tasks
-from rntflow.flows.process_study import process_study
 from rntflow.core.config import load_config
+from rntflow.flows.process_study import process_study
 from rntflow.status import coordinator_status
 from rntflow.warehouse.writer import read_latest
 
@@ -20,10 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def trial_cfg(small_trial, tmp_path):
     cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    cfg["paths"] = {"spool": str(tmp_path / "spool"), "warehouse": str(tmp_path / "wh"),
-                    "keys": str(tmp_path / "keys"), "enrolment": str(small_trial / "enrolment.csv"),
-                    "phantom_fills": str(small_trial / "phantom_fills.csv"),
-                    "prefect_home": str(tmp_path / "prefect"), "products": str(tmp_path / "products")}
+    cfg["paths"] = {
+        "spool": str(tmp_path / "spool"),
+        "warehouse": str(tmp_path / "wh"),
+        "keys": str(tmp_path / "keys"),
+        "enrolment": str(small_trial / "enrolment.csv"),
+        "phantom_fills": str(small_trial / "phantom_fills.csv"),
+        "prefect_home": str(tmp_path / "prefect"),
+        "products": str(tmp_path / "products"),
+    }
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -67,8 +72,9 @@ def test_a_task_failing_twice_completes_through_retries(small_trial, trial_cfg, 
     assert list(runs["state"]) == ["Waiting"] and "calibration of camera" in runs["message"].iloc[0]
 
 
-def test_a_persistent_failure_marks_its_subject_and_spares_the_others(small_trial, trial_cfg, prefect_harness,
-                                                                      monkeypatch):
+def test_a_persistent_failure_marks_its_subject_and_spares_the_others(
+    small_trial, trial_cfg, prefect_harness, monkeypatch
+):
     real = tp_tasks.load_study
     bad_pid, bad_study = _study(small_trial, "SITE01", "AMC")  # SITE01's patient
     bad_subject = _subject(small_trial, bad_pid)
@@ -123,8 +129,9 @@ def test_a_structure_set_sent_on_its_own_joins_its_time_point(small_trial, trial
     assert set(store.vois(meta)) == set(meta.voi_names)
 
 
-def test_arrival_order_does_not_matter_for_a_time_point_and_its_calibration(small_trial, trial_cfg, prefect_harness,
-                                                                             tmp_path):
+def test_arrival_order_does_not_matter_for_a_time_point_and_its_calibration(
+    small_trial, trial_cfg, prefect_harness, tmp_path
+):
     """Issue 14: a time point that arrives before its camera's calibration waits, says why, and is
     quantified by itself when the phantom arrives; a structure set sent before its CT waits too."""
     from rntflow.status import coordinator_status
@@ -158,5 +165,7 @@ def test_arrival_order_does_not_matter_for_a_time_point_and_its_calibration(smal
     assert qa.loc["tp1-rtss", "value_found"] == "processed"  # re-run by its CT's arrival
     meta = ProductStore(config.products_dir).timepoints("SITE01", subject)[0]
     assert {"Kidney_L", "Kidney_R", "Liver"} <= set(meta.voi_names)
-    runs = read_latest(config.warehouse_dir, "flow_runs").sort_values("ended_at").drop_duplicates("study_id", keep="last")
+    runs = (
+        read_latest(config.warehouse_dir, "flow_runs").sort_values("ended_at").drop_duplicates("study_id", keep="last")
+    )
     assert set(runs["state"]) == {"Completed"}

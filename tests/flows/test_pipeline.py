@@ -19,9 +19,9 @@ import yaml
 from rntflow.core.config import load_config
 from rntflow.demo import close_out, ingest_and_process
 from rntflow.evaluation import compare_with_truth
-from tests.conftest import free_port
 from rntflow.warehouse.catalog import catalog_path
 from rntflow.warehouse.writer import read_latest
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Acceptance tolerances (issue 5): organs of cycles with >= 3 time points within 10 %,
@@ -34,10 +34,15 @@ def pipeline(small_trial, prefect_harness, tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
     cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
     cfg["listener"].update({"port": free_port(), "quiet_period_s": 1})
-    cfg["paths"] = {"spool": str(work / "spool"), "warehouse": str(work / "wh"), "keys": str(work / "keys"),
-                    "enrolment": str(small_trial / "enrolment.csv"),
-                    "phantom_fills": str(small_trial / "phantom_fills.csv"),
-                    "prefect_home": str(work / "prefect"), "products": str(work / "products")}
+    cfg["paths"] = {
+        "spool": str(work / "spool"),
+        "warehouse": str(work / "wh"),
+        "keys": str(work / "keys"),
+        "enrolment": str(small_trial / "enrolment.csv"),
+        "phantom_fills": str(small_trial / "phantom_fills.csv"),
+        "prefect_home": str(work / "prefect"),
+        "products": str(work / "products"),
+    }
     path = work / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)
@@ -59,8 +64,7 @@ def pipeline(small_trial, prefect_harness, tmp_path_factory):
         else:
             os.environ["PREFECT_HOME"] = old
     close_out(config, str(path), small_trial, say)
-    return {"config": config, "path": str(path), "work": work, "failures": failures, "n_failed": n_failed,
-            "said": said}
+    return {"config": config, "path": str(path), "work": work, "failures": failures, "n_failed": n_failed, "said": said}
 
 
 def test_every_study_processed_without_failure(pipeline, small_trial):
@@ -112,7 +116,8 @@ def test_calibrations_and_protocol_checks_through_the_flows(pipeline, small_trut
         else:  # without scatter correction the calibration counts scatter too (see harmonization tests)
             scatter = 0.0 if site["scatter_correction"] else site["scatter_fraction"]
             assert row["sensitivity_cps_per_mbq"] == pytest.approx(
-                site["sensitivity_cps_per_mbq"] * (1 + scatter), rel=0.02)
+                site["sensitivity_cps_per_mbq"] * (1 + scatter), rel=0.02
+            )
         assert row["rc_fwhm_mm"] > 0
     studies = read_latest(wh, "studies")
     patients = studies[studies["kind"] == "patient"]
@@ -130,15 +135,22 @@ def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
     def counts() -> dict:
         con = duckdb.connect()
         try:
-            return {t.name: con.execute(f"SELECT count(*) FROM read_parquet('{t}/**/*.parquet', union_by_name=true)")
-                    .fetchone()[0] for t in Path(config.warehouse_dir).iterdir()
-                    if t.is_dir() and t.name not in ("reports", "flow_runs", "latest") and any(t.rglob("*.parquet"))}
+            return {
+                t.name: con.execute(
+                    f"SELECT count(*) FROM read_parquet('{t}/**/*.parquet', union_by_name=true)"
+                ).fetchone()[0]
+                for t in Path(config.warehouse_dir).iterdir()
+                if t.is_dir() and t.name not in ("reports", "flow_runs", "latest") and any(t.rglob("*.parquet"))
+            }
         finally:
             con.close()
 
     def latest_counts() -> dict:  # the materialised latest/ layout moves only with flow_runs
-        return {t.name: len(pq.read_table(t)) for t in (Path(config.warehouse_dir) / "latest").iterdir()
-                if t.name != "flow_runs"}
+        return {
+            t.name: len(pq.read_table(t))
+            for t in (Path(config.warehouse_dir) / "latest").iterdir()
+            if t.name != "flow_runs"
+        }
 
     before, before_latest = counts(), latest_counts()
     deid = Path(config.spool_dir) / "deid"
@@ -147,8 +159,9 @@ def test_rerunning_the_flows_adds_no_rows(pipeline, small_trial):
     # a site's phantoms analysed again (cylinder, then NEMA: the calibration registry and
     # its QA results must not move)
     for phantom in sorted(deid.glob(f"{study.parts[-3]}/*-PH-*/*")):
-        process_study(phantom.parts[-3], phantom.parts[-2], "phantom", phantom.name, str(phantom), 0, 1,
-                      pipeline["path"])
+        process_study(
+            phantom.parts[-3], phantom.parts[-2], "phantom", phantom.name, str(phantom), 0, 1, pipeline["path"]
+        )
     qa_flow(pipeline["path"], close_out=True)
     assert counts() == before
     assert latest_counts() == before_latest
@@ -185,8 +198,9 @@ def test_cross_calibration_off_arm_scales_only_the_vendor_site(pipeline, small_t
     files = sorted(Path(off_wh).rglob("*.parquet"))
     again = cross_calibration_effect_flow(pipeline["path"])  # idempotent: no new rows in the arm
     assert again["n_failed"] == 0
-    assert sorted(p for p in Path(off_wh).rglob("*.parquet") if "flow_runs" not in p.parts) == \
-        [p for p in files if "flow_runs" not in p.parts]
+    assert sorted(p for p in Path(off_wh).rglob("*.parquet") if "flow_runs" not in p.parts) == [
+        p for p in files if "flow_runs" not in p.parts
+    ]
 
 
 def test_no_identity_reaches_warehouse_products_or_prefect(pipeline, small_truth):
@@ -219,9 +233,11 @@ def _latest_results(wh) -> dict:
     doses = read_latest(wh, "voi_doses").set_index(["subject_id", "cycle", "voi", "engine", "method"]).sort_index()
     cals = read_latest(wh, "calibrations").set_index(["site_id", "camera_id", "valid_from"]).sort_index()
     qa = read_latest(wh, "qa_checks", "check_name != 'processing'")
-    return {"doses": doses["dose_gy"],
-            "cals": cals[["sensitivity_cps_per_mbq", "bqml_scale_factor", "rc_fwhm_mm"]],
-            "qa": sorted(qa[["scope_id", "check_name", "status"]].itertuples(index=False, name=None))}
+    return {
+        "doses": doses["dose_gy"],
+        "cals": cals[["sensitivity_cps_per_mbq", "bqml_scale_factor", "rc_fwhm_mm"]],
+        "qa": sorted(qa[["scope_id", "check_name", "status"]].itertuples(index=False, name=None)),
+    }
 
 
 @pytest.mark.parametrize("how", ["reversed", "random"])
@@ -234,8 +250,13 @@ def test_arrival_order_does_not_change_the_warehouse(pipeline, small_trial, tmp_
     work = tmp_path / how
     cfg = yaml.safe_load(Path(pipeline["path"]).read_text())
     cfg["listener"]["port"] = free_port()
-    cfg["paths"].update(spool=str(work / "spool"), warehouse=str(work / "wh"), keys=str(work / "keys"),
-                        prefect_home=str(work / "prefect"), products=str(work / "products"))
+    cfg["paths"].update(
+        spool=str(work / "spool"),
+        warehouse=str(work / "wh"),
+        keys=str(work / "keys"),
+        prefect_home=str(work / "prefect"),
+        products=str(work / "products"),
+    )
     shutil.copytree(pipeline["config"].keys_dir, work / "keys")  # same keys: same study keys and date shift
     path = work / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -257,8 +278,7 @@ def test_arrival_order_does_not_change_the_warehouse(pipeline, small_trial, tmp_
     assert list(got["doses"].index) == list(want["doses"].index)
     assert got["doses"].to_numpy() == pytest.approx(want["doses"].to_numpy(), rel=1e-6)
     assert list(got["cals"].index) == list(want["cals"].index)
-    assert got["cals"].to_numpy(dtype=float) == pytest.approx(want["cals"].to_numpy(dtype=float), rel=1e-6,
-                                                              nan_ok=True)
+    assert got["cals"].to_numpy(dtype=float) == pytest.approx(want["cals"].to_numpy(dtype=float), rel=1e-6, nan_ok=True)
 
 
 def test_a_fixed_fill_log_row_and_reprocess_recalibrate_and_redose_that_site_only(pipeline, small_trial):

@@ -27,8 +27,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.flows.conftest_server import (
-    REPO_ROOT, PrefectServer, prefect_cmd, run_prefect, start_prefect_server)
+from tests.flows.conftest_server import REPO_ROOT, PrefectServer, prefect_cmd, run_prefect, start_prefect_server
 
 DEPLOYMENTS = REPO_ROOT / "deployments"
 PREFECT_YAML = DEPLOYMENTS / "prefect.yaml"
@@ -55,18 +54,19 @@ EXPECTED_DEPLOYMENTS = {
 
 # --------------------------------------------------------------------------- fast: the files
 
+
 def test_deployment_files_parse():
     """prefect.yaml, compose.yaml and the systemd units are well-formed and agree."""
     doc = yaml.safe_load(PREFECT_YAML.read_text())
     deps = {d["name"]: d for d in doc["deployments"]}
-    assert {n: d["entrypoint"] for n, d in deps.items()} == \
-        {n: ep for n, (ep, _flow) in EXPECTED_DEPLOYMENTS.items()}
+    assert {n: d["entrypoint"] for n, d in deps.items()} == {n: ep for n, (ep, _flow) in EXPECTED_DEPLOYMENTS.items()}
     for d in deps.values():
         assert d["work_pool"]["name"] == POOL
         assert "config_path" in d["parameters"]
     assert any("prefect.deployments.steps.set_working_directory" in step for step in doc["pull"])
     # the model `prefect deploy` validates the file with
     from prefect.cli.deploy._models import PrefectYamlModel
+
     PrefectYamlModel.model_validate(doc)
 
     compose = yaml.safe_load((DEPLOYMENTS / "compose.yaml").read_text())
@@ -86,8 +86,7 @@ def test_deployment_files_parse():
     assert worker["spool"].endswith(":ro") and worker["warehouse"]
 
     units = sorted((DEPLOYMENTS / "systemd").glob("*.service"))
-    assert {u.name for u in units} == {"rntflow-listener.service", "prefect-server.service",
-                                      "prefect-worker@.service"}
+    assert {u.name for u in units} == {"rntflow-listener.service", "prefect-server.service", "prefect-worker@.service"}
     for unit in units:
         cp = configparser.ConfigParser(strict=False, interpolation=None)
         cp.optionxform = str
@@ -117,9 +116,14 @@ def test_entrypoints_load_as_a_worker_loads_them(tmp_path):
     from tests.flows.conftest_server import prefect_env
 
     eps = [ep for ep, _flow in EXPECTED_DEPLOYMENTS.values()]
-    cp = subprocess.run([sys.executable, "-c", _LOAD_FLOWS, *eps], cwd=REPO_ROOT,
-                        env=prefect_env(tmp_path / "home", "http://127.0.0.1:9/api"),
-                        capture_output=True, text=True, timeout=120)
+    cp = subprocess.run(
+        [sys.executable, "-c", _LOAD_FLOWS, *eps],
+        cwd=REPO_ROOT,
+        env=prefect_env(tmp_path / "home", "http://127.0.0.1:9/api"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cp.returncode == 0, cp.stderr[-3000:]
     loaded = json.loads(cp.stdout.strip().splitlines()[-1])
     for ep, flow_name in EXPECTED_DEPLOYMENTS.values():
@@ -144,6 +148,7 @@ def _mounts(service: dict) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- slow: the server
 
+
 @pytest.fixture
 def prefect_server(tmp_path):
     """A real Prefect server (SQLite under tmp_path) and everything started against it."""
@@ -160,8 +165,14 @@ def _phi(truth: dict) -> list[str]:
     for s in truth["subjects"].values():
         name = str(s["patient_name"])
         parts = name.split()
-        out += [str(s["patient_id"]), name, "^".join(reversed(parts)), parts[-1],
-                str(s["birth_date"]), str(s["birth_date"]).replace("-", "")]
+        out += [
+            str(s["patient_id"]),
+            name,
+            "^".join(reversed(parts)),
+            parts[-1],
+            str(s["birth_date"]),
+            str(s["birth_date"]).replace("-", ""),
+        ]
     return [p for p in out if len(p) >= 4]
 
 
@@ -170,11 +181,15 @@ def _trial_config(small_trial: Path, root: Path) -> Path:
     cfg = yaml.safe_load((DEPLOYMENTS / "trial.example.yaml").read_text())
     cfg["listener"].update(port=free_port(), quiet_period_s=3, min_free_disk_mb=1)
     data = root / "data"
-    cfg["paths"].update(spool=str(data / "spool"), warehouse=str(data / "warehouse"),
-                        keys=str(root / "keys"), prefect_home=str(data / "prefect"),
-                        products=str(data / "products"),
-                        enrolment=str(small_trial / "enrolment.csv"),
-                        phantom_fills=str(small_trial / "phantom_fills.csv"))
+    cfg["paths"].update(
+        spool=str(data / "spool"),
+        warehouse=str(data / "warehouse"),
+        keys=str(root / "keys"),
+        prefect_home=str(data / "prefect"),
+        products=str(data / "products"),
+        enrolment=str(small_trial / "enrolment.csv"),
+        phantom_fills=str(small_trial / "phantom_fills.csv"),
+    )
     path = root / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -216,9 +231,12 @@ def _push(study: Path, port: int) -> None:
     assert files, study
     storescu = shutil.which("storescu")
     if storescu:
-        cp = subprocess.run([storescu, "-aet", "SITE01_PACS", "-aec", "RNTFLOW", "-nh",
-                             "127.0.0.1", str(port), *files], capture_output=True, text=True,
-                            timeout=120)
+        cp = subprocess.run(
+            [storescu, "-aet", "SITE01_PACS", "-aec", "RNTFLOW", "-nh", "127.0.0.1", str(port), *files],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cp.returncode == 0, f"storescu exited {cp.returncode}: {cp.stderr[-2000:]}"
         return
     from rntflow.push import push_tree
@@ -240,8 +258,7 @@ def _final_runs(client, n: int, server: PrefectServer, timeout_s: float) -> list
             return runs
         time.sleep(1.0)
     states = [(r.name, r.state_name) for r in runs]
-    raise AssertionError(f"process-study runs not final after {timeout_s} s: {states}\n"
-                         f"{server.logs()}")
+    raise AssertionError(f"process-study runs not final after {timeout_s} s: {states}\n{server.logs()}")
 
 
 def _run_logs(client, run) -> str:
@@ -266,22 +283,48 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
     config_path = _trial_config(small_trial, tmp_path)
     run_prefect(["work-pool", "create", POOL, "--type", "process"], env)
     _deploy(server, tmp_path, config_path)
-    worker = server.spawn("prefect-worker", prefect_cmd(
-        "--no-prompt", "worker", "start", "--pool", POOL, "--type", "process",
-        "--name", "test-worker", "--limit", "2"),
-        PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
+    worker = server.spawn(
+        "prefect-worker",
+        prefect_cmd(
+            "--no-prompt",
+            "worker",
+            "start",
+            "--pool",
+            POOL,
+            "--type",
+            "process",
+            "--name",
+            "test-worker",
+            "--limit",
+            "2",
+        ),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="5",
+    )
 
     # the listener, handing stable studies to the process-study deployment
     port = yaml.safe_load(config_path.read_text())["listener"]["port"]
-    listener = server.spawn("rntflow-listen", [
-        sys.executable, "-m", "rntflow.cli", "listen", "--config", str(config_path),
-        "--dispatch", "deployment", "--deployment", "process-study/process-study"])
+    listener = server.spawn(
+        "rntflow-listen",
+        [
+            sys.executable,
+            "-m",
+            "rntflow.cli",
+            "listen",
+            "--config",
+            str(config_path),
+            "--dispatch",
+            "deployment",
+            "--deployment",
+            "process-study/process-study",
+        ],
+    )
     _wait_port(port, listener)
 
     site = "SITE01"
     patient = next(s for s in small_truth["subjects"].values() if s["site_id"] == site)
     studies = [
-        next((small_trial / "dicom" / site / f"QC-CYL-{site}").iterdir()),   # phantom
+        next((small_trial / "dicom" / site / f"QC-CYL-{site}").iterdir()),  # phantom
         sorted((small_trial / "dicom" / site / patient["patient_id"]).glob("*_4H"))[0],
     ]
     phi = _phi(small_truth)
@@ -298,11 +341,11 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
             deployment = client.read_deployment_by_name("process-study/process-study")
             assert len(runs) == len(studies)
             for run in runs:
-                assert run.state.is_completed(), \
-                    f"{run.name}: {run.state_name} {run.state.message}\n{_run_logs(client, run)}\n" \
-                    f"{server.logs()}"
+                assert run.state.is_completed(), (
+                    f"{run.name}: {run.state_name} {run.state.message}\n{_run_logs(client, run)}\n{server.logs()}"
+                )
                 assert run.deployment_id == deployment.id
-                assert run.work_pool_name == POOL            # a worker of the pool ran it
+                assert run.work_pool_name == POOL  # a worker of the pool ran it
                 p = run.parameters
                 assert p["site_id"] == site and p["config_path"] == str(config_path)
                 assert p["handoff_version"] == 1 and p["n_instances"] > 0
@@ -311,8 +354,10 @@ def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, sm
                 for s in phi:
                     assert s not in blob, f"{s!r} in the parameters of {run.name}"
             assert {r.parameters["kind"] for r in runs} == {"phantom", "patient"}
-            assert {r.parameters["subject_id"] for r in runs} == \
-                {f"{site}-PH-CYL", next(k for k, v in small_truth["subjects"].items() if v is patient)}
+            assert {r.parameters["subject_id"] for r in runs} == {
+                f"{site}-PH-CYL",
+                next(k for k, v in small_truth["subjects"].items() if v is patient),
+            }
 
     # what Prefect stored: flow run parameters and names, and every log line, straight from
     # its database, hold no patient identifier
@@ -339,8 +384,9 @@ def _check_deployments(client, config_path: Path) -> None:
         assert dep.entrypoint == (ENTRYPOINT if name == "process-study" else ep)
         # build step outputs: absolute repository root and trial config
         assert dep.parameters["config_path"] == os.path.realpath(config_path), name
-        assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory":
-                                   {"directory": str(REPO_ROOT)}}], dep.pull_steps
+        assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO_ROOT)}}], (
+            dep.pull_steps
+        )
         if name == "dose-effect":
             assert dep.schedules and dep.schedules[0].active
 
@@ -355,14 +401,20 @@ def _check_server_api(server: PrefectServer) -> None:
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(f"{server.api_url}/flow_runs/filter", method="POST",
-                                 data=b'{"limit": null, "offset": 0}',
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{server.api_url}/flow_runs/filter",
+        method="POST",
+        data=b'{"limit": null, "offset": 0}',
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10):
             return
     except urllib.error.HTTPError as exc:
         import fastapi
+
         body = exc.read().decode(errors="replace")[:300]
-        pytest.fail(f"the Prefect server refuses `limit: null` ({exc.code}: {body}); FastAPI "
-                    f"{fastapi.__version__} is incompatible with this Prefect: pin fastapi<0.151")
+        pytest.fail(
+            f"the Prefect server refuses `limit: null` ({exc.code}: {body}); FastAPI "
+            f"{fastapi.__version__} is incompatible with this Prefect: pin fastapi<0.151"
+        )

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rntflow.core.config import load_config
 from rntflow.listener.app import start_listener
 from rntflow.listener.handoff import DispatchError, StudyHandoff
 from rntflow.listener.spool import FaultInjector
 from rntflow.listener.stable import WorkerSettings
-from rntflow.core.config import load_config
 from tests.listener.dicomgen import FakePatient
 
 PATIENT = FakePatient()
-UNENROLLED = FakePatient(name="de Vries^Maria", patient_id="MRN77001234", birth_date="19611102",
-                         sex="F")
+UNENROLLED = FakePatient(name="de Vries^Maria", patient_id="MRN77001234", birth_date="19611102", sex="F")
 
 
 def free_port() -> int:
@@ -32,25 +31,37 @@ def write_config(root: Path, **listener: object) -> Path:
     (root / "trial").mkdir(parents=True, exist_ok=True)
     cfg = {
         "trial_id": "TEST-LU177",
-        "listener": {"ae_title": "RNTFLOW", "host": "127.0.0.1", "port": free_port(),
-                     "quiet_period_s": 0.5, "min_free_disk_mb": 1, **listener},
-        "paths": {"spool": "data/spool", "warehouse": "data/warehouse", "keys": "data/keys",
-                  "enrolment": "trial/enrolment.csv"},
+        "listener": {
+            "ae_title": "RNTFLOW",
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "quiet_period_s": 0.5,
+            "min_free_disk_mb": 1,
+            **listener,
+        },
+        "paths": {
+            "spool": "data/spool",
+            "warehouse": "data/warehouse",
+            "keys": "data/keys",
+            "enrolment": "trial/enrolment.csv",
+        },
         "sites": [
             {"id": "SITE01", "name": "A", "calling_ae_titles": ["SITE01_PACS"]},
             {"id": "SITE02", "name": "B", "calling_ae_titles": ["GEPACS02"]},
-            {"id": "SITE03", "name": "C", "calling_ae_titles": ["ANYSCAN3"],
-             "source_addresses": ["10.9.9.9"]},
+            {"id": "SITE03", "name": "C", "calling_ae_titles": ["ANYSCAN3"], "source_addresses": ["10.9.9.9"]},
         ],
-        "protocol": {"photopeak_windows": [{"name": "p", "center_kev": 208, "width_pct": 20}],
-                     "time_points": [{"nominal_h": 24, "earliest_h": 18, "latest_h": 30}]},
+        "protocol": {
+            "photopeak_windows": [{"name": "p", "center_kev": 208, "width_pct": 20}],
+            "time_points": [{"nominal_h": 24, "earliest_h": 18, "latest_h": 30}],
+        },
     }
     path = root / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     (root / "trial" / "enrolment.csv").write_text(
         "site_id,patient_id,subject_id,kind\n"
         f"SITE01,{PATIENT.patient_id},RNT-001-0001,patient\n"
-        f"SITE02,{PATIENT.patient_id},RNT-002-0001,patient\n")
+        f"SITE02,{PATIENT.patient_id},RNT-002-0001,patient\n"
+    )
     return path
 
 
@@ -83,9 +94,13 @@ def listener(trial):
     """A running listener (fast worker) with a fake dispatcher and a fault injector."""
     disp = FakeDispatcher()
     faults = FaultInjector()
-    srv = start_listener(trial, disp, block=False, faults=faults,
-                         worker_settings=WorkerSettings(quiet_period_s=0.5, poll_s=0.05,
-                                                        backoff_base_s=0.05))
+    srv = start_listener(
+        trial,
+        disp,
+        block=False,
+        faults=faults,
+        worker_settings=WorkerSettings(quiet_period_s=0.5, poll_s=0.05, backoff_base_s=0.05),
+    )
     srv.dispatcher = disp
     srv.faults = faults
     yield srv
@@ -95,6 +110,7 @@ def listener(trial):
 def wait_until(pred, timeout_s: float = 15.0, poll_s: float = 0.05):
     """Poll ``pred`` until truthy (returns its value) or fail after ``timeout_s``."""
     import time
+
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         value = pred()
@@ -106,13 +122,11 @@ def wait_until(pred, timeout_s: float = 15.0, poll_s: float = 0.05):
 
 def scu(calling: str = "SITE01_PACS", contexts: tuple[str, ...] = ()):
     """A pynetdicom SCU AE requesting the given storage contexts (plus Verification)."""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
     from pynetdicom.sop_class import Verification
-    from tests.listener.dicomgen import CT, NM, RTSTRUCT
-
-    from pynetdicom import evt
 
     from rntflow.listener.handlers import set_nodelay
+    from tests.listener.dicomgen import CT, NM, RTSTRUCT
 
     class _NoDelayAE(AE):
         """Requests TCP_NODELAY on its sockets, as a tuned PACS would."""
@@ -129,9 +143,16 @@ def scu(calling: str = "SITE01_PACS", contexts: tuple[str, ...] = ()):
     return ae
 
 
-PHI_STRINGS = (PATIENT.name.split("^")[0], PATIENT.patient_id, PATIENT.birth_date,
-               UNENROLLED.name.split("^")[0].replace("de ", ""), UNENROLLED.patient_id,
-               UNENROLLED.birth_date, "Keizersgracht", "Bakker")
+PHI_STRINGS = (
+    PATIENT.name.split("^")[0],
+    PATIENT.patient_id,
+    PATIENT.birth_date,
+    UNENROLLED.name.split("^")[0].replace("de ", ""),
+    UNENROLLED.patient_id,
+    UNENROLLED.birth_date,
+    "Keizersgracht",
+    "Bakker",
+)
 
 
 def assert_no_phi(blob: bytes | str, where: str) -> None:

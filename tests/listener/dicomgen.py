@@ -32,8 +32,9 @@ class FakePatient:
     sex: str = "M"
 
 
-def _base(p: FakePatient, sop_class: str, study_uid: str, series_uid: str, modality: str,
-          study_date: str = "20260310") -> Dataset:
+def _base(
+    p: FakePatient, sop_class: str, study_uid: str, series_uid: str, modality: str, study_date: str = "20260310"
+) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -66,8 +67,7 @@ def _base(p: FakePatient, sop_class: str, study_uid: str, series_uid: str, modal
     return ds
 
 
-def ct_series(p: FakePatient, n: int, size: int = 64, study_uid: str | None = None,
-              seed: int = 0) -> list[Dataset]:
+def ct_series(p: FakePatient, n: int, size: int = 64, study_uid: str | None = None, seed: int = 0) -> list[Dataset]:
     """``n`` CT slices of ``size`` x ``size`` int16 noise."""
     rng = np.random.default_rng(seed)
     study_uid = study_uid or generate_uid()
@@ -90,8 +90,7 @@ def ct_series(p: FakePatient, n: int, size: int = 64, study_uid: str | None = No
     return out
 
 
-def nm_multiframe(p: FakePatient, frames: int = 32, size: int = 64,
-                  study_uid: str | None = None) -> Dataset:
+def nm_multiframe(p: FakePatient, frames: int = 32, size: int = 64, study_uid: str | None = None) -> Dataset:
     """One NM SPECT reconstruction (multi-frame) with radiopharmaceutical information."""
     study_uid = study_uid or generate_uid()
     ds = _base(p, NM, study_uid, generate_uid(), "NM")
@@ -149,6 +148,7 @@ def to_bytes(ds: Dataset, with_meta: bool = True) -> bytes:
         return buf.getvalue()
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
+
     out = DicomBytesIO()
     out.is_little_endian, out.is_implicit_VR = True, False
     bare = Dataset(ds)  # shallow copy without file meta

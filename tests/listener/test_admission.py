@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from rntflow.core.config import load_config
 from rntflow.listener.app import start_listener
 from rntflow.listener.handlers import admit
 from rntflow.listener.status import inbox_status
-from rntflow.core.config import load_config
-from tests.listener.conftest import FakeDispatcher, PATIENT, scu, write_config
+from tests.listener.conftest import PATIENT, FakeDispatcher, scu, write_config
 from tests.listener.dicomgen import ct_series
 
 
@@ -38,10 +38,13 @@ def test_unknown_and_wrong_called_ae_rejected_with_reason(trial, listener):
     assert st["sites"]["SITE01"]["rejections"] == 1
     assert st["sites"]["SITE03"]["rejections"] == 1
     import sqlite3
-    reasons = {r[0] for r in sqlite3.connect(trial.spool_dir / "inbox.sqlite").execute(
-        "SELECT reason FROM rejections")}
-    assert reasons == {"calling AE title unknown", "called AE title is not the listener's",
-                       "source address not allowed for this site"}
+
+    reasons = {r[0] for r in sqlite3.connect(trial.spool_dir / "inbox.sqlite").execute("SELECT reason FROM rejections")}
+    assert reasons == {
+        "calling AE title unknown",
+        "called AE title is not the listener's",
+        "source address not allowed for this site",
+    }
 
 
 def test_admission_rules_pure(trial):
@@ -62,17 +65,21 @@ def test_disk_floor_refuses_new_associations(tmp_path):
 
 
 def _cert(subject: str, issuer_key, issuer_name, key, ca: bool, san: str | None = None):
-    now = dt.datetime.now(dt.timezone.utc)
-    b = (x509.CertificateBuilder()
-         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-         .issuer_name(issuer_name).public_key(key.public_key())
-         .serial_number(x509.random_serial_number())
-         .not_valid_before(now - dt.timedelta(minutes=5))
-         .not_valid_after(now + dt.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if san:
-        b = b.add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(__import__("ipaddress").ip_address(san))]), critical=False)
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(san))]), critical=False
+        )
     return b.sign(issuer_key, hashes.SHA256())
 
 
@@ -90,9 +97,11 @@ def make_pki(folder: Path) -> dict[str, Path]:
         out[name] = folder / f"{name}.pem"
         out[name + "_key"] = folder / f"{name}.key"
         out[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        out[name + "_key"].write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        out[name + "_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return out
 
 
@@ -100,8 +109,12 @@ def test_tls_mutual_auth_and_plain_connection_refused(tmp_path):
     pki = make_pki(tmp_path / "pki")
     path = write_config(tmp_path)
     raw = yaml.safe_load(path.read_text())
-    raw["listener"]["tls"] = {"enabled": True, "cert_file": str(pki["server"]),
-                              "key_file": str(pki["server_key"]), "ca_file": str(pki["ca"])}
+    raw["listener"]["tls"] = {
+        "enabled": True,
+        "cert_file": str(pki["server"]),
+        "key_file": str(pki["server_key"]),
+        "ca_file": str(pki["ca"]),
+    }
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
     srv = start_listener(cfg, FakeDispatcher(), block=False, run_worker=False)
@@ -111,8 +124,7 @@ def test_tls_mutual_auth_and_plain_connection_refused(tmp_path):
         assert not plain.is_established
         # TLS without a client certificate: refused by mutual authentication
         anon = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca"]))
-        no_cert = scu().associate("127.0.0.1", srv.port, ae_title="RNTFLOW",
-                                  tls_args=(anon, "127.0.0.1"))
+        no_cert = scu().associate("127.0.0.1", srv.port, ae_title="RNTFLOW", tls_args=(anon, "127.0.0.1"))
         served = no_cert.is_established and "Status" in no_cert.send_c_echo()
         if no_cert.is_established:
             no_cert.abort()
@@ -125,15 +137,14 @@ def test_tls_mutual_auth_and_plain_connection_refused(tmp_path):
         assert ok.send_c_store(ct_series(PATIENT, 1, size=16)[0]).Status == 0
         ok.release()
         # SITE01's certificate calling as SITE02's AE title: refused (identity binding)
-        other = scu("GEPACS02").associate("127.0.0.1", srv.port, ae_title="RNTFLOW",
-                                          tls_args=(ctx, "127.0.0.1"))
+        other = scu("GEPACS02").associate("127.0.0.1", srv.port, ae_title="RNTFLOW", tls_args=(ctx, "127.0.0.1"))
         assert other.is_rejected and not other.is_established
         import sqlite3
 
         from tests.listener.conftest import wait_until
+
         db = sqlite3.connect(cfg.spool_dir / "inbox.sqlite")
-        reasons = wait_until(lambda: [r[0] for r in db.execute(
-            "SELECT reason FROM rejections WHERE site_id='SITE02'")])
+        reasons = wait_until(lambda: [r[0] for r in db.execute("SELECT reason FROM rejections WHERE site_id='SITE02'")])
         assert reasons == ["TLS client certificate does not name this site"]
     finally:
         srv.shutdown()
@@ -141,8 +152,8 @@ def test_tls_mutual_auth_and_plain_connection_refused(tmp_path):
 
 def test_certificate_site_binding_rules():
     from rntflow.listener.handlers import certificate_matches_site
-    cert = {"subject": ((("commonName", "SITE01_PACS"),),),
-            "subjectAltName": (("DNS", "pacs.site01.example"),)}
+
+    cert = {"subject": ((("commonName", "SITE01_PACS"),),), "subjectAltName": (("DNS", "pacs.site01.example"),)}
     assert certificate_matches_site(cert, "SITE01", ["SITE01_PACS"])
     assert not certificate_matches_site(cert, "SITE03", ["ANYSCAN3"])
     san_only = {"subject": ((("commonName", "pacs"),),), "subjectAltName": (("DNS", "SITE03"),)}
@@ -153,6 +164,7 @@ def test_certificate_site_binding_rules():
 def test_store_on_verification_service_refused(trial, listener):
     """A C-STORE naming the Verification SOP class gets no Success (finding 9)."""
     from pynetdicom.dimse_primitives import C_STORE
+
     from tests.listener.dicomgen import to_bytes
 
     assoc = scu().associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
@@ -166,6 +178,7 @@ def test_store_on_verification_service_refused(trial, listener):
     req.DataSet = __import__("io").BytesIO(to_bytes(ds, with_meta=False))
     cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == "1.2.840.10008.1.1")
     import time
+
     try:  # pause the reactor as pynetdicom's send_c_store does (see test_ingest)
         assoc._reactor_checkpoint.clear()
         while not assoc._is_paused:

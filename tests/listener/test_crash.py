@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 def _start(config_path: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rntflow.listener.app", "listen", "--config", str(config_path)],
-        cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        cwd=REPO,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _echo_ok(port: int) -> bool:
@@ -71,9 +74,9 @@ def test_sigkill_mid_push_loses_no_acknowledged_instance(tmp_path):
     db = sqlite3.connect(cfg.spool_dir / "inbox.sqlite")
     rows = db.execute("SELECT sop_uid, COUNT(*) FROM instances GROUP BY sop_uid").fetchall()
     counts = dict(rows)
-    assert all(counts.get(uid) == 1 for uid in acked)        # every ack present, once
+    assert all(counts.get(uid) == 1 for uid in acked)  # every ack present, once
     assert sorted(counts) == sorted(str(d.SOPInstanceUID) for d in datasets)
-    assert set(counts.values()) == {1}                        # nothing stored twice
+    assert set(counts.values()) == {1}  # nothing stored twice
     files = list((cfg.spool_dir / "raw").rglob("*.dcm"))
     assert len(files) == len(datasets)
     assert not list((cfg.spool_dir / "raw").rglob("*.tmp"))

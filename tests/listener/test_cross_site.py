@@ -27,8 +27,7 @@ def test_same_bytes_from_another_site_get_that_sites_rows(trial, listener):
     assert push(listener.port, cts, "SITE01_PACS") == [0, 0, 0]
     assert push(listener.port, cts, "GEPACS02") == [0, 0, 0]
     assert push(listener.port, cts[:1], "GEPACS02") == [0]  # a true re-send: duplicate
-    handed = wait_until(lambda: len(listener.dispatcher.accepted) >= 2
-                        and listener.dispatcher.accepted)
+    handed = wait_until(lambda: len(listener.dispatcher.accepted) >= 2 and listener.dispatcher.accepted)
     assert sorted((h.site_id, h.n_instances) for h in handed) == [("SITE01", 3), ("SITE02", 3)]
     st = inbox_status(trial)["sites"]
     assert (st["SITE01"]["instances"], st["SITE02"]["instances"]) == (3, 3)
@@ -40,18 +39,22 @@ def test_same_bytes_from_another_site_get_that_sites_rows(trial, listener):
 def test_old_inbox_is_migrated_to_per_site_dedup(tmp_path):
     path = tmp_path / "inbox.sqlite"
     old = sqlite3.connect(path)
-    old.executescript(SCHEMA.replace("UNIQUE (site_id, sop_uid, sha256)",
-                                     "UNIQUE (sop_uid, sha256)"))
+    old.executescript(SCHEMA.replace("UNIQUE (site_id, sop_uid, sha256)", "UNIQUE (sop_uid, sha256)"))
     row = ("SITE01", "1.2.3", "ab" * 32, "raw/SITE01/x.dcm", 10, "1.2", "1.2.1", "1.2.840")
-    old.execute("INSERT INTO instances (site_id, sop_uid, sha256, path, n_bytes, study_uid,"
-                " series_uid, sop_class_uid, received_at_s) VALUES (?,?,?,?,?,?,?,?,0)", row)
+    old.execute(
+        "INSERT INTO instances (site_id, sop_uid, sha256, path, n_bytes, study_uid,"
+        " series_uid, sop_class_uid, received_at_s) VALUES (?,?,?,?,?,?,?,?,0)",
+        row,
+    )
     old.commit()
     old.close()
     conn = open_db(path)
     assert conn.execute("SELECT site_id, sop_uid FROM instances").fetchall() == [("SITE01", "1.2.3")]
-    conn.execute("INSERT INTO instances (site_id, sop_uid, sha256, path, n_bytes, study_uid,"
-                 " series_uid, sop_class_uid, received_at_s) VALUES (?,?,?,?,?,?,?,?,0)",
-                 ("SITE02", *row[1:]))
+    conn.execute(
+        "INSERT INTO instances (site_id, sop_uid, sha256, path, n_bytes, study_uid,"
+        " series_uid, sop_class_uid, received_at_s) VALUES (?,?,?,?,?,?,?,?,0)",
+        ("SITE02", *row[1:]),
+    )
     assert conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 2
     open_db(path).close()  # idempotent
     conn.close()

@@ -26,8 +26,16 @@ from tests.listener.conftest import PATIENT
 from tests.listener.dicomgen import ct_series
 
 _TEXT_VRS = {"AE", "CS", "LO", "LT", "SH", "ST", "UT", "UC", "UR", "PN"}
-_NUM_VRS = {"US": 0x4D4B, "SS": 0x4D4B, "UL": 0x4D4B4D4B, "SL": 0x4D4B4D4B,
-            "FL": 31337.0, "FD": 31337.0, "SV": 0x4D4B4D4B, "UV": 0x4D4B4D4B}
+_NUM_VRS = {
+    "US": 0x4D4B,
+    "SS": 0x4D4B,
+    "UL": 0x4D4B4D4B,
+    "SL": 0x4D4B4D4B,
+    "FL": 31337.0,
+    "FD": 31337.0,
+    "SV": 0x4D4B4D4B,
+    "UV": 0x4D4B4D4B,
+}
 
 
 def _marker(i: int, vr: str) -> object:
@@ -62,8 +70,10 @@ def _marked() -> tuple[Dataset, dict[int, object]]:
     inner = Dataset()
     markers: dict[int, object] = {}
     for i, (tag, (kw, _action)) in enumerate(sorted(exact.items())):
-        if tag >> 16 in (0x0000, 0x0002, 0x0008 if kw in ("SOPInstanceUID", "SOPClassUID")
-                         else -1) or kw in ("StudyInstanceUID", "SeriesInstanceUID"):
+        if tag >> 16 in (0x0000, 0x0002, 0x0008 if kw in ("SOPInstanceUID", "SOPClassUID") else -1) or kw in (
+            "StudyInstanceUID",
+            "SeriesInstanceUID",
+        ):
             continue
         vr = pydicom.datadict.dictionary_VR(tag) if kw else "LO"
         vr = vr.split(" or ")[0]
@@ -88,8 +98,7 @@ def _marked() -> tuple[Dataset, dict[int, object]]:
 def _exempt(tag: int) -> bool:
     kw = keyword_for_tag(tag)
     vr = pydicom.datadict.dictionary_VR(tag) if kw else "LO"
-    return (kw in DEVICE_KEYWORDS or kw in CLEANED_DESCRIPTORS
-            or (vr == "TM" and kw not in IDENTITY_DATES))
+    return kw in DEVICE_KEYWORDS or kw in CLEANED_DESCRIPTORS or (vr == "TM" and kw not in IDENTITY_DATES)
 
 
 def test_every_table_attribute_is_deidentified_nested_too(tmp_path):
@@ -108,8 +117,7 @@ def test_every_table_attribute_is_deidentified_nested_too(tmp_path):
             needle = f"MRK{sorted(load_table()[0]).index(tag):04d}".encode()
         elif isinstance(value, bytes):
             needle = value
-        elif isinstance(value, str) and not value.isdigit() or isinstance(value, str) and \
-                len(value) >= 7:
+        elif isinstance(value, str) and not value.isdigit() or isinstance(value, str) and len(value) >= 7:
             needle = value.encode()
         else:
             needle = None
@@ -122,8 +130,7 @@ def test_every_table_attribute_is_deidentified_nested_too(tmp_path):
             if _exempt(tag) or tag not in holder or value == "sequence":
                 continue
             elem = holder[tag]
-            assert elem.value != value or elem.VR in ("DA", "DT") and not value, \
-                f"{elem.keyword} kept its marker"
+            assert elem.value != value or elem.VR in ("DA", "DT") and not value, f"{elem.keyword} kept its marker"
     # the patient's identity is gone everywhere; the pseudonym is in place
     for s in (PATIENT.patient_id, PATIENT.name.split("^")[0], PATIENT.birth_date):
         assert s.encode() not in out

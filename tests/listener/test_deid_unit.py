@@ -30,7 +30,7 @@ def test_keys_dir_private_and_uids_deterministic(tmp_path):
 
 
 def test_date_shift_keeps_intervals_and_precision():
-    assert _shift_da("20240301", -1) == "20240229"            # leap day
+    assert _shift_da("20240301", -1) == "20240229"  # leap day
     assert _shift_dt("20240301083000.5+0100", -1) == "20240229083000.5+0100"
     assert _shift_dt("2024", -400)[:4] == "2022" and len(_shift_dt("2024", -400)) == 4
     assert _shift_da("garbage", -3) == ""

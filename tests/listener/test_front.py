@@ -37,10 +37,12 @@ def _item(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(body)) + body
 
 
-def associate_rq(calling: str = "SITE01_PACS", called: str = "RNTFLOW",
-                 contexts: tuple[tuple[str, tuple[str, ...]], ...] = (
-                     (VERIFICATION, (EXPLICIT_LE,)),),
-                 max_length: int = 16384) -> bytes:
+def associate_rq(
+    calling: str = "SITE01_PACS",
+    called: str = "RNTFLOW",
+    contexts: tuple[tuple[str, tuple[str, ...]], ...] = ((VERIFICATION, (EXPLICIT_LE,)),),
+    max_length: int = 16384,
+) -> bytes:
     """An A-ASSOCIATE-RQ PDU encoded by hand (PS3.8 9.3.2, 9.3.2.2, D.1)."""
     items = _item(0x10, APP_CONTEXT)
     for i, (abstract, syntaxes) in enumerate(contexts):
@@ -48,8 +50,7 @@ def associate_rq(calling: str = "SITE01_PACS", called: str = "RNTFLOW",
         body += b"".join(_item(0x40, ts.encode()) for ts in syntaxes)
         items += _item(0x20, body)
     items += _item(0x50, _item(0x51, struct.pack(">L", max_length)))
-    var = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode()
-           + b"\0" * 32 + items)
+    var = struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + b"\0" * 32 + items
     return struct.pack(">BBL", 0x01, 0, len(var)) + var
 
 
@@ -146,8 +147,7 @@ def test_unknown_addresses_cannot_take_a_listed_sites_slots(tmp_path):
         late.close()
         # ... while the site whose address is listed still gets in, long before 30 s
         t0 = time.monotonic()
-        assoc = scu("ANYSCAN3").associate("127.0.0.1", srv.port, ae_title="RNTFLOW",
-                                          bind_address=("127.0.0.3", 0))
+        assoc = scu("ANYSCAN3").associate("127.0.0.1", srv.port, ae_title="RNTFLOW", bind_address=("127.0.0.3", 0))
         assert assoc.is_established
         assert assoc.send_c_store(ct_series(PATIENT, 1, size=16)[0]).Status == 0
         assoc.release()
@@ -230,8 +230,7 @@ def test_read_association_request_rules():
         b.close()
 
 
-def established(port: int, contexts=((VERIFICATION, (EXPLICIT_LE,)), (CT, (EXPLICIT_LE,)))
-                ) -> socket.socket:
+def established(port: int, contexts=((VERIFICATION, (EXPLICIT_LE,)), (CT, (EXPLICIT_LE,)))) -> socket.socket:
     s = connect(port, "127.0.0.1")
     s.sendall(associate_rq(contexts=contexts))
     assert read_pdu(s)[0] == 0x02
@@ -270,8 +269,9 @@ def test_pdata_longer_than_advertised_is_aborted(trial, front):
 
 
 def test_idle_association_is_aborted(trial):
-    srv = start_listener(trial, FakeDispatcher(), block=False, run_worker=False,
-                         limits=AdmissionLimits(idle_timeout_s=1.0))
+    srv = start_listener(
+        trial, FakeDispatcher(), block=False, run_worker=False, limits=AdmissionLimits(idle_timeout_s=1.0)
+    )
     try:
         ae = scu()
         ae.network_timeout = None
@@ -289,20 +289,24 @@ def test_silent_socket_does_not_block_mutual_tls_client(tmp_path):
     pki = make_pki(tmp_path / "pki")
     path = write_config(tmp_path)
     raw = yaml.safe_load(path.read_text())
-    raw["listener"]["tls"] = {"enabled": True, "cert_file": str(pki["server"]),
-                              "key_file": str(pki["server_key"]), "ca_file": str(pki["ca"])}
+    raw["listener"]["tls"] = {
+        "enabled": True,
+        "cert_file": str(pki["server"]),
+        "key_file": str(pki["server_key"]),
+        "ca_file": str(pki["ca"]),
+    }
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
     # a long request deadline: the valid client must not wait for the silent ones
-    srv = start_listener(cfg, FakeDispatcher(), block=False, run_worker=False,
-                         limits=AdmissionLimits(request_timeout_s=60.0))
+    srv = start_listener(
+        cfg, FakeDispatcher(), block=False, run_worker=False, limits=AdmissionLimits(request_timeout_s=60.0)
+    )
     silent = [connect(srv.port) for _ in range(10)]
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca"]))
         ctx.load_cert_chain(str(pki["client"]), str(pki["client_key"]))
         t0 = time.monotonic()
-        ok = scu().associate("127.0.0.1", srv.port, ae_title="RNTFLOW",
-                             tls_args=(ctx, "127.0.0.1"))
+        ok = scu().associate("127.0.0.1", srv.port, ae_title="RNTFLOW", tls_args=(ctx, "127.0.0.1"))
         assert ok.is_established and ok.send_c_echo().Status == 0
         ok.release()
         assert time.monotonic() - t0 < 30.0
@@ -328,8 +332,7 @@ def test_library_log_limiter_bounds_one_thread():
     limiter = LibraryLogLimiter(burst=10, max_chars=300)
     out = []
     for i in range(1000):
-        rec = logging.LogRecord("pynetdicom.acse", logging.WARNING, __file__, 1,
-                                "x" * 5000 + " %d", (i,), None)
+        rec = logging.LogRecord("pynetdicom.acse", logging.WARNING, __file__, 1, "x" * 5000 + " %d", (i,), None)
         if limiter.filter(rec):
             out.append(rec.getMessage())
     assert len(out) == 10 and all(len(m) < 400 for m in out)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import random
 import struct
-from pathlib import Path
 
 import pydicom
 import pynetdicom._config
@@ -44,7 +43,7 @@ def element_offsets(data: bytes) -> list[tuple[int, str]]:
     """Offsets and VRs of the top-level elements of an explicit-LE dataset."""
     out, pos = [], 0
     while pos < len(data):
-        vr = data[pos + 4:pos + 6].decode()
+        vr = data[pos + 4 : pos + 6].decode()
         out.append((pos, vr))
         if vr in ("OB", "OW", "SQ", "UN", "UT", "OF", "OD", "OL", "UC", "UR"):
             pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
@@ -72,20 +71,24 @@ def hostile_corpus() -> list[tuple[str, bytes, str]]:
             struct.pack_into("<H", b, off + 6, 0xFFFF)
         cases.append((f"overlong-length#{i}", bytes(b), EXPLICIT_LE))
     # 3. wrong VRs: invalid codes and valid codes contradicting the dictionary
-    for i, (off, vr) in enumerate(elems[:12]):
+    for i, (off, _vr) in enumerate(elems[:12]):
         b = bytearray(good)
-        b[off + 4:off + 6] = b"ZZ" if i % 2 else b"\x00\x01"
+        b[off + 4 : off + 6] = b"ZZ" if i % 2 else b"\x00\x01"
         cases.append((f"invalid-vr#{i}", bytes(b), EXPLICIT_LE))
     for i, (off, vr) in enumerate(e for e in elems if e[1] in ("US", "DS", "LO", "CS", "DA", "SH")):
         b = bytearray(good)
-        b[off + 4:off + 6] = {"US": b"LO", "DS": b"US", "LO": b"UL", "CS": b"FD",
-                              "DA": b"SS", "SH": b"AT"}[vr]
+        b[off + 4 : off + 6] = {"US": b"LO", "DS": b"US", "LO": b"UL", "CS": b"FD", "DA": b"SS", "SH": b"AT"}[vr]
         cases.append((f"contradicting-vr#{i}", bytes(b), EXPLICIT_LE))
         if i >= 9:
             break
     # 4. oversized elements: absurd string values and a huge declared UT
-    for kw, n in (("PatientName", 5000), ("StudyDescription", 40000), ("Manufacturer", 3000),
-                  ("StationName", 1000), ("AccessionNumber", 500)):
+    for kw, n in (
+        ("PatientName", 5000),
+        ("StudyDescription", 40000),
+        ("Manufacturer", 3000),
+        ("StationName", 1000),
+        ("AccessionNumber", 500),
+    ):
         big = ct_series(PATIENT, 1, size=16)[0]
         setattr(big, kw, "X" * n)
         cases.append((f"oversized-{kw}", to_bytes(big, with_meta=False), EXPLICIT_LE))
@@ -95,15 +98,17 @@ def hostile_corpus() -> list[tuple[str, bytes, str]]:
     # 5. structure attacks: nesting bomb, out-of-order tags, stray delimiters, garbage
     nest = b""
     for _ in range(40):
-        nest = (struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
-                + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + nest
-                + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
-    cases.append(("nesting-bomb", good[:elems[3][0]] + nest, EXPLICIT_LE))
-    swapped = good[elems[2][0]:elems[3][0]] + good[elems[1][0]:elems[2][0]]
-    cases.append(("tags-out-of-order", good[:elems[1][0]] + swapped + good[elems[3][0]:],
-                  EXPLICIT_LE))
-    cases.append(("stray-item-delimiter", struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + good,
-                  EXPLICIT_LE))
+        nest = (
+            struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+            + nest
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+        )
+    cases.append(("nesting-bomb", good[: elems[3][0]] + nest, EXPLICIT_LE))
+    swapped = good[elems[2][0] : elems[3][0]] + good[elems[1][0] : elems[2][0]]
+    cases.append(("tags-out-of-order", good[: elems[1][0]] + swapped + good[elems[3][0] :], EXPLICIT_LE))
+    cases.append(("stray-item-delimiter", struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + good, EXPLICIT_LE))
     for i in range(10):
         cases.append((f"random-garbage#{i}", rng.randbytes(rng.randint(1, 4000)), EXPLICIT_LE))
     cases.append(("single-byte", b"\x08", EXPLICIT_LE))

@@ -15,8 +15,7 @@ from rntflow.listener.app import start_listener
 from rntflow.listener.handoff import LocalDispatcher, StudyHandoff
 from rntflow.listener.stable import WorkerSettings
 from rntflow.listener.status import format_status, inbox_status
-from tests.listener.conftest import (
-    PATIENT, UNENROLLED, FakeDispatcher, assert_no_phi, scu, wait_until)
+from tests.listener.conftest import PATIENT, UNENROLLED, FakeDispatcher, assert_no_phi, scu, wait_until
 from tests.listener.dicomgen import ENCAPSULATED_PDF, ct_series, nm_multiframe, rtstruct_for
 
 FAST = WorkerSettings(quiet_period_s=0.5, poll_s=0.05, backoff_base_s=0.05, backoff_max_s=0.2)
@@ -44,8 +43,13 @@ def test_store_dedup_deid_and_handoff(trial, listener, caplog):
     # re-sent identical instance: Success, not stored twice
     assert push(listener.port, [cts[0]]) == [0]
     h = wait_until(lambda: listener.dispatcher.accepted)[0]
-    assert (h.site_id, h.subject_id, h.kind, h.n_instances, h.handoff_version) == \
-        ("SITE01", "RNT-001-0001", "patient", 6, 1)
+    assert (h.site_id, h.subject_id, h.kind, h.n_instances, h.handoff_version) == (
+        "SITE01",
+        "RNT-001-0001",
+        "patient",
+        6,
+        1,
+    )
     st = inbox_status(trial)["sites"]["SITE01"]
     assert (st["instances"], st["duplicates"], st["studies_handed_off"]) == (6, 1, 1)
 
@@ -61,22 +65,27 @@ def test_store_dedup_deid_and_handoff(trial, listener, caplog):
     ct_uids = {str(d.SOPInstanceUID) for d in dsets if d.Modality == "CT"}
     assert not ct_uids & {str(c.SOPInstanceUID) for c in cts}
     rt_copy = next(d for d in dsets if d.Modality == "RTSTRUCT")
-    refs = {str(i.ReferencedSOPInstanceUID) for i in rt_copy.ReferencedFrameOfReferenceSequence[0]
-            .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].ContourImageSequence}
+    refs = {
+        str(i.ReferencedSOPInstanceUID)
+        for i in rt_copy.ReferencedFrameOfReferenceSequence[0]
+        .RTReferencedStudySequence[0]
+        .RTReferencedSeriesSequence[0]
+        .ContourImageSequence
+    }
     assert refs == ct_uids
     ct_copy = next(d for d in dsets if d.Modality == "CT")
-    assert rt_copy.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == \
-        ct_copy.FrameOfReferenceUID
+    assert rt_copy.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == ct_copy.FrameOfReferenceUID
     # dates shifted by one whole-day offset: the injection-to-scan interval is exact
     nm_copy = next(d for d in dsets if d.Modality == "NM")
     rp = nm_copy.RadiopharmaceuticalInformationSequence[0]
     assert float(rp.RadionuclideTotalDose) == pytest.approx(7.4e9)
     fmt = "%Y%m%d%H%M%S.%f"
-    before = dt.datetime.strptime(str(nm.AcquisitionDateTime), fmt) - \
-        dt.datetime.strptime(str(nm.RadiopharmaceuticalInformationSequence[0]
-                                 .RadiopharmaceuticalStartDateTime), fmt)
-    after = dt.datetime.strptime(str(nm_copy.AcquisitionDateTime), fmt) - \
-        dt.datetime.strptime(str(rp.RadiopharmaceuticalStartDateTime), fmt)
+    before = dt.datetime.strptime(str(nm.AcquisitionDateTime), fmt) - dt.datetime.strptime(
+        str(nm.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime), fmt
+    )
+    after = dt.datetime.strptime(str(nm_copy.AcquisitionDateTime), fmt) - dt.datetime.strptime(
+        str(rp.RadiopharmaceuticalStartDateTime), fmt
+    )
     assert after == before
     assert nm_copy.StudyDate != nm.StudyDate and nm_copy.StationName == nm.StationName
 
@@ -93,8 +102,7 @@ def test_same_uid_new_content_is_new_version(trial, listener):
 def test_unenrolled_held_then_released(trial, listener):
     cts = ct_series(UNENROLLED, 3)
     assert push(listener.port, cts) == [0, 0, 0]
-    st = wait_until(lambda: (s := inbox_status(trial)["sites"]["SITE01"])["held_instances"] == 3
-                    and s)
+    st = wait_until(lambda: (s := inbox_status(trial)["sites"]["SITE01"])["held_instances"] == 3 and s)
     assert len(st["held_studies"]) == 1 and st["held_studies"][0]["instances"] == 3
     assert_no_phi(format_status(inbox_status(trial)), "status")
     assert listener.dispatcher.accepted == [] and deid_files(trial) == []
@@ -160,8 +168,8 @@ def test_injected_storage_failure_gives_a700(trial, listener):
 
 def test_unusable_sop_class_stored_and_reported(trial, listener):
     from tests.listener.dicomgen import _base
-    pdf = _base(PATIENT, ENCAPSULATED_PDF, pydicom.uid.generate_uid(),
-                pydicom.uid.generate_uid(), "DOC")
+
+    pdf = _base(PATIENT, ENCAPSULATED_PDF, pydicom.uid.generate_uid(), pydicom.uid.generate_uid(), "DOC")
     pdf.MIMETypeOfEncapsulatedDocument = "application/pdf"
     pdf.EncapsulatedDocument = b"%PDF-1.4 fake\n"
     assert push(listener.port, [pdf], contexts=(ENCAPSULATED_PDF,)) == [0]
@@ -174,9 +182,12 @@ def test_sop_class_contradicting_context_is_quarantined(trial, listener):
     ct.file_meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
     assoc = scu().associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
     cx = next(c for c in assoc.accepted_contexts if c.abstract_syntax == pydicom.uid.CTImageStorage)
-    from pynetdicom.dimse_primitives import C_STORE
     import io
+
+    from pynetdicom.dimse_primitives import C_STORE
+
     from tests.listener.dicomgen import to_bytes
+
     req = C_STORE()
     req.MessageID, req.AffectedSOPClassUID = 1, cx.abstract_syntax
     req.AffectedSOPInstanceUID, req.Priority = ct.SOPInstanceUID, 2

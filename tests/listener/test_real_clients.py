@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 
 import pytest
@@ -24,9 +23,13 @@ ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/us
 
 def storescu(port: int, files, calling: str = "SITE01_PACS", called: str = "RNTFLOW"):
     env = dict(os.environ, TCP_NODELAY="1")
-    return subprocess.run([STORESCU, "-aet", calling, "-aec", called, "-nh", "127.0.0.1",
-                           str(port), *map(str, files)], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [STORESCU, "-aet", calling, "-aec", called, "-nh", "127.0.0.1", str(port), *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.dcmtk
@@ -34,8 +37,7 @@ def storescu(port: int, files, calling: str = "SITE01_PACS", called: str = "RNTF
 def test_dcmtk_storescu_push_and_resend(trial, listener, tmp_path):
     cts = ct_series(PATIENT, 20)
     study = str(cts[0].StudyInstanceUID)
-    files = write_files(cts + [nm_multiframe(PATIENT, study_uid=study), rtstruct_for(PATIENT, cts)],
-                        tmp_path / "push")
+    files = write_files(cts + [nm_multiframe(PATIENT, study_uid=study), rtstruct_for(PATIENT, cts)], tmp_path / "push")
     r = storescu(listener.port, files)
     assert r.returncode == 0, r.stderr
     st = inbox_status(trial)["sites"]["SITE01"]
@@ -59,34 +61,48 @@ def test_orthanc_forwards_stable_study(trial, listener, tmp_path):
     lua = tmp_path / "forward.lua"
     # (SendToModality from a study callback treats the id as an instance in Orthanc
     # 1.10, so the study is forwarded with the REST store job, as sites usually do.)
-    lua.write_text("function OnStableStudy(studyId, tags, metadata)\n"
-                   "  RestApiPost('/modalities/rntflow/store',\n"
-                   "    '{\"Resources\": [\"' .. studyId .. '\"], \"Synchronous\": false}')\n"
-                   "end\n")
+    lua.write_text(
+        "function OnStableStudy(studyId, tags, metadata)\n"
+        "  RestApiPost('/modalities/rntflow/store',\n"
+        '    \'{"Resources": ["\' .. studyId .. \'"], "Synchronous": false}\')\n'
+        "end\n"
+    )
     cfg = {
-        "Name": "site01-pacs", "StorageDirectory": str(tmp_path / "orthanc-storage"),
-        "IndexDirectory": str(tmp_path / "orthanc-index"), "DicomAet": "SITE01_PACS",
-        "DicomPort": dicom_port, "HttpPort": http_port, "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "StableAge": 1,
+        "Name": "site01-pacs",
+        "StorageDirectory": str(tmp_path / "orthanc-storage"),
+        "IndexDirectory": str(tmp_path / "orthanc-index"),
+        "DicomAet": "SITE01_PACS",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomCheckCalledAet": False,
+        "StableAge": 1,
         "DicomModalities": {"rntflow": ["RNTFLOW", "127.0.0.1", listener.port]},
-        "LuaScripts": [str(lua)], "Plugins": [], "DicomAlwaysAllowStore": True,
-        "HttpServerEnabled": True, "ConcurrentJobs": 1,
+        "LuaScripts": [str(lua)],
+        "Plugins": [],
+        "DicomAlwaysAllowStore": True,
+        "HttpServerEnabled": True,
+        "ConcurrentJobs": 1,
     }
     conf = tmp_path / "orthanc.json"
     conf.write_text(json.dumps(cfg))
     log = (tmp_path / "orthanc.log").open("w")
     proc = subprocess.Popen([ORTHANC, str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
+
         def up() -> bool:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{http_port}/system", timeout=1)
                 return True
             except OSError:
                 return False
+
         wait_until(up, timeout_s=20, poll_s=0.2)
         cts = ct_series(PATIENT, 8)
-        files = write_files(cts + [nm_multiframe(PATIENT, study_uid=str(cts[0].StudyInstanceUID))],
-                            tmp_path / "modality")
+        files = write_files(
+            cts + [nm_multiframe(PATIENT, study_uid=str(cts[0].StudyInstanceUID))], tmp_path / "modality"
+        )
         r = storescu(dicom_port, files, calling="NMCT_SCANNER", called="SITE01_PACS")
         assert r.returncode == 0, r.stderr
         h = wait_until(lambda: listener.dispatcher.accepted, timeout_s=30)[0]

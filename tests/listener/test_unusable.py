@@ -38,18 +38,20 @@ def _ct(**attrs):
 def _unusable_cases() -> list[tuple[str, bytes, str, str]]:
     """(label, dataset bytes, transfer syntax, SOP instance UID), each to be refused."""
     cases = []
-    for label, attrs in (("rows-0", {"Rows": 0, "Columns": 0}), ("bits-0", {"BitsAllocated": 0}),
-                         ("bits-13", {"BitsAllocated": 13}), ("frames-neg", {"NumberOfFrames": -5})):
+    for label, attrs in (
+        ("rows-0", {"Rows": 0, "Columns": 0}),
+        ("bits-0", {"BitsAllocated": 0}),
+        ("bits-13", {"BitsAllocated": 13}),
+        ("frames-neg", {"NumberOfFrames": -5}),
+    ):
         ds = _ct(**attrs)
         cases.append((label, to_bytes(ds, with_meta=False), EXPLICIT_LE, ds.SOPInstanceUID))
     long_px = _ct()
     long_px.PixelData = long_px.PixelData * 20
-    cases.append(("pixels-20x-long", to_bytes(long_px, with_meta=False), EXPLICIT_LE,
-                  long_px.SOPInstanceUID))
+    cases.append(("pixels-20x-long", to_bytes(long_px, with_meta=False), EXPLICIT_LE, long_px.SOPInstanceUID))
     # native pixel data sent on a JPEG transfer syntax (defined-length PixelData)
     native = _ct()
-    cases.append(("native-on-jpeg", to_bytes(native, with_meta=False), JPEGBaseline8Bit,
-                  native.SOPInstanceUID))
+    cases.append(("native-on-jpeg", to_bytes(native, with_meta=False), JPEGBaseline8Bit, native.SOPInstanceUID))
     # encapsulated fragments that are not JPEG / not RLE
     for ts, label in ((JPEGBaseline8Bit, "jpeg-garbage"), (RLELossless, "rle-garbage")):
         ds = _ct()
@@ -92,9 +94,16 @@ def test_unusable_instances_refused_and_quarantined(trial, listener, tmp_path, m
     reasons = [r[0] for r in db.execute("SELECT reason FROM quarantine ORDER BY id")]
     assert len(reasons) == len(cases)
     joined = " | ".join(reasons)
-    for word in ("geometry", "BitsAllocated 0", "BitsAllocated 13", "NumberOfFrames -5",
-                 "header needs", "native pixel data on compressed", "does not decode",
-                 "inflates beyond"):
+    for word in (
+        "geometry",
+        "BitsAllocated 0",
+        "BitsAllocated 13",
+        "NumberOfFrames -5",
+        "header needs",
+        "native pixel data on compressed",
+        "does not decode",
+        "inflates beyond",
+    ):
         assert word in joined, (word, joined)
     assert inbox_status(trial)["sites"]["SITE01"]["instances"] == 1  # only the valid RLE
 
@@ -121,6 +130,7 @@ def _disk_full_after(n_ok: list[int]):
             raise OSError(errno.ENOSPC, "No space left on device")
         n_ok[0] -= 1
         return real(path, *args, **kwargs)
+
     return fake
 
 
@@ -146,12 +156,12 @@ def test_disk_full_after_ack_shown_failed_with_study(trial, listener, monkeypatc
     assoc = scu().associate("127.0.0.1", listener.port, ae_title="RNTFLOW")
     assert [int(assoc.send_c_store(d).Status) for d in cts] == [0] * 3
     assoc.release()
-    st = wait_until(lambda: (s := inbox_status(trial)["sites"]["SITE01"])["failed_instances"]
-                    == 2 and s)
+    st = wait_until(lambda: (s := inbox_status(trial)["sites"]["SITE01"])["failed_instances"] == 2 and s)
     assert len(st["failed_studies"]) == 1
     failed = st["failed_studies"][0]
     assert failed["failed_instances"] == 2 and "OSError" in failed["error"]
     assert "FAILED" in format_status(inbox_status(trial))
     import time
+
     time.sleep(1.0)  # longer than the quiet period: still not handed off
     assert not listener.dispatcher.accepted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,21 @@ def voi_doses_frame() -> pd.DataFrame:
         for i in range(4):
             for cycle in (1, 2):
                 for voi, base in VOIS.items():
-                    rows.append({"trial_id": TRIAL, "site_id": s, "subject_id": f"{s}-S{i:02d}", "cycle": cycle,
-                                 "voi": voi, "engine": "organ", "method": "multi_time_point",
-                                 "dose_gy": base + i, "dose_sd_gy": 0.3, "bed_gy": 1.2 * (base + i),
-                                 "mass_g": 150.0})
+                    rows.append(
+                        {
+                            "trial_id": TRIAL,
+                            "site_id": s,
+                            "subject_id": f"{s}-S{i:02d}",
+                            "cycle": cycle,
+                            "voi": voi,
+                            "engine": "organ",
+                            "method": "multi_time_point",
+                            "dose_gy": base + i,
+                            "dose_sd_gy": 0.3,
+                            "bed_gy": 1.2 * (base + i),
+                            "mass_g": 150.0,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -44,10 +55,22 @@ def outcomes_frame() -> pd.DataFrame:
             rows += [
                 {"trial_id": TRIAL, "site_id": s, "subject_id": sid, "endpoint": "nephrotoxicity", "grade": i % 3},
                 {"trial_id": TRIAL, "site_id": s, "subject_id": sid, "endpoint": "xerostomia", "grade": (i + 1) % 2},
-                {"trial_id": TRIAL, "site_id": s, "subject_id": sid, "endpoint": "lesion_response",
-                 "lesion_voi": "Lesion_1", "response": ("CR", "PR", "SD", "PD")[i]},
-                {"trial_id": TRIAL, "site_id": s, "subject_id": sid, "endpoint": "pfs", "event": i % 2,
-                 "time_to_event_months": 6.0 + 3 * i},
+                {
+                    "trial_id": TRIAL,
+                    "site_id": s,
+                    "subject_id": sid,
+                    "endpoint": "lesion_response",
+                    "lesion_voi": "Lesion_1",
+                    "response": ("CR", "PR", "SD", "PD")[i],
+                },
+                {
+                    "trial_id": TRIAL,
+                    "site_id": s,
+                    "subject_id": sid,
+                    "endpoint": "pfs",
+                    "event": i % 2,
+                    "time_to_event_months": 6.0 + 3 * i,
+                },
             ]
     frame = pd.DataFrame(rows)
     frame["grade"] = frame["grade"].astype("Int8")
@@ -57,9 +80,12 @@ def outcomes_frame() -> pd.DataFrame:
 
 def build_small_warehouse(root: Path) -> Path:
     """Load every reference table the docs use and refresh the catalog."""
-    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
-    load_table(root, "sites", pd.DataFrame({"trial_id": TRIAL, "site_id": list(SITES),
-                                            "site_name": ["Amsterdam", "Krakow", "Wuerzburg"]}))
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    load_table(
+        root,
+        "sites",
+        pd.DataFrame({"trial_id": TRIAL, "site_id": list(SITES), "site_name": ["Amsterdam", "Krakow", "Wuerzburg"]}),
+    )
     load_table(root, "subjects", subjects_frame())
     adm = subjects_frame().merge(pd.DataFrame({"cycle": [1, 2]}), how="cross")
     adm["radionuclide"] = "Lu-177"
@@ -74,10 +100,19 @@ def build_small_warehouse(root: Path) -> Path:
     tac["tia_mbq_h"] = 1000.0
     tac["effective_half_life_h"] = rng.normal(50.0, 5.0, len(tac))
     load_table(root, "tac_fits", tac)
-    qa = pd.DataFrame({"trial_id": TRIAL, "site_id": ["SITE01", "SITE02"], "check_name": ["energy_window", "calibration_age"],
-                       "scope": ["study", "calibration"], "scope_id": ["ST1", "CAL7"], "status": ["pass", "fail"],
-                       "value_found": ["208 keV", "212 d"], "value_expected": ["208 keV +/- 2%", "<= 180 d"],
-                       "message": ["ok", "calibration expired"]})
+    qa = pd.DataFrame(
+        {
+            "trial_id": TRIAL,
+            "site_id": ["SITE01", "SITE02"],
+            "check_name": ["energy_window", "calibration_age"],
+            "scope": ["study", "calibration"],
+            "scope_id": ["ST1", "CAL7"],
+            "status": ["pass", "fail"],
+            "value_found": ["208 keV", "212 d"],
+            "value_expected": ["208 keV +/- 2%", "<= 180 d"],
+            "message": ["ok", "calibration expired"],
+        }
+    )
     load_table(root, "qa_checks", qa)
     refresh_catalog(root)
     return root

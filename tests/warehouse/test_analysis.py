@@ -115,8 +115,9 @@ def test_pfs_kaplan_meier_medians_and_cox_direction():
     hazard_per_month = np.where(dose > np.median(dose), 0.05, 0.10)
     t = rng.exponential(1 / hazard_per_month)
     censor = 60.0
-    df = pd.DataFrame({"cumulative_dose_gy": dose, "time_to_event_months": np.minimum(t, censor),
-                       "event": (t < censor).astype(int)})
+    df = pd.DataFrame(
+        {"cumulative_dose_gy": dose, "time_to_event_months": np.minimum(t, censor), "event": (t < censor).astype(int)}
+    )
     res = pfs_vs_dose(df)
     groups = res.groups.set_index("group")
     assert groups.loc["low", "median_pfs_months"] == pytest.approx(math.log(2) / 0.10, rel=0.12)
@@ -127,11 +128,13 @@ def test_pfs_kaplan_meier_medians_and_cox_direction():
 
 
 def test_population_kinetics_excludes_single_time_point_models():
-    tac = pd.DataFrame({
-        "voi": ["Kidney_L"] * 6 + ["Liver"] * 3,
-        "model": ["bi_exp"] * 4 + ["madsen", "hanscheid"] + ["mono_exp"] * 3,
-        "effective_half_life_h": [40.0, 45.0, 50.0, 55.0, 999.0, 999.0, 60.0, 70.0, None],
-    })
+    tac = pd.DataFrame(
+        {
+            "voi": ["Kidney_L"] * 6 + ["Liver"] * 3,
+            "model": ["bi_exp"] * 4 + ["madsen", "hanscheid"] + ["mono_exp"] * 3,
+            "effective_half_life_h": [40.0, 45.0, 50.0, 55.0, 999.0, 999.0, 60.0, 70.0, None],
+        }
+    )
     out = population_kinetics(tac).set_index("voi")
     kid = np.array([40.0, 45.0, 50.0, 55.0])
     assert out.loc["Kidney_L", "n"] == 4 and out.loc["Liver", "n"] == 2
@@ -154,8 +157,16 @@ def test_compare_arms_on_the_same_outcomes():
     other sites 1, and the pooled D50 moves towards k (a quarter of the data is scaled)."""
     dose, y = simulate(800, seed=31)
     sites = np.repeat(["SITE01", "SITE02", "SITE03", "SITE04"], 200)
-    first = pd.DataFrame({"subject_id": [f"S{i}" for i in range(800)], "endpoint": "nephrotoxicity",
-                          "lesion_voi": None, "site_id": sites, "effect": y, "cumulative_dose_gy": dose})
+    first = pd.DataFrame(
+        {
+            "subject_id": [f"S{i}" for i in range(800)],
+            "endpoint": "nephrotoxicity",
+            "lesion_voi": None,
+            "site_id": sites,
+            "effect": y,
+            "cumulative_dose_gy": dose,
+        }
+    )
     second = first.assign(cumulative_dose_gy=np.where(sites == "SITE02", 1.3 * dose, dose))
     cmp = compare_arms(first, second)
     ratio = cmp.site_dose_ratio.set_index("site_id")["dose_ratio_median"]
@@ -168,16 +179,29 @@ def test_compare_arms_on_the_same_outcomes():
 
 def test_pfs_cox_under_separation_is_reported_not_estimable():
     """Every event at the low doses, none above: the Cox MLE is at infinity."""
-    df = pd.DataFrame({"cumulative_dose_gy": [10, 12, 14, 40, 45, 50], "time_to_event_months": [3, 4, 5, 24, 24, 24],
-                       "event": [1, 1, 1, 0, 0, 0]})
+    df = pd.DataFrame(
+        {
+            "cumulative_dose_gy": [10, 12, 14, 40, 45, 50],
+            "time_to_event_months": [3, 4, 5, 24, 24, 24],
+            "event": [1, 1, 1, 0, 0, 0],
+        }
+    )
     res = pfs_vs_dose(df)
     assert not res.cox_converged and math.isnan(res.cox_hr_per_10gy)
     assert res.logrank_p < 0.05
 
 
 def test_compare_arms_refuses_several_rows_per_outcome():
-    df = pd.DataFrame({"subject_id": ["S1", "S1"], "endpoint": "nephrotoxicity", "lesion_voi": None,
-                       "site_id": "SITE01", "effect": [1, 1], "cumulative_dose_gy": [10.0, 11.0],
-                       "engine": ["organ", "voxel_dpk"]})
+    df = pd.DataFrame(
+        {
+            "subject_id": ["S1", "S1"],
+            "endpoint": "nephrotoxicity",
+            "lesion_voi": None,
+            "site_id": "SITE01",
+            "effect": [1, 1],
+            "cumulative_dose_gy": [10.0, 11.0],
+            "engine": ["organ", "voxel_dpk"],
+        }
+    )
     with pytest.raises(ValueError, match="one engine per target"):
         compare_arms(df, df)

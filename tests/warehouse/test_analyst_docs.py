@@ -65,8 +65,19 @@ def test_rntflow_sql_runs_statements_read_only(demo_dir, capsys):
     (demo_dir / "trial.yaml").write_text(_CONFIG)
     (demo_dir / "enrolment.csv").write_text("site_id,patient_id,subject_id,kind\nSITE01,P1,SITE01-S00,patient\n")
     cfg = str(demo_dir / "trial.yaml")
-    assert main(["sql", "--config", cfg, "--csv", "-c",
-                 "SELECT count(*) AS n FROM dose_effect; SELECT count(*) AS n FROM voi_doses"]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                "--config",
+                cfg,
+                "--csv",
+                "-c",
+                "SELECT count(*) AS n FROM dose_effect; SELECT count(*) AS n FROM voi_doses",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.split() == ["n", "48", "n", "144"]
     with pytest.raises(Exception, match="read-only"):
         main(["sql", "--config", cfg, "-c", "CREATE TABLE x AS SELECT 1"])

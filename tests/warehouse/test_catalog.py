@@ -23,8 +23,10 @@ def test_empty_warehouse_has_typed_empty_views(tmp_path):
                 assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
                 described = con.execute(f"DESCRIBE {view}").fetchall()
                 got = [(r[0], r[1]) for r in described]
-                want = [(c.name, duckdb_type(c.arrow_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
-                        for c in spec.columns]
+                want = [
+                    (c.name, duckdb_type(c.arrow_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
+                    for c in spec.columns
+                ]
                 assert got == want, view
         assert con.execute("SELECT count(*) FROM dose_effect").fetchone() == (0,)
 
@@ -48,11 +50,15 @@ def test_dose_effect_maps_endpoints_to_cumulative_doses(small_warehouse):
     assert rows.loc["nephrotoxicity", "cumulative_dose_gy"] == pytest.approx(kid)
     assert rows.loc["nephrotoxicity", "cumulative_bed_gy"] == pytest.approx(1.2 * kid)
     assert rows.loc["nephrotoxicity", "effect"] == 1  # grade 2
-    assert rows.loc["xerostomia", "cumulative_dose_gy"] == pytest.approx(two_cycles * (VOIS["Parotid_L"] + VOIS["Parotid_R"] + 2 * i) / 2)
+    assert rows.loc["xerostomia", "cumulative_dose_gy"] == pytest.approx(
+        two_cycles * (VOIS["Parotid_L"] + VOIS["Parotid_R"] + 2 * i) / 2
+    )
     assert rows.loc["lesion_response", "cumulative_dose_gy"] == pytest.approx(two_cycles * (VOIS["Lesion_1"] + i))
     assert rows.loc["lesion_response", "effect"] == 0  # SD
     assert rows.loc["pfs", "target_voi"] == "Lesions_mean"
-    assert rows.loc["pfs", "cumulative_dose_gy"] == pytest.approx(two_cycles * (VOIS["Lesion_1"] + VOIS["Lesion_2"] + 2 * i) / 2)
+    assert rows.loc["pfs", "cumulative_dose_gy"] == pytest.approx(
+        two_cycles * (VOIS["Lesion_1"] + VOIS["Lesion_2"] + 2 * i) / 2
+    )
     # SD: quadrature over 2 cycles, then mean of two independent VOIs
     assert rows.loc["nephrotoxicity", "cumulative_dose_sd_gy"] == pytest.approx(math.sqrt(4 * 0.3**2) / 2)
     assert set(de.site_id) == {"SITE01", "SITE02", "SITE03"}
@@ -60,15 +66,28 @@ def test_dose_effect_maps_endpoints_to_cumulative_doses(small_warehouse):
 
 def test_whole_kidney_voi_takes_precedence_and_latest_version_is_used(small_warehouse):
     sid = "SITE01-S00"
-    kidneys = pd.DataFrame({"trial_id": TRIAL, "site_id": "SITE01", "subject_id": sid, "cycle": [1, 2],
-                            "voi": "Kidneys", "engine": "organ", "method": "multi_time_point", "dose_gy": [9.0, 11.0]})
+    kidneys = pd.DataFrame(
+        {
+            "trial_id": TRIAL,
+            "site_id": "SITE01",
+            "subject_id": sid,
+            "cycle": [1, 2],
+            "voi": "Kidneys",
+            "engine": "organ",
+            "method": "multi_time_point",
+            "dose_gy": [9.0, 11.0],
+        }
+    )
     load_table(small_warehouse, "voi_doses", kidneys)
     corrected = kidneys.assign(dose_gy=[10.0, 11.0])
     assert load_table(small_warehouse, "voi_doses", corrected).rows_new_version == 1
     refresh_catalog(small_warehouse)
     with connect(small_warehouse) as con:
-        got = con.execute("SELECT target_voi, cumulative_dose_gy, n_vois FROM dose_effect "
-                          "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'", [sid]).fetchall()
+        got = con.execute(
+            "SELECT target_voi, cumulative_dose_gy, n_vois FROM dose_effect "
+            "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'",
+            [sid],
+        ).fetchall()
     assert got == [("Kidneys", 21.0, 1)]
 
 
@@ -86,20 +105,42 @@ def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
     that replaced it; cycle 2 only a single-time-point one: the cumulative dose is cycle 1's
     multi-time-point dose plus cycle 2's single-time-point dose, nothing counted twice."""
     sid = "SITE03-S01"
-    rows = pd.DataFrame({"trial_id": TRIAL, "site_id": "SITE03", "subject_id": sid, "voi": "Kidneys",
-                         "engine": "organ", "cycle": [1, 1, 1, 2, 2],
-                         "method": ["single_time_point_hanscheid", "single_time_point_madsen", "multi_time_point",
-                                    "single_time_point_hanscheid", "single_time_point_madsen"],
-                         "dose_gy": [7.0, 8.0, 9.0, 5.0, 6.0], "final": [False, False, True, False, True]})
+    rows = pd.DataFrame(
+        {
+            "trial_id": TRIAL,
+            "site_id": "SITE03",
+            "subject_id": sid,
+            "voi": "Kidneys",
+            "engine": "organ",
+            "cycle": [1, 1, 1, 2, 2],
+            "method": [
+                "single_time_point_hanscheid",
+                "single_time_point_madsen",
+                "multi_time_point",
+                "single_time_point_hanscheid",
+                "single_time_point_madsen",
+            ],
+            "dose_gy": [7.0, 8.0, 9.0, 5.0, 6.0],
+            "final": [False, False, True, False, True],
+        }
+    )
     load_table(small_warehouse, "voi_doses", rows)
     refresh_catalog(small_warehouse)
     with connect(small_warehouse) as con:
-        per_cycle = con.execute("SELECT cycle, method, dose_gy FROM voi_dose_cycle WHERE subject_id = ? "
-                                "AND voi = 'Kidneys' ORDER BY cycle", [sid]).fetchall()
-        cum = con.execute("SELECT method, n_cycles, dose_gy, all_final FROM voi_dose_cumulative "
-                          "WHERE subject_id = ? AND voi = 'Kidneys'", [sid]).fetchall()
-        de = con.execute("SELECT count(*), any_value(cumulative_dose_gy) FROM dose_effect "
-                         "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'", [sid]).fetchone()
+        per_cycle = con.execute(
+            "SELECT cycle, method, dose_gy FROM voi_dose_cycle WHERE subject_id = ? AND voi = 'Kidneys' ORDER BY cycle",
+            [sid],
+        ).fetchall()
+        cum = con.execute(
+            "SELECT method, n_cycles, dose_gy, all_final FROM voi_dose_cumulative "
+            "WHERE subject_id = ? AND voi = 'Kidneys'",
+            [sid],
+        ).fetchall()
+        de = con.execute(
+            "SELECT count(*), any_value(cumulative_dose_gy) FROM dose_effect "
+            "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'",
+            [sid],
+        ).fetchone()
     assert per_cycle == [(1, "multi_time_point", 9.0), (2, "single_time_point_madsen", 6.0)]
     assert cum == [("mixed", 2, 15.0, True)]
     assert de == (1, 15.0)
@@ -108,10 +149,17 @@ def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
 def test_event_grades_per_endpoint(small_warehouse):
     """Xerostomia counts from grade 1, nephrotoxicity from grade 2 (EVENT_MIN_GRADE)."""
     with connect(small_warehouse) as con:
-        got = con.execute("SELECT endpoint, grade, any_value(effect) FROM dose_effect WHERE endpoint IN "
-                          "('nephrotoxicity', 'xerostomia') GROUP BY ALL ORDER BY ALL").fetchall()
-    assert got == [("nephrotoxicity", 0, 0), ("nephrotoxicity", 1, 0), ("nephrotoxicity", 2, 1),
-                   ("xerostomia", 0, 0), ("xerostomia", 1, 1)]
+        got = con.execute(
+            "SELECT endpoint, grade, any_value(effect) FROM dose_effect WHERE endpoint IN "
+            "('nephrotoxicity', 'xerostomia') GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    assert got == [
+        ("nephrotoxicity", 0, 0),
+        ("nephrotoxicity", 1, 0),
+        ("nephrotoxicity", 2, 1),
+        ("xerostomia", 0, 0),
+        ("xerostomia", 1, 1),
+    ]
 
 
 # --- the analysts' catalog beside the pipeline (issue 16) -------------------------------
@@ -141,8 +189,13 @@ _SESSION = textwrap.dedent("""
 
 
 def _session(path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _SESSION, str(path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SESSION, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc
 
 
@@ -225,10 +278,18 @@ def test_materialised_cumulative_equals_the_live_definition(small_warehouse):
     from rntflow.warehouse.catalog import DERIVED_VIEWS
 
     sid = "SITE03-S01"
-    rows = pd.DataFrame({"trial_id": TRIAL, "site_id": "SITE03", "subject_id": sid, "voi": "Kidneys",
-                         "engine": "organ", "cycle": [1, 1, 2], "method": ["single_time_point_madsen",
-                                                                          "multi_time_point", "single_time_point_madsen"],
-                         "dose_gy": [8.0, 9.0, 6.0]})
+    rows = pd.DataFrame(
+        {
+            "trial_id": TRIAL,
+            "site_id": "SITE03",
+            "subject_id": sid,
+            "voi": "Kidneys",
+            "engine": "organ",
+            "cycle": [1, 1, 2],
+            "method": ["single_time_point_madsen", "multi_time_point", "single_time_point_madsen"],
+            "dose_gy": [8.0, 9.0, 6.0],
+        }
+    )
     load_table(small_warehouse, "voi_doses", rows)
     with connect(small_warehouse) as con:
         mat = con.execute("SELECT * FROM voi_dose_cumulative ORDER BY ALL").fetchall()
@@ -241,7 +302,19 @@ def test_catalog_opens_in_the_oldest_declared_storage_format(small_warehouse):
     cli = Path(sys.executable).parent / "duckdb"
     if not cli.exists():
         pytest.skip("no DuckDB CLI in the virtualenv (pip install duckdb-cli)")
-    out = subprocess.run([str(cli), "-readonly", "-csv", "-noheader", str(catalog_path(small_warehouse)),
-                          "-c", "SELECT count(*) FROM dose_effect"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            str(cli),
+            "-readonly",
+            "-csv",
+            "-noheader",
+            str(catalog_path(small_warehouse)),
+            "-c",
+            "SELECT count(*) FROM dose_effect",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "48"

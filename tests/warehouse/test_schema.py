@@ -14,12 +14,32 @@ from rntflow.warehouse.schema import (
     unit_from_name,
 )
 
-REQUIRED_TABLES = {"sites", "cameras", "calibrations", "phantom_results", "subjects", "administrations", "studies",
-                   "qa_checks", "voi_timepoints", "tac_fits", "voi_doses", "dvhs", "outcomes", "flow_runs"}
+REQUIRED_TABLES = {
+    "sites",
+    "cameras",
+    "calibrations",
+    "phantom_results",
+    "subjects",
+    "administrations",
+    "studies",
+    "qa_checks",
+    "voi_timepoints",
+    "tac_fits",
+    "voi_doses",
+    "dvhs",
+    "outcomes",
+    "flow_runs",
+}
 
 #: Float columns that are legitimately dimensionless (ratios, fractions, statistics).
-DIMENSIONLESS = {"recovery_coefficient", "recovery_coefficient_harmonised", "bqml_scale_factor", "aicc", "r2",
-                 "volume_fraction"}
+DIMENSIONLESS = {
+    "recovery_coefficient",
+    "recovery_coefficient_harmonised",
+    "bqml_scale_factor",
+    "aicc",
+    "r2",
+    "volume_fraction",
+}
 
 
 def test_all_tables_declared_with_bookkeeping_and_trial_id():
@@ -36,8 +56,9 @@ def test_all_tables_declared_with_bookkeeping_and_trial_id():
             assert not t.column(p).nullable, (t.name, p)
 
 
-@pytest.mark.parametrize("bad", ["patient_name", "PatientName", "patient_id", "PatientID", "birth_date",
-                                 "date_of_birth", "dob"])
+@pytest.mark.parametrize(
+    "bad", ["patient_name", "PatientName", "patient_id", "PatientID", "birth_date", "date_of_birth", "dob"]
+)
 def test_privacy_pattern_catches_identifiers(bad):
     assert FORBIDDEN_NAME_RE.search(bad)
 
@@ -48,8 +69,12 @@ def test_no_identifier_columns_in_schema():
 
 
 def test_every_float_column_has_a_unit_or_is_declared_dimensionless():
-    missing = [(t.name, c.name) for t in TABLES.values() for c in t.columns
-               if pa.types.is_floating(c.arrow_type) and c.unit is None and c.name not in DIMENSIONLESS]
+    missing = [
+        (t.name, c.name)
+        for t in TABLES.values()
+        for c in t.columns
+        if pa.types.is_floating(c.arrow_type) and c.unit is None and c.name not in DIMENSIONLESS
+    ]
     assert missing == []
 
 
@@ -91,8 +116,10 @@ def test_derived_views_are_declared_as_the_catalog_builds_them(tmp_path):
     with connect(tmp_path) as con:
         for name, view in DERIVED.items():
             got = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {name}").fetchall()]
-            want = [(c.name, duckdb_type(c.arrow_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
-                    for c in view.columns]
+            want = [
+                (c.name, duckdb_type(c.arrow_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"))
+                for c in view.columns
+            ]
             assert got == want, name
             for c in view.columns:
                 assert c.unit == unit_from_name(c.name), (name, c.name)

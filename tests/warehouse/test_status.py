@@ -44,9 +44,14 @@ CAM_GE_B = "GE MEDICAL SYSTEMS|Discovery NM/CT 670 Pro|GE-670-2003"
 def write_trial(root: Path) -> Path:
     """The example trial config copied under ``root`` with its data paths there."""
     raw = yaml.safe_load(EXAMPLE.read_text())
-    raw["paths"] = {"spool": "data/spool", "warehouse": "data/warehouse", "keys": "data/keys",
-                    "enrolment": "data/trial/enrolment.csv", "phantom_fills": "data/trial/fills.csv",
-                    "prefect_home": "data/prefect"}
+    raw["paths"] = {
+        "spool": "data/spool",
+        "warehouse": "data/warehouse",
+        "keys": "data/keys",
+        "enrolment": "data/trial/enrolment.csv",
+        "phantom_fills": "data/trial/fills.csv",
+        "prefect_home": "data/prefect",
+    }
     path = root / "deploy" / "trial.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -56,11 +61,30 @@ def write_trial(root: Path) -> Path:
     return path
 
 
-def _study(site: str, study_id: str, subject: str | None, cycle: int | None, t_h: float | None,
-           camera: str, kind: str = "patient", compliant: bool = True, admin: datetime = T0) -> dict:
-    return {"trial_id": TRIAL, "site_id": site, "study_id": study_id, "subject_id": subject, "cycle": cycle,
-            "kind": kind, "camera_id": camera, "t_h": t_h, "n_instances": 100, "protocol_compliant": compliant,
-            "acquired_at": admin + timedelta(hours=t_h or 0.0)}
+def _study(
+    site: str,
+    study_id: str,
+    subject: str | None,
+    cycle: int | None,
+    t_h: float | None,
+    camera: str,
+    kind: str = "patient",
+    compliant: bool = True,
+    admin: datetime = T0,
+) -> dict:
+    return {
+        "trial_id": TRIAL,
+        "site_id": site,
+        "study_id": study_id,
+        "subject_id": subject,
+        "cycle": cycle,
+        "kind": kind,
+        "camera_id": camera,
+        "t_h": t_h,
+        "n_instances": 100,
+        "protocol_compliant": compliant,
+        "acquired_at": admin + timedelta(hours=t_h or 0.0),
+    }
 
 
 def fill_warehouse(wh: Path) -> None:
@@ -86,50 +110,137 @@ def fill_warehouse(wh: Path) -> None:
     load_table(wh, "studies", pd.DataFrame(studies))
 
     def cal(site, camera, cal_id, valid_from, superseded_by=None, drift=None):
-        return {"trial_id": TRIAL, "site_id": site, "camera_id": camera, "radionuclide": "Lu-177",
-                "protocol": "LU177-POST", "valid_from": valid_from, "calibration_id": cal_id,
-                "sensitivity_cps_per_mbq": 10.4, "superseded_by": superseded_by,
-                "drift_pct": drift, "drift_flag": None if drift is None else abs(drift) > 5}
+        return {
+            "trial_id": TRIAL,
+            "site_id": site,
+            "camera_id": camera,
+            "radionuclide": "Lu-177",
+            "protocol": "LU177-POST",
+            "valid_from": valid_from,
+            "calibration_id": cal_id,
+            "sensitivity_cps_per_mbq": 10.4,
+            "superseded_by": superseded_by,
+            "drift_pct": drift,
+            "drift_flag": None if drift is None else abs(drift) > 5,
+        }
 
-    load_table(wh, "calibrations", pd.DataFrame([
-        cal("SITE01", "CAM01", "CAL-OLD", T0 - timedelta(days=400), superseded_by="CAL-1"),
-        cal("SITE01", "CAM01", "CAL-1", T0 - timedelta(days=10), drift=6.0),
-        cal("SITE02", CAM_GE, "CAL-2", T0 - timedelta(days=200)),
-    ]))
-    doses = [{"trial_id": TRIAL, "site_id": "SITE01", "subject_id": "RNT-001-0001", "cycle": 1, "voi": voi,
-              "engine": "voxel_dpk", "method": "multi_time_point", "dose_gy": 3.0}
-             for voi in ("Kidney_L", "Kidney_R", "Lesion_1")]
+    load_table(
+        wh,
+        "calibrations",
+        pd.DataFrame(
+            [
+                cal("SITE01", "CAM01", "CAL-OLD", T0 - timedelta(days=400), superseded_by="CAL-1"),
+                cal("SITE01", "CAM01", "CAL-1", T0 - timedelta(days=10), drift=6.0),
+                cal("SITE02", CAM_GE, "CAL-2", T0 - timedelta(days=200)),
+            ]
+        ),
+    )
+    doses = [
+        {
+            "trial_id": TRIAL,
+            "site_id": "SITE01",
+            "subject_id": "RNT-001-0001",
+            "cycle": 1,
+            "voi": voi,
+            "engine": "voxel_dpk",
+            "method": "multi_time_point",
+            "dose_gy": 3.0,
+        }
+        for voi in ("Kidney_L", "Kidney_R", "Lesion_1")
+    ]
     load_table(wh, "voi_doses", pd.DataFrame(doses))
-    load_table(wh, "qa_checks", pd.DataFrame([
-        # a study-scope failure without subject_id: attributed through the study
-        {"trial_id": TRIAL, "site_id": "SITE02", "check_name": "scatter_correction", "scope": "study",
-         "scope_id": "ST-C2", "study_id": "ST-C2", "status": "fail", "value_found": "off",
-         "value_expected": "on", "message": "no scatter correction"},
-        {"trial_id": TRIAL, "site_id": "SITE02", "check_name": "calibration_age", "scope": "calibration",
-         "scope_id": "CAL-2", "status": "fail", "value_found": "257 d", "value_expected": "<= 180 d",
-         "message": "calibration expired"},
-        {"trial_id": TRIAL, "site_id": "SITE01", "check_name": "fit_r2", "scope": "voi",
-         "scope_id": "RNT-001-0001/1/Kidney_L", "subject_id": "RNT-001-0001", "cycle": 1, "status": "warn",
-         "value_found": "0.89", "value_expected": ">= 0.9", "message": "poor fit"},
-        {"trial_id": TRIAL, "site_id": "SITE01", "check_name": "energy_window", "scope": "study",
-         "scope_id": "ST-A1", "study_id": "ST-A1", "subject_id": "RNT-001-0001", "cycle": 1,
-         "status": "pass", "message": "ok"},
-    ]))
+    load_table(
+        wh,
+        "qa_checks",
+        pd.DataFrame(
+            [
+                # a study-scope failure without subject_id: attributed through the study
+                {
+                    "trial_id": TRIAL,
+                    "site_id": "SITE02",
+                    "check_name": "scatter_correction",
+                    "scope": "study",
+                    "scope_id": "ST-C2",
+                    "study_id": "ST-C2",
+                    "status": "fail",
+                    "value_found": "off",
+                    "value_expected": "on",
+                    "message": "no scatter correction",
+                },
+                {
+                    "trial_id": TRIAL,
+                    "site_id": "SITE02",
+                    "check_name": "calibration_age",
+                    "scope": "calibration",
+                    "scope_id": "CAL-2",
+                    "status": "fail",
+                    "value_found": "257 d",
+                    "value_expected": "<= 180 d",
+                    "message": "calibration expired",
+                },
+                {
+                    "trial_id": TRIAL,
+                    "site_id": "SITE01",
+                    "check_name": "fit_r2",
+                    "scope": "voi",
+                    "scope_id": "RNT-001-0001/1/Kidney_L",
+                    "subject_id": "RNT-001-0001",
+                    "cycle": 1,
+                    "status": "warn",
+                    "value_found": "0.89",
+                    "value_expected": ">= 0.9",
+                    "message": "poor fit",
+                },
+                {
+                    "trial_id": TRIAL,
+                    "site_id": "SITE01",
+                    "check_name": "energy_window",
+                    "scope": "study",
+                    "scope_id": "ST-A1",
+                    "study_id": "ST-A1",
+                    "subject_id": "RNT-001-0001",
+                    "cycle": 1,
+                    "status": "pass",
+                    "message": "ok",
+                },
+            ]
+        ),
+    )
 
     def run(run_id, flow, state, subject, at, message=None, site=None):
-        return {"trial_id": TRIAL, "site_id": site, "flow_run_id": run_id, "flow_name": flow, "state": state,
-                "subject_id": subject, "started_at": at, "ended_at": at + timedelta(minutes=3),
-                "message": message}
+        return {
+            "trial_id": TRIAL,
+            "site_id": site,
+            "flow_run_id": run_id,
+            "flow_name": flow,
+            "state": state,
+            "subject_id": subject,
+            "started_at": at,
+            "ended_at": at + timedelta(minutes=3),
+            "message": message,
+        }
 
-    load_table(wh, "flow_runs", pd.DataFrame([
-        # a failure that a later run fixed: not shown
-        run("fr-1", "dosimetry", "Failed", "RNT-001-0001", T0 + timedelta(days=8), "registration failed"),
-        run("fr-2", "dosimetry", "Completed", "RNT-001-0001", T0 + timedelta(days=9)),
-        # a current failure; a flow that (wrongly) put a PatientID in its message
-        run("fr-3", "dosimetry", "Failed", "RNT-001-0002", T0 + timedelta(days=8),
-            "TAC fit did not converge for P-AMS-100002 (Kidney_L)"),
-        run("fr-4", "calibration", "Crashed", None, T0 - timedelta(days=9), "worker lost", site="SITE03"),
-    ]))
+    load_table(
+        wh,
+        "flow_runs",
+        pd.DataFrame(
+            [
+                # a failure that a later run fixed: not shown
+                run("fr-1", "dosimetry", "Failed", "RNT-001-0001", T0 + timedelta(days=8), "registration failed"),
+                run("fr-2", "dosimetry", "Completed", "RNT-001-0001", T0 + timedelta(days=9)),
+                # a current failure; a flow that (wrongly) put a PatientID in its message
+                run(
+                    "fr-3",
+                    "dosimetry",
+                    "Failed",
+                    "RNT-001-0002",
+                    T0 + timedelta(days=8),
+                    "TAC fit did not converge for P-AMS-100002 (Kidney_L)",
+                ),
+                run("fr-4", "calibration", "Crashed", None, T0 - timedelta(days=9), "worker lost", site="SITE03"),
+            ]
+        ),
+    )
 
 
 def fill_inbox(spool: Path) -> None:
@@ -137,12 +248,20 @@ def fill_inbox(spool: Path) -> None:
     con = sqlite3.connect(spool / "inbox.sqlite")
     con.executescript(INBOX_SCHEMA)
     rows = [("SITE01", f"1.2.3.{i}", None, "handed_off") for i in range(7)]
-    rows += [("SITE02", "1.2.4.1", None, "handed_off"), ("SITE02", "1.2.4.2", None, "receiving"),
-             ("SITE02", "1.2.4.9", "7f3a9c0e11d2", "held")]
-    con.executemany("INSERT INTO studies (site_id, study_uid, patient_hash, n_instances, first_at_s, last_at_s,"
-                    " state) VALUES (?, ?, ?, 12, 0, 0, ?)", rows)
-    con.execute("INSERT INTO quarantine (site_id, path, reason, status, n_bytes, at_s)"
-                " VALUES ('SITE03', 'q/x.bin', 'not DICOM', 49152, 10, 0)")
+    rows += [
+        ("SITE02", "1.2.4.1", None, "handed_off"),
+        ("SITE02", "1.2.4.2", None, "receiving"),
+        ("SITE02", "1.2.4.9", "7f3a9c0e11d2", "held"),
+    ]
+    con.executemany(
+        "INSERT INTO studies (site_id, study_uid, patient_hash, n_instances, first_at_s, last_at_s,"
+        " state) VALUES (?, ?, ?, 12, 0, 0, ?)",
+        rows,
+    )
+    con.execute(
+        "INSERT INTO quarantine (site_id, path, reason, status, n_bytes, at_s)"
+        " VALUES ('SITE03', 'q/x.bin', 'not DICOM', 49152, 10, 0)"
+    )
     con.commit()
     con.close()
 
@@ -171,12 +290,14 @@ def _subjects(status: dict) -> dict:
 
 
 def test_match_time_point_windows_and_overlap():
-    w = [TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
-         TimePointWindow(nominal_h=24, earliest_h=6, latest_h=30)]
+    w = [
+        TimePointWindow(nominal_h=4, earliest_h=2, latest_h=8),
+        TimePointWindow(nominal_h=24, earliest_h=6, latest_h=30),
+    ]
     assert match_time_point(3.0, w) == 0
-    assert match_time_point(7.0, w) == 0       # in both windows: nearest nominal
+    assert match_time_point(7.0, w) == 0  # in both windows: nearest nominal
     assert match_time_point(20.0, w) == 1
-    assert match_time_point(30.0, w) == 1      # inclusive bounds
+    assert match_time_point(30.0, w) == 1  # inclusive bounds
     assert match_time_point(31.0, w) is None
     assert match_time_point(None, w) is None
     assert match_time_point(float("nan"), w) is None
@@ -198,14 +319,24 @@ def test_current_calibration_is_the_one_in_force_at_as_of():
     t = datetime(2024, 1, 1, tzinfo=UTC)
 
     def row(cal_id, days, superseded_by=None):
-        return {"site_id": "SITE01", "camera_id": "CAM01", "radionuclide": "Lu-177", "protocol": "P",
-                "calibration_id": cal_id, "valid_from": t + timedelta(days=days), "superseded_by": superseded_by,
-                "drift_pct": None, "drift_flag": None}
+        return {
+            "site_id": "SITE01",
+            "camera_id": "CAM01",
+            "radionuclide": "Lu-177",
+            "protocol": "P",
+            "calibration_id": cal_id,
+            "valid_from": t + timedelta(days=days),
+            "superseded_by": superseded_by,
+            "drift_pct": None,
+            "drift_flag": None,
+        }
 
     rows = [row("A", 0), row("B", 50, superseded_by="C"), row("C", 120)]
     states = calibration_states(rows, {"SITE01": {"CAM01", "CAM02"}}, t + timedelta(days=100), 180)["SITE01"]
     assert [(c.camera_id, c.calibration_id, c.status) for c in states] == [
-        ("CAM01", "B", "valid"), ("CAM02", None, "missing")]
+        ("CAM01", "B", "valid"),
+        ("CAM02", None, "missing"),
+    ]
     later = calibration_states(rows, {}, t + timedelta(days=130), 180)["SITE01"]
     assert [c.calibration_id for c in later] == ["C"]
     assert calibration_states(rows, {}, t - timedelta(days=1), 180) == {}
@@ -265,19 +396,23 @@ def test_calibrations_valid_expired_missing_due(trial):
     sites = _sites(coordinator_status(cfg, now=AS_OF))
     site1 = {c["camera_id"]: c for c in sites["SITE01"]["calibrations"]}
     assert list(site1) == ["CAM01"]
-    assert site1["CAM01"]["calibration_id"] == "CAL-1"          # the superseded one is ignored
+    assert site1["CAM01"]["calibration_id"] == "CAL-1"  # the superseded one is ignored
     assert site1["CAM01"]["status"] == "valid"
     assert site1["CAM01"]["days_left"] == pytest.approx(180 - 10 - 56 - 24.5 / 24, abs=0.1)
     site2 = {c["camera_id"]: c for c in sites["SITE02"]["calibrations"]}
     assert site2[CAM_GE]["status"] == "expired" and site2[CAM_GE]["days_left"] < 0
-    assert site2[CAM_GE_B]["status"] == "missing"                # a camera in studies, no calibration
+    assert site2[CAM_GE_B]["status"] == "missing"  # a camera in studies, no calibration
     assert sites["SITE02"]["calibration_counts"] == {"valid": 0, "due": 0, "expired": 1, "missing": 1}
     assert sites["SITE03"]["calibrations"] == []
     # due: within 30 days (parameter) of expiry
     later = coordinator_status(cfg, now=T0 + timedelta(days=155))
     assert _sites(later)["SITE01"]["calibrations"][0]["status"] == "due"
-    assert _sites(coordinator_status(cfg, now=T0 + timedelta(days=155), due_within_days=10)
-                  )["SITE01"]["calibrations"][0]["status"] == "valid"
+    assert (
+        _sites(coordinator_status(cfg, now=T0 + timedelta(days=155), due_within_days=10))["SITE01"]["calibrations"][0][
+            "status"
+        ]
+        == "valid"
+    )
     # seen before CAL-1 existed, the superseded calibration was the current one (and expired)
     early = coordinator_status(cfg, now=T0 - timedelta(days=20))
     cam = _sites(early)["SITE01"]["calibrations"][0]
@@ -287,7 +422,7 @@ def test_calibrations_valid_expired_missing_due(trial):
 def test_subject_time_points_doses_and_qa(trial):
     subjects = _subjects(coordinator_status(load_config(trial), now=AS_OF))
     assert list(subjects) == ["RNT-001-0001", "RNT-001-0002", "RNT-002-0001", "RNT-003-0001"]
-    assert "RNT-001-Q001" not in subjects                        # phantoms are not subjects
+    assert "RNT-001-Q001" not in subjects  # phantoms are not subjects
     a = subjects["RNT-001-0001"]
     c1, c2 = a["cycles"]
     assert (c1["received_h"], c1["missing_h"], c1["pending_h"]) == ([4, 24, 96], [168], [])
@@ -295,7 +430,7 @@ def test_subject_time_points_doses_and_qa(trial):
     assert c1["qa"] == {"fail": 0, "warn": 1}
     assert (c2["received_h"], c2["missing_h"], c2["pending_h"]) == ([4, 24], [], [96, 168])
     assert not c2["dose"]
-    assert a["failed_runs"] == []                                # the failure was re-run successfully
+    assert a["failed_runs"] == []  # the failure was re-run successfully
     assert a["state"] == "attention" and "missing_time_point" in a["flags"]
     assert a["studies_processed"] == 5
 
@@ -303,7 +438,7 @@ def test_subject_time_points_doses_and_qa(trial):
     assert c["received_h"] == [4, 24] and c["missing_h"] == [96, 168]
     assert c["out_of_window"] == [{"study_id": "ST-C3", "t_h": 200.0, "reason": "late"}]
     assert c["non_compliant_studies"] == ["ST-C2"]
-    assert c["qa"]["fail"] == 1                                  # the study-scope check, via its study
+    assert c["qa"]["fail"] == 1  # the study-scope check, via its study
     assert subjects["RNT-002-0001"]["qa"] == {"fail": 1, "warn": 0}
     assert {"qa_fail", "out_of_window", "non_compliant"} <= set(subjects["RNT-002-0001"]["flags"])
 
@@ -319,7 +454,7 @@ def test_failed_flow_run_shown(trial):
     assert run["message"] == f"TAC fit did not converge for {REDACTED} (Kidney_L)"
     sites = _sites(status)
     assert sites["SITE01"]["flow_runs_failed"] == 1
-    assert [r["flow_run_id"] for r in sites["SITE03"]["failed_runs"]] == ["fr-4"]   # no subject: by site
+    assert [r["flow_run_id"] for r in sites["SITE03"]["failed_runs"]] == ["fr-4"]  # no subject: by site
     text = format_coordinator_status(status)
     assert "RNT-001-0002  [FAILED]" in text
     assert "    failed: dosimetry Failed: TAC fit did not converge for [redacted]" in text
@@ -332,15 +467,24 @@ def test_terminal_output(trial):
     assert max(len(line) for line in lines) <= 100
     assert "    C1: 4h   24h  96h  ---   dose yes  QA 1 warn  (missing 168h)" in lines, text
     assert "    C2: 4h   24h  ...  ...   dose no   QA ok" in lines
-    assert ("    C1: 4h   24h  ---  ---  dose no   QA 1 fail  (missing 96h 168h; late 200h; "
-            "1 non-compliant)") in lines
-    assert any(line.startswith("SITE02       1     3     1     4     1     0     1        2        0       0"
-                               "  1 expired, 1 missing") for line in lines)
+    assert ("    C1: 4h   24h  ---  ---  dose no   QA 1 fail  (missing 96h 168h; late 200h; 1 non-compliant)") in lines
+    assert any(
+        line.startswith(
+            "SITE02       1     3     1     4     1     0     1        2        0       0  1 expired, 1 missing"
+        )
+        for line in lines
+    )
     # long Manufacturer|Model|Serial ids are shortened in the middle, keeping the serial
-    assert any(line.startswith("  calibration EXPIRED  GE MEDICAL SYSTEMS|")
-               and line.endswith("...|GE-670-2002: expired 2023-01-12 (77 d ago)") for line in lines)
-    assert any(line.startswith("  calibration MISSING  GE MEDICAL SYSTEMS|")
-               and line.endswith("...|GE-670-2003: camera in studies, no calibration") for line in lines)
+    assert any(
+        line.startswith("  calibration EXPIRED  GE MEDICAL SYSTEMS|")
+        and line.endswith("...|GE-670-2002: expired 2023-01-12 (77 d ago)")
+        for line in lines
+    )
+    assert any(
+        line.startswith("  calibration MISSING  GE MEDICAL SYSTEMS|")
+        and line.endswith("...|GE-670-2003: camera in studies, no calibration")
+        for line in lines
+    )
     assert "  calibration valid    CAM01: until 2023-07-21 (113 d left), DRIFT +6.0%" in lines
     assert "  held        unenrolled patient 7f3a9c0e11d2: 12 instance(s)" in lines
     assert "  QA fail     scatter_correction (study ST-C2): found off, expected on" in text
@@ -363,8 +507,9 @@ def test_cli_json_parses(trial, capsys):
     assert {"trial_id", "as_of", "clock", "sites", "subjects", "totals", "protocol", "sources"} <= set(doc)
     assert doc["trial_id"] == TRIAL
     assert _sites(doc)["SITE02"]["calibration_counts"]["expired"] == 1
-    assert main(["status", "--config", str(trial), "--json", "--as-of", "2023-02-02T08:00",
-                 "--due-within-days", "5"]) == 0
+    assert (
+        main(["status", "--config", str(trial), "--json", "--as-of", "2023-02-02T08:00", "--due-within-days", "5"]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["clock"] == "given" and doc["protocol"]["calibration_due_within_days"] == 5
 
@@ -411,7 +556,7 @@ def test_unreadable_warehouse_is_reported_not_fatal(tmp_path):
     bad.write_bytes(b"not parquet at all")
     status = coordinator_status(cfg, now=AS_OF)
     assert "cannot read" in status["sources"]["warehouse"]["error"]
-    assert _sites(status)["SITE01"]["studies_received"] == 7      # the inbox is still shown
+    assert _sites(status)["SITE01"]["studies_received"] == 7  # the inbox is still shown
     assert "WAREHOUSE UNREADABLE" in format_coordinator_status(status)
 
 

@@ -68,8 +68,10 @@ def test_changed_value_adds_a_version_and_keeps_the_old(tmp_path):
     assert _count(tmp_path, "voi_doses") == 144
     key = df.iloc[0]
     with connect(tmp_path) as con:
-        sql = ("SELECT result_version, dose_gy FROM {} WHERE subject_id = ? AND voi = ? AND cycle = ? "
-               "ORDER BY result_version")
+        sql = (
+            "SELECT result_version, dose_gy FROM {} WHERE subject_id = ? AND voi = ? AND cycle = ? "
+            "ORDER BY result_version"
+        )
         args = [key.subject_id, key.voi, int(key.cycle)]
         assert con.execute(sql.format("voi_doses_history"), args).fetchall() == [(1, key.dose_gy), (2, 12.5)]
         assert con.execute(sql.format("voi_doses"), args).fetchall() == [(2, 12.5)]
@@ -96,13 +98,16 @@ def test_missing_not_null_key_names_the_column(tmp_path):
     assert not (tmp_path / "voi_doses").exists() or _visible_parquet(tmp_path, "voi_doses") == []
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.assign(patient_name="x"), "not in the schema"),
-    (lambda d: d.assign(engine="monte_carlo"), "not in"),
-    (lambda d: d.assign(dose_gy="a lot"), "dose_gy"),
-    (lambda d: pd.concat([d, d.head(1)]), "natural key"),
-    (lambda d: d.assign(site_id="../etc"), "partition"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.assign(patient_name="x"), "not in the schema"),
+        (lambda d: d.assign(engine="monte_carlo"), "not in"),
+        (lambda d: d.assign(dose_gy="a lot"), "dose_gy"),
+        (lambda d: pd.concat([d, d.head(1)]), "natural key"),
+        (lambda d: d.assign(site_id="../etc"), "partition"),
+    ],
+)
 def test_invalid_frames_are_rejected(tmp_path, mutate, message):
     with pytest.raises(WarehouseError, match=message):
         load_table(tmp_path, "voi_doses", mutate(voi_doses_frame()))
@@ -138,8 +143,8 @@ def test_killed_process_between_write_and_rename_leaves_no_visible_file(tmp_path
     script = textwrap.dedent(f"""
         import os, pandas as pd
         from rntflow.warehouse.writer import load_table
-        df = pd.read_parquet({str(tmp_path / 'input.parquet')!r})
-        load_table({str(tmp_path / 'wh')!r}, "voi_doses", df, _before_rename=lambda tmp: os._exit(9))
+        df = pd.read_parquet({str(tmp_path / "input.parquet")!r})
+        load_table({str(tmp_path / "wh")!r}, "voi_doses", df, _before_rename=lambda tmp: os._exit(9))
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 9, proc.stderr
@@ -158,7 +163,11 @@ def test_open_reader_sees_new_versions_live_and_refresh_does_not_disturb_it(smal
         load_table(small_warehouse, "voi_doses", voi_doses_frame().assign(dose_gy=1.0))
         refresh_catalog(small_warehouse)  # must not fail on the reader's open file
         # the views resolve their files at query time: no reconnect needed
-        assert reader.execute("SELECT count(*), max(result_version), max(dose_gy) FROM voi_doses").fetchone() == (144, 2, 1.0)
+        assert reader.execute("SELECT count(*), max(result_version), max(dose_gy) FROM voi_doses").fetchone() == (
+            144,
+            2,
+            1.0,
+        )
     with connect(small_warehouse) as con:
         assert con.execute("SELECT count(*), max(result_version) FROM voi_doses").fetchone() == (144, 2)
 
@@ -179,6 +188,7 @@ def test_crash_between_history_and_latest_is_repaired(tmp_path, monkeypatch):
         with pytest.raises(_Crash):
             load_table(tmp_path, "voi_doses", df.assign(dose_gy=df.dose_gy + 1)[df.site_id == "SITE01"])
     from rntflow.warehouse.writer import read_latest
+
     got = read_latest(tmp_path, "voi_doses", "site_id = 'SITE01'")
     assert len(got) == 48 and (got.result_version == 2).all()  # from the history, nothing written
     # the retried load finds the rows unchanged (no third version) and repairs latest/
@@ -194,7 +204,8 @@ def test_schema_evolution_new_column_old_files_readable(tmp_path):
     old_files = {p: p.stat().st_mtime_ns for p in _visible_parquet(tmp_path, "voi_doses")}
     evolved = dict(TABLES)
     evolved["voi_doses"] = TABLES["voi_doses"].with_column(
-        Column("dose_rate_max_gy_per_h", pa.float64(), "Gy/h", "Peak dose rate.", True))
+        Column("dose_rate_max_gy_per_h", pa.float64(), "Gy/h", "Peak dose rate.", True)
+    )
     # the catalog of the evolved schema shows the column even before any file holds it
     refresh_catalog(tmp_path, tables=evolved)
     with connect(tmp_path, tables=evolved) as con:
@@ -206,16 +217,17 @@ def test_schema_evolution_new_column_old_files_readable(tmp_path):
     assert all(p.stat().st_mtime_ns == m for p, m in old_files.items())
     refresh_catalog(tmp_path, tables=evolved)
     with connect(tmp_path, tables=evolved) as con:
-        rows = con.execute("SELECT site_id, count(*), count(dose_rate_max_gy_per_h), max(dose_rate_max_gy_per_h) "
-                           "FROM voi_doses GROUP BY site_id ORDER BY site_id").fetchall()
+        rows = con.execute(
+            "SELECT site_id, count(*), count(dose_rate_max_gy_per_h), max(dose_rate_max_gy_per_h) "
+            "FROM voi_doses GROUP BY site_id ORDER BY site_id"
+        ).fetchall()
     assert rows == [("SITE01", 48, 0, None), ("SITE02", 48, 48, 0.5)]
 
 
 def test_concurrent_loads_do_not_duplicate(tmp_path):
     df = voi_doses_frame()
     reports: list[LoadReport] = []
-    threads = [threading.Thread(target=lambda: reports.append(load_table(tmp_path, "voi_doses", df)))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: reports.append(load_table(tmp_path, "voi_doses", df))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
