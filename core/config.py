@@ -42,7 +42,7 @@ class TlsSettings(_Strict):
     ca_file: Path | None = None
 
     @model_validator(mode="after")
-    def _files_when_enabled(self) -> "TlsSettings":
+    def _files_when_enabled(self) -> TlsSettings:
         if self.enabled:
             missing = [n for n in ("cert_file", "key_file", "ca_file") if getattr(self, n) is None]
             if missing:
@@ -204,7 +204,7 @@ class TimePointWindow(_Strict):
     latest_h: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TimePointWindow":
+    def _ordered(self) -> TimePointWindow:
         if not self.earliest_h <= self.nominal_h <= self.latest_h:
             raise ValueError("need earliest_h <= nominal_h <= latest_h")
         return self
@@ -294,7 +294,7 @@ class TrialConfig(_Strict):
     config_dir: Path = Path(".")
 
     @model_validator(mode="after")
-    def _unique(self) -> "TrialConfig":
+    def _unique(self) -> TrialConfig:
         ids = [s.id for s in self.sites]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
@@ -381,9 +381,23 @@ class TrialConfig(_Strict):
 #: TG-263 structure names the platform knows (AAPM TG-263, Table 4 subset).
 TG263_NAMES = frozenset(
     {
-        "Kidney_L", "Kidney_R", "Kidneys", "Liver", "Spleen", "Parotid_L", "Parotid_R",
-        "Glnd_Submand_L", "Glnd_Submand_R", "Bone_Marrow", "Lungs", "Lung_L", "Lung_R",
-        "Body", "External", "Bowel", "Bladder",
+        "Kidney_L",
+        "Kidney_R",
+        "Kidneys",
+        "Liver",
+        "Spleen",
+        "Parotid_L",
+        "Parotid_R",
+        "Glnd_Submand_L",
+        "Glnd_Submand_R",
+        "Bone_Marrow",
+        "Lungs",
+        "Lung_L",
+        "Lung_R",
+        "Body",
+        "External",
+        "Bowel",
+        "Bladder",
     }
 )
 
@@ -486,9 +500,15 @@ def load_enrolment(path: str | Path) -> list[Enrolment]:
     path = Path(path)
     if not path.exists():
         return []
-    records = read_csv_records(path, EnrolmentRow, error=EnrolmentError, what=f"enrolment table {path}",
-                               columns=ENROLMENT_COLUMNS[:3],
-                               unique=[("site_id", "patient_id"), ("subject_id",)],
-                               label=lambda cells: cells.get("subject_id"), private=("patient_id",))
+    records = read_csv_records(
+        path,
+        EnrolmentRow,
+        error=EnrolmentError,
+        what=f"enrolment table {path}",
+        columns=ENROLMENT_COLUMNS[:3],
+        unique=[("site_id", "patient_id"), ("subject_id",)],
+        label=lambda cells: cells.get("subject_id"),
+        private=("patient_id",),
+    )
     records.raise_if_problems(EnrolmentError, f"enrolment table {path}")
     return [Enrolment(r.site_id, r.patient_id, r.subject_id, r.kind) for _, r in records.rows]

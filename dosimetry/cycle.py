@@ -189,8 +189,9 @@ def recovery_coefficient(volume_ml: float, fwhm_mm: float | None) -> float:
     return float(rc_blurred_sphere(float(sphere_diameter_mm(volume_ml)), fwhm_mm))
 
 
-def background_shells(vois: Sequence[Voi], spacing_mm: tuple[float, float, float],
-                      fwhm_mm: float | None) -> dict[str, np.ndarray]:
+def background_shells(
+    vois: Sequence[Voi], spacing_mm: tuple[float, float, float], fwhm_mm: float | None
+) -> dict[str, np.ndarray]:
     """Per VOI, the voxels 1-2 FWHM outside it and outside every VOI (boolean, z y x)."""
     if fwhm_mm is None or fwhm_mm <= 0 or not vois:
         return {}
@@ -309,8 +310,9 @@ def _checked_timepoints(timepoints: Sequence[TimePoint], vois: Sequence[Voi]) ->
     return tps
 
 
-def _voi_activities_mbq(voi: Voi, tps: Sequence[TimePoint], rc: float, shell: np.ndarray | None, voxel_ml: float,
-                        out: CycleDosimetry) -> tuple[np.ndarray, np.ndarray]:
+def _voi_activities_mbq(
+    voi: Voi, tps: Sequence[TimePoint], rc: float, shell: np.ndarray | None, voxel_ml: float, out: CycleDosimetry
+) -> tuple[np.ndarray, np.ndarray]:
     """Activity of one VOI per time point as imaged and corrected (MBq; step 1 of the module docstring).
 
     Parameters
@@ -341,15 +343,28 @@ def _voi_activities_mbq(voi: Voi, tps: Sequence[TimePoint], rc: float, shell: np
         if np.all(spill_in > 0):
             corrected = spill_in
         else:
-            out.findings.append(Finding("partial_volume_correction", "voi", voi.name, "warn",
-                                        "background >= VOI", "VOI hotter than its surroundings",
-                                        f"{voi.name}: not hotter than its surroundings; recovery applied "
-                                        "without background correction"))
+            out.findings.append(
+                Finding(
+                    "partial_volume_correction",
+                    "voi",
+                    voi.name,
+                    "warn",
+                    "background >= VOI",
+                    "VOI hotter than its surroundings",
+                    f"{voi.name}: not hotter than its surroundings; recovery applied without background correction",
+                )
+            )
     return act, corrected
 
 
-def _voi_kinetics(tps: Sequence[TimePoint], vois: Sequence[Voi], settings: CycleSettings, method: str,
-                  voxel_ml: float, out: CycleDosimetry) -> dict[str, _VoiTia]:
+def _voi_kinetics(
+    tps: Sequence[TimePoint],
+    vois: Sequence[Voi],
+    settings: CycleSettings,
+    method: str,
+    voxel_ml: float,
+    out: CycleDosimetry,
+) -> dict[str, _VoiTia]:
     """Steps 1-2: VOI activities per time point, then the TIA of every VOI in the image.
 
     Appends the ``voi_timepoints`` and ``tac_fits`` records and the findings to ``out``;
@@ -364,21 +379,38 @@ def _voi_kinetics(tps: Sequence[TimePoint], vois: Sequence[Voi], settings: Cycle
         if voi.fraction.shape != shape:
             raise DosimetryInputError(f"VOI {voi.name}: mask grid differs from the image grid")
         if float(voi.fraction.sum()) <= 0:
-            out.findings.append(Finding("voi_in_image", "voi", voi.name, "fail", "0 voxels", "> 0 voxels",
-                                        f"VOI {voi.name} has no voxel inside the SPECT field of view"))
+            out.findings.append(
+                Finding(
+                    "voi_in_image",
+                    "voi",
+                    voi.name,
+                    "fail",
+                    "0 voxels",
+                    "> 0 voxels",
+                    f"VOI {voi.name} has no voxel inside the SPECT field of view",
+                )
+            )
             continue
         rc = recovery_coefficient(voi.volume_ml, settings.rc_fwhm_mm) if pvc else 1.0
         act, corrected = _voi_activities_mbq(voi, tps, rc, shells.get(voi.name), voxel_ml, out)
         for tp, a in zip(tps, corrected):
-            out.voi_timepoints.append({
-                "voi": voi.name, "study_id": tp.study_id, "t_h": float(tp.t_h), "activity_mbq": float(a),
-                "activity_sd_mbq": float(abs(a) * tp.calibration_rel), "volume_ml": voi.volume_ml,
-                "mass_g": voi.mass_g, "recovery_coefficient": rc, "calibration_id": tp.calibration_id})
+            out.voi_timepoints.append(
+                {
+                    "voi": voi.name,
+                    "study_id": tp.study_id,
+                    "t_h": float(tp.t_h),
+                    "activity_mbq": float(a),
+                    "activity_sd_mbq": float(abs(a) * tp.calibration_rel),
+                    "volume_ml": voi.volume_ml,
+                    "mass_g": voi.mass_g,
+                    "recovery_coefficient": rc,
+                    "calibration_id": tp.calibration_id,
+                }
+            )
         try:
             tia, tia_sd, t_eff_h, kin_method = _kinetics(voi.name, t_h, corrected, settings, method, out)
         except KineticsError as exc:
-            out.findings.append(Finding("tac_fit", "voi", voi.name, "fail", "no TIA", "a TIA",
-                                        f"{voi.name}: {exc}"))
+            out.findings.append(Finding("tac_fit", "voi", voi.name, "fail", "no TIA", "a TIA", f"{voi.name}: {exc}"))
             continue
         # as imaged (before recovery and background correction): scales the voxel TIA map
         measured = tia * float(act.sum() / corrected.sum()) if corrected.sum() > 0 else tia
@@ -386,8 +418,9 @@ def _voi_kinetics(tps: Sequence[TimePoint], vois: Sequence[Voi], settings: Cycle
     return tias
 
 
-def _voxel_tia_map_mbq_h(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[str, _VoiTia],
-                         lam_phys_per_h: float, voxel_ml: float) -> np.ndarray:
+def _voxel_tia_map_mbq_h(
+    tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[str, _VoiTia], lam_phys_per_h: float, voxel_ml: float
+) -> np.ndarray:
     """Voxel TIA map (MBq h per voxel) whose VOI sums equal the VOI TIAs as imaged (hybrid method).
 
     Outside the VOIs: trapezoid plus physical tail with two or more time points, Hänscheid
@@ -411,9 +444,15 @@ def _voxel_tia_map_mbq_h(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Ma
     return tia_map
 
 
-def _dose_map_gy(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[str, _VoiTia],
-                 settings: CycleSettings, voxel_ml: float, kernel: VoxelKernel | np.ndarray | None,
-                 hu_on_spect: np.ndarray | None) -> np.ndarray:
+def _dose_map_gy(
+    tps: Sequence[TimePoint],
+    vois: Sequence[Voi],
+    tias: Mapping[str, _VoiTia],
+    settings: CycleSettings,
+    voxel_ml: float,
+    kernel: VoxelKernel | np.ndarray | None,
+    hu_on_spect: np.ndarray | None,
+) -> np.ndarray:
     """Step 3, voxel engine: dose map (Gy) from the hybrid voxel TIA map (DPK or LED)."""
     nuc = nuclide(settings.nuclide_name)
     tia_map = _voxel_tia_map_mbq_h(tps, vois, tias, nuc.decay_constant_per_h, voxel_ml)
@@ -424,23 +463,51 @@ def _dose_map_gy(tps: Sequence[TimePoint], vois: Sequence[Voi], tias: Mapping[st
     return led_dose_gy(tia_map, nuc.name, settings.spacing_mm, hu=hu_on_spect)
 
 
-def _voi_dose_records(voi: Voi, kin: _VoiTia, settings: CycleSettings, dose_map: np.ndarray | None,
-                      voxel_ml: float, cal_rel: float, cal_id: str | None, out: CycleDosimetry) -> None:
+def _voi_dose_records(
+    voi: Voi,
+    kin: _VoiTia,
+    settings: CycleSettings,
+    dose_map: np.ndarray | None,
+    voxel_ml: float,
+    cal_rel: float,
+    cal_id: str | None,
+    out: CycleDosimetry,
+) -> None:
     """Step 3-4 for one VOI: organ or sphere dose, voxel-engine mean dose and DVH, into ``out``."""
     nuc_name = nuclide(settings.nuclide_name).name
     tia, tia_sd = kin.tia_mbq_h, kin.tia_sd_mbq_h
-    rc_rel = recovery_rel_sd(voi.volume_ml, settings.rc_fwhm_mm, settings.rc_fwhm_rel_sd) \
-        if settings.partial_volume_correction and voi.volume_ml > 0 else 0.0
-    budget = dose_uncertainty(tia, tia_sd if math.isfinite(tia_sd) else 0.0, calibration_rel=cal_rel,
-                              rc_rel=rc_rel, volume_rel=DEFAULT_VOLUME_REL)
+    rc_rel = (
+        recovery_rel_sd(voi.volume_ml, settings.rc_fwhm_mm, settings.rc_fwhm_rel_sd)
+        if settings.partial_volume_correction and voi.volume_ml > 0
+        else 0.0
+    )
+    budget = dose_uncertainty(
+        tia,
+        tia_sd if math.isfinite(tia_sd) else 0.0,
+        calibration_rel=cal_rel,
+        rc_rel=rc_rel,
+        volume_rel=DEFAULT_VOLUME_REL,
+    )
     if voi.is_lesion:
         sd = sphere_dose_gy(tia, nuc_name, voi.volume_ml)
         engine = "sphere"
     else:
         sd = organ_self_dose_gy(tia, nuc_name, voi.mass_g)
         engine = "organ"
-    out.voi_doses.append(_dose_row(voi.name, engine, kin.method, sd.dose_gy, sd.dose_gy * budget.dose_rel,
-                                   voi.mass_g, tia, kin.t_eff_h, settings, cal_id))
+    out.voi_doses.append(
+        _dose_row(
+            voi.name,
+            engine,
+            kin.method,
+            sd.dose_gy,
+            sd.dose_gy * budget.dose_rel,
+            voi.mass_g,
+            tia,
+            kin.t_eff_h,
+            settings,
+            cal_id,
+        )
+    )
     if dose_map is None:
         return
     mask = voi.fraction >= DVH_FRACTION_THRESHOLD
@@ -448,11 +515,30 @@ def _voi_dose_records(voi: Voi, kin: _VoiTia, settings: CycleSettings, dose_map:
         return
     h = dvh(dose_map, mask, voxel_ml, levels_gy=settings.dvh_levels_gy, n_bins=100)
     mean = float((dose_map * voi.fraction).sum() / voi.fraction.sum())
-    out.voi_doses.append(_dose_row(voi.name, settings.voxel_engine, kin.method, mean, mean * budget.dose_rel,
-                                   voi.mass_g, tia, kin.t_eff_h, settings, cal_id))
+    out.voi_doses.append(
+        _dose_row(
+            voi.name,
+            settings.voxel_engine,
+            kin.method,
+            mean,
+            mean * budget.dose_rel,
+            voi.mass_g,
+            tia,
+            kin.t_eff_h,
+            settings,
+            cal_id,
+        )
+    )
     for i, (d, f) in enumerate(zip(h.dose_gy, h.fraction)):
-        out.dvhs.append({"voi": voi.name, "engine": settings.voxel_engine, "bin_index": i,
-                         "dose_bin_gy": round(float(d), 6), "volume_fraction": float(f)})
+        out.dvhs.append(
+            {
+                "voi": voi.name,
+                "engine": settings.voxel_engine,
+                "bin_index": i,
+                "dose_bin_gy": round(float(d), 6),
+                "volume_fraction": float(f),
+            }
+        )
 
 
 def _kidneys_record(voi_doses: Sequence[dict], settings: CycleSettings, cal_id: str | None) -> dict | None:
@@ -465,13 +551,19 @@ def _kidneys_record(voi_doses: Sequence[dict], settings: CycleSettings, cal_id: 
     sd = organ_self_dose_gy(tia, nuclide(settings.nuclide_name).name, mass)
     rel = max(r["dose_sd_gy"] / r["dose_gy"] for r in kid if r["dose_gy"] > 0)
     t_eff = (sum(r["tia_mbq_h"] * (r["_t_eff_h"] or 0.0) for r in kid) / tia) if tia > 0 else None
-    return _dose_row("Kidneys", "organ", kid[0]["method"], sd.dose_gy, sd.dose_gy * rel, mass, tia, t_eff,
-                     settings, cal_id)
+    return _dose_row(
+        "Kidneys", "organ", kid[0]["method"], sd.dose_gy, sd.dose_gy * rel, mass, tia, t_eff, settings, cal_id
+    )
 
 
-def compute_cycle_dosimetry(timepoints: Sequence[TimePoint], vois: Sequence[Voi], settings: CycleSettings, *,
-                            kernel: VoxelKernel | np.ndarray | None = None,
-                            hu_on_spect: np.ndarray | None = None) -> CycleDosimetry:
+def compute_cycle_dosimetry(
+    timepoints: Sequence[TimePoint],
+    vois: Sequence[Voi],
+    settings: CycleSettings,
+    *,
+    kernel: VoxelKernel | np.ndarray | None = None,
+    hu_on_spect: np.ndarray | None = None,
+) -> CycleDosimetry:
     """Doses of one subject-cycle (see module docstring).
 
     Parameters
@@ -511,16 +603,18 @@ def compute_cycle_dosimetry(timepoints: Sequence[TimePoint], vois: Sequence[Voi]
     return out
 
 
-def _kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings, method: str,
-              out: CycleDosimetry) -> tuple[float, float, float, str]:
+def _kinetics(
+    name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings, method: str, out: CycleDosimetry
+) -> tuple[float, float, float, str]:
     """TIA, its SD and the effective half-life of one VOI; appends the tac_fits record."""
     if method == "multi_time_point":
         return _multi_time_point_kinetics(name, t_h, act_mbq, settings, out)
     return _single_time_point_kinetics(name, t_h, act_mbq, settings, out)
 
 
-def _multi_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings,
-                               out: CycleDosimetry) -> tuple[float, float, float, str]:
+def _multi_time_point_kinetics(
+    name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings, out: CycleDosimetry
+) -> tuple[float, float, float, str]:
     """A TAC fit (AICc) or, with three points, a trapezoid with a fitted tail (see the comment)."""
     # AICc needs N >= K + 2: with 3 points no model qualifies, and the physical-decay
     # tail of the fallback overestimates a clearing organ by tens of %. Three points:
@@ -528,28 +622,52 @@ def _multi_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, 
     # cycle (4, 24, 96 h) that read organs -3.5..+1.4% and lesions -8%, where a mono-
     # exponential through all three read lesions +19/+25% (their uptake phase at 4 h).
     if t_h.size == 3:
-        fit = trapezoid_tia(t_h, act_mbq, settings.nuclide_name, tail="fitted",
-                            activity_sd_mbq=TIME_POINT_ACTIVITY_REL * np.abs(act_mbq))
+        fit = trapezoid_tia(
+            t_h,
+            act_mbq,
+            settings.nuclide_name,
+            tail="fitted",
+            activity_sd_mbq=TIME_POINT_ACTIVITY_REL * np.abs(act_mbq),
+        )
     else:
         fit = fit_tac(t_h, act_mbq, settings.nuclide_name)
     warns = list(fit.warnings)
-    problem = fit.fallback_reason or ("; ".join(fit.warnings) if fit.model == "trapezoid" and fit.warnings
-                                      else None) or (f"poor TAC fit (R2 {fit.r2:.3f})"
-                                                     if math.isfinite(fit.r2) and fit.r2 < 0.9 else None)
-    out.findings.append(Finding("tac_fit", "voi", name, "warn" if problem else "pass",
-                                f"{fit.model}, R2 {fit.r2:.3f}" if math.isfinite(fit.r2) else fit.model,
-                                "a fitted model with R2 >= 0.9", f"{name}: {problem or 'fitted'}"))
-    out.tac_fits.append({
-        "voi": name, "model": fit.model, "params_json": _params_json(fit, t_h, act_mbq),
-        "n_timepoints": int(t_h.size), "aicc": _finite(fit.aicc), "r2": _finite(fit.r2),
-        "tia_mbq_h": float(fit.tia_mbq_h), "tia_sd_mbq_h": _finite(fit.tia_sd_mbq_h),
-        "effective_half_life_h": _finite(fit.effective_half_life_h),
-        "fallback_reason": fit.fallback_reason or ("; ".join(warns) if warns else None)})
+    problem = (
+        fit.fallback_reason
+        or ("; ".join(fit.warnings) if fit.model == "trapezoid" and fit.warnings else None)
+        or (f"poor TAC fit (R2 {fit.r2:.3f})" if math.isfinite(fit.r2) and fit.r2 < 0.9 else None)
+    )
+    out.findings.append(
+        Finding(
+            "tac_fit",
+            "voi",
+            name,
+            "warn" if problem else "pass",
+            f"{fit.model}, R2 {fit.r2:.3f}" if math.isfinite(fit.r2) else fit.model,
+            "a fitted model with R2 >= 0.9",
+            f"{name}: {problem or 'fitted'}",
+        )
+    )
+    out.tac_fits.append(
+        {
+            "voi": name,
+            "model": fit.model,
+            "params_json": _params_json(fit, t_h, act_mbq),
+            "n_timepoints": int(t_h.size),
+            "aicc": _finite(fit.aicc),
+            "r2": _finite(fit.r2),
+            "tia_mbq_h": float(fit.tia_mbq_h),
+            "tia_sd_mbq_h": _finite(fit.tia_sd_mbq_h),
+            "effective_half_life_h": _finite(fit.effective_half_life_h),
+            "fallback_reason": fit.fallback_reason or ("; ".join(warns) if warns else None),
+        }
+    )
     return fit.tia_mbq_h, fit.tia_sd_mbq_h, fit.effective_half_life_h, "multi_time_point"
 
 
-def _single_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings,
-                                out: CycleDosimetry) -> tuple[float, float, float, str]:
+def _single_time_point_kinetics(
+    name: str, t_h: np.ndarray, act_mbq: np.ndarray, settings: CycleSettings, out: CycleDosimetry
+) -> tuple[float, float, float, str]:
     """Madsen with the VOI's population effective half-life when given, else Hänscheid."""
     t, a = float(t_h[-1]), float(act_mbq[-1])
     pop = settings.population_t_eff_h.get(name)
@@ -561,25 +679,61 @@ def _single_time_point_kinetics(name: str, t_h: np.ndarray, act_mbq: np.ndarray,
         stp = haenscheid_tia(t, a)
         kin_method = "single_time_point_hanscheid"
         t_eff = t  # Hänscheid is exact when t = T_eff
-    out.findings.append(Finding("tac_fit", "voi", name, "warn" if stp.warnings else "pass", f"t = {t:.1f} h",
-                                "0.75-2.5 T_eff", "; ".join(stp.warnings) or f"{name}: single time point, {stp.method}"))
-    out.tac_fits.append({
-        "voi": name, "model": "madsen" if stp.method == "madsen" else "hanscheid", "params_json":
-            json.dumps({"t_h": round(t, 4), "activity_mbq": round(a, 6), "t_eff_h": t_eff}),
-        "n_timepoints": int(t_h.size), "aicc": None, "r2": None, "tia_mbq_h": float(stp.tia_mbq_h),
-        "tia_sd_mbq_h": None, "effective_half_life_h": float(t_eff),
-        "fallback_reason": "; ".join(stp.warnings) or None})
+    out.findings.append(
+        Finding(
+            "tac_fit",
+            "voi",
+            name,
+            "warn" if stp.warnings else "pass",
+            f"t = {t:.1f} h",
+            "0.75-2.5 T_eff",
+            "; ".join(stp.warnings) or f"{name}: single time point, {stp.method}",
+        )
+    )
+    out.tac_fits.append(
+        {
+            "voi": name,
+            "model": "madsen" if stp.method == "madsen" else "hanscheid",
+            "params_json": json.dumps({"t_h": round(t, 4), "activity_mbq": round(a, 6), "t_eff_h": t_eff}),
+            "n_timepoints": int(t_h.size),
+            "aicc": None,
+            "r2": None,
+            "tia_mbq_h": float(stp.tia_mbq_h),
+            "tia_sd_mbq_h": None,
+            "effective_half_life_h": float(t_eff),
+            "fallback_reason": "; ".join(stp.warnings) or None,
+        }
+    )
     # single-time-point methods: about 10% (Hänscheid's range; Madsen with population T_eff)
     return stp.tia_mbq_h, 0.10 * stp.tia_mbq_h, t_eff, kin_method
 
 
-def _dose_row(voi: str, engine: str, method: str, dose: float, dose_sd: float, mass_g: float, tia: float,
-              t_eff_h: float | None, settings: CycleSettings, calibration_id: str | None) -> dict:
+def _dose_row(
+    voi: str,
+    engine: str,
+    method: str,
+    dose: float,
+    dose_sd: float,
+    mass_g: float,
+    tia: float,
+    t_eff_h: float | None,
+    settings: CycleSettings,
+    calibration_id: str | None,
+) -> dict:
     bed = None
     rb = settings.radiobiology.get(voi)
     if rb is not None and t_eff_h and t_eff_h > 0 and dose >= 0:
         bed = bed_gy(dose, rb[0], rb[1], t_eff_h)
-    return {"voi": voi, "engine": engine, "method": method, "dose_gy": float(dose), "dose_sd_gy": float(dose_sd),
-            "bed_gy": bed, "mass_g": float(mass_g), "tia_mbq_h": float(tia),
-            "administered_activity_mbq": float(settings.administered_activity_mbq),
-            "calibration_id": calibration_id, "_t_eff_h": t_eff_h}
+    return {
+        "voi": voi,
+        "engine": engine,
+        "method": method,
+        "dose_gy": float(dose),
+        "dose_sd_gy": float(dose_sd),
+        "bed_gy": bed,
+        "mass_g": float(mass_g),
+        "tia_mbq_h": float(tia),
+        "administered_activity_mbq": float(settings.administered_activity_mbq),
+        "calibration_id": calibration_id,
+        "_t_eff_h": t_eff_h,
+    }

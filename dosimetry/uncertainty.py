@@ -60,9 +60,16 @@ class UncertaintyBudget:
     components: dict[str, float] = field(default_factory=dict)
 
 
-def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_rel: float,
-                     rc_rel: float = 0.0, volume_rel: float = 0.0,
-                     dln_rc_dln_v: float = 0.0, s_value_rel: float = 0.0) -> UncertaintyBudget:
+def dose_uncertainty(
+    tia_mbq_h: float,
+    tia_fit_sd_mbq_h: float,
+    *,
+    calibration_rel: float,
+    rc_rel: float = 0.0,
+    volume_rel: float = 0.0,
+    dln_rc_dln_v: float = 0.0,
+    s_value_rel: float = 0.0,
+) -> UncertaintyBudget:
     """EANM-style budget for a VOI's TIA and self-dose.
 
     Parameters
@@ -96,11 +103,16 @@ def dose_uncertainty(tia_mbq_h: float, tia_fit_sd_mbq_h: float, *, calibration_r
     dln_rc_dln_v = chk.finite("dln_rc_dln_v", dln_rc_dln_v)
     fit_rel = fit_sd / tia_mbq_h
     vol_rc_tia = abs(dln_rc_dln_v) * volume_rel  # RC(V) effect on the TIA alone
-    tia_rel = math.sqrt(fit_rel ** 2 + calibration_rel ** 2 + rc_rel ** 2 + vol_rc_tia ** 2)
+    tia_rel = math.sqrt(fit_rel**2 + calibration_rel**2 + rc_rel**2 + vol_rc_tia**2)
     vol_dose = abs(1.0 + dln_rc_dln_v) * volume_rel  # mass and RC(V) correlated
-    comps = {"fit": fit_rel, "calibration": calibration_rel, "recovery": rc_rel,
-             "volume_mass_and_rc": vol_dose, "s_value": s_value_rel}
-    dose_rel = math.sqrt(sum(v ** 2 for v in comps.values()))
+    comps = {
+        "fit": fit_rel,
+        "calibration": calibration_rel,
+        "recovery": rc_rel,
+        "volume_mass_and_rc": vol_dose,
+        "s_value": s_value_rel,
+    }
+    dose_rel = math.sqrt(sum(v**2 for v in comps.values()))
     return UncertaintyBudget(tia_rel, dose_rel, comps)
 
 

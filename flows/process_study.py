@@ -116,7 +116,10 @@ def _phantom(
     """Calibrate; then re-process what waited for, or was quantified with another, calibration."""
     res = calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
     if not res["calibrations"]:
-        if res["phantom_type"] == "nema_iec_body" and not any(c["status"] == FAIL for c in res["checks"]):
+        no_cylinder_yet = any(
+            c["check_name"] == "phantom_calibration" and c["value_found"] == "none" for c in res["checks"]
+        )
+        if res["phantom_type"] == "nema_iec_body" and no_cylinder_yet:
             return StudyOutcome(
                 WAITING,
                 f"{WAITING_FOR_CYLINDER}, which the NEMA phantom's recovery curve "

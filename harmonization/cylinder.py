@@ -269,12 +269,13 @@ def _central_slab(arr: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nda
         raise CalibrationError("uniform cylinder: no phantom found for the edge fit")
     quarter = (zs[-1] - zs[0] + 1) // 4
     k0, k1 = zs[0] + quarter, zs[-1] - quarter
-    slab = arr[k0:k1 + 1].mean(axis=0)
-    return slab, mask[k0:k1 + 1].mean(axis=0) >= 0.5, int(k1 - k0 + 1)
+    slab = arr[k0 : k1 + 1].mean(axis=0)
+    return slab, mask[k0 : k1 + 1].mean(axis=0) >= 0.5, int(k1 - k0 + 1)
 
 
-def cylinder_edge_fwhm(image_values: np.ndarray, spacing_mm: Sequence[float],
-                       radius_mm: float | None = None) -> EdgeResolution:
+def cylinder_edge_fwhm(
+    image_values: np.ndarray, spacing_mm: Sequence[float], radius_mm: float | None = None
+) -> EdgeResolution:
     """System FWHM (mm) from the radial edge of a uniform-cylinder image.
 
     Parameters
@@ -338,7 +339,7 @@ def cylinder_edge_fwhm(image_values: np.ndarray, spacing_mm: Sequence[float],
     if not sol.success:
         raise CalibrationError(f"uniform cylinder edge fit did not converge: {sol.message}")
     dof = max(v.size - len(p0), 1)
-    s2 = float(np.sum(sol.fun ** 2)) / dof
+    s2 = float(np.sum(sol.fun**2)) / dof
     try:
         cov = np.linalg.inv(sol.jac.T @ sol.jac) * s2
         sigma_sd = math.sqrt(max(float(cov[4, 4]), 0.0))
@@ -347,13 +348,21 @@ def cylinder_edge_fwhm(image_values: np.ndarray, spacing_mm: Sequence[float],
     b, a, y0, x0, sigma, r = unpack(sol.x)
     fwhm, fwhm_sd = FWHM_PER_SIGMA * sigma, FWHM_PER_SIGMA * sigma_sd
     if not EDGE_FWHM_RANGE_MM[0] <= fwhm <= EDGE_FWHM_RANGE_MM[1]:
-        raise CalibrationError(f"uniform cylinder edge fit: FWHM {fwhm:.1f} mm outside the plausible "
-                               f"{EDGE_FWHM_RANGE_MM[0]:g}-{EDGE_FWHM_RANGE_MM[1]:g} mm")
+        raise CalibrationError(
+            f"uniform cylinder edge fit: FWHM {fwhm:.1f} mm outside the plausible "
+            f"{EDGE_FWHM_RANGE_MM[0]:g}-{EDGE_FWHM_RANGE_MM[1]:g} mm"
+        )
     if not fwhm_sd <= EDGE_MAX_REL_SD * fwhm:
         raise CalibrationError(f"uniform cylinder edge fit: FWHM {fwhm:.1f} +- {fwhm_sd:.1f} mm too uncertain")
-    return EdgeResolution(fwhm_mm=fwhm, fwhm_sd_mm=fwhm_sd, radius_mm=float(r), centre_yx_mm=(float(y0), float(x0)),
-                          n_slices=n_slices, n_points=int(v.size),
-                          rms_residual_rel=math.sqrt(s2) / a if a > 0 else math.inf)
+    return EdgeResolution(
+        fwhm_mm=fwhm,
+        fwhm_sd_mm=fwhm_sd,
+        radius_mm=float(r),
+        centre_yx_mm=(float(y0), float(x0)),
+        n_slices=n_slices,
+        n_points=int(v.size),
+        rms_residual_rel=math.sqrt(s2) / a if a > 0 else math.inf,
+    )
 
 
 def to_bq_per_ml(

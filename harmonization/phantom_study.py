@@ -178,26 +178,41 @@ def _worst(checks: Sequence[CheckResult]) -> str:
 def _cylinder_fov_check(res: UniformCylinderResult) -> CheckResult:
     exp = "phantom + spill-out margin inside FOV"
     if res.voi_clipped_by_fov:
-        return CheckResult("phantom_fov", "warn", "VOI clipped by the FOV", exp,
-                           f"the {res.voi_margin_mm:.0f} mm spill-out margin reaches the FOV edge: counts may be lost")
+        return CheckResult(
+            "phantom_fov",
+            "warn",
+            "VOI clipped by the FOV",
+            exp,
+            f"the {res.voi_margin_mm:.0f} mm spill-out margin reaches the FOV edge: counts may be lost",
+        )
     return CheckResult("phantom_fov", "pass", "inside", exp, "phantom and spill-out margin inside the field of view")
 
 
 def _cylinder_volume_check(res: UniformCylinderResult, fill: PhantomFill) -> CheckResult:
     if fill.volume_ml is None or not fill.volume_ml > 0:
-        return CheckResult("phantom_volume", "warn", f"{res.phantom_volume_ml:.0f} mL measured",
-                           "fill log volume", "fill log has no volume: not compared")
+        return CheckResult(
+            "phantom_volume",
+            "warn",
+            f"{res.phantom_volume_ml:.0f} mL measured",
+            "fill log volume",
+            "fill log has no volume: not compared",
+        )
     dev = 100.0 * (res.phantom_volume_ml - fill.volume_ml) / fill.volume_ml
     ok = abs(dev) <= VOLUME_AGREEMENT_PCT
     return CheckResult(
-        "phantom_volume", "pass" if ok else "warn", f"{res.phantom_volume_ml:.0f} mL ({dev:+.1f} %)",
+        "phantom_volume",
+        "pass" if ok else "warn",
+        f"{res.phantom_volume_ml:.0f} mL ({dev:+.1f} %)",
         f"{fill.volume_ml:g} mL +- {VOLUME_AGREEMENT_PCT:g} %",
-        "thresholded volume agrees with the fill log" if ok else
-        "thresholded phantom volume disagrees with the fill log: phantom not full, or another phantom?")
+        "thresholded volume agrees with the fill log"
+        if ok
+        else "thresholded phantom volume disagrees with the fill log: phantom not full, or another phantom?",
+    )
 
 
-def _cylinder_calibration(res: UniformCylinderResult, header: NmHeader, site_id: str,
-                          protocol_name: str) -> tuple[Calibration | None, CheckResult]:
+def _cylinder_calibration(
+    res: UniformCylinderResult, header: NmHeader, site_id: str, protocol_name: str
+) -> tuple[Calibration | None, CheckResult]:
     """The new calibration (``None`` when it is not valid) and its ``phantom_sensitivity`` check."""
     rel = res.standard_uncertainty / res.value if res.value else math.inf
     cnts = res.units == "CNTS"
@@ -205,22 +220,28 @@ def _cylinder_calibration(res: UniformCylinderResult, header: NmHeader, site_id:
     found = (f"{res.value:.4g} cps/MBq" if cnts else f"{res.value:.4f}") + f" (u = {100 * rel:.2f} %)"
     try:
         cal = Calibration(
-            site_id=site_id, camera_id=header.camera_id, radionuclide=header.radionuclide, protocol=protocol_name,
+            site_id=site_id,
+            camera_id=header.camera_id,
+            radionuclide=header.radionuclide,
+            protocol=protocol_name,
             valid_from=header.acquisition_start,
-            sensitivity_cps_per_mbq=res.sensitivity_cps_per_mbq, vendor_scale_factor=res.vendor_scale_factor,
+            sensitivity_cps_per_mbq=res.sensitivity_cps_per_mbq,
+            vendor_scale_factor=res.vendor_scale_factor,
             sd=res.standard_uncertainty,
         )
     except CalibrationError as exc:
         return None, CheckResult("phantom_sensitivity", "fail", found, f"{name} > 0", str(exc))
     exp = f"u <= {100 * MAX_REL_UNCERTAINTY:g} %"
     if rel > MAX_REL_UNCERTAINTY:
-        return cal, CheckResult("phantom_sensitivity", "warn", found, exp,
-                                f"{name} uncertainty above {100 * MAX_REL_UNCERTAINTY:g} %")
+        return cal, CheckResult(
+            "phantom_sensitivity", "warn", found, exp, f"{name} uncertainty above {100 * MAX_REL_UNCERTAINTY:g} %"
+        )
     return cal, CheckResult("phantom_sensitivity", "pass", found, exp, f"{name} derived")
 
 
-def _edge_resolution(image_values: np.ndarray, spacing_mm: Sequence[float], configured_fwhm_mm: float | None
-                     ) -> tuple[EdgeResolution | None, CheckResult]:
+def _edge_resolution(
+    image_values: np.ndarray, spacing_mm: Sequence[float], configured_fwhm_mm: float | None
+) -> tuple[EdgeResolution | None, CheckResult]:
     """The cylinder-edge FWHM fit and its ``cylinder_edge_resolution`` check (never raises)."""
     exp = "a Gaussian FWHM from the cylinder's radial edge"
     try:
@@ -228,22 +249,39 @@ def _edge_resolution(image_values: np.ndarray, spacing_mm: Sequence[float], conf
     except ANALYSIS_ERRORS as exc:
         msg = f"no system resolution from the cylinder edge ({exc})"
         if configured_fwhm_mm:
-            return None, CheckResult("cylinder_edge_resolution", "warn", "no fit", exp,
-                                     f"{msg}; the configured {configured_fwhm_mm:g} mm is used")
-        return None, CheckResult("cylinder_edge_resolution", "warn", "no fit", exp,
-                                 f"{msg}: partial-volume correction needs a NEMA phantom or "
-                                 "sites[].cameras[].system_fwhm_mm")
+            return None, CheckResult(
+                "cylinder_edge_resolution",
+                "warn",
+                "no fit",
+                exp,
+                f"{msg}; the configured {configured_fwhm_mm:g} mm is used",
+            )
+        return None, CheckResult(
+            "cylinder_edge_resolution",
+            "warn",
+            "no fit",
+            exp,
+            f"{msg}: partial-volume correction needs a NEMA phantom or sites[].cameras[].system_fwhm_mm",
+        )
     found = f"FWHM {edge.fwhm_mm:.2f} +- {edge.fwhm_sd_mm:.2f} mm (radius {edge.radius_mm:.1f} mm)"
     if configured_fwhm_mm:
         dev = edge.fwhm_mm / configured_fwhm_mm - 1.0
         ok = abs(dev) <= EDGE_CONFIGURED_AGREEMENT
         return edge, CheckResult(
-            "cylinder_edge_resolution", "pass" if ok else "warn", found,
+            "cylinder_edge_resolution",
+            "pass" if ok else "warn",
+            found,
             f"within {100 * EDGE_CONFIGURED_AGREEMENT:g} % of the configured {configured_fwhm_mm:g} mm",
-            f"configured system FWHM used ({100 * dev:+.0f} % edge vs configured)" + (
-                "" if ok else ": confirm sites[].cameras[].system_fwhm_mm"))
-    return edge, CheckResult("cylinder_edge_resolution", "pass", found, exp,
-                             "recovery FWHM from the cylinder edge until a NEMA phantom gives one")
+            f"configured system FWHM used ({100 * dev:+.0f} % edge vs configured)"
+            + ("" if ok else ": confirm sites[].cameras[].system_fwhm_mm"),
+        )
+    return edge, CheckResult(
+        "cylinder_edge_resolution",
+        "pass",
+        found,
+        exp,
+        "recovery FWHM from the cylinder edge until a NEMA phantom gives one",
+    )
 
 
 def calibrate_uniform_cylinder(
@@ -294,8 +332,16 @@ def calibrate_uniform_cylinder(
     checks, half_life_s, a0 = common_checks(header, fill, "uniform_cylinder")
 
     def done(calibration=None, uniform=None, edge=None) -> PhantomCalibrationResult:
-        return PhantomCalibrationResult(fill.subject_id, site_id, "uniform_cylinder", calibration, tuple(checks),
-                                        a0, uniform_cylinder=uniform, edge_resolution=edge)
+        return PhantomCalibrationResult(
+            fill.subject_id,
+            site_id,
+            "uniform_cylinder",
+            calibration,
+            tuple(checks),
+            a0,
+            uniform_cylinder=uniform,
+            edge_resolution=edge,
+        )
 
     if _worst(checks) == "fail":
         return done()
@@ -305,8 +351,14 @@ def calibrate_uniform_cylinder(
     a_image = fill.total_activity_mbq if decay_corrected_to_reference(header) else a0
     try:
         res = analyse_uniform_cylinder(
-            image_values, spacing_mm, header.acquisition_duration_s, a_image, unit, half_life_s,
-            system_fwhm_mm=system_fwhm_mm, activity_rel_uncertainty=activity_rel_uncertainty,
+            image_values,
+            spacing_mm,
+            header.acquisition_duration_s,
+            a_image,
+            unit,
+            half_life_s,
+            system_fwhm_mm=system_fwhm_mm,
+            activity_rel_uncertainty=activity_rel_uncertainty,
         )
     except ANALYSIS_ERRORS as exc:
         checks.append(fail_from_exception(exc, "phantom_sensitivity", "sensitivity or vendor scale factor"))
@@ -340,33 +392,56 @@ def _sphere_clearance_mm(shape: Sequence[int], spacing_mm: Sequence[float], nema
     return out
 
 
-def _nema_analysis(header: NmHeader, image_values: np.ndarray, spacing_mm: Sequence[float], fill: PhantomFill,
-                   calibration: Calibration, half_life_s: float | None, ring_radius_mm: float
-                   ) -> tuple[np.ndarray, NemaTruth, NemaResult]:
+def _nema_analysis(
+    header: NmHeader,
+    image_values: np.ndarray,
+    spacing_mm: Sequence[float],
+    fill: PhantomFill,
+    calibration: Calibration,
+    half_life_s: float | None,
+    ring_radius_mm: float,
+) -> tuple[np.ndarray, NemaTruth, NemaResult]:
     """The image in Bq/mL, the true concentrations and the sphere analysis (raises
     :data:`ANALYSIS_ERRORS`)."""
     arr = np.asarray(image_values, dtype=np.float64)
     voxel_ml = float(np.prod(np.asarray(spacing_mm, dtype=float))) / 1000.0
-    img = to_bq_per_ml(arr, (header.units or "").upper(), voxel_ml, header.acquisition_duration_s, half_life_s,
-                       sensitivity_cps_per_mbq=calibration.sensitivity_cps_per_mbq,
-                       vendor_scale_factor=calibration.vendor_scale_factor)
-    image_time = header.administration_datetime if decay_corrected_to_reference(header) \
-        else header.acquisition_start
-    truth = nema_true_concentrations(fill.total_activity_mbq, header.administration_datetime,
-                                     image_time, fill.volume_ml,
-                                     fill.sphere_to_background_ratio, half_life_s)
+    img = to_bq_per_ml(
+        arr,
+        (header.units or "").upper(),
+        voxel_ml,
+        header.acquisition_duration_s,
+        half_life_s,
+        sensitivity_cps_per_mbq=calibration.sensitivity_cps_per_mbq,
+        vendor_scale_factor=calibration.vendor_scale_factor,
+    )
+    image_time = header.administration_datetime if decay_corrected_to_reference(header) else header.acquisition_start
+    truth = nema_true_concentrations(
+        fill.total_activity_mbq,
+        header.administration_datetime,
+        image_time,
+        fill.volume_ml,
+        fill.sphere_to_background_ratio,
+        half_life_s,
+    )
     return img, truth, analyse_nema_phantom(img, spacing_mm, truth, ring_radius_mm=ring_radius_mm)
 
 
-def _band_and_filter(img: np.ndarray, spacing_mm: Sequence[float], nema: NemaResult, reference_rc_band: Mapping
-                     ) -> tuple[dict[float, tuple[float, float]], HarmonisingFilter | None, list[CheckResult]]:
+def _band_and_filter(
+    img: np.ndarray, spacing_mm: Sequence[float], nema: NemaResult, reference_rc_band: Mapping
+) -> tuple[dict[float, tuple[float, float]], HarmonisingFilter | None, list[CheckResult]]:
     """The parsed band, the harmonising filter (``None`` when not run) and the
     ``nema_rc_band`` and ``harmonising_filter`` checks."""
     try:
         band = parse_rc_band(reference_rc_band or {})
     except CalibrationError as exc:
-        return {}, None, [CheckResult("nema_rc_band", "fail", "no band", "trial reference_rc_band", str(exc)),
-                          CheckResult("harmonising_filter", "fail", "not run", "trial reference_rc_band", str(exc))]
+        return (
+            {},
+            None,
+            [
+                CheckResult("nema_rc_band", "fail", "no band", "trial reference_rc_band", str(exc)),
+                CheckResult("harmonising_filter", "fail", "not run", "trial reference_rc_band", str(exc)),
+            ],
+        )
     checks = [band_check(nema, band)]
     try:
         hf = harmonising_filter(img, spacing_mm, nema, band)
@@ -382,16 +457,21 @@ def _band_and_filter(img: np.ndarray, spacing_mm: Sequence[float], nema: NemaRes
     return band, hf, checks
 
 
-def _sphere_rows(nema: NemaResult, band: Mapping[float, tuple[float, float]],
-                 harmonised: Mapping[float, float]) -> tuple[SphereRow, ...]:
+def _sphere_rows(
+    nema: NemaResult, band: Mapping[float, tuple[float, float]], harmonised: Mapping[float, float]
+) -> tuple[SphereRow, ...]:
     rows = []
     for s in nema.spheres:
         key = next((d for d in band if abs(d - s.diameter_mm) < 0.5), None)
-        rows.append(SphereRow(
-            sphere_diameter_mm=s.diameter_mm, sphere_volume_ml=s.volume_ml, recovery_coefficient=s.rc,
-            recovery_coefficient_harmonised=harmonised.get(s.diameter_mm),
-            in_reference_band=(band[key][0] <= s.rc <= band[key][1]) if key is not None else None,
-        ))
+        rows.append(
+            SphereRow(
+                sphere_diameter_mm=s.diameter_mm,
+                sphere_volume_ml=s.volume_ml,
+                recovery_coefficient=s.rc,
+                recovery_coefficient_harmonised=harmonised.get(s.diameter_mm),
+                in_reference_band=(band[key][0] <= s.rc <= band[key][1]) if key is not None else None,
+            )
+        )
     return tuple(rows)
 
 
@@ -448,33 +528,52 @@ def analyse_nema_study(
     checks.append(check_calibration(header, calibration, protocol_name))
 
     def done(**kw) -> PhantomCalibrationResult:
-        return PhantomCalibrationResult(fill.subject_id, site_id, "nema_iec_body", kw.pop("calibration", None),
-                                        tuple(checks), a0, **kw)
+        return PhantomCalibrationResult(
+            fill.subject_id, site_id, "nema_iec_body", kw.pop("calibration", None), tuple(checks), a0, **kw
+        )
 
     if _worst(checks) == "fail":
         return done()
     assert calibration is not None  # checked by phantom_calibration
 
     try:
-        img, truth, nema = _nema_analysis(header, image_values, spacing_mm, fill, calibration, half_life_s,
-                                          ring_radius_mm)
+        img, truth, nema = _nema_analysis(
+            header, image_values, spacing_mm, fill, calibration, half_life_s, ring_radius_mm
+        )
     except ANALYSIS_ERRORS as exc:
         checks.append(fail_from_exception(exc, "nema_spheres", "six spheres on the NEMA ring"))
         return done()
 
     clearance = _sphere_clearance_mm(img.shape, spacing_mm, nema)
-    checks.append(CheckResult("phantom_fov", "pass", f"clearance {clearance:.1f} mm", "spheres inside FOV",
-                              "every sphere inside the field of view"))
-    checks.append(CheckResult("nema_spheres", "pass",
-                              f"ring fit rms {nema.position_residual_mm:.2f} mm, background "
-                              f"{nema.background_mean_bq_per_ml:.4g} Bq/mL (true {truth.background_bq_per_ml:.4g})",
-                              "six spheres on the NEMA ring", "spheres located, RCs measured"))
+    checks.append(
+        CheckResult(
+            "phantom_fov",
+            "pass",
+            f"clearance {clearance:.1f} mm",
+            "spheres inside FOV",
+            "every sphere inside the field of view",
+        )
+    )
+    checks.append(
+        CheckResult(
+            "nema_spheres",
+            "pass",
+            f"ring fit rms {nema.position_residual_mm:.2f} mm, background "
+            f"{nema.background_mean_bq_per_ml:.4g} Bq/mL (true {truth.background_bq_per_ml:.4g})",
+            "six spheres on the NEMA ring",
+            "spheres located, RCs measured",
+        )
+    )
     band, hf, band_checks = _band_and_filter(img, spacing_mm, nema, reference_rc_band)
     checks.extend(band_checks)
     spheres = _sphere_rows(nema, band, harmonised_rcs(img, spacing_mm, nema, hf))
     curve = nema.rc_curve
     out_cal = dataclasses.replace(
-        calibration, rc_fwhm_mm=curve.fwhm_mm, rc_fwhm_source="nema", rc_amplitude=curve.amplitude, rc_sbr=curve.sbr,
+        calibration,
+        rc_fwhm_mm=curve.fwhm_mm,
+        rc_fwhm_source="nema",
+        rc_amplitude=curve.amplitude,
+        rc_sbr=curve.sbr,
         filter_fwhm_mm=hf.fwhm_mm if hf is not None and hf.status in ("pass", "filter") else None,
     )
     return done(calibration=out_cal, spheres=spheres, harmonising_filter=hf, nema=nema)

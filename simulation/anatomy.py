@@ -188,8 +188,9 @@ def _grow(pts: np.ndarray, shape: Shape, margin_mm: float) -> np.ndarray:
     return pts + margin_mm * d / np.maximum(n, 1e-9)
 
 
-def _place_lesions(rng: np.random.Generator, body: tuple[Shape, ...], comps: list[Compartment],
-                   n: int) -> tuple[list[Compartment], tuple[float, ...]]:
+def _place_lesions(
+    rng: np.random.Generator, body: tuple[Shape, ...], comps: list[Compartment], n: int
+) -> tuple[list[Compartment], tuple[float, ...]]:
     lesions: list[Compartment] = []
     diameters: list[float] = []
     # lymph-node stations: para-aortic, iliac, mediastinal, supraclavicular (anatomy frame)
@@ -219,6 +220,7 @@ def _place_lesions(rng: np.random.Generator, body: tuple[Shape, ...], comps: lis
 
 def anatomy_grid(spacing_mm: float = 2.4) -> Grid:
     """The fine anatomy-frame grid on which activity is laid out before blurring."""
+
     def even(extent_mm: float) -> int:
         n = int(math.ceil(extent_mm / spacing_mm)) + 1
         return n + (n % 2)

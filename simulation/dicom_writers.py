@@ -107,8 +107,17 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return c
 
 
-def _base(sop_class: str, sop_uid: str, ident: Identity, sess: Session, modality: str, series_uid: str,
-          series_number: int, series_description: str, created: dt.datetime) -> Dataset:
+def _base(
+    sop_class: str,
+    sop_uid: str,
+    ident: Identity,
+    sess: Session,
+    modality: str,
+    series_uid: str,
+    series_number: int,
+    series_description: str,
+    created: dt.datetime,
+) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -197,16 +206,19 @@ class NmRecon:
 
 def _nm_series_description(recon: NmRecon, pharm: Radiopharmaceutical) -> str:
     """E.g. ``Lu177 SPECT OSEM 6i16s AC SC RR``: nuclide, algorithm, iterations x subsets, corrections."""
-    return (f"{pharm.radionuclide.replace('-', '')} SPECT {recon.algorithm} {recon.iterations}i{recon.subsets}s "
-            + " ".join({"ATTN": "AC", "SCAT": "SC"}[c] for c in recon.corrections if c in ("ATTN", "SCAT"))
-            + " RR")
+    return (
+        f"{pharm.radionuclide.replace('-', '')} SPECT {recon.algorithm} {recon.iterations}i{recon.subsets}s "
+        + " ".join({"ATTN": "AC", "SCAT": "SC"}[c] for c in recon.corrections if c in ("ATTN", "SCAT"))
+        + " RR"
+    )
 
 
 def _set_nm_patient_orientation(ds: Dataset) -> None:
     """NM/PET Patient Orientation module: recumbent, supine, head first (SNOMED CT codes)."""
     ds.PatientOrientationCodeSequence = Sequence([_code("102538003", "SCT", "recumbent")])
     ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = Sequence(
-        [_code("40199007", "SCT", "supine")])
+        [_code("40199007", "SCT", "supine")]
+    )
     ds.PatientGantryRelationshipCodeSequence = Sequence([_code("102540008", "SCT", "headfirst")])
 
 
@@ -264,7 +276,8 @@ def _real_world_value_mapping(slope: float, units: str, bqml_ucum: str = "Bq/mL"
     rwv.LUTExplanation = "Bq/mL" if units == "BQML" else "counts"
     rwv.LUTLabel = "BQML" if units == "BQML" else "CNTS"
     rwv.MeasurementUnitsCodeSequence = Sequence(
-        [_code(bqml_ucum, "UCUM", "becquerels/milliliter") if units == "BQML" else _code("{counts}", "UCUM", "Counts")])
+        [_code(bqml_ucum, "UCUM", "becquerels/milliliter") if units == "BQML" else _code("{counts}", "UCUM", "Counts")]
+    )
     return Sequence([rwv])
 
 
@@ -275,13 +288,15 @@ def _set_nm_reconstruction(ds: Dataset, recon: NmRecon, diameter_mm: float) -> N
         ds.Units = recon.units
     ds.DecayCorrection = "START" if recon.units == "BQML" else "NONE"
     ds.CorrectedImage = list(recon.corrections) + (["DECY"] if recon.units == "BQML" else [])
-    ds.ReconstructionMethod = recon.recon_method.format(algorithm=recon.algorithm, iterations=recon.iterations,
-                                                        subsets=recon.subsets)
+    ds.ReconstructionMethod = recon.recon_method.format(
+        algorithm=recon.algorithm, iterations=recon.iterations, subsets=recon.subsets
+    )
     if recon.post_filter:  # SH, VM 1-n: "Butterworth\\0.48\\10" fits 16 characters per value
         ds.ConvolutionKernel = list(recon.post_filter) if len(recon.post_filter) > 1 else recon.post_filter[0]
     else:
-        ds.ConvolutionKernel = "NONE" if recon.post_filter_fwhm_mm <= 0 else \
-            f"GAUSSIAN {recon.post_filter_fwhm_mm:.1f}MM"
+        ds.ConvolutionKernel = (
+            "NONE" if recon.post_filter_fwhm_mm <= 0 else f"GAUSSIAN {recon.post_filter_fwhm_mm:.1f}MM"
+        )
     ds.ReconstructionDiameter = _ds_str(diameter_mm)
 
 
@@ -340,8 +355,17 @@ def _rotation_information(recon: NmRecon) -> Sequence:
     return Sequence([rot])
 
 
-def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: Session, recon: NmRecon,
-             pharm: Radiopharmaceutical, series_uid: str, sop_uid: str) -> Dataset:
+def write_nm(
+    path: Path,
+    values: np.ndarray,
+    grid: Grid,
+    ident: Identity,
+    sess: Session,
+    recon: NmRecon,
+    pharm: Radiopharmaceutical,
+    series_uid: str,
+    sop_uid: str,
+) -> Dataset:
     """Write a reconstructed NM tomo as one multi-frame object.
 
     Parameters
@@ -365,8 +389,9 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
         The object written.
     """
     created = sess.acquisition + dt.timedelta(minutes=45)
-    ds = _base(NM_IMAGE_STORAGE, sop_uid, ident, sess, "NM", series_uid, 3, _nm_series_description(recon, pharm),
-               created)
+    ds = _base(
+        NM_IMAGE_STORAGE, sop_uid, ident, sess, "NM", series_uid, 3, _nm_series_description(recon, pharm), created
+    )
     ds.Manufacturer = recon.manufacturer
     ds.ManufacturerModelName = recon.model
     ds.DeviceSerialNumber = recon.serial
@@ -393,8 +418,17 @@ def write_nm(path: Path, values: np.ndarray, grid: Grid, ident: Identity, sess: 
     return ds
 
 
-def write_ct(folder: Path, hu: np.ndarray, grid: Grid, ident: Identity, sess: Session, series_uid: str,
-             manufacturer: str, model: str, serial: str) -> list[tuple[str, float]]:
+def write_ct(
+    folder: Path,
+    hu: np.ndarray,
+    grid: Grid,
+    ident: Identity,
+    sess: Session,
+    series_uid: str,
+    manufacturer: str,
+    model: str,
+    serial: str,
+) -> list[tuple[str, float]]:
     """Write a CT series, one file per slice; returns [(SOPInstanceUID, z_mm)] in slice order."""
     nz, ny, nx = hu.shape
     dz, dy, dx = grid.spacing_mm
@@ -445,9 +479,19 @@ class RoiContours:
     color: tuple[int, int, int]
 
 
-def write_rtstruct(path: Path, ident: Identity, sess: Session, ct_series_uid: str, ct_refs: list[tuple[str, float]],
-                   rois: list[RoiContours], series_uid: str, sop_uid: str, created: dt.datetime,
-                   manufacturer: str = "RNTFLOW SIM", label: str = "DOSIMETRY VOIS") -> Dataset:
+def write_rtstruct(
+    path: Path,
+    ident: Identity,
+    sess: Session,
+    ct_series_uid: str,
+    ct_refs: list[tuple[str, float]],
+    rois: list[RoiContours],
+    series_uid: str,
+    sop_uid: str,
+    created: dt.datetime,
+    manufacturer: str = "RNTFLOW SIM",
+    label: str = "DOSIMETRY VOIS",
+) -> Dataset:
     """Write an RT Structure Set referencing the CT series ``ct_series_uid``."""
     ds = _base(RTSTRUCT_STORAGE, sop_uid, ident, sess, "RTSTRUCT", series_uid, 10, "Dosimetry VOIs", created)
     ds.Manufacturer = manufacturer

@@ -188,8 +188,9 @@ class Grid:
         return np.stack([xx, yy, zz], -1)
 
     @staticmethod
-    def centred(shape: tuple[int, int, int], spacing_mm: tuple[float, float, float],
-                centre_mm: tuple[float, float, float]) -> "Grid":
+    def centred(
+        shape: tuple[int, int, int], spacing_mm: tuple[float, float, float], centre_mm: tuple[float, float, float]
+    ) -> Grid:
         """A grid whose geometric centre is ``centre_mm`` (x, y, z)."""
         nz, ny, nx = shape
         dz, dy, dx = spacing_mm

@@ -35,9 +35,17 @@ def label_volumes_ml(labels: np.ndarray, grid: Grid, n_labels: int) -> np.ndarra
     return np.bincount(labels.ravel(), minlength=n_labels).astype(float) * grid.voxel_ml
 
 
-def expected_counts(labels: np.ndarray, fine: Grid, mean_activity_mbq: np.ndarray, recon: Grid, pose: Pose,
-                    sensitivity_cps_per_mbq: float, duration_s: float, fwhm_mm: float,
-                    scatter_fraction: float = 0.0) -> np.ndarray:
+def expected_counts(
+    labels: np.ndarray,
+    fine: Grid,
+    mean_activity_mbq: np.ndarray,
+    recon: Grid,
+    pose: Pose,
+    sensitivity_cps_per_mbq: float,
+    duration_s: float,
+    fwhm_mm: float,
+    scatter_fraction: float = 0.0,
+) -> np.ndarray:
     """Noise-free reconstructed counts per voxel.
 
     Parameters
@@ -73,15 +81,23 @@ def expected_counts(labels: np.ndarray, fine: Grid, mean_activity_mbq: np.ndarra
     sigma = fwhm_mm * FWHM_TO_SIGMA / np.asarray(fine.spacing_mm)
     img = ndimage.gaussian_filter(act, sigma, mode="constant", truncate=3.5)
     if scatter_fraction > 0:
-        coarse = act.reshape(act.shape[0] // 2, 2, act.shape[1] // 2, 2, act.shape[2] // 2, 2).sum((1, 3, 5)) \
-            if all(s % 2 == 0 for s in act.shape) else None
+        coarse = (
+            act.reshape(act.shape[0] // 2, 2, act.shape[1] // 2, 2, act.shape[2] // 2, 2).sum((1, 3, 5))
+            if all(s % 2 == 0 for s in act.shape)
+            else None
+        )
         if coarse is not None:
-            sc = ndimage.gaussian_filter(coarse, SCATTER_FWHM_MM * FWHM_TO_SIGMA / (2 * np.asarray(fine.spacing_mm)),
-                                         mode="constant", truncate=3.0)
+            sc = ndimage.gaussian_filter(
+                coarse,
+                SCATTER_FWHM_MM * FWHM_TO_SIGMA / (2 * np.asarray(fine.spacing_mm)),
+                mode="constant",
+                truncate=3.0,
+            )
             sc = ndimage.zoom(sc, 2, order=1) / 8.0
         else:
-            sc = ndimage.gaussian_filter(act, SCATTER_FWHM_MM * FWHM_TO_SIGMA / np.asarray(fine.spacing_mm),
-                                         mode="constant", truncate=3.0)
+            sc = ndimage.gaussian_filter(
+                act, SCATTER_FWHM_MM * FWHM_TO_SIGMA / np.asarray(fine.spacing_mm), mode="constant", truncate=3.0
+            )
         img = img + scatter_fraction * sc
     per_recon_voxel = _resample(img, fine, recon, pose, order=1) * (recon.voxel_ml / fine.voxel_ml)
     return per_recon_voxel * sensitivity_cps_per_mbq * duration_s
@@ -93,8 +109,15 @@ def noisy_counts(expected: np.ndarray, noise_amplification: float, rng: np.rando
     return rng.poisson(np.clip(expected, 0, None) / k).astype(np.float64) * k
 
 
-def ct_hu(labels: np.ndarray, fine: Grid, hu_lut: np.ndarray, ct: Grid, pose: Pose, rng: np.random.Generator,
-          noise_hu: float = 12.0) -> np.ndarray:
+def ct_hu(
+    labels: np.ndarray,
+    fine: Grid,
+    hu_lut: np.ndarray,
+    ct: Grid,
+    pose: Pose,
+    rng: np.random.Generator,
+    noise_hu: float = 12.0,
+) -> np.ndarray:
     """CT in HU on the scanner-frame grid ``ct``."""
     lab = _resample(labels, fine, ct, pose, order=0, cval=0).astype(np.intp)
     hu = hu_lut[lab] + rng.normal(0.0, noise_hu, size=lab.shape)

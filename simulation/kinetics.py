@@ -124,8 +124,13 @@ def _lognormal(rng: np.random.Generator, mean: float, sd: float) -> float:
     return float(rng.lognormal(math.log(mean) - sigma2 / 2, math.sqrt(sigma2)))
 
 
-def sample_kinetics(rng: np.random.Generator, tissues: dict[str, str], masses_g: dict[str, float],
-                    electron_energy_mev: float, physical_half_life_h: float) -> SubjectKinetics:
+def sample_kinetics(
+    rng: np.random.Generator,
+    tissues: dict[str, str],
+    masses_g: dict[str, float],
+    electron_energy_mev: float,
+    physical_half_life_h: float,
+) -> SubjectKinetics:
     """Draw a subject's kinetics.
 
     Parameters

@@ -71,22 +71,53 @@ class VendorProfile:
 
 
 SIEMENS = VendorProfile(
-    "siemens", "Flash3D", "{algorithm} {iterations}i{subsets}s", "MELP", ("XYZ Gauss 0.0",),
-    units_attribute=False, rwvm="when_scaled", software_versions="VB22",
-    camera_profile={"manufacturer": "SIEMENS", "algorithms": ["Flash3D", "xSPECT"], "collimators": ["MELP"],
-                    "post_filters": ["XYZ Gauss 0.0"]})
+    "siemens",
+    "Flash3D",
+    "{algorithm} {iterations}i{subsets}s",
+    "MELP",
+    ("XYZ Gauss 0.0",),
+    units_attribute=False,
+    rwvm="when_scaled",
+    software_versions="VB22",
+    camera_profile={
+        "manufacturer": "SIEMENS",
+        "algorithms": ["Flash3D", "xSPECT"],
+        "collimators": ["MELP"],
+        "post_filters": ["XYZ Gauss 0.0"],
+    },
+)
 GE_HERMES = VendorProfile(
-    "ge_hermes", "OSEM", "{algorithm} {iterations} iterations {subsets} subsets", "MEGP",
-    ("Butterworth", "0.48", "10"), units_attribute=False, rwvm="always", bqml_ucum="Bq/ml",
-    total_dose_unit="Bq", software_versions="HybridRecon 4.0",
-    camera_profile={"manufacturer": "GE", "algorithms": ["OSEM3D", "Evolution"], "collimators": ["MEGP", "MEHS"],
-                    "matrix_sizes": [128], "post_filters": ["Butterworth 0.48 10"],
-                    "scatter_evidence": ["corrected_image", "energy_windows", "text"],
-                    "scatter_text_patterns": ["scatter correct"]})
+    "ge_hermes",
+    "OSEM",
+    "{algorithm} {iterations} iterations {subsets} subsets",
+    "MEGP",
+    ("Butterworth", "0.48", "10"),
+    units_attribute=False,
+    rwvm="always",
+    bqml_ucum="Bq/ml",
+    total_dose_unit="Bq",
+    software_versions="HybridRecon 4.0",
+    camera_profile={
+        "manufacturer": "GE",
+        "algorithms": ["OSEM3D", "Evolution"],
+        "collimators": ["MEGP", "MEHS"],
+        "matrix_sizes": [128],
+        "post_filters": ["Butterworth 0.48 10"],
+        "scatter_evidence": ["corrected_image", "energy_windows", "text"],
+        "scatter_text_patterns": ["scatter correct"],
+    },
+)
 MEDISO = VendorProfile(
-    "mediso", "Tera-Tomo", "{algorithm} {iterations}i{subsets}s", "ME", ("NONE",),
-    units_attribute=True, rwvm="always", software_versions="InterView 3.08",
-    camera_profile={"manufacturer": "MEDISO", "algorithms": ["Tera-Tomo"]})
+    "mediso",
+    "Tera-Tomo",
+    "{algorithm} {iterations}i{subsets}s",
+    "ME",
+    ("NONE",),
+    units_attribute=True,
+    rwvm="always",
+    software_versions="InterView 3.08",
+    camera_profile={"manufacturer": "MEDISO", "algorithms": ["Tera-Tomo"]},
+)
 
 
 @dataclass(frozen=True)
@@ -162,20 +193,62 @@ class Site:
 
 
 _GE_SPELLING = {
-    "Kidney_L": "LT KIDNEY", "Kidney_R": "RT KIDNEY", "Liver": "LIVER", "Spleen": "SPLEEN",
-    "Parotid_L": "LT PAROTID", "Parotid_R": "RT PAROTID", "Glnd_Submand_L": "LT SUBMANDIBULAR",
-    "Glnd_Submand_R": "RT SUBMANDIBULAR", "Bone_Marrow": "MARROW L-SPINE", "Lungs": "LUNGS",
+    "Kidney_L": "LT KIDNEY",
+    "Kidney_R": "RT KIDNEY",
+    "Liver": "LIVER",
+    "Spleen": "SPLEEN",
+    "Parotid_L": "LT PAROTID",
+    "Parotid_R": "RT PAROTID",
+    "Glnd_Submand_L": "LT SUBMANDIBULAR",
+    "Glnd_Submand_R": "RT SUBMANDIBULAR",
+    "Bone_Marrow": "MARROW L-SPINE",
+    "Lungs": "LUNGS",
 }
 
 _TEMPLATES = (
-    ("Amsterdam", "SITE01_PACS", Camera("SIEMENS", "Symbia Intevo Bold", "1053", 10.4, 11.0, vendor=SIEMENS), {},
-     "AMC"),
-    ("Krakow", "GEPACS02",
-     Camera("GE MEDICAL SYSTEMS", "Discovery NM/CT 670 Pro", "GE4471", 11.6, 12.5, units="BQML",
-            vendor_scale_error=1.12, iterations=4, subsets=12, vendor=GE_HERMES), _GE_SPELLING, "KRK"),
-    ("Wuerzburg", "ANYSCAN3",
-     Camera("MEDISO", "AnyScan SC", "MD-2291", 12.9, 14.0, scatter_correction=False, scatter_fraction=0.28,
-            iterations=2, subsets=8, vendor=MEDISO), {}, "WUE"),
+    (
+        "Amsterdam",
+        "SITE01_PACS",
+        Camera("SIEMENS", "Symbia Intevo Bold", "1053", 10.4, 11.0, vendor=SIEMENS),
+        {},
+        "AMC",
+    ),
+    (
+        "Krakow",
+        "GEPACS02",
+        Camera(
+            "GE MEDICAL SYSTEMS",
+            "Discovery NM/CT 670 Pro",
+            "GE4471",
+            11.6,
+            12.5,
+            units="BQML",
+            vendor_scale_error=1.12,
+            iterations=4,
+            subsets=12,
+            vendor=GE_HERMES,
+        ),
+        _GE_SPELLING,
+        "KRK",
+    ),
+    (
+        "Wuerzburg",
+        "ANYSCAN3",
+        Camera(
+            "MEDISO",
+            "AnyScan SC",
+            "MD-2291",
+            12.9,
+            14.0,
+            scatter_correction=False,
+            scatter_fraction=0.28,
+            iterations=2,
+            subsets=8,
+            vendor=MEDISO,
+        ),
+        {},
+        "WUE",
+    ),
 )
 
 

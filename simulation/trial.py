@@ -55,10 +55,42 @@ NEMA_RING_RADIUS_MM = 57.2
 #: (Wessels et al 2008, MIRD Pamphlet No. 20, J Nucl Med 49:1884; as in dosimetry/bed.py).
 KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REP_H = 2.6, 2.8
 
-_FIRST = ("Hans", "Pieter", "Jan", "Tomasz", "Marek", "Klaus", "Jürgen", "Willem", "Andrzej", "Stefan",
-          "Dirk", "Piotr", "Wolfgang", "Maarten", "Krzysztof", "Bernd")
-_LAST = ("Mustermann", "de Vries", "Jansen", "Kowalski", "Nowak", "Schmidt", "Bakker", "Wiśniewski",
-         "Müller", "Visser", "Zieliński", "Schneider", "Smit", "Lewandowski", "Fischer", "Meijer")
+_FIRST = (
+    "Hans",
+    "Pieter",
+    "Jan",
+    "Tomasz",
+    "Marek",
+    "Klaus",
+    "Jürgen",
+    "Willem",
+    "Andrzej",
+    "Stefan",
+    "Dirk",
+    "Piotr",
+    "Wolfgang",
+    "Maarten",
+    "Krzysztof",
+    "Bernd",
+)
+_LAST = (
+    "Mustermann",
+    "de Vries",
+    "Jansen",
+    "Kowalski",
+    "Nowak",
+    "Schmidt",
+    "Bakker",
+    "Wiśniewski",
+    "Müller",
+    "Visser",
+    "Zieliński",
+    "Schneider",
+    "Smit",
+    "Lewandowski",
+    "Fischer",
+    "Meijer",
+)
 
 
 @dataclass(frozen=True)
@@ -99,12 +131,28 @@ def _recon(site: Site) -> dw.NmRecon:
     cam, vendor = site.camera, site.camera.vendor
     windows = _protocol_windows() if cam.scatter_correction else _protocol_windows()[:1]
     corrections = ("ATTN", "SCAT") if cam.scatter_correction else ("ATTN",)
-    return dw.NmRecon(cam.manufacturer, cam.model, cam.serial, cam.units, windows, vendor.collimator, corrections,
-                      vendor.algorithm, cam.iterations, cam.subsets, 0.0, cam.projections_per_head,
-                      cam.time_per_projection_s, software_versions=vendor.software_versions,
-                      recon_method=vendor.recon_method, post_filter=vendor.post_filter,
-                      units_attribute=vendor.units_attribute, rwvm=vendor.rwvm, bqml_ucum=vendor.bqml_ucum,
-                      total_dose_unit=vendor.total_dose_unit)
+    return dw.NmRecon(
+        cam.manufacturer,
+        cam.model,
+        cam.serial,
+        cam.units,
+        windows,
+        vendor.collimator,
+        corrections,
+        vendor.algorithm,
+        cam.iterations,
+        cam.subsets,
+        0.0,
+        cam.projections_per_head,
+        cam.time_per_projection_s,
+        software_versions=vendor.software_versions,
+        recon_method=vendor.recon_method,
+        post_filter=vendor.post_filter,
+        units_attribute=vendor.units_attribute,
+        rwvm=vendor.rwvm,
+        bqml_ucum=vendor.bqml_ucum,
+        total_dose_unit=vendor.total_dose_unit,
+    )
 
 
 def off_protocol_reasons(site: Site) -> list[str]:
@@ -134,33 +182,70 @@ class _Writer:
         self.ct_grid = Grid.centred(CT_SHAPE, CT_SPACING_MM, FOV_CENTRE_MM)
         self.nuc = nuclide("Lu-177")
 
-    def session(self, site: Site, ident: dw.Identity, label: str, description: str, when: dt.datetime,
-                anatomy: Anatomy, labels: np.ndarray, mean_activity_mbq: np.ndarray, pharm: dw.Radiopharmaceutical,
-                pose: Pose, rng: np.random.Generator, rois: list[tuple[str, str, Compartment]] | None = None,
-                ) -> dict:
+    def session(
+        self,
+        site: Site,
+        ident: dw.Identity,
+        label: str,
+        description: str,
+        when: dt.datetime,
+        anatomy: Anatomy,
+        labels: np.ndarray,
+        mean_activity_mbq: np.ndarray,
+        pharm: dw.Radiopharmaceutical,
+        pose: Pose,
+        rng: np.random.Generator,
+        rois: list[tuple[str, str, Compartment]] | None = None,
+    ) -> dict:
         key = f"{site.site_id}/{ident.patient_id}/{when:%Y%m%d%H%M}/{label}"
         study_dir = self.out / "dicom" / site.site_id / ident.patient_id / f"{when:%Y%m%d}_{label}"
-        sess = dw.Session(dw.uid(key + "/study"), dw.uid(key + "/for"), f"A{int(rng.integers(10**8, 10**9))}",
-                          description, when,
-                          f"{site.camera.manufacturer.split()[0][:8]}{site.site_id[-2:]}", site.name)
+        sess = dw.Session(
+            dw.uid(key + "/study"),
+            dw.uid(key + "/for"),
+            f"A{int(rng.integers(10**8, 10**9))}",
+            description,
+            when,
+            f"{site.camera.manufacturer.split()[0][:8]}{site.site_id[-2:]}",
+            site.name,
+        )
         cam = site.camera
         duration_s = cam.acquisition_duration_s
-        expected = expected_counts(labels, self.fine, mean_activity_mbq, self.spect_grid, pose,
-                                   cam.sensitivity_cps_per_mbq, duration_s, cam.fwhm_mm, cam.scatter_fraction)
+        expected = expected_counts(
+            labels,
+            self.fine,
+            mean_activity_mbq,
+            self.spect_grid,
+            pose,
+            cam.sensitivity_cps_per_mbq,
+            duration_s,
+            cam.fwhm_mm,
+            cam.scatter_fraction,
+        )
         counts = noisy_counts(expected, cam.noise_amplification, rng)
         if cam.units == "BQML":
             # vendor Bq/mL at acquisition start: counts / (S tau), tau the decay-weighted scan time (s)
             tau_s = decay_integral_s(duration_s, self.nuc.half_life_h * 3600.0)
-            values = counts / (cam.sensitivity_cps_per_mbq * tau_s) * 1e6 / self.spect_grid.voxel_ml \
-                * cam.vendor_scale_error
+            values = (
+                counts / (cam.sensitivity_cps_per_mbq * tau_s) * 1e6 / self.spect_grid.voxel_ml * cam.vendor_scale_error
+            )
         else:
             values = counts
-        dw.write_nm(study_dir / "NM" / "NM_0001.dcm", values, self.spect_grid, ident, sess, _recon(site), pharm,
-                    dw.uid(key + "/nm-series"), dw.uid(key + "/nm"))
+        dw.write_nm(
+            study_dir / "NM" / "NM_0001.dcm",
+            values,
+            self.spect_grid,
+            ident,
+            sess,
+            _recon(site),
+            pharm,
+            dw.uid(key + "/nm-series"),
+            dw.uid(key + "/nm"),
+        )
         hu = ct_hu(labels, self.fine, anatomy.hu_lut(), self.ct_grid, pose, rng)
         ct_series = dw.uid(key + "/ct-series")
-        refs = dw.write_ct(study_dir / "CT", hu, self.ct_grid, ident, sess, ct_series, cam.manufacturer,
-                           cam.model, cam.serial)
+        refs = dw.write_ct(
+            study_dir / "CT", hu, self.ct_grid, ident, sess, ct_series, cam.manufacturer, cam.model, cam.serial
+        )
         if rois:
             self._rtstruct(study_dir, key, site, ident, sess, ct_series, refs, rois, pose, when)
         files = list(study_dir.rglob("*.dcm"))
@@ -177,9 +262,19 @@ class _Writer:
             "total_counts": float(counts.sum()),
         }
 
-    def _rtstruct(self, study_dir: Path, key: str, site: Site, ident: dw.Identity, sess: dw.Session,
-                  ct_series: str, refs: list[tuple[str, float]], rois: list[tuple[str, str, Compartment]],
-                  pose: Pose, when: dt.datetime) -> None:
+    def _rtstruct(
+        self,
+        study_dir: Path,
+        key: str,
+        site: Site,
+        ident: dw.Identity,
+        sess: dw.Session,
+        ct_series: str,
+        refs: list[tuple[str, float]],
+        rois: list[tuple[str, str, Compartment]],
+        pose: Pose,
+        when: dt.datetime,
+    ) -> None:
         colours = [(255, 0, 0), (0, 160, 255), (255, 200, 0), (0, 200, 0), (200, 0, 200), (0, 200, 200)]
         roi_list = []
         for i, (name, kind, comp) in enumerate(rois):
@@ -194,8 +289,17 @@ class _Writer:
             if not contours:
                 raise RuntimeError(f"simulator: VOI {comp.voi} lies outside the CT field of view")
             roi_list.append(dw.RoiContours(name, kind, contours, colours[i % len(colours)]))
-        dw.write_rtstruct(study_dir / "RTSTRUCT" / "RS_0001.dcm", ident, sess, ct_series, refs, roi_list,
-                          dw.uid(key + "/rs-series"), dw.uid(key + "/rs"), when + dt.timedelta(days=1))
+        dw.write_rtstruct(
+            study_dir / "RTSTRUCT" / "RS_0001.dcm",
+            ident,
+            sess,
+            ct_series,
+            refs,
+            roi_list,
+            dw.uid(key + "/rs-series"),
+            dw.uid(key + "/rs"),
+            when + dt.timedelta(days=1),
+        )
 
 
 def _pose(rng: np.random.Generator, centre: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Pose:
@@ -212,13 +316,13 @@ def _phantoms() -> dict[str, Anatomy]:
         c = (NEMA_RING_RADIUS_MM * math.cos(ang), NEMA_RING_RADIUS_MM * math.sin(ang), 0.0)
         spheres.append(Compartment(f"Sphere_{int(d)}mm", (Ellipsoid(c, (d / 2,) * 3),), "Lesion"))
     lung = Compartment("Lung_insert", (EllipticCylinder((0.0, 0.0), (25.0, 25.0), -90.0, 90.0),), "Lung")
-    nema = Anatomy(body=(EllipticCylinder((0.0, 20.0), (147.0, 112.0), -90.0, 90.0),),
-                   compartments=(lung, *spheres))
+    nema = Anatomy(body=(EllipticCylinder((0.0, 20.0), (147.0, 112.0), -90.0, 90.0),), compartments=(lung, *spheres))
     return {"uniform_cylinder": cylinder, "nema_iec_body": nema}
 
 
-def simulate_trial(out_dir: str | Path, spec: TrialSpec = TrialSpec(),
-                   progress: Callable[[str], None] | None = None) -> TrialSummary:
+def simulate_trial(
+    out_dir: str | Path, spec: TrialSpec = TrialSpec(), progress: Callable[[str], None] | None = None
+) -> TrialSummary:
     """Write the synthetic trial to ``out_dir`` (see module docstring)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,10 +333,17 @@ def simulate_trial(out_dir: str | Path, spec: TrialSpec = TrialSpec(),
     writer = _Writer(out, spec, summary)
     nuc = writer.nuc
     truth: dict = {
-        "trial_id": spec.trial_id, "seed": spec.seed, "spec": asdict(spec), "radionuclide": nuc.name,
-        "half_life_h": nuc.half_life_h, "electron_energy_mev": nuc.electron_energy_mev,
+        "trial_id": spec.trial_id,
+        "seed": spec.seed,
+        "spec": asdict(spec),
+        "radionuclide": nuc.name,
+        "half_life_h": nuc.half_life_h,
+        "electron_energy_mev": nuc.electron_energy_mev,
         "dose_method": "analytic TIA x electron energy / analytic mass (simulation/truth.py)",
-        "sites": {}, "phantoms": [], "subjects": {}, "outcome_models": OUTCOME_MODELS,
+        "sites": {},
+        "phantoms": [],
+        "subjects": {},
+        "outcome_models": OUTCOME_MODELS,
     }
     enrolment: list[dict] = []
     fills: list[dict] = []
@@ -242,16 +353,27 @@ def simulate_trial(out_dir: str | Path, spec: TrialSpec = TrialSpec(),
     for site in sites:
         cam = site.camera
         truth["sites"][site.site_id] = {
-            "name": site.name, "calling_ae_title": site.calling_ae_title,
+            "name": site.name,
+            "calling_ae_title": site.calling_ae_title,
             "camera": {"manufacturer": cam.manufacturer, "model": cam.model, "serial": cam.serial},
-            "sensitivity_cps_per_mbq": cam.sensitivity_cps_per_mbq, "fwhm_mm": cam.fwhm_mm, "units": cam.units,
-            "vendor_scale_error": cam.vendor_scale_error, "scatter_correction": cam.scatter_correction,
-            "scatter_fraction": cam.scatter_fraction, "iterations": cam.iterations, "subsets": cam.subsets,
+            "sensitivity_cps_per_mbq": cam.sensitivity_cps_per_mbq,
+            "fwhm_mm": cam.fwhm_mm,
+            "units": cam.units,
+            "vendor_scale_error": cam.vendor_scale_error,
+            "scatter_correction": cam.scatter_correction,
+            "scatter_fraction": cam.scatter_fraction,
+            "iterations": cam.iterations,
+            "subsets": cam.subsets,
             "off_protocol": off_protocol_reasons(site),
-            "vendor": {"profile": cam.vendor.name, "algorithm": cam.vendor.algorithm,
-                       "collimator": cam.vendor.collimator, "post_filter": " ".join(cam.vendor.post_filter),
-                       "units_attribute": cam.vendor.units_attribute, "rwvm": cam.vendor.rwvm,
-                       "total_dose_unit": cam.vendor.total_dose_unit},
+            "vendor": {
+                "profile": cam.vendor.name,
+                "algorithm": cam.vendor.algorithm,
+                "collimator": cam.vendor.collimator,
+                "post_filter": " ".join(cam.vendor.post_filter),
+                "units_attribute": cam.vendor.units_attribute,
+                "rwvm": cam.vendor.rwvm,
+                "total_dose_unit": cam.vendor.total_dose_unit,
+            },
             "rc_hot_sphere": {f"{d:g}": sphere_rc(d, cam.fwhm_mm) for d in NEMA_SPHERE_DIAMETERS_MM},
             "voi_spelling": site.voi_spelling,
         }
@@ -269,19 +391,32 @@ def simulate_trial(out_dir: str | Path, spec: TrialSpec = TrialSpec(),
     return summary
 
 
-def _simulate_phantoms(writer: _Writer, site: Site, phantoms: dict[str, Anatomy], labels: dict[str, np.ndarray],
-                       rng: np.random.Generator, truth: dict, enrolment: list[dict], fills: list[dict]) -> None:
+def _simulate_phantoms(
+    writer: _Writer,
+    site: Site,
+    phantoms: dict[str, Anatomy],
+    labels: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    truth: dict,
+    enrolment: list[dict],
+    fills: list[dict],
+) -> None:
     nuc, cam = writer.nuc, site.camera
-    for kind, code, desc in (("uniform_cylinder", "CYL", "QC UNIFORM CYLINDER"),
-                             ("nema_iec_body", "NEMA", "QC NEMA IEC BODY")):
+    for kind, code, desc in (
+        ("uniform_cylinder", "CYL", "QC UNIFORM CYLINDER"),
+        ("nema_iec_body", "NEMA", "QC NEMA IEC BODY"),
+    ):
         anat = phantoms[kind]
         ref_time = TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
         acq_time = ref_time + dt.timedelta(hours=float(rng.uniform(1.0, 3.0)))
         t_h = (acq_time - ref_time).total_seconds() / 3600.0
         lam = nuc.decay_constant_per_h
         # mean activity over the scan / activity at the reference time
-        mean_decay = math.exp(-lam * t_h) * decay_integral_s(cam.acquisition_duration_s, nuc.half_life_h * 3600.0) \
+        mean_decay = (
+            math.exp(-lam * t_h)
+            * decay_integral_s(cam.acquisition_duration_s, nuc.half_life_h * 3600.0)
             / cam.acquisition_duration_s
+        )
         sbr = None
         if kind == "uniform_cylinder":
             total_mbq = float(rng.uniform(350.0, 550.0))
@@ -293,25 +428,55 @@ def _simulate_phantoms(writer: _Writer, site: Site, phantoms: dict[str, Anatomy]
             sph_ml = sum(c.volume_ml for c in anat.compartments if c.voi.startswith("Sphere"))
             bkg_conc = float(rng.uniform(0.020, 0.030))
             total_mbq = bkg_conc * (bkg_ml + sbr * sph_ml)
-            per_label = np.array([0.0, bkg_conc * bkg_ml] + [
-                0.0 if c.tissue == "Lung" else sbr * bkg_conc * c.volume_ml for c in anat.compartments])
+            per_label = np.array(
+                [0.0, bkg_conc * bkg_ml]
+                + [0.0 if c.tissue == "Lung" else sbr * bkg_conc * c.volume_ml for c in anat.compartments]
+            )
             volume_ml = bkg_ml
         patient_id = f"QC-{code}-{site.site_id}"
         subject_id = f"{site.site_id}-PH-{code}"
         ident = dw.Identity(f"QC^{code}", patient_id, "", "O")
         pharm = dw.Radiopharmaceutical("Lu-177 chloride", nuc.name, total_mbq, ref_time, nuc.half_life_h * 3600)
-        info = writer.session(site, ident, code, desc, acq_time, anat, labels[kind], per_label * mean_decay, pharm,
-                              _pose(rng, FOV_CENTRE_MM), rng)
-        enrolment.append({"site_id": site.site_id, "patient_id": patient_id, "subject_id": subject_id,
-                          "kind": "phantom"})
-        fills.append({"subject_id": subject_id, "phantom_type": kind, "total_activity_mbq": round(total_mbq, 2),
-                      "reference_datetime": ref_time.isoformat(), "volume_ml": round(volume_ml, 1),
-                      "sphere_to_background_ratio": sbr if sbr is not None else ""})
-        truth["phantoms"].append({
-            "subject_id": subject_id, "site_id": site.site_id, "phantom_type": kind, "total_activity_mbq": total_mbq,
-            "reference_datetime": ref_time.isoformat(), "activity_at_acquisition_start_mbq":
-                total_mbq * math.exp(-lam * t_h), "mean_activity_during_acquisition_mbq": total_mbq * mean_decay,
-            "sphere_to_background_ratio": sbr, "volume_ml": volume_ml, **info})
+        info = writer.session(
+            site,
+            ident,
+            code,
+            desc,
+            acq_time,
+            anat,
+            labels[kind],
+            per_label * mean_decay,
+            pharm,
+            _pose(rng, FOV_CENTRE_MM),
+            rng,
+        )
+        enrolment.append(
+            {"site_id": site.site_id, "patient_id": patient_id, "subject_id": subject_id, "kind": "phantom"}
+        )
+        fills.append(
+            {
+                "subject_id": subject_id,
+                "phantom_type": kind,
+                "total_activity_mbq": round(total_mbq, 2),
+                "reference_datetime": ref_time.isoformat(),
+                "volume_ml": round(volume_ml, 1),
+                "sphere_to_background_ratio": sbr if sbr is not None else "",
+            }
+        )
+        truth["phantoms"].append(
+            {
+                "subject_id": subject_id,
+                "site_id": site.site_id,
+                "phantom_type": kind,
+                "total_activity_mbq": total_mbq,
+                "reference_datetime": ref_time.isoformat(),
+                "activity_at_acquisition_start_mbq": total_mbq * math.exp(-lam * t_h),
+                "mean_activity_during_acquisition_mbq": total_mbq * mean_decay,
+                "sphere_to_background_ratio": sbr,
+                "volume_ml": volume_ml,
+                **info,
+            }
+        )
 
 
 def _timepoints(idx: int, cycle: int, n_cycles: int, rng: np.random.Generator) -> list[tuple[float, float, str]]:
@@ -336,8 +501,9 @@ def _timepoints(idx: int, cycle: int, n_cycles: int, rng: np.random.Generator) -
     return out
 
 
-def _simulate_subject(writer: _Writer, site: Site, subject_id: str, idx: int, rng: np.random.Generator,
-                      truth: dict, enrolment: list[dict]) -> None:
+def _simulate_subject(
+    writer: _Writer, site: Site, subject_id: str, idx: int, rng: np.random.Generator, truth: dict, enrolment: list[dict]
+) -> None:
     nuc, spec = writer.nuc, writer.spec
     anat = sample_anatomy(rng, int(rng.integers(1, 6)))
     labels = anat.label_map(writer.fine.points_mm())
@@ -346,15 +512,25 @@ def _simulate_subject(writer: _Writer, site: Site, subject_id: str, idx: int, rn
     base = sample_kinetics(rng, tissues, masses, nuc.electron_energy_mev, nuc.half_life_h)
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     birth = dt.date(int(rng.integers(1940, 1966)), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
-    ident = dw.Identity(_dicom_name(f"{first} {last}"), f"{site.patient_id_prefix}{int(rng.integers(10**6, 10**7))}",
-                        birth.strftime("%Y%m%d"), "M")
-    enrolment.append({"site_id": site.site_id, "patient_id": ident.patient_id, "subject_id": subject_id,
-                      "kind": "patient"})
-    rois = [(site.voi_spelling.get(c.voi, c.voi), "GTV" if c.voi.startswith("Lesion") else "ORGAN", c)
-            for c in anat.compartments]
+    ident = dw.Identity(
+        _dicom_name(f"{first} {last}"),
+        f"{site.patient_id_prefix}{int(rng.integers(10**6, 10**7))}",
+        birth.strftime("%Y%m%d"),
+        "M",
+    )
+    enrolment.append(
+        {"site_id": site.site_id, "patient_id": ident.patient_id, "subject_id": subject_id, "kind": "patient"}
+    )
+    rois = [
+        (site.voi_spelling.get(c.voi, c.voi), "GTV" if c.voi.startswith("Lesion") else "ORGAN", c)
+        for c in anat.compartments
+    ]
     subj = {
-        "site_id": site.site_id, "patient_name": f"{first} {last}", "patient_id": ident.patient_id,
-        "birth_date": birth.isoformat(), "n_lesions": len(anat.lesion_diameters_mm),
+        "site_id": site.site_id,
+        "patient_name": f"{first} {last}",
+        "patient_id": ident.patient_id,
+        "birth_date": birth.isoformat(),
+        "n_lesions": len(anat.lesion_diameters_mm),
         "vois": {c.voi: {"volume_ml": c.volume_ml, "mass_g": c.mass_g, "tissue": c.tissue} for c in anat.compartments},
         "cycles": [],
     }
@@ -362,29 +538,67 @@ def _simulate_subject(writer: _Writer, site: Site, subject_id: str, idx: int, rn
     for cycle in range(1, spec.cycles + 1):
         admin = start + dt.timedelta(weeks=6 * (cycle - 1), days=int(rng.integers(-3, 4)))
         admin_mbq = float(spec.administered_mbq * rng.normal(1.0, 0.03))
-        kin = SubjectKinetics({v: CompartmentKinetics(k.fraction * float(rng.lognormal(0, 0.08)),
-                                                      k.t_eff_h * float(rng.lognormal(0, 0.05)), k.t_up_h)
-                               for v, k in base.compartments.items()})
-        pharm = dw.Radiopharmaceutical(RADIOPHARMACEUTICAL, nuc.name, round(admin_mbq, 1), admin,
-                                       nuc.half_life_h * 3600)
+        kin = SubjectKinetics(
+            {
+                v: CompartmentKinetics(
+                    k.fraction * float(rng.lognormal(0, 0.08)), k.t_eff_h * float(rng.lognormal(0, 0.05)), k.t_up_h
+                )
+                for v, k in base.compartments.items()
+            }
+        )
+        pharm = dw.Radiopharmaceutical(
+            RADIOPHARMACEUTICAL, nuc.name, round(admin_mbq, 1), admin, nuc.half_life_h * 3600
+        )
         tps = _timepoints(idx, cycle, spec.cycles, rng)
         cyc = _cycle_truth(anat, kin, admin_mbq, nuc.electron_energy_mev)
-        cyc.update({"cycle": cycle, "administration_datetime": admin.isoformat(), "administered_mbq": admin_mbq,
-                    "method": "single_time_point" if len(tps) == 1 else "multi_time_point", "timepoints": [],
-                    "missing_nominal_h": [n for n in PROTOCOL_TIMES_H if n not in [t[0] for t in tps]]
-                    if len(tps) > 1 else []})
+        cyc.update(
+            {
+                "cycle": cycle,
+                "administration_datetime": admin.isoformat(),
+                "administered_mbq": admin_mbq,
+                "method": "single_time_point" if len(tps) == 1 else "multi_time_point",
+                "timepoints": [],
+                "missing_nominal_h": [n for n in PROTOCOL_TIMES_H if n not in [t[0] for t in tps]]
+                if len(tps) > 1
+                else [],
+            }
+        )
         for tp_index, (nominal, t_h, status) in enumerate(tps):
             when = admin + dt.timedelta(hours=t_h)
             dur_h = site.camera.acquisition_duration_s / 3600.0
-            mean_act = np.array([0.0, kin.remainder_integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h] + [
-                kin.compartments[c.voi].integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h for c in anat.compartments])
-            info = writer.session(site, ident, f"C{cycle}_{int(nominal)}H", f"LU177 PSMA C{cycle} SPECT/CT {int(nominal)}H",
-                                  when, anat, labels, mean_act, pharm, _pose(rng), rng,
-                                  rois if tp_index == 0 else None)
-            info.update({"index": tp_index, "nominal_h": nominal, "t_h": t_h, "status": status,
-                         "reference": tp_index == 0,
-                         "activity_mbq": {c.voi: float(kin.compartments[c.voi].activity_mbq(admin_mbq, t_h))
-                                          for c in anat.compartments}})
+            mean_act = np.array(
+                [0.0, kin.remainder_integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h]
+                + [
+                    kin.compartments[c.voi].integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h
+                    for c in anat.compartments
+                ]
+            )
+            info = writer.session(
+                site,
+                ident,
+                f"C{cycle}_{int(nominal)}H",
+                f"LU177 PSMA C{cycle} SPECT/CT {int(nominal)}H",
+                when,
+                anat,
+                labels,
+                mean_act,
+                pharm,
+                _pose(rng),
+                rng,
+                rois if tp_index == 0 else None,
+            )
+            info.update(
+                {
+                    "index": tp_index,
+                    "nominal_h": nominal,
+                    "t_h": t_h,
+                    "status": status,
+                    "reference": tp_index == 0,
+                    "activity_mbq": {
+                        c.voi: float(kin.compartments[c.voi].activity_mbq(admin_mbq, t_h)) for c in anat.compartments
+                    },
+                }
+            )
             cyc["timepoints"].append(info)
         subj["cycles"].append(cyc)
     subj["cumulative"] = {
@@ -405,7 +619,10 @@ def _cycle_truth(anat: Anatomy, kin: SubjectKinetics, admin_mbq: float, e_mev: f
     bed = {v: bed_gy(dose[v], g[v], KIDNEY_ALPHA_BETA_GY) for v in g}
     return {
         "kinetics": {v: asdict(k) for v, k in kin.compartments.items()},
-        "tia_mbq_h": tia, "dose_gy": dose, "bed_gy": bed, "kidney_g_factor": g,
+        "tia_mbq_h": tia,
+        "dose_gy": dose,
+        "bed_gy": bed,
+        "kidney_g_factor": g,
         "remainder_fraction": 1.0 - kin.organ_fraction,
     }
 
@@ -415,39 +632,76 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
     ph_name, ph_c, ph_w = PHOTOPEAK
     return {
         "trial_id": spec.trial_id,
-        "listener": {"ae_title": "RNTFLOW", "host": "127.0.0.1", "port": 11112, "quiet_period_s": 5,
-                     "min_free_disk_mb": 200, "tls": {"enabled": False}},
-        "paths": {"spool": f"{data_dir}/spool", "warehouse": f"{data_dir}/warehouse", "keys": f"{data_dir}/keys",
-                  "enrolment": "enrolment.csv", "phantom_fills": "phantom_fills.csv",
-                  "prefect_home": f"{data_dir}/prefect", "products": f"{data_dir}/products"},
-        "sites": [{"id": s.site_id, "name": f"{s.name} ({s.camera.manufacturer.title()} {s.camera.model})",
-                   "calling_ae_titles": [s.calling_ae_title],
-                   **({"voi_name_map": {v: k for k, v in s.voi_spelling.items()}} if s.voi_spelling else {}),
-                   "cameras": [dict(s.camera.vendor.camera_profile)]}
-                  for s in sites],
+        "listener": {
+            "ae_title": "RNTFLOW",
+            "host": "127.0.0.1",
+            "port": 11112,
+            "quiet_period_s": 5,
+            "min_free_disk_mb": 200,
+            "tls": {"enabled": False},
+        },
+        "paths": {
+            "spool": f"{data_dir}/spool",
+            "warehouse": f"{data_dir}/warehouse",
+            "keys": f"{data_dir}/keys",
+            "enrolment": "enrolment.csv",
+            "phantom_fills": "phantom_fills.csv",
+            "prefect_home": f"{data_dir}/prefect",
+            "products": f"{data_dir}/products",
+        },
+        "sites": [
+            {
+                "id": s.site_id,
+                "name": f"{s.name} ({s.camera.manufacturer.title()} {s.camera.model})",
+                "calling_ae_titles": [s.calling_ae_title],
+                **({"voi_name_map": {v: k for k, v in s.voi_spelling.items()}} if s.voi_spelling else {}),
+                "cameras": [dict(s.camera.vendor.camera_profile)],
+            }
+            for s in sites
+        ],
         "protocol": {
             "radionuclide": "Lu-177",
             "photopeak_windows": [{"name": ph_name, "center_kev": ph_c, "width_pct": ph_w}],
             "scatter_windows": [{"name": n, "center_kev": c, "width_pct": w} for n, c, w in SCATTER_WINDOWS],
-            "collimator": "MEGP", "attenuation_correction": True, "scatter_correction": True,
-            "algorithm": "OSEM", "min_iterations_x_subsets": 48, "max_iterations_x_subsets": 480,
-            "matrix_size": SPECT_SHAPE[2], "voxel_size_mm": SPECT_SPACING_MM[2], "voxel_tolerance_mm": 0.5,
-            "max_post_filter_fwhm_mm": 0.0, "min_projections": 60, "min_time_per_projection_s": 10.0,
-            "time_points": [{"nominal_h": 4, "earliest_h": 2, "latest_h": 8},
-                            {"nominal_h": 24, "earliest_h": 18, "latest_h": 30},
-                            {"nominal_h": 96, "earliest_h": 72, "latest_h": 120},
-                            {"nominal_h": 168, "earliest_h": 144, "latest_h": 192}],
-            "dosimetry_method": "multi_time_point", "min_time_points_for_fit": 3,
+            "collimator": "MEGP",
+            "attenuation_correction": True,
+            "scatter_correction": True,
+            "algorithm": "OSEM",
+            "min_iterations_x_subsets": 48,
+            "max_iterations_x_subsets": 480,
+            "matrix_size": SPECT_SHAPE[2],
+            "voxel_size_mm": SPECT_SPACING_MM[2],
+            "voxel_tolerance_mm": 0.5,
+            "max_post_filter_fwhm_mm": 0.0,
+            "min_projections": 60,
+            "min_time_per_projection_s": 10.0,
+            "time_points": [
+                {"nominal_h": 4, "earliest_h": 2, "latest_h": 8},
+                {"nominal_h": 24, "earliest_h": 18, "latest_h": 30},
+                {"nominal_h": 96, "earliest_h": 72, "latest_h": 120},
+                {"nominal_h": 168, "earliest_h": 144, "latest_h": 192},
+            ],
+            "dosimetry_method": "multi_time_point",
+            "min_time_points_for_fit": 3,
         },
-        "dose_limits": {"Kidneys": {"dose_gy": 23.0, "bed_gy": 40.0}, "Bone_Marrow": {"dose_gy": 2.0},
-                        "Parotid_L": {"dose_gy": 20.0}, "Parotid_R": {"dose_gy": 20.0}},
-        "radiobiology": {v: {"alpha_beta_gy": KIDNEY_ALPHA_BETA_GY, "t_rep_h": KIDNEY_T_REP_H}
-                         for v in ("Kidney_L", "Kidney_R", "Kidneys")},
+        "dose_limits": {
+            "Kidneys": {"dose_gy": 23.0, "bed_gy": 40.0},
+            "Bone_Marrow": {"dose_gy": 2.0},
+            "Parotid_L": {"dose_gy": 20.0},
+            "Parotid_R": {"dose_gy": 20.0},
+        },
+        "radiobiology": {
+            v: {"alpha_beta_gy": KIDNEY_ALPHA_BETA_GY, "t_rep_h": KIDNEY_T_REP_H}
+            for v in ("Kidney_L", "Kidney_R", "Kidneys")
+        },
         "voi_name_map": {},
-        "calibration": {"validity_days": 180, "drift_tolerance_pct": 5.0, "phantom_patient_id_pattern": "^QC[-_]",
-                        # NEMA sphere diameter (mm) -> (min RC, max RC), as deployments/trial.example.yaml
-                        "reference_rc_band": {"37": [0.60, 0.95], "28": [0.50, 0.85], "22": [0.38, 0.72],
-                                              "17": [0.25, 0.58]}},
+        "calibration": {
+            "validity_days": 180,
+            "drift_tolerance_pct": 5.0,
+            "phantom_patient_id_pattern": "^QC[-_]",
+            # NEMA sphere diameter (mm) -> (min RC, max RC), as deployments/trial.example.yaml
+            "reference_rc_band": {"37": [0.60, 0.95], "28": [0.50, 0.85], "22": [0.38, 0.72], "17": [0.25, 0.58]},
+        },
         "dosimetry": {"engine": "voxel_dpk", "partial_volume_correction": True},
     }
 
@@ -460,26 +714,72 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
             w.writerow({k: r.get(k, "") for k in columns})
 
 
-def _write_tables(out: Path, spec: TrialSpec, sites: list[Site], truth: dict, enrolment: list[dict],
-                  fills: list[dict], outcomes: list[dict]) -> None:
+def _write_tables(
+    out: Path,
+    spec: TrialSpec,
+    sites: list[Site],
+    truth: dict,
+    enrolment: list[dict],
+    fills: list[dict],
+    outcomes: list[dict],
+) -> None:
     _write_csv(out / "enrolment.csv", enrolment, ["site_id", "patient_id", "subject_id", "kind"])
-    _write_csv(out / "phantom_fills.csv", fills, ["subject_id", "phantom_type", "total_activity_mbq",
-                                                  "reference_datetime", "volume_ml", "sphere_to_background_ratio"])
-    _write_csv(out / "outcomes.csv", outcomes, ["subject_id", "endpoint", "lesion_voi", "grade", "response", "event",
-                                                "time_to_event_months", "assessed_months"])
+    _write_csv(
+        out / "phantom_fills.csv",
+        fills,
+        [
+            "subject_id",
+            "phantom_type",
+            "total_activity_mbq",
+            "reference_datetime",
+            "volume_ml",
+            "sphere_to_background_ratio",
+        ],
+    )
+    _write_csv(
+        out / "outcomes.csv",
+        outcomes,
+        [
+            "subject_id",
+            "endpoint",
+            "lesion_voi",
+            "grade",
+            "response",
+            "event",
+            "time_to_event_months",
+            "assessed_months",
+        ],
+    )
     rows = []
     for sid, subj in truth["subjects"].items():
         for cyc in subj["cycles"]:
             for voi, dose in cyc["dose_gy"].items():
-                mass = subj["vois"][voi]["mass_g"] if voi in subj["vois"] else sum(
-                    subj["vois"][k]["mass_g"] for k in ("Kidney_L", "Kidney_R"))
-                rows.append({"subject_id": sid, "site_id": subj["site_id"], "cycle": cyc["cycle"], "voi": voi,
-                             "mass_g": round(mass, 3), "tia_mbq_h": round(cyc["tia_mbq_h"][voi], 4),
-                             "dose_gy": round(dose, 5), "bed_gy": round(cyc["bed_gy"].get(voi, float("nan")), 5),
-                             "method": cyc["method"], "n_timepoints": len(cyc["timepoints"])})
-    _write_csv(out / "truth_voi_doses.csv", rows, ["subject_id", "site_id", "cycle", "voi", "mass_g", "tia_mbq_h",
-                                                   "dose_gy", "bed_gy", "method", "n_timepoints"])
+                mass = (
+                    subj["vois"][voi]["mass_g"]
+                    if voi in subj["vois"]
+                    else sum(subj["vois"][k]["mass_g"] for k in ("Kidney_L", "Kidney_R"))
+                )
+                rows.append(
+                    {
+                        "subject_id": sid,
+                        "site_id": subj["site_id"],
+                        "cycle": cyc["cycle"],
+                        "voi": voi,
+                        "mass_g": round(mass, 3),
+                        "tia_mbq_h": round(cyc["tia_mbq_h"][voi], 4),
+                        "dose_gy": round(dose, 5),
+                        "bed_gy": round(cyc["bed_gy"].get(voi, float("nan")), 5),
+                        "method": cyc["method"],
+                        "n_timepoints": len(cyc["timepoints"]),
+                    }
+                )
+    _write_csv(
+        out / "truth_voi_doses.csv",
+        rows,
+        ["subject_id", "site_id", "cycle", "voi", "mass_g", "tia_mbq_h", "dose_gy", "bed_gy", "method", "n_timepoints"],
+    )
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
     (out / "trial.yaml").write_text(
         "# rntflow trial configuration written by `rntflow simulate` for this synthetic trial\n"
-        + yaml.safe_dump(trial_config(spec, sites), sort_keys=False))
+        + yaml.safe_dump(trial_config(spec, sites), sort_keys=False)
+    )

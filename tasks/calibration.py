@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timezone
+from datetime import UTC
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,8 +22,7 @@ from rntflow.tasks.common import calibration_history, calibration_id, calibratio
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
-def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_id: str,
-                      study_dir: str) -> dict:
+def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str) -> dict:
     """Analyse one phantom study and return the rows it changes.
 
     Returns
@@ -43,51 +42,96 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
     sx, sy, sz = image.GetSpacing()
     spacing_zyx = (sz, sy, sx)
     fill = load_phantom_fill(config.phantom_fills_file, subject_id)
-    out = {"phantom_type": fill.phantom_type if fill else "unknown", "calibrations": [], "phantom_results": [],
-           "checks": [], "camera": None,
-           "study": {"study_id": study_id, "kind": "phantom", "camera_id": header.camera_id,
-                     "acquired_at": header.acquisition_start.replace(tzinfo=timezone.utc)
-                     if header.acquisition_start else None, "n_instances": study.n_files}}
+    out = {
+        "phantom_type": fill.phantom_type if fill else "unknown",
+        "calibrations": [],
+        "phantom_results": [],
+        "checks": [],
+        "camera": None,
+        "study": {
+            "study_id": study_id,
+            "kind": "phantom",
+            "camera_id": header.camera_id,
+            "acquired_at": header.acquisition_start.replace(tzinfo=UTC) if header.acquisition_start else None,
+            "n_instances": study.n_files,
+        },
+    }
     if header.camera_id:
         out["camera"] = {"camera_id": header.camera_id, "manufacturer": header.manufacturer, "model": header.model}
     if fill is None:
-        out["checks"].append(qa_row(CheckResult(
-            "phantom_fill_log", "fail", "no entry", f"a row for {subject_id} in the phantom fill log",
-            "phantom scan without a fill-log entry: activity unknown, not analysed"),
-            "calibration", study_id, study_id=study_id))
+        out["checks"].append(
+            qa_row(
+                CheckResult(
+                    "phantom_fill_log",
+                    "fail",
+                    "no entry",
+                    f"a row for {subject_id} in the phantom fill log",
+                    "phantom scan without a fill-log entry: activity unknown, not analysed",
+                ),
+                "calibration",
+                study_id,
+                study_id=study_id,
+            )
+        )
         return out
     history = calibration_history(config, header.camera_id)
     pname = protocol_name(config)
     if fill.phantom_type == "uniform_cylinder":
         profile = site.camera_profile(header.manufacturer, header.model) if site else None
-        res = calibrate_uniform_cylinder(header, values, spacing_zyx, fill, site_id=site_id, protocol_name=pname,
-                                         configured_fwhm_mm=profile.system_fwhm_mm if profile else None)
+        res = calibrate_uniform_cylinder(
+            header,
+            values,
+            spacing_zyx,
+            fill,
+            site_id=site_id,
+            protocol_name=pname,
+            configured_fwhm_mm=profile.system_fwhm_mm if profile else None,
+        )
         new = res.calibration
         if new is not None:
             same = [c for c in history if c.valid_from == new.valid_from]
             if same and same[-1].rc_fwhm_source == "nema":  # the same scan again: keep its NEMA results
-                new = dataclasses.replace(new, rc_fwhm_mm=same[-1].rc_fwhm_mm, rc_fwhm_source="nema",
-                                          filter_fwhm_mm=same[-1].filter_fwhm_mm)
+                new = dataclasses.replace(
+                    new, rc_fwhm_mm=same[-1].rc_fwhm_mm, rc_fwhm_source="nema", filter_fwhm_mm=same[-1].filter_fwhm_mm
+                )
             history = [c for c in history if c.valid_from != new.valid_from]
             history, drift_flag, drift_pct = register_calibration(history, new, config.calibration.drift_tolerance_pct)
-            out["checks"].append(qa_row(CheckResult(
-                "calibration_drift", status_if(not drift_flag, "warn"),
-                "first calibration" if drift_pct is None else f"{drift_pct:+.1f}%",
-                f"within +/-{config.calibration.drift_tolerance_pct:g}% of the previous",
-                "calibration drift beyond tolerance" if drift_flag else "no drift"),
-                "calibration", study_id, study_id=study_id))
+            out["checks"].append(
+                qa_row(
+                    CheckResult(
+                        "calibration_drift",
+                        status_if(not drift_flag, "warn"),
+                        "first calibration" if drift_pct is None else f"{drift_pct:+.1f}%",
+                        f"within +/-{config.calibration.drift_tolerance_pct:g}% of the previous",
+                        "calibration drift beyond tolerance" if drift_flag else "no drift",
+                    ),
+                    "calibration",
+                    study_id,
+                    study_id=study_id,
+                )
+            )
     else:
         current = current_calibration(history)  # the camera's latest, whenever made: NEMA results complete it
-        res = analyse_nema_study(header, values, spacing_zyx, fill, site_id=site_id, calibration=current,
-                                 reference_rc_band=config.calibration.reference_rc_band, protocol_name=pname)
+        res = analyse_nema_study(
+            header,
+            values,
+            spacing_zyx,
+            fill,
+            site_id=site_id,
+            calibration=current,
+            reference_rc_band=config.calibration.reference_rc_band,
+            protocol_name=pname,
+        )
         rc_fwhm = res.nema.rc_curve.fwhm_mm if res.nema is not None else None
         filt = res.harmonising_filter.fwhm_mm if res.harmonising_filter is not None else None
         if current is not None and rc_fwhm is not None:
-            history = [c for c in history if c is not current] + [dataclasses.replace(
-                current, rc_fwhm_mm=rc_fwhm, rc_fwhm_source="nema", filter_fwhm_mm=filt)]
+            history = [c for c in history if c is not current] + [
+                dataclasses.replace(current, rc_fwhm_mm=rc_fwhm, rc_fwhm_source="nema", filter_fwhm_mm=filt)
+            ]
         cid = calibration_id(current) if current is not None else f"{site_id}-uncalibrated"
-        out["phantom_results"] = [{**dataclasses.asdict(r), "calibration_id": cid, "camera_id": header.camera_id}
-                                  for r in res.spheres]
+        out["phantom_results"] = [
+            {**dataclasses.asdict(r), "calibration_id": cid, "camera_id": header.camera_id} for r in res.spheres
+        ]
     out["checks"] += [qa_row(c, "calibration", study_id, study_id=study_id) for c in res.checks]
     out["calibrations"] = calibration_rows(config, history) if history else []
     return out

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from scipy import integrate, ndimage
 
-from rntflow.physics.nuclides import nuclide
 from rntflow.core.config import load_config, load_enrolment
+from rntflow.physics.nuclides import nuclide
 from rntflow.simulation.kinetics import CompartmentKinetics
 from rntflow.simulation.trial import TrialSpec, simulate_trial
 from rntflow.simulation.truth import protraction_factor, self_dose_gy, sphere_rc
@@ -24,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
@@ -42,8 +45,10 @@ def _one_of_each(trial: Path) -> list[Path]:
     picks = [next(p for p in nm if "QC-NEMA" in str(p))]
     # one patient NM per site: each vendor profile (counts without Units, vendor Bq/mL in
     # RWVM with RadionuclideTotalDose in Bq, counts with Units)
-    picks += [next(p for p in nm if f"/{site}/" in str(p) and "QC-" not in str(p))
-              for site in sorted({p.relative_to(trial / "dicom").parts[0] for p in nm})]
+    picks += [
+        next(p for p in nm if f"/{site}/" in str(p) and "QC-" not in str(p))
+        for site in sorted({p.relative_to(trial / "dicom").parts[0] for p in nm})
+    ]
     picks += sorted(trial.glob("dicom/*/*/*/CT/CT_0050.dcm"))[:1]
     picks += sorted(trial.glob("dicom/*/*/*/RTSTRUCT/*.dcm"))[:2]
     return picks
@@ -68,20 +73,26 @@ def test_nm_headers_carry_what_quantification_needs_as_each_vendor_writes_it(sma
         rp = ds.RadiopharmaceuticalInformationSequence[0]
         scale = 1e6 if vendor["total_dose_unit"] == "Bq" else 1.0
         assert 6500 < float(rp.RadionuclideTotalDose) / scale < 8300 and rp.RadiopharmaceuticalStartDateTime
-        assert float(ds.EnergyWindowInformationSequence[0].EnergyWindowRangeSequence[0].EnergyWindowLowerLimit) == \
-            pytest.approx(187.2)
+        assert float(
+            ds.EnergyWindowInformationSequence[0].EnergyWindowRangeSequence[0].EnergyWindowLowerLimit
+        ) == pytest.approx(187.2)
         assert ("Units" in ds) == vendor["units_attribute"]
         assert ds.get("Units", site["units"]) == site["units"]
         assert ("SCAT" in ds.CorrectedImage) == site["scatter_correction"]
         assert len(ds.EnergyWindowInformationSequence) == (3 if site["scatter_correction"] else 1)
         assert ds.DetectorInformationSequence[0].CollimatorGridName == vendor["collimator"]
-        assert " ".join(ds.ConvolutionKernel if ds["ConvolutionKernel"].VM > 1 else [ds.ConvolutionKernel]) == \
-            vendor["post_filter"]
+        assert (
+            " ".join(ds.ConvolutionKernel if ds["ConvolutionKernel"].VM > 1 else [ds.ConvolutionKernel])
+            == vendor["post_filter"]
+        )
         # the platform's header reading recovers what the vendor meant
         h = parse_nm_header(ds)
         assert h.units == site["units"]
-        assert (h.algorithm, h.iterations, h.subsets) == (vendor["algorithm"].upper(), site["iterations"],
-                                                          site["subsets"])
+        assert (h.algorithm, h.iterations, h.subsets) == (
+            vendor["algorithm"].upper(),
+            site["iterations"],
+            site["subsets"],
+        )
         assert 6500 < h.administered_activity_mbq < 8300
 
 
@@ -89,10 +100,13 @@ def test_sites_write_vendor_diverse_headers(small_truth):
     vendors = [s["vendor"] for s in small_truth["sites"].values()]
     assert len({v["algorithm"] for v in vendors}) == len({v["collimator"] for v in vendors}) == 3
     assert len({v["post_filter"] for v in vendors}) == 3
-    assert any(not v["units_attribute"] and s["units"] == "CNTS" for v, s in
-               zip(vendors, small_truth["sites"].values()))  # Siemens-like counts without Units
-    assert any(not v["units_attribute"] and s["units"] == "BQML" and v["rwvm"] == "always" for v, s in
-               zip(vendors, small_truth["sites"].values()))  # Bq/mL only in RealWorldValueMappingSequence
+    assert any(
+        not v["units_attribute"] and s["units"] == "CNTS" for v, s in zip(vendors, small_truth["sites"].values())
+    )  # Siemens-like counts without Units
+    assert any(
+        not v["units_attribute"] and s["units"] == "BQML" and v["rwvm"] == "always"
+        for v, s in zip(vendors, small_truth["sites"].values())
+    )  # Bq/mL only in RealWorldValueMappingSequence
     assert any(v["units_attribute"] for v in vendors)
     assert [v["total_dose_unit"] for v in vendors].count("Bq") == 1
 
@@ -115,12 +129,14 @@ def test_tia_equals_the_integral_of_the_true_curve(small_truth):
         cyc = subj["cycles"][0]
         for voi, k in cyc["kinetics"].items():
             kin = CompartmentKinetics(**k)
-            num, _ = integrate.quad(lambda t: float(kin.activity_mbq(cyc["administered_mbq"], t)), 0, np.inf,
-                                    limit=400)
+            num, _ = integrate.quad(
+                lambda t, kin=kin, a0=cyc["administered_mbq"]: float(kin.activity_mbq(a0, t)), 0, np.inf, limit=400
+            )
             assert cyc["tia_mbq_h"][voi] == pytest.approx(num, rel=1e-6)
             for tp in cyc["timepoints"]:
                 assert tp["activity_mbq"][voi] == pytest.approx(
-                    float(kin.activity_mbq(cyc["administered_mbq"], tp["t_h"])), rel=1e-9)
+                    float(kin.activity_mbq(cyc["administered_mbq"], tp["t_h"])), rel=1e-9
+                )
 
 
 def test_dose_is_tia_times_electron_energy_over_mass(small_truth):
@@ -134,7 +150,8 @@ def test_dose_is_tia_times_electron_energy_over_mass(small_truth):
         assert cyc["dose_gy"]["Kidney_L"] == pytest.approx(by_hand, rel=1e-9)
         m_both = m + subj["vois"]["Kidney_R"]["mass_g"]
         assert cyc["dose_gy"]["Kidneys"] == pytest.approx(
-            self_dose_gy(cyc["tia_mbq_h"]["Kidneys"], m_both, e_mev), rel=1e-12)
+            self_dose_gy(cyc["tia_mbq_h"]["Kidneys"], m_both, e_mev), rel=1e-12
+        )
 
 
 def test_kidney_doses_per_gbq_are_in_the_published_range():
@@ -151,8 +168,11 @@ def test_kidney_doses_per_gbq_are_in_the_published_range():
         masses = {c.voi: c.mass_g for c in anat.compartments}
         kin = sample_kinetics(rng, tissues, masses, nuc.electron_energy_mev, nuc.half_life_h)
         k = kin.compartments["Kidney_L"]
-        per_gbq.append(self_dose_gy(1000 * k.fraction * (1 / k.l_eff_per_h - 1 / k.l_up_per_h),
-                                    masses["Kidney_L"], nuc.electron_energy_mev))
+        per_gbq.append(
+            self_dose_gy(
+                1000 * k.fraction * (1 / k.l_eff_per_h - 1 / k.l_up_per_h), masses["Kidney_L"], nuc.electron_energy_mev
+            )
+        )
     assert 0.33 < float(np.median(per_gbq)) < 0.53
     # VISION SD 0.16 Gy/GBq -> 90th percentile ~0.63 Gy/GBq
     assert 0.5 < float(np.percentile(per_gbq, 90)) < 0.8
@@ -164,8 +184,11 @@ def test_phantom_counts_over_sensitivity_give_the_known_activity(small_trial, sm
         if site["units"] != "CNTS" or not site["scatter_correction"]:
             continue
         ds = pydicom.dcmread(small_trial / ph["study_dir"] / "NM" / "NM_0001.dcm")
-        slope = float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope) \
-            if "RealWorldValueMappingSequence" in ds else 1.0  # Siemens-like: counts as stored
+        slope = (
+            float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope)
+            if "RealWorldValueMappingSequence" in ds
+            else 1.0
+        )  # Siemens-like: counts as stored
         counts = ds.pixel_array.astype(float).sum() * slope
         activity = counts / (site["sensitivity_cps_per_mbq"] * ph["duration_s"])
         # scaled-Poisson noise: variance = 3 x counts; allow 4 SD, plus the 1% of counts a
@@ -175,15 +198,17 @@ def test_phantom_counts_over_sensitivity_give_the_known_activity(small_trial, sm
 
 
 def test_vendor_bqml_site_reads_high_by_its_scale_error(small_trial, small_truth):
-    ph = next(p for p in small_truth["phantoms"]
-              if p["phantom_type"] == "uniform_cylinder" and small_truth["sites"][p["site_id"]]["units"] == "BQML")
+    ph = next(
+        p
+        for p in small_truth["phantoms"]
+        if p["phantom_type"] == "uniform_cylinder" and small_truth["sites"][p["site_id"]]["units"] == "BQML"
+    )
     site = small_truth["sites"][ph["site_id"]]
     ds = pydicom.dcmread(small_trial / ph["study_dir"] / "NM" / "NM_0001.dcm")
     bq_per_ml = ds.pixel_array.astype(float) * float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope)
     voxel_ml = float(ds.PixelSpacing[0]) * float(ds.PixelSpacing[1]) * float(ds.SpacingBetweenSlices) / 1000
     measured_mbq = bq_per_ml.sum() * voxel_ml / 1e6
-    assert measured_mbq / ph["activity_at_acquisition_start_mbq"] == pytest.approx(site["vendor_scale_error"],
-                                                                                   rel=0.02)
+    assert measured_mbq / ph["activity_at_acquisition_start_mbq"] == pytest.approx(site["vendor_scale_error"], rel=0.02)
 
 
 def test_sphere_rc_matches_a_brute_force_convolution():
@@ -220,8 +245,9 @@ def test_designed_irregularities_and_off_protocol_sites_are_in_the_truth(small_t
 def test_written_trial_config_is_valid_and_matches_the_example(small_trial):
     cfg = load_config(small_trial / "trial.yaml")
     example = load_config(ROOT / "deployments" / "trial.example.yaml")
-    assert [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in cfg.sites] == \
-        [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in example.sites]
+    assert [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in cfg.sites] == [
+        (s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in example.sites
+    ]
     assert cfg.protocol == example.protocol
     # the camera profiles accept each simulated vendor's names
     assert [s.cameras for s in cfg.sites] == [s.cameras for s in example.sites]
@@ -232,5 +258,4 @@ def test_written_trial_config_is_valid_and_matches_the_example(small_trial):
         for roi in ds.StructureSetROISequence:
             cfg.map_voi_name(roi.ROIName, site_id)
     with (small_trial / "outcomes.csv").open() as fh:
-        assert {r["endpoint"] for r in csv.DictReader(fh)} == {"nephrotoxicity", "xerostomia", "lesion_response",
-                                                               "pfs"}
+        assert {r["endpoint"] for r in csv.DictReader(fh)} == {"nephrotoxicity", "xerostomia", "lesion_response", "pfs"}

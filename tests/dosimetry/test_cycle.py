@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry, recovery_coefficient
-from rntflow.physics.nuclides import nuclide
 from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
 from rntflow.core.errors import DosimetryInputError
+from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry, recovery_coefficient
+from rntflow.physics.nuclides import nuclide
 
 SP = (4.8, 4.8, 4.8)
-VOXEL_ML = 4.8 ** 3 / 1000.0
+VOXEL_ML = 4.8**3 / 1000.0
 FWHM_TO_SIGMA = 1 / (2 * math.sqrt(2 * math.log(2)))
 
 
 def _ball(shape, centre, radius_vox):
     z, y, x = np.ogrid[tuple(slice(0, n) for n in shape)]
-    return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= radius_vox ** 2
+    return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= radius_vox**2
 
 
 def _images(conc_of_t, t_h, mask, background_of_t=lambda t: 0.0, fwhm_mm=0.0):
@@ -36,14 +36,15 @@ def _images(conc_of_t, t_h, mask, background_of_t=lambda t: 0.0, fwhm_mm=0.0):
 def test_mono_exponential_organ_gives_the_analytic_tia_and_dose():
     # law: TIA = A0 / lambda_eff for A(t) = A0 exp(-lambda t); electron self-dose = TIA E / m.
     # Four noise-free points on the model itself: the fit is exact to optimiser precision (0.5%).
-    shape, mask = (40, 40, 40), _ball((40, 40, 40), (20, 20, 20), 8)
+    mask = _ball((40, 40, 40), (20, 20, 20), 8)
     volume_ml = mask.sum() * VOXEL_ML
     t_eff_h, a0_mbq = 50.0, 1000.0
     lam = math.log(2) / t_eff_h
     tps = _images(lambda t: a0_mbq * math.exp(-lam * t) * 1e6 / volume_ml, (4.0, 24.0, 96.0, 168.0), mask)
     voi = Voi("Kidney_L", mask.astype(np.float32), volume_ml, volume_ml * 1.05)
-    res = compute_cycle_dosimetry(tps, [voi], CycleSettings("Lu-177", 7400.0, SP, voxel_engine="organ",
-                                                            partial_volume_correction=False))
+    res = compute_cycle_dosimetry(
+        tps, [voi], CycleSettings("Lu-177", 7400.0, SP, voxel_engine="organ", partial_volume_correction=False)
+    )
     fit = res.tac_fits[0]
     assert fit["model"] == "mono_exp"
     assert fit["tia_mbq_h"] == pytest.approx(a0_mbq / lam, rel=0.005)
@@ -65,8 +66,13 @@ def test_background_aware_recovery_restores_a_blurred_sphere_in_a_warm_backgroun
     fwhm = 12.0
     volume_ml = mask.sum() * VOXEL_ML
     c_bq_per_ml, bg = 50_000.0, 10_000.0
-    tps = _images(lambda t: c_bq_per_ml * math.exp(-0.02 * t), (4.0, 24.0, 96.0, 168.0), mask,
-                  lambda t: bg * math.exp(-0.05 * t), fwhm)
+    tps = _images(
+        lambda t: c_bq_per_ml * math.exp(-0.02 * t),
+        (4.0, 24.0, 96.0, 168.0),
+        mask,
+        lambda t: bg * math.exp(-0.05 * t),
+        fwhm,
+    )
     frac = mask.astype(np.float32)
     voi = Voi("Lesion_1", frac, volume_ml, volume_ml)
     settings = CycleSettings("Lu-177", 7400.0, SP, voxel_engine="organ", rc_fwhm_mm=fwhm)
@@ -80,7 +86,7 @@ def test_background_aware_recovery_restores_a_blurred_sphere_in_a_warm_backgroun
 
 
 def test_three_points_use_the_trapezoid_with_a_fitted_tail_and_one_point_a_single_time_point_method():
-    shape, mask = (30, 30, 30), _ball((30, 30, 30), (15, 15, 15), 6)
+    mask = _ball((30, 30, 30), (15, 15, 15), 6)
     v = mask.sum() * VOXEL_ML
     lam = math.log(2) / 60.0
     voi = Voi("Liver", mask.astype(np.float32), v, v)
@@ -94,10 +100,18 @@ def test_three_points_use_the_trapezoid_with_a_fitted_tail_and_one_point_a_singl
     assert one.method == "single_time_point" and one.tac_fits[0]["model"] == "hanscheid"
     # Hänscheid is exact for a mono-exponential scanned at t = T_eff
     assert one.tac_fits[0]["tia_mbq_h"] == pytest.approx(exact, rel=1e-6)
-    madsen = compute_cycle_dosimetry(_images(lambda t: 1e5 * math.exp(-lam * t), (100.0,), mask), [voi],
-                                     CycleSettings("Lu-177", 7400.0, SP, voxel_engine="organ",
-                                                   partial_volume_correction=False,
-                                                   population_t_eff_h={"Liver": 60.0}))
+    madsen = compute_cycle_dosimetry(
+        _images(lambda t: 1e5 * math.exp(-lam * t), (100.0,), mask),
+        [voi],
+        CycleSettings(
+            "Lu-177",
+            7400.0,
+            SP,
+            voxel_engine="organ",
+            partial_volume_correction=False,
+            population_t_eff_h={"Liver": 60.0},
+        ),
+    )
     assert madsen.voi_doses[0]["method"] == "single_time_point_madsen"
     assert madsen.tac_fits[0]["tia_mbq_h"] == pytest.approx(exact, rel=1e-6)
 
@@ -111,8 +125,9 @@ def test_bad_inputs_give_clear_errors_or_findings():
     with pytest.raises(DosimetryInputError, match="at least one"):
         compute_cycle_dosimetry([], [voi], s)
     empty = Voi("Lesion_9", np.zeros(shape, np.float32), 1.0, 1.0)
-    res = compute_cycle_dosimetry(_images(lambda t: 1e5 * math.exp(-0.01 * t), (4.0, 24.0, 96.0, 168.0), mask),
-                                  [voi, empty], s)
+    res = compute_cycle_dosimetry(
+        _images(lambda t: 1e5 * math.exp(-0.01 * t), (4.0, 24.0, 96.0, 168.0), mask), [voi, empty], s
+    )
     f = [x for x in res.findings if x.scope_id == "Lesion_9"]
     assert f and f[0].status == "fail" and "no voxel" in f[0].message
     # a curve that does not decay: no fit, the conservative physical-decay fallback, and why
@@ -138,8 +153,13 @@ def test_recovery_uncertainty_from_a_non_nema_fwhm_widens_the_dose_sd_to_cover_i
     mask = _ball(shape, (30, 30, 30), 3.0)  # 14.4 mm radius, 12.5 mL
     fwhm = 12.0
     volume_ml = mask.sum() * VOXEL_ML
-    tps = _images(lambda t: 50_000.0 * math.exp(-0.02 * t), (4.0, 24.0, 96.0, 168.0), mask,
-                  lambda t: 5_000.0 * math.exp(-0.05 * t), fwhm)
+    tps = _images(
+        lambda t: 50_000.0 * math.exp(-0.02 * t),
+        (4.0, 24.0, 96.0, 168.0),
+        mask,
+        lambda t: 5_000.0 * math.exp(-0.05 * t),
+        fwhm,
+    )
     voi = Voi("Lesion_1", mask.astype(np.float32), volume_ml, volume_ml)
 
     def dose(fwhm_mm: float, rel_sd: float) -> dict:
@@ -149,6 +169,7 @@ def test_recovery_uncertainty_from_a_non_nema_fwhm_widens_the_dose_sd_to_cover_i
     nema, edge, edge_wrong = dose(fwhm, 0.0), dose(fwhm, 0.15), dose(fwhm * 1.15, 0.15)
     assert edge["dose_gy"] == nema["dose_gy"] and edge["dose_sd_gy"] > nema["dose_sd_gy"]
     assert edge["dose_sd_gy"] / edge["dose_gy"] == pytest.approx(
-        math.hypot(nema["dose_sd_gy"] / nema["dose_gy"], recovery_rel_sd(volume_ml, fwhm, 0.15)), rel=1e-6)
+        math.hypot(nema["dose_sd_gy"] / nema["dose_gy"], recovery_rel_sd(volume_ml, fwhm, 0.15)), rel=1e-6
+    )
     assert abs(edge_wrong["dose_gy"] - nema["dose_gy"]) < edge_wrong["dose_sd_gy"]
     assert abs(edge_wrong["dose_gy"] - nema["dose_gy"]) > nema["dose_sd_gy"]  # the old SD would not cover it

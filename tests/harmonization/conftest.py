@@ -146,13 +146,19 @@ def sphere_fraction(shape, spacing_mm: float, centre_zyx_mm, radius_mm: float, s
     offs = (np.arange(sub) + 0.5) / sub - 0.5
     ax = [((np.arange(lo[i], hi[i])[:, None] + offs) - c[i]) ** 2 for i in range(3)]
     d2 = ax[0][:, None, None, :, None, None] + ax[1][None, :, None, None, :, None] + ax[2][None, None, :, None, None, :]
-    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = (d2 <= r * r).mean(axis=(3, 4, 5))
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = (d2 <= r * r).mean(axis=(3, 4, 5))
     return out
 
 
-def uniform_cylinder_counts(total_counts: float, fwhm_mm: float, rng: np.random.Generator,
-                            shape=(64, 80, 80), spacing_mm: float = 4.8,
-                            diameter_mm: float = 216.0, length_mm: float = 186.0) -> np.ndarray:
+def uniform_cylinder_counts(
+    total_counts: float,
+    fwhm_mm: float,
+    rng: np.random.Generator,
+    shape=(64, 80, 80),
+    spacing_mm: float = 4.8,
+    diameter_mm: float = 216.0,
+    length_mm: float = 186.0,
+) -> np.ndarray:
     """Counts image of a uniform cylinder (axis along z, centred), blurred and Poisson."""
     z, y, x = (np.arange(n) * spacing_mm for n in shape)
     c = [(n - 1) * spacing_mm / 2 for n in shape]
@@ -163,10 +169,19 @@ def uniform_cylinder_counts(total_counts: float, fwhm_mm: float, rng: np.random.
     return rng.poisson(img).astype(float)
 
 
-def nema_phantom(fwhm_mm: float, sbr: float, background: float, rng: np.random.Generator | None,
-                 shape=(48, 80, 80), spacing_mm: float = 4.8, axis_offset_yx_mm=(25.0, -6.0),
-                 plane_z_mm: float | None = None, theta0: float = 0.3, handed: int = 1,
-                 counts_per_unit: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def nema_phantom(
+    fwhm_mm: float,
+    sbr: float,
+    background: float,
+    rng: np.random.Generator | None,
+    shape=(48, 80, 80),
+    spacing_mm: float = 4.8,
+    axis_offset_yx_mm=(25.0, -6.0),
+    plane_z_mm: float | None = None,
+    theta0: float = 0.3,
+    handed: int = 1,
+    counts_per_unit: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """NEMA IEC-like phantom image (units of ``background``) and the true sphere centres.
 
     Body: elliptic cylinder 294 x 220 mm, 180 mm long; lung insert 50 mm cold on the
@@ -184,7 +199,9 @@ def nema_phantom(fwhm_mm: float, sbr: float, background: float, rng: np.random.G
     centres = []
     for k, d in enumerate(NEMA_SPHERE_DIAMETERS_MM):
         ang = theta0 + handed * k * math.pi / 3
-        cen = np.array([pz, ay + NEMA_SPHERE_RING_RADIUS_MM * math.sin(ang), ax + NEMA_SPHERE_RING_RADIUS_MM * math.cos(ang)])
+        cen = np.array(
+            [pz, ay + NEMA_SPHERE_RING_RADIUS_MM * math.sin(ang), ax + NEMA_SPHERE_RING_RADIUS_MM * math.cos(ang)]
+        )
         f = sphere_fraction(shape, spacing_mm, cen, d / 2)
         act = act * (1 - f) + background * sbr * f
         centres.append(cen)

@@ -6,16 +6,24 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rntflow.harmonization.calibration import Calibration, calibration_for, register_calibration
 from rntflow.core.errors import CalibrationError
+from rntflow.harmonization.calibration import Calibration, calibration_for, register_calibration
 
 CAM = "SIEMENS|Symbia Intevo Bold|1234"
 T0 = datetime(2026, 1, 10, 9, 0)
 
 
 def _cal(value: float, when: datetime, cam: str = CAM, nuclide: str = "Lu-177") -> Calibration:
-    return Calibration(site_id="SITE01", camera_id=cam, radionuclide=nuclide, protocol="RNT-DEMO-LU177",
-                       valid_from=when, sensitivity_cps_per_mbq=value, sd=0.1, rc_fwhm_mm=13.0)
+    return Calibration(
+        site_id="SITE01",
+        camera_id=cam,
+        radionuclide=nuclide,
+        protocol="RNT-DEMO-LU177",
+        valid_from=when,
+        sensitivity_cps_per_mbq=value,
+        sd=0.1,
+        rc_fwhm_mm=13.0,
+    )
 
 
 def test_register_first_then_drift():

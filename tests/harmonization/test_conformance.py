@@ -29,8 +29,8 @@ from rntflow.harmonization.recon_check import check_reconstruction
 
 CONFIG = Path(__file__).resolve().parents[2] / "deployments" / "trial.example.yaml"
 ADMIN = datetime(2026, 3, 1, 10, 0, 0)
-ACQ = datetime(2026, 3, 2, 10, 0, 0)   # 24 h later
-STORED = 1000                          # the stored value of the probe voxel
+ACQ = datetime(2026, 3, 2, 10, 0, 0)  # 24 h later
+STORED = 1000  # the stored value of the probe voxel
 PHOTOPEAK = ("Lu177_208", 187.2, 228.8)
 SCATTER = [("scatter_low", 161.5, 178.5), ("scatter_high", 237.5, 262.5)]
 
@@ -60,12 +60,23 @@ def _window(name: str, lo: float, hi: float) -> Dataset:
     return item
 
 
-def nm(manufacturer: str, model: str, *, matrix: int = 80, spacing_mm: float = 4.8,
-       image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
-       series: str = "Lu177 SPECT", method: str | None = None, kernel: str | list[str] | None = "NONE",
-       collimator: str = "MEGP", corrected: tuple[str, ...] | None = ("ATTN", "SCAT"),
-       windows: list[tuple[str, float, float]] | None = None, frame_ms: float = 20000.0,
-       total_dose: float | None = 7400.0, extra: Callable[[Dataset], None] | None = None) -> Dataset:
+def nm(
+    manufacturer: str,
+    model: str,
+    *,
+    matrix: int = 80,
+    spacing_mm: float = 4.8,
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"),
+    series: str = "Lu177 SPECT",
+    method: str | None = None,
+    kernel: str | list[str] | None = "NONE",
+    collimator: str = "MEGP",
+    corrected: tuple[str, ...] | None = ("ATTN", "SCAT"),
+    windows: list[tuple[str, float, float]] | None = None,
+    frame_ms: float = 20000.0,
+    total_dose: float | None = 7400.0,
+    extra: Callable[[Dataset], None] | None = None,
+) -> Dataset:
     """A minimal NM reconstruction: what every vendor sends; ``extra`` adds the vendor's own."""
     n = 4
     stored = np.zeros((n, matrix, matrix), dtype=np.uint16)
@@ -119,6 +130,7 @@ def _set(**attrs: Any) -> Callable[[Dataset], None]:
     def apply(ds: Dataset) -> None:
         for k, v in attrs.items():
             setattr(ds, k, v)
+
     return apply
 
 
@@ -134,105 +146,245 @@ class Case:
     ds: Dataset
     units: str | None
     rule: str
-    value: float | None          # real-world value of the probe voxel (counts or Bq/mL)
+    value: float | None  # real-world value of the probe voxel (counts or Bq/mL)
     activity_mbq: float | None
     camera: CameraProfile | None = None
     fails_with_profile: set[str] = field(default_factory=set)
-    fails_without_profile: set[str] | None = None   # None: same as with the profile
-    warns: set[str] = field(default_factory=set)    # must at least be warn (with the profile)
+    fails_without_profile: set[str] | None = None  # None: same as with the profile
+    warns: set[str] = field(default_factory=set)  # must at least be warn (with the profile)
     site_units: str | None = None
 
 
 SIEMENS = CameraProfile(manufacturer="SIEMENS", algorithms=["Flash3D"], collimators=["MELP"])
-GE = CameraProfile(manufacturer="GE", algorithms=["Evolution", "OSEM3D"], matrix_sizes=[128],
-                   post_filters=["Butterworth 0.48 10"])
-HERMES = CameraProfile(algorithms=["HybridRecon"], post_filters=["Gaussian 8 mm"],
-                       scatter_evidence=["corrected_image", "text"], scatter_text_patterns=[r"scatter correction"])
+GE = CameraProfile(
+    manufacturer="GE", algorithms=["Evolution", "OSEM3D"], matrix_sizes=[128], post_filters=["Butterworth 0.48 10"]
+)
+HERMES = CameraProfile(
+    algorithms=["HybridRecon"],
+    post_filters=["Gaussian 8 mm"],
+    scatter_evidence=["corrected_image", "text"],
+    scatter_text_patterns=[r"scatter correction"],
+)
 
 
 def corpus() -> dict[str, Case]:
-    voxel_ml = 4.8 ** 3 / 1000.0
+    voxel_ml = 4.8**3 / 1000.0
     return {
         # Siemens Flash3D counts reconstruction: no Units, no RWVM (NM IOD has no Units)
         "siemens_counts_no_units": Case(
-            nm("SIEMENS", "Symbia Intevo Bold", series="LU177 SPECT Flash3D 6i16s", kernel="XYZ Gauss 0.0",
-               collimator="MELP"),
-            "CNTS", "default", STORED, 7400.0, SIEMENS, set(), {"algorithm"}),
+            nm(
+                "SIEMENS",
+                "Symbia Intevo Bold",
+                series="LU177 SPECT Flash3D 6i16s",
+                kernel="XYZ Gauss 0.0",
+                collimator="MELP",
+            ),
+            "CNTS",
+            "default",
+            STORED,
+            7400.0,
+            SIEMENS,
+            set(),
+            {"algorithm"},
+        ),
         # GE Evolution, Bq/mL through RWVM (UCUM Bq/ml), Butterworth filter (ConvolutionKernel is
         # SH, 16 characters, VM 1-n: the parameters come as further values), 128 matrix
         "ge_rwvm_bq_per_ml": Case(
-            nm("GE MEDICAL SYSTEMS", "Discovery NM/CT 670 Pro", matrix=128, spacing_mm=4.42,
-               series="Evolution for Oncology", method="Evolution 4i12s", kernel=["Butterworth", "0.48", "10"],
-               extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("Bq/ml", 0.25)]))),
-            "BQML", "rwvm", 0.25 * STORED, 7400.0, GE, set(), {"algorithm", "matrix", "post_filter"}),
+            nm(
+                "GE MEDICAL SYSTEMS",
+                "Discovery NM/CT 670 Pro",
+                matrix=128,
+                spacing_mm=4.42,
+                series="Evolution for Oncology",
+                method="Evolution 4i12s",
+                kernel=["Butterworth", "0.48", "10"],
+                extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("Bq/ml", 0.25)])),
+            ),
+            "BQML",
+            "rwvm",
+            0.25 * STORED,
+            7400.0,
+            GE,
+            set(),
+            {"algorithm", "matrix", "post_filter"},
+        ),
         # Hermes HybridRecon writing {counts} through RWVM on a DERIVED image; scatter in private text
         "hermes_counts_rwvm": Case(
-            nm("Hermes Medical Solutions", "HybridRecon", image_type=("DERIVED", "SECONDARY", "RECON TOMO"),
-               method="HybridRecon-Oncology 5i15s", kernel="Gaussian 8 mm", corrected=None,
-               windows=[PHOTOPEAK],
-               extra=lambda d: (setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("{counts}", 2.0)])),
-                                _hermes_private(d))),
-            "CNTS", "rwvm", 2.0 * STORED, 7400.0, HERMES, set(),
-            {"algorithm", "post_filter"}, {"attenuation_correction", "energy_window_scatter"}),
+            nm(
+                "Hermes Medical Solutions",
+                "HybridRecon",
+                image_type=("DERIVED", "SECONDARY", "RECON TOMO"),
+                method="HybridRecon-Oncology 5i15s",
+                kernel="Gaussian 8 mm",
+                corrected=None,
+                windows=[PHOTOPEAK],
+                extra=lambda d: (
+                    setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("{counts}", 2.0)])),
+                    _hermes_private(d),
+                ),
+            ),
+            "CNTS",
+            "rwvm",
+            2.0 * STORED,
+            7400.0,
+            HERMES,
+            set(),
+            {"algorithm", "post_filter"},
+            {"attenuation_correction", "energy_window_scatter"},
+        ),
         # Hermes Bq/ml with a second {counts} item: the quantitative mapping is used
         "hermes_two_rwvm_items": Case(
-            nm("Hermes Medical Solutions", "HybridRecon", method="HybridRecon-Oncology 5i15s",
-               extra=lambda d: setattr(d, "RealWorldValueMappingSequence",
-                                       Sequence([_rwvm("{counts}", 1.0), _rwvm("Bq/ml", 3.0)]))),
-            "BQML", "rwvm", 3.0 * STORED, 7400.0, HERMES),
+            nm(
+                "Hermes Medical Solutions",
+                "HybridRecon",
+                method="HybridRecon-Oncology 5i15s",
+                extra=lambda d: setattr(
+                    d, "RealWorldValueMappingSequence", Sequence([_rwvm("{counts}", 1.0), _rwvm("Bq/ml", 3.0)])
+                ),
+            ),
+            "BQML",
+            "rwvm",
+            3.0 * STORED,
+            7400.0,
+            HERMES,
+        ),
         # RWVM in kBq/ml: scaled to Bq/mL
         "rwvm_kbq_per_ml": Case(
-            nm("MEDISO", "AnyScan SC", method="OSEM 6i16s",
-               extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("kBq/ml", 0.01)]))),
-            "BQML", "rwvm", 0.01 * STORED * 1000.0, 7400.0),
+            nm(
+                "MEDISO",
+                "AnyScan SC",
+                method="OSEM 6i16s",
+                extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("kBq/ml", 0.01)])),
+            ),
+            "BQML",
+            "rwvm",
+            0.01 * STORED * 1000.0,
+            7400.0,
+        ),
         # RWVM 1/ml (counts per mL): counts per voxel = value x voxel volume
         "rwvm_counts_per_ml": Case(
-            nm("MEDISO", "AnyScan SC", method="OSEM 6i16s",
-               extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("1/ml", 1.0)]))),
-            "CNTS", "rwvm", STORED * voxel_ml, 7400.0),
+            nm(
+                "MEDISO",
+                "AnyScan SC",
+                method="OSEM 6i16s",
+                extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("1/ml", 1.0)])),
+            ),
+            "CNTS",
+            "rwvm",
+            STORED * voxel_ml,
+            7400.0,
+        ),
         # RWVM unit only in LUTLabel
         "rwvm_lut_label_only": Case(
-            nm("PHILIPS", "BrightView XCT", method="Astonish 4i16s",
-               extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm(None, 0.5, "BQML")]))),
-            "BQML", "rwvm", 0.5 * STORED, 7400.0, CameraProfile(algorithms=["Astonish"])),
+            nm(
+                "PHILIPS",
+                "BrightView XCT",
+                method="Astonish 4i16s",
+                extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm(None, 0.5, "BQML")])),
+            ),
+            "BQML",
+            "rwvm",
+            0.5 * STORED,
+            7400.0,
+            CameraProfile(algorithms=["Astonish"]),
+        ),
         # PET-style Units BQML on an NM object, Rescale Slope carries the scale
         "units_bqml_rescale": Case(
-            nm("SIEMENS", "Symbia Intevo Bold", method="OSEM 6i16s",
-               extra=_set(Units="BQML", RescaleSlope=0.1, RescaleIntercept=0.0)),
-            "BQML", "units", 0.1 * STORED, 7400.0),
+            nm(
+                "SIEMENS",
+                "Symbia Intevo Bold",
+                method="OSEM 6i16s",
+                extra=_set(Units="BQML", RescaleSlope=0.1, RescaleIntercept=0.0),
+            ),
+            "BQML",
+            "units",
+            0.1 * STORED,
+            7400.0,
+        ),
         # Units CNTS beside RWVM Bq/ml: RWVM wins, QA warns of the disagreement
         "units_disagree_with_rwvm": Case(
-            nm("GE MEDICAL SYSTEMS", "Discovery NM/CT 670 Pro", method="OSEM 6i16s",
-               extra=lambda d: (setattr(d, "Units", "CNTS"),
-                                setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("Bq/ml", 1.0)])))),
-            "BQML", "rwvm", STORED, 7400.0, warns={"pixel_units"}),
+            nm(
+                "GE MEDICAL SYSTEMS",
+                "Discovery NM/CT 670 Pro",
+                method="OSEM 6i16s",
+                extra=lambda d: (
+                    setattr(d, "Units", "CNTS"),
+                    setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("Bq/ml", 1.0)])),
+                ),
+            ),
+            "BQML",
+            "rwvm",
+            STORED,
+            7400.0,
+            warns={"pixel_units"},
+        ),
         # RadionuclideTotalDose in Bq (vendor deviation): converted to MBq with a warning
         "total_dose_in_bq": Case(
             nm("SIEMENS", "Symbia Intevo Bold", method="OSEM 6i16s", total_dose=7.27e9),
-            "CNTS", "default", STORED, 7270.0, warns={"administered_activity"}),
+            "CNTS",
+            "default",
+            STORED,
+            7270.0,
+            warns={"administered_activity"},
+        ),
         # ActualFrameDuration written in seconds instead of ms
         "frame_duration_in_s": Case(
             nm("MEDISO", "AnyScan SC", method="OSEM 6i16s", frame_ms=20.0),
-            "CNTS", "default", STORED, 7400.0, warns={"time_per_projection"}),
+            "CNTS",
+            "default",
+            STORED,
+            7400.0,
+            warns={"time_per_projection"},
+        ),
         # no ConvolutionKernel, no CorrectedImage, no energy windows, no ReconstructionMethod iterations
         "missing_optional_attributes": Case(
             nm("SIEMENS", "Symbia Intevo Bold", method="OSEM", kernel=None, corrected=None, windows=[]),
-            "CNTS", "default", STORED, 7400.0,
-            warns={"post_filter", "attenuation_correction", "scatter_correction", "energy_window_photopeak",
-                   "iterations_x_subsets"}),
+            "CNTS",
+            "default",
+            STORED,
+            7400.0,
+            warns={
+                "post_filter",
+                "attenuation_correction",
+                "scatter_correction",
+                "energy_window_photopeak",
+                "iterations_x_subsets",
+            },
+        ),
         # site override when no header says: a DERIVED reformat with no units
         "site_override_bq_per_ml": Case(
             nm("MEDISO", "AnyScan SC", image_type=("DERIVED", "SECONDARY"), method="OSEM 6i16s"),
-            "BQML", "site", STORED, 7400.0, site_units="bq_per_ml"),
+            "BQML",
+            "site",
+            STORED,
+            7400.0,
+            site_units="bq_per_ml",
+        ),
         # Siemens xSPECT Quant named in the series: Bq/mL by vendor convention (warn: confirm)
         "siemens_xspect_quant_hint": Case(
-            nm("SIEMENS", "Symbia Intevo Bold", series="xSPECT Quant Lu177", method="xSPECT 24i2s",
-               kernel="Gaussian 0 mm"),
-            "BQML", "vendor", STORED, 7400.0, CameraProfile(algorithms=["xSPECT"]), warns={"pixel_units"}),
+            nm(
+                "SIEMENS",
+                "Symbia Intevo Bold",
+                series="xSPECT Quant Lu177",
+                method="xSPECT 24i2s",
+                kernel="Gaussian 0 mm",
+            ),
+            "BQML",
+            "vendor",
+            STORED,
+            7400.0,
+            CameraProfile(algorithms=["xSPECT"]),
+            warns={"pixel_units"},
+        ),
         # nothing says what the pixels are: fail, with the fix in the message
         "no_units_at_all": Case(
             nm("MEDISO", "AnyScan SC", image_type=("DERIVED", "SECONDARY"), method="OSEM 6i16s"),
-            None, "none", STORED, 7400.0, fails_with_profile={"pixel_units"}),
+            None,
+            "none",
+            STORED,
+            7400.0,
+            fails_with_profile={"pixel_units"},
+        ),
     }
 
 
@@ -280,8 +432,13 @@ def test_protocol_verdict(name, protocol):
 
 def test_qa_says_which_rule_decided(protocol):
     msgs = {}
-    for name in ("siemens_counts_no_units", "ge_rwvm_bq_per_ml", "hermes_counts_rwvm", "units_bqml_rescale",
-                 "site_override_bq_per_ml"):
+    for name in (
+        "siemens_counts_no_units",
+        "ge_rwvm_bq_per_ml",
+        "hermes_counts_rwvm",
+        "units_bqml_rescale",
+        "site_override_bq_per_ml",
+    ):
         case = CASES[name]
         r = {c.check: c for c in check_reconstruction(parse_nm_header(case.ds, case.site_units), protocol)}
         msgs[name] = r["pixel_units"].message
@@ -311,11 +468,15 @@ def test_per_frame_real_world_value_mapping():
 
     ds = nm("GE MEDICAL SYSTEMS", "Discovery NM/CT 670 Pro", method="OSEM 6i16s", extra=per_frame)
     arr = sitk.GetArrayFromImage(nm_to_image(ds))
-    assert float(arr[2, 40, 40]) == pytest.approx(3.0 * STORED)   # frame 3 has slope 3
+    assert float(arr[2, 40, 40]) == pytest.approx(3.0 * STORED)  # frame 3 has slope 3
 
 
 def test_counts_per_second_needs_duration():
-    ds = nm("MEDISO", "AnyScan SC", method="OSEM 6i16s",
-            extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("{counts}/s", 1.0)])))
+    ds = nm(
+        "MEDISO",
+        "AnyScan SC",
+        method="OSEM 6i16s",
+        extra=lambda d: setattr(d, "RealWorldValueMappingSequence", Sequence([_rwvm("{counts}/s", 1.0)])),
+    )
     arr = sitk.GetArrayFromImage(nm_to_image(ds))
     assert float(arr[2, 40, 40]) == pytest.approx(STORED * 60 * 20.0)  # x 60 projections x 20 s

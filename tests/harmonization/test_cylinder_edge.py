@@ -21,10 +21,19 @@ from .conftest import LU177_HALF_LIFE_S
 VOXEL_MM = 4.4
 
 
-def cylinder_image(fwhm_mm: float, rng: np.random.Generator | None, *, voxel_mm: float = VOXEL_MM,
-                   shape=(60, 72, 72), radius_mm: float = 108.0, length_mm: float = 186.0,
-                   counts_per_voxel: float = 100.0, offset_yx_mm=(3.1, -5.7), sub: int = 4,
-                   sampling: str = "point") -> np.ndarray:
+def cylinder_image(
+    fwhm_mm: float,
+    rng: np.random.Generator | None,
+    *,
+    voxel_mm: float = VOXEL_MM,
+    shape=(60, 72, 72),
+    radius_mm: float = 108.0,
+    length_mm: float = 186.0,
+    counts_per_voxel: float = 100.0,
+    offset_yx_mm=(3.1, -5.7),
+    sub: int = 4,
+    sampling: str = "point",
+) -> np.ndarray:
     """A uniform cylinder (axis along z) blurred by an isotropic Gaussian, in counts.
 
     The transaxial disc is blurred on a grid ``sub`` times finer and either sampled at the
@@ -42,7 +51,9 @@ def cylinder_image(fwhm_mm: float, rng: np.random.Generator | None, *, voxel_mm:
     mid = slice(sub // 2 - 1, sub // 2 + 1)  # the voxel centre lies between the two central fine samples
     plane = blocks[:, mid, :, mid].mean((1, 3)) if sampling == "point" else blocks.mean((1, 3))
     z = (np.arange(shape[0]) - (shape[0] - 1) / 2) * voxel_mm
-    axial = 0.5 * (erf((length_mm / 2 - z) / (math.sqrt(2) * sigma)) + erf((length_mm / 2 + z) / (math.sqrt(2) * sigma)))
+    axial = 0.5 * (
+        erf((length_mm / 2 - z) / (math.sqrt(2) * sigma)) + erf((length_mm / 2 + z) / (math.sqrt(2) * sigma))
+    )
     img = axial[:, None, None] * plane[None] * counts_per_voxel
     return rng.poisson(img).astype(float) if rng is not None else img
 
@@ -109,8 +120,9 @@ def _cylinder_study(tmp_path, fwhm_mm: float):
     img = cylinder_image(fwhm_mm, None, voxel_mm=4.8, shape=(60, 70, 70), offset_yx_mm=(0.0, 0.0))
     img = np.random.default_rng(5).poisson(img * counts / img.sum()).astype(float)
     assert img.max() < 65535
-    make_nm_dataset(img.astype(np.uint16), units="CNTS", acq_start=acq, admin=ref, activity_mbq=a_ref_mbq,
-                    matrix=70).save_as(tmp_path / "cyl.dcm", enforce_file_format=True)
+    make_nm_dataset(
+        img.astype(np.uint16), units="CNTS", acq_start=acq, admin=ref, activity_mbq=a_ref_mbq, matrix=70
+    ).save_as(tmp_path / "cyl.dcm", enforce_file_format=True)
     back = pydicom.dcmread(tmp_path / "cyl.dcm")
     fill = PhantomFill("SITE01-PH-CYL", "uniform_cylinder", a_ref_mbq, ref, math.pi * 108**2 * 186 / 1000)
     return (parse_nm_header(back), *array_and_spacing(nm_to_image(back)), fill)

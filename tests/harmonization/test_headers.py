@@ -9,15 +9,15 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from rntflow.core.errors import DicomInputError
 from rntflow.harmonization.headers import (
-    normalise_radionuclide,
     nm_to_image,
+    normalise_radionuclide,
     parse_dt,
     parse_nm_header,
     parse_post_filter_fwhm_mm,
     parse_reconstruction_method,
 )
-from rntflow.core.errors import DicomInputError
 
 from .conftest import LU177_HALF_LIFE_S, make_nm_dataset
 
@@ -38,7 +38,7 @@ def test_parse_compliant_header_round_trip_through_file(tmp_path):
     assert h.acquisition_start == datetime(2026, 3, 2, 10, 0, 0)
     assert h.administration_datetime == datetime(2026, 3, 1, 10, 0, 0)
     assert h.hours_after_administration == pytest.approx(24.0)
-    assert h.acquisition_duration_s == pytest.approx(60 * 20.0)   # 60 frames/head x 20 s
+    assert h.acquisition_duration_s == pytest.approx(60 * 20.0)  # 60 frames/head x 20 s
     assert h.projections == 120 and h.time_per_projection_s == pytest.approx(20.0)
     assert h.administered_activity_mbq == 7400.0
     assert h.radionuclide == "Lu-177"
@@ -57,10 +57,20 @@ def test_parse_compliant_header_round_trip_through_file(tmp_path):
 
 def test_missing_attributes_become_none_not_crash():
     ds = make_nm_dataset()
-    for kw in ("EnergyWindowInformationSequence", "RotationInformationSequence", "CorrectedImage",
-               "ReconstructionMethod", "SeriesDescription", "ConvolutionKernel", "DeviceSerialNumber",
-               "AcquisitionTime", "RadiopharmaceuticalInformationSequence", "RealWorldValueMappingSequence",
-               "DetectorInformationSequence", "PixelSpacing"):
+    for kw in (
+        "EnergyWindowInformationSequence",
+        "RotationInformationSequence",
+        "CorrectedImage",
+        "ReconstructionMethod",
+        "SeriesDescription",
+        "ConvolutionKernel",
+        "DeviceSerialNumber",
+        "AcquisitionTime",
+        "RadiopharmaceuticalInformationSequence",
+        "RealWorldValueMappingSequence",
+        "DetectorInformationSequence",
+        "PixelSpacing",
+    ):
         delattr(ds, kw)
     h = parse_nm_header(ds)
     assert h.energy_windows == () and h.photopeak is None
@@ -77,8 +87,10 @@ def test_empty_header_parses():
     assert h.units is None and h.energy_windows == ()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Lu-177-PSMA-617", "Lu-177"), ("177Lu-DOTATATE", "Lu-177"), ("Tc99m MAA", "Tc-99m"), ("nothing", None)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Lu-177-PSMA-617", "Lu-177"), ("177Lu-DOTATATE", "Lu-177"), ("Tc99m MAA", "Tc-99m"), ("nothing", None)],
+)
 def test_normalise_radionuclide(text, expected):
     assert normalise_radionuclide(text) == expected
 
@@ -99,7 +111,7 @@ def test_nm_to_image_geometry_and_real_world_values():
     ds = make_nm_dataset(stored, units="BQML", slope=0.25, spacing_mm=(4.0, 3.0, 5.0), ipp=(-10.0, -20.0, -30.0))
     img = nm_to_image(ds)
     assert img.GetSize() == (7, 6, 5)
-    assert img.GetSpacing() == pytest.approx((3.0, 4.0, 5.0))   # (col step, row step, slice step)
+    assert img.GetSpacing() == pytest.approx((3.0, 4.0, 5.0))  # (col step, row step, slice step)
     assert img.GetOrigin() == pytest.approx((-10.0, -20.0, -30.0))
     assert img.GetDirection() == pytest.approx((1, 0, 0, 0, 1, 0, 0, 0, 1))
     arr = sitk.GetArrayFromImage(img)
@@ -117,18 +129,21 @@ def test_nm_to_image_without_pixels_is_clear_error():
         nm_to_image(ds)
 
 
-@pytest.mark.parametrize("text, name, params, unit, fwhm", [
-    ("NONE", "none", (), None, 0.0),
-    ("GAUSSIAN 5.0MM", "gaussian", (5.0,), "mm", 5.0),
-    ("XYZ Gauss 0.0", "gaussian", (0.0,), "mm", 0.0),
-    ("XYZ Gauss5.00", "gaussian", (5.0,), "mm", 5.0),
-    ("Gaussian 8 mm", "gaussian", (8.0,), "mm", 8.0),
-    ("Gaussian FWHM 1.2 cm", "gaussian", (1.2,), "cm", 12.0),
-    ("Butterworth 0.48 10", "butterworth", (0.48, 10.0), None, None),
-    ("Butterworth 0.5 cy/cm 7", "butterworth", (0.5, 7.0), "cycles/cm", None),
-    ("Hann 0.8", "hann", (0.8,), None, None),
-    ("Hanning 0.85 Nyquist", "hann", (0.85,), "Nyquist", None),
-])
+@pytest.mark.parametrize(
+    "text, name, params, unit, fwhm",
+    [
+        ("NONE", "none", (), None, 0.0),
+        ("GAUSSIAN 5.0MM", "gaussian", (5.0,), "mm", 5.0),
+        ("XYZ Gauss 0.0", "gaussian", (0.0,), "mm", 0.0),
+        ("XYZ Gauss5.00", "gaussian", (5.0,), "mm", 5.0),
+        ("Gaussian 8 mm", "gaussian", (8.0,), "mm", 8.0),
+        ("Gaussian FWHM 1.2 cm", "gaussian", (1.2,), "cm", 12.0),
+        ("Butterworth 0.48 10", "butterworth", (0.48, 10.0), None, None),
+        ("Butterworth 0.5 cy/cm 7", "butterworth", (0.5, 7.0), "cycles/cm", None),
+        ("Hann 0.8", "hann", (0.8,), None, None),
+        ("Hanning 0.85 Nyquist", "hann", (0.85,), "Nyquist", None),
+    ],
+)
 def test_post_filter_strings(text, name, params, unit, fwhm):
     from rntflow.harmonization.nm_conventions import parse_post_filter
 
@@ -145,13 +160,16 @@ def test_unparsed_and_absent_post_filter():
     assert parse_post_filter(None) is None and parse_post_filter("  ") is None
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Flash3D 8i16s", ("FLASH3D", 8, 16)),
-    ("OSEM 6 iterations 16 subsets", ("OSEM", 6, 16)),
-    ("HybridRecon-Oncology 5i15s", ("HYBRIDRECON-ONCOLOGY", 5, 15)),
-    ("OSEM3D i4s8", ("OSEM3D", 4, 8)),
-    ("Evolution for Bone", ("EVOLUTION", None, None)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Flash3D 8i16s", ("FLASH3D", 8, 16)),
+        ("OSEM 6 iterations 16 subsets", ("OSEM", 6, 16)),
+        ("HybridRecon-Oncology 5i15s", ("HYBRIDRECON-ONCOLOGY", 5, 15)),
+        ("OSEM3D i4s8", ("OSEM3D", 4, 8)),
+        ("Evolution for Bone", ("EVOLUTION", None, None)),
+    ],
+)
 def test_reconstruction_method_vendor_strings(text, expected):
     assert parse_reconstruction_method(text) == expected
 

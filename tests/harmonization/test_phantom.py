@@ -39,7 +39,9 @@ def effective_fwhm_mm(fwhm_mm: float, voxel_mm: float = VOXEL_MM) -> float:
 
 def test_decay_integral_law():
     # exact integral: T for lambda T -> 0; T_half / ln2 for T -> infinity (mean life)
-    assert decay_integral_s(1.0, LU177_HALF_LIFE_S) == pytest.approx(1.0 - 0.5 * math.log(2) / LU177_HALF_LIFE_S, rel=1e-12)
+    assert decay_integral_s(1.0, LU177_HALF_LIFE_S) == pytest.approx(
+        1.0 - 0.5 * math.log(2) / LU177_HALF_LIFE_S, rel=1e-12
+    )
     assert decay_integral_s(1e9, 3600.0) == pytest.approx(3600.0 / math.log(2), rel=1e-9)
     # one half-life: integral = T_half / (2 ln 2)
     assert decay_integral_s(3600.0, 3600.0) == pytest.approx(3600.0 / (2 * math.log(2)), rel=1e-12)
@@ -73,8 +75,9 @@ def test_small_voi_would_miss_spill_out():
     rng = np.random.default_rng(12)
     img = uniform_cylinder_counts(1e7, 15.0, rng)
     full = analyse_uniform_cylinder(img, SP, 1000.0, 100.0, "CNTS", LU177_HALF_LIFE_S, system_fwhm_mm=15.0)
-    tight = analyse_uniform_cylinder(img, SP, 1000.0, 100.0, "CNTS", LU177_HALF_LIFE_S, system_fwhm_mm=15.0,
-                                     voi_margin_fwhm=0.0)
+    tight = analyse_uniform_cylinder(
+        img, SP, 1000.0, 100.0, "CNTS", LU177_HALF_LIFE_S, system_fwhm_mm=15.0, voi_margin_fwhm=0.0
+    )
     assert full.voi_total > 1.05 * tight.voi_total
     assert full.voi_total == pytest.approx(img.sum(), rel=1e-3)
 
@@ -82,11 +85,12 @@ def test_small_voi_would_miss_spill_out():
 def test_vendor_scale_factor_for_bqml():
     rng = np.random.default_rng(13)
     a0_mbq, scale_true = 400.0, 0.92
-    img = uniform_cylinder_counts(1e7, 12.0, rng)            # shape only
+    img = uniform_cylinder_counts(1e7, 12.0, rng)  # shape only
     voxel_ml = VOXEL_MM**3 / 1000
     img *= scale_true * a0_mbq * 1e6 / (img.sum() * voxel_ml)  # -> Bq/mL reading 92 % of truth
-    res = analyse_uniform_cylinder(img, SP, 1200.0, a0_mbq, "BQML", LU177_HALF_LIFE_S, system_fwhm_mm=12.0,
-                                   total_counts=1e7)
+    res = analyse_uniform_cylinder(
+        img, SP, 1200.0, a0_mbq, "BQML", LU177_HALF_LIFE_S, system_fwhm_mm=12.0, total_counts=1e7
+    )
     assert res.vendor_scale_factor == pytest.approx(scale_true, rel=0.02)
     assert res.sensitivity_cps_per_mbq is None
 
@@ -191,7 +195,7 @@ def test_nema_rc_matches_blurred_sphere_model(handed, theta0):
     res = analyse_nema_phantom(img, SP, truth)
     fe = effective_fwhm_mm(12.0)
     for s, c in zip(res.spheres, centres):
-        assert np.linalg.norm(np.array(s.centre_zyx_mm) - c) < 2.0   # located within 2 mm
+        assert np.linalg.norm(np.array(s.centre_zyx_mm) - c) < 2.0  # located within 2 mm
         if s.diameter_mm >= 17:
             expected = 1 / 8 + (7 / 8) * rc_blurred_sphere(s.diameter_mm, fe)
             assert s.rc == pytest.approx(expected, abs=0.05)
@@ -202,13 +206,13 @@ def test_nema_rc_matches_blurred_sphere_model(handed, theta0):
     v37 = float(sphere_volume_ml(37.0))
     assert res.rc_curve(v37) == pytest.approx(res.spheres[-1].rc, abs=0.03)
     assert res.rc_curve(v37, sbr=math.inf) == pytest.approx(
-        res.rc_curve.amplitude * rc_blurred_sphere(37.0, res.rc_curve.fwhm_mm))
+        res.rc_curve.amplitude * rc_blurred_sphere(37.0, res.rc_curve.fwhm_mm)
+    )
 
 
 def test_nema_true_concentrations():
     ref = datetime(2026, 3, 1, 8, 0)
-    t = nema_true_concentrations(100.0, ref, ref + timedelta(seconds=LU177_HALF_LIFE_S), 9700.0, 4.0,
-                                 LU177_HALF_LIFE_S)
+    t = nema_true_concentrations(100.0, ref, ref + timedelta(seconds=LU177_HALF_LIFE_S), 9700.0, 4.0, LU177_HALF_LIFE_S)
     v_sph = float(sum(sphere_volume_ml(d) for d in (10, 13, 17, 22, 28, 37)))
     assert float(sphere_volume_ml(37.0)) == pytest.approx(26.52, abs=0.01)  # pi d^3 / 6
     assert t.background_bq_per_ml == pytest.approx(50e6 / (9700 + 4 * v_sph))
@@ -228,8 +232,9 @@ def test_sphere_outside_fov_is_clear_error():
 def test_nema_without_spheres_is_clear_error():
     img, _ = nema_phantom(10.0, 1.0, 1000.0, None)  # SBR 1: nothing hot
     with pytest.raises(CalibrationError, match="no hot spheres"):
-        analyse_nema_phantom(img + np.random.default_rng(0).normal(0, 10.0, img.shape), SP,
-                             NemaTruth(1000.0, 1000.0, 1.0))
+        analyse_nema_phantom(
+            img + np.random.default_rng(0).normal(0, 10.0, img.shape), SP, NemaTruth(1000.0, 1000.0, 1.0)
+        )
 
 
 # ----------------------------------------------------------------------------- harmonising filter
@@ -300,10 +305,12 @@ def test_uniform_cylinder_through_dicom_file(tmp_path):
     back = pydicom.dcmread(path)
     hdr = parse_nm_header(back)
     arr, sp = array_and_spacing(nm_to_image(back))
-    a0_hdr = activity_at(hdr.administered_activity_mbq, hdr.administration_datetime, hdr.acquisition_start,
-                         hdr.radionuclide_half_life_s)
-    res = analyse_uniform_cylinder(arr, sp, hdr.acquisition_duration_s, a0_hdr, hdr.units,
-                                   hdr.radionuclide_half_life_s, system_fwhm_mm=14.0)
+    a0_hdr = activity_at(
+        hdr.administered_activity_mbq, hdr.administration_datetime, hdr.acquisition_start, hdr.radionuclide_half_life_s
+    )
+    res = analyse_uniform_cylinder(
+        arr, sp, hdr.acquisition_duration_s, a0_hdr, hdr.units, hdr.radionuclide_half_life_s, system_fwhm_mm=14.0
+    )
     assert res.sensitivity_cps_per_mbq == pytest.approx(s_true, rel=0.02)
 
 
@@ -317,8 +324,9 @@ def _through_dicom(img: np.ndarray, path, acq: datetime, ref: datetime, a_ref_mb
     from .conftest import make_nm_dataset
 
     assert img.max() < 65535
-    make_nm_dataset(np.rint(img).astype(np.uint16), units="CNTS", acq_start=acq, admin=ref,
-                    activity_mbq=a_ref_mbq).save_as(path, enforce_file_format=True)
+    make_nm_dataset(
+        np.rint(img).astype(np.uint16), units="CNTS", acq_start=acq, admin=ref, activity_mbq=a_ref_mbq
+    ).save_as(path, enforce_file_format=True)
     back = pydicom.dcmread(path)
     return (parse_nm_header(back), *array_and_spacing(nm_to_image(back)))
 
@@ -341,16 +349,25 @@ def test_phantom_studies_cylinder_then_nema(tmp_path):
     fill = PhantomFill("SITE01-PH-CYL", "uniform_cylinder", a_cyl, ref, math.pi * 108**2 * 186 / 1000)
     res = calibrate_uniform_cylinder(hdr, arr, sp, fill, site_id="SITE01", protocol_name="P")
     assert [c.check for c in res.checks] == [
-        "phantom_type", "phantom_header", "phantom_scatter_correction", "phantom_reference_time",
-        "phantom_activity", "phantom_fov", "phantom_volume", "phantom_sensitivity", "cylinder_edge_resolution"]
+        "phantom_type",
+        "phantom_header",
+        "phantom_scatter_correction",
+        "phantom_reference_time",
+        "phantom_activity",
+        "phantom_fov",
+        "phantom_volume",
+        "phantom_sensitivity",
+        "cylinder_edge_resolution",
+    ]
     assert res.status == "pass", res.checks
     assert res.calibration.sensitivity_cps_per_mbq == pytest.approx(s_true, rel=0.02)
     # until the NEMA phantom arrives the recovery FWHM is the cylinder edge's (voxel-averaged
     # test image: the box of the 4.8 mm voxel adds its variance)
     assert res.calibration.rc_fwhm_source == "cylinder_edge"
     assert res.calibration.rc_fwhm_mm == pytest.approx(effective_fwhm_mm(12.0), rel=0.10)
-    wrong = calibrate_uniform_cylinder(hdr, arr, sp, PhantomFill("X", "nema_iec_body", a_cyl, ref, 9700.0, 8.0),
-                                       site_id="SITE01", protocol_name="P")
+    wrong = calibrate_uniform_cylinder(
+        hdr, arr, sp, PhantomFill("X", "nema_iec_body", a_cyl, ref, 9700.0, 8.0), site_id="SITE01", protocol_name="P"
+    )
     assert wrong.calibration is None and wrong.check("phantom_type").status == "fail"
 
     v_bg_ml = 9700.0
@@ -360,8 +377,16 @@ def test_phantom_studies_cylinder_then_nema(tmp_path):
     img, _ = nema_phantom(12.0, 8.0, bg_counts, None)
     hdr, arr, sp = _through_dicom(np.random.default_rng(42).poisson(img), tmp_path / "nema.dcm", acq, ref, 1600.0)
     band = _band_for(12.0)
-    res = analyse_nema_study(hdr, arr, sp, nema_fill, site_id="SITE01", calibration=res.calibration,
-                             reference_rc_band=band, protocol_name="P")
+    res = analyse_nema_study(
+        hdr,
+        arr,
+        sp,
+        nema_fill,
+        site_id="SITE01",
+        calibration=res.calibration,
+        reference_rc_band=band,
+        protocol_name="P",
+    )
     assert res.status == "pass", res.checks
     assert res.check("harmonising_filter").value_found == "no filter needed"
     assert res.calibration.rc_fwhm_mm == pytest.approx(effective_fwhm_mm(12.0), abs=1.5)
@@ -376,6 +401,7 @@ def test_phantom_studies_cylinder_then_nema(tmp_path):
             assert row.recovery_coefficient_harmonised == row.recovery_coefficient
         else:
             assert row.in_reference_band is None
-    uncalibrated = analyse_nema_study(hdr, arr, sp, nema_fill, site_id="SITE01", calibration=None,
-                                      reference_rc_band=band, protocol_name="P")
+    uncalibrated = analyse_nema_study(
+        hdr, arr, sp, nema_fill, site_id="SITE01", calibration=None, reference_rc_band=band, protocol_name="P"
+    )
     assert uncalibrated.calibration is None and uncalibrated.check("phantom_calibration").status == "fail"

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
+from rntflow.core.config import load_config
+from rntflow.core.qa import CheckResult
 from rntflow.harmonization.headers import parse_nm_header
 from rntflow.harmonization.recon_check import (
     ImageGeometry,
@@ -15,8 +17,6 @@ from rntflow.harmonization.recon_check import (
     check_fov_covers_vois,
     check_reconstruction,
 )
-from rntflow.core.config import load_config
-from rntflow.core.qa import CheckResult
 
 from .conftest import make_nm_dataset
 
@@ -37,17 +37,36 @@ def test_compliant_header_passes_every_check(protocol):
     results = check_reconstruction(parse_nm_header(make_nm_dataset()), protocol)
     assert {r.status for r in results} == {"pass"}, [r for r in results if r.status != "pass"]
     names = {r.check for r in results}
-    assert names == {"pixel_units", "administered_activity", "radionuclide", "energy_window_photopeak", "energy_window_scatter", "collimator",
-                     "attenuation_correction", "scatter_correction", "algorithm", "iterations_x_subsets",
-                     "matrix", "voxel_size", "post_filter", "projections", "time_per_projection", "time_point"}
+    assert names == {
+        "pixel_units",
+        "administered_activity",
+        "radionuclide",
+        "energy_window_photopeak",
+        "energy_window_scatter",
+        "collimator",
+        "attenuation_correction",
+        "scatter_correction",
+        "algorithm",
+        "iterations_x_subsets",
+        "matrix",
+        "voxel_size",
+        "post_filter",
+        "projections",
+        "time_per_projection",
+        "time_point",
+    }
     assert _by_check(results)["time_point"].message == "time point 24 h"
 
 
 DEVIATIONS = [
-    ("energy_window_photopeak", dict(windows=[("Lu177_113", 101.7, 124.3), ("scatter_low", 161.5, 178.5),
-                                              ("scatter_high", 237.5, 262.5)])),
-    ("energy_window_scatter", dict(windows=[("Lu177_208", 187.2, 228.8), ("scatter_low", 150.0, 165.0),
-                                            ("scatter_high", 237.5, 262.5)])),
+    (
+        "energy_window_photopeak",
+        dict(windows=[("Lu177_113", 101.7, 124.3), ("scatter_low", 161.5, 178.5), ("scatter_high", 237.5, 262.5)]),
+    ),
+    (
+        "energy_window_scatter",
+        dict(windows=[("Lu177_208", 187.2, 228.8), ("scatter_low", 150.0, 165.0), ("scatter_high", 237.5, 262.5)]),
+    ),
     ("collimator", dict(collimator="LEHR")),
     ("attenuation_correction", dict(corrected=("SCAT", "DECY"))),
     ("scatter_correction", dict(corrected=("ATTN", "DECY"))),
@@ -73,15 +92,17 @@ def test_each_check_fails_on_its_own_deviation(protocol, check, kwargs):
 
 
 def test_time_point_outside_every_window_message(protocol):
-    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(acq_start=ADMIN + timedelta(hours=50))),
-                                       protocol))["time_point"]
+    r = _by_check(
+        check_reconstruction(parse_nm_header(make_nm_dataset(acq_start=ADMIN + timedelta(hours=50))), protocol)
+    )["time_point"]
     assert r.message == "outside every window" and "50.00 h" in r.value_found
 
 
 @pytest.mark.parametrize("hours, nominal", [(3.0, 4), (100.0, 96), (170.0, 168)])
 def test_time_point_identified(protocol, hours, nominal):
-    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(acq_start=ADMIN + timedelta(hours=hours))),
-                                       protocol))["time_point"]
+    r = _by_check(
+        check_reconstruction(parse_nm_header(make_nm_dataset(acq_start=ADMIN + timedelta(hours=hours))), protocol)
+    )["time_point"]
     assert r.status == "pass" and r.message == f"time point {nominal} h"
 
 
@@ -98,13 +119,17 @@ def test_missing_energy_window_is_not_stated_warning_not_crash(protocol):
 
 def test_scatter_windows_only_in_projections(protocol):
     # photopeak only in the reconstruction: SCAT evidences the correction -> warn, not fail
-    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(windows=[("Lu177_208", 187.2, 228.8)])),
-                                       protocol))
+    r = _by_check(
+        check_reconstruction(parse_nm_header(make_nm_dataset(windows=[("Lu177_208", 187.2, 228.8)])), protocol)
+    )
     assert r["energy_window_scatter"].status == "warn" and "projections" in r["energy_window_scatter"].message
     assert r["scatter_correction"].status == "pass"
     # CorrectedImage without SCAT and no scatter windows: both fail
-    r = _by_check(check_reconstruction(parse_nm_header(make_nm_dataset(
-        windows=[("Lu177_208", 187.2, 228.8)], corrected=("ATTN",))), protocol))
+    r = _by_check(
+        check_reconstruction(
+            parse_nm_header(make_nm_dataset(windows=[("Lu177_208", 187.2, 228.8)], corrected=("ATTN",))), protocol
+        )
+    )
     assert r["energy_window_scatter"].status == "fail" and r["scatter_correction"].status == "fail"
 
 
@@ -132,11 +157,17 @@ def _geometry() -> ImageGeometry:
 
 
 def test_fov_covers_vois_boxes():
-    res = _by_check(check_fov_covers_vois(_geometry(), {
-        "Kidney_L": ((10, 10, 0), (60, 60, 100)),
-        "Parotid_L": ((10, 10, 150), (40, 40, 220)),   # FOV ends at -100 + 59.5 * 4.8 = 185.6 mm
-        "Liver": ((-190, -50, 0), (0, 50, 50)),         # 2.4 mm inside the lower x face (-192)
-    }, margin_mm=10.0))
+    res = _by_check(
+        check_fov_covers_vois(
+            _geometry(),
+            {
+                "Kidney_L": ((10, 10, 0), (60, 60, 100)),
+                "Parotid_L": ((10, 10, 150), (40, 40, 220)),  # FOV ends at -100 + 59.5 * 4.8 = 185.6 mm
+                "Liver": ((-190, -50, 0), (0, 50, 50)),  # 2.4 mm inside the lower x face (-192)
+            },
+            margin_mm=10.0,
+        )
+    )
     assert res["fov_covers_Kidney_L"].status == "pass"
     assert res["fov_covers_Parotid_L"].status == "fail"
     assert res["fov_covers_Liver"].status == "warn"
@@ -148,7 +179,7 @@ def test_fov_covers_vois_masks_on_other_grid():
     mask.SetSpacing((1.0, 1.0, 3.0))
     mask.SetOrigin((0.0, 0.0, 150.0))
     inside = sitk.Image(mask)
-    inside[10:20, 10:20, 0:5] = 1   # z 150 - 162 mm: inside
+    inside[10:20, 10:20, 0:5] = 1  # z 150 - 162 mm: inside
     outside = sitk.Image(mask)
     outside[10:20, 10:20, 20:30] = 1  # z 210 - 237 mm: outside
     res = _by_check(check_fov_covers_vois(geo, {"a": inside, "b": outside, "c": mask}))
@@ -197,7 +228,7 @@ def test_post_filter_verdicts(protocol):
         return _by_check(check_reconstruction(h, protocol, camera))["post_filter"]
 
     bw = ["Butterworth", "0.48", "10"]  # ConvolutionKernel is SH (16 chars), VM 1-n
-    assert verdict(bw).status == "fail"        # protocol allows no post-filter
+    assert verdict(bw).status == "fail"  # protocol allows no post-filter
     assert verdict(bw, CameraProfile(post_filters=["butterworth 0.48 10"])).status == "pass"
     r = verdict("B30f smooth")
     assert r.status == "warn" and "not understood" in r.message

@@ -20,8 +20,9 @@ def test_report_table_and_figure(tmp_path):
     for site, fwhm in (("SITE01", 10.0), ("SITE02", 16.0)):
         img, _ = nema_phantom(fwhm, 8.0, 1000.0, np.random.default_rng(1), counts_per_unit=0.2)
         nema = analyse_nema_phantom(img, (4.8, 4.8, 4.8), truth)
-        sites.append(SitePhantomResults(site, f"cam-{site}", nema, None,
-                                        harmonising_filter(img, (4.8, 4.8, 4.8), nema, BAND)))
+        sites.append(
+            SitePhantomResults(site, f"cam-{site}", nema, None, harmonising_filter(img, (4.8, 4.8, 4.8), nema, BAND))
+        )
     table, fig = harmonisation_report(sites, BAND)
     assert list(table.columns) == list(REPORT_COLUMNS)
     assert len(table) == 12

@@ -30,9 +30,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from rntflow.core.config import load_config
+from rntflow.core.errors import CalibrationError
+from rntflow.core.fills import load_phantom_fills
 from rntflow.harmonization.calibration import calibration_for, register_calibration
 from rntflow.harmonization.headers import nm_to_image, parse_nm_header
-from rntflow.physics.recovery import FWHM_PER_SIGMA
 from rntflow.harmonization.phantom_study import (
     PhantomCalibrationResult,
     PhantomFill,
@@ -40,9 +42,7 @@ from rntflow.harmonization.phantom_study import (
     calibrate_uniform_cylinder,
 )
 from rntflow.harmonization.recon_check import check_reconstruction
-from rntflow.core.config import load_config
-from rntflow.core.errors import CalibrationError
-from rntflow.core.fills import load_phantom_fills
+from rntflow.physics.recovery import FWHM_PER_SIGMA
 from rntflow.simulation.anatomy import anatomy_grid
 from rntflow.simulation.trial import SPECT_SPACING_MM
 from rntflow.simulation.truth import sphere_rc
@@ -102,8 +102,9 @@ def sites(small_trial, small_truth, fills) -> dict[str, SiteRun]:
             studies[fill.phantom_type] = (header, image, spacing, fill)
         cyl_in, nema_in = studies["uniform_cylinder"], studies["nema_iec_body"]
         cyl = calibrate_uniform_cylinder(*cyl_in, site_id=site_id, protocol_name=PROTOCOL_NAME)
-        nema = analyse_nema_study(*nema_in, site_id=site_id, calibration=cyl.calibration,
-                                  reference_rc_band=BAND, protocol_name=PROTOCOL_NAME)
+        nema = analyse_nema_study(
+            *nema_in, site_id=site_id, calibration=cyl.calibration, reference_rc_band=BAND, protocol_name=PROTOCOL_NAME
+        )
         out[site_id] = SiteRun(cyl, nema, nema_in, cyl_in)
     return out
 
@@ -210,7 +211,8 @@ def test_sensitivity_or_vendor_scale_within_2_percent(sites, small_truth):
         assert abs((cal.valid_from - datetime.fromisoformat(p["acquisition_datetime"])).total_seconds()) < 1
         # decay from the header reference time reproduces the truth's activity (float rounding of the log only)
         assert run.cylinder.activity_at_acquisition_start_mbq == pytest.approx(
-            p["activity_at_acquisition_start_mbq"], rel=1e-4)
+            p["activity_at_acquisition_start_mbq"], rel=1e-4
+        )
     print("\nsensitivity / scale (true, recovered, error %):", measured)
 
 
@@ -300,7 +302,8 @@ def test_harmonising_filter_against_trial_band(sites, small_truth):
         outcome[site_id] = (hf.status, hf.fwhm_mm)
     # every site that fails lacks scatter correction; every scatter-corrected site passes
     assert {s for s, (st, _) in outcome.items() if st == "fail"} <= {
-        s for s, t in small_truth["sites"].items() if not t["scatter_correction"]}
+        s for s, t in small_truth["sites"].items() if not t["scatter_correction"]
+    }
     assert all(outcome[s][0] != "fail" for s, t in small_truth["sites"].items() if t["scatter_correction"])
     print("\nharmonising filter (trial band):", outcome)
 
@@ -320,13 +323,18 @@ def test_sharper_sites_get_a_filter_for_a_blurrier_reference(sites, small_truth)
         for d in (17, 22, 28, 37):
             rc = 1 / sbr + (1 - 1 / sbr) * sphere_rc(d, ref_fwhm_mm)
             band[str(d)] = (rc - 0.05, rc + 0.05)
-        res = analyse_nema_study(*run.nema_input, site_id=site_id, calibration=run.cylinder.calibration,
-                                 reference_rc_band=band, protocol_name=PROTOCOL_NAME)
+        res = analyse_nema_study(
+            *run.nema_input,
+            site_id=site_id,
+            calibration=run.cylinder.calibration,
+            reference_rc_band=band,
+            protocol_name=PROTOCOL_NAME,
+        )
         hf = res.harmonising_filter
         assert hf.status == "filter", (site_id, hf)
         f_eff = effective_fwhm_mm(t["fwhm_mm"])
         assert hf.fwhm_mm == pytest.approx(math.sqrt(ref_fwhm_mm**2 - f_eff**2), abs=3.0)
-        assert res.check("nema_rc_band").status == "warn"          # above the band before filtering
+        assert res.check("nema_rc_band").status == "warn"  # above the band before filtering
         assert res.check("harmonising_filter").status == "pass"
         assert res.calibration.filter_fwhm_mm == hf.fwhm_mm
         for s in res.spheres:
@@ -393,8 +401,9 @@ def test_missing_energy_windows_is_not_stated_not_a_crash(small_trial):
 def test_calibrations_register_and_cover_patient_scans(sites, small_trial):
     history: tuple = ()
     for run in sites.values():
-        history, drift_flag, drift = register_calibration(history, run.cylinder.calibration,
-                                                          EXAMPLE.calibration.drift_tolerance_pct)
+        history, drift_flag, drift = register_calibration(
+            history, run.cylinder.calibration, EXAMPLE.calibration.drift_tolerance_pct
+        )
         assert drift is None and not drift_flag
     assert [c.version for c in history] == [1, 1, 1]
     enrol = _enrolment(small_trial)
@@ -403,8 +412,9 @@ def test_calibrations_register_and_cover_patient_scans(sites, small_trial):
             continue
         for nm in _nm_files(small_trial, site_id, patient_id):
             h = parse_nm_header(pydicom.dcmread(nm, stop_before_pixels=True))
-            cal, status = calibration_for(history, h.camera_id, h.radionuclide, h.acquisition_start,
-                                          EXAMPLE.calibration.validity_days)
+            cal, status = calibration_for(
+                history, h.camera_id, h.radionuclide, h.acquisition_start, EXAMPLE.calibration.validity_days
+            )
             assert status == "valid" and cal.site_id == site_id
     # a camera never calibrated
     h = dataclasses.replace(h, serial="NEVER-CALIBRATED")
@@ -417,22 +427,41 @@ def test_calibrations_register_and_cover_patient_scans(sites, small_trial):
 def test_fill_without_activity_is_a_fail_check(sites):
     run = sites["SITE01"]
     header, image, spacing, fill = run.cylinder_input
-    res = calibrate_uniform_cylinder(header, image, spacing, dataclasses.replace(fill, total_activity_mbq=None),
-                                     site_id="SITE01", protocol_name=PROTOCOL_NAME)
+    res = calibrate_uniform_cylinder(
+        header,
+        image,
+        spacing,
+        dataclasses.replace(fill, total_activity_mbq=None),
+        site_id="SITE01",
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None and res.status == "fail"
     assert res.check("phantom_activity").status == "fail"
     assert "no total activity" in res.check("phantom_activity").message
     header, image, spacing, fill = run.nema_input
-    res = analyse_nema_study(header, image, spacing, dataclasses.replace(fill, total_activity_mbq=None),
-                             site_id="SITE01", calibration=run.cylinder.calibration, reference_rc_band=BAND,
-                             protocol_name=PROTOCOL_NAME)
+    res = analyse_nema_study(
+        header,
+        image,
+        spacing,
+        dataclasses.replace(fill, total_activity_mbq=None),
+        site_id="SITE01",
+        calibration=run.cylinder.calibration,
+        reference_rc_band=BAND,
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None and res.check("phantom_activity").status == "fail" and res.spheres == ()
 
 
 def test_header_without_reference_time_is_a_fail_check(sites):
     header, image, spacing, fill = sites["SITE01"].cylinder_input
-    res = calibrate_uniform_cylinder(dataclasses.replace(header, administration_datetime=None), image, spacing,
-                                     fill, site_id="SITE01", protocol_name=PROTOCOL_NAME)
+    res = calibrate_uniform_cylinder(
+        dataclasses.replace(header, administration_datetime=None),
+        image,
+        spacing,
+        fill,
+        site_id="SITE01",
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None
     assert "no activity reference time in the header" in res.check("phantom_reference_time").message
 
@@ -441,12 +470,16 @@ def test_fill_time_is_compared_modulo_whole_days(sites):
     # the fill log's calendar date is not shifted; its time of day must still agree
     header, image, spacing, fill = sites["SITE01"].cylinder_input
     shift = timedelta(days=-40)  # what the listener's de-identification does
-    shifted = dataclasses.replace(header, administration_datetime=header.administration_datetime + shift,
-                                  acquisition_start=header.acquisition_start + shift)
+    shifted = dataclasses.replace(
+        header,
+        administration_datetime=header.administration_datetime + shift,
+        acquisition_start=header.acquisition_start + shift,
+    )
     ok = calibrate_uniform_cylinder(shifted, image, spacing, fill, site_id="SITE01", protocol_name=PROTOCOL_NAME)
     assert ok.check("phantom_reference_time").status == "pass"
     assert ok.calibration.sensitivity_cps_per_mbq == pytest.approx(
-        sites["SITE01"].cylinder.calibration.sensitivity_cps_per_mbq, rel=1e-12)
+        sites["SITE01"].cylinder.calibration.sensitivity_cps_per_mbq, rel=1e-12
+    )
     typo = dataclasses.replace(fill, reference_datetime=fill.reference_datetime + timedelta(hours=1))
     res = calibrate_uniform_cylinder(header, image, spacing, typo, site_id="SITE01", protocol_name=PROTOCOL_NAME)
     assert res.check("phantom_reference_time").status == "warn" and res.calibration is not None
@@ -463,14 +496,23 @@ def test_bqml_decay_corrected_to_administration(sites, small_truth):
         undecay = math.exp(math.log(2) * dt_s / header.radionuclide_half_life_s)
         admin = dataclasses.replace(header, decay_correction="ADMIN")
         if kind == "cylinder":
-            res = calibrate_uniform_cylinder(admin, image * undecay, spacing, fill, site_id=site_id,
-                                             protocol_name=PROTOCOL_NAME)
+            res = calibrate_uniform_cylinder(
+                admin, image * undecay, spacing, fill, site_id=site_id, protocol_name=PROTOCOL_NAME
+            )
             assert res.calibration.vendor_scale_factor == pytest.approx(
-                run.cylinder.calibration.vendor_scale_factor, rel=1e-9)
+                run.cylinder.calibration.vendor_scale_factor, rel=1e-9
+            )
         else:
-            res = analyse_nema_study(admin, image * undecay, spacing, fill, site_id=site_id,
-                                     calibration=run.cylinder.calibration, reference_rc_band=BAND,
-                                     protocol_name=PROTOCOL_NAME)
+            res = analyse_nema_study(
+                admin,
+                image * undecay,
+                spacing,
+                fill,
+                site_id=site_id,
+                calibration=run.cylinder.calibration,
+                reference_rc_band=BAND,
+                protocol_name=PROTOCOL_NAME,
+            )
             for a, b in zip(res.spheres, run.nema.spheres):
                 assert a.recovery_coefficient == pytest.approx(b.recovery_coefficient, rel=1e-6)
 
@@ -480,8 +522,16 @@ def test_nema_sphere_outside_fov_is_a_fail_check(sites):
     header, image, spacing, fill = run.nema_input
     # crop the axial FOV 8 mm above the sphere plane: the larger spheres are cut
     k = int(round((run.nema.nema.sphere_plane_z_mm + 8.0) / spacing[0]))
-    res = analyse_nema_study(header, image[:k], spacing, fill, site_id="SITE01", calibration=run.cylinder.calibration,
-                             reference_rc_band=BAND, protocol_name=PROTOCOL_NAME)
+    res = analyse_nema_study(
+        header,
+        image[:k],
+        spacing,
+        fill,
+        site_id="SITE01",
+        calibration=run.cylinder.calibration,
+        reference_rc_band=BAND,
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None and res.spheres == ()
     fov = res.check("phantom_fov")
     assert fov.status == "fail" and "outside the field of view" in fov.message
@@ -510,8 +560,13 @@ def test_nema_without_or_with_wrong_calibration_is_a_fail_check(sites):
 
 def test_nema_without_band_still_measures_rcs(sites):
     run = sites["SITE02"]
-    res = analyse_nema_study(*run.nema_input, site_id="SITE02", calibration=run.cylinder.calibration,
-                             reference_rc_band={}, protocol_name=PROTOCOL_NAME)
+    res = analyse_nema_study(
+        *run.nema_input,
+        site_id="SITE02",
+        calibration=run.cylinder.calibration,
+        reference_rc_band={},
+        protocol_name=PROTOCOL_NAME,
+    )
     assert len(res.spheres) == 6 and res.calibration.rc_fwhm_mm is not None
     assert res.calibration.filter_fwhm_mm is None and res.harmonising_filter is None
     assert res.check("harmonising_filter").status == "fail" and "empty" in res.check("harmonising_filter").message
@@ -524,13 +579,26 @@ def test_wrong_phantom_type_and_bad_fill(sites):
     res = calibrate_uniform_cylinder(header, image, spacing, nema_fill, site_id="SITE01", protocol_name=PROTOCOL_NAME)
     assert res.calibration is None and res.check("phantom_type").status == "fail"
     header, image, spacing, fill = run.nema_input
-    res = analyse_nema_study(header, image, spacing, dataclasses.replace(fill, sphere_to_background_ratio=None),
-                             site_id="SITE01", calibration=run.cylinder.calibration, reference_rc_band=BAND,
-                             protocol_name=PROTOCOL_NAME)
+    res = analyse_nema_study(
+        header,
+        image,
+        spacing,
+        dataclasses.replace(fill, sphere_to_background_ratio=None),
+        site_id="SITE01",
+        calibration=run.cylinder.calibration,
+        reference_rc_band=BAND,
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None and res.check("phantom_fill").status == "fail"
     # an empty image: a fail, not an exception
-    res = calibrate_uniform_cylinder(run.cylinder_input[0], np.zeros((10, 10, 10)), spacing, run.cylinder_input[3],
-                                     site_id="SITE01", protocol_name=PROTOCOL_NAME)
+    res = calibrate_uniform_cylinder(
+        run.cylinder_input[0],
+        np.zeros((10, 10, 10)),
+        spacing,
+        run.cylinder_input[3],
+        site_id="SITE01",
+        protocol_name=PROTOCOL_NAME,
+    )
     assert res.calibration is None and res.check("phantom_sensitivity").status == "fail"
 
 
@@ -566,14 +634,20 @@ def test_fill_log_as_written_by_the_simulator(fills, small_truth):
 HEAD = "subject_id,phantom_type,total_activity_mbq,reference_datetime,volume_ml,sphere_to_background_ratio\n"
 
 
-@pytest.mark.parametrize("body, match", [
-    ("A,uniform_cylinder,abc,2026-01-01T10:00:00,6800,\n", r"line 2 \(A\): total_activity_mbq 'abc' is not a number"),
-    ("A,uniform_cylinder,-5,2026-01-01T10:00:00,6800,\n", r"line 2 \(A\): total_activity_mbq must be positive"),
-    ("A,uniform_cylinder,500,,6800,\nB,sphere,500,,6800,\n", r"line 3 \(B\): phantom_type 'sphere'"),
-    ("A,uniform_cylinder,500,,6800,\nA,nema_iec_body,200,,8900,5\n", r"line 3 \(A\): subject_id A appears twice"),
-    ("A,uniform_cylinder,500,19/01/2026 10:00,6800,\n", r"line 2 \(A\): reference_datetime"),
-    (",uniform_cylinder,500,,6800,\n", r"line 2: subject_id is empty"),
-])
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        (
+            "A,uniform_cylinder,abc,2026-01-01T10:00:00,6800,\n",
+            r"line 2 \(A\): total_activity_mbq 'abc' is not a number",
+        ),
+        ("A,uniform_cylinder,-5,2026-01-01T10:00:00,6800,\n", r"line 2 \(A\): total_activity_mbq must be positive"),
+        ("A,uniform_cylinder,500,,6800,\nB,sphere,500,,6800,\n", r"line 3 \(B\): phantom_type 'sphere'"),
+        ("A,uniform_cylinder,500,,6800,\nA,nema_iec_body,200,,8900,5\n", r"line 3 \(A\): subject_id A appears twice"),
+        ("A,uniform_cylinder,500,19/01/2026 10:00,6800,\n", r"line 2 \(A\): reference_datetime"),
+        (",uniform_cylinder,500,,6800,\n", r"line 2: subject_id is empty"),
+    ],
+)
 def test_fill_log_errors_name_the_row(tmp_path, body, match):
     path = tmp_path / "phantom_fills.csv"
     path.write_text(HEAD + body)
