@@ -16,7 +16,14 @@ from prefect import task
 from rntflow.analysis.dose_effect import population_kinetics
 from rntflow.core.config import TrialConfig
 from rntflow.core.qa import WARN, CheckResult, qa_row, status_if
-from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
+from rntflow.dosimetry.cycle import (
+    CycleDosimetry,
+    CycleSettings,
+    Finding,
+    TimePoint,
+    Voi,
+    compute_cycle_dosimetry,
+)
 from rntflow.dosimetry.density import mass_g
 from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
 from rntflow.dosimetry.registration import register_rigid, resample
@@ -95,6 +102,152 @@ def population_t_eff(config: TrialConfig, exclude_subject: str) -> dict[str, flo
     return {r["voi"]: float(r["median_h"]) for r in pk.to_dict("records") if r["n"] >= 3}
 
 
+def _registration_check(rec: dict, m: TimePointMeta, ref: TimePointMeta) -> dict:
+    """The ``registration`` qa row of time point ``m`` registered to the reference."""
+    ncc = rec.get("ncc_after")
+    ok = ncc is not None and ncc >= MIN_REGISTRATION_NCC
+    return qa_row(
+        CheckResult(
+            "registration",
+            status_if(ok, WARN),
+            "no CT" if ncc is None else f"NCC {ncc:.3f}",
+            f"NCC >= {MIN_REGISTRATION_NCC}",
+            f"{rec['method']} to reference {ref.study_id}",
+        ),
+        "study",
+        m.study_id,
+        study_id=m.study_id,
+    )
+
+
+def _expired_calibration_check(m: TimePointMeta, subject_id: str, cycle: int) -> dict:
+    """The cycle's qa row for a time point quantified with an expired calibration."""
+    return qa_row(
+        CheckResult(
+            "calibration_validity",
+            WARN,
+            "expired",
+            "valid",
+            f"time point {m.study_id} quantified with an expired calibration {m.calibration_id}",
+        ),
+        "cycle",
+        f"{subject_id}/{cycle}",
+    )
+
+
+def _registered_timepoints(
+    store: ProductStore,
+    metas: list[TimePointMeta],
+    ref: TimePointMeta,
+    ref_ct: sitk.Image,
+    ref_spect: sitk.Image,
+    subject_id: str,
+    cycle: int,
+    checks: list[dict],
+) -> list[TimePoint]:
+    """The cycle's time points on the reference SPECT grid; registration and calibration rows go to ``checks``."""
+    tps = []
+    for m in metas:
+        arr, rec = _registered(store, m, ref, ref_ct, ref_spect)
+        tps.append(TimePoint(m.study_id, m.t_h, arr, m.calibration_rel, m.calibration_id))
+        if rec:
+            checks.append(_registration_check(rec, m, ref))
+        if m.calibration_status == "expired":
+            checks.append(_expired_calibration_check(m, subject_id, cycle))
+    return tps
+
+
+def _reference_vois(store: ProductStore, ref: TimePointMeta, ref_ct: sitk.Image, ref_spect: sitk.Image) -> list[Voi]:
+    """The reference time point's VOIs: fractions on the SPECT grid, volume and mass from the CT."""
+    ct_arr = sitk.GetArrayFromImage(ref_ct)
+    ct_voxel_ml = float(np.prod(ref_ct.GetSpacing())) / 1000.0
+    vois = []
+    for name, mask_img in store.vois(ref).items():
+        mask = sitk.GetArrayFromImage(mask_img).astype(bool)
+        frac = resample_mask_fraction(mask, mask_img, ref_spect)
+        vois.append(Voi(name, frac, float(mask.sum() * ct_voxel_ml), mass_g(mask, ct_arr, ct_voxel_ml)))
+    return vois
+
+
+def _cycle_settings(
+    config: TrialConfig,
+    ref: TimePointMeta,
+    spacing_zyx: tuple[float, float, float],
+    subject_id: str,
+    n_timepoints: int,
+) -> CycleSettings:
+    """The dosimetry settings of a cycle (population kinetics for a single time point)."""
+    rb = {k: (v.alpha_beta_gy, v.t_rep_h) for k, v in config.radiobiology.items()}
+    return CycleSettings(
+        nuclide_name=ref.radionuclide,
+        administered_activity_mbq=ref.administered_activity_mbq or 0.0,
+        spacing_mm=spacing_zyx,
+        voxel_engine=config.dosimetry.engine,
+        partial_volume_correction=config.dosimetry.partial_volume_correction,
+        rc_fwhm_mm=ref.rc_fwhm_mm,
+        rc_fwhm_rel_sd=RC_FWHM_REL_SD.get(ref.rc_fwhm_source or "nema", 0.0),
+        radiobiology=rb,
+        population_t_eff_h=population_t_eff(config, subject_id) if n_timepoints == 1 else {},
+    )
+
+
+def _compute_doses(
+    tps: list[TimePoint],
+    vois: list[Voi],
+    settings: CycleSettings,
+    ref: TimePointMeta,
+    ref_ct: sitk.Image,
+    ref_spect: sitk.Image,
+) -> CycleDosimetry:
+    """Run the cycle dosimetry with the kernel or CT the configured voxel engine needs."""
+    engine = settings.voxel_engine
+    spacing_zyx = settings.spacing_mm
+    kernel = kernel_for(ref.radionuclide, tuple(round(s, 4) for s in spacing_zyx)) if engine == "voxel_dpk" else None
+    hu = None
+    if engine == "voxel_led":
+        hu = sitk.GetArrayFromImage(
+            resample(ref_ct, ref_spect, sitk.Transform(3, sitk.sitkIdentity), default_value=-1000.0)
+        )
+    return compute_cycle_dosimetry(tps, vois, settings, kernel=kernel, hu_on_spect=hu)
+
+
+def _partial_volume_checks(settings: CycleSettings, ref: TimePointMeta, subject_id: str, cycle: int) -> list[dict]:
+    """The cycle's qa rows when recovery correction lacks a NEMA RC curve (none otherwise)."""
+    if settings.partial_volume_correction and ref.rc_fwhm_mm is None:
+        check = CheckResult(
+            "partial_volume_correction",
+            WARN,
+            "no RC curve",
+            "the camera's NEMA RC curve",
+            "no NEMA phantom, configured system FWHM or cylinder-edge estimate for this camera: "
+            "activities not corrected for recovery",
+        )
+    elif settings.partial_volume_correction and ref.rc_fwhm_source in ("configured", "cylinder_edge"):
+        check = CheckResult(
+            "partial_volume_correction",
+            WARN,
+            f"{ref.rc_fwhm_source} FWHM {ref.rc_fwhm_mm:.1f} mm",
+            "the camera's NEMA RC curve",
+            f"recovery from a {ref.rc_fwhm_source.replace('_', ' ')} FWHM (no NEMA phantom): dose SDs include "
+            f"a {100 * settings.rc_fwhm_rel_sd:.0f} % FWHM uncertainty",
+        )
+    else:
+        return []
+    return [qa_row(check, "cycle", f"{subject_id}/{cycle}")]
+
+
+def _finding_rows(findings: list[Finding], subject_id: str, cycle: int) -> list[dict]:
+    """qa rows of the dosimetry's own findings (VOI-scoped ones keyed by subject/cycle/VOI)."""
+    return [
+        qa_row(
+            CheckResult(f.check_name, f.status, f.value_found, f.value_expected, f.message),
+            f.scope,
+            f"{subject_id}/{cycle}/{f.scope_id}" if f.scope == "voi" else f.scope_id,
+        )
+        for f in findings
+    ]
+
+
 @task(name="cycle-dosimetry", retries=1, retry_delay_seconds=2)
 def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: int) -> dict:
     """Register a cycle's time points to its reference and compute its doses.
@@ -120,107 +273,12 @@ def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: i
     spacing_xyz = ref_spect.GetSpacing()
     spacing_zyx = (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0])
     checks: list[dict] = []
-    tps = []
-    for m in metas:
-        arr, rec = _registered(store, m, ref, ref_ct, ref_spect)
-        tps.append(TimePoint(m.study_id, m.t_h, arr, m.calibration_rel, m.calibration_id))
-        if rec:
-            ncc = rec.get("ncc_after")
-            ok = ncc is not None and ncc >= MIN_REGISTRATION_NCC
-            checks.append(
-                qa_row(
-                    CheckResult(
-                        "registration",
-                        status_if(ok, WARN),
-                        "no CT" if ncc is None else f"NCC {ncc:.3f}",
-                        f"NCC >= {MIN_REGISTRATION_NCC}",
-                        f"{rec['method']} to reference {ref.study_id}",
-                    ),
-                    "study",
-                    m.study_id,
-                    study_id=m.study_id,
-                )
-            )
-        if m.calibration_status == "expired":
-            checks.append(
-                qa_row(
-                    CheckResult(
-                        "calibration_validity",
-                        WARN,
-                        "expired",
-                        "valid",
-                        f"time point {m.study_id} quantified with an expired calibration {m.calibration_id}",
-                    ),
-                    "cycle",
-                    f"{subject_id}/{cycle}",
-                )
-            )
-    ct_arr = sitk.GetArrayFromImage(ref_ct)
-    ct_voxel_ml = float(np.prod(ref_ct.GetSpacing())) / 1000.0
-    vois = []
-    for name, mask_img in store.vois(ref).items():
-        mask = sitk.GetArrayFromImage(mask_img).astype(bool)
-        frac = resample_mask_fraction(mask, mask_img, ref_spect)
-        vois.append(Voi(name, frac, float(mask.sum() * ct_voxel_ml), mass_g(mask, ct_arr, ct_voxel_ml)))
-    admin_mbq = ref.administered_activity_mbq or 0.0
-    rb = {k: (v.alpha_beta_gy, v.t_rep_h) for k, v in config.radiobiology.items()}
-    engine = config.dosimetry.engine
-    settings = CycleSettings(
-        nuclide_name=ref.radionuclide,
-        administered_activity_mbq=admin_mbq,
-        spacing_mm=spacing_zyx,
-        voxel_engine=engine,
-        partial_volume_correction=config.dosimetry.partial_volume_correction,
-        rc_fwhm_mm=ref.rc_fwhm_mm,
-        rc_fwhm_rel_sd=RC_FWHM_REL_SD.get(ref.rc_fwhm_source or "nema", 0.0),
-        radiobiology=rb,
-        population_t_eff_h=population_t_eff(config, subject_id) if len(tps) == 1 else {},
-    )
-    kernel = kernel_for(ref.radionuclide, tuple(round(s, 4) for s in spacing_zyx)) if engine == "voxel_dpk" else None
-    hu = None
-    if engine == "voxel_led":
-        hu = sitk.GetArrayFromImage(
-            resample(ref_ct, ref_spect, sitk.Transform(3, sitk.sitkIdentity), default_value=-1000.0)
-        )
-    result = compute_cycle_dosimetry(tps, vois, settings, kernel=kernel, hu_on_spect=hu)
-    if settings.partial_volume_correction and ref.rc_fwhm_mm is None:
-        checks.append(
-            qa_row(
-                CheckResult(
-                    "partial_volume_correction",
-                    WARN,
-                    "no RC curve",
-                    "the camera's NEMA RC curve",
-                    "no NEMA phantom, configured system FWHM or cylinder-edge estimate for this camera: "
-                    "activities not corrected for recovery",
-                ),
-                "cycle",
-                f"{subject_id}/{cycle}",
-            )
-        )
-    elif settings.partial_volume_correction and ref.rc_fwhm_source in ("configured", "cylinder_edge"):
-        checks.append(
-            qa_row(
-                CheckResult(
-                    "partial_volume_correction",
-                    WARN,
-                    f"{ref.rc_fwhm_source} FWHM {ref.rc_fwhm_mm:.1f} mm",
-                    "the camera's NEMA RC curve",
-                    f"recovery from a {ref.rc_fwhm_source.replace('_', ' ')} FWHM (no NEMA phantom): dose SDs include "
-                    f"a {100 * settings.rc_fwhm_rel_sd:.0f} % FWHM uncertainty",
-                ),
-                "cycle",
-                f"{subject_id}/{cycle}",
-            )
-        )
-    for f in result.findings:
-        checks.append(
-            qa_row(
-                CheckResult(f.check_name, f.status, f.value_found, f.value_expected, f.message),
-                f.scope,
-                f"{subject_id}/{cycle}/{f.scope_id}" if f.scope == "voi" else f.scope_id,
-            )
-        )
+    tps = _registered_timepoints(store, metas, ref, ref_ct, ref_spect, subject_id, cycle, checks)
+    vois = _reference_vois(store, ref, ref_ct, ref_spect)
+    settings = _cycle_settings(config, ref, spacing_zyx, subject_id, len(tps))
+    result = _compute_doses(tps, vois, settings, ref, ref_ct, ref_spect)
+    checks += _partial_volume_checks(settings, ref, subject_id, cycle)
+    checks += _finding_rows(result.findings, subject_id, cycle)
     for c in checks:
         c.update({"subject_id": subject_id, "cycle": cycle})
     return {
