@@ -382,6 +382,97 @@ def _fit_uptake_mono_exp(
 
 
 # ----------------------------------------------------------------------------- fit
+def _candidate_models(models: Sequence[str] | None, n: int, warns: list[str]) -> list[str]:
+    """Models to fit to ``n`` points (default or the given ones), warning about skipped ones."""
+    if models is None:
+        return [m for m in FIT_MODELS if n >= N_PARAMS[m] + 2]
+    unknown = [m for m in models if m not in N_PARAMS]
+    if unknown:
+        raise KineticsError(f"unknown TAC model(s) {unknown}")
+    cands = [m for m in models if n > N_PARAMS[m]]
+    for m in models:
+        if m not in cands:
+            warns.append(f"{m}: {N_PARAMS[m]} parameters need more than {n} points; skipped")
+    return cands
+
+
+def _fit_candidates(
+    cands: list[str], t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float, warns: list[str]
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, float, float]], dict[str, float], list[str]]:
+    """Fit each candidate; return the plausible fits, every AICc (nan if failed/rejected) and the rejections."""
+    n = t.size
+    fits: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    scores: dict[str, float] = {}
+    rejected: list[str] = []
+    for m in cands:
+        try:
+            p, cov, wrss = _fit_one(m, t, a, sd, lam_phys)
+        except KineticsError as exc:
+            warns.append(str(exc))
+            scores[m] = math.nan
+            continue
+        lam_term = terminal_clearance_per_h(m, p)
+        tia = model_tia_mbq_h(m, p)
+        if not (lam_term > lam_phys * (1.0 - 1e-6)) or not math.isfinite(tia) or tia <= 0:
+            rejected.append(f"{m} (terminal clearance {lam_term:.4g}/h vs physical {lam_phys:.4g}/h)")
+            scores[m] = math.nan
+            continue
+        score = aicc(wrss, n, N_PARAMS[m])
+        scores[m] = score
+        fits[m] = (p, cov, wrss, tia)
+    if rejected:
+        warns.append("rejected, curve does not decay at least physically: " + "; ".join(rejected))
+    return fits, scores, rejected
+
+
+def _trapezoid_fallback(
+    t: np.ndarray,
+    a: np.ndarray,
+    sd: np.ndarray | None,
+    nuclide_name: str,
+    trapezoid_start: Literal["linear", "constant"],
+    reason: str,
+    warns: list[str],
+    scores: dict[str, float],
+) -> TacFit:
+    """Trapezoid + physical tail when no model fit is usable, with the reason and the candidates."""
+    fb = trapezoid_tia(t, a, nuclide_name, activity_sd_mbq=sd, start=trapezoid_start, tail="physical")
+    fb.warnings = warns + fb.warnings
+    fb.fallback_reason = reason + ": trapezoid + physical decay after the last point"
+    fb.candidates = scores
+    return fb
+
+
+def _best_fit(
+    t: np.ndarray,
+    a: np.ndarray,
+    fits: dict[str, tuple[np.ndarray, np.ndarray, float, float]],
+    scores: dict[str, float],
+    warns: list[str],
+) -> TacFit:
+    """The fit with the lowest AICc (lowest weighted RSS if no AICc is defined) as a :class:`TacFit`."""
+    defined = {m: s for m, s in scores.items() if m in fits and not math.isnan(s)}
+    pool = defined if defined else {m: fits[m][2] for m in fits}
+    best = min(pool, key=pool.get)
+    p, cov, wrss, tia = fits[best]
+    resid = a - model_activity_mbq(best, p, t)
+    tss = float(np.sum((a - a.mean()) ** 2))
+    r2 = 1.0 - float(resid @ resid) / tss if tss > 0 else math.nan
+    lam_term = terminal_clearance_per_h(best, p)
+    return TacFit(
+        model=best,
+        params=p,
+        covariance=cov,
+        tia_mbq_h=tia,
+        tia_sd_mbq_h=_tia_sd(best, p, cov),
+        aicc=scores[best],
+        r2=r2,
+        effective_half_life_h=LN2 / lam_term,
+        warnings=warns,
+        candidates=scores,
+    )
+
+
 def fit_tac(
     t_h: Sequence[float],
     activity_mbq: Sequence[float],
@@ -429,37 +520,8 @@ def fit_tac(
         fit = _fit_uptake_mono_exp(t, a, sd, lam_phys, k_peak, warns)
         if fit is not None:
             return fit
-    if models is None:
-        cands = [m for m in FIT_MODELS if n >= N_PARAMS[m] + 2]
-    else:
-        unknown = [m for m in models if m not in N_PARAMS]
-        if unknown:
-            raise KineticsError(f"unknown TAC model(s) {unknown}")
-        cands = [m for m in models if n > N_PARAMS[m]]
-        for m in models:
-            if m not in cands:
-                warns.append(f"{m}: {N_PARAMS[m]} parameters need more than {n} points; skipped")
-    fits: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
-    scores: dict[str, float] = {}
-    rejected: list[str] = []
-    for m in cands:
-        try:
-            p, cov, wrss = _fit_one(m, t, a, sd, lam_phys)
-        except KineticsError as exc:
-            warns.append(str(exc))
-            scores[m] = math.nan
-            continue
-        lam_term = terminal_clearance_per_h(m, p)
-        tia = model_tia_mbq_h(m, p)
-        if not (lam_term > lam_phys * (1.0 - 1e-6)) or not math.isfinite(tia) or tia <= 0:
-            rejected.append(f"{m} (terminal clearance {lam_term:.4g}/h vs physical {lam_phys:.4g}/h)")
-            scores[m] = math.nan
-            continue
-        score = aicc(wrss, n, N_PARAMS[m])
-        scores[m] = score
-        fits[m] = (p, cov, wrss, tia)
-    if rejected:
-        warns.append("rejected, curve does not decay at least physically: " + "; ".join(rejected))
+    cands = _candidate_models(models, n, warns)
+    fits, scores, rejected = _fit_candidates(cands, t, a, sd, lam_phys, warns)
     if not fits:
         if not cands:
             reason = f"too few points ({n}) for any fitted model"
@@ -467,31 +529,8 @@ def fit_tac(
             reason = "no fitted model decays at least as fast as physical decay"
         else:
             reason = "no model could be fitted"
-        fb = trapezoid_tia(t, a, nuclide_name, activity_sd_mbq=sd, start=trapezoid_start, tail="physical")
-        fb.warnings = warns + fb.warnings
-        fb.fallback_reason = reason + ": trapezoid + physical decay after the last point"
-        fb.candidates = scores
-        return fb
-    defined = {m: s for m, s in scores.items() if m in fits and not math.isnan(s)}
-    pool = defined if defined else {m: fits[m][2] for m in fits}
-    best = min(pool, key=pool.get)
-    p, cov, wrss, tia = fits[best]
-    resid = a - model_activity_mbq(best, p, t)
-    tss = float(np.sum((a - a.mean()) ** 2))
-    r2 = 1.0 - float(resid @ resid) / tss if tss > 0 else math.nan
-    lam_term = terminal_clearance_per_h(best, p)
-    return TacFit(
-        model=best,
-        params=p,
-        covariance=cov,
-        tia_mbq_h=tia,
-        tia_sd_mbq_h=_tia_sd(best, p, cov),
-        aicc=scores[best],
-        r2=r2,
-        effective_half_life_h=LN2 / lam_term,
-        warnings=warns,
-        candidates=scores,
-    )
+        return _trapezoid_fallback(t, a, sd, nuclide_name, trapezoid_start, reason, warns, scores)
+    return _best_fit(t, a, fits, scores, warns)
 
 
 # ----------------------------------------------------------------------------- single point

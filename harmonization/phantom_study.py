@@ -475,6 +475,43 @@ def _sphere_rows(
     return tuple(rows)
 
 
+def _located_checks(
+    shape: Sequence[int], spacing_mm: Sequence[float], nema: NemaResult, truth: NemaTruth
+) -> list[CheckResult]:
+    """The passed ``phantom_fov`` and ``nema_spheres`` checks of spheres that were located."""
+    clearance = _sphere_clearance_mm(shape, spacing_mm, nema)
+    return [
+        CheckResult(
+            "phantom_fov",
+            "pass",
+            f"clearance {clearance:.1f} mm",
+            "spheres inside FOV",
+            "every sphere inside the field of view",
+        ),
+        CheckResult(
+            "nema_spheres",
+            "pass",
+            f"ring fit rms {nema.position_residual_mm:.2f} mm, background "
+            f"{nema.background_mean_bq_per_ml:.4g} Bq/mL (true {truth.background_bq_per_ml:.4g})",
+            "six spheres on the NEMA ring",
+            "spheres located, RCs measured",
+        ),
+    ]
+
+
+def _nema_calibration(calibration: Calibration, nema: NemaResult, hf: HarmonisingFilter | None) -> Calibration:
+    """``calibration`` with the fitted RC curve and the harmonising filter (``None`` unless it passed)."""
+    curve = nema.rc_curve
+    return dataclasses.replace(
+        calibration,
+        rc_fwhm_mm=curve.fwhm_mm,
+        rc_fwhm_source="nema",
+        rc_amplitude=curve.amplitude,
+        rc_sbr=curve.sbr,
+        filter_fwhm_mm=hf.fwhm_mm if hf is not None and hf.status in ("pass", "filter") else None,
+    )
+
+
 def analyse_nema_study(
     header: NmHeader,
     image_values: np.ndarray,
@@ -544,36 +581,9 @@ def analyse_nema_study(
         checks.append(fail_from_exception(exc, "nema_spheres", "six spheres on the NEMA ring"))
         return done()
 
-    clearance = _sphere_clearance_mm(img.shape, spacing_mm, nema)
-    checks.append(
-        CheckResult(
-            "phantom_fov",
-            "pass",
-            f"clearance {clearance:.1f} mm",
-            "spheres inside FOV",
-            "every sphere inside the field of view",
-        )
-    )
-    checks.append(
-        CheckResult(
-            "nema_spheres",
-            "pass",
-            f"ring fit rms {nema.position_residual_mm:.2f} mm, background "
-            f"{nema.background_mean_bq_per_ml:.4g} Bq/mL (true {truth.background_bq_per_ml:.4g})",
-            "six spheres on the NEMA ring",
-            "spheres located, RCs measured",
-        )
-    )
+    checks.extend(_located_checks(img.shape, spacing_mm, nema, truth))
     band, hf, band_checks = _band_and_filter(img, spacing_mm, nema, reference_rc_band)
     checks.extend(band_checks)
     spheres = _sphere_rows(nema, band, harmonised_rcs(img, spacing_mm, nema, hf))
-    curve = nema.rc_curve
-    out_cal = dataclasses.replace(
-        calibration,
-        rc_fwhm_mm=curve.fwhm_mm,
-        rc_fwhm_source="nema",
-        rc_amplitude=curve.amplitude,
-        rc_sbr=curve.sbr,
-        filter_fwhm_mm=hf.fwhm_mm if hf is not None and hf.status in ("pass", "filter") else None,
-    )
+    out_cal = _nema_calibration(calibration, nema, hf)
     return done(calibration=out_cal, spheres=spheres, harmonising_filter=hf, nema=nema)

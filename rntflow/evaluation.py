@@ -105,6 +105,75 @@ def truth_targets(truth: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _summary_row(endpoint: str, arm: str, quantity: str, vals) -> dict | None:
+    """Median and 95 % range of the finite values as an output row (``None`` when there are none)."""
+    v = np.asarray(vals, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    return {
+        "endpoint": endpoint,
+        "arm": arm,
+        "quantity": quantity,
+        "n_rep": int(v.size),
+        "median": float(np.median(v)),
+        "p2_5": float(np.percentile(v, 2.5)),
+        "p97_5": float(np.percentile(v, 97.5)),
+    }
+
+
+def _endpoint_units(targets: pd.DataFrame, arms: dict[str, pd.DataFrame], endpoint: str, dose_col: str) -> pd.DataFrame:
+    """Outcome units of one endpoint with a positive true dose and every arm's dose (a column per arm)."""
+    from rntflow.analysis.dose_effect import OUTCOME_KEY, one_row_per_outcome
+
+    units = targets[targets["endpoint"] == endpoint]
+    for name, de in arms.items():
+        d = one_row_per_outcome(de[de["endpoint"] == endpoint][list(OUTCOME_KEY) + [dose_col]])
+        units = units.merge(d.rename(columns={dose_col: name}), on=list(OUTCOME_KEY))
+    units = units.dropna()
+    return units[units["true_gy"] > 0]
+
+
+def _virtual_cohort_samples(
+    units: pd.DataFrame,
+    ratios: dict[str, np.ndarray],
+    endpoint: str,
+    rng: np.random.Generator,
+    *,
+    n_per_site: int,
+    n_rep: int,
+    dose_span: float,
+    exclude_from_pool: Sequence[str],
+) -> dict[tuple[str, str], list[float]]:
+    """Per-repetition D50 ratios of each arm, keyed by (arm, quantity), on virtual cohorts for one endpoint."""
+    from rntflow.analysis.dose_effect import logistic_d50_point, per_site_d50
+    from rntflow.simulation.outcomes import OUTCOME_MODELS
+    from rntflow.simulation.truth import logistic_ntcp
+
+    model = OUTCOME_MODELS[endpoint]
+    d50, g50 = model["d50_gy"], model["gamma50"]
+    site_units = units.groupby("site_id", sort=True).indices
+    site_names = np.repeat(list(site_units), n_per_site)
+    pooled = ~np.isin(site_names, list(exclude_from_pool))
+    pool_sites = [s for s in site_units if s not in exclude_from_pool]
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(n_rep):
+        true = d50 * np.exp(rng.uniform(-math.log(dose_span), math.log(dose_span), site_names.size))
+        pick = np.concatenate([rng.choice(ix, n_per_site) for ix in site_units.values()])
+        y = (rng.random(true.size) < logistic_ntcp(true, d50, g50)).astype(float)
+        d50_true = logistic_d50_point(true[pooled], y[pooled])
+        for name in ratios:
+            measured = true * ratios[name][pick]
+            fit = logistic_d50_point(measured[pooled], y[pooled])
+            samples.setdefault((name, "d50_over_model"), []).append(fit / d50)
+            samples.setdefault((name, "d50_over_true_dose_fit"), []).append(fit / d50_true)
+            sites = per_site_d50(measured, y, site_names)
+            for s, v in sites.items():
+                others = [math.log(w) for t, w in sites.items() if t != s and t in pool_sites]
+                samples.setdefault((name, f"site_scale_{s}"), []).append(v / math.exp(np.mean(others)))
+    return samples
+
+
 def calibration_bias_study(
     arms: dict[str, pd.DataFrame],
     truth: dict,
@@ -154,64 +223,26 @@ def calibration_bias_study(
         Also ``measured_over_true_<site>`` rows: the median measured/true dose ratio of the
         site's units in the trial itself.
     """
-    from rntflow.analysis.dose_effect import OUTCOME_KEY, logistic_d50_point, one_row_per_outcome, per_site_d50
-    from rntflow.simulation.outcomes import OUTCOME_MODELS
-    from rntflow.simulation.truth import logistic_ntcp
-
     rng = np.random.default_rng(seed)
     targets = truth_targets(truth)
-    out = []
-
-    def summary(endpoint: str, arm: str, quantity: str, vals) -> None:
-        v = np.asarray(vals, dtype=float)
-        v = v[np.isfinite(v)]
-        if v.size:
-            out.append(
-                {
-                    "endpoint": endpoint,
-                    "arm": arm,
-                    "quantity": quantity,
-                    "n_rep": int(v.size),
-                    "median": float(np.median(v)),
-                    "p2_5": float(np.percentile(v, 2.5)),
-                    "p97_5": float(np.percentile(v, 97.5)),
-                }
-            )
-
+    rows: list[dict | None] = []
     for endpoint, dose_col in LOGISTIC_ENDPOINT_DOSE.items():
-        units = targets[targets["endpoint"] == endpoint]
-        for name, de in arms.items():
-            d = one_row_per_outcome(de[de["endpoint"] == endpoint][list(OUTCOME_KEY) + [dose_col]])
-            units = units.merge(d.rename(columns={dose_col: name}), on=list(OUTCOME_KEY))
-        units = units.dropna()
-        units = units[units["true_gy"] > 0]
+        units = _endpoint_units(targets, arms, endpoint, dose_col)
         if units.empty or units["site_id"].nunique() < 2:
             continue
         ratios = {name: (units[name] / units["true_gy"]).to_numpy() for name in arms}
         for name in arms:
             for site, ix in units.groupby("site_id", sort=True).indices.items():
-                summary(endpoint, name, f"measured_over_true_{site}", [np.median(ratios[name][ix])])
-        model = OUTCOME_MODELS[endpoint]
-        d50, g50 = model["d50_gy"], model["gamma50"]
-        site_units = units.groupby("site_id", sort=True).indices
-        site_names = np.repeat(list(site_units), n_per_site)
-        pooled = ~np.isin(site_names, list(exclude_from_pool))
-        pool_sites = [s for s in site_units if s not in exclude_from_pool]
-        samples: dict[tuple[str, str], list[float]] = {}
-        for _ in range(n_rep):
-            true = d50 * np.exp(rng.uniform(-math.log(dose_span), math.log(dose_span), site_names.size))
-            pick = np.concatenate([rng.choice(ix, n_per_site) for ix in site_units.values()])
-            y = (rng.random(true.size) < logistic_ntcp(true, d50, g50)).astype(float)
-            d50_true = logistic_d50_point(true[pooled], y[pooled])
-            for name in arms:
-                measured = true * ratios[name][pick]
-                fit = logistic_d50_point(measured[pooled], y[pooled])
-                samples.setdefault((name, "d50_over_model"), []).append(fit / d50)
-                samples.setdefault((name, "d50_over_true_dose_fit"), []).append(fit / d50_true)
-                sites = per_site_d50(measured, y, site_names)
-                for s, v in sites.items():
-                    others = [math.log(w) for t, w in sites.items() if t != s and t in pool_sites]
-                    samples.setdefault((name, f"site_scale_{s}"), []).append(v / math.exp(np.mean(others)))
-        for (name, quantity), vals in samples.items():
-            summary(endpoint, name, quantity, vals)
-    return pd.DataFrame(out)
+                rows.append(_summary_row(endpoint, name, f"measured_over_true_{site}", [np.median(ratios[name][ix])]))
+        samples = _virtual_cohort_samples(
+            units,
+            ratios,
+            endpoint,
+            rng,
+            n_per_site=n_per_site,
+            n_rep=n_rep,
+            dose_span=dose_span,
+            exclude_from_pool=exclude_from_pool,
+        )
+        rows += [_summary_row(endpoint, name, quantity, vals) for (name, quantity), vals in samples.items()]
+    return pd.DataFrame([r for r in rows if r is not None])

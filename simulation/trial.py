@@ -501,15 +501,8 @@ def _timepoints(idx: int, cycle: int, n_cycles: int, rng: np.random.Generator) -
     return out
 
 
-def _simulate_subject(
-    writer: _Writer, site: Site, subject_id: str, idx: int, rng: np.random.Generator, truth: dict, enrolment: list[dict]
-) -> None:
-    nuc, spec = writer.nuc, writer.spec
-    anat = sample_anatomy(rng, int(rng.integers(1, 6)))
-    labels = anat.label_map(writer.fine.points_mm())
-    tissues = {c.voi: c.tissue for c in anat.compartments}
-    masses = {c.voi: c.mass_g for c in anat.compartments}
-    base = sample_kinetics(rng, tissues, masses, nuc.electron_energy_mev, nuc.half_life_h)
+def _sample_identity(site: Site, rng: np.random.Generator) -> tuple[str, dt.date, dw.Identity]:
+    """Draw a subject's name, birth date and site patient ID (their DICOM identity)."""
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     birth = dt.date(int(rng.integers(1940, 1966)), int(rng.integers(1, 13)), int(rng.integers(1, 29)))
     ident = dw.Identity(
@@ -518,6 +511,130 @@ def _simulate_subject(
         birth.strftime("%Y%m%d"),
         "M",
     )
+    return f"{first} {last}", birth, ident
+
+
+def _cycle_kinetics(base: SubjectKinetics, rng: np.random.Generator) -> SubjectKinetics:
+    """The subject's kinetics with this cycle's random variation of uptake fraction and effective half-life."""
+    return SubjectKinetics(
+        {
+            v: CompartmentKinetics(
+                k.fraction * float(rng.lognormal(0, 0.08)), k.t_eff_h * float(rng.lognormal(0, 0.05)), k.t_up_h
+            )
+            for v, k in base.compartments.items()
+        }
+    )
+
+
+def _mean_activity_mbq(kin: SubjectKinetics, anat: Anatomy, admin_mbq: float, t_h: float, dur_h: float) -> np.ndarray:
+    """Mean activity (MBq) during an acquisition per label: outside (0), remainder, then each compartment."""
+    return np.array(
+        [0.0, kin.remainder_integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h]
+        + [kin.compartments[c.voi].integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h for c in anat.compartments]
+    )
+
+
+def _simulate_timepoint(
+    writer: _Writer,
+    site: Site,
+    ident: dw.Identity,
+    anat: Anatomy,
+    labels: np.ndarray,
+    rois: list[tuple[str, str, Compartment]],
+    kin: SubjectKinetics,
+    pharm: dw.Radiopharmaceutical,
+    admin: dt.datetime,
+    admin_mbq: float,
+    cycle: int,
+    tp_index: int,
+    timepoint: tuple[float, float, str],
+    rng: np.random.Generator,
+) -> dict:
+    """Write the SPECT/CT session of one time point of a cycle and return its ground truth."""
+    nominal, t_h, status = timepoint
+    when = admin + dt.timedelta(hours=t_h)
+    dur_h = site.camera.acquisition_duration_s / 3600.0
+    mean_act = _mean_activity_mbq(kin, anat, admin_mbq, t_h, dur_h)
+    info = writer.session(
+        site,
+        ident,
+        f"C{cycle}_{int(nominal)}H",
+        f"LU177 PSMA C{cycle} SPECT/CT {int(nominal)}H",
+        when,
+        anat,
+        labels,
+        mean_act,
+        pharm,
+        _pose(rng),
+        rng,
+        rois if tp_index == 0 else None,
+    )
+    info.update(
+        {
+            "index": tp_index,
+            "nominal_h": nominal,
+            "t_h": t_h,
+            "status": status,
+            "reference": tp_index == 0,
+            "activity_mbq": {
+                c.voi: float(kin.compartments[c.voi].activity_mbq(admin_mbq, t_h)) for c in anat.compartments
+            },
+        }
+    )
+    return info
+
+
+def _simulate_cycle(
+    writer: _Writer,
+    site: Site,
+    ident: dw.Identity,
+    anat: Anatomy,
+    labels: np.ndarray,
+    rois: list[tuple[str, str, Compartment]],
+    base: SubjectKinetics,
+    start: dt.datetime,
+    idx: int,
+    cycle: int,
+    rng: np.random.Generator,
+) -> dict:
+    """Draw one treatment cycle, write its SPECT/CT sessions and return its ground truth."""
+    nuc, spec = writer.nuc, writer.spec
+    admin = start + dt.timedelta(weeks=6 * (cycle - 1), days=int(rng.integers(-3, 4)))
+    admin_mbq = float(spec.administered_mbq * rng.normal(1.0, 0.03))
+    kin = _cycle_kinetics(base, rng)
+    pharm = dw.Radiopharmaceutical(RADIOPHARMACEUTICAL, nuc.name, round(admin_mbq, 1), admin, nuc.half_life_h * 3600)
+    tps = _timepoints(idx, cycle, spec.cycles, rng)
+    cyc = _cycle_truth(anat, kin, admin_mbq, nuc.electron_energy_mev)
+    cyc.update(
+        {
+            "cycle": cycle,
+            "administration_datetime": admin.isoformat(),
+            "administered_mbq": admin_mbq,
+            "method": "single_time_point" if len(tps) == 1 else "multi_time_point",
+            "timepoints": [],
+            "missing_nominal_h": [n for n in PROTOCOL_TIMES_H if n not in [t[0] for t in tps]] if len(tps) > 1 else [],
+        }
+    )
+    for tp_index, tp in enumerate(tps):
+        cyc["timepoints"].append(
+            _simulate_timepoint(
+                writer, site, ident, anat, labels, rois, kin, pharm, admin, admin_mbq, cycle, tp_index, tp, rng
+            )
+        )
+    return cyc
+
+
+def _simulate_subject(
+    writer: _Writer, site: Site, subject_id: str, idx: int, rng: np.random.Generator, truth: dict, enrolment: list[dict]
+) -> None:
+    """Draw one subject, write the studies of all their cycles and record their ground truth and enrolment."""
+    nuc, spec = writer.nuc, writer.spec
+    anat = sample_anatomy(rng, int(rng.integers(1, 6)))
+    labels = anat.label_map(writer.fine.points_mm())
+    tissues = {c.voi: c.tissue for c in anat.compartments}
+    masses = {c.voi: c.mass_g for c in anat.compartments}
+    base = sample_kinetics(rng, tissues, masses, nuc.electron_energy_mev, nuc.half_life_h)
+    name, birth, ident = _sample_identity(site, rng)
     enrolment.append(
         {"site_id": site.site_id, "patient_id": ident.patient_id, "subject_id": subject_id, "kind": "patient"}
     )
@@ -527,7 +644,7 @@ def _simulate_subject(
     ]
     subj = {
         "site_id": site.site_id,
-        "patient_name": f"{first} {last}",
+        "patient_name": name,
         "patient_id": ident.patient_id,
         "birth_date": birth.isoformat(),
         "n_lesions": len(anat.lesion_diameters_mm),
@@ -536,71 +653,7 @@ def _simulate_subject(
     }
     start = TRIAL_START + dt.timedelta(days=int(rng.integers(0, 60)), hours=float(rng.uniform(1.0, 3.0)))
     for cycle in range(1, spec.cycles + 1):
-        admin = start + dt.timedelta(weeks=6 * (cycle - 1), days=int(rng.integers(-3, 4)))
-        admin_mbq = float(spec.administered_mbq * rng.normal(1.0, 0.03))
-        kin = SubjectKinetics(
-            {
-                v: CompartmentKinetics(
-                    k.fraction * float(rng.lognormal(0, 0.08)), k.t_eff_h * float(rng.lognormal(0, 0.05)), k.t_up_h
-                )
-                for v, k in base.compartments.items()
-            }
-        )
-        pharm = dw.Radiopharmaceutical(
-            RADIOPHARMACEUTICAL, nuc.name, round(admin_mbq, 1), admin, nuc.half_life_h * 3600
-        )
-        tps = _timepoints(idx, cycle, spec.cycles, rng)
-        cyc = _cycle_truth(anat, kin, admin_mbq, nuc.electron_energy_mev)
-        cyc.update(
-            {
-                "cycle": cycle,
-                "administration_datetime": admin.isoformat(),
-                "administered_mbq": admin_mbq,
-                "method": "single_time_point" if len(tps) == 1 else "multi_time_point",
-                "timepoints": [],
-                "missing_nominal_h": [n for n in PROTOCOL_TIMES_H if n not in [t[0] for t in tps]]
-                if len(tps) > 1
-                else [],
-            }
-        )
-        for tp_index, (nominal, t_h, status) in enumerate(tps):
-            when = admin + dt.timedelta(hours=t_h)
-            dur_h = site.camera.acquisition_duration_s / 3600.0
-            mean_act = np.array(
-                [0.0, kin.remainder_integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h]
-                + [
-                    kin.compartments[c.voi].integral_mbq_h(admin_mbq, t_h, t_h + dur_h) / dur_h
-                    for c in anat.compartments
-                ]
-            )
-            info = writer.session(
-                site,
-                ident,
-                f"C{cycle}_{int(nominal)}H",
-                f"LU177 PSMA C{cycle} SPECT/CT {int(nominal)}H",
-                when,
-                anat,
-                labels,
-                mean_act,
-                pharm,
-                _pose(rng),
-                rng,
-                rois if tp_index == 0 else None,
-            )
-            info.update(
-                {
-                    "index": tp_index,
-                    "nominal_h": nominal,
-                    "t_h": t_h,
-                    "status": status,
-                    "reference": tp_index == 0,
-                    "activity_mbq": {
-                        c.voi: float(kin.compartments[c.voi].activity_mbq(admin_mbq, t_h)) for c in anat.compartments
-                    },
-                }
-            )
-            cyc["timepoints"].append(info)
-        subj["cycles"].append(cyc)
+        subj["cycles"].append(_simulate_cycle(writer, site, ident, anat, labels, rois, base, start, idx, cycle, rng))
     subj["cumulative"] = {
         "dose_gy": {v: sum(c["dose_gy"][v] for c in subj["cycles"]) for v in subj["cycles"][0]["dose_gy"]},
         "bed_gy": {v: sum(c["bed_gy"][v] for c in subj["cycles"]) for v in subj["cycles"][0]["bed_gy"]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 from rntflow.status.values import hours as _hours
@@ -145,25 +146,8 @@ def _subject_lines(subjects: list[dict[str, Any]], label_w: int) -> list[str]:
     return [text if marker is None else f"{text:<{slot_w}}  {marker}".rstrip() for text, marker in rows]
 
 
-def format_coordinator_status(status: dict[str, Any], width: int = 100, max_items: int = 10) -> str:
-    """Render :func:`rntflow.status.model.coordinator_status` as plain text for a terminal.
-
-    Parameters
-    ----------
-    status : dict
-        The result of :func:`rntflow.status.model.coordinator_status`.
-    width : int
-        Longest line (longer free text is cut with ``...``); default 100.
-    max_items : int
-        Most QA failures / failed runs listed per site (the rest are counted).
-
-    Returns
-    -------
-    str
-        A site table, then per site its calibrations, QA failures, failed runs, held
-        studies and a subject table with one line per cycle, e.g.
-        ``C1: 4h 24h 96h ---  (missing 168h)  dose yes  QA ok``.
-    """
+def _header_lines(status: dict[str, Any]) -> list[str]:
+    """Title, clock, protocol and data-source lines that open the status text."""
     tps = " ".join(_hours(h) for h in status["protocol"]["time_points_h"])
     out = [
         f"rntflow status: trial {status['trial_id']}",
@@ -183,19 +167,93 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
         out.append("inbox: nothing received yet")
     if not src["enrolment"]["present"]:
         out.append("enrolment table: not found")
-    out += ["", *_site_table(status["sites"])]
+    return out
+
+
+def _listed(items: list[Any], render: Callable[[Any], str], max_items: int) -> list[str]:
+    """Render at most ``max_items`` items, one line each, then count the rest."""
+    lines = [render(x) for x in items[:max_items]]
+    if len(items) > max_items:
+        lines.append(f"              ... and {len(items) - max_items} more (see --json)")
+    return lines
+
+
+def _refused_text(j: dict[str, Any]) -> str:
+    """One refused association (calling AE, address, time, reason)."""
+    return f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}"
+
+
+def _site_detail_lines(r: dict[str, Any], status: dict[str, Any], width: int, max_items: int) -> list[str]:
+    """Calibrations, QA results, failures, held and waiting studies of one configured site."""
+    nuclide = status["protocol"].get("radionuclide")
+    out = [_calibration_line(c, nuclide, width) for c in r["calibrations"]]
+    out += _listed(r["qa_failures"], lambda q: f"  QA fail     {_qa_text(q)}", max_items)
+    out += _listed(r.get("qa_warnings", []), lambda q: f"  QA warn     {_qa_text(q)}", max_items)
+    if r.get("last_received_at"):
+        out.append(f"  last received {r['last_received_at']} (wall clock)")
+    out += _listed(
+        r.get("failed_studies", []),
+        lambda f: (
+            f"  FAILED      study {f['study_key']}: {f['failed_instances']} instance(s) "
+            f"acknowledged but not stored de-identified ({f['error']})"
+        ),
+        max_items,
+    )
+    out += _listed(r.get("recent_rejections", []), _refused_text, max_items)
+    # runs of a subject are shown under the subject below
+    out += _listed(
+        [f for f in r["failed_runs"] if not f.get("subject_id")], lambda f: f"  run failed  {_run_text(f)}", max_items
+    )
+    out += [
+        f"  held        unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)" for h in r["held_studies"]
+    ]
+    out += _listed(
+        [w for w in status.get("waiting", []) if w["site_id"] == r["site_id"]],
+        lambda w: f"  waiting     {w['subject_id']} {w['study_id']}: {w['reason']}",
+        max_items,
+    )
+    return out
+
+
+def _unattributed_lines(un: dict[str, Any], max_items: int) -> list[str]:
+    """Rejections, quarantined files and failed runs that belong to no site (empty when none)."""
+    if not (un.get("rejections") or un.get("quarantined") or un.get("failed_runs")):
+        return []
+    out = [
+        "",
+        f"unattributed: {un.get('rejections', 0)} rejected association(s), {un.get('quarantined', 0)} quarantined",
+    ]
+    out += _listed(un.get("failed_runs", []), lambda f: f"  run failed  {_run_text(f)}", max_items)
+    out += _listed(un.get("recent_rejections", []), _refused_text, max_items)
+    return out
+
+
+def format_coordinator_status(status: dict[str, Any], width: int = 100, max_items: int = 10) -> str:
+    """Render :func:`rntflow.status.model.coordinator_status` as plain text for a terminal.
+
+    Parameters
+    ----------
+    status : dict
+        The result of :func:`rntflow.status.model.coordinator_status`.
+    width : int
+        Longest line (longer free text is cut with ``...``); default 100.
+    max_items : int
+        Most QA failures / failed runs listed per site (the rest are counted).
+
+    Returns
+    -------
+    str
+        A site table, then per site its calibrations, QA failures, failed runs, held
+        studies and a subject table with one line per cycle, e.g.
+        ``C1: 4h 24h 96h ---  (missing 168h)  dose yes  QA ok``.
+    """
+    out = [*_header_lines(status), "", *_site_table(status["sites"])]
 
     subjects_by_site: dict[str | None, list[dict[str, Any]]] = {}
     for s in status["subjects"]:
         subjects_by_site.setdefault(s["site_id"], []).append(s)
     label_w = max((len(_hours(h)) for h in status["protocol"]["time_points_h"]), default=3)
     label_w = max(label_w, 3)
-
-    def listed(items: list[Any], render) -> list[str]:
-        lines = [render(x) for x in items[:max_items]]
-        if len(items) > max_items:
-            lines.append(f"              ... and {len(items) - max_items} more (see --json)")
-        return lines
 
     site_ids = [r["site_id"] for r in status["sites"]]
     site_ids += [k for k in subjects_by_site if k not in site_ids]
@@ -207,50 +265,12 @@ def format_coordinator_status(status: dict[str, Any], width: int = 100, max_item
         name = (r or {}).get("name") or ("(not in the trial config)" if site_id else "(no site)")
         out.append(f"{site_id or '-'}  {name}")
         if r is not None:
-            nuclide = status["protocol"].get("radionuclide")
-            out += [_calibration_line(c, nuclide, width) for c in r["calibrations"]]
-            out += listed(r["qa_failures"], lambda q: f"  QA fail     {_qa_text(q)}")
-            out += listed(r.get("qa_warnings", []), lambda q: f"  QA warn     {_qa_text(q)}")
-            if r.get("last_received_at"):
-                out.append(f"  last received {r['last_received_at']} (wall clock)")
-            out += listed(
-                r.get("failed_studies", []),
-                lambda f: (
-                    f"  FAILED      study {f['study_key']}: {f['failed_instances']} instance(s) "
-                    f"acknowledged but not stored de-identified ({f['error']})"
-                ),
-            )
-            out += listed(
-                r.get("recent_rejections", []),
-                lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}",
-            )
-            # runs of a subject are shown under the subject below
-            out += listed(
-                [f for f in r["failed_runs"] if not f.get("subject_id")], lambda f: f"  run failed  {_run_text(f)}"
-            )
-            out += [
-                f"  held        unenrolled patient {h['patient_hash']}: {h['instances']} instance(s)"
-                for h in r["held_studies"]
-            ]
-            out += listed(
-                [w for w in status.get("waiting", []) if w["site_id"] == r["site_id"]],
-                lambda w: f"  waiting     {w['subject_id']} {w['study_id']}: {w['reason']}",
-            )
+            out += _site_detail_lines(r, status, width, max_items)
         if not subs:
             out.append("  no subjects enrolled")
             continue
         out += _subject_lines(subs, label_w)
-    un = status.get("unattributed", {})
-    if un.get("rejections") or un.get("quarantined") or un.get("failed_runs"):
-        out += [
-            "",
-            f"unattributed: {un.get('rejections', 0)} rejected association(s), {un.get('quarantined', 0)} quarantined",
-        ]
-        out += listed(un.get("failed_runs", []), lambda f: f"  run failed  {_run_text(f)}")
-        out += listed(
-            un.get("recent_rejections", []),
-            lambda j: f"  refused     {j['calling_ae']} from {j['address']} at {j['at']}: {j['reason']}",
-        )
+    out += _unattributed_lines(status.get("unattributed", {}), max_items)
     out += [
         "",
         "time points: <n>h received, --- missing (window passed), ... pending;",
