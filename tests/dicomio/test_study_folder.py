@@ -113,7 +113,13 @@ def test_rasterised_volume_matches_contour_areas(first_studies, roi_masks):
             name = names[int(rc.ReferencedROINumber)]
             pts = [np.asarray(c.ContourData, float).reshape(-1, 3) for c in rc.ContourSequence]
             slab_ml = sum(_area_mm2(p) for p in pts) * dz_mm / 1000
-            sigma_ml = dz_mm * ALPHA * math.sqrt(sum(_perimeter_mm(p) for p in pts) * d_mm**3) / 1000
+            per_section = [ALPHA * math.sqrt(_perimeter_mm(p) * d_mm**3) for p in pts]
+            if np.ptp([_area_mm2(p) for p in pts]) <= 1e-6 * _area_mm2(pts[0]):
+                # identical sections (the marrow's vertebrae, all alike): one pixelisation error
+                # repeated on every slice, so the errors add, they do not average out
+                sigma_ml = dz_mm * sum(per_section) / 1000
+            else:
+                sigma_ml = dz_mm * math.sqrt(sum(s**2 for s in per_section)) / 1000
             got_ml = mask_volume_ml(roi_masks[sid][0][name], ct)
             assert abs(got_ml - slab_ml) <= 5 * sigma_ml, (sid, name, got_ml, slab_ml, sigma_ml)
             worst[name] = max(worst.get(name, 0.0), abs(got_ml / slab_ml - 1))
