@@ -146,7 +146,7 @@ def push_tree(
             if assoc.is_rejected and rejected:
                 reason, permanent = _rejection_reason(rejected[0])
             else:
-                reason = "aborted" if assoc.is_aborted else f"no connection to {host}:{port}"
+                reason = f"aborted, or no connection to {host}:{port}"  # pynetdicom reports both as aborted
             for path, _c, _t in files:
                 report.failures.append(PushFailure(str(path), study_uid, f"association {reason}"))
             if reason not in report.rejections:

@@ -15,7 +15,7 @@ from prefect import task
 
 from rntflow.analysis.dose_effect import population_kinetics
 from rntflow.core.config import TrialConfig
-from rntflow.core.qa import WARN, CheckResult, qa_row, status_if
+from rntflow.core.qa import PASS, WARN, CheckResult, qa_row, status_if
 from rntflow.dosimetry.cycle import (
     CycleDosimetry,
     CycleSettings,
@@ -212,7 +212,7 @@ def _compute_doses(
 
 
 def _partial_volume_checks(settings: CycleSettings, ref: TimePointMeta, subject_id: str, cycle: int) -> list[dict]:
-    """The cycle's qa rows when recovery correction lacks a NEMA RC curve (none otherwise)."""
+    """The cycle's ``partial_volume_correction`` result: warn without a NEMA RC curve, else pass."""
     if settings.partial_volume_correction and ref.rc_fwhm_mm is None:
         check = CheckResult(
             "partial_volume_correction",
@@ -230,6 +230,15 @@ def _partial_volume_checks(settings: CycleSettings, ref: TimePointMeta, subject_
             "the camera's NEMA RC curve",
             f"recovery from a {ref.rc_fwhm_source.replace('_', ' ')} FWHM (no NEMA phantom): dose SDs include "
             f"a {100 * settings.rc_fwhm_rel_sd:.0f} % FWHM uncertainty",
+        )
+    elif settings.partial_volume_correction:
+        # a pass row too, so that a warning from before the NEMA phantom arrived is superseded
+        check = CheckResult(
+            "partial_volume_correction",
+            PASS,
+            f"nema FWHM {ref.rc_fwhm_mm:.1f} mm",
+            "the camera's NEMA RC curve",
+            "recovery from the camera's NEMA RC curve",
         )
     else:
         return []

@@ -53,7 +53,7 @@ def test_push_reports_failures_with_their_status(small_trial, tmp_path, capsys):
     rc = main(["push", str(study), "--port", str(port), "--calling-aet", "SITE01_PACS", "-q"])
     assert rc == 1
     out, err = capsys.readouterr()
-    assert f"association refused (no connection to 127.0.0.1:{port})" in err
+    assert f"association refused (aborted, or no connection to 127.0.0.1:{port})" in err
     assert "0 stored" in out and "FAILED" not in out  # one line for the association, not one per file
     report = push_tree(junk, "127.0.0.1", port, "X", "Y")
     assert report.skipped_files == [str(junk / "notes.txt")] and report.studies == 0
