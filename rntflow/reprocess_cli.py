@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 
 from rntflow.core.config import load_config
-
-
-def _since(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or date-time") from None
+from rntflow.status_cli import iso_datetime_utc
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--since",
-        type=_since,
+        type=iso_datetime_utc,
         default=None,
         metavar="DATETIME",
         help="only studies that arrived at or after this time (ISO 8601, UTC if no zone)",

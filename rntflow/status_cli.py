@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from rntflow.core.config import load_config
 
 
-def _as_of(text: str) -> datetime:
+def iso_datetime_utc(text: str) -> datetime:
     """Parse ``--as-of`` (ISO 8601; a time without zone is taken as UTC)."""
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "--as-of",
-        type=_as_of,
+        type=iso_datetime_utc,
         default=None,
         metavar="DATETIME",
         help="reference time on the warehouse's de-identified clock (ISO 8601, UTC if no "
