@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from rntflow.core.config import ENROLMENT_COLUMNS
+from rntflow.core.fills import FILL_COLUMNS
 from rntflow.physics.decay import decay_integral_s
 from rntflow.physics.nuclides import nuclide
 from rntflow.simulation import dicom_writers as dw
@@ -36,6 +38,7 @@ from rntflow.simulation.kinetics import CompartmentKinetics, SubjectKinetics, sa
 from rntflow.simulation.outcomes import OUTCOME_MODELS, draw_outcomes
 from rntflow.simulation.sites import Site, default_sites
 from rntflow.simulation.truth import bed_gy, protraction_factor, self_dose_gy, sphere_rc, tia_mbq_h
+from rntflow.warehouse.outcomes import OUTCOME_COLUMNS
 
 #: Protocol imaging time points (h) and per-point timing jitter SD (h).
 PROTOCOL_TIMES_H = (4.0, 24.0, 96.0, 168.0)
@@ -776,33 +779,10 @@ def _write_tables(
     fills: list[dict],
     outcomes: list[dict],
 ) -> None:
-    _write_csv(out / "enrolment.csv", enrolment, ["site_id", "patient_id", "subject_id", "kind"])
-    _write_csv(
-        out / "phantom_fills.csv",
-        fills,
-        [
-            "subject_id",
-            "phantom_type",
-            "total_activity_mbq",
-            "reference_datetime",
-            "volume_ml",
-            "sphere_to_background_ratio",
-        ],
-    )
-    _write_csv(
-        out / "outcomes.csv",
-        outcomes,
-        [
-            "subject_id",
-            "endpoint",
-            "lesion_voi",
-            "grade",
-            "response",
-            "event",
-            "time_to_event_months",
-            "assessed_months",
-        ],
-    )
+    # the coordinators' files in the columns the pipeline reads (one declaration each)
+    _write_csv(out / "enrolment.csv", enrolment, list(ENROLMENT_COLUMNS))
+    _write_csv(out / "phantom_fills.csv", fills, list(FILL_COLUMNS))
+    _write_csv(out / "outcomes.csv", outcomes, list(OUTCOME_COLUMNS))
     rows = []
     for sid, subj in truth["subjects"].items():
         for cyc in subj["cycles"]:
