@@ -1,7 +1,7 @@
 """Time-activity curves of the stored TAC fits, evaluated for drawing.
 
 The warehouse ``tac_fits`` table keeps each cycle's chosen kinetic model and its
-parameters as JSON (``params_json``, written by ``dosimetry/cycle.py``); this module turns
+parameters as JSON (``params_json``, written by ``dosimetry/cycle_kinetics.py``); this module turns
 them back into activities (MBq) at chosen times (h after administration). Fitted models
 are evaluated with :func:`rntflow.physics.kinetic_models.model_activity_mbq`, the same
 function the fits were made with, so a drawn curve is the fitted curve.
@@ -23,7 +23,7 @@ import numpy as np
 from rntflow.physics.kinetic_models import model_activity_mbq
 
 #: ``params_json`` keys of the fitted TAC models, in the parameter order of
-#: :func:`rntflow.physics.kinetic_models.model_activity_mbq` (as written by ``dosimetry/cycle.py``);
+#: :func:`rntflow.physics.kinetic_models.model_activity_mbq` (as written by ``dosimetry/cycle_kinetics.py``);
 #: ``uptake_mono_exp``: the mono-exponential's ``a0_mbq`` and ``lambda_per_h`` (1/h), the peak
 #: time ``peak_h`` (h) and the measured points up to it, ``uptake_t_h`` (h) and
 #: ``uptake_activity_mbq`` (MBq), lists drawn by :func:`uptake_mono_exp_curve`.

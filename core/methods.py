@@ -11,7 +11,7 @@ the result of the best method, in :data:`METHOD_PREFERENCE` order:
    (Madsen et al. 2018, Med Phys 45:2318);
 3. ``single_time_point_hanscheid``: one scan, ``TIA = A(t) 2 t / ln 2``, exact only when the
    scan was taken at the effective half-life (Hänscheid et al. 2018, J Nucl Med 59:75); it
-   uses no half-life at all, so it ranks below Madsen's (see ``dosimetry/kinetics.py``).
+   uses no half-life at all, so it ranks below Madsen's (see ``dosimetry/single_time_point.py``).
 
 This module is the one home of that rule: Python callers use :func:`method_sort_key`,
 :func:`best_method` or :func:`best_per_key`; the warehouse's SQL views use

@@ -4,7 +4,7 @@ The trial's imaging protocol (``TrialConfig.protocol.time_points``, see
 :class:`rntflow.core.config.TimePointWindow`) names nominal scan times after administration
 with an acceptance window ``earliest_h <= t_h <= latest_h`` each. This module is the one
 place that maps scan times onto those windows; the reconstruction check
-(:mod:`rntflow.harmonization.recon_check`), the coordinator's status
+(:mod:`rntflow.harmonization.protocol_checks`), the coordinator's status
 (:mod:`rntflow.status`), the QA of missing time points (:mod:`rntflow.dosimetry.limits`)
 and the dosimetry flow's readiness (:mod:`rntflow.flows.dosimetry`) all call it.
 

@@ -1,4 +1,4 @@
-"""Time-activity curves (TAC): fits, time-integrated activity (TIA) and single time point.
+"""Time-activity curves (TAC) from two or more points: model fits, choice, time-integrated activity (TIA).
 
 All times are hours after administration (``t_h``), activities in MBq, TIA in MBq·h.
 
@@ -24,13 +24,9 @@ trapezoid-plus-exponential-tail integration of the EANM Dosimetry Committee 177L
 recommendations, Sjogreen Gleisner et al 2022). Its choice is reported as the fit's
 ``model`` with a warning naming the rule.
 
-Weighted least squares (``scipy.optimize.least_squares``, trust-region reflective). Weights
-are ``1/sd``; without given standard deviations a constant *relative* error is assumed
-(``sd ∝ A``) and the covariance is scaled by the residual variance (as ``curve_fit`` with
-``absolute_sigma=False``). Model choice: corrected Akaike information criterion
-(Glatting et al 2007, Med Phys 34:4285; Kletting et al 2013, Med Phys 40:102504)
-``AICc = N ln(WRSS/N) + 2K + 2K(K+1)/(N-K-1)`` with K the number of fitted parameters; a
-model is a candidate only when ``N >= K + 2`` (AICc defined).
+The weighted least-squares fit of one model and AICc are in
+:mod:`rntflow.dosimetry.tac_least_squares`; single-time-point TIAs in
+:mod:`rntflow.dosimetry.single_time_point`.
 
 Bad input policy
 ----------------
@@ -51,10 +47,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import least_squares
 
-from rntflow.core.errors import KineticsError, KineticsInputError
-from rntflow.dosimetry import _checks as chk
+from rntflow.core.errors import KineticsError
+from rntflow.dosimetry.tac_least_squares import aicc, fit_one, tia_sd
 from rntflow.physics.kinetic_models import (
     FIT_MODELS,
     N_PARAMS,
@@ -65,9 +60,6 @@ from rntflow.physics.kinetic_models import (
 from rntflow.physics.nuclides import nuclide
 
 LN2 = math.log(2.0)
-
-
-# ----------------------------------------------------------------------------- models
 
 
 # ----------------------------------------------------------------------------- results
@@ -160,91 +152,6 @@ def _validate(
         raise KineticsError("activity standard deviations must be > 0")
     order = np.argsort(t)
     return t[order], a[order], (None if sd is None else sd[order]), warns
-
-
-def _starts(model: str, t: np.ndarray, a: np.ndarray, lam_phys: float) -> list[np.ndarray]:
-    """A few starting points per model (multi-start against local minima)."""
-    # log-linear fit on the late half of the points gives the terminal clearance
-    late = slice(max(0, t.size // 2 - (1 if t.size % 2 == 0 else 0)), None)
-    if t[late].size >= 2:
-        slope, icpt = np.polyfit(t[late], np.log(a[late]), 1)
-        lam = max(-slope, lam_phys * 1.05)
-        a0 = math.exp(icpt)
-    else:
-        lam, a0 = lam_phys * 2.0, a[0] * math.exp(lam_phys * 2.0 * t[0])
-    t_first = max(t[0], 1e-3)
-    out: list[np.ndarray] = []
-    for mult in (3.0, 10.0, 30.0):
-        if model == "mono_exp":
-            out.append(np.array([a0, lam]))
-            break
-        lam_fast = max(lam * mult, 1.0 / t_first)
-        if model == "bi_exp_uptake":
-            out.append(np.array([a0, lam, lam_fast * (mult / 10.0) + lam]))
-        elif model == "bi_exp":
-            out.append(np.array([0.7 * a0, lam, max(a[0] - 0.7 * a0, 0.3 * a0), lam * mult]))
-        elif model == "tri_exp":
-            out.append(np.array([0.7 * a0, lam, 0.3 * a0 + a[0], lam * mult, lam * mult * 10.0]))
-    return out
-
-
-def _fit_one(
-    model: str, t: np.ndarray, a: np.ndarray, sd: np.ndarray | None, lam_phys: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Weighted LSQ fit; returns params, covariance, weighted RSS."""
-    k = N_PARAMS[model]
-    sigma = sd if sd is not None else a.copy()  # constant relative error model
-    amp_idx = {"mono_exp": [0], "bi_exp_uptake": [0], "bi_exp": [0, 2], "tri_exp": [0, 2]}[model]
-    lo = np.full(k, -1.0)  # decay constants may go (a little) negative: detected afterwards
-    hi = np.full(k, 50.0)
-    for i in amp_idx:
-        lo[i], hi[i] = 0.0, np.inf
-
-    def resid(p: np.ndarray) -> np.ndarray:
-        return (model_activity_mbq(model, p, t) - a) / sigma
-
-    best = None
-    for p0 in _starts(model, t, a, lam_phys):
-        p0 = np.clip(p0, lo + 1e-9, np.where(np.isfinite(hi), hi - 1e-9, p0 * 10 + 1))
-        try:
-            res = least_squares(resid, p0, bounds=(lo, hi), x_scale="jac", method="trf", max_nfev=2000 * k)
-        except Exception:  # pragma: no cover - numerical breakdown of one start
-            continue
-        if best is None or res.cost < best.cost:
-            best = res
-    if best is None:
-        raise KineticsError(f"{model}: least squares failed from every start")
-    wrss = float(2.0 * best.cost)
-    jac = best.jac
-    cov = np.linalg.pinv(jac.T @ jac)
-    dof = t.size - k
-    if sd is None:
-        cov = cov * (wrss / dof if dof > 0 else np.inf)
-    return best.x, cov, wrss
-
-
-def _tia_sd(model: str, params: np.ndarray, cov: np.ndarray) -> float:
-    """sqrt(g^T C g) with g the numeric gradient of the analytic TIA."""
-    if not np.all(np.isfinite(cov)):
-        return math.nan
-    g = np.zeros(params.size)
-    for i in range(params.size):
-        h = 1e-6 * max(abs(params[i]), 1e-9)
-        up, dn = params.copy(), params.copy()
-        up[i] += h
-        dn[i] -= h
-        g[i] = (model_tia_mbq_h(model, up) - model_tia_mbq_h(model, dn)) / (2 * h)
-    var = float(g @ cov @ g)
-    return math.sqrt(var) if var >= 0 else math.nan
-
-
-def aicc(wrss: float, n_points: int, n_params: int) -> float:
-    """Corrected Akaike information criterion (nan when ``n_points < n_params + 2``)."""
-    if n_points - n_params - 1 <= 0 or wrss <= 0:
-        return math.nan if n_points - n_params - 1 <= 0 else -math.inf
-    return (
-        n_points * math.log(wrss / n_points) + 2 * n_params + 2 * n_params * (n_params + 1) / (n_points - n_params - 1)
-    )
 
 
 # ----------------------------------------------------------------------------- trapezoid
@@ -340,7 +247,7 @@ def _fit_uptake_mono_exp(
     """Trapezoid (0, 0) .. peak + mono-exponential from the peak on; ``None`` if rejected."""
     tt, aa = t[k:], a[k:]
     try:
-        p, cov, wrss = _fit_one("mono_exp", tt, aa, sd[k:] if sd is not None else None, lam_phys)
+        p, cov, wrss = fit_one("mono_exp", tt, aa, sd[k:] if sd is not None else None, lam_phys)
     except KineticsError as exc:
         warns.append(str(exc))
         return None
@@ -406,7 +313,7 @@ def _fit_candidates(
     rejected: list[str] = []
     for m in cands:
         try:
-            p, cov, wrss = _fit_one(m, t, a, sd, lam_phys)
+            p, cov, wrss = fit_one(m, t, a, sd, lam_phys)
         except KineticsError as exc:
             warns.append(str(exc))
             scores[m] = math.nan
@@ -464,7 +371,7 @@ def _best_fit(
         params=p,
         covariance=cov,
         tia_mbq_h=tia,
-        tia_sd_mbq_h=_tia_sd(best, p, cov),
+        tia_sd_mbq_h=tia_sd(best, p, cov),
         aicc=scores[best],
         r2=r2,
         effective_half_life_h=LN2 / lam_term,
@@ -531,123 +438,3 @@ def fit_tac(
             reason = "no model could be fitted"
         return _trapezoid_fallback(t, a, sd, nuclide_name, trapezoid_start, reason, warns, scores)
     return _best_fit(t, a, fits, scores, warns)
-
-
-# ----------------------------------------------------------------------------- single point
-@dataclass(frozen=True)
-class SingleTimePointTia:
-    """TIA from one measurement.
-
-    Attributes
-    ----------
-    tia_mbq_h : float
-        Time-integrated activity (MBq·h).
-    method : str
-        ``haenscheid`` or ``madsen``.
-    warnings : tuple of str
-        E.g. time outside the method's accurate range.
-    """
-
-    tia_mbq_h: float
-    method: str
-    warnings: tuple[str, ...] = ()
-
-
-#: Error bound of the single-time-point warnings (|TIA error| above it is flagged).
-STP_ERROR_BOUND = 0.10
-
-
-def _check_stp(t_h: float, activity_mbq: float) -> tuple[float, float]:
-    t_h = chk.time_after_admin("t_h", t_h, error=KineticsInputError)
-    if t_h == 0:
-        raise KineticsInputError("t_h=0.0: single-time-point methods need t_h > 0")
-    return t_h, chk.positive("activity_mbq", activity_mbq, error=KineticsInputError)
-
-
-def haenscheid_error(x: float) -> float:
-    """Relative TIA error of Hänscheid's formula for a mono-exponential scanned at
-    ``t = x T_eff``: ``x 2^(1-x) - 1`` (0 at x = 1 and 2; -10.8 % at 0.75, -11.6 % at 2.5,
-    +6.1 % at its maximum x = 1/ln2)."""
-    return x * 2.0 ** (1.0 - x) - 1.0
-
-
-def madsen_error(x: float, t_eff_rel_dev: float) -> float:
-    """Relative TIA error of Madsen's formula scanned at ``t = x T_pop`` for a patient
-    whose T_eff is ``T_pop (1 + t_eff_rel_dev)``: ``k exp(x ln2 (1 - k)) - 1`` with
-    ``k = 1/(1 + t_eff_rel_dev)`` (first order ``-(1 - x ln2) dev``: least sensitive at
-    ``t = T_pop/ln2 = 1.44 T_pop``, Piwowarska-Bilska et al., Cancers 2022;14:3418, section 5: "about 1.5 T_eff")."""
-    k = 1.0 / (1.0 + t_eff_rel_dev)
-    return k * math.exp(x * LN2 * (1.0 - k)) - 1.0
-
-
-def haenscheid_tia(t_h: float, activity_mbq: float, t_eff_h: float | None = None) -> SingleTimePointTia:
-    """Hänscheid et al 2018 (J Nucl Med 59:75): ``TIA = A(t) * 2 t / ln 2``.
-
-    Exact for a mono-exponential with ``t = T_eff`` or ``2 T_eff``; the error
-    (:func:`haenscheid_error`) exceeds 10 % outside about 0.77-2.44 T_eff. A warning is
-    returned when it does for the given (e.g. population) ``t_eff_h``, and when no
-    ``t_eff_h`` is given (the bound cannot then be checked).
-
-    Raises
-    ------
-    KineticsInputError
-        NaN/inf, t_h <= 0 (before or at administration), activity <= 0, t_eff_h <= 0.
-    """
-    t_h, activity_mbq = _check_stp(t_h, activity_mbq)
-    warns: list[str] = []
-    if t_eff_h is None:
-        warns.append(
-            f"Hänscheid: t = {t_h:.1f} h, no T_eff given: the {STP_ERROR_BOUND:.0%} error bound "
-            "(0.77-2.44 T_eff) cannot be checked"
-        )
-    else:
-        x = t_h / chk.positive("t_eff_h", t_eff_h, error=KineticsInputError)
-        err = haenscheid_error(x)
-        if abs(err) > STP_ERROR_BOUND:
-            warns.append(
-                f"Hänscheid: t = {x:.2f} T_eff, TIA error {err:+.1%} for a mono-exponential "
-                f"(over {STP_ERROR_BOUND:.0%}: keep t within 0.77-2.44 T_eff)"
-            )
-    return SingleTimePointTia(activity_mbq * 2.0 * t_h / LN2, "haenscheid", tuple(warns))
-
-
-def madsen_tia(
-    t_h: float, activity_mbq: float, t_eff_h: float, *, t_eff_rel_sd: float | None = None
-) -> SingleTimePointTia:
-    """Madsen et al 2018 (Med Phys 45:2318): ``TIA = A(t) exp(l_eff t) / l_eff``.
-
-    ``t_eff_h`` is a population effective half-life (h); the TIA is exact for a
-    mono-exponential with that half-life. ``t_eff_rel_sd`` is the relative spread of the
-    individual T_eff around it (e.g. 0.2); a warning is returned when a patient one
-    spread away would get a TIA error (:func:`madsen_error`) above 10 % at this scan
-    time, and when no spread is given (the bound cannot then be checked).
-
-    Raises
-    ------
-    KineticsInputError
-        NaN/inf, t_h <= 0, activity <= 0, t_eff_h <= 0, spread outside [0, 1).
-    """
-    t_h, activity_mbq = _check_stp(t_h, activity_mbq)
-    t_eff_h = chk.positive("t_eff_h", t_eff_h, error=KineticsInputError)
-    x = t_h / t_eff_h
-    warns: list[str] = []
-    if t_eff_rel_sd is None:
-        warns.append(
-            f"Madsen: t = {x:.2f} T_pop; spread of the individual T_eff not given: the "
-            f"{STP_ERROR_BOUND:.0%} error bound cannot be checked (least sensitive at 1.44 T_pop)"
-        )
-    else:
-        sd = chk.in_range("t_eff_rel_sd", t_eff_rel_sd, 0.0, 1.0, high_open=True, error=KineticsInputError)
-        err = max((madsen_error(x, dev) for dev in (-sd, sd)), key=abs)
-        if abs(err) > STP_ERROR_BOUND:
-            warns.append(
-                f"Madsen: t = {x:.2f} T_pop, TIA error up to {err:+.1%} for a T_eff {sd:.0%} off "
-                f"the population value (over {STP_ERROR_BOUND:.0%}; least sensitive at 1.44 T_pop)"
-            )
-    lam = LN2 / t_eff_h
-    if lam * t_h > 700.0:  # exp overflows a float near 709.8
-        raise KineticsInputError(
-            f"t_h={t_h!r}: {x:.3g} population half-lives (t_eff_h={t_eff_h!r}) after "
-            "administration, the back-extrapolation overflows"
-        )
-    return SingleTimePointTia(activity_mbq * math.exp(lam * t_h) / lam, "madsen", tuple(warns))

@@ -1,487 +1,47 @@
 """Protocol compliance of a reconstruction, from its header, and simple image checks.
 
+The QA the pipeline runs on one reconstruction: :func:`check_reconstruction` checks its
+header against the trial's imaging protocol, every check in a fixed order (the trial-wide
+physics: :mod:`rntflow.harmonization.protocol_checks`; the names a site's camera may use
+and the evidence of scatter correction: :mod:`rntflow.harmonization.camera_vocabulary`);
+:func:`check_fov_covers_vois` and :func:`check_counts_plausible` check the image itself.
+
 Every deviation becomes a :class:`rntflow.core.qa.CheckResult` (``pass`` / ``warn`` / ``fail``) so that QA
 records it: nothing is silently accepted or silently rejected. A header lacking an optional
 attribute yields a ``warn`` ("not stated"), never an exception and never a ``fail``.
-
-The trial protocol keeps the trial-wide physics (radionuclide, photopeak, corrections
-required, iterations x subsets range, voxel range, time-point windows); a site's
-:class:`rntflow.core.config.CameraProfile` widens the accepted names (algorithm, collimator,
-matrix, filter strings) and says where its reconstructions evidence scatter correction.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
-from rntflow.core.config import CameraProfile, EnergyWindow, ImagingProtocol
-from rntflow.core.protocol import nominal_time_point
+from rntflow.core.config import CameraProfile, ImagingProtocol
 from rntflow.core.qa import CheckResult
-from rntflow.harmonization.headers import EnergyWindowKev, NmHeader, normalise_radionuclide
-from rntflow.harmonization.nm_conventions import normalise_name
+from rntflow.harmonization.camera_vocabulary import (
+    Vocabulary,
+    check_algorithm,
+    check_collimator,
+    check_filter,
+    check_matrix,
+    scatter_evidence,
+)
+from rntflow.harmonization.headers import NmHeader
+from rntflow.harmonization.protocol_checks import (
+    check_administered_activity,
+    check_correction,
+    check_energy_windows,
+    check_pixel_units,
+    check_projections,
+    check_radionuclide,
+    check_time_point,
+    check_voxel,
+)
 from rntflow.physics.decay import decay_constant_per_s, decay_integral_s
-
-
-def _fmt(value: object, unit: str = "") -> str:
-    if value is None:
-        return "missing"
-    if isinstance(value, float):
-        return f"{value:g}{unit}"
-    return f"{value}{unit}"
-
-
-def _missing(check: str, expected: str, what: str) -> CheckResult:
-    """A required attribute is absent: ``fail``."""
-    return CheckResult(check, "fail", "missing", expected, f"header lacks {what}")
-
-
-def _not_stated(check: str, expected: str, what: str) -> CheckResult:
-    """An optional attribute is absent: ``warn`` ("not stated"), never a fail."""
-    return CheckResult(check, "warn", "not stated", expected, f"not stated: header lacks {what}")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The names a reconstruction may use: the trial protocol's plus the camera profile's.
-
-    Attributes
-    ----------
-    algorithms, collimators, post_filters : tuple of str
-        Normalised (:func:`rntflow.harmonization.nm_conventions.normalise_name`).
-    matrix_sizes : tuple of int
-    scatter_evidence : tuple of str
-        Accepted evidence of scatter correction (:data:`rntflow.core.config.SCATTER_EVIDENCE`).
-    scatter_text_patterns : tuple of str
-    """
-
-    algorithms: tuple[str, ...]
-    collimators: tuple[str, ...]
-    matrix_sizes: tuple[int, ...]
-    post_filters: tuple[str, ...] = ()
-    scatter_evidence: tuple[str, ...] = ("corrected_image", "energy_windows")
-    scatter_text_patterns: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, protocol: ImagingProtocol, camera: CameraProfile | None = None) -> Vocabulary:
-        """The trial-wide names, widened by ``camera`` when given."""
-        cam = camera or CameraProfile()
-        return cls(
-            tuple(dict.fromkeys(normalise_name(a) for a in [protocol.algorithm, *cam.algorithms])),
-            tuple(dict.fromkeys(normalise_name(c) for c in [protocol.collimator, *cam.collimators])),
-            tuple(dict.fromkeys([protocol.matrix_size, *cam.matrix_sizes])),
-            tuple(normalise_name(f) for f in cam.post_filters),
-            tuple(cam.scatter_evidence),
-            tuple(cam.scatter_text_patterns),
-        )
-
-
-def _match_window(want: EnergyWindow, found: Sequence[EnergyWindowKev], tol_pct: float) -> EnergyWindowKev | None:
-    tol_kev = want.center_kev * tol_pct / 100.0
-    for w in found:
-        if abs(w.lower_kev - want.lower_kev) <= tol_kev and abs(w.upper_kev - want.upper_kev) <= tol_kev:
-            return w
-    return None
-
-
-def _win_str(w: EnergyWindowKev | EnergyWindow) -> str:
-    return f"{w.lower_kev:.1f}-{w.upper_kev:.1f} keV"
-
-
-def scatter_evidence(h: NmHeader, protocol: ImagingProtocol, vocab: Vocabulary) -> list[str]:
-    """The accepted evidence of scatter correction found in a header (empty: none found).
-
-    ``corrected_image``: CorrectedImage (0028,0051) contains ``SCAT`` (PS3.3 C.8.4.9);
-    ``energy_windows``: every protocol scatter window is listed and CorrectedImage is absent
-    (a CorrectedImage without ``SCAT`` states that scatter was not corrected, whatever
-    windows were acquired); ``text``: a camera-profile
-    pattern matches SeriesDescription, ReconstructionMethod, ConvolutionKernel or a private
-    text element; ``declared``: the site declares it.
-    """
-    found = []
-    if "corrected_image" in vocab.scatter_evidence and h.scatter_corrected:
-        found.append("CorrectedImage SCAT")
-    others = list(h.energy_windows[1:])
-    if (
-        "energy_windows" in vocab.scatter_evidence
-        and h.scatter_corrected is None
-        and protocol.scatter_windows
-        and others
-        and all(_match_window(w, others, protocol.energy_tolerance_pct) for w in protocol.scatter_windows)
-    ):
-        found.append("scatter energy windows")
-    if "text" in vocab.scatter_evidence:
-        for pattern in vocab.scatter_text_patterns:
-            hit = next((t for t in h.text_hints if re.search(pattern, t, re.IGNORECASE)), None)
-            if hit is not None:
-                found.append(f"text {hit!r}")
-                break
-    if "declared" in vocab.scatter_evidence:
-        found.append("declared by the site's camera profile")
-    return found
-
-
-def _check_energy_windows(h: NmHeader, p: ImagingProtocol, scatter_found: list[str]) -> list[CheckResult]:
-    out: list[CheckResult] = []
-    expected_pk = ", ".join(_win_str(w) for w in p.photopeak_windows) + f" (+-{p.energy_tolerance_pct:g}% of centre)"
-    wants_scatter_windows = p.scatter_correction and bool(p.scatter_windows)
-    expected_sc = ", ".join(_win_str(w) for w in p.scatter_windows) + f" (+-{p.energy_tolerance_pct:g}% of centre)"
-    if not h.energy_windows:
-        out.append(_not_stated("energy_window_photopeak", expected_pk, "EnergyWindowInformationSequence"))
-        if wants_scatter_windows:
-            out.append(_not_stated("energy_window_scatter", expected_sc, "EnergyWindowInformationSequence"))
-        return out
-    found = ", ".join(_win_str(w) for w in h.energy_windows)
-    unmatched = [w for w in p.photopeak_windows if _match_window(w, h.energy_windows, p.energy_tolerance_pct) is None]
-    if unmatched:
-        out.append(
-            CheckResult(
-                "energy_window_photopeak",
-                "fail",
-                found,
-                expected_pk,
-                "photopeak window(s) " + ", ".join(w.name for w in unmatched) + " not acquired within tolerance",
-            )
-        )
-    else:
-        out.append(
-            CheckResult("energy_window_photopeak", "pass", found, expected_pk, "photopeak window(s) as protocol")
-        )
-    if wants_scatter_windows:
-        others = list(h.energy_windows[1:])
-        miss = [w for w in p.scatter_windows if _match_window(w, others, p.energy_tolerance_pct) is None]
-        if not miss:
-            out.append(CheckResult("energy_window_scatter", "pass", found, expected_sc, "scatter windows present"))
-        elif others:
-            out.append(
-                CheckResult(
-                    "energy_window_scatter",
-                    "fail",
-                    found,
-                    expected_sc,
-                    "scatter window(s) " + ", ".join(w.name for w in miss) + " off-tolerance",
-                )
-            )
-        elif scatter_found:
-            out.append(
-                CheckResult(
-                    "energy_window_scatter",
-                    "warn",
-                    found,
-                    expected_sc,
-                    "scatter windows not stated in the reconstruction (they are listed in the "
-                    "projections); scatter correction evidenced by " + ", ".join(scatter_found),
-                )
-            )
-        elif h.scatter_corrected is False:
-            out.append(
-                CheckResult(
-                    "energy_window_scatter",
-                    "fail",
-                    found,
-                    expected_sc,
-                    "scatter window(s) "
-                    + ", ".join(w.name for w in miss)
-                    + " missing while scatter correction is required",
-                )
-            )
-        else:
-            out.append(_not_stated("energy_window_scatter", expected_sc, "scatter energy windows"))
-    return out
-
-
-def _energy_class(name: str) -> str:
-    s = name.upper().replace("-", "").replace(" ", "")
-    for cls in ("LE", "ME", "HE", "UHE"):
-        if s.startswith(cls):
-            return cls
-    if "MEDIUM" in s:
-        return "ME"
-    if "LOW" in s:
-        return "LE"
-    if "HIGH" in s:
-        return "HE"
-    return s
-
-
-def _check_collimator(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> CheckResult:
-    exp = " or ".join(vocab.collimators)
-    if h.collimator is None:
-        return _not_stated("collimator", exp, "CollimatorGridName")
-    if normalise_name(h.collimator) in vocab.collimators:
-        return CheckResult("collimator", "pass", h.collimator, exp, "collimator as protocol")
-    if _energy_class(h.collimator) == _energy_class(p.collimator):
-        return CheckResult(
-            "collimator",
-            "warn",
-            h.collimator,
-            exp,
-            "same energy class, different collimator name: confirm the collimator "
-            "(or list it in the site's camera profile)",
-        )
-    return CheckResult("collimator", "fail", h.collimator, exp, "wrong collimator energy class")
-
-
-def _check_correction(name: str, found: bool | None, required: bool, evidence: list[str] | None = None) -> CheckResult:
-    exp = "applied" if required else "not required"
-    label = name.replace("_", " ")
-    if evidence:
-        if required:
-            return CheckResult(name, "pass", "applied (" + ", ".join(evidence) + ")", exp, "as protocol")
-        return CheckResult(name, "warn", "applied", exp, f"{label} applied though the protocol does not ask for it")
-    if found is None:
-        if not required:
-            return CheckResult(name, "pass", "not stated", exp, "not required by the protocol")
-        return _not_stated(name, exp, "CorrectedImage (and no other evidence)")
-    got = "applied" if found else "not applied"
-    if required and not found:
-        return CheckResult(name, "fail", got, exp, f"{label} required by the protocol but not applied")
-    if found and not required:
-        return CheckResult(name, "warn", got, exp, f"{label} applied though the protocol does not ask for it")
-    return CheckResult(name, "pass", got, exp, "as protocol")
-
-
-def _algorithm_accepted(h: NmHeader, vocab: Vocabulary) -> bool:
-    names = [normalise_name(h.algorithm)]
-    names += [normalise_name(w) for w in re.split(r"\s+", h.reconstruction_method or "") if w]
-    return any(n and n.startswith(a) for n in names for a in vocab.algorithms if a)
-
-
-def _check_algorithm(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> list[CheckResult]:
-    out = []
-    exp_algo = " or ".join(vocab.algorithms)
-    if h.algorithm is None:
-        out.append(_not_stated("algorithm", exp_algo, "ReconstructionMethod"))
-    elif not _algorithm_accepted(h, vocab):
-        out.append(
-            CheckResult(
-                "algorithm",
-                "fail",
-                h.reconstruction_method or h.algorithm,
-                exp_algo,
-                "reconstruction algorithm not in the protocol's or the camera profile's vocabulary",
-            )
-        )
-    else:
-        out.append(CheckResult("algorithm", "pass", h.reconstruction_method or h.algorithm, exp_algo, "as protocol"))
-    exp = f"{p.min_iterations_x_subsets}-{p.max_iterations_x_subsets}"
-    if h.iterations is None or h.subsets is None:
-        out.append(_not_stated("iterations_x_subsets", exp, "iterations/subsets in ReconstructionMethod"))
-    else:
-        n = h.iterations * h.subsets
-        found = f"{n} ({h.iterations}i{h.subsets}s)"
-        ok = p.min_iterations_x_subsets <= n <= p.max_iterations_x_subsets
-        out.append(
-            CheckResult(
-                "iterations_x_subsets",
-                "pass" if ok else "fail",
-                found,
-                exp,
-                "in range" if ok else "iterations x subsets outside the protocol range",
-            )
-        )
-    return out
-
-
-def _check_matrix(h: NmHeader, vocab: Vocabulary) -> CheckResult:
-    exp = " or ".join(f"{m}x{m}" for m in vocab.matrix_sizes)
-    if h.matrix_rows is None or h.matrix_cols is None:
-        return _not_stated("matrix", exp, "Rows/Columns")
-    found = f"{h.matrix_rows}x{h.matrix_cols}"
-    ok = h.matrix_rows == h.matrix_cols and h.matrix_rows in vocab.matrix_sizes
-    return CheckResult(
-        "matrix", "pass" if ok else "fail", found, exp, "as protocol" if ok else "matrix size differs from protocol"
-    )
-
-
-def _check_voxel(h: NmHeader, p: ImagingProtocol) -> CheckResult:
-    exp = f"{p.voxel_size_mm:g} +- {p.voxel_tolerance_mm:g} mm"
-    if h.voxel_size_mm is None:
-        return _missing("voxel_size", exp, "PixelSpacing/SpacingBetweenSlices")
-    found = "x".join(f"{v:g}" for v in h.voxel_size_mm) + " mm"
-    ok = all(abs(v - p.voxel_size_mm) <= p.voxel_tolerance_mm for v in h.voxel_size_mm)
-    return CheckResult(
-        "voxel_size", "pass" if ok else "fail", found, exp, "as protocol" if ok else "voxel size outside tolerance"
-    )
-
-
-def _check_filter(h: NmHeader, p: ImagingProtocol, vocab: Vocabulary) -> CheckResult:
-    exp = f"<= {p.max_post_filter_fwhm_mm:g} mm FWHM" + (
-        " or " + ", ".join(vocab.post_filters) if vocab.post_filters else ""
-    )
-    pf = h.post_filter
-    if pf is None:
-        return _not_stated("post_filter", exp, "ConvolutionKernel")
-    found = f"{pf.text!r}: {pf.describe()}"
-    if normalise_name(pf.text) in vocab.post_filters:
-        return CheckResult("post_filter", "pass", found, exp, "filter listed in the site's camera profile")
-    if not pf.parsed:
-        return CheckResult(
-            "post_filter",
-            "warn",
-            found,
-            exp,
-            "post-filter string not understood: confirm it (or list it in the camera profile)",
-        )
-    if pf.fwhm_mm is not None:
-        ok = pf.fwhm_mm <= p.max_post_filter_fwhm_mm + 1e-9
-        return CheckResult(
-            "post_filter",
-            "pass" if ok else "fail",
-            found,
-            exp,
-            "as protocol" if ok else "post-filter stronger than the protocol allows (RC and harmonisation change)",
-        )
-    if p.max_post_filter_fwhm_mm <= 0:
-        return CheckResult("post_filter", "fail", found, exp, f"{pf.name} post-filter where the protocol allows none")
-    return CheckResult(
-        "post_filter",
-        "warn",
-        found,
-        exp,
-        f"{pf.name} filter cannot be compared with a Gaussian FWHM limit: confirm it "
-        "(or list it in the camera profile)",
-    )
-
-
-def _check_projections(h: NmHeader, p: ImagingProtocol) -> list[CheckResult]:
-    out = []
-    exp = f">= {p.min_projections}"
-    if h.projections is None:
-        out.append(_not_stated("projections", exp, "RotationInformationSequence.NumberOfFramesInRotation"))
-    else:
-        ok = h.projections >= p.min_projections
-        out.append(
-            CheckResult(
-                "projections",
-                "pass" if ok else "fail",
-                str(h.projections),
-                exp,
-                "as protocol" if ok else "too few projections",
-            )
-        )
-    exp_t = f">= {p.min_time_per_projection_s:g} s"
-    if h.time_per_projection_s is None:
-        out.append(_not_stated("time_per_projection", exp_t, "RotationInformationSequence.ActualFrameDuration"))
-    else:
-        ok = h.time_per_projection_s >= p.min_time_per_projection_s - 1e-9
-        slip = next((n for n in h.notes if n.startswith("ActualFrameDuration")), None)
-        status = ("warn" if slip else "pass") if ok else "fail"
-        msg = ("as protocol" if ok else "time per projection shorter than protocol") + (f"; {slip}" if slip else "")
-        out.append(CheckResult("time_per_projection", status, f"{h.time_per_projection_s:g} s", exp_t, msg))
-    return out
-
-
-def _check_radionuclide(h: NmHeader, p: ImagingProtocol) -> CheckResult:
-    want = normalise_radionuclide(p.radionuclide) or p.radionuclide
-    if h.radionuclide is None:
-        return _not_stated("radionuclide", want, "RadiopharmaceuticalInformationSequence radionuclide")
-    ok = h.radionuclide.upper() == want.upper()
-    return CheckResult(
-        "radionuclide",
-        "pass" if ok else "fail",
-        h.radionuclide,
-        want,
-        "as protocol" if ok else "radionuclide differs from the protocol",
-    )
-
-
-def check_pixel_units(h: NmHeader) -> CheckResult:
-    """``pixel_units``: which rule decided what the pixels mean (``units from RWVM Bq/ml``).
-
-    ``pass`` for RWVM, Units, the site override and the counts default of an
-    ORIGINAL\\PRIMARY\\RECON TOMO; ``warn`` for a vendor hint, a default on a DERIVED image
-    or disagreeing sources; ``fail`` when nothing decides (set ``sites[].nm_units``).
-    """
-    exp = "RWVM units code, Units, vendor convention, sites[].nm_units or RECON TOMO counts"
-    pu = h.pixel_units
-    if pu is None or pu.units is None:
-        detail = pu.detail if pu is not None else "not resolved"
-        return CheckResult(
-            "pixel_units",
-            "fail",
-            "unknown",
-            exp,
-            f"pixel meaning unknown ({detail}): set sites[].nm_units in the trial config",
-        )
-    found = (
-        pu.message
-        + (f" (scale x{pu.scale:g})" if pu.scale != 1.0 else "")
-        + ({"ml": ", per mL", "s": ", per second"}.get(pu.per, ""))
-    )
-    if pu.notes or not pu.confident:
-        extra = "; ".join(pu.notes) or "confirm with sites[].nm_units"
-        return CheckResult("pixel_units", "warn", found, exp, f"{pu.message}: {extra}")
-    return CheckResult("pixel_units", "pass", found, exp, pu.message)
-
-
-def check_administered_activity(
-    h: NmHeader, record_mbq: float | None = None, tolerance_pct: float = 10.0
-) -> CheckResult:
-    """``administered_activity``: RadionuclideTotalDose present, in MBq, and as recorded.
-
-    Parameters
-    ----------
-    h : NmHeader
-    record_mbq : float or None
-        The administration record's activity (MBq), when one exists.
-    tolerance_pct : float
-        Allowed difference between header and record (% of the record).
-
-    Returns
-    -------
-    CheckResult
-        ``warn`` when absent (not stated), when read as Bq and converted, or when it differs
-        from the record by more than ``tolerance_pct``; else ``pass``.
-    """
-    exp = "RadionuclideTotalDose in MBq" + (
-        f", within {tolerance_pct:g} % of the record {record_mbq:g} MBq" if record_mbq else ""
-    )
-    if h.administered_activity_mbq is None:
-        return _not_stated("administered_activity", exp, "RadionuclideTotalDose")
-    found = f"{h.administered_activity_mbq:.5g} MBq"
-    slip = next((n for n in h.notes if n.startswith("RadionuclideTotalDose")), None)
-    if record_mbq and abs(h.administered_activity_mbq - record_mbq) > tolerance_pct / 100.0 * record_mbq:
-        return CheckResult(
-            "administered_activity",
-            "warn",
-            found,
-            exp,
-            f"header activity differs from the administration record by "
-            f"{100 * (h.administered_activity_mbq / record_mbq - 1):+.1f} %" + (f"; {slip}" if slip else ""),
-        )
-    if slip:
-        return CheckResult(
-            "administered_activity",
-            "warn",
-            found + f" (sent {h.administered_activity_raw:.4g})",
-            exp,
-            f"unit slip: {slip}",
-        )
-    return CheckResult("administered_activity", "pass", found, exp, "as stated")
-
-
-def time_point_for(t_h: float, protocol: ImagingProtocol) -> float | None:
-    """Nominal time point (h) whose window contains ``t_h``, or ``None`` (:func:`rntflow.core.protocol.nominal_time_point`)."""
-    return nominal_time_point(t_h, protocol.time_points)
-
-
-def _check_time_point(h: NmHeader, p: ImagingProtocol) -> CheckResult:
-    exp = "; ".join(f"{tp.nominal_h:g} h [{tp.earliest_h:g}-{tp.latest_h:g}]" for tp in p.time_points)
-    t_h = h.hours_after_administration
-    if t_h is None:
-        what = "AcquisitionDate/Time" if h.acquisition_start is None else "RadiopharmaceuticalStartDateTime"
-        return _missing("time_point", exp, what)
-    found = f"{t_h:.2f} h after administration"
-    nominal = time_point_for(t_h, p)
-    if nominal is None:
-        return CheckResult("time_point", "fail", found, exp, "outside every window")
-    return CheckResult("time_point", "pass", found, exp, f"time point {nominal:g} h")
 
 
 def check_reconstruction(
@@ -513,21 +73,21 @@ def check_reconstruction(
     """
     vocab = Vocabulary.of(protocol, camera)
     scatter_found = scatter_evidence(header, protocol, vocab)
-    out = [check_pixel_units(header), check_administered_activity(header), _check_radionuclide(header, protocol)]
-    out += _check_energy_windows(header, protocol, scatter_found)
-    out.append(_check_collimator(header, protocol, vocab))
+    out = [check_pixel_units(header), check_administered_activity(header), check_radionuclide(header, protocol)]
+    out += check_energy_windows(header, protocol, scatter_found)
+    out.append(check_collimator(header, protocol, vocab))
     out.append(
-        _check_correction("attenuation_correction", header.attenuation_corrected, protocol.attenuation_correction)
+        check_correction("attenuation_correction", header.attenuation_corrected, protocol.attenuation_correction)
     )
     out.append(
-        _check_correction("scatter_correction", header.scatter_corrected, protocol.scatter_correction, scatter_found)
+        check_correction("scatter_correction", header.scatter_corrected, protocol.scatter_correction, scatter_found)
     )
-    out += _check_algorithm(header, protocol, vocab)
-    out.append(_check_matrix(header, vocab))
-    out.append(_check_voxel(header, protocol))
-    out.append(_check_filter(header, protocol, vocab))
-    out += _check_projections(header, protocol)
-    out.append(_check_time_point(header, protocol))
+    out += check_algorithm(header, protocol, vocab)
+    out.append(check_matrix(header, vocab))
+    out.append(check_voxel(header, protocol))
+    out.append(check_filter(header, protocol, vocab))
+    out += check_projections(header, protocol)
+    out.append(check_time_point(header, protocol))
     return out
 
 

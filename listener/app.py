@@ -28,12 +28,13 @@ from pynetdicom.sop_class import Verification
 from rntflow.core.config import TrialConfig, load_config
 from rntflow.core.errors import ConfigError
 from rntflow.listener.deid import EnrolmentIndex, KeyStore
+from rntflow.listener.faults import FaultInjector
 from rntflow.listener.front import AdmissionLimits, FrontServer
 from rntflow.listener.handlers import ListenerHandlers
 from rntflow.listener.handoff import DeploymentDispatcher, Dispatcher, HoldDispatcher, LocalDispatcher
 from rntflow.listener.logs import configure_logging, get_logger, limit_library_logs, log_event
 from rntflow.listener.profile import load_table
-from rntflow.listener.spool import FaultInjector, Spool
+from rntflow.listener.spool import Spool
 from rntflow.listener.stable import IngestWorker, WorkerSettings
 
 #: transfer syntaxes accepted: native, deflated and the common compressed ones (PS3.5 A.4).

@@ -5,7 +5,7 @@ Layout under ``config.spool_dir``::
     raw/<site_id>/<sha[:2]>/<sha256>.dcm    instances as received, Part-10, content-addressed
     quarantine/<site_id>/<utc>_<sha12>.bin  + .json reason record
     deid/<site_id>/<subject_id>/<study_key>/<series_key>/<sop_key>.dcm
-    inbox.sqlite                            WAL-mode index (this module's schema)
+    inbox.sqlite                            WAL-mode index (:mod:`rntflow.listener.inbox`)
 
 Durability contract: :meth:`Spool.store` returns only after the instance's bytes are
 fsync'd under their final name and the index row is committed. The file is created
@@ -20,7 +20,6 @@ ground truth and an acknowledged instance is never lost.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -39,6 +38,8 @@ from pydicom import uid
 from rntflow.core.errors import StorageError
 from rntflow.core.files import fsync_dir as _fsync_dir
 from rntflow.core.files import write_text_atomic
+from rntflow.listener.faults import FaultInjector
+from rntflow.listener.inbox import open_db
 from rntflow.listener.logs import log_event
 
 if TYPE_CHECKING:  # annotations only
@@ -50,97 +51,6 @@ if TYPE_CHECKING:  # annotations only
 PRIVATE_DIR_MODE, PRIVATE_FILE_MODE = 0o700, 0o600
 SHARED_DIR_MODE = 0o750
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    id INTEGER PRIMARY KEY,
-    site_id TEXT NOT NULL,
-    sop_uid TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1,
-    flagged INTEGER NOT NULL DEFAULT 0,
-    path TEXT NOT NULL,
-    n_bytes INTEGER NOT NULL,
-    study_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    modality TEXT,
-    usable INTEGER NOT NULL DEFAULT 1,
-    state TEXT NOT NULL DEFAULT 'received',   -- received | held | deid | failed
-    deid_path TEXT,
-    received_at_s REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,      -- de-identification attempts that failed
-    next_try_at_s REAL NOT NULL DEFAULT 0,
-    last_error TEXT,
-    UNIQUE (site_id, sop_uid, sha256)
-);
-CREATE INDEX IF NOT EXISTS ix_inst_state ON instances(state);
-CREATE INDEX IF NOT EXISTS ix_inst_study ON instances(site_id, study_uid);
-CREATE TABLE IF NOT EXISTS studies (
-    site_id TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    patient_hash TEXT,
-    subject_id TEXT,
-    kind TEXT,
-    study_key TEXT,
-    n_instances INTEGER NOT NULL DEFAULT 0,
-    first_at_s REAL NOT NULL,
-    last_at_s REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'receiving',  -- receiving | held | stable | handed_off | failed
-    handoff_version INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (site_id, study_uid)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    site_id TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    handoff_version INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',    -- pending | done
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try_at_s REAL NOT NULL,
-    last_error TEXT,
-    run_id TEXT,
-    created_at_s REAL NOT NULL,
-    done_at_s REAL,
-    UNIQUE (site_id, study_uid, handoff_version)
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
-    site_id TEXT,
-    path TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    n_bytes INTEGER NOT NULL,
-    at_s REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    id INTEGER PRIMARY KEY,
-    site_id TEXT,
-    calling_ae TEXT,
-    called_ae TEXT,
-    address TEXT,
-    reason TEXT NOT NULL,
-    at_s REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS failures (
-    id INTEGER PRIMARY KEY,
-    site_id TEXT,
-    reason TEXT NOT NULL,
-    at_s REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS duplicates (
-    site_id TEXT PRIMARY KEY,
-    n INTEGER NOT NULL
-);
--- studies an association is still delivering: not stable until it ends (see stable.py)
-CREATE TABLE IF NOT EXISTS open_assocs (
-    assoc_id TEXT NOT NULL,
-    site_id TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    opened_at_s REAL NOT NULL,
-    PRIMARY KEY (assoc_id, site_id, study_uid)
-);
-"""
 
 #: SOP classes the pipeline can use (others are stored and reported as unusable).
 USABLE_SOP_CLASSES = frozenset(
@@ -157,68 +67,6 @@ USABLE_SOP_CLASSES = frozenset(
         uid.SpatialRegistrationStorage,
     }
 )
-
-
-def open_db(path: Path) -> sqlite3.Connection:
-    """Open (and create) the inbox database in WAL mode."""
-    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.executescript(SCHEMA)
-    _migrate(conn)
-    return conn
-
-
-#: columns added to ``instances`` since the first schema: (name, declaration)
-_ADDED_COLUMNS = (
-    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
-    ("next_try_at_s", "REAL NOT NULL DEFAULT 0"),
-    ("last_error", "TEXT"),
-)
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add columns an inbox created by an older version lacks (idempotent)."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(instances)")}
-    for name, decl in _ADDED_COLUMNS:
-        if name not in have:
-            try:
-                conn.execute(f"ALTER TABLE instances ADD COLUMN {name} {decl}")
-            except sqlite3.OperationalError:  # another connection added it meanwhile
-                pass
-    _migrate_site_dedup(conn)
-
-
-def _instances_sql(conn: sqlite3.Connection) -> str:
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='instances'").fetchone()
-    return row[0] if row else ""
-
-
-def _migrate_site_dedup(conn: sqlite3.Connection) -> None:
-    """Rebuild an ``instances`` table unique on (sop_uid, sha256) as unique per site.
-
-    Identical bytes sent by two sites are two rows (one per site), so that the second
-    site's study is indexed, de-identified and handed off too (issue 15, finding 9).
-    """
-    if "UNIQUE (sop_uid, sha256)" not in _instances_sql(conn):
-        return
-    create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS instances") :]
-    create = create[: create.index(");") + 2].replace("IF NOT EXISTS instances", "instances_site_dedup")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if "UNIQUE (sop_uid, sha256)" in _instances_sql(conn):  # not done meanwhile
-            cols = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(instances)"))
-            conn.execute(create)
-            conn.execute(f"INSERT INTO instances_site_dedup ({cols}) SELECT {cols} FROM instances")
-            conn.execute("DROP TABLE instances")
-            conn.execute("ALTER TABLE instances_site_dedup RENAME TO instances")
-            conn.execute("CREATE INDEX IF NOT EXISTS ix_inst_state ON instances(state)")
-            conn.execute("CREATE INDEX IF NOT EXISTS ix_inst_study ON instances(site_id, study_uid)")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 @dataclass(frozen=True)
@@ -238,25 +86,6 @@ class StoreResult:
     outcome: str
     version: int
     path: Path
-
-
-class FaultInjector:
-    """Test hook: make the next ``n`` writes fail with an ``OSError`` (default ENOSPC)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._remaining = 0
-        self._errno = errno.ENOSPC
-
-    def fail_next(self, n: int = 1, err: int = errno.ENOSPC) -> None:
-        with self._lock:
-            self._remaining, self._errno = n, err
-
-    def check(self) -> None:
-        with self._lock:
-            if self._remaining > 0:
-                self._remaining -= 1
-                raise OSError(self._errno, os.strerror(self._errno))
 
 
 class Spool:

@@ -34,8 +34,8 @@ import pydicom
 from rntflow.core.files import atomic_write
 from rntflow.listener.deid import DeidIdentity, EnrolmentIndex, KeyStore, deid_relpath, deidentify
 from rntflow.listener.handoff import Dispatcher, StudyHandoff, study_dir_for
+from rntflow.listener.inbox import open_db
 from rntflow.listener.logs import log_event
-from rntflow.listener.spool import open_db
 
 #: An association older than this no longer holds its studies back (a sender that keeps one
 #: association open for hours, or bookkeeping lost with a crashed process).

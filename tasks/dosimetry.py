@@ -16,14 +16,8 @@ from prefect import task
 from rntflow.analysis.dose_effect import population_kinetics
 from rntflow.core.config import TrialConfig
 from rntflow.core.qa import PASS, WARN, CheckResult, qa_row, status_if
-from rntflow.dosimetry.cycle import (
-    CycleDosimetry,
-    CycleSettings,
-    Finding,
-    TimePoint,
-    Voi,
-    compute_cycle_dosimetry,
-)
+from rntflow.dosimetry.cycle import compute_cycle_dosimetry
+from rntflow.dosimetry.cycle_types import CycleDosimetry, CycleSettings, Finding, TimePoint, Voi
 from rntflow.dosimetry.density import mass_g
 from rntflow.dosimetry.kernel import VoxelKernel, voxel_s_kernel
 from rntflow.dosimetry.registration import register_rigid, resample

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rntflow.core.errors import DosimetryInputError
-from rntflow.dosimetry import bed, density, dvh, kernel, kinetics, led, limits, organ, tare, uncertainty
+from rntflow.dosimetry import bed, density, dvh, kernel, led, limits, organ, single_time_point, tare, uncertainty
 from rntflow.physics import nuclides
 
 NAN, INF = float("nan"), float("inf")
@@ -156,9 +156,12 @@ CASES: dict[str, tuple] = {
         {"per_cycle": {"Kidney_L": [(5.0, 6.0)]}, "limits": {"Kidney_L": (23.0, 40.0)}},
     ),
     "limits.missing_time_points": (limits.missing_time_points, {"t_h": [4.0, 24.0], "windows": [(24.0, 20.0, 28.0)]}),
-    "kinetics.haenscheid_tia": (kinetics.haenscheid_tia, {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0}),
-    "kinetics.madsen_tia": (
-        kinetics.madsen_tia,
+    "single_time_point.haenscheid_tia": (
+        single_time_point.haenscheid_tia,
+        {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0},
+    ),
+    "single_time_point.madsen_tia": (
+        single_time_point.madsen_tia,
         {"t_h": 48.0, "activity_mbq": 50.0, "t_eff_h": 40.0, "t_eff_rel_sd": 0.2},
     ),
     "nuclides.nuclide": (nuclides.nuclide, {"name": "Lu-177"}),
@@ -319,9 +322,9 @@ def test_partition_activity_never_nan(dt, mn, mt, r, lsf, cf):
 @settings(max_examples=60, deadline=None)
 @given(t=SANE, a=SANE, teff=st.one_of(st.none(), SANE))
 def test_single_time_point_never_nan(t, a, teff):
-    _no_silent_nan(lambda: kinetics.haenscheid_tia(t, a, teff).tia_mbq_h)
+    _no_silent_nan(lambda: single_time_point.haenscheid_tia(t, a, teff).tia_mbq_h)
     if teff is not None:
-        _no_silent_nan(lambda: kinetics.madsen_tia(t, a, teff).tia_mbq_h)
+        _no_silent_nan(lambda: single_time_point.madsen_tia(t, a, teff).tia_mbq_h)
 
 
 @settings(max_examples=60, deadline=None)

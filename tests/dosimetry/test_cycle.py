@@ -10,7 +10,9 @@ from scipy import ndimage
 
 from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
 from rntflow.core.errors import DosimetryInputError
-from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry, recovery_coefficient
+from rntflow.dosimetry.cycle import compute_cycle_dosimetry
+from rntflow.dosimetry.cycle_types import CycleSettings, TimePoint, Voi
+from rntflow.dosimetry.voi_activity import recovery_coefficient
 from rntflow.physics.nuclides import nuclide
 
 SP = (4.8, 4.8, 4.8)

@@ -7,7 +7,8 @@ import pytest
 from scipy.integrate import quad
 
 from rntflow.core.errors import KineticsError
-from rntflow.dosimetry.kinetics import fit_tac, haenscheid_tia, madsen_tia, trapezoid_tia
+from rntflow.dosimetry.kinetics import fit_tac, trapezoid_tia
+from rntflow.dosimetry.single_time_point import haenscheid_tia, madsen_tia
 from rntflow.physics.kinetic_models import model_activity_mbq, model_tia_mbq_h
 
 LAM_LU = math.log(2) / 159.528  # ICRP-107 177Lu half-life (h)

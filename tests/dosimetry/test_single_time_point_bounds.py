@@ -5,7 +5,7 @@ import math
 import pytest
 
 from rntflow.core.errors import DosimetryInputError, KineticsError
-from rntflow.dosimetry.kinetics import haenscheid_error, haenscheid_tia, madsen_error, madsen_tia
+from rntflow.dosimetry.single_time_point import haenscheid_error, haenscheid_tia, madsen_error, madsen_tia
 
 T_EFF_H = 50.0
 LAM = math.log(2) / T_EFF_H

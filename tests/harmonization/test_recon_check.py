@@ -252,7 +252,7 @@ def test_scatter_evidence_from_private_text_or_declaration(protocol):
 
 
 def test_administered_activity_against_record():
-    from rntflow.harmonization.recon_check import check_administered_activity
+    from rntflow.harmonization.protocol_checks import check_administered_activity
 
     h = parse_nm_header(make_nm_dataset(activity_mbq=7400.0))
     assert check_administered_activity(h, 7300.0).status == "pass"

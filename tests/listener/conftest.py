@@ -11,8 +11,8 @@ import yaml
 
 from rntflow.core.config import load_config
 from rntflow.listener.app import start_listener
+from rntflow.listener.faults import FaultInjector
 from rntflow.listener.handoff import DispatchError, StudyHandoff
-from rntflow.listener.spool import FaultInjector
 from rntflow.listener.stable import WorkerSettings
 from tests.listener.dicomgen import FakePatient
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from rntflow.listener.spool import SCHEMA, open_db
+from rntflow.listener.inbox import SCHEMA, open_db
 from rntflow.listener.status import inbox_status
 from tests.listener.conftest import PATIENT, scu, wait_until
 from tests.listener.dicomgen import ct_series

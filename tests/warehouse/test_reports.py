@@ -15,7 +15,8 @@ from rntflow.analysis.dose_effect import ntcp_logistic
 from rntflow.analysis.figures import svg_figure
 from rntflow.analysis.reports import NONE_TEXT, subject_report_html, trial_report_html
 from rntflow.analysis.tac_curves import tac_curve
-from rntflow.dosimetry.cycle import CycleSettings, TimePoint, Voi, compute_cycle_dosimetry
+from rntflow.dosimetry.cycle import compute_cycle_dosimetry
+from rntflow.dosimetry.cycle_types import CycleSettings, TimePoint, Voi
 
 SUBJECT = "SITE01-S07"
 SITE = "SITE01"

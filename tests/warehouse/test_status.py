@@ -14,7 +14,7 @@ import yaml
 from rntflow.cli import main
 from rntflow.core.config import TimePointWindow, load_config
 from rntflow.core.protocol import match_window as match_time_point
-from rntflow.listener.spool import SCHEMA as INBOX_SCHEMA
+from rntflow.listener.inbox import SCHEMA as INBOX_SCHEMA
 from rntflow.status import REDACTED, coordinator_status, format_coordinator_status
 from rntflow.status.calibrations import calibration_state, calibration_states
 from rntflow.warehouse.catalog import catalog_path, refresh_catalog
