@@ -27,9 +27,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from rntflow.analysis.dose_effect import ntcp_logistic
 from rntflow.analysis.report_values import MISSING, as_float, as_floats, is_missing
 from rntflow.analysis.tac_curves import SINGLE_TIME_POINT_TAC_MODELS, tac_curve
+from rntflow.physics.ntcp import logistic_ntcp as ntcp_logistic
 
 #: Colour-blind-safe qualitative palette (Okabe and Ito 2008).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")

@@ -5,7 +5,7 @@ and ``methods_trial.html.j2``; the numbers and orderings it quotes come from her
 here from the modules that use them, so the text cannot drift from what the code does:
 the dose-method preference (:data:`rntflow.core.methods.METHOD_PREFERENCE`), the
 chi-square quantile of the profile-likelihood intervals
-(:data:`rntflow.analysis.dose_effect.CHI2_1_95`) and the jitter of the plotted outcomes
+(:data:`rntflow.analysis.dose_logistic.CHI2_1_95`) and the jitter of the plotted outcomes
 (:data:`rntflow.analysis.figures.JITTER`).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rntflow.analysis.dose_effect import CHI2_1_95
+from rntflow.analysis.dose_logistic import CHI2_1_95
 from rntflow.analysis.figures import JITTER
 from rntflow.core.methods import METHOD_PREFERENCE
 

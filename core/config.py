@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rntflow.core.constants import PRODUCTS
 from rntflow.core.csvfiles import read_csv_records
 from rntflow.core.errors import ConfigError, EnrolmentError
 
@@ -278,6 +279,106 @@ class DosimetrySettings(_Strict):
     partial_volume_correction: bool = True
 
 
+#: Radioembolisation devices (rows of seed 000's Table 1) and their radionuclide.
+TARE_DEVICE_NUCLIDE = {name: limits.nuclide for name, limits in PRODUCTS.items()}
+
+
+class TareArm(_Strict):
+    """One radioembolisation (TARE) arm of the trial: its sites, device, scout and post-treatment imaging.
+
+    Studies of the arm's sites are routed by radionuclide and activity
+    (:meth:`study_role`): a 99mTc-MAA study, or one of the arm's radionuclide with at most
+    ``scout_max_activity_mbq`` administered, is the scout; one above it is the post-treatment
+    study.
+
+    Attributes
+    ----------
+    id : str
+        Arm name (e.g. ``TARE-HO166``).
+    device : {"SIR-Spheres", "TheraSphere", "QuiremSpheres"}
+        Microsphere product: its limits and conversion factor (``rntflow.dosimetry.tare.PRODUCTS``).
+    scout_agent : {"Tc-99m-MAA", "Ho-166-scout"}
+        What the scout (work-up) study images: 99mTc-macroaggregated albumin, or a low
+        activity of the treatment's own 166Ho microspheres (QuiremScout).
+    sites : list of str
+        Site ids whose patient studies belong to this arm.
+    post_imaging : {"spect", "pet"}
+        Post-treatment imaging: 166Ho (or 90Y bremsstrahlung) SPECT/CT, or 90Y TOF PET/CT.
+    scout_max_activity_mbq : float
+        A study of the arm's radionuclide with at most this administered activity (MBq) is a
+        scout (166Ho scout ~250 MBq against >= 1 GBq for treatment).
+    cf_convention : {"product", "icrp107"}
+        Dose conversion factor convention (``rntflow.dosimetry.tare``).
+    treatment : {"standard", "ablative"}
+        Whole-liver/lobar, or radiation segmentectomy.
+    planned_tumour_dose_gy : float or None
+        Mean tumour dose the plan aims at (Gy); ``None``: the lower end of the device's
+        Table 1 tumour target.
+    pretreated_liver : bool
+        Use the device's limit for pre-treated/compromised liver.
+    lung_mass_kg : float
+        Lung mass of the partition model when no lung VOI gives one (kg).
+    max_lung_shunt_fraction : float or None
+        Trial's lung shunt cap (0-1), checked whatever the lung dose; ``None``: off.
+    lung_cumulative_limit_gy : float or None
+        Trial's cumulative lung dose limit over treatments (Gy); ``None``: off.
+    residual_tolerance_pct : float
+        Accepted difference (%) between the activity the post-treatment image shows and the
+        activity administered (vial residual, calibration).
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{2,32}$")
+    device: Literal["SIR-Spheres", "TheraSphere", "QuiremSpheres"]
+    scout_agent: Literal["Tc-99m-MAA", "Ho-166-scout"]
+    sites: list[str] = Field(min_length=1)
+    post_imaging: Literal["spect", "pet"] = "spect"
+    scout_max_activity_mbq: float = Field(1000.0, gt=0)
+    cf_convention: Literal["product", "icrp107"] = "product"
+    treatment: Literal["standard", "ablative"] = "standard"
+    planned_tumour_dose_gy: float | None = Field(None, gt=0)
+    pretreated_liver: bool = False
+    lung_mass_kg: float = Field(1.0, gt=0)
+    max_lung_shunt_fraction: float | None = Field(None, gt=0, le=1)
+    lung_cumulative_limit_gy: float | None = Field(None, gt=0)
+    residual_tolerance_pct: float = Field(10.0, gt=0)
+
+    @property
+    def radionuclide(self) -> str:
+        """The treatment radionuclide of :attr:`device` (``Y-90`` or ``Ho-166``)."""
+        return TARE_DEVICE_NUCLIDE[self.device]
+
+    @property
+    def scout_radionuclide(self) -> str:
+        """``Tc-99m`` for MAA, else the treatment radionuclide."""
+        return "Tc-99m" if self.scout_agent == "Tc-99m-MAA" else self.radionuclide
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TareArm:
+        if self.scout_agent == "Ho-166-scout" and self.radionuclide != "Ho-166":
+            raise ValueError(f"scout_agent Ho-166-scout needs a 166Ho device, not {self.device}")
+        if self.post_imaging == "pet" and self.radionuclide != "Y-90":
+            raise ValueError("post_imaging pet: only 90Y is imaged by PET")
+        return self
+
+    def study_role(self, radionuclide: str | None, administered_mbq: float | None) -> str | None:
+        """``"scout"``, ``"post_treatment"`` or ``None`` (the study does not belong to this arm).
+
+        Parameters
+        ----------
+        radionuclide : str or None
+            The study's radionuclide, normalised (``Tc-99m``, ``Y-90``, ``Ho-166``).
+        administered_mbq : float or None
+            Administered activity (MBq) as the header states it (unit already resolved).
+        """
+        if radionuclide == "Tc-99m" and self.scout_agent == "Tc-99m-MAA":
+            return "scout"
+        if radionuclide != self.radionuclide:
+            return None
+        if self.scout_agent == "Ho-166-scout" and administered_mbq is not None:
+            return "scout" if administered_mbq <= self.scout_max_activity_mbq else "post_treatment"
+        return "post_treatment"
+
+
 class TrialConfig(_Strict):
     """A whole trial: sites, listener, protocol, limits and paths."""
 
@@ -291,6 +392,7 @@ class TrialConfig(_Strict):
     voi_name_map: dict[str, str] = Field(default_factory=dict)
     calibration: CalibrationSettings = CalibrationSettings()
     dosimetry: DosimetrySettings = DosimetrySettings()
+    tare_arms: list[TareArm] = Field(default_factory=list)
     config_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -303,6 +405,13 @@ class TrialConfig(_Strict):
         dup_ae = {a for a in aes if aes.count(a) > 1}
         if dup_ae:
             raise ValueError(f"calling AE title(s) given to more than one site: {sorted(dup_ae)}")
+        arm_sites = [s for arm in self.tare_arms for s in arm.sites]
+        unknown = sorted(set(arm_sites) - set(ids))
+        if unknown:
+            raise ValueError(f"tare_arms: site(s) {unknown} are not in sites")
+        twice = sorted({s for s in arm_sites if arm_sites.count(s) > 1})
+        if twice:
+            raise ValueError(f"tare_arms: site(s) {twice} belong to more than one arm")
         return self
 
     def resolve(self, path: Path) -> Path:
@@ -350,6 +459,10 @@ class TrialConfig(_Strict):
                 return site
         return None
 
+    def tare_arm(self, site_id: str) -> TareArm | None:
+        """The TARE arm whose sites include ``site_id``, or ``None`` (a 177Lu site)."""
+        return next((a for a in self.tare_arms if site_id in a.sites), None)
+
     def site(self, site_id: str) -> SiteSettings:
         for site in self.sites:
             if site.id == site_id:
@@ -369,7 +482,7 @@ class TrialConfig(_Strict):
                 return site_map[name]
         if name in self.voi_name_map:
             return self.voi_name_map[name]
-        if name in TG263_NAMES or re.fullmatch(r"Lesion_\d+", name):
+        if name in TG263_NAMES or name in PROJECT_VOI_NAMES or re.fullmatch(r"Lesion_\d+", name):
             return name
         raise ConfigError(
             f"voi_name_map: VOI name {name!r}"
@@ -400,6 +513,11 @@ TG263_NAMES = frozenset(
         "Bladder",
     }
 )
+
+
+#: Structures TG-263 has no name for, named by its Organ_Qualifier rule: the liver territory
+#: a TARE injection perfuses (one or two lobes, from the scout's CBCT/SPECT).
+PROJECT_VOI_NAMES = frozenset({"Liver_Perfused"})
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:

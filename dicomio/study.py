@@ -1,9 +1,10 @@
-"""Read one de-identified study folder: the NM reconstruction, the CT (HU), RTSTRUCT and SEG.
+"""Read one de-identified study folder: the NM reconstruction, the PET, the CT (HU), RTSTRUCT and SEG.
 
 The listener writes a stable study as ``<study_dir>/<series_key>/<sop_key>.dcm``;
 :func:`load_study` accepts any depth (``rglob("*.dcm")``). Objects are sorted by SOP
 class (:mod:`rntflow.dicomio.sop`); the NM reconstruction is chosen by
-:func:`rntflow.dicomio.nm.choose_nm`, the CT built by :func:`rntflow.dicomio.ct.build_ct`.
+:func:`rntflow.dicomio.nm.choose_nm`, the PET series by :func:`rntflow.dicomio.pet.build_pet`,
+the CT built by :func:`rntflow.dicomio.ct.build_ct`.
 
 Robustness: one unreadable or unexpected file never fails a study; it is listed in
 :attr:`LoadedStudy.unused` with the reason.
@@ -22,6 +23,7 @@ from rntflow.core.errors import DicomInputError
 from rntflow.dicomio.ct import build_ct
 from rntflow.dicomio.dicomfile import DicomFile, read_header, read_whole
 from rntflow.dicomio.nm import choose_nm
+from rntflow.dicomio.pet import ENHANCED_PET_SOP_CLASSES, PET_SOP_CLASSES, PetSeries, build_pet
 from rntflow.dicomio.sop import (
     CT_SOP_CLASSES,
     ENHANCED_CT_SOP_CLASSES,
@@ -60,6 +62,11 @@ class LoadedStudy:
         SeriesInstanceUID of the CT used.
     study_instance_uid : str or None
         StudyInstanceUID of the first object read (the listener writes one study per folder).
+    pet : PetSeries or None
+        The PET series (PET Image Storage, one file per slice) with the most slices, its
+        values float64 after each slice's RescaleSlope/Intercept (read it in Bq/mL at
+        acquisition start with :func:`rntflow.harmonization.pet_headers.pet_at_acquisition_start`).
+        Other PET series are listed in ``unused``.
     """
 
     study_dir: Path
@@ -72,6 +79,7 @@ class LoadedStudy:
     n_files: int = 0
     ct_series_uid: str | None = None
     study_instance_uid: str | None = None
+    pet: PetSeries | None = None
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -92,14 +100,14 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
     Returns
     -------
     LoadedStudy
-        The NM reconstruction, the CT (float32 HU), every RTSTRUCT and SEG, and the
-        files not used with the reason.
+        The NM reconstruction, the PET series, the CT (float32 HU), every RTSTRUCT and
+        SEG, and the files not used with the reason.
 
     Raises
     ------
     DicomInputError
         When ``study_dir`` is not a folder, or holds no usable object (no NM
-        reconstruction, no CT, no RTSTRUCT and no SEG).
+        reconstruction, no PET, no CT, no RTSTRUCT and no SEG).
 
     Notes
     -----
@@ -107,6 +115,8 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
       CT series used); the NM, RTSTRUCT and SEG datasets returned are read whole, so they
       do not depend on the files afterwards.
     * NM: see :func:`rntflow.dicomio.nm.choose_nm`.
+    * PET: see :func:`rntflow.dicomio.pet.build_pet` (largest series; an unusable one is
+      listed in ``unused`` with the reason and the next largest is tried).
     * CT: see :func:`rntflow.dicomio.ct.build_ct` (largest series; irregular slice
       spacing or a gantry tilt make it unusable: ``ct`` is ``None``, the reason in ``unused``).
     """
@@ -117,13 +127,15 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
     study = LoadedStudy(study_dir=root, n_files=len(paths))
     files = _read_headers(paths, root, study)
 
-    nm_files, ct_files = [], []
+    nm_files, ct_files, pet_files = [], [], []
     for f in files:
         sop_class = str(f.ds.SOPClassUID)
         if sop_class in NM_SOP_CLASSES:
             nm_files.append(f)
         elif sop_class in CT_SOP_CLASSES:
             ct_files.append(f)
+        elif sop_class in PET_SOP_CLASSES:
+            pet_files.append(f)
         elif sop_class in RTSTRUCT_SOP_CLASSES or sop_class in SEG_SOP_CLASSES:
             try:
                 ds = read_whole(f)
@@ -133,6 +145,8 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
             (study.rtstructs if sop_class in RTSTRUCT_SOP_CLASSES else study.segs).append(ds)
         elif sop_class in ENHANCED_CT_SOP_CLASSES:
             study.unused.append(f"{f.rel}: enhanced (multi-frame) CT is not supported")
+        elif sop_class in ENHANCED_PET_SOP_CLASSES:
+            study.unused.append(f"{f.rel}: enhanced (multi-frame) PET is not supported")
         else:
             study.unused.append(
                 f"{f.rel}: SOP class not used ({UID(sop_class).name}, modality {text(f.ds, 'Modality')})"
@@ -140,6 +154,8 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
 
     study.nm, nm_unused = choose_nm(nm_files)
     study.unused += nm_unused
+    study.pet, pet_unused = build_pet(pet_files)
+    study.unused += pet_unused
     ct, ct_unused = build_ct(ct_files)
     study.unused += ct_unused
     if ct is not None:
@@ -149,10 +165,10 @@ def load_study(study_dir: str | Path) -> LoadedStudy:
             ct.frame_of_reference_uid,
         )
 
-    if study.nm is None and study.ct is None and not study.rtstructs and not study.segs:
+    if study.nm is None and study.pet is None and study.ct is None and not study.rtstructs and not study.segs:
         shown = "; ".join(study.unused[:5]) + (" ..." if len(study.unused) > 5 else "")
         raise DicomInputError(
-            f"{root}: no usable objects (no NM reconstruction, CT, RTSTRUCT or SEG among "
+            f"{root}: no usable objects (no NM reconstruction, PET, CT, RTSTRUCT or SEG among "
             f"{study.n_files} .dcm files)" + (f": {shown}" if shown else "")
         )
     return study

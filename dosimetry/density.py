@@ -14,22 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rntflow.core.constants import SOFT_TISSUE_DENSITY_G_PER_ML
+from rntflow.core.constants import HU_DENSITY_CALIBRATION, SOFT_TISSUE_DENSITY_G_PER_ML
 from rntflow.core.errors import DosimetryInputError
 from rntflow.dosimetry import _checks as chk
 
-#: (HU, density g/cm3) knots, Schneider et al 1996 (PMB 41:111); lung from ICRP 89.
-DEFAULT_CALIBRATION: tuple[tuple[float, float], ...] = (
-    (-1000.0, 0.00121),
-    (-800.0, 0.26),
-    (0.0, 1.00),
-    (100.0, 1.10),
-    (1500.0, 1.92),
-)
-
 
 def hu_to_density_g_per_ml(
-    hu: np.ndarray | float, calibration: Sequence[tuple[float, float]] = DEFAULT_CALIBRATION
+    hu: np.ndarray | float, calibration: Sequence[tuple[float, float]] = HU_DENSITY_CALIBRATION
 ) -> np.ndarray:
     """Mass density (g/cm3) of each voxel from its HU, piecewise-linear calibration.
 

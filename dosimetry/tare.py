@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rntflow.core.constants import J_PER_MEV, TARE_PRODUCT_CF_J_PER_GBQ
+from rntflow.core.constants import J_PER_MEV, PRODUCTS, TARE_PRODUCT_CF_J_PER_GBQ, ProductLimits
 from rntflow.core.errors import DosimetryInputError
 from rntflow.dosimetry import _checks as chk
 from rntflow.dosimetry.kernel import VoxelKernel, convolve_dose_gy, voxel_s_kernel
@@ -37,46 +37,6 @@ from rntflow.physics.nuclides import nuclide
 CF_CONVENTIONS = ("product", "icrp107")
 #: Treatment intents: whole-liver/lobar ("standard") or radiation segmentectomy ("ablative").
 TREATMENTS = ("standard", "ablative")
-
-
-@dataclass(frozen=True)
-class ProductLimits:
-    """Dose limits and targets of one microsphere product, Table 1 of de Wit-van der Veen,
-    de Vries-Huizing and Stokkel, "Current status of clinical dosimetry and personalized radionuclide
-    therapy"); ``None`` where Table 1 says "not mentioned".
-
-    Attributes
-    ----------
-    nuclide : str
-    parenchyma_limit_gy : float
-        Normal liver parenchyma limit (Gy).
-    parenchyma_pretreated_limit_gy : float or None
-        Limit for pre-treated / compromised liver (Gy); None: the plain limit applies.
-    lung_limit_gy : float
-        Single-treatment lung limit (Gy).
-    tumour_target_gy : tuple of float
-        Tumour (HCC/mCRC) target range (Gy), Table 1 "Target dose, tumour".
-    ablative_target_min_gy : float or None
-        Minimum tumour dose of ablative TARE (radiation segmentectomy), Table 1
-        "Ablative TARE" (Gy); None for QuiremSpheres ("not mentioned").
-    """
-
-    nuclide: str
-    parenchyma_limit_gy: float
-    parenchyma_pretreated_limit_gy: float | None
-    lung_limit_gy: float
-    tumour_target_gy: tuple[float, float]
-    ablative_target_min_gy: float | None
-
-
-#: Seed 000 Table 1. Table 1 gives no lung-shunt cap independent of the lung dose and no
-#: cumulative lung limit: both are trial settings of :func:`plan_partition`
-#: (``max_lung_shunt_fraction``, ``lung_cumulative_limit_gy``), off unless given.
-PRODUCTS: dict[str, ProductLimits] = {
-    "SIR-Spheres": ProductLimits("Y-90", 40.0, 30.0, 30.0, (100.0, 120.0), 150.0),
-    "TheraSphere": ProductLimits("Y-90", 120.0, None, 30.0, (200.0, 250.0), 400.0),
-    "QuiremSpheres": ProductLimits("Ho-166", 60.0, None, 30.0, (100.0, 150.0), None),
-}
 
 
 def conversion_factor_j_per_gbq(nuclide_name: str) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from rntflow.analysis.dose_effect import compare_arms
+from rntflow.analysis.arm_comparison import compare_arms
 from rntflow.flows.process_study import process_study
 from rntflow.flows.qa import qa_flow
 from rntflow.flows.warehouse import DOSE_EFFECT_ANALYSES, markdown_table

@@ -12,7 +12,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from rntflow.core.config import TrialConfig
+from rntflow.core.locks import named_lock
 from rntflow.core.protocol import last_time_point_reached
+from rntflow.flows.runners import task_runner
 from rntflow.tasks.common import Context, artifact_key, product_store, trial_config
 from rntflow.tasks.dosimetry import cycle_dosimetry, cycle_timepoints
 from rntflow.tasks.products import TimePointMeta
@@ -62,53 +64,60 @@ def subject_summary_markdown(subject_id: str, cycle: int, final: bool, result: d
     return "\n".join(lines)
 
 
-@flow(name="dosimetry", flow_run_name="dosimetry {subject_id} cycle {cycle}")
+@flow(name="dosimetry", flow_run_name="dosimetry {subject_id} cycle {cycle}", task_runner=task_runner())
 def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle: int, close_out: bool = False) -> dict:
     """Register the cycle's time points, fit the kinetics, compute and store the doses."""
     config = trial_config(config_path)
     log = get_run_logger()
-    metas = cycle_timepoints(product_store(config), site_id, subject_id, cycle)
-    run, final, why = cycle_readiness(metas, config, close_out)
-    if not run:
-        log.info("cycle %s of %s waits: %s", cycle, subject_id, why)
-        return {"status": "waiting", "reason": why}
-    result = cycle_dosimetry(config, site_id, subject_id, cycle)
-    if result["status"] != "done":
-        log.info("cycle %s of %s waits: %s", cycle, subject_id, result["reason"])
-        return result
-    ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
-    wh = str(config.warehouse_dir)
-    if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
-        done = read_table(
-            wh,
-            "voi_doses",
-            "trial_id = ? AND subject_id = ? AND cycle = ? AND final",
-            [config.trial_id, subject_id, cycle],
+    # one cycle at a time across workers: the run that waits reads the time points after the
+    # other has loaded its rows, so the latest rows come from the most inputs (core/locks.py)
+    with named_lock(
+        config.warehouse_dir / ".locks", "dosimetry", config.trial_id, site_id, subject_id, cycle
+    ) as waited:
+        if waited > 1.0:
+            log.info("cycle %s of %s: waited %.1f s for another run of this cycle", cycle, subject_id, waited)
+        metas = cycle_timepoints(product_store(config), site_id, subject_id, cycle)
+        run, final, why = cycle_readiness(metas, config, close_out)
+        if not run:
+            log.info("cycle %s of %s waits: %s", cycle, subject_id, why)
+            return {"status": "waiting", "reason": why}
+        result = cycle_dosimetry.submit(config, site_id, subject_id, cycle).result()  # RNTFLOW_TASK_RUNNER
+        if result["status"] != "done":
+            log.info("cycle %s of %s waits: %s", cycle, subject_id, result["reason"])
+            return result
+        ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
+        wh = str(config.warehouse_dir)
+        if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
+            done = read_table(
+                wh,
+                "voi_doses",
+                "trial_id = ? AND subject_id = ? AND cycle = ? AND final",
+                [config.trial_id, subject_id, cycle],
+            )
+            final = not done.empty
+        for r in result["voi_doses"]:
+            r["final"] = final
+        loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
+        load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
+        create_markdown_artifact(
+            subject_summary_markdown(subject_id, cycle, final, result),
+            key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
+            description=f"{subject_id} cycle {cycle}: doses, uncertainty, QA",
         )
-        final = not done.empty
-    for r in result["voi_doses"]:
-        r["final"] = final
-    loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
-    load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
-    create_markdown_artifact(
-        subject_summary_markdown(subject_id, cycle, final, result),
-        key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
-        description=f"{subject_id} cycle {cycle}: doses, uncertainty, QA",
-    )
-    log.info(
-        "cycle %s of %s: %s, %s (%s), %d VOI doses",
-        cycle,
-        subject_id,
-        result["method"],
-        "final" if final else "provisional",
-        why,
-        len(result["voi_doses"]),
-    )
-    return {
-        "status": "done",
-        "final": final,
-        "method": result["method"],
-        "loads": loads,
-        "voi_doses": result["voi_doses"],
-        "checks": result["checks"],
-    }
+        log.info(
+            "cycle %s of %s: %s, %s (%s), %d VOI doses",
+            cycle,
+            subject_id,
+            result["method"],
+            "final" if final else "provisional",
+            why,
+            len(result["voi_doses"]),
+        )
+        return {
+            "status": "done",
+            "final": final,
+            "method": result["method"],
+            "loads": loads,
+            "voi_doses": result["voi_doses"],
+            "checks": result["checks"],
+        }

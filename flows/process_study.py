@@ -4,7 +4,10 @@ It classifies the study and routes it: a phantom scan to the calibration flow; a
 time point to the reconstruction check and quantification, then to the dosimetry of its
 cycle (which decides whether the cycle has enough time points) and to the subject's QA;
 a segmentation-only study (RTSTRUCT/SEG sent on its own) gives its VOIs to the time point
-whose CT it was drawn on and re-runs that cycle's dosimetry.
+whose CT it was drawn on and re-runs that cycle's dosimetry. A patient study of a site of a
+radioembolisation (TARE) arm goes to the ``tare`` flow instead (scout or post-treatment by
+its radionuclide and activity; its own CT and RTSTRUCT), and a post-treatment study whose
+camera has no calibration yet waits for it like a 177Lu time point.
 
 Every run ends in one of three outcomes, written where the coordinator looks (the study's
 ``processing`` QA result and the warehouse's ``flow_runs``) and shown by Prefect:
@@ -35,6 +38,7 @@ from rntflow.core.qa import FAIL, PASS, WAITING, WARN, CheckResult, Status, qa_r
 from rntflow.flows.calibration import calibration_flow
 from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.flows.qa import qa_flow
+from rntflow.flows.tare import tare_flow
 from rntflow.flows.timepoint import timepoint_flow
 from rntflow.tasks.common import Context, trial_config
 from rntflow.tasks.dependencies import (
@@ -89,9 +93,11 @@ def process_study(
     log = get_run_logger()
     out: dict = {"kind": None}
     try:
-        what = classify_study(study_dir, kind)
-        out["kind"] = what
-        if what == "phantom":
+        what = "tare" if kind != "phantom" and config.tare_arm(site_id) is not None else classify_study(study_dir, kind)
+        out["kind"] = "patient" if what == "tare" else what
+        if what == "tare":
+            outcome = _tare(config_path, site_id, subject_id, study_key, study_dir, out)
+        elif what == "phantom":
             outcome = _phantom(config, config_path, site_id, subject_id, study_key, study_dir)
         elif what == "patient":
             outcome = _time_point(config, config_path, site_id, subject_id, study_key, study_dir, out)
@@ -155,6 +161,20 @@ def _time_point(
     _rerun(config_path, dependants_of_timepoint(config, site_id, subject_id))
     # what this study produced (the cycle's dosimetry state is the cycle's: rntflow status shows it)
     return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h of cycle {cycle} quantified")
+
+
+def _tare(config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict) -> StudyOutcome:
+    """A TARE scout or post-treatment study: quantify, then plan and compare the subject's treatments."""
+    t = tare_flow(config_path, site_id, subject_id, study_key, study_dir)
+    out["tare_role"] = t.role
+    if t.produced is None:
+        return (
+            StudyOutcome(WAITING, f"waiting for {t.waiting_for}")
+            if t.waiting_for
+            else StudyOutcome("failed", t.failed or "TARE study not processed")
+        )
+    out["cycle"] = t.treatment
+    return StudyOutcome("processed", t.produced)
 
 
 def _segmentation(

@@ -1,7 +1,8 @@
 """The ``qa`` flow: per subject, the checks that span time points and cycles.
 
 Cumulative organ doses and BED against the trial's limits (kidneys, marrow, salivary
-glands), time points missing from the protocol for cycles that are complete, and, when
+glands; the red marrow's blood-based dose where blood samples were imported, see
+:mod:`rntflow.tasks.marrow`), time points missing from the protocol for cycles that are complete, and, when
 data collection is closed (``close_out``), the final dosimetry of every open cycle.
 """
 
@@ -18,6 +19,7 @@ from rntflow.core.qa import CheckResult, qa_row, status_if
 from rntflow.dosimetry.limits import LimitCheck, cumulative_limit_checks, missing_time_points
 from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.tasks.common import Context, product_store, trial_config
+from rntflow.tasks.marrow import label_marrow_check, marrow_doses_task, marrow_limit_doses
 from rntflow.tasks.warehouse import load_rows, read_table
 
 #: Dose engine whose per-cycle doses the cumulative limits are checked on.
@@ -86,6 +88,8 @@ def qa_flow(config_path: str | None, subject_ids: list[str] | None = None, close
         for site_id, subject_id, cycle in cycles:
             dosimetry_flow(config_path, site_id, subject_id, cycle, close_out=True)
     doses = read_table(wh, "voi_doses", "trial_id = ? AND engine = ?", [config.trial_id, LIMIT_ENGINE])
+    # blood-based red-marrow doses (subjects with blood samples): the marrow limit uses them
+    blood = marrow_doses_task(wh, config.trial_id, subject_ids, config.protocol.radionuclide)
     final = {(r["subject_id"], int(r["cycle"])) for r in doses.to_dict("records") if r.get("final") is True}
     windows = [(w.nominal_h, w.earliest_h, w.latest_h) for w in config.protocol.time_points]
     limits = {k: (v.dose_gy, v.bed_gy) for k, v in config.dose_limits.items()}
@@ -97,9 +101,10 @@ def qa_flow(config_path: str | None, subject_ids: list[str] | None = None, close
             if (subject_id, cycle) not in final or len(t) == 1:
                 continue  # open cycle; a single-time-point cycle is one scan by design
             rows.append(qa_row(time_points_check(t, windows), "cycle", f"{subject_id}/{cycle}", cycle=cycle))
-        per_cycle = limit_doses_per_cycle(doses, subject_id)
+        per_cycle, blood_cycles = marrow_limit_doses(limit_doses_per_cycle(doses, subject_id), blood, subject_id)
         for lc in cumulative_limit_checks({voi: list(c.values()) for voi, c in per_cycle.items()}, limits):
-            rows.append(qa_row(limit_check(lc), "subject", f"{subject_id}/{lc.voi}"))
+            check = label_marrow_check(limit_check(lc), lc.voi, blood_cycles, lc.n_cycles)
+            rows.append(qa_row(check, "subject", f"{subject_id}/{lc.voi}"))
         load_rows(wh, "qa_checks", rows, Context(config.trial_id, site_id).cols(subject_id=subject_id))
         n_checks += len(rows)
     return {"subjects": len({c[1] for c in cycles}), "checks": n_checks}

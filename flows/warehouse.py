@@ -16,11 +16,13 @@ from lifelines.exceptions import ConvergenceError
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from rntflow.analysis.dose_effect import dose_response_by_site, pfs_vs_dose, population_kinetics, site_effect_test
+from rntflow.analysis.population_kinetics import population_kinetics
+from rntflow.analysis.site_effect import dose_response_by_site, site_effect_test
+from rntflow.analysis.survival import pfs_vs_dose
 from rntflow.tasks.common import trial_config
 from rntflow.tasks.reports import subject_reports, trial_report, write_report
 from rntflow.tasks.warehouse import read_table, refresh
-from rntflow.warehouse.catalog import dose_effect_frame
+from rntflow.warehouse.catalog import TARE_ENGINE, dose_effect_frame
 
 #: (endpoint, dose column) pairs fitted by the dose-effect report. Kidney toxicity is
 #: analysed on BED as well as on dose (LQ repair over the dose-rate decay).
@@ -30,6 +32,44 @@ DOSE_EFFECT_ANALYSES = (
     ("xerostomia", "cumulative_dose_gy"),
     ("lesion_response", "cumulative_dose_gy"),
 )
+
+
+#: Radioembolisation endpoints (engine local_deposition): tumour response against the lesion's
+#: mean delivered dose, liver toxicity against the non-tumour perfused liver's.
+TARE_DOSE_EFFECT_ANALYSES = (
+    ("lesion_response", "cumulative_dose_gy"),
+    ("liver_toxicity", "cumulative_dose_gy"),
+)
+
+
+def _logistic_section(
+    part: pd.DataFrame,
+    label: str,
+    dose_col: str,
+    sections: list[str],
+    fits: dict[str, dict],
+    tables: dict[str, pd.DataFrame],
+    notes: list[str],
+) -> None:
+    """Fit one endpoint's logistic dose-response (pooled and per site) and add its report section."""
+    sections += [f"## {label}", "", f"{len(part)} outcome(s) with a value."]
+    if len(part) < 4 or part["effect"].nunique() < 2:
+        sections += ["Too few outcomes (or only one kind) for a logistic fit.", ""]
+        return
+    try:
+        table = dose_response_by_site(part, dose_col=dose_col)
+        fits[label] = table.to_dict("records")
+        tables[label] = table
+        sections += ["", markdown_table(table), ""]
+        se = site_effect_test(part, dose_col=dose_col)
+        note = (
+            f"{label}: site effect LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; per-site "
+            f"dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}"
+        )
+        notes.append(note)
+        sections += [note, ""]
+    except (ValueError, ZeroDivisionError) as exc:
+        sections += [f"No fit: {exc}", ""]
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -57,25 +97,16 @@ def dose_effect_flow(config_path: str | None) -> dict:
     notes: list[str] = []
     for endpoint, dose_col in DOSE_EFFECT_ANALYSES:
         part = de[(de["endpoint"] == endpoint) & de[dose_col].notna()]
-        label = f"{endpoint} vs {dose_col.removeprefix('cumulative_')}"
-        sections += [f"## {label}", "", f"{len(part)} outcome(s) with a value."]
-        if len(part) < 4 or part["effect"].nunique() < 2:
-            sections += ["Too few outcomes (or only one kind) for a logistic fit.", ""]
-            continue
-        try:
-            table = dose_response_by_site(part, dose_col=dose_col)
-            fits[label] = table.to_dict("records")
-            tables[label] = table
-            sections += ["", markdown_table(table), ""]
-            se = site_effect_test(part, dose_col=dose_col)
-            note = (
-                f"{label}: site effect LR = {se.lr_statistic:.2f}, dof {se.dof}, p = {se.p_value:.3f}; per-site "
-                f"dose scale {', '.join(f'{k} {v:.2f}' for k, v in se.site_dose_scale.items())}"
-            )
-            notes.append(note)
-            sections += [note, ""]
-        except (ValueError, ZeroDivisionError) as exc:
-            sections += [f"No fit: {exc}", ""]
+        _logistic_section(
+            part, f"{endpoint} vs {dose_col.removeprefix('cumulative_')}", dose_col, sections, fits, tables, notes
+        )
+    tare = dose_effect_frame(wh, engines=(TARE_ENGINE,))
+    if not tare.empty:
+        sections += ["# Radioembolisation (local-deposition doses, summed over treatments)", ""]
+        for endpoint, dose_col in TARE_DOSE_EFFECT_ANALYSES:
+            part = tare[(tare["endpoint"] == endpoint) & tare[dose_col].notna()]
+            label = f"TARE {endpoint} {TARE_ENGINE} vs {dose_col.removeprefix('cumulative_')}"
+            _logistic_section(part, label, dose_col, sections, fits, tables, notes)
     pfs = de[(de["endpoint"] == "pfs") & de["cumulative_dose_gy"].notna()]
     sections += ["## Progression-free survival vs mean lesion dose", "", f"{len(pfs)} subject(s) with a value."]
     try:
@@ -103,7 +134,7 @@ def dose_effect_flow(config_path: str | None) -> dict:
     report = Path(wh) / "reports" / "dose_effect.md"
     write_report(report, text)
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
-    html_report = trial_report(config, de, tables, pk, notes)
+    html_report = trial_report(config, pd.concat([de, tare]) if not tare.empty else de, tables, pk, notes)
     subjects = subject_reports(config)
     log.info(
         "dose-effect report: %s and %s (%d outcome rows); %d subject reports",

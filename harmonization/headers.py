@@ -262,6 +262,33 @@ _ELEMENT_SYMBOL = {
 }
 
 
+_ELEMENT_WORD_RE = re.compile(r"\b([A-Za-z]{4,12})[- ]?(\d{1,3})(m?)\b")
+
+
+def radiopharmaceutical_nuclide(item: Dataset | None) -> str | None:
+    """The normalised radionuclide of a RadiopharmaceuticalInformationSequence item.
+
+    RadionuclideCodeSequence's CodeMeaning first (SNOMED ``^90^Yttrium``, or ``Y-90``),
+    then the Radiopharmaceutical text (``Lu-177-PSMA-617``, ``90Y SIR-Spheres``), then an
+    element name in that text (``Holmium-166 microspheres``). ``None`` when none names one.
+    Used for NM and PET headers alike.
+    """
+    if item is None:
+        return None
+    found = _nuclide_from_code(item)
+    if found:
+        return found
+    label = _str(_get(item, "Radiopharmaceutical"))
+    found = normalise_radionuclide(label)
+    if found or not label:
+        return found
+    for m in _ELEMENT_WORD_RE.finditer(label):
+        sym = _ELEMENT_SYMBOL.get(m.group(1).lower())
+        if sym:
+            return f"{sym}-{m.group(2)}{m.group(3)}"
+    return None
+
+
 def _nuclide_from_code(item: Dataset | None) -> str | None:
     code = _item0(item, "RadionuclideCodeSequence") if item is not None else None
     meaning = _str(_get(code, "CodeMeaning")) if code is not None else None
@@ -417,9 +444,7 @@ def parse_nm_header(ds: Dataset, site_units: str | None = None) -> NmHeader:
     duration_s, per_proj_s, projections, notes = _timing(ds)
 
     rp = _item0(ds, "RadiopharmaceuticalInformationSequence")
-    nuclide = None
-    if rp is not None:
-        nuclide = _nuclide_from_code(rp) or normalise_radionuclide(_str(_get(rp, "Radiopharmaceutical")))
+    nuclide = radiopharmaceutical_nuclide(rp)
     raw_dose = _float(_get(rp, "RadionuclideTotalDose")) if rp is not None else None
     activity_mbq, dose_note = read_total_dose_mbq(raw_dose)
     notes += [dose_note] if dose_note else []

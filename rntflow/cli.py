@@ -1,7 +1,7 @@
 """The ``rntflow`` console script: one entry point for every user.
 
 Sub-commands: ``simulate``, ``push``, ``listen``, ``status``, ``demo``, ``check-config``,
-``outcomes import``, ``tare-plan``. Errors the user can fix print as one line and exit 2.
+``outcomes import``, ``blood import``, ``tare-plan``. Errors the user can fix print as one line and exit 2.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ PLUGGABLE = (
     "rntflow.status_cli",
     "rntflow.demo",
     "rntflow.outcomes_cli",
+    "rntflow.blood_cli",
     "rntflow.tare_cli",
     "rntflow.crosscal_cli",
     "rntflow.sql_cli",
@@ -33,7 +34,13 @@ PLUGGABLE = (
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from rntflow.simulation.trial import TrialSpec, simulate_trial
 
-    spec = TrialSpec(n_sites=args.sites, subjects_per_site=args.subjects_per_site, cycles=args.cycles, seed=args.seed)
+    spec = TrialSpec(
+        n_sites=args.sites,
+        subjects_per_site=args.subjects_per_site,
+        cycles=args.cycles,
+        seed=args.seed,
+        tare_subjects_per_site=args.tare_subjects_per_site,
+    )
     t0 = time.perf_counter()
     summary = simulate_trial(args.out, spec, progress=lambda m: print(f"[{time.perf_counter() - t0:5.1f}s] {m}"))
     print(
@@ -136,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
     p.add_argument("--subjects-per-site", type=int, default=2, help="subjects per site (default 2)")
+    p.add_argument(
+        "--tare-subjects-per-site",
+        type=int,
+        default=2,
+        help="subjects per radioembolisation site (two TARE sites, 166Ho and 90Y; 0: none; default 2)",
+    )
     p.add_argument(
         "--cycles",
         type=int,

@@ -26,6 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--fresh", action="store_true", help="delete previous demo data first")
     p.add_argument("--sites", type=int, default=3, help="sites to simulate (default 3)")
     p.add_argument("--subjects-per-site", type=int, default=2, help="subjects per site (default 2)")
+    p.add_argument(
+        "--tare-subjects-per-site",
+        type=int,
+        default=2,
+        help="subjects per radioembolisation site (two TARE sites, 166Ho and 90Y; 0: none; default 2)",
+    )
     p.add_argument("--cycles", type=int, default=2, help="treatment cycles per subject (default 2)")
     p.add_argument("--timeout-s", type=float, default=1800.0, help="give up waiting for the flows after this")
     p.set_defaults(func=run)
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 n_sites=args.sites,
                 subjects_per_site=args.subjects_per_site,
                 cycles=args.cycles,
+                tare_subjects_per_site=args.tare_subjects_per_site,
             ),
             progress=say,
         )
@@ -183,8 +190,39 @@ def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> No
         enrolled = {e.subject_id: e.site_id for e in load_enrolment(config.enrolment_file) if e.kind == "patient"}
         rep = import_outcomes(config.warehouse_dir, outcomes, enrolled, trial_id=config.trial_id)
         say(f"outcomes imported: {rep.rows_new} new, {rep.rows_unchanged} unchanged")
+    blood = trial_dir / "blood_samples.csv"
+    if blood.exists():
+        from rntflow.blood_cli import import_blood
+
+        rep, marrow = import_blood(config_path, blood)  # import, blood-based marrow doses, QA of those subjects
+        say(
+            f"blood samples imported: {rep.rows_new} new, {rep.rows_unchanged} unchanged; "
+            f"blood-based red-marrow dose for {len(marrow)} cycle(s)"
+        )
     res = dose_effect_flow(config_path)
     say(f"dose-effect report: {res['report']}")
+
+
+def tare_summary_lines(warehouse_dir: Path, truth_csv: Path) -> list[str]:
+    """Radioembolisation against the truth: predicted and delivered doses (%), lung shunt (points)."""
+    from rntflow.evaluation import compare_tare_with_truth
+
+    cmp = compare_tare_with_truth(warehouse_dir, truth_csv)
+    if cmp.empty:
+        return []
+    cmp["group"] = cmp["voi"].where(~cmp["voi"].str.startswith("Lesion_"), "Lesions")
+    cmp["abs_err"] = cmp["error_pct"].abs().fillna(cmp["error_pp"].abs())
+    cmp["unit"] = cmp["quantity"].map(lambda q: "points" if q == "lung_shunt_fraction" else "%")
+    g = (
+        cmp.groupby(["quantity", "group", "unit"])
+        .agg(n=("abs_err", "size"), median_abs_err=("abs_err", "median"), max_abs_err=("abs_err", "max"))
+        .reset_index()
+    )
+    return [
+        "",
+        "== Radioembolisation against the simulator's truth (predicted: scout x administered activity) ==",
+        g.round(1).to_string(index=False),
+    ]
 
 
 def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
@@ -208,6 +246,7 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
             .reset_index()
         )
         lines.append(g.round(1).to_string(index=False))
+    lines += tare_summary_lines(config.warehouse_dir, trial_dir / "truth_tare.csv")
     qa = read_latest(config.warehouse_dir, "qa_checks")
     lines += ["", "== QA findings (warn / fail) =="]
     if not qa.empty:

@@ -69,6 +69,51 @@ LOGISTIC_ENDPOINT_DOSE = {
 }
 
 
+def compare_tare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.DataFrame:
+    """Radioembolisation results against the simulator's truth (``truth_tare.csv``).
+
+    One row per subject, treatment, VOI and quantity: ``predicted`` and ``delivered`` mean
+    doses (Gy, ``error_pct``) from ``tare_predicted_delivered``, and the scout's
+    ``lung_shunt_fraction`` (VOI ``Lungs``; ``error_pp``: percentage points) from ``tare_plans``.
+
+    Returns columns ``subject_id, site_id, treatment, voi, quantity, value, true_value,
+    error_pct, error_pp``; empty when the warehouse has no TARE results or no truth file.
+    """
+    truth_csv = Path(truth_csv)
+    if not truth_csv.exists():
+        return pd.DataFrame()
+    truth = pd.read_csv(truth_csv)
+    pvd = read_latest(warehouse_dir, "tare_predicted_delivered")
+    plans = read_latest(warehouse_dir, "tare_plans")
+    rows = []
+    if not pvd.empty:
+        m = pvd.astype({"treatment": int}).merge(
+            truth.astype({"treatment": int}), on=["subject_id", "treatment", "voi"], suffixes=("", "_true")
+        )
+        for quantity in ("predicted", "delivered"):
+            part = m[["subject_id", "site_id", "treatment", "voi"]].assign(
+                quantity=quantity, value=m[f"{quantity}_dose_gy"], true_value=m[f"{quantity}_dose_gy_true"]
+            )
+            rows.append(part.assign(error_pct=100.0 * (part["value"] / part["true_value"] - 1.0)))
+    if not plans.empty:
+        lsf = truth.drop_duplicates(["subject_id", "treatment"])[
+            ["subject_id", "treatment", "scout_lung_shunt_fraction"]
+        ]
+        m = plans.astype({"treatment": int}).merge(lsf.astype({"treatment": int}), on=["subject_id", "treatment"])
+        part = m[["subject_id", "site_id", "treatment"]].assign(
+            voi="Lungs",
+            quantity="lung_shunt_fraction",
+            value=m["lung_shunt_fraction"],
+            true_value=m["scout_lung_shunt_fraction"],
+        )
+        rows.append(part.assign(error_pp=100.0 * (part["value"] - part["true_value"])))
+    if not rows:
+        return pd.DataFrame()
+    cols = ["subject_id", "site_id", "treatment", "voi", "quantity", "value", "true_value", "error_pct", "error_pp"]
+    out = pd.concat(rows, ignore_index=True)
+    return out.reindex(columns=cols).sort_values(["subject_id", "treatment", "quantity", "voi"]).reset_index(drop=True)
+
+
 def truth_targets(truth: dict) -> pd.DataFrame:
     """The simulator's true dose quantity behind each logistic outcome.
 
@@ -124,7 +169,7 @@ def _summary_row(endpoint: str, arm: str, quantity: str, vals) -> dict | None:
 
 def _endpoint_units(targets: pd.DataFrame, arms: dict[str, pd.DataFrame], endpoint: str, dose_col: str) -> pd.DataFrame:
     """Outcome units of one endpoint with a positive true dose and every arm's dose (a column per arm)."""
-    from rntflow.analysis.dose_effect import OUTCOME_KEY, one_row_per_outcome
+    from rntflow.analysis.arm_comparison import OUTCOME_KEY, one_row_per_outcome
 
     units = targets[targets["endpoint"] == endpoint]
     for name, de in arms.items():
@@ -146,9 +191,10 @@ def _virtual_cohort_samples(
     exclude_from_pool: Sequence[str],
 ) -> dict[tuple[str, str], list[float]]:
     """Per-repetition D50 ratios of each arm, keyed by (arm, quantity), on virtual cohorts for one endpoint."""
-    from rntflow.analysis.dose_effect import logistic_d50_point, per_site_d50
+    from rntflow.analysis.dose_logistic import logistic_d50_point
+    from rntflow.analysis.site_effect import per_site_d50
+    from rntflow.physics.ntcp import logistic_ntcp
     from rntflow.simulation.outcomes import OUTCOME_MODELS
-    from rntflow.simulation.truth import logistic_ntcp
 
     model = OUTCOME_MODELS[endpoint]
     d50, g50 = model["d50_gy"], model["gamma50"]

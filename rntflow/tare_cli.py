@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rntflow.core.constants import PRODUCTS
 from rntflow.core.errors import RntflowError
-from rntflow.dosimetry.tare import CF_CONVENTIONS, PRODUCTS, TREATMENTS, plan_partition
+from rntflow.dosimetry.tare import CF_CONVENTIONS, TREATMENTS, plan_partition
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -106,6 +106,9 @@ class TrialSpec:
     seed: int = 20261123
     trial_id: str = "RNT-DEMO-LU177"
     administered_mbq: float = 7400.0
+    #: Subjects per TARE site (two radioembolisation sites after the 177Lu ones; 0 = no TARE arm;
+    #: :mod:`rntflow.simulation.tare`).
+    tare_subjects_per_site: int = 0
 
 
 @dataclass
@@ -389,7 +392,14 @@ def simulate_trial(
             subject_counter += 1
     summary.n_subjects = subject_counter
     outcomes = draw_outcomes(truth, rng)
+    if spec.tare_subjects_per_site > 0:  # own generator: the 177Lu part above stays byte-identical
+        from rntflow.simulation.tare import simulate_tare
+
+        outcomes += simulate_tare(writer, sites, truth, enrolment, fills, say)
     _write_tables(out, spec, sites, truth, enrolment, fills, outcomes)
+    from rntflow.simulation.blood import write_blood_files  # own generator: the DICOM stays byte-identical
+
+    write_blood_files(out, truth, spec.seed)  # blood_samples.csv, truth_marrow.csv
     say(f"wrote {summary.n_studies} studies, {summary.n_files} files, {summary.n_bytes / 1e6:.1f} MB")
     return summary
 
@@ -684,9 +694,13 @@ def _cycle_truth(anat: Anatomy, kin: SubjectKinetics, admin_mbq: float, e_mev: f
 
 
 def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> dict:
-    """The trial YAML (as a dict) for these sites; ``deployments/trial.example.yaml`` is its default."""
+    """The trial YAML (as a dict) for these sites; ``deployments/trial.example.yaml`` is its default.
+
+    With ``spec.tare_subjects_per_site > 0`` the TARE sites and ``tare_arms`` are added
+    (:func:`rntflow.simulation.tare.tare_config`).
+    """
     ph_name, ph_c, ph_w = PHOTOPEAK
-    return {
+    cfg = {
         "trial_id": spec.trial_id,
         "listener": {
             "ae_title": "RNTFLOW",
@@ -760,6 +774,12 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
         },
         "dosimetry": {"engine": "voxel_dpk", "partial_volume_correction": True},
     }
+    if spec.tare_subjects_per_site > 0:
+        from rntflow.simulation.tare import tare_config
+
+        tare_site_entries, cfg["tare_arms"] = tare_config([s.site_id for s in sites])
+        cfg["sites"] += tare_site_entries
+    return cfg
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -811,6 +831,10 @@ def _write_tables(
         rows,
         ["subject_id", "site_id", "cycle", "voi", "mass_g", "tia_mbq_h", "dose_gy", "bed_gy", "method", "n_timepoints"],
     )
+    if "tare" in truth:
+        from rntflow.simulation.tare import TRUTH_TARE_COLUMNS, truth_rows
+
+        _write_csv(out / "truth_tare.csv", truth_rows(truth["tare"]), list(TRUTH_TARE_COLUMNS))
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
     (out / "trial.yaml").write_text(
         "# rntflow trial configuration written by `rntflow simulate` for this synthetic trial\n"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from scipy import integrate
 
 from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV
@@ -74,9 +73,3 @@ def sphere_rc(diameter_mm: float, fwhm_mm: float) -> float:
 
     val, _err = integrate.quad(integrand, 0.0, 2 * r_s, limit=200)
     return val / vol
-
-
-def logistic_ntcp(dose_gy: np.ndarray | float, d50_gy: float, gamma50: float) -> np.ndarray:
-    """``P = 1 / (1 + (D50/D)^(4 gamma50))`` (Okunieff et al 1995, Int J Radiat Oncol Biol Phys 32:1227)."""
-    d = np.maximum(np.asarray(dose_gy, dtype=float), 1e-9)
-    return 1.0 / (1.0 + (d50_gy / d) ** (4.0 * gamma50))

@@ -195,6 +195,8 @@ def subject_state(subj: dict[str, Any]) -> str:
         return "failed"
     if flags:
         return "attention"
+    if subj.get("tare"):  # radioembolisation: complete when every treatment has both studies and the comparison
+        return "ok" if all(t["complete"] for t in subj["tare"]) else "in_progress"
     if not subj["cycles"]:
         return "no_studies"
     if any(c["pending_h"] or not c["dose"] for c in subj["cycles"]):

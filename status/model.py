@@ -65,6 +65,7 @@ from rntflow.listener.deid import read_trial_shift_days
 from rntflow.status.calibrations import DUE_WITHIN_DAYS, calibration_states
 from rntflow.status.cycles import SubjectRows, cycle_status, subject_flags, subject_state
 from rntflow.status.queries import WarehouseSnapshot, read_inbox, read_warehouse
+from rntflow.status.tare import tare_treatments
 from rntflow.status.values import int_or_none, iso, utc
 
 #: Prefect state names counted as a failed flow run (compared case-insensitively).
@@ -363,7 +364,9 @@ def _add_failed_runs(t: _Tally, wh: WarehouseSnapshot, redact: _Redactor) -> Non
             s.failed_runs.append(rec)
 
 
-def _subject_rows(t: _Tally, config: TrialConfig, as_of: datetime, site_order: dict[str, int]) -> list[dict[str, Any]]:
+def _subject_rows(
+    t: _Tally, config: TrialConfig, as_of: datetime, site_order: dict[str, int], tare: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     windows = list(config.protocol.time_points)
     out = []
     for subj in sorted(
@@ -387,6 +390,9 @@ def _subject_rows(t: _Tally, config: TrialConfig, as_of: datetime, site_order: d
             },
             "failed_runs": subj.failed_runs,
         }
+        treatments = tare.get(subj.subject_id, [])
+        if treatments:  # a radioembolisation subject: treatments instead of cycles
+            srec["tare"] = treatments
         srec["flags"] = subject_flags(srec)
         srec["state"] = subject_state(srec)
         out.append(srec)
@@ -486,7 +492,10 @@ def coordinator_status(
             row["studies_waiting"] = row.get("studies_waiting", 0) + 1
 
     site_order = {s.id: i for i, s in enumerate(config.sites)}
-    subject_rows = _subject_rows(t, config, as_of, site_order)
+    tare = tare_treatments(wh.rows)
+    for subject_id, treatments in tare.items():  # TARE subjects with results are known even without studies rows
+        t.subject(subject_id, treatments[0]["site_id"])
+    subject_rows = _subject_rows(t, config, as_of, site_order, tare)
     site_rows = sorted(t.sites.values(), key=lambda r: (site_order.get(r["site_id"], len(site_order)), r["site_id"]))
     return {
         "trial_id": config.trial_id,

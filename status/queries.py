@@ -22,12 +22,13 @@ import duckdb
 from rntflow.core.config import TrialConfig
 from rntflow.core.errors import WarehouseError
 from rntflow.listener.status import inbox_status
+from rntflow.status.tare import TARE_QUERIES, TARE_TABLES
 from rntflow.status.values import utc
 from rntflow.warehouse.catalog import create_views
 from rntflow.warehouse.schema import TABLES
 
 #: Warehouse tables the status reads.
-_TABLES_READ = ("studies", "qa_checks", "calibrations", "flow_runs", "administrations", "voi_doses")
+_TABLES_READ = ("studies", "qa_checks", "calibrations", "flow_runs", "administrations", "voi_doses") + TARE_TABLES
 
 #: What the status takes from them (trial-filtered; ``?`` is the trial id).
 _QUERIES: dict[str, str] = {
@@ -46,6 +47,7 @@ _QUERIES: dict[str, str] = {
     " FROM administrations WHERE trial_id = ?",
     "dose_cycles": "SELECT site_id, subject_id, cycle, count(DISTINCT voi) AS n_vois FROM voi_doses"
     " WHERE trial_id = ? GROUP BY site_id, subject_id, cycle",
+    **TARE_QUERIES,
 }
 
 

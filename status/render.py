@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from rntflow.status.tare import tare_lines
 from rntflow.status.values import hours as _hours
 
 _CLOCK_TEXT = {
@@ -132,7 +133,9 @@ def _subject_lines(subjects: list[dict[str, Any]], label_w: int) -> list[str]:
         rows.append((f"  {s['subject_id']}  [{state.replace('_', ' ')}]{extra}", None))
         for f in s["failed_runs"]:
             rows.append((f"    failed: {_run_text(f, who=False)}", None))
-        if not s["cycles"]:
+        if s.get("tare"):
+            rows += [(line, None) for line in tare_lines(s["tare"])]
+        elif not s["cycles"]:
             rows.append(("    no studies processed yet", None))
         for c in s["cycles"]:
             slots, notes = _cycle_cells(c, label_w)

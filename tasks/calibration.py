@@ -1,8 +1,15 @@
-"""Prefect task for one phantom scan: load it and the fill log, analyse, update the registry."""
+"""Prefect task for one phantom scan: load it and the fill log, analyse, update the registry.
+
+The phantom image is the study's NM reconstruction or, at a PET site, its PET series (a 90Y
+uniform cylinder in Bq/mL: its cross-calibration is the vendor Bq/mL scale factor).
+:func:`quantify_pet` is the PET counterpart for patient studies: the PET in Bq/mL at
+acquisition start corrected by the camera's current calibration from the registry.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from datetime import UTC
 
 import numpy as np
@@ -14,11 +21,19 @@ from rntflow.core.config import SiteSettings, TrialConfig
 from rntflow.core.errors import DicomInputError
 from rntflow.core.fills import PhantomFill, load_phantom_fill
 from rntflow.core.qa import CheckResult, qa_row, status_if
+from rntflow.dicomio.pet import PetSeries
 from rntflow.dicomio.study import LoadedStudy, load_study
-from rntflow.harmonization.calibration import Calibration, register_calibration
-from rntflow.harmonization.headers import NmHeader, nm_to_image, parse_nm_header
+from rntflow.harmonization.calibration import Calibration, calibration_for, register_calibration
+from rntflow.harmonization.headers import NmHeader, nm_to_image, normalise_radionuclide, parse_nm_header
+from rntflow.harmonization.pet_headers import (
+    PetVolume,
+    pet_activity_concentration_bq_per_ml,
+    pet_at_acquisition_start,
+    pet_nm_header,
+)
 from rntflow.harmonization.phantom_study import PhantomCalibrationResult, analyse_nema_study, calibrate_uniform_cylinder
 from rntflow.tasks.common import calibration_history, calibration_id, calibration_rows, protocol_name
+from rntflow.tasks.timepoint import FACE_VALUE_SUFFIX
 
 
 def _phantom_outputs(header: NmHeader, study: LoadedStudy, study_id: str, fill: PhantomFill | None) -> dict:
@@ -144,6 +159,26 @@ def _analyse_nema(
     return res, history, spheres
 
 
+def _phantom_image(study: LoadedStudy, site: SiteSettings | None) -> tuple[NmHeader, sitk.Image]:
+    """The phantom's header and image: the NM reconstruction, else the PET series.
+
+    A PET series is read in Bq/mL at acquisition start and described by an :class:`NmHeader`
+    (units BQML, DecayCorrection START) for the shared cylinder and NEMA analyses.
+
+    Raises
+    ------
+    DicomInputError
+        Neither an NM reconstruction nor a PET series; a PET not in Bq/mL (Units CNTS ...).
+    """
+    if study.nm is not None:
+        header = parse_nm_header(study.nm, site.nm_units if site else None)  # sites[].nm_units: units no header states
+        return header, nm_to_image(study.nm)
+    if study.pet is not None:
+        pet = pet_at_acquisition_start(study.pet)
+        return pet_nm_header(pet), pet.image
+    raise DicomInputError("phantom study without an NM reconstruction (nor a PET series)")
+
+
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
 def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str) -> dict:
     """Analyse one phantom study and return the rows it changes.
@@ -156,11 +191,8 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
         ``checks`` (qa rows), ``study`` and ``camera`` rows.
     """
     study = load_study(study_dir)
-    if study.nm is None:
-        raise DicomInputError("phantom study without an NM reconstruction")
     site = next((s for s in config.sites if s.id == site_id), None)
-    header = parse_nm_header(study.nm, site.nm_units if site else None)  # sites[].nm_units: units no header states
-    image = nm_to_image(study.nm)
+    header, image = _phantom_image(study, site)
     values = sitk.GetArrayFromImage(image).astype(np.float64)
     sx, sy, sz = image.GetSpacing()
     spacing_zyx = (sz, sy, sx)
@@ -170,7 +202,7 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
         out["checks"].append(_no_fill_log_check(subject_id, study_id))
         return out
     history = calibration_history(config, header.camera_id)
-    pname = protocol_name(config)
+    pname = protocol_name(config, header.radionuclide)  # a 166Ho or 90Y phantom: that nuclide's protocol
     if fill.phantom_type == "uniform_cylinder":
         res, history, drift_checks = _calibrate_cylinder(
             config, site, site_id, header, values, spacing_zyx, fill, history, pname, study_id
@@ -183,3 +215,92 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
     out["checks"] += [qa_row(c, "calibration", study_id, study_id=study_id) for c in res.checks]
     out["calibrations"] = calibration_rows(config, history) if history else []
     return out
+
+
+# --------------------------------------------------------------------------- PET quantification
+
+
+@dataclass(frozen=True)
+class QuantifiedPet:
+    """A patient PET series in Bq/mL at acquisition start, cross-calibrated.
+
+    Attributes
+    ----------
+    image : SimpleITK.Image or None
+        float64 Bq/mL at ``volume.header.acquisition_start``, divided by the camera's
+        ``bqml_scale_factor``; ``None`` when the camera has no calibration for the
+        radionuclide before the scan (``status`` ``missing``).
+    volume : PetVolume
+        The vendor Bq/mL at acquisition start, the parsed :class:`PetHeader` and the notes.
+    calibration : Calibration or None
+        As applied (scale factor 1 when ``calibration.cross_calibration`` is off).
+    calibration_id : str or None
+        :func:`rntflow.tasks.common.calibration_id` of it (with the time points' face-value
+        suffix when cross-calibration is off).
+    status : {"valid", "expired", "missing"}
+    check : CheckResult
+        ``tare_calibration``: pass (valid), warn (expired, or cross-calibration off), fail (missing).
+    """
+
+    image: sitk.Image | None
+    volume: PetVolume
+    calibration: Calibration | None
+    calibration_id: str | None
+    status: str
+    check: CheckResult
+
+
+def quantify_pet(config: TrialConfig, pet: PetSeries | PetVolume, radionuclide: str | None = None) -> QuantifiedPet:
+    """The PET of a study (``LoadedStudy.pet``) in Bq/mL at acquisition start, corrected by
+    the PET camera's calibration current at the scan (warehouse ``calibrations``).
+
+    Parameters
+    ----------
+    config : TrialConfig
+    pet : PetSeries or PetVolume
+        ``LoadedStudy.pet``, or its :func:`~rntflow.harmonization.pet_headers.pet_at_acquisition_start`
+        when the caller already has it (not recomputed).
+    radionuclide : str, optional
+        Used when the header names none (e.g. the TARE arm's ``Y-90``).
+
+    Raises
+    ------
+    DicomInputError
+        The PET is not in Bq/mL, or its reference time cannot be determined
+        (:func:`rntflow.harmonization.pet_headers.pet_at_acquisition_start`).
+    """
+    volume = pet if isinstance(pet, PetVolume) else pet_at_acquisition_start(pet)
+    h = volume.header
+    nuc = normalise_radionuclide(h.radionuclide) or normalise_radionuclide(radionuclide)
+    if nuc is None:
+        raise DicomInputError(f"PET series {h.series_uid}: no radionuclide in the header and none given")
+    days = config.calibration.validity_days
+    cal, status = calibration_for(calibration_history(config, h.camera_id), h.camera_id, nuc, h.acquisition_start, days)
+    cid = calibration_id(cal) if cal is not None else None
+    exp = f"a {nuc} Bq/mL scale factor calibration of PET camera {h.camera_id} within {days} days before the scan"
+    messages = {
+        "valid": "PET cross-calibration valid",
+        "expired": "PET cross-calibration expired: doses computed with it are flagged",
+        "missing": "PET camera never cross-calibrated for this radionuclide before the scan: send the site's "
+        "uniform-cylinder phantom scan (with its fill-log row); the PET is not quantified",
+    }
+    check = CheckResult(
+        "tare_calibration",
+        {"valid": "pass", "expired": "warn", "missing": "fail"}[status],
+        f"{status} ({cid})" if cid else status,
+        exp,
+        messages[status],
+    )
+    if cal is None:
+        return QuantifiedPet(None, volume, None, None, status, check)
+    if not config.calibration.cross_calibration and cal.kind == "vendor_scale_factor":
+        cal = dataclasses.replace(cal, vendor_scale_factor=1.0)
+        cid += FACE_VALUE_SUFFIX
+        check = dataclasses.replace(
+            check,
+            status="warn",
+            value_found=f"{status} ({cid})",
+            message="cross-calibration switched off: the vendor's Bq/mL taken at face value",
+        )
+    image = pet_activity_concentration_bq_per_ml(volume, cal)
+    return QuantifiedPet(image, volume, cal, cid, status, check)

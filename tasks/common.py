@@ -15,6 +15,7 @@ from rntflow.core.calibration_policy import calibration_timeline
 from rntflow.core.config import TrialConfig, load_config
 from rntflow.core.errors import ConfigError
 from rntflow.harmonization.calibration import Calibration, series_key
+from rntflow.harmonization.headers import normalise_radionuclide
 from rntflow.tasks.products import ProductStore
 from rntflow.warehouse.writer import read_latest
 
@@ -53,9 +54,14 @@ def product_store(config: TrialConfig) -> ProductStore:
     return ProductStore(config.products_dir)
 
 
-def protocol_name(config: TrialConfig) -> str:
-    """The calibration protocol key: trial and radionuclide."""
-    return f"{config.trial_id}:{config.protocol.radionuclide}"
+def protocol_name(config: TrialConfig, radionuclide: str | None = None) -> str:
+    """The calibration protocol key: trial and radionuclide (``RNT-DEMO-LU177:Ho-166``).
+
+    ``radionuclide`` is the phantom header's (any spelling, normalised: a 166Ho cylinder at
+    a TARE site registers a 166Ho calibration); without one, the trial protocol's.
+    """
+    nuclide = (normalise_radionuclide(radionuclide) or radionuclide.strip()) if radionuclide else None
+    return f"{config.trial_id}:{nuclide or config.protocol.radionuclide}"
 
 
 def _none(x):

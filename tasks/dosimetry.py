@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from rntflow.analysis.dose_effect import population_kinetics
+from rntflow.analysis.population_kinetics import population_kinetics
 from rntflow.core.config import TrialConfig
 from rntflow.core.qa import PASS, WARN, CheckResult, qa_row, status_if
 from rntflow.dosimetry.cycle import compute_cycle_dosimetry

@@ -47,9 +47,11 @@ initialised they are computed per query):
   ``sqrt(sum sd^2) / k`` (independent errors);
 * ``dose_effect``: outcomes joined to their target: nephrotoxicity -> ``Kidneys``,
   xerostomia -> ``Parotids``, lesion_response -> that ``lesion_voi``, pfs ->
-  ``Lesions_mean``; ``effect`` is 1 for a toxicity grade at or above the endpoint's
-  :data:`EVENT_MIN_GRADE`, a CR/PR response, or a PFS event, else 0. One row per outcome and
-  engine: filter on the engine.
+  ``Lesions_mean``, liver_toxicity (TARE) -> ``Liver_Normal``; ``effect`` is 1 for a toxicity
+  grade at or above the endpoint's :data:`EVENT_MIN_GRADE`, a CR/PR response, or a PFS event,
+  else 0. One row per outcome and engine: filter on the engine. Radioembolisation subjects'
+  targets come from ``tare_doses`` (mean delivered dose summed over treatments) with engine
+  :data:`TARE_ENGINE`, so a 177Lu analysis (engines ``organ``/``sphere``) never mixes them in.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ ENDPOINT_TARGET_SQL = """CASE o.endpoint
         WHEN 'nephrotoxicity' THEN 'Kidneys'
         WHEN 'xerostomia' THEN 'Parotids'
         WHEN 'lesion_response' THEN o.lesion_voi
-        WHEN 'pfs' THEN 'Lesions_mean' END"""
+        WHEN 'pfs' THEN 'Lesions_mean'
+        WHEN 'liver_toxicity' THEN 'Liver_Normal' END"""
 
 #: The best dose method (``multi_time_point``): its rows are kept outright in ``voi_dose_cycle``,
 #: the others ranked by :func:`rntflow.core.methods.method_order_sql` (the one ranking rule).
@@ -99,7 +102,25 @@ _BEST_METHOD_SQL = "'" + METHOD_PREFERENCE[0] + "'"
 #: e.g. Bodei et al. 2008 EJNMMI 35:1847). Xerostomia: grade >= 1 (symptomatic dry mouth),
 #: the grade PSMA-RLT series report, since grade >= 2 is rare (e.g. VISION, Sartor et al.
 #: 2021 NEJM 385:1091). The simulator draws both events at these grades.
-EVENT_MIN_GRADE = {"nephrotoxicity": 2, "xerostomia": 1}
+#: Liver toxicity after radioembolisation: grade >= 3 (severe hepatotoxicity, the endpoint of
+#: TARE normal-liver NTCP studies, e.g. Strigari et al. 2010 J Nucl Med 51:1377, Chiesa et al.
+#: 2015 EJNMMI 42:1718).
+EVENT_MIN_GRADE = {"nephrotoxicity": 2, "xerostomia": 1, "liver_toxicity": 3}
+
+#: Engine of the radioembolisation doses in ``dose_effect`` (local deposition, ``tare_doses``).
+TARE_ENGINE = "local_deposition"
+
+#: Radioembolisation dose targets: each subject's delivered mean dose per lesion and for the
+#: non-tumour perfused liver, summed over treatments (``tare_doses``), in the columns of
+#: ``dose_effect_targets``.
+TARE_TARGETS_SQL = f"""
+    SELECT trial_id, site_id, subject_id, voi AS target_voi, '{TARE_ENGINE}' AS engine,
+           '{TARE_ENGINE}' AS method, count(*) AS n_cycles, sum(mean_dose_gy) AS dose_gy,
+           CAST(NULL AS DOUBLE) AS dose_sd_gy, CAST(NULL AS DOUBLE) AS bed_gy, true AS all_final,
+           1 AS n_vois
+    FROM tare_doses
+    WHERE voi = 'Liver_Normal' OR regexp_full_match(voi, 'Lesion_[0-9]+')
+    GROUP BY trial_id, site_id, subject_id, voi"""
 
 
 def catalog_path(warehouse_dir: str | Path) -> Path:
@@ -248,10 +269,14 @@ DERIVED_VIEWS: dict[str, str] = {
            CAST(CASE
                WHEN o.endpoint = 'nephrotoxicity' THEN o.grade >= {EVENT_MIN_GRADE["nephrotoxicity"]}
                WHEN o.endpoint = 'xerostomia' THEN o.grade >= {EVENT_MIN_GRADE["xerostomia"]}
+               WHEN o.endpoint = 'liver_toxicity' THEN o.grade >= {EVENT_MIN_GRADE["liver_toxicity"]}
                WHEN o.endpoint = 'lesion_response' THEN o.response IN ('CR', 'PR')
                WHEN o.endpoint = 'pfs' THEN o.event = 1 END AS INTEGER) AS effect
     FROM outcomes o
-    JOIN (SELECT * FROM dose_effect_targets WHERE {TARGETS_SQL}) t
+    JOIN (SELECT trial_id, site_id, subject_id, target_voi, engine, method, n_cycles, dose_gy, dose_sd_gy,
+                 bed_gy, all_final, n_vois
+          FROM dose_effect_targets WHERE {TARGETS_SQL}
+          UNION ALL {TARE_TARGETS_SQL}) t
       ON t.trial_id = o.trial_id AND t.subject_id = o.subject_id
      AND t.target_voi = {ENDPOINT_TARGET_SQL}""",
 }
@@ -276,7 +301,7 @@ def view_definitions(
         else:
             defs[spec.name] = _current_latest_sql(con, warehouse_dir, spec)
             defs[spec.name + "_history"] = history_sql(con, warehouse_dir, spec)
-    if {"voi_doses", "outcomes"} <= set(tables):
+    if {"voi_doses", "outcomes", "tare_doses"} <= set(tables):
         defs.update(DERIVED_VIEWS)
         for names in MATERIALISED.values():
             for name in names:

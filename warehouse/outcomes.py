@@ -9,6 +9,7 @@ endpoint           required fields
 =================  ===========================================================================
 nephrotoxicity     ``grade``: CTCAE v5 integer 0-5
 xerostomia         ``grade``: CTCAE v5 integer 0-5
+liver_toxicity     ``grade``: CTCAE v5 integer 0-5 (TARE: liver/hepatobiliary toxicity)
 lesion_response    ``lesion_voi`` (``Lesion_<n>``) and ``response`` in CR, PR, SD, PD
 pfs                ``event`` 0 (censored) or 1 (progression/death), ``time_to_event_months`` >= 0
 =================  ===========================================================================
@@ -45,7 +46,7 @@ OUTCOME_COLUMNS = (
     "time_to_event_months",
     "assessed_months",
 )
-TOXICITY_ENDPOINTS = ("nephrotoxicity", "xerostomia")
+TOXICITY_ENDPOINTS = ("nephrotoxicity", "xerostomia", "liver_toxicity")
 ENDPOINTS = TOXICITY_ENDPOINTS + ("lesion_response", "pfs")
 RESPONSES = ("CR", "PR", "SD", "PD")
 CTCAE_GRADES = range(0, 6)  # CTCAE v5.0: grades 1-5; 0 = no adverse event

@@ -44,6 +44,11 @@ BOOKKEEPING = ("result_version", "input_hash", "row_hash", "computed_at")
 UNIT_SUFFIXES: dict[str, str] = {
     "_cps_per_mbq": "cps/MBq",
     "_gy_per_gbq": "Gy/GBq",
+    "_j_per_gbq": "J/GBq",
+    "_gbq": "GBq",
+    "_kg": "kg",
+    "_fraction": "1",
+    "_ratio": "1",
     "_mbq_h": "MBq h",
     "_months": "month",
     "_mbq": "MBq",
@@ -183,6 +188,9 @@ _CYCLE = _c("cycle", pa.int16(), "Therapy cycle number, 1-based.", nullable=Fals
 _VOI = _c("voi", pa.string(), "VOI name, TG-263 for organs, Lesion_<n> for lesions.", nullable=False)
 _STUDY = _c("study_id", pa.string(), "Pseudonymised StudyInstanceUID (as de-identified by the listener).")
 _RADIONUCLIDE = _c("radionuclide", pa.string(), "Radionuclide, e.g. Lu-177.")
+_TREATMENT = _c("treatment", pa.int16(), "TARE treatment number of the subject, 1-based.", nullable=False)
+_ARM = _c("arm_id", pa.string(), "TARE arm of the trial config.")
+_DEVICE = _c("device", pa.string(), "Microsphere product.", allowed=("SIR-Spheres", "TheraSphere", "QuiremSpheres"))
 
 
 def _bookkeeping() -> tuple[Column, ...]:
@@ -218,7 +226,7 @@ def _table(
 
 
 _STATUS = STATUSES
-_ENDPOINTS = ("nephrotoxicity", "xerostomia", "lesion_response", "pfs")
+_ENDPOINTS = ("nephrotoxicity", "xerostomia", "liver_toxicity", "lesion_response", "pfs")
 _RESPONSES = ("CR", "PR", "SD", "PD")
 
 TABLES: dict[str, Table] = {
@@ -509,6 +517,102 @@ TABLES: dict[str, Table] = {
             is_result=False,
         ),
         _table(
+            "tare_plans",
+            "One radioembolisation (TARE) partition-model plan: one row per scout (work-up) study.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _TREATMENT,
+                _c("study_id", pa.string(), "The scout study planned from.", nullable=False),
+                _ARM,
+                _DEVICE,
+                _c("radionuclide", pa.string(), "Treatment radionuclide (Y-90, Ho-166)."),
+                _c("scout_agent", pa.string(), "Scout agent imaged.", allowed=("Tc-99m-MAA", "Ho-166-scout")),
+                _c("lung_shunt_fraction", pa.float64(), "Scout lung activity / (lung + liver activity), 0-1."),
+                _c(
+                    "tumour_to_normal_ratio",
+                    pa.float64(),
+                    "Scout tumour / normal-liver activity per mass (all lesions).",
+                ),
+                _c("tumour_mass_kg", pa.float64(), "All lesions' mass (CT density)."),
+                _c("normal_liver_mass_kg", pa.float64(), "Perfused non-tumoural liver (Liver_Normal) mass."),
+                _c("lung_mass_kg", pa.float64(), "Lung mass (Lungs VOI, CT density; the arm's default without one)."),
+                _c("planned_tumour_dose_gy", pa.float64(), "Mean tumour dose the plan aims at."),
+                _c("planned_activity_gbq", pa.float64(), "Partition-model activity for the planned tumour dose."),
+                _c(
+                    "administered_activity_gbq",
+                    pa.float64(),
+                    "Activity administered at this treatment (null until its post-treatment study arrives).",
+                ),
+                _c("post_study_id", pa.string(), "The post-treatment study of this treatment, once known."),
+                _c(
+                    "predicted_tumour_dose_gy",
+                    pa.float64(),
+                    "Partition-model tumour dose (all lesions) at the planned activity; the doses at the "
+                    "administered activity are in tare_predicted_delivered.",
+                ),
+                _c(
+                    "predicted_normal_liver_dose_gy",
+                    pa.float64(),
+                    "Partition-model normal-liver dose at the planned activity.",
+                ),
+                _c("predicted_lung_dose_gy", pa.float64(), "Partition-model lung dose at the planned activity."),
+                _c("prior_lung_dose_gy", pa.float64(), "Lung dose of the subject's earlier treatments."),
+                _c("cf_j_per_gbq", pa.float64(), "Dose conversion factor used."),
+                _c("cf_convention", pa.string(), "CF convention.", allowed=("product", "icrp107")),
+                _c("broken_limits", pa.string(), "Limits the plan breaks, '; '-joined ('' if none)."),
+                _c("notes", pa.string(), "Target checks and corrections, '; '-joined."),
+            ],
+            ("trial_id", "subject_id", "study_id"),
+        ),
+        _table(
+            "tare_doses",
+            "Delivered mean dose and DVH metrics of one VOI in one TARE post-treatment study "
+            "(local deposition, activity decay-corrected to administration).",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _TREATMENT,
+                _c("study_id", pa.string(), "The post-treatment study.", nullable=False),
+                _VOI,
+                _c("administered_activity_gbq", pa.float64(), "Activity administered (header)."),
+                _c(
+                    "activity_mbq", pa.float64(), "VOI activity at administration (spill-out/partial-volume corrected)."
+                ),
+                _c("mass_kg", pa.float64(), "VOI mass (CT density)."),
+                _c("mean_dose_gy", pa.float64(), "Mean absorbed dose: activity x CF / mass.", nullable=False),
+                _c("d2_gy", pa.float64(), "Minimum dose of the hottest 2 % (map as imaged)."),
+                _c("d50_gy", pa.float64(), "Median dose (map as imaged)."),
+                _c("d70_gy", pa.float64(), "Minimum dose of the hottest 70 % (map as imaged)."),
+                _c("d98_gy", pa.float64(), "Minimum dose of the hottest 98 % (map as imaged)."),
+                _c("recovery_coefficient", pa.float64(), "Partial-volume recovery applied (1 = none)."),
+                _c("cf_j_per_gbq", pa.float64(), "Dose conversion factor used."),
+                _c("calibration_id", pa.string(), "Calibration used to quantify."),
+                _c("method", pa.string(), "Dose method.", allowed=("local_deposition",)),
+            ],
+            ("trial_id", "subject_id", "study_id", "voi"),
+        ),
+        _table(
+            "tare_predicted_delivered",
+            "Planned, scout-predicted and delivered mean dose of one VOI and TARE treatment.",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _TREATMENT,
+                _VOI,
+                _c("scout_study_id", pa.string(), "The scout study."),
+                _c("post_study_id", pa.string(), "The post-treatment study."),
+                _c("planned_dose_gy", pa.float64(), "Scout shares x planned activity."),
+                _c("predicted_dose_gy", pa.float64(), "Scout shares x administered activity."),
+                _c("delivered_dose_gy", pa.float64(), "From the post-treatment image."),
+                _c("delivered_to_predicted_ratio", pa.float64(), "delivered_dose_gy / predicted_dose_gy."),
+            ],
+            ("trial_id", "subject_id", "treatment", "voi"),
+        ),
+        _table(
             "flow_runs",
             "One Prefect flow run, for the coordinator's status.",
             [
@@ -527,6 +631,92 @@ TABLES: dict[str, Table] = {
             ],
             ("trial_id", "flow_run_id"),
             site_partitioned=False,
+        ),
+        _table(
+            "blood_samples",
+            "One whole-blood activity concentration sample of a subject's cycle (imported from the "
+            "trial's blood-sample CSV, `rntflow blood import`).",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _c("t_h", pa.float64(), "Sampling time after the start of administration.", nullable=False),
+                _c(
+                    "activity_per_ml_mbq",
+                    pa.float64(),
+                    "Activity concentration in whole blood: MBq in one mL (as measured, not decay-corrected).",
+                    nullable=False,
+                ),
+                _c(
+                    "excluded",
+                    pa.bool_(),
+                    "True when a later import of the cycle no longer lists this sample (kept, not used).",
+                ),
+            ],
+            ("trial_id", "subject_id", "cycle", "t_h"),
+            is_result=False,
+        ),
+        _table(
+            "marrow_doses",
+            "Red-marrow absorbed dose of one cycle by one method: blood-based (EANM, method blood) "
+            "beside the image-based Bone_Marrow VOI dose of each engine (method image, copied from voi_doses).",
+            [
+                _TRIAL,
+                _SITE,
+                _SUBJECT,
+                _CYCLE,
+                _c("method", pa.string(), "Marrow dosimetry method.", nullable=False, allowed=("blood", "image")),
+                _c(
+                    "engine",
+                    pa.string(),
+                    "blood: the blood method; image: the voi_doses engine of the Bone_Marrow dose.",
+                    nullable=False,
+                ),
+                _c(
+                    "kinetics_model",
+                    pa.string(),
+                    "blood: the blood TAC model (mono_exp, bi_exp, trapezoid); image: the voi_doses kinetics method.",
+                ),
+                _c("dose_gy", pa.float64(), "Red-marrow absorbed dose in this cycle.", nullable=False),
+                _c("dose_sd_gy", pa.float64(), "Standard uncertainty of the dose (blood: from the blood fit)."),
+                _c("self_dose_gy", pa.float64(), "blood: marrow self-dose (electrons absorbed locally)."),
+                _c("cross_dose_gy", pa.float64(), "blood: photon cross-dose from the remainder of body."),
+                _c("tiac_per_ml_mbq_h", pa.float64(), "blood: time-integrated activity in one mL of blood (MBq h/mL)."),
+                _c("tiac_sd_per_ml_mbq_h", pa.float64(), "blood: standard uncertainty of the blood TIAC (MBq h/mL)."),
+                _c("tia_mbq_h", pa.float64(), "Red-marrow TIA (blood: TIAC x RMBLR x mass; image: the VOI's TIA)."),
+                _c("remainder_tia_mbq_h", pa.float64(), "blood: remainder-of-body TIA of the cross-dose."),
+                _c(
+                    "whole_body_source",
+                    pa.string(),
+                    "blood: where the whole-body TIA came from.",
+                    allowed=("measured", "image_vois+blood_pool"),
+                ),
+                _c("mass_g", pa.float64(), "Red-marrow (blood: ICRP 89 reference) or VOI (image) mass used."),
+                _c(
+                    "blood_effective_half_life_h", pa.float64(), "blood: terminal effective half-life of the blood TAC."
+                ),
+                _c("n_samples", pa.int16(), "blood: blood samples fitted."),
+                _c("fallback_reason", pa.string(), "blood: why the blood TIAC is the conservative fallback, if it is."),
+                _c(
+                    "settings_json",
+                    pa.string(),
+                    "blood: RMBLR, reference sex, S(RM<-RB) (Gy per MBq h) and body mass used, as JSON text.",
+                ),
+                _c("administered_activity_mbq", pa.float64(), "Activity administered in this cycle."),
+                _c(
+                    "final",
+                    pa.bool_(),
+                    "image: the voi_doses row's final flag; blood: the cycle's image doses' flag "
+                    "(their TIAs feed the whole-body TIA), True when the cycle has none.",
+                ),
+                _c(
+                    "withdrawn",
+                    pa.bool_(),
+                    "blood: True when the cycle no longer has usable blood samples (kept for history, not used).",
+                ),
+            ],
+            ("trial_id", "subject_id", "cycle", "method", "engine"),
         ),
     )
 }

@@ -283,6 +283,8 @@ def test_arrival_order_does_not_change_the_warehouse(pipeline, small_trial, tmp_
         f"dose max |rel diff| {None if rel is None else rel.max():.2e}; calibrations equal: "
         f"{got['cals'].equals(want['cals'])}"
     )
+    if rel is not None:
+        print(rel.sort_values(ascending=False).head(12).to_string())
     assert list(got["doses"].index) == list(want["doses"].index)
     assert list(got["cals"].index) == list(want["cals"].index)
     assert got["cals"].to_numpy(dtype=float) == pytest.approx(want["cals"].to_numpy(dtype=float), rel=1e-6, nan_ok=True)

@@ -9,17 +9,11 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from rntflow.analysis.dose_effect import (
-    compare_arms,
-    dose_response_by_site,
-    fit_logistic_dose,
-    lesion_response_fit,
-    logistic_d50_point,
-    per_site_d50,
-    pfs_vs_dose,
-    population_kinetics,
-    site_effect_test,
-)
+from rntflow.analysis.arm_comparison import compare_arms
+from rntflow.analysis.dose_logistic import fit_logistic_dose, lesion_response_fit, logistic_d50_point
+from rntflow.analysis.population_kinetics import population_kinetics
+from rntflow.analysis.site_effect import dose_response_by_site, per_site_d50, site_effect_test
+from rntflow.analysis.survival import pfs_vs_dose
 
 # Kidney-like NTCP: kidney limits 23-40 Gy (de Wit-van der Veen, de Vries-Huizing and Stokkel, "Current status
 # of clinical dosimetry and personalized radionuclide therapy", NKI Amsterdam review).

@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 from scipy.integrate import quad
 
-from rntflow.analysis.dose_effect import ntcp_logistic
 from rntflow.analysis.figures import svg_figure
-from rntflow.analysis.reports import NONE_TEXT, subject_report_html, trial_report_html
+from rntflow.analysis.report_values import NONE_TEXT
+from rntflow.analysis.subject_report import subject_report_html
 from rntflow.analysis.tac_curves import tac_curve
+from rntflow.analysis.trial_report import trial_report_html
 from rntflow.dosimetry.cycle import compute_cycle_dosimetry
 from rntflow.dosimetry.cycle_types import CycleSettings, TimePoint, Voi
+from rntflow.physics.ntcp import logistic_ntcp as ntcp_logistic
 
 SUBJECT = "SITE01-S07"
 SITE = "SITE01"
@@ -380,7 +382,7 @@ def test_subject_report_has_methods(subject_html):
 
 def test_methods_quote_the_code_they_describe(subject_html):
     """The methods text takes the method order, chi-square quantile and jitter from the code."""
-    from rntflow.analysis.dose_effect import CHI2_1_95
+    from rntflow.analysis.dose_logistic import CHI2_1_95
     from rntflow.analysis.figures import JITTER
     from rntflow.core.methods import METHOD_PREFERENCE
 

@@ -41,9 +41,13 @@ CAM_GE = "GE MEDICAL SYSTEMS|Discovery NM/CT 670 Pro|GE-670-2002"
 CAM_GE_B = "GE MEDICAL SYSTEMS|Discovery NM/CT 670 Pro|GE-670-2003"
 
 
-def write_trial(root: Path) -> Path:
-    """The example trial config copied under ``root`` with its data paths there."""
+def write_trial(root: Path, tare: bool = False) -> Path:
+    """The example trial config copied under ``root`` with its data paths there (its 177Lu
+    sites only unless ``tare``: the radioembolisation sites have a test of their own)."""
     raw = yaml.safe_load(EXAMPLE.read_text())
+    if not tare:
+        raw["sites"] = [s for s in raw["sites"] if s["id"] in ("SITE01", "SITE02", "SITE03")]
+        raw.pop("tare_arms", None)
     raw["paths"] = {
         "spool": "data/spool",
         "warehouse": "data/warehouse",
@@ -568,3 +572,56 @@ def test_subject_not_in_enrolment_is_flagged(tmp_path):
     assert subjects["RNT-003-9999"]["enrolled"] is False
     assert "not_enrolled" in subjects["RNT-003-9999"]["flags"]
     assert subjects["RNT-003-9999"]["cycles"][0]["pending_h"] == [24, 96, 168]
+
+
+def test_a_tare_subject_shows_scout_plan_post_treatment_and_predicted_vs_delivered(tmp_path):
+    """Issue 18: a radioembolisation subject is shown by treatment (scout and plan, post-treatment
+    doses, predicted vs delivered), not as cycles of time points; one still missing its
+    post-treatment study is in progress and says what it waits for."""
+    path = write_trial(tmp_path, tare=True)
+    cfg = load_config(path)
+    with cfg.enrolment_file.open("a") as fh:
+        fh.write("SITE04,HO-PAT-1,RNT-04001,patient\nSITE04,HO-PAT-2,RNT-04002,patient\n")
+    wh = cfg.warehouse_dir
+    base = {"trial_id": TRIAL, "site_id": "SITE04"}
+    plans = [
+        {
+            **base,
+            "subject_id": sid,
+            "treatment": 1,
+            "study_id": f"SC-{sid}",
+            "arm_id": "TARE-HO166",
+            "device": "QuiremSpheres",
+            "radionuclide": "Ho-166",
+            "scout_agent": "Ho-166-scout",
+            "lung_shunt_fraction": lsf,
+            "planned_activity_gbq": gbq,
+            "broken_limits": broken,
+        }
+        for sid, lsf, gbq, broken in (("RNT-04001", 0.035, 2.23, ""), ("RNT-04002", 0.31, 1.89, "lung 34.1 Gy > 30 Gy"))
+    ]
+    load_table(wh, "tare_plans", pd.DataFrame(plans))
+    doses = [
+        {**base, "subject_id": "RNT-04001", "treatment": 1, "study_id": "PT-1", "voi": v,
+         "administered_activity_gbq": 2.18, "mean_dose_gy": d}
+        for v, d in (("Lesion_1", 125.0), ("Lesion_2", 40.0), ("Liver_Normal", 19.8), ("Lungs", 1.5))
+    ]  # fmt: skip
+    load_table(wh, "tare_doses", pd.DataFrame(doses))
+    pvd = [
+        {**base, "subject_id": "RNT-04001", "treatment": 1, "voi": v, "scout_study_id": "SC-RNT-04001",
+         "post_study_id": "PT-1", "predicted_dose_gy": p, "delivered_dose_gy": d}
+        for v, p, d in (("Lesion_1", 119.0, 125.0), ("Lesion_2", 44.0, 40.0), ("Liver_Normal", 20.1, 19.8))
+    ]  # fmt: skip
+    load_table(wh, "tare_predicted_delivered", pd.DataFrame(pvd))
+    status = coordinator_status(cfg, now=AS_OF)
+    subjects = _subjects(status)
+    done, waiting = subjects["RNT-04001"], subjects["RNT-04002"]
+    assert [t["complete"] for t in done["tare"]] == [True]
+    assert done["tare"][0]["delivered_gy"]["Lesions_mean"] == pytest.approx(82.5)
+    assert waiting["tare"][0]["missing"] == ["post-treatment study", "predicted vs delivered"]
+    assert waiting["state"] == "in_progress" and not waiting["cycles"]
+    text = format_coordinator_status(status, width=140)
+    assert "treatment 1: scout SC-RNT-04001: LSF 3.5 %, plan 2.23 GBq" in text
+    assert "delivered tumour 82 Gy (predicted 82)" in text and "normal liver 20 Gy (predicted 20)" in text
+    assert "limits: lung 34.1 Gy > 30 Gy" in text and "waiting for: post-treatment study" in text
+    assert "no studies processed yet" not in text.split("RNT-04001")[1].split("RNT-04002")[0]
