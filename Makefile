@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SYSPKGS := dcmtk dicom3tools orthanc
+SYSPKGS := dcmtk dicom3tools orthanc postgresql
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -28,9 +28,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian tools: dcmtk (storescu/storescp), dicom3tools (dciodvfy), orthanc (a real PACS).
+# Debian tools: dcmtk (storescu/storescp), dicom3tools (dciodvfy), orthanc (a real PACS),
+# postgresql (Prefect's production database, in the scale-out test).
 sysdeps:
-	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! [ -x /usr/sbin/Orthanc ]; then \
+	@if ! command -v storescu >/dev/null || ! command -v dciodvfy >/dev/null || ! [ -x /usr/sbin/Orthanc ] \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  echo "installing Debian packages: $(SYSPKGS)"; \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(SYSPKGS); \

@@ -219,9 +219,14 @@ def per_study(client, root_ids: set) -> list[dict]:
         return fr.id
 
     roots = {r.id: root_of(r) for r in runs}
+    # a subflow call is also a task run of its parent (whose run time is the subflow's): the
+    # subflow's own task runs are counted instead
+    placeholders = {r.parent_task_run_id for r in runs if r.parent_task_run_id is not None}
     task_s: dict = {}
     n_tasks: dict = {}
     for t in tasks:
+        if t.id in placeholders:
+            continue
         rid = roots.get(t.flow_run_id)
         task_s[rid] = task_s.get(rid, 0.0) + (t.total_run_time or timedelta()).total_seconds()
         n_tasks[rid] = n_tasks.get(rid, 0) + 1

@@ -116,9 +116,20 @@ def partition_activity_gbq(
     return d_t * (m_n + m_t * r) / (cf * r * (1.0 - lsf))
 
 
-def _over(value: float, limit: float) -> bool:
-    """``value > limit`` beyond floating-point round-off (a plan at the limit passes)."""
-    return value > limit * (1.0 + 1e-9)
+#: Relative tolerance of every comparison of a plan with a limit or a target: the partition
+#: model's algebra reproduces a plan made AT a limit or target only to floating-point
+#: round-off, and such a plan neither breaks the limit nor misses the target.
+ROUND_OFF_REL_TOL = 1e-9
+
+
+def exceeds(value: float, limit: float) -> bool:
+    """``value > limit`` beyond round-off (:data:`ROUND_OFF_REL_TOL`): a plan at the limit passes."""
+    return value > limit * (1.0 + ROUND_OFF_REL_TOL)
+
+
+def falls_short(value: float, target: float) -> bool:
+    """``value < target`` beyond round-off (:data:`ROUND_OFF_REL_TOL`): a plan at the target reaches it."""
+    return value < target * (1.0 - ROUND_OFF_REL_TOL)
 
 
 def _limit_checks(
@@ -141,7 +152,7 @@ def _limit_checks(
             plan.notes.append(
                 f"ablative target: not given for {product} (de Wit-van der Veen et al Table 1: not mentioned)"
             )
-        elif plan.tumour_dose_gy < lim.ablative_target_min_gy:
+        elif falls_short(plan.tumour_dose_gy, lim.ablative_target_min_gy):
             plan.notes.append(
                 f"tumour {plan.tumour_dose_gy:.1f} Gy below the ablative target "
                 f"> {lim.ablative_target_min_gy:.0f} Gy ({product})"
@@ -152,18 +163,18 @@ def _limit_checks(
             if (pretreated and lim.parenchyma_pretreated_limit_gy)
             else lim.parenchyma_limit_gy
         )
-        if _over(plan.normal_liver_dose_gy, par):
+        if exceeds(plan.normal_liver_dose_gy, par):
             plan.broken_limits.append(f"normal liver {plan.normal_liver_dose_gy:.1f} Gy > {par:.0f} Gy ({product})")
         lo, hi = lim.tumour_target_gy
-        if plan.tumour_dose_gy < lo:
+        if falls_short(plan.tumour_dose_gy, lo):
             plan.notes.append(f"tumour {plan.tumour_dose_gy:.1f} Gy below the target {lo:.0f}-{hi:.0f} Gy ({product})")
-    if _over(plan.lung_dose_gy, lim.lung_limit_gy):
+    if exceeds(plan.lung_dose_gy, lim.lung_limit_gy):
         plan.broken_limits.append(f"lung {plan.lung_dose_gy:.1f} Gy > {lim.lung_limit_gy:.0f} Gy (single treatment)")
-    if lung_cumulative_limit_gy is not None and _over(plan.cumulative_lung_dose_gy, lung_cumulative_limit_gy):
+    if lung_cumulative_limit_gy is not None and exceeds(plan.cumulative_lung_dose_gy, lung_cumulative_limit_gy):
         plan.broken_limits.append(
             f"cumulative lung {plan.cumulative_lung_dose_gy:.1f} Gy > {lung_cumulative_limit_gy:.0f} Gy (trial setting)"
         )
-    if max_lung_shunt_fraction is not None and _over(lsf, max_lung_shunt_fraction):
+    if max_lung_shunt_fraction is not None and exceeds(lsf, max_lung_shunt_fraction):
         plan.broken_limits.append(f"lung shunt fraction {lsf:.3f} > {max_lung_shunt_fraction:.3f} (trial setting)")
 
 

@@ -22,7 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 from rntflow.core.locks import named_lock
 from rntflow.core.qa import FAIL
 from rntflow.tasks.common import Context, artifact_key, trial_config
-from rntflow.tasks.tare import quantify_tare_study, tare_subject_plans
+from rntflow.tasks.tare import tare_subject_plans
+from rntflow.tasks.tare_quantify import quantify_tare_study
 from rntflow.tasks.warehouse import load_rows
 
 

@@ -84,6 +84,78 @@ def _rejection_reason(pdu: A_ASSOCIATE_RJ) -> tuple[str, bool]:
     return (f"{'permanent' if permanent else 'transient'} rejection by {pdu.source_str}: {pdu.reason_str}", permanent)
 
 
+#: Associations tried per study: a lost association (no response within
+#: :data:`DIMSE_TIMEOUT_S`, an abort) is retried for the instances not yet acknowledged, as a
+#: PACS retries; what was acknowledged is on the receiver's disk and is not sent again.
+STUDY_ATTEMPTS = 3
+#: Seconds to wait for each C-STORE response (pynetdicom's default is 30 s): a receiver that
+#: checks, stores and fsyncs before it answers can take longer on a loaded machine.
+DIMSE_TIMEOUT_S = 120.0
+
+
+def _send_study(
+    study_uid: str,
+    files: list[tuple[Path, str, str]],
+    host: str,
+    port: int,
+    calling_aet: str,
+    called_aet: str,
+    tls_context,
+    report: PushReport,
+) -> tuple[list[tuple[Path, str, str]], list[PushFailure], tuple[str, bool] | None]:
+    """One association for ``files``: (files to send again, failures, refusal (reason, permanent) or None).
+
+    Files whose C-STORE got no response because the association was lost are returned to be
+    sent again; a file the receiver answered with a failure status is a failure, not resent.
+    """
+    ae = AE(ae_title=calling_aet)
+    ae.dimse_timeout = DIMSE_TIMEOUT_S
+    contexts = sorted({(c, t) for _p, c, t in files})
+    if len(contexts) > 128:
+        raise PushError(f"study {study_uid}: more than 128 presentation contexts needed")
+    ae.requested_contexts = [build_context(c, [t]) for c, t in contexts]
+    kwargs = {"ae_title": called_aet}
+    if tls_context is not None:
+        kwargs["tls_args"] = (tls_context, host)
+    rejected: list[A_ASSOCIATE_RJ] = []
+    kwargs["evt_handlers"] = [
+        (
+            evt.EVT_PDU_RECV,
+            lambda event, seen=rejected: seen.append(event.pdu) if isinstance(event.pdu, A_ASSOCIATE_RJ) else None,
+        )
+    ]
+    assoc = ae.associate(host, port, **kwargs)
+    if not assoc.is_established:
+        permanent = False
+        if assoc.is_rejected and rejected:
+            reason, permanent = _rejection_reason(rejected[0])
+        else:
+            reason = f"aborted, or no connection to {host}:{port}"  # pynetdicom reports both as aborted
+        failures = [PushFailure(str(path), study_uid, f"association {reason}") for path, _c, _t in files]
+        return [], failures, (reason, permanent)
+    failures: list[PushFailure] = []
+    resend: list[tuple[Path, str, str]] = []
+    try:
+        for i, item in enumerate(files):
+            if not assoc.is_established:
+                resend += files[i:]
+                break
+            status = assoc.send_c_store(dcmread(item[0]))
+            report.sent += 1
+            code = getattr(status, "Status", None)
+            if code is None:
+                resend.append(item)
+            elif code in (0x0000, 0xB000, 0xB007, 0xB006):
+                report.stored += 1
+            else:
+                comment = getattr(status, "ErrorComment", "")
+                failures.append(PushFailure(str(item[0]), study_uid, f"0x{code:04X} {comment}".strip()))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return resend, failures, None
+
+
 def push_tree(
     root: str | Path,
     host: str,
@@ -125,30 +197,20 @@ def push_tree(
     report.skipped_files = [str(p) for p, _c, _t in studies.pop("", [])]
     for study_uid, files in studies.items():
         report.studies += 1
-        ae = AE(ae_title=calling_aet)
-        contexts = sorted({(c, t) for _p, c, t in files})
-        if len(contexts) > 128:
-            raise PushError(f"study {study_uid}: more than 128 presentation contexts needed")
-        ae.requested_contexts = [build_context(c, [t]) for c, t in contexts]
-        kwargs = {"ae_title": called_aet}
-        if tls_context is not None:
-            kwargs["tls_args"] = (tls_context, host)
-        rejected: list[A_ASSOCIATE_RJ] = []
-        kwargs["evt_handlers"] = [
-            (
-                evt.EVT_PDU_RECV,
-                lambda event, seen=rejected: seen.append(event.pdu) if isinstance(event.pdu, A_ASSOCIATE_RJ) else None,
+        stored_before = report.stored
+        pending, failures, refusal = list(files), [], None
+        for attempt in range(1, STUDY_ATTEMPTS + 1):
+            pending, failed, refusal = _send_study(
+                study_uid, pending, host, port, calling_aet, called_aet, tls_context, report
             )
-        ]
-        assoc = ae.associate(host, port, **kwargs)
-        if not assoc.is_established:
-            permanent = False
-            if assoc.is_rejected and rejected:
-                reason, permanent = _rejection_reason(rejected[0])
-            else:
-                reason = f"aborted, or no connection to {host}:{port}"  # pynetdicom reports both as aborted
-            for path, _c, _t in files:
-                report.failures.append(PushFailure(str(path), study_uid, f"association {reason}"))
+            failures += failed
+            if refusal is not None or not pending or attempt == STUDY_ATTEMPTS:
+                break
+            if progress:  # a lost association (e.g. a response timeout): resend what was not acknowledged
+                progress(f"study ...{study_uid[-12:]}: association lost, resending {len(pending)} instance(s)")
+        report.failures += failures
+        if refusal is not None:
+            reason, permanent = refusal
             if reason not in report.rejections:
                 report.rejections.append(reason)
                 if progress:
@@ -156,26 +218,9 @@ def push_tree(
             if permanent:
                 break
             continue
-        stored = 0
-        try:
-            for path, _c, _t in files:
-                ds = dcmread(path)
-                status = assoc.send_c_store(ds)
-                report.sent += 1
-                code = getattr(status, "Status", None)
-                if code is None:
-                    report.failures.append(PushFailure(str(path), study_uid, "no response (association lost)"))
-                    if not assoc.is_established:
-                        break
-                elif code in (0x0000, 0xB000, 0xB007, 0xB006):
-                    stored += 1
-                else:
-                    comment = getattr(status, "ErrorComment", "")
-                    report.failures.append(PushFailure(str(path), study_uid, f"0x{code:04X} {comment}".strip()))
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        report.stored += stored
+        report.failures += [
+            PushFailure(str(path), study_uid, "no response (association lost)") for path, _c, _t in pending
+        ]
         if progress:
-            progress(f"study ...{study_uid[-12:]}: {stored}/{len(files)} stored")
+            progress(f"study ...{study_uid[-12:]}: {report.stored - stored_before}/{len(files)} stored")
     return report

@@ -178,6 +178,24 @@ def test_partition_model_worked_cases(product, d_t, m_n, m_t, r, lsf, a_expected
     assert planned["Lungs"] == pytest.approx(plan.lung_dose_gy)
 
 
+@pytest.mark.parametrize(
+    ("product", "treatment", "d_t"),
+    [("SIR-Spheres", "standard", 100.0), ("SIR-Spheres", "ablative", 150.0), ("TheraSphere", "ablative", 400.0)],
+)
+def test_a_plan_at_the_target_is_not_below_it(product, treatment, d_t):
+    """The algebra gives back the planned dose only to round-off (a hair below for some masses
+    and ratios): no "below the target" note for a plan made AT the target; one just below it."""
+    for m_t in (0.1, 0.2, 0.33, 0.7):
+        for r in (1.3, 2.0, 3.0, 4.7):
+            for lsf in (0.0, 0.05, 0.13):
+                plan = plan_partition(d_t, 1.5, m_t, r, lsf, product=product, treatment=treatment, raise_on_limit=False)
+                assert not [n for n in plan.notes if n.startswith("tumour ")], (m_t, r, lsf, plan.notes)
+    low = plan_partition(
+        d_t * (1 - 1e-6), 1.5, 0.2, 3.0, 0.05, product=product, treatment=treatment, raise_on_limit=False
+    )
+    assert [n for n in low.notes if n.startswith("tumour ")]
+
+
 def test_decay_to_administration():
     assert decay_factor_to_administration(26.8, 26.8) == pytest.approx(2.0)
     assert decay_factor_to_administration(64.1, 0.0) == 1.0

@@ -22,9 +22,10 @@ import pytest
 import yaml
 
 from rntflow.core.config import load_config
+from rntflow.dosimetry.tare_treatments import POST, SCOUT, TareRecord, treatment_numbers
 from rntflow.flows.tare import tare_summary_markdown
 from rntflow.simulation.trial import TrialSpec, simulate_trial
-from rntflow.tasks.tare import POST, SCOUT, TareRecord, save_record, tare_subject_plans, treatment_numbers
+from rntflow.tasks.tare import save_record, tare_subject_plans
 
 # --------------------------------------------------------------------------- fast: records only
 
@@ -290,6 +291,21 @@ def test_every_planted_breach_is_flagged(tare_run):
                 & (qa["scope_id"] == f"{r.subject_id}/{plan['study_id']}/{r.voi}")
             ]
             assert list(rows["status"]) == ["warn"]
+            # and delivered far below it: flagged on the post-treatment study despite the
+            # delivered-dose tolerance (vial residual, quantification)
+            rows = qa[
+                (qa["check_name"] == "tare_tumour_dose")
+                & (qa["scope_id"] == f"{r.subject_id}/{plan['post_study_id']}/{r.voi}")
+            ]
+            assert list(rows["status"]) == ["warn"], rows[["value_found", "message"]]
+    # a delivered tumour dose within the tolerance of the target (administered = planned less
+    # the vial residual) is not a finding
+    delivered = qa[(qa["check_name"] == "tare_tumour_dose") & qa["value_found"].str.endswith("(delivered)")]
+    dose_gy = delivered["value_found"].str.split(" ").str[0].astype(float)
+    target_gy = delivered["value_expected"].str.split(" ").str[1].astype(float)
+    near = delivered[(dose_gy >= 0.9 * target_gy) & (dose_gy < target_gy)]
+    assert set(near["status"]) <= {"pass"}, near[["scope_id", "value_found"]]
+    assert set(delivered[dose_gy < 0.9 * target_gy]["status"]) <= {"warn"}
 
 
 @pytest.mark.slow
