@@ -17,7 +17,7 @@ push, ``process-study`` flows in the ingest worker) and :func:`rntflow.demo.clos
 (e) timings.
 
 Run: ``.venv/bin/python benchmarks/bench_tare.py --tare-subjects 12`` (writes everything under
-``/tmp/bench_tare``; the report goes to stdout and to ``benchmarks/TARE_RESULTS.md``). A trial
+``/tmp/bench_tare``; the report goes to stdout and to ``/tmp/bench_tare/TARE_RESULTS.md``, copied into BENCHMARKS.md). A trial
 already simulated under ``--out`` with the same sizes is reused (its simulate time is the one
 recorded then) unless ``--fresh``.
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import socket
@@ -48,9 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="simulator seed (default: TrialSpec's)")
     p.add_argument("--out", default="/tmp/bench_tare", help="work folder (default /tmp/bench_tare)")
     p.add_argument("--timeout-s", type=float, default=3600.0, help="give up waiting for the flows after this")
-    p.add_argument("--results", default=str(ROOT / "benchmarks" / "TARE_RESULTS.md"), help="Markdown output")
+    p.add_argument(
+        "--results", default="/tmp/bench_tare/TARE_RESULTS.md", help="Markdown output (BENCHMARKS.md holds a copy)"
+    )
     p.add_argument("--fresh", action="store_true", help="delete --out first (simulate again)")
     p.add_argument("--simulate-only", action="store_true", help="stop after simulating")
+    p.add_argument(
+        "--report-only", action="store_true", help="no run: rebuild the report from the last run under --out"
+    )
     return p.parse_args(argv)
 
 
@@ -217,7 +223,9 @@ def section_agreement(wh: Path, trial: Path, scout_of_site: dict[str, str]) -> l
             p = pvd[(pvd["site_id"] == site) & sel(pvd["voi"])] if not pvd.empty else pd.DataFrame()
             pipe = agreement(p["delivered_to_predicted_ratio"]) if not p.empty else {"n": 0}
             tru = agreement(t["ratio"])
-            for source, a in (("pipeline", pipe), ("truth", tru)):
+            same = t.merge(p[["subject_id", "voi"]], on=["subject_id", "voi"]) if not p.empty else t.iloc[:0]
+            both = agreement(same["ratio"])
+            for source, a in (("pipeline", pipe), ("truth, same VOIs", both), ("truth, all subjects", tru)):
                 rows.append({"VOI": group, "scout": agent, "site": site, "source": source, **a})
     tab = pd.DataFrame(rows)
     out += [
@@ -266,6 +274,10 @@ def _truth_fits(trial: Path, scout_site_device: dict[str, str]) -> pd.DataFrame:
     )
     tox["effect"] = (tox["grade"] >= 3).astype(int)
     for endpoint, part in (("lesion_response", les), ("liver_toxicity", tox)):
+        if part["effect"].nunique() < 2:
+            note = f"{len(part)} outcomes, {int(part['effect'].sum())} events: not estimable"
+            rows.append(pd.DataFrame([{"endpoint": endpoint, "site_id": "pooled", "note": note}]))
+            continue
         try:
             t = dose_response_by_site(part, dose_col="delivered_dose_gy")
         except (ValueError, ZeroDivisionError) as exc:
@@ -273,6 +285,12 @@ def _truth_fits(trial: Path, scout_site_device: dict[str, str]) -> pd.DataFrame:
             continue
         rows.append(t.assign(endpoint=endpoint, n_events=t["n_events"]))
     return pd.concat(rows, ignore_index=True)
+
+
+def _part_of(part: pd.DataFrame, site: str) -> pd.DataFrame:
+    if part is None or part.empty:
+        return pd.DataFrame({"effect": []})
+    return part if site == "pooled" else part[part["site_id"] == site]
 
 
 def section_dose_effect(wh: Path, trial: Path, site_device: dict[str, str]) -> list[str]:
@@ -327,8 +345,8 @@ def section_dose_effect(wh: Path, trial: Path, site_device: dict[str, str]) -> l
             r = {
                 "endpoint": endpoint,
                 "fit": site if site == "pooled" else f"{site} ({dev})",
-                "n": int(f["n"].iloc[0]) if len(f) else 0,
-                "events": int(f["n_events"].iloc[0]) if len(f) else 0,
+                "n": int(f["n"].iloc[0]) if len(f) else len(_part_of(part, site)),
+                "events": int(f["n_events"].iloc[0]) if len(f) else int(_part_of(part, site)["effect"].sum()),
                 "D50 (Gy) [95 % CI]": (
                     f"{f['d50_gy'].iloc[0]:.0f} [{f['d50_ci_low_gy'].iloc[0]:.0f}, {f['d50_ci_high_gy'].iloc[0]:.0f}]"
                     if len(f)
@@ -352,6 +370,9 @@ def section_dose_effect(wh: Path, trial: Path, site_device: dict[str, str]) -> l
                 ),
             }
             rows.append(r)
+    if not truth_fit.empty and "note" in truth_fit:
+        for r in truth_fit[truth_fit["note"].notna()].itertuples():
+            out += [f"Fit on true doses, {r.endpoint}: {r.note}", ""]
     out += [
         "Refit of the same view with `dose_response_by_site` on `dose_effect_frame(wh, engines=(TARE_ENGINE,))` "
         "(pipeline doses), the same fit on the simulator's true delivered doses and outcomes (what the "
@@ -367,6 +388,21 @@ def section_dose_effect(wh: Path, trial: Path, site_device: dict[str, str]) -> l
 
 #: planted VOI -> the QA check(s) that should flag it
 EXPECTED_CHECKS = {"Lungs": ("tare_lung_dose",), "Liver_Normal": ("tare_normal_liver_dose",)}
+
+
+def _truth_for_flag(truth: pd.DataFrame, r) -> str:
+    """The simulator's value behind a tare_tumour_dose flag: the lesion's planned dose, or the
+    mass-weighted delivered dose of all lesions (what the check's value is)."""
+    t = truth[truth["subject_id"] == r.subject_id]
+    if r.check_name != "tare_tumour_dose":
+        return ""
+    voi = str(r.scope_id).rsplit("/", 1)[-1]
+    col = "planned_dose_gy" if "planned" in str(r.value_found) else "delivered_dose_gy"
+    if voi.startswith("Lesion_"):
+        row = t[t["voi"] == voi]
+        return f"{row[col].iloc[0]:.1f} ({col.split('_')[0]})" if len(row) else ""
+    les = t[t["voi"].str.startswith("Lesion_")]
+    return f"{(les[col] * les['mass_kg']).sum() / les['mass_kg'].sum():.1f} ({col.split('_')[0]}, all lesions)"
 
 
 def section_qa(wh: Path, trial: Path) -> list[str]:
@@ -399,7 +435,10 @@ def section_qa(wh: Path, trial: Path) -> list[str]:
                 )
                 if len(mine)
                 else "",
-                "plan broken_limits": "; ".join(str(x) for x in p["broken_limits"].fillna(""))
+                "plan broken_limits / notes": (
+                    "; ".join(str(x) for x in p["broken_limits"].fillna(""))
+                    or "; ".join(str(x) for x in p["notes"].fillna(""))
+                )
                 if len(p)
                 else "(no plan)",
             }
@@ -416,9 +455,9 @@ def section_qa(wh: Path, trial: Path) -> list[str]:
             md_table(c.reset_index()),
             "",
         ]
-        detail = others[["subject_id", "study_id", "check_name", "status", "value_found", "message"]].sort_values(
-            ["subject_id", "check_name"]
-        )
+        detail = others[["subject_id", "study_id", "scope_id", "check_name", "status", "value_found", "message"]].copy()
+        detail["truth (Gy)"] = [_truth_for_flag(truth, r) for r in detail.itertuples()]
+        detail = detail.drop(columns="scope_id").sort_values(["subject_id", "check_name"])
         out += ["<details><summary>those flags</summary>", "", md_table(detail), "", "</details>", ""]
     else:
         out += ["No tare_* warn/fail on subjects without a planted breach.", ""]
@@ -443,6 +482,121 @@ def section_runs(wh: Path) -> tuple[list[str], int, int]:
     return out, len(latest), int((latest["state"] == "Failed").sum())
 
 
+class _DicomLog(logging.Handler):
+    """pynetdicom warnings and errors (listener and sender share this process), with their time."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(
+            {
+                "utc": time.strftime("%H:%M:%S", time.gmtime(record.created)),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def instrument_push(pushes: list[dict], dicom_log: logging.Handler) -> None:
+    """Record every push_tree report (the demo's ingest_and_process keeps only the failure count).
+
+    Wraps :func:`rntflow.push.push_tree` (looked up by ingest_and_process at call time); the
+    pushing itself is unchanged.
+    """
+    import rntflow.push as push
+
+    real = push.push_tree
+
+    def recorded(root, *a, **kw):
+        # the listener configures pynetdicom's logging when it starts: attach (again) here
+        lib = logging.getLogger("pynetdicom")  # its children propagate to it (it does not propagate)
+        if dicom_log not in lib.handlers:
+            lib.addHandler(dicom_log)
+        t = time.time()
+        rep = real(root, *a, **kw)
+        pushes.append(
+            {
+                "study": "/".join(Path(root).parts[-3:]),
+                "files": sum(1 for f in Path(root).rglob("*") if f.is_file()),
+                "sent": rep.sent,
+                "stored": rep.stored,
+                "failures": [f"{Path(f.path).parent.name}/{Path(f.path).name}: {f.status}" for f in rep.failures],
+                "seconds": time.time() - t,
+            }
+        )
+        return rep
+
+    push.push_tree = recorded
+
+
+def section_delivery(out: Path, trial: Path, run: dict) -> list[str]:
+    """Studies whose instances did not all reach the listener, and the push and DICOM log lines."""
+    import sqlite3
+
+    enrol = pd.read_csv(trial / "enrolment.csv")
+    subject_of = dict(zip(enrol["patient_id"].astype(str), enrol["subject_id"]))
+    con = sqlite3.connect(f"file:{out / 'spool' / 'inbox.sqlite'}?mode=ro", uri=True)
+    inbox = pd.read_sql("SELECT site_id, subject_id, study_key, n_instances, first_at_s FROM studies", con)
+    con.close()
+    rows = []
+    for study in sorted(trial.glob("dicom/*/*/*")):
+        site, patient = study.parts[-3], study.parts[-2]
+        n_files = sum(1 for f in study.rglob("*") if f.is_file())
+        sub = subject_of.get(patient, patient)
+        got = inbox[(inbox["site_id"] == site) & (inbox["subject_id"] == sub)].sort_values("first_at_s")
+        rows.append({"site": site, "subject": sub, "study": study.name, "files": n_files})
+    src = pd.DataFrame(rows)
+    # the inbox has no study folder name: match a subject's studies in arrival (= push) order
+    src["received"] = np.nan
+    src["study_key"] = ""
+    for (site, sub), part in src.groupby(["site", "subject"]):
+        got = inbox[(inbox["site_id"] == site) & (inbox["subject_id"] == sub)].sort_values("first_at_s")
+        idx = part.sort_values("study", key=lambda s: s.str.startswith("QC-")).index
+        for i, g in zip(idx, got.itertuples()):
+            src.loc[i, "received"] = g.n_instances
+            src.loc[i, "study_key"] = g.study_key
+    short = src[src["received"].fillna(-1) != src["files"]]
+    lines = ["## DICOM delivery", ""]
+    lines += [
+        f"{int(src['files'].sum())} instances pushed in {len(src)} studies; {int(src['received'].sum())} reached the "
+        "listener's inbox.",
+        "",
+    ]
+    if not short.empty:
+        lines += [
+            "Studies not (completely) received by the listener:",
+            "",
+            md_table(short.astype({"received": "Int64"})),
+            "",
+        ]
+    bad_push = [p for p in run.get("pushes", []) if p["failures"] or p["stored"] != p["files"]]
+    if bad_push:
+        tab = pd.DataFrame(
+            [
+                {
+                    "pushed folder": p["study"],
+                    "files": p["files"],
+                    "C-STOREs sent": p["sent"],
+                    "stored (acknowledged)": p["stored"],
+                    "failures reported": "; ".join(map(str, p["failures"]))[:300],
+                }
+                for p in bad_push
+            ]
+        )
+        lines += ["push_tree reports of those pushes:", "", md_table(tab), ""]
+    if run.get("dicom_log"):
+        lines += [
+            "pynetdicom warnings and errors (listener and sender):",
+            "",
+            md_table(pd.DataFrame(run["dicom_log"])),
+            "",
+        ]
+    return lines
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -460,9 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     trial, t_sim, spec = simulate(out, args, say)
     if args.simulate_only:
         return 0
-    for d in ("spool", "wh", "keys", "prefect", "products"):  # every run of the pipeline starts empty
-        shutil.rmtree(out / d, ignore_errors=True)
-    path = write_config(out, trial)
+    path = out / "trial.yaml"
+    run_file = out / "run.json"
+    if not args.report_only:
+        for d in ("spool", "wh", "keys", "prefect", "products"):  # every run of the pipeline starts empty
+            shutil.rmtree(out / d, ignore_errors=True)
+        path = write_config(out, trial)
     # Prefect's home (its SQLite database) under --out, before Prefect is imported
     os.environ["PREFECT_HOME"] = str(out / "prefect")
     from rntflow.core.config import load_config
@@ -473,20 +630,31 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     n_studies = sum(1 for _ in trial.glob("dicom/*/*/*"))
     n_tare = sum(1 for _ in trial.glob("dicom/SITE0[45]/*/*"))
-    failures = []
-    t = time.perf_counter()
-    try:
-        push_failures, n_failed = ingest_and_process(config, str(path), trial, args.timeout_s, say)
-    except Exception as exc:  # noqa: BLE001 - reported, not fixed
-        push_failures, n_failed = -1, -1
-        failures.append(f"ingest_and_process raised {type(exc).__name__}: {exc}")
-    t_flows = time.perf_counter() - t
-    t = time.perf_counter()
-    try:
-        close_out(config, str(path), trial, say)
-    except Exception as exc:  # noqa: BLE001
-        failures.append(f"close_out raised {type(exc).__name__}: {exc}")
-    t_close = time.perf_counter() - t
+    if args.report_only:
+        run = json.loads(run_file.read_text())
+    else:
+        run = {"failures": [], "pushes": []}
+        dicom_log = _DicomLog()
+        instrument_push(run["pushes"], dicom_log)
+        t = time.perf_counter()
+        try:
+            run["push_failures"], run["n_failed"] = ingest_and_process(config, str(path), trial, args.timeout_s, say)
+        except Exception as exc:  # noqa: BLE001 - reported, not fixed
+            run["push_failures"], run["n_failed"] = -1, -1
+            run["failures"].append(f"ingest_and_process raised {type(exc).__name__}: {exc}")
+        run["t_flows"] = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            close_out(config, str(path), trial, say)
+        except Exception as exc:  # noqa: BLE001
+            run["failures"].append(f"close_out raised {type(exc).__name__}: {exc}")
+        run["t_close"] = time.perf_counter() - t
+        run["dicom_log"] = dicom_log.records
+        run["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        run["load"] = os.getloadavg()[0]
+        run_file.write_text(json.dumps(run, indent=1))
+    failures, push_failures, n_failed = run["failures"], run["push_failures"], run["n_failed"]
+    t_flows, t_close = run["t_flows"], run["t_close"]
     wh = Path(config.warehouse_dir)
     truth = json.loads((trial / "truth.json").read_text())
     sites = truth.get("tare_sites", {})
@@ -502,9 +670,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Trial: `TrialSpec({', '.join(f'{k}={v!r}' for k, v in spec.items())})`: "
         f"{n_studies} studies ({n_tare} at the two TARE sites, "
         + ", ".join(f"{s}: {device_of_site[s]}, {scout_of_site[s]} scout" for s in sorted(sites))
-        + f"); {len(truth.get('tare', {}))} TARE subjects. Run finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-        f"on a {os.cpu_count()}-core machine shared with other jobs (load average at the end "
-        f"{os.getloadavg()[0]:.1f}).",
+        + f"); {len(truth.get('tare', {}))} TARE subjects. Run finished {run['finished']} "
+        f"on a {os.cpu_count()}-core machine shared with other jobs (1-min load average at the end "
+        f"{run['load']:.1f}).",
         "",
     ]
     run_lines, n_done, n_failed_runs = section_runs(wh)
@@ -516,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         lines += ["**Failures:**", "", *[f"- {f}" for f in failures], ""]
     for section in (
+        lambda: section_delivery(out, trial, run),
         lambda: section_accuracy(wh, trial),
         lambda: section_agreement(wh, trial, scout_of_site),
         lambda: section_dose_effect(wh, trial, device_of_site),

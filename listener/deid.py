@@ -42,7 +42,7 @@ import pydicom.multival
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from rntflow.core.config import Enrolment, load_enrolment
+from rntflow.core.enrolment import Enrolment, load_enrolment
 from rntflow.listener.profile import (
     CLEAN,
     DUMMY,

@@ -82,7 +82,8 @@ def config_problems(config_path: Path) -> tuple[str, list[str]]:
     columns, every row valid, site ids known to the config) and the phantom fill log
     (exists, columns, every row valid, each row an enrolled phantom).
     """
-    from rntflow.core.config import load_config, load_enrolment
+    from rntflow.core.config import load_config
+    from rntflow.core.enrolment import load_enrolment
     from rntflow.core.errors import CalibrationError, EnrolmentError
     from rntflow.core.fills import load_phantom_fills
 

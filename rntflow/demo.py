@@ -178,7 +178,7 @@ def ingest_and_process(
 
 def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> None:
     """End of data collection: final dosimetry and QA, outcomes, dose-effect analysis."""
-    from rntflow.core.config import load_enrolment
+    from rntflow.core.enrolment import load_enrolment
     from rntflow.flows.qa import qa_flow
     from rntflow.flows.warehouse import dose_effect_flow
     from rntflow.warehouse.outcomes import import_outcomes

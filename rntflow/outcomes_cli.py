@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from rntflow.core.config import load_config, load_enrolment
+from rntflow.core.config import load_config
+from rntflow.core.enrolment import load_enrolment
 from rntflow.core.errors import RntflowError
 
 

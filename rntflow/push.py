@@ -140,7 +140,11 @@ def _send_study(
             if not assoc.is_established:
                 resend += files[i:]
                 break
-            status = assoc.send_c_store(dcmread(item[0]))
+            try:
+                status = assoc.send_c_store(dcmread(item[0]))
+            except RuntimeError:  # the association ended between the check above and the send
+                resend += files[i:]
+                break
             report.sent += 1
             code = getattr(status, "Status", None)
             if code is None:

@@ -36,10 +36,17 @@ from rntflow.physics.decay import decay_integral_s
 from rntflow.physics.nuclides import nuclide
 from rntflow.simulation import dicom_pet as dp
 from rntflow.simulation import dicom_writers as dw
-from rntflow.simulation import trial as tr
 from rntflow.simulation.geometry import Grid
 from rntflow.simulation.imaging import ct_hu, expected_counts, noisy_counts
 from rntflow.simulation.outcomes import TARE_OUTCOME_MODELS, draw_tare_outcomes
+from rntflow.simulation.sessions import (
+    FOV_CENTRE_MM,
+    TRIAL_START,
+    SessionWriter,
+    draw_pose,
+    phantom_anatomies,
+    sample_identity,
+)
 from rntflow.simulation.tare_plan import TRUTH_TARE_COLUMNS, draw_subject, label_activity, plan_subject, truth_rows
 from rntflow.simulation.tare_sites import (
     TARE_RADIONUCLIDE_CODES,
@@ -86,9 +93,9 @@ def pet_noise_sd_bqml(conc_bqml: np.ndarray, cam: PetCamera, voxel_ml: float) ->
 class _Tare:
     """Writes the TARE studies (shares the 177Lu writer's grids, RTSTRUCT helper and summary)."""
 
-    def __init__(self, writer: tr._Writer, rng: np.random.Generator):
+    def __init__(self, writer: SessionWriter, rng: np.random.Generator):
         self.w, self.rng = writer, rng
-        self.pet_grid = Grid.centred(PET_SHAPE, PET_SPACING_MM, tr.FOV_CENTRE_MM)
+        self.pet_grid = Grid.centred(PET_SHAPE, PET_SPACING_MM, FOV_CENTRE_MM)
 
     def _session(self, site: TareSite, ident: dw.Identity, label: str, desc: str, when: dt.datetime, make: str):
         key = f"{site.site_id}/{ident.patient_id}/{when:%Y%m%d%H%M}/{label}"
@@ -122,7 +129,7 @@ class _Tare:
     def spect(self, site, cam: SpectCamera, ident, label, desc, when, labels, lut, act_start_mbq, nuc, pharm, rois):
         """NM SPECT (counts) + CT (+ RTSTRUCT) of activities ``act_start_mbq`` (per label, at ``when``)."""
         key, study_dir, sess = self._session(site, ident, label, desc, when, cam.manufacturer)
-        pose = tr._pose(self.rng, (0.0, 0.0, 0.0) if rois else tr.FOV_CENTRE_MM)
+        pose = draw_pose(self.rng, (0.0, 0.0, 0.0) if rois else FOV_CENTRE_MM)
         dur = cam.acquisition_duration_s
         mean = act_start_mbq * decay_integral_s(dur, nuc.half_life_h * 3600.0) / dur
         exp_counts = expected_counts(
@@ -169,7 +176,7 @@ class _Tare:
     def pet(self, site, cam: PetCamera, ident, label, desc, when, labels, lut, act_start_mbq, nuc, pharm, rois):
         """90Y PET (Bq/mL at the acquisition start, x vendor scale error, noise) + CT (+ RTSTRUCT)."""
         key, study_dir, sess = self._session(site, ident, label, desc, when, cam.manufacturer)
-        pose = tr._pose(self.rng, (0.0, 0.0, 0.0) if rois else tr.FOV_CENTRE_MM)
+        pose = draw_pose(self.rng, (0.0, 0.0, 0.0) if rois else FOV_CENTRE_MM)
         g = self.pet_grid
         mbq_per_voxel = expected_counts(labels, self.w.fine, act_start_mbq, g, pose, 1.0, 1.0, cam.fwhm_mm)
         conc = mbq_per_voxel * 1e6 / g.voxel_ml
@@ -210,9 +217,9 @@ def _phantom(t: _Tare, site: TareSite, truth: dict, enrolment: list[dict], fills
     cam = site.post_camera
     pet = isinstance(cam, PetCamera)
     nuc = nuclide("Y-90" if pet else "Ho-166")
-    anat = tr._phantoms()["uniform_cylinder"]
+    anat = phantom_anatomies()["uniform_cylinder"]
     labels = anat.label_map(t.w.fine.points_mm())
-    ref_time = tr.TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
+    ref_time = TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
     acq = ref_time + dt.timedelta(hours=float(rng.uniform(1.0, 3.0)))
     t_h = (acq - ref_time).total_seconds() / 3600.0
     total = float(rng.uniform(1500.0, 2500.0) if pet else rng.uniform(400.0, 600.0))
@@ -272,7 +279,7 @@ def _subject(t: _Tare, site: TareSite, idx: int, subject_id: str, truth: dict, e
     rng = t.rng
     anat, params = draw_subject(site, idx, rng)
     plan = plan_subject(site, anat, params, rng)
-    name, birth, ident = tr._sample_identity(site, rng)
+    name, birth, ident = sample_identity(site, rng)
     enrolment.append(
         {"site_id": site.site_id, "patient_id": ident.patient_id, "subject_id": subject_id, "kind": "patient"}
     )
@@ -280,7 +287,7 @@ def _subject(t: _Tare, site: TareSite, idx: int, subject_id: str, truth: dict, e
     lut, rois = anat.hu_lut(), anat.rois()
     scout_nuc = nuclide("Tc-99m" if site.scout_agent == "Tc-99m-MAA" else "Ho-166")
     treat_nuc = nuclide(plan["radionuclide"])
-    scout_admin = tr.TRIAL_START + dt.timedelta(days=int(rng.integers(0, 60)), hours=float(rng.uniform(0.0, 2.0)))
+    scout_admin = TRIAL_START + dt.timedelta(days=int(rng.integers(0, 60)), hours=float(rng.uniform(0.0, 2.0)))
     scout_mbq = SCOUT_MBQ[site.scout_agent] * float(rng.normal(1.0, 0.05))
     scout_t_h = float(rng.uniform(0.75, 1.5) if scout_nuc.name == "Tc-99m" else rng.uniform(1.0, 3.0))
     treat_admin = scout_admin + dt.timedelta(days=int(rng.integers(7, 15)), hours=float(rng.uniform(1.0, 3.0)))
@@ -349,7 +356,7 @@ def _subject(t: _Tare, site: TareSite, idx: int, subject_id: str, truth: dict, e
 
 
 def simulate_tare(
-    writer: tr._Writer,
+    writer: SessionWriter,
     lu_sites: list,
     truth: dict,
     enrolment: list[dict],

@@ -58,7 +58,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rntflow.core.config import Enrolment, TrialConfig, load_enrolment
+from rntflow.core.config import TrialConfig
+from rntflow.core.enrolment import Enrolment, load_enrolment
 from rntflow.core.errors import WarehouseError
 from rntflow.core.qa import WAITING
 from rntflow.listener.deid import read_trial_shift_days

@@ -43,7 +43,7 @@ def test_one_bad_fill_log_row_fails_only_its_own_phantom(tmp_path):
 
 
 def test_enrolment_lists_every_problem_without_showing_patient_ids(tmp_path):
-    from rntflow.core.config import load_enrolment
+    from rntflow.core.enrolment import load_enrolment
     from rntflow.core.errors import EnrolmentError
 
     path = tmp_path / "enrolment.csv"

@@ -13,9 +13,11 @@ import pydicom
 import pytest
 from scipy import integrate, ndimage
 
-from rntflow.core.config import load_config, load_enrolment
+from rntflow.core.config import CameraProfile, TareArm, load_config
+from rntflow.core.enrolment import load_enrolment
 from rntflow.physics.nuclides import nuclide
 from rntflow.simulation.kinetics import CompartmentKinetics
+from rntflow.simulation.tare import tare_config
 from rntflow.simulation.trial import TrialSpec, simulate_trial
 from rntflow.simulation.truth import protraction_factor, self_dose_gy, sphere_rc
 from tests.conftest import have
@@ -245,12 +247,22 @@ def test_designed_irregularities_and_off_protocol_sites_are_in_the_truth(small_t
 def test_written_trial_config_is_valid_and_matches_the_example(small_trial):
     cfg = load_config(small_trial / "trial.yaml")
     example = load_config(ROOT / "deployments" / "trial.example.yaml")
+    lu = [s for s in example.sites if example.tare_arm(s.id) is None]
     assert [(s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in cfg.sites] == [
-        (s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in example.sites
+        (s.id, s.calling_ae_titles, dict(s.voi_name_map)) for s in lu
     ]
     assert cfg.protocol == example.protocol
     # the camera profiles accept each simulated vendor's names
-    assert [s.cameras for s in cfg.sites] == [s.cameras for s in example.sites]
+    assert [s.cameras for s in cfg.sites] == [s.cameras for s in lu]
+    # the example's radioembolisation sites and arms are the ones the simulator writes
+    tare_sites, tare_arms = tare_config([s.id for s in cfg.sites])
+    assert [(t["id"], t["calling_ae_titles"]) for t in tare_sites] == [
+        (s.id, s.calling_ae_titles) for s in example.sites if example.tare_arm(s.id) is not None
+    ]
+    assert [[CameraProfile.model_validate(c) for c in t["cameras"]] for t in tare_sites] == [
+        example.site(t["id"]).cameras for t in tare_sites
+    ]
+    assert [TareArm.model_validate(a) for a in tare_arms] == example.tare_arms
     # every ROI name the simulator wrote maps to TG-263 through the config
     for rs in small_trial.glob("dicom/*/*/*/RTSTRUCT/*.dcm"):
         site_id = rs.relative_to(small_trial / "dicom").parts[0]

@@ -13,8 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from rntflow.core.config import load_config, load_enrolment
+from rntflow.core.config import load_config
 from rntflow.core.constants import PRODUCTS, SOFT_TISSUE_DENSITY_G_PER_ML
+from rntflow.core.enrolment import load_enrolment
 from rntflow.core.fills import FILL_COLUMNS
 from rntflow.dosimetry.density import hu_to_density_g_per_ml
 from rntflow.dosimetry.tare import plan_partition, tare_conversion_factor_j_per_gbq
@@ -156,7 +157,8 @@ def _flags(tr: dict, rows: list[dict], sid: str) -> list[str]:
         cf_convention="product",
         raise_on_limit=False,
     )
-    assert plan.activity_gbq == pytest.approx(tr["planned_activity_gbq"], rel=1e-9)  # the truth's own formula agrees
+    # the truth's own formula agrees (up to the rounding of the CSV's masses)
+    assert plan.activity_gbq == pytest.approx(tr["planned_activity_gbq"], rel=1e-6)
     return list(plan.broken_limits)
 
 

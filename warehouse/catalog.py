@@ -68,7 +68,8 @@ import pandas as pd
 from rntflow.core.files import write_text_atomic
 from rntflow.core.methods import METHOD_PREFERENCE, method_order_sql
 from rntflow.warehouse import latest
-from rntflow.warehouse.schema import DERIVED, TABLES, Table, duckdb_type
+from rntflow.warehouse.columns import Table, duckdb_type
+from rntflow.warehouse.schema import DERIVED, TABLES
 from rntflow.warehouse.writer import (
     MATERIALISED,
     ensure_schema_files,

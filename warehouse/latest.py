@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rntflow.core.files import atomic_write
-from rntflow.warehouse.schema import Table
+from rntflow.warehouse.columns import Table
 
 _DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
 _DB_LOCK = threading.Lock()

@@ -46,7 +46,8 @@ import pyarrow.parquet as pq
 from rntflow.core.errors import WarehouseError
 from rntflow.core.files import atomic_write, remove_stale_temps
 from rntflow.warehouse import latest
-from rntflow.warehouse.schema import DERIVED, TABLES, Table
+from rntflow.warehouse.columns import Table
+from rntflow.warehouse.schema import DERIVED, TABLES
 
 _PARTITION_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 

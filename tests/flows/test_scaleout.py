@@ -96,35 +96,41 @@ DOSE_REL_TOL = 0.05
 # --------------------------------------------------------------------------- fast: lock, runner
 
 
-def _hold_lock(lock_dir: str, seconds: float, ready) -> None:
+def _hold_lock(lock_dir: str, ready, release) -> None:
     from rntflow.core.locks import named_lock
 
     with named_lock(lock_dir, "dosimetry", "T", "SITE01", "RNT-1", 1):
         ready.set()
-        time.sleep(seconds)
+        release.wait(120)
 
 
 def test_named_lock_serialises_processes_and_times_out(tmp_path):
-    """The per-cycle lock: a second process waits for the first, and gives up after its timeout."""
+    """The per-cycle lock: a second process waits for the first, and gives up after its timeout.
+
+    Event-driven (the holder keeps the lock until told to let go), so a loaded machine cannot
+    reorder it."""
     import multiprocessing as mp
+    import threading
 
     from rntflow.core.locks import LockTimeout, lock_path, named_lock
 
     ctx = mp.get_context("fork")
-    ready = ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), 1.5, ready))
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
     holder.start()
     try:
-        assert ready.wait(30)
+        assert ready.wait(60)
         with pytest.raises(LockTimeout):
             with named_lock(tmp_path, "dosimetry", "T", "SITE01", "RNT-1", 1, timeout_s=0.3):
                 pass
-        with named_lock(tmp_path, "dosimetry", "T", "SITE01", "RNT-2", 1, timeout_s=0.3) as waited:
-            assert waited < 0.3  # another cycle: not blocked
-        with named_lock(tmp_path, "dosimetry", "T", "SITE01", "RNT-1", 1, timeout_s=30) as waited:
-            assert waited > 0.2  # until the holder let go
+        with named_lock(tmp_path, "dosimetry", "T", "SITE01", "RNT-2", 1, timeout_s=60):
+            pass  # another cycle: not blocked by the holder
+        threading.Timer(0.5, release.set).start()
+        with named_lock(tmp_path, "dosimetry", "T", "SITE01", "RNT-1", 1, timeout_s=60) as waited:
+            assert waited >= 0.4  # until the holder let go (released no earlier than 0.5 s from now)
     finally:
-        holder.join(30)
+        release.set()
+        holder.join(60)
     assert holder.exitcode == 0
     assert lock_path(tmp_path, "a/b", "c d").name == "a_b__c_d.lock"
 

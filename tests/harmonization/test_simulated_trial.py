@@ -44,7 +44,7 @@ from rntflow.harmonization.phantom_study import (
 from rntflow.harmonization.recon_check import check_reconstruction
 from rntflow.physics.recovery import FWHM_PER_SIGMA
 from rntflow.simulation.anatomy import anatomy_grid
-from rntflow.simulation.trial import SPECT_SPACING_MM
+from rntflow.simulation.sessions import SPECT_SPACING_MM
 from rntflow.simulation.truth import sphere_rc
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from rntflow.warehouse.catalog import catalog_path, connect, refresh_catalog
-from rntflow.warehouse.schema import TABLES, duckdb_type
+from rntflow.warehouse.columns import duckdb_type
+from rntflow.warehouse.schema import TABLES
 from rntflow.warehouse.writer import load_table
 
 from .conftest import TRIAL, VOIS, voi_doses_frame

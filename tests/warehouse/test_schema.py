@@ -5,14 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from rntflow.warehouse.schema import (
-    BOOKKEEPING,
-    FORBIDDEN_NAME_RE,
-    TABLES,
-    duckdb_type,
-    schema_markdown,
-    unit_from_name,
-)
+from rntflow.warehouse.columns import BOOKKEEPING, FORBIDDEN_NAME_RE, duckdb_type, unit_from_name
+from rntflow.warehouse.schema import TABLES, schema_markdown
 
 REQUIRED_TABLES = {
     "sites",

@@ -15,7 +15,8 @@ import pytest
 
 from rntflow.core.errors import WarehouseError
 from rntflow.warehouse.catalog import connect, refresh_catalog
-from rntflow.warehouse.schema import TABLES, Column
+from rntflow.warehouse.columns import Column
+from rntflow.warehouse.schema import TABLES
 from rntflow.warehouse.writer import LoadReport, load_table
 
 from .conftest import TRIAL, voi_doses_frame
