@@ -196,6 +196,147 @@ def _core(mask: np.ndarray, depth_mm: np.ndarray, margin_mm: float, notes: list[
     return mask
 
 
+def _checked_inputs(
+    activity: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    spacing_mm: tuple[float, float, float],
+    fwhm_mm: float | None,
+) -> tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]:
+    """Validated inputs of :func:`tare_voi_activities`.
+
+    Parameters
+    ----------
+    activity : numpy.ndarray (z, y, x)
+        Activity per voxel; finite.
+    masks : mapping of str to numpy.ndarray
+        VOI masks on the activity grid.
+    spacing_mm : tuple of float
+        Voxel size (z, y, x) in mm, > 0.
+    fwhm_mm : float or None
+        System resolution (mm); ``None`` means 0.
+
+    Returns
+    -------
+    tuple
+        ``(activity, spacing_mm, fwhm_mm, masks)``: the checked activity array, the spacing
+        as an array, the FWHM (mm, >= 0) and the masks as bool arrays.
+
+    Raises
+    ------
+    VoiError
+        A required VOI missing, a mask of another shape, an empty required or lesion mask.
+    DosimetryInputError
+        NaN/inf activity voxels, spacing <= 0 or not 3-D, FWHM < 0.
+    """
+    act = chk.finite_array("activity", activity)
+    sp = chk.spacing_mm("spacing_mm", spacing_mm)
+    if len(sp) != 3:
+        raise DosimetryInputError(f"spacing_mm={spacing_mm!r}: needs (z, y, x)")
+    fwhm = 0.0 if fwhm_mm is None else chk.non_negative("fwhm_mm", fwhm_mm)
+    miss = missing_vois(masks)
+    if miss:
+        raise VoiError(f"VOI(s) missing: {', '.join(miss)}")
+    m = {k: np.asarray(v, dtype=bool) for k, v in masks.items()}
+    for k, v in m.items():
+        if v.shape != act.shape:
+            raise VoiError(f"mask {k}: shape {v.shape} differs from the image's {act.shape}")
+        if not v.any() and (k in REQUIRED_VOIS or k.startswith(LESION_PREFIX)):
+            raise VoiError(f"mask {k} is empty on the image grid (outside the field of view?)")
+    return act, sp, fwhm, m
+
+
+def _voi_volumes_ml(
+    m: Mapping[str, np.ndarray], voxel_ml: float, volumes_ml: Mapping[str, float] | None
+) -> dict[str, float]:
+    """VOI volumes (mL): voxel count x ``voxel_ml``, overridden by ``volumes_ml`` (each > 0).
+
+    ``Liver_Normal`` (:func:`normal_liver_mask`) is included.
+    """
+    vol = {k: float(v.sum() * voxel_ml) for k, v in m.items()}
+    vol[NORMAL] = float(normal_liver_mask(m).sum() * voxel_ml)
+    if volumes_ml:
+        vol.update({k: chk.positive(f"volumes_ml[{k}]", v) for k, v in volumes_ml.items()})
+    return vol
+
+
+def _lung_core_concentration_per_ml(
+    act: np.ndarray, lungs: np.ndarray, sp: np.ndarray, fwhm_mm: float, voxel_ml: float, notes: list[str]
+) -> float:
+    """Mean activity concentration (per mL) of the lung core (:data:`LUNG_CORE_MARGIN_FWHM`)."""
+    core = _core(lungs, _distance_inside_mm(lungs, sp), LUNG_CORE_MARGIN_FWHM * fwhm_mm, notes, "Lungs")
+    return float(act[core].mean()) / voxel_ml
+
+
+def _dilated_activity(
+    act: np.ndarray,
+    mask: np.ndarray,
+    lungs: np.ndarray,
+    c_lung_per_ml: float,
+    sp: np.ndarray,
+    fwhm_mm: float,
+    voxel_ml: float,
+) -> float:
+    """Activity in ``mask`` dilated by :data:`DILATION_FWHM` FWHM, less the lung activity it holds."""
+    region = _distance_outside_mm(mask, sp) <= DILATION_FWHM * fwhm_mm if fwhm_mm > 0 else mask
+    return float(act[region].sum()) - max(c_lung_per_ml, 0.0) * float((region & lungs).sum()) * voxel_ml
+
+
+def _lesion_activities(
+    act: np.ndarray,
+    m: Mapping[str, np.ndarray],
+    vol_ml: Mapping[str, float],
+    sp: np.ndarray,
+    fwhm_mm: float,
+    voxel_ml: float,
+    notes: list[str],
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """Partial-volume corrected lesion activities, normal-liver spill-in removed.
+
+    Parameters
+    ----------
+    act : numpy.ndarray
+        Activity per voxel.
+    m : mapping of str to numpy.ndarray
+        Bool VOI masks on the activity grid.
+    vol_ml : mapping of str to float
+        VOI volumes (mL).
+    sp : numpy.ndarray
+        Voxel size (z, y, x) in mm.
+    fwhm_mm : float
+        System resolution (mm); 0: no correction (RC = 1).
+    voxel_ml : float
+        Voxel volume (mL).
+    notes : list of str
+        Appended to (reduced background margin, failed corrections).
+
+    Returns
+    -------
+    tuple
+        ``(activity, recovery_coefficient, normal_concentration_per_ml)``: lesion name ->
+        activity, lesion name -> RC used, and the normal-liver background concentration.
+    """
+    lesions = lesion_names(m)
+    normal = normal_liver_mask(m)
+    any_lesion = np.zeros_like(normal)
+    for n in lesions:
+        any_lesion |= m[n]
+    away = np.minimum(_distance_outside_mm(any_lesion, sp), _distance_inside_mm(m[PERFUSED], sp))
+    bg = _core(normal, away, BACKGROUND_MARGIN_FWHM * fwhm_mm, notes, "Liver_Normal background")
+    c_normal = float(act[bg].mean()) / voxel_ml if bg.any() else 0.0
+    out: dict[str, float] = {}
+    rcs: dict[str, float] = {}
+    for n in lesions:
+        c_meas = float(act[m[n]].mean()) / voxel_ml
+        rc = rc_blurred_sphere(float(sphere_diameter_mm(vol_ml[n])), fwhm_mm) if fwhm_mm > 0 else 1.0
+        c_t = (c_meas - (1.0 - rc) * c_normal) / rc
+        if not c_t > 0:
+            notes.append(f"{n}: partial-volume correction gave {c_t:.3g} per mL; measured mean used")
+            c_t, rc = max(c_meas, 0.0), 1.0
+        rcs[n] = rc
+        out[n] = c_t * vol_ml[n]
+    return out, rcs, c_normal
+
+
 def tare_voi_activities(
     activity: np.ndarray,
     masks: Mapping[str, np.ndarray],
@@ -232,61 +373,16 @@ def tare_voi_activities(
     DosimetryInputError
         NaN/inf activity voxels, spacing <= 0, FWHM < 0.
     """
-    act = chk.finite_array("activity", activity)
-    sp = chk.spacing_mm("spacing_mm", spacing_mm)
-    if len(sp) != 3:
-        raise DosimetryInputError(f"spacing_mm={spacing_mm!r}: needs (z, y, x)")
-    fwhm = 0.0 if fwhm_mm is None else chk.non_negative("fwhm_mm", fwhm_mm)
-    miss = missing_vois(masks)
-    if miss:
-        raise VoiError(f"VOI(s) missing: {', '.join(miss)}")
-    m = {k: np.asarray(v, dtype=bool) for k, v in masks.items()}
-    for k, v in m.items():
-        if v.shape != act.shape:
-            raise VoiError(f"mask {k}: shape {v.shape} differs from the image's {act.shape}")
-        if not v.any() and (k in REQUIRED_VOIS or k.startswith(LESION_PREFIX)):
-            raise VoiError(f"mask {k} is empty on the image grid (outside the field of view?)")
+    act, sp, fwhm, m = _checked_inputs(activity, masks, spacing_mm, fwhm_mm)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    vol = {k: float(v.sum() * voxel_ml) for k, v in m.items()}
-    vol[NORMAL] = float(normal_liver_mask(m).sum() * voxel_ml)
-    if volumes_ml:
-        vol.update({k: chk.positive(f"volumes_ml[{k}]", v) for k, v in volumes_ml.items()})
+    vol = _voi_volumes_ml(m, voxel_ml, volumes_ml)
     notes: list[str] = []
-    lesions = lesion_names(m)
-
-    # lungs: core concentration x volume
     lungs = m[LUNGS]
-    core = _core(lungs, _distance_inside_mm(lungs, sp), LUNG_CORE_MARGIN_FWHM * fwhm, notes, "Lungs")
-    c_lung = float(act[core].mean()) / voxel_ml  # per mL
+    c_lung = _lung_core_concentration_per_ml(act, lungs, sp, fwhm, voxel_ml, notes)
     a_lung = max(c_lung, 0.0) * vol[LUNGS]
-
-    # liver masks: dilated sums less the lung activity they hold
-    def dilated_sum(mask: np.ndarray) -> float:
-        region = _distance_outside_mm(mask, sp) <= DILATION_FWHM * fwhm if fwhm > 0 else mask
-        return float(act[region].sum()) - max(c_lung, 0.0) * float((region & lungs).sum()) * voxel_ml
-
-    a_perfused = max(dilated_sum(m[PERFUSED]), 0.0)
-    a_liver = max(dilated_sum(m[LIVER] | m[PERFUSED]), 0.0)
-
-    # lesions: RC with normal-liver spill-in
-    normal = normal_liver_mask(m)
-    any_lesion = np.zeros_like(normal)
-    for n in lesions:
-        any_lesion |= m[n]
-    away = np.minimum(_distance_outside_mm(any_lesion, sp), _distance_inside_mm(m[PERFUSED], sp))
-    bg = _core(normal, away, BACKGROUND_MARGIN_FWHM * fwhm, notes, "Liver_Normal background")
-    c_normal = float(act[bg].mean()) / voxel_ml if bg.any() else 0.0
-    out: dict[str, float] = {}
-    rcs: dict[str, float] = {}
-    for n in lesions:
-        c_meas = float(act[m[n]].mean()) / voxel_ml
-        rc = rc_blurred_sphere(float(sphere_diameter_mm(vol[n])), fwhm) if fwhm > 0 else 1.0
-        c_t = (c_meas - (1.0 - rc) * c_normal) / rc
-        if not c_t > 0:
-            notes.append(f"{n}: partial-volume correction gave {c_t:.3g} per mL; measured mean used")
-            c_t, rc = max(c_meas, 0.0), 1.0
-        rcs[n] = rc
-        out[n] = c_t * vol[n]
+    a_perfused = max(_dilated_activity(act, m[PERFUSED], lungs, c_lung, sp, fwhm, voxel_ml), 0.0)
+    a_liver = max(_dilated_activity(act, m[LIVER] | m[PERFUSED], lungs, c_lung, sp, fwhm, voxel_ml), 0.0)
+    out, rcs, c_normal = _lesion_activities(act, m, vol, sp, fwhm, voxel_ml, notes)
     a_lesions = sum(out.values())
     if a_lesions > a_perfused:
         notes.append("lesion activities exceed the perfused territory's; Liver_Normal set to 0")

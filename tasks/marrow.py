@@ -24,10 +24,12 @@ from prefect import task
 from rntflow.core.errors import KineticsError
 from rntflow.core.methods import best_per_key
 from rntflow.core.qa import CheckResult
+from rntflow.dosimetry.kinetics import TacFit
 from rntflow.dosimetry.marrow import (
     BLOOD_METHOD,
     DEFAULT_RMBLR,
     IMAGE_METHOD,
+    BloodMarrowDose,
     blood_marrow_dose,
     prefer_blood_marrow,
     reference_values,
@@ -50,6 +52,97 @@ def _in(subject_ids: Sequence[str] | None) -> tuple[str, list]:
     if not subject_ids:
         return "", []
     return " AND subject_id IN (" + ", ".join("?" for _ in subject_ids) + ")", list(subject_ids)
+
+
+def _cycle_voi_doses(voi_doses: pd.DataFrame, subject_id: str, cycle: int) -> pd.DataFrame:
+    """Rows of ``voi_doses`` of one subject's cycle."""
+    return voi_doses[(voi_doses["subject_id"] == subject_id) & (voi_doses["cycle"].astype(int) == cycle)]
+
+
+def _cycle_final(voi_doses: pd.DataFrame, subject_id: str, cycle: int) -> bool:
+    """Whether any image-based dose of the cycle is final (True when the cycle has none)."""
+    cycle_doses = _cycle_voi_doses(voi_doses, subject_id, cycle)
+    return bool(cycle_doses["final"].fillna(False).astype(bool).any()) if len(cycle_doses) else True
+
+
+def _blood_row(
+    base: dict,
+    dose: BloodMarrowDose,
+    fit: TacFit,
+    source: str,
+    n_samples: int,
+    settings: dict,
+    admin_mbq: float,
+    final: bool,
+) -> dict:
+    """The ``marrow_doses`` row of the blood-based dose of one cycle.
+
+    Parameters
+    ----------
+    base : dict
+        ``site_id``, ``subject_id`` and ``cycle`` of the row.
+    dose : BloodMarrowDose
+        Dose returned by :func:`rntflow.dosimetry.marrow.blood_marrow_dose`.
+    fit : TacFit
+        Blood-TAC fit returned with it.
+    source : str
+        Where the whole-body TIA of the cross-dose came from.
+    n_samples : int
+        Number of blood samples used.
+    settings : dict
+        Written, key-sorted, as ``settings_json``.
+    admin_mbq : float
+        Administered activity (MBq).
+    final : bool
+        Whether the cycle's doses are final.
+
+    Returns
+    -------
+    dict
+    """
+    return {
+        **base,
+        "method": BLOOD_METHOD,
+        "engine": BLOOD_METHOD,
+        "kinetics_model": fit.model,
+        "dose_gy": dose.dose_gy,
+        "dose_sd_gy": _nan_to_none(dose.dose_sd_gy),
+        "self_dose_gy": dose.self_dose_gy,
+        "cross_dose_gy": dose.cross_dose_gy,
+        "tiac_per_ml_mbq_h": dose.tiac_mbq_h_per_ml,
+        "tiac_sd_per_ml_mbq_h": _nan_to_none(dose.tiac_sd_mbq_h_per_ml),
+        "tia_mbq_h": dose.red_marrow_tia_mbq_h,
+        "remainder_tia_mbq_h": dose.remainder_tia_mbq_h,
+        "whole_body_source": source,
+        "mass_g": dose.red_marrow_mass_g,
+        "blood_effective_half_life_h": _nan_to_none(fit.effective_half_life_h),
+        "n_samples": n_samples,
+        "fallback_reason": fit.fallback_reason,
+        "settings_json": json.dumps(settings, sort_keys=True),
+        "administered_activity_mbq": admin_mbq,
+        "final": final,
+    }
+
+
+def _image_rows(base: dict, voi_doses: pd.DataFrame, subject_id: str, cycle: int, admin_mbq: float) -> list[dict]:
+    """``marrow_doses`` rows of the image-based ``Bone_Marrow`` doses (best kinetics per engine)."""
+    cycle_doses = _cycle_voi_doses(voi_doses, subject_id, cycle)
+    mine = cycle_doses[cycle_doses["voi"] == MARROW_VOI]
+    return [
+        {
+            **base,
+            "method": IMAGE_METHOD,
+            "engine": r["engine"],
+            "kinetics_model": r["method"],
+            "dose_gy": float(r["dose_gy"]),
+            "dose_sd_gy": _nan_to_none(r.get("dose_sd_gy")),
+            "tia_mbq_h": _nan_to_none(r.get("tia_mbq_h")),
+            "mass_g": _nan_to_none(r.get("mass_g")),
+            "administered_activity_mbq": admin_mbq,
+            "final": _nan_to_none(r.get("final")),
+        }
+        for r in best_per_key(mine.to_dict("records"), ("engine",))
+    ]
 
 
 def marrow_dose_rows(
@@ -98,65 +191,20 @@ def marrow_dose_rows(
         except KineticsError as exc:
             warnings.append(f"{where}: blood curve not usable: {exc}")
             continue
-        mine = voi_doses[
-            (voi_doses["subject_id"] == subject_id)
-            & (voi_doses["cycle"].astype(int) == cycle)
-            & (voi_doses["voi"] == MARROW_VOI)
-        ]
-        cycle_doses = voi_doses[(voi_doses["subject_id"] == subject_id) & (voi_doses["cycle"].astype(int) == cycle)]
-        final = bool(cycle_doses["final"].fillna(False).astype(bool).any()) if len(cycle_doses) else True
         base = {"site_id": site_id, "subject_id": subject_id, "cycle": cycle}
         admin_mbq = float(adm["administered_activity_mbq"])
-        rows.append(
-            {
-                **base,
-                "method": BLOOD_METHOD,
-                "engine": BLOOD_METHOD,
-                "kinetics_model": fit.model,
-                "dose_gy": dose.dose_gy,
-                "dose_sd_gy": _nan_to_none(dose.dose_sd_gy),
-                "self_dose_gy": dose.self_dose_gy,
-                "cross_dose_gy": dose.cross_dose_gy,
-                "tiac_per_ml_mbq_h": dose.tiac_mbq_h_per_ml,
-                "tiac_sd_per_ml_mbq_h": _nan_to_none(dose.tiac_sd_mbq_h_per_ml),
-                "tia_mbq_h": dose.red_marrow_tia_mbq_h,
-                "remainder_tia_mbq_h": dose.remainder_tia_mbq_h,
-                "whole_body_source": source,
-                "mass_g": dose.red_marrow_mass_g,
-                "blood_effective_half_life_h": _nan_to_none(fit.effective_half_life_h),
-                "n_samples": len(grp),
-                "fallback_reason": fit.fallback_reason,
-                "settings_json": json.dumps(
-                    {
-                        "rmblr": dose.rmblr,
-                        "reference_sex": sex_used,
-                        "sex_known": sex.get(subject_id) in ("M", "F"),
-                        "s_rm_from_rb_gy_per_mbq_h": dose.s_rm_from_rb_gy_per_mbq_h,
-                        "body_mass_g": body_g,
-                        "blood_volume_ml": blood_ml,
-                        "self_dose": "electrons absorbed locally",
-                    },
-                    sort_keys=True,
-                ),
-                "administered_activity_mbq": admin_mbq,
-                "final": final,
-            }
-        )
-        for r in best_per_key(mine.to_dict("records"), ("engine",)):
-            rows.append(
-                {
-                    **base,
-                    "method": IMAGE_METHOD,
-                    "engine": r["engine"],
-                    "kinetics_model": r["method"],
-                    "dose_gy": float(r["dose_gy"]),
-                    "dose_sd_gy": _nan_to_none(r.get("dose_sd_gy")),
-                    "tia_mbq_h": _nan_to_none(r.get("tia_mbq_h")),
-                    "mass_g": _nan_to_none(r.get("mass_g")),
-                    "administered_activity_mbq": admin_mbq,
-                    "final": _nan_to_none(r.get("final")),
-                }
-            )
+        settings = {
+            "rmblr": dose.rmblr,
+            "reference_sex": sex_used,
+            "sex_known": sex.get(subject_id) in ("M", "F"),
+            "s_rm_from_rb_gy_per_mbq_h": dose.s_rm_from_rb_gy_per_mbq_h,
+            "body_mass_g": body_g,
+            "blood_volume_ml": blood_ml,
+            "self_dose": "electrons absorbed locally",
+        }
+        final = _cycle_final(voi_doses, subject_id, cycle)
+        rows.append(_blood_row(base, dose, fit, source, len(grp), settings, admin_mbq, final))
+        rows.extend(_image_rows(base, voi_doses, subject_id, cycle, admin_mbq))
     return rows, warnings
 
 

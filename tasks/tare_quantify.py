@@ -18,7 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from prefect import task
 
-from rntflow.core.config import TrialConfig
+from rntflow.core.config import TareArm, TrialConfig
 from rntflow.core.errors import ConfigError, DicomInputError, VoiError
 from rntflow.core.qa import FAIL, PASS, WARN, CheckResult, qa_row
 from rntflow.dicomio.study import LoadedStudy, load_study
@@ -256,6 +256,187 @@ def _studies_row(study_id: str, subject_id: str, img: _Image, n_files: int) -> d
     }
 
 
+def _header_failure(
+    role: str | None,
+    role_check: CheckResult,
+    img: _Image,
+    row: dict,
+    checks: list[dict],
+    study_id: str,
+    cols: dict,
+) -> TareStudyResult | None:
+    """The failed result of a study whose header cannot be used, else ``None``.
+
+    Parameters
+    ----------
+    role : str or None
+        The study's role (``None``: not of the arm).
+    role_check : CheckResult
+        The check that decided the role.
+    img : _Image
+        The study's image and header facts.
+    row : dict
+        The ``studies`` row.
+    checks : list of dict
+        ``qa_checks`` rows so far; the failing check is appended.
+    study_id : str
+        The study.
+    cols : dict
+        ``subject_id`` and ``study_id`` columns of the check rows.
+
+    Returns
+    -------
+    TareStudyResult or None
+        Failed (no role, no date-times, a post-treatment study without administered
+        activity, with the next action), or ``None`` when the header is usable.
+    """
+    if role is None:
+        return TareStudyResult(
+            None,
+            row,
+            checks,
+            failed=f"{role_check.message}: check the study's RadiopharmaceuticalInformationSequence and re-send",
+        )
+    if img.acquisition_start is None or img.administration_datetime is None:
+        msg = "no acquisition or administration date-time: the study cannot be placed in time"
+        checks.append(_qa(CheckResult("timing", FAIL, "missing", "both date-times", msg), study_id, cols))
+        return TareStudyResult(role, row, checks, failed=f"{msg}; correct the header at the site and re-send")
+    if role == POST and not img.administered_activity_mbq:
+        msg = "post-treatment study without RadionuclideTotalDose: the administered activity is unknown"
+        checks.append(
+            _qa(CheckResult("tare_residual_activity", FAIL, "missing", "administered MBq", msg), study_id, cols)
+        )
+        return TareStudyResult(role, row, checks, failed=f"{msg}; correct the header at the site and re-send")
+    return None
+
+
+def _voi_activity_array(role: str, img: _Image, bqml: sitk.Image | None, nuc: str, t_h: float) -> np.ndarray:
+    """Activity per voxel for :func:`rntflow.dosimetry.tare_imaging.tare_voi_activities`.
+
+    Parameters
+    ----------
+    role : str
+        ``post_treatment``: MBq per voxel decay-corrected to administration; a scout: the
+        image's values as they are (counts).
+    img : _Image
+        The study's image.
+    bqml : SimpleITK.Image or None
+        The quantified image (Bq/mL at acquisition start), post-treatment only.
+    nuc : str
+        Radionuclide (its half-life when the header has none).
+    t_h : float
+        Acquisition start after administration (h).
+
+    Returns
+    -------
+    numpy.ndarray (z, y, x)
+    """
+    if role == POST:
+        to_admin = ti.decay_factor_to_administration(
+            (img.half_life_s / 3600.0) if img.half_life_s else nuclide(nuc).half_life_h, t_h
+        )
+        voxel_ml = float(np.prod(img.image.GetSpacing())) / 1000.0
+        return sitk.GetArrayFromImage(bqml).astype(np.float64) * voxel_ml / 1e6 * to_admin  # MBq at administration
+    return sitk.GetArrayFromImage(img.image).astype(np.float64)
+
+
+def _post_dose_rows(
+    arm: TareArm,
+    study: LoadedStudy,
+    img: _Image,
+    masks: dict[str, np.ndarray],
+    masses_kg: dict[str, float],
+    res: ti.VoiActivities,
+    act_mbq: np.ndarray,
+    rec: TareRecord,
+    study_id: str,
+    cal_id: str | None,
+) -> list[dict]:
+    """``tare_doses`` rows of a post-treatment study (local deposition, mean dose and DVH).
+
+    Sets ``rec.cf_j_per_gbq`` and ``rec.mean_dose_gy``.
+
+    Parameters
+    ----------
+    arm : TareArm
+        The study's TARE arm (radionuclide, CF convention).
+    study : LoadedStudy
+        The study (its CT gives the voxel masses).
+    img : _Image
+        The post-treatment image.
+    masks : dict of str to numpy.ndarray
+        VOI masks on the image grid.
+    masses_kg : dict of str to float
+        VOI masses (kg) from the CT.
+    res : VoiActivities
+        The VOI activities (MBq at administration).
+    act_mbq : numpy.ndarray (z, y, x)
+        MBq per voxel at administration.
+    rec : TareRecord
+        The study's record, updated.
+    study_id : str
+        The study.
+    cal_id : str or None
+        The calibration used.
+
+    Returns
+    -------
+    list of dict
+    """
+    cf = tare_conversion_factor_j_per_gbq(arm.radionuclide, arm.cf_convention)
+    rec.cf_j_per_gbq = cf
+    hu = sitk.GetArrayFromImage(
+        resample(study.ct, img.image, sitk.Transform(3, sitk.sitkIdentity), default_value=-1000.0)
+    ).astype(np.float64)
+    voxel_ml = float(np.prod(img.image.GetSpacing())) / 1000.0
+    m_vox = ti.voxel_mass_kg(hu, voxel_ml)
+    dose = ti.local_deposition_dose_map_gy(act_mbq / 1000.0, cf, m_vox)
+    grid_masks = {**masks, ti.NORMAL: ti.normal_liver_mask(masks)}
+    doses: list[dict] = []
+    for voi, a_mbq in res.activity.items():
+        mean = ti.mean_dose_gy(a_mbq / 1000.0, cf, masses_kg[voi])
+        rec.mean_dose_gy[voi] = mean
+        met = ti.dvh_metrics_gy(dose, grid_masks[voi], m_vox, voxel_ml) if grid_masks[voi].any() else None
+        doses.append(
+            {
+                "voi": voi,
+                "study_id": study_id,
+                "administered_activity_gbq": img.administered_activity_mbq / 1000.0,
+                "activity_mbq": a_mbq,
+                "mass_kg": masses_kg[voi],
+                "mean_dose_gy": mean,
+                "d2_gy": met.d2_gy if met else None,
+                "d50_gy": met.d50_gy if met else None,
+                "d70_gy": met.d70_gy if met else None,
+                "d98_gy": met.d98_gy if met else None,
+                "recovery_coefficient": res.recovery_coefficient.get(voi, 1.0),
+                "cf_j_per_gbq": cf,
+                "calibration_id": cal_id,
+                "method": METHOD,
+            }
+        )
+    return doses
+
+
+def _post_dose_checks(
+    arm: TareArm,
+    res: ti.VoiActivities,
+    img: _Image,
+    rec: TareRecord,
+    subject_id: str,
+    study_id: str,
+    cols: dict,
+) -> list[dict]:
+    """``qa_checks`` rows of a post-treatment study: residual activity, delivered doses, tumours."""
+    checks = [_qa(tc.residual_activity_check(arm, res.total, img.administered_activity_mbq), study_id, cols)]
+    checks += [_qa(c, study_id, cols) for c in tc.delivered_dose_checks(arm, rec.mean_dose_gy)]
+    checks += [
+        qa_row(c, "voi", f"{subject_id}/{study_id}/{les}", **cols)
+        for les, c in tc.delivered_tumour_checks(arm, rec.mean_dose_gy).items()
+    ]
+    return checks
+
+
 @task(name="tare-quantify-study", retries=2, retry_delay_seconds=2)
 def quantify_tare_study(
     config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str
@@ -276,23 +457,9 @@ def quantify_tare_study(
     row = _studies_row(study_id, subject_id, img, study.n_files)
     role, role_check = tc.study_role_check(arm, img.radionuclide, img.administered_activity_mbq, img.modality)
     checks = [_qa(role_check, study_id, cols)]
-    if role is None:
-        return TareStudyResult(
-            None,
-            row,
-            checks,
-            failed=f"{role_check.message}: check the study's RadiopharmaceuticalInformationSequence and re-send",
-        )
-    if img.acquisition_start is None or img.administration_datetime is None:
-        msg = "no acquisition or administration date-time: the study cannot be placed in time"
-        checks.append(_qa(CheckResult("timing", FAIL, "missing", "both date-times", msg), study_id, cols))
-        return TareStudyResult(role, row, checks, failed=f"{msg}; correct the header at the site and re-send")
-    if role == POST and not img.administered_activity_mbq:
-        msg = "post-treatment study without RadionuclideTotalDose: the administered activity is unknown"
-        checks.append(
-            _qa(CheckResult("tare_residual_activity", FAIL, "missing", "administered MBq", msg), study_id, cols)
-        )
-        return TareStudyResult(role, row, checks, failed=f"{msg}; correct the header at the site and re-send")
+    failure = _header_failure(role, role_check, img, row, checks, study_id, cols)
+    if failure is not None:
+        return failure
     nuc = img.radionuclide or arm.radionuclide
 
     cal, cal_id, bqml = None, None, None
@@ -320,14 +487,7 @@ def quantify_tare_study(
     spacing_zyx = tuple(float(s) for s in img.image.GetSpacing()[::-1])
     fwhm = _fwhm_mm(config, site_id, img, cal)
     t_h = (img.acquisition_start - img.administration_datetime).total_seconds() / 3600.0
-    if role == POST:
-        to_admin = ti.decay_factor_to_administration(
-            (img.half_life_s / 3600.0) if img.half_life_s else nuclide(nuc).half_life_h, t_h
-        )
-        voxel_ml = float(np.prod(img.image.GetSpacing())) / 1000.0
-        act = sitk.GetArrayFromImage(bqml).astype(np.float64) * voxel_ml / 1e6 * to_admin  # MBq at administration
-    else:
-        act = sitk.GetArrayFromImage(img.image).astype(np.float64)
+    act = _voi_activity_array(role, img, bqml, nuc, t_h)
     res = ti.tare_voi_activities(act, masks, spacing_zyx, fwhm, volumes_ml=volumes)
     notes = list(res.notes) + ([] if fwhm else ["no system FWHM (camera profile or calibration): no PV correction"])
     rec = TareRecord(
@@ -351,43 +511,8 @@ def quantify_tare_study(
     )
     doses: list[dict] = []
     if role == POST:
-        cf = tare_conversion_factor_j_per_gbq(arm.radionuclide, arm.cf_convention)
-        rec.cf_j_per_gbq = cf
-        hu = sitk.GetArrayFromImage(
-            resample(study.ct, img.image, sitk.Transform(3, sitk.sitkIdentity), default_value=-1000.0)
-        ).astype(np.float64)
-        voxel_ml = float(np.prod(img.image.GetSpacing())) / 1000.0
-        m_vox = ti.voxel_mass_kg(hu, voxel_ml)
-        dose = ti.local_deposition_dose_map_gy(act / 1000.0, cf, m_vox)
-        grid_masks = {**masks, ti.NORMAL: ti.normal_liver_mask(masks)}
-        for voi, a_mbq in res.activity.items():
-            mean = ti.mean_dose_gy(a_mbq / 1000.0, cf, masses[voi])
-            rec.mean_dose_gy[voi] = mean
-            met = ti.dvh_metrics_gy(dose, grid_masks[voi], m_vox, voxel_ml) if grid_masks[voi].any() else None
-            doses.append(
-                {
-                    "voi": voi,
-                    "study_id": study_id,
-                    "administered_activity_gbq": img.administered_activity_mbq / 1000.0,
-                    "activity_mbq": a_mbq,
-                    "mass_kg": masses[voi],
-                    "mean_dose_gy": mean,
-                    "d2_gy": met.d2_gy if met else None,
-                    "d50_gy": met.d50_gy if met else None,
-                    "d70_gy": met.d70_gy if met else None,
-                    "d98_gy": met.d98_gy if met else None,
-                    "recovery_coefficient": res.recovery_coefficient.get(voi, 1.0),
-                    "cf_j_per_gbq": cf,
-                    "calibration_id": cal_id,
-                    "method": METHOD,
-                }
-            )
-        checks.append(_qa(tc.residual_activity_check(arm, res.total, img.administered_activity_mbq), study_id, cols))
-        checks += [_qa(c, study_id, cols) for c in tc.delivered_dose_checks(arm, rec.mean_dose_gy)]
-        checks += [
-            qa_row(c, "voi", f"{subject_id}/{study_id}/{les}", **cols)
-            for les, c in tc.delivered_tumour_checks(arm, rec.mean_dose_gy).items()
-        ]
+        doses = _post_dose_rows(arm, study, img, masks, masses, res, act, rec, study_id, cal_id)
+        checks += _post_dose_checks(arm, res, img, rec, subject_id, study_id, cols)
         rec.doses = doses
     save_record(config, rec)
     return TareStudyResult(role, row, checks, doses, rec)
