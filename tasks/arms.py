@@ -21,6 +21,11 @@ from rntflow.warehouse.writer import load_table, read_latest
 
 #: Columns the destination's writer computes itself; dropped when rows are copied.
 _WRITER_COLUMNS = ("result_version", "row_hash")
+#: Tables not copied: ``flow_runs`` belong to the runs that wrote them; ``marrow_doses`` are
+#: recomputed for every subject by the arm's own close-out QA (from its ``voi_doses`` and the
+#: copied ``blood_samples``), and a copy would alternate with that result as a new version
+#: on every run.
+_NOT_COPIED = ("flow_runs", "marrow_doses")
 
 
 def arm_root(config_path: str | None, name: str) -> Path:
@@ -72,14 +77,14 @@ def copy_results(from_config: str | None, to_config: str | None, exclude_sites: 
 
     Tables partitioned by site lose the rows of ``exclude_sites`` (the arm's own flows
     write those); trial-wide tables such as ``outcomes`` are copied whole: an arm changes
-    how doses are computed, not what happened to the patients. ``flow_runs`` are not
-    copied (they belong to the runs that wrote them). Idempotent: rows already there are
+    how doses are computed, not what happened to the patients. Tables in :data:`_NOT_COPIED`
+    are not copied. Idempotent: rows already there are
     left unchanged.
     """
     src, dst = trial_config(from_config), trial_config(to_config)
     copied = {}
     for name, spec in TABLES.items():
-        if name == "flow_runs":
+        if name in _NOT_COPIED:
             continue
         df = read_latest(src.warehouse_dir, name, "trial_id = ?", [src.trial_id])
         if "site_id" in spec.partition_by and exclude_sites:
