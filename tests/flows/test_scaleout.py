@@ -97,11 +97,19 @@ DOSE_REL_TOL = 0.05
 
 
 def _hold_lock(lock_dir: str, ready, release) -> None:
+    """The forked holder: takes the lock until told to let go, then leaves at once (``os._exit``:
+    a child forked from the test process must not run the parent's exit handlers, e.g. the
+    session's Prefect harness, which can hang it)."""
     from rntflow.core.locks import named_lock
 
-    with named_lock(lock_dir, "dosimetry", "T", "SITE01", "RNT-1", 1):
-        ready.set()
-        release.wait(120)
+    code = 1
+    try:
+        with named_lock(lock_dir, "dosimetry", "T", "SITE01", "RNT-1", 1):
+            ready.set()
+            release.wait(120)
+        code = 0
+    finally:
+        os._exit(code)
 
 
 def test_named_lock_serialises_processes_and_times_out(tmp_path):
