@@ -52,6 +52,13 @@ class EnergyWindowKev:
         return 0.5 * (self.lower_kev + self.upper_kev)
 
 
+def camera_id(manufacturer: str | None, model: str | None, serial: str | None) -> str | None:
+    """A camera's id in every table: ``Manufacturer|Model|Serial``, or ``None`` when any part is missing."""
+    if not (manufacturer and model and serial):
+        return None
+    return f"{manufacturer}|{model}|{serial}"
+
+
 @dataclass(frozen=True)
 class NmHeader:
     """The parts of an NM reconstruction header the platform uses (``None`` = absent).
@@ -161,10 +168,8 @@ class NmHeader:
 
     @property
     def camera_id(self) -> str | None:
-        """``Manufacturer|Model|Serial``, or ``None`` when any part is missing."""
-        if not (self.manufacturer and self.model and self.serial):
-            return None
-        return f"{self.manufacturer}|{self.model}|{self.serial}"
+        """``Manufacturer|Model|Serial`` (:func:`camera_id`)."""
+        return camera_id(self.manufacturer, self.model, self.serial)
 
     @property
     def photopeak(self) -> EnergyWindowKev | None:

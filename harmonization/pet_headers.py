@@ -46,6 +46,7 @@ from rntflow.dicomio.values import FOR_METADATA_KEY
 from rntflow.harmonization.calibration import Calibration
 from rntflow.harmonization.headers import (
     NmHeader,
+    camera_id,
     normalise_radionuclide,
     parse_da_tm,
     parse_dt,
@@ -154,10 +155,8 @@ class PetHeader:
 
     @property
     def camera_id(self) -> str | None:
-        """``Manufacturer|Model|Serial`` (as :attr:`NmHeader.camera_id`), or ``None`` when any part is missing."""
-        if not (self.manufacturer and self.model and self.serial):
-            return None
-        return f"{self.manufacturer}|{self.model}|{self.serial}"
+        """``Manufacturer|Model|Serial`` (:func:`rntflow.harmonization.headers.camera_id`, as for NM)."""
+        return camera_id(self.manufacturer, self.model, self.serial)
 
     @property
     def attenuation_corrected(self) -> bool | None:
