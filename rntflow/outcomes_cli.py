@@ -1,4 +1,9 @@
-"""``rntflow outcomes import FILE.csv --config trial.yaml``: load clinical outcomes."""
+"""``rntflow outcomes import FILE.csv --config trial.yaml``: load clinical outcomes.
+
+Outcomes that change the warehouse re-run the ``dose-effect`` flow (a Prefect flow run, like the
+close-out's), so the dose-effect report and the subject reports include them; ``--no-analyse``
+only loads them.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="columns subject_id,endpoint,lesion_voi,grade,response,event,time_to_event_months,assessed_months",
     )
     imp.add_argument("--config", type=Path, required=True, help="trial config YAML")
+    imp.add_argument(
+        "--no-analyse",
+        dest="analyse",
+        action="store_false",
+        help="load the outcomes only; do not re-run the dose-effect flow (run it later with the close-out)",
+    )
     parser.set_defaults(command="outcomes", func=run)
     return parser
 
@@ -62,4 +73,27 @@ def run(args: argparse.Namespace) -> int:
         f"{report.rows_new_version} changed (new version), {report.rows_unchanged} unchanged, "
         f"{report.files_written} file(s) written to {config.warehouse_dir}"
     )
+    if not args.analyse:
+        print("dose-effect not re-run (--no-analyse): its report does not show these outcomes yet")
+        return 0
+    if report.rows_new + report.rows_new_version == 0:
+        print("dose-effect not re-run: no outcome changed")
+        return 0
+    return rerun_dose_effect(config, str(Path(args.config).resolve()))
+
+
+def rerun_dose_effect(config, config_path: str) -> int:
+    """Run the ``dose-effect`` flow on the trial; 0 when it completed, 1 otherwise (with its message)."""
+    from rntflow.demo import prefect_environment, quiet_logging
+
+    quiet_logging()
+    prefect_environment(config)
+    from rntflow.flows.warehouse import dose_effect_flow
+
+    state = dose_effect_flow(config_path, return_state=True)
+    if not state.is_completed():
+        print(f"dose-effect flow did not complete: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    print(f"dose-effect re-run: {result['n_outcome_rows']} outcome row(s) with doses; report {result['report']}")
     return 0

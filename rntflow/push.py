@@ -93,6 +93,37 @@ STUDY_ATTEMPTS = 3
 DIMSE_TIMEOUT_S = 120.0
 
 
+def keep_responses_for_the_sender(assoc) -> None:
+    """Stop pynetdicom's requestor reactor from swallowing a C-STORE response.
+
+    pynetdicom 3.0 pauses its reactor thread around each ``send_c_store`` by a check-then-act
+    handshake (the sender clears ``_reactor_checkpoint`` and waits for ``_is_paused``; the
+    reactor sets ``_is_paused``, passes the still-set checkpoint, clears ``_is_paused`` and
+    takes the next DIMSE message). When the reactor is descheduled between the checkpoint and
+    its ``get_msg`` (a loaded machine), the sender's response arrives first and the reactor
+    takes it: it logs "Received unexpected C-STORE service message" and drops it, the sender
+    waits out its DIMSE timeout and aborts, and the receiver sees a study end early (seen at
+    load ~20: 181 s without progress and a study handed off without its NM instances).
+    A requestor that serves no requests (no C-GET) needs the reactor only for release and abort,
+    so a response it takes is put back on the DIMSE queue for the waiting sender.
+
+    Parameters
+    ----------
+    assoc : pynetdicom.association.Association
+        An established requestor association (its ``_serve_request`` is wrapped, this
+        association only).
+    """
+    serve = assoc._serve_request
+
+    def serve_or_return(msg, context_id: int) -> None:
+        if msg is not None and not msg.is_valid_request and msg.is_valid_response:
+            assoc.dimse.msg_queue.put((context_id, msg))  # the sender's get_msg(block=True) takes it
+            return
+        serve(msg, context_id)
+
+    assoc._serve_request = serve_or_return
+
+
 def _send_study(
     study_uid: str,
     files: list[tuple[Path, str, str]],
@@ -133,6 +164,7 @@ def _send_study(
             reason = f"aborted, or no connection to {host}:{port}"  # pynetdicom reports both as aborted
         failures = [PushFailure(str(path), study_uid, f"association {reason}") for path, _c, _t in files]
         return [], failures, (reason, permanent)
+    keep_responses_for_the_sender(assoc)
     failures: list[PushFailure] = []
     resend: list[tuple[Path, str, str]] = []
     try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -89,3 +92,56 @@ def test_a_rejected_push_says_why_once_and_stops(tmp_path, capsys):
     assert err.count("association refused") == 1
     assert "permanent rejection by DUL service-user: Calling AE title not recognised" in err
     assert out.strip().endswith("1 studies, 0 instances sent, 0 stored, 2 failed")  # stopped after the first
+
+
+class _SlowCheckpoint(threading.Event):
+    """pynetdicom's reactor checkpoint, with the reactor descheduled for 50 ms after passing it."""
+
+    def wait(self, timeout=None):
+        passed = super().wait(timeout)
+        if passed:
+            time.sleep(0.05)
+        return passed
+
+
+def test_a_response_the_reactor_takes_reaches_the_sender(small_trial, storescp, monkeypatch, caplog, tmp_path):
+    """A loaded machine, made reproducible: the sender thread runs 200 ms late after each send
+    while the requestor's reactor passes its checkpoint (see
+    :func:`rntflow.push.keep_responses_for_the_sender`); pynetdicom alone loses the response."""
+    import rntflow.push as push
+
+    port, out = storescp
+    real_associate = push.AE.associate
+
+    def associate_on_a_loaded_machine(self, *args, **kwargs):
+        assoc = real_associate(self, *args, **kwargs)
+        slow = _SlowCheckpoint()
+        slow.set()
+        assoc._reactor_checkpoint = slow
+        real_get = assoc.dimse.get_msg
+
+        def late_get(block=False):
+            if block:
+                time.sleep(0.2)
+            return real_get(block)
+
+        assoc.dimse.get_msg = late_get
+        return assoc
+
+    monkeypatch.setattr(push.AE, "associate", associate_on_a_loaded_machine)
+    monkeypatch.setattr(push, "DIMSE_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(push, "STUDY_ATTEMPTS", 1)
+    study = tmp_path / "study"
+    study.mkdir()
+    for path in sorted(next((small_trial / "dicom" / "SITE01").glob("QC-CYL*/*")).rglob("*.dcm"))[:20]:
+        shutil.copy(path, study / path.name)
+    n_files = 20
+    with caplog.at_level(logging.WARNING, logger="pynetdicom"):
+        report = push.push_tree(study, "127.0.0.1", port, "SITE01_PACS", "REFSCP")
+    assert report.ok and report.stored == n_files, report.failures[:3]
+    assert "Received unexpected C-STORE service message" not in caplog.text
+
+    monkeypatch.setattr(push, "keep_responses_for_the_sender", lambda assoc: None)  # pynetdicom as it is
+    with caplog.at_level(logging.WARNING, logger="pynetdicom"):
+        report = push.push_tree(study, "127.0.0.1", port, "SITE01_PACS", "REFSCP")
+    assert report.stored < n_files and "Received unexpected C-STORE service message" in caplog.text

@@ -115,7 +115,7 @@ def test_cli_imports_with_enrolment_subjects(tmp_path, capsys):
         "site_id,patient_id,subject_id,kind\nSITE01,P1,SUBJ-001,patient\nSITE02,P2,SUBJ-002,patient\n"
     )
     csv_path = _write(tmp_path, GOOD_ROWS)
-    assert _cli(["outcomes", "import", str(csv_path), "--config", str(tmp_path / "trial.yaml")]) == 0
+    assert _cli(["outcomes", "import", str(csv_path), "--config", str(tmp_path / "trial.yaml"), "--no-analyse"]) == 0
     assert "6 new" in capsys.readouterr().out
     with connect(tmp_path / "wh") as con:
         assert con.execute("SELECT trial_id, count(*) FROM outcomes GROUP BY ALL").fetchall() == [("T-CLI", 6)]
