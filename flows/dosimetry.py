@@ -16,7 +16,7 @@ from rntflow.core.locks import named_lock
 from rntflow.core.protocol import last_time_point_reached
 from rntflow.flows.runners import task_runner
 from rntflow.tasks.common import Context, artifact_key, product_store, trial_config
-from rntflow.tasks.dosimetry import cycle_dosimetry, cycle_timepoints
+from rntflow.tasks.dosimetry import CycleDosimetryResult, cycle_dosimetry, cycle_timepoints
 from rntflow.tasks.products import TimePointMeta
 from rntflow.tasks.warehouse import load_rows, read_table
 
@@ -40,21 +40,21 @@ def cycle_readiness(metas: list[TimePointMeta], config: TrialConfig, close_out: 
     return False, False, f"{n} of {need} time points"
 
 
-def subject_summary_markdown(subject_id: str, cycle: int, final: bool, result: dict) -> str:
+def subject_summary_markdown(subject_id: str, cycle: int, final: bool, result: CycleDosimetryResult) -> str:
     """The coordinator's summary of one cycle: doses with uncertainty and BED, then QA findings."""
     lines = [
-        f"# {subject_id}, cycle {cycle} ({'final' if final else 'provisional'}, {result['method']})",
+        f"# {subject_id}, cycle {cycle} ({'final' if final else 'provisional'}, {result.method})",
         "",
         "| VOI | engine | method | dose (Gy) | SD (Gy) | BED (Gy) | TIA (MBq h) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for r in sorted(result["voi_doses"], key=lambda r: (r["voi"], r["engine"])):
+    for r in sorted(result.voi_doses, key=lambda r: (r["voi"], r["engine"])):
         bed = f"{r['bed_gy']:.2f}" if r.get("bed_gy") is not None else ""
         lines.append(
             f"| {r['voi']} | {r['engine']} | {r['method']} | {r['dose_gy']:.2f} | {r['dose_sd_gy']:.2f} | "
             f"{bed} | {r['tia_mbq_h']:.0f} |"
         )
-    issues = [c for c in result["checks"] if c["status"] != "pass"]
+    issues = [c for c in result.checks if c["status"] != "pass"]
     lines += ["", f"QA: {len(issues)} finding(s)" + (":" if issues else "")]
     lines += [f"- {c['status']}: {c['check_name']} ({c['scope_id']}): {c['message']}" for c in issues]
     lines += [
@@ -82,9 +82,9 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
             log.info("cycle %s of %s waits: %s", cycle, subject_id, why)
             return {"status": "waiting", "reason": why}
         result = cycle_dosimetry.submit(config, site_id, subject_id, cycle).result()  # RNTFLOW_TASK_RUNNER
-        if result["status"] != "done":
-            log.info("cycle %s of %s waits: %s", cycle, subject_id, result["reason"])
-            return result
+        if not result.done:
+            log.info("cycle %s of %s waits: %s", cycle, subject_id, result.reason)
+            return {"status": result.status, "reason": result.reason, "study_ids": result.study_ids}
         ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
         wh = str(config.warehouse_dir)
         if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
@@ -95,10 +95,15 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
                 [config.trial_id, subject_id, cycle],
             )
             final = not done.empty
-        for r in result["voi_doses"]:
-            r["final"] = final
-        loads = {t: load_rows(wh, t, result[t], ctx) for t in ("voi_timepoints", "tac_fits", "voi_doses", "dvhs")}
-        load_rows(wh, "qa_checks", result["checks"], Context(config.trial_id, site_id).cols())
+        voi_doses = [{**r, "final": final} for r in result.voi_doses]
+        tables = {
+            "voi_timepoints": result.voi_timepoints,
+            "tac_fits": result.tac_fits,
+            "voi_doses": voi_doses,
+            "dvhs": result.dvhs,
+        }
+        loads = {t: load_rows(wh, t, rows, ctx) for t, rows in tables.items()}
+        load_rows(wh, "qa_checks", result.checks, Context(config.trial_id, site_id).cols())
         create_markdown_artifact(
             subject_summary_markdown(subject_id, cycle, final, result),
             key=f"subject-{artifact_key(subject_id)}-cycle-{cycle}",
@@ -108,16 +113,16 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
             "cycle %s of %s: %s, %s (%s), %d VOI doses",
             cycle,
             subject_id,
-            result["method"],
+            result.method,
             "final" if final else "provisional",
             why,
-            len(result["voi_doses"]),
+            len(voi_doses),
         )
         return {
             "status": "done",
             "final": final,
-            "method": result["method"],
+            "method": result.method,
             "loads": loads,
-            "voi_doses": result["voi_doses"],
-            "checks": result["checks"],
+            "voi_doses": voi_doses,
+            "checks": result.checks,
         }

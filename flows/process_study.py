@@ -121,26 +121,26 @@ def _phantom(
 ) -> StudyOutcome:
     """Calibrate; then re-process what waited for, or was quantified with another, calibration."""
     res = calibration_flow(config_path, site_id, subject_id, study_key, study_dir)
-    if not res["calibrations"]:
+    if not res.calibrations:
         no_cylinder_yet = any(
-            c["check_name"] == "phantom_calibration" and c["value_found"] == "none" for c in res["checks"]
+            c["check_name"] == "phantom_calibration" and c["value_found"] == "none" for c in res.checks
         )
-        if res["phantom_type"] == "nema_iec_body" and no_cylinder_yet:
+        if res.phantom_type == "nema_iec_body" and no_cylinder_yet:
             return StudyOutcome(
                 WAITING,
                 f"{WAITING_FOR_CYLINDER}, which the NEMA phantom's recovery curve "
                 "completes; processed again when it arrives",
             )
-        fails = "; ".join(f"{c['check_name']}: {c['message']}" for c in res["checks"] if c["status"] == FAIL)
+        fails = "; ".join(f"{c['check_name']}: {c['message']}" for c in res.checks if c["status"] == FAIL)
         return StudyOutcome(
             "failed",
-            f"{res['phantom_type']} phantom gave no calibration ({fails or 'no result'}); "
+            f"{res.phantom_type} phantom gave no calibration ({fails or 'no result'}); "
             f"fix it (e.g. the fill-log row), then: rntflow reprocess --study {study_key}",
         )
-    if res["phantom_type"] == "uniform_cylinder":
+    if res.phantom_type == "uniform_cylinder":
         _rerun(config_path, phantoms_waiting_for_calibration(config, site_id))  # each re-runs its dependants
     _rerun(config_path, dependants_of_calibration(config, site_id))
-    return StudyOutcome("processed", f"{res['phantom_type']} phantom: calibration registered or updated")
+    return StudyOutcome("processed", f"{res.phantom_type} phantom: calibration registered or updated")
 
 
 def _time_point(
@@ -182,17 +182,17 @@ def _segmentation(
 ) -> StudyOutcome:
     """VOIs join the time point whose CT they were drawn on; else wait for that CT."""
     seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
-    load_rows(str(config.warehouse_dir), "qa_checks", seg["checks"], Context(config.trial_id, site_id).cols())
-    if seg["cycle"] is None:
+    load_rows(str(config.warehouse_dir), "qa_checks", seg.checks, Context(config.trial_id, site_id).cols())
+    if seg.cycle is None:
         return StudyOutcome(
             WAITING,
             f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; processed again when it does",
         )
-    out["cycle"] = seg["cycle"]
-    out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg["cycle"])["status"]
+    out["cycle"] = seg.cycle
+    out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg.cycle)["status"]
     qa_flow(config_path, subject_ids=[subject_id])
     return StudyOutcome(
-        "processed", f"VOIs added to time point {seg['target_study_id']}; cycle {seg['cycle']} dosimetry re-run"
+        "processed", f"VOIs added to time point {seg.target_study_id}; cycle {seg.cycle} dosimetry re-run"
     )
 
 

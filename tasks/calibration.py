@@ -9,7 +9,7 @@ acquisition start corrected by the camera's current calibration from the registr
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 
 import numpy as np
@@ -36,25 +36,56 @@ from rntflow.tasks.common import calibration_history, calibration_id, calibratio
 from rntflow.tasks.timepoint import FACE_VALUE_SUFFIX
 
 
-def _phantom_outputs(header: NmHeader, study: LoadedStudy, study_id: str, fill: PhantomFill | None) -> dict:
-    """The task's output before analysis: the ``studies`` and ``camera`` rows, no calibrations or checks yet."""
-    out = {
-        "phantom_type": fill.phantom_type if fill else "unknown",
-        "calibrations": [],
-        "phantom_results": [],
-        "checks": [],
-        "camera": None,
-        "study": {
-            "study_id": study_id,
-            "kind": "phantom",
-            "camera_id": header.camera_id,
-            "acquired_at": header.acquisition_start.replace(tzinfo=UTC) if header.acquisition_start else None,
-            "n_instances": study.n_files,
-        },
+@dataclass(frozen=True)
+class PhantomResult:
+    """What analysing one phantom study produced: the warehouse rows it changes.
+
+    The rows are dicts keyed by warehouse column names (units in the names, e.g.
+    ``sensitivity_cps_per_mbq``, ``rc_fwhm_mm``, ``sphere_diameter_mm``); the flow adds the
+    trial and site columns when it loads them.
+
+    Attributes
+    ----------
+    phantom_type : str
+        From the phantom fill log: ``uniform_cylinder`` or ``nema_iec_body``; ``unknown``
+        when the scan has no fill-log row (then nothing was analysed).
+    study : dict
+        The ``studies`` row (``kind`` ``phantom``, ``acquired_at`` UTC, ``n_instances``).
+    camera : dict or None
+        The ``cameras`` row (``camera_id``, ``manufacturer``, ``model``); ``None`` when the
+        header names no camera.
+    calibrations : list of dict
+        The camera's ``calibrations`` registry rows, its history with the new or updated
+        calibration (sensitivity in cps/MBq or Bq/mL scale factor, RC and filter FWHM in mm,
+        validity ends, supersession, drift in %); empty when the scan gave no calibration.
+    phantom_results : list of dict
+        ``phantom_results`` rows, one per NEMA sphere (diameter in mm, recovery
+        coefficients); empty for a uniform cylinder.
+    checks : list of dict
+        ``qa_checks`` rows (scope ``calibration``, keyed by the study id).
+    """
+
+    phantom_type: str
+    study: dict
+    camera: dict | None
+    calibrations: list[dict] = field(default_factory=list)
+    phantom_results: list[dict] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+
+
+def _phantom_study_rows(header: NmHeader, study: LoadedStudy, study_id: str) -> tuple[dict, dict | None]:
+    """The phantom scan's ``studies`` row and its ``cameras`` row (``None`` without a camera id)."""
+    study_row = {
+        "study_id": study_id,
+        "kind": "phantom",
+        "camera_id": header.camera_id,
+        "acquired_at": header.acquisition_start.replace(tzinfo=UTC) if header.acquisition_start else None,
+        "n_instances": study.n_files,
     }
+    camera = None
     if header.camera_id:
-        out["camera"] = {"camera_id": header.camera_id, "manufacturer": header.manufacturer, "model": header.model}
-    return out
+        camera = {"camera_id": header.camera_id, "manufacturer": header.manufacturer, "model": header.model}
+    return study_row, camera
 
 
 def _no_fill_log_check(subject_id: str, study_id: str) -> dict:
@@ -180,15 +211,17 @@ def _phantom_image(study: LoadedStudy, site: SiteSettings | None) -> tuple[NmHea
 
 
 @task(name="calibrate-phantom", retries=2, retry_delay_seconds=2)
-def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str) -> dict:
+def calibrate_phantom(
+    config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str
+) -> PhantomResult:
     """Analyse one phantom study and return the rows it changes.
 
     Returns
     -------
-    dict
-        ``phantom_type``, ``calibrations`` (the camera's registry rows: the new or updated
-        calibration and the one it supersedes), ``phantom_results`` (per sphere),
-        ``checks`` (qa rows), ``study`` and ``camera`` rows.
+    PhantomResult
+        The phantom type, the ``studies`` and ``cameras`` rows, the camera's registry rows
+        (its history with the new or updated calibration), the per-sphere rows and the qa
+        rows.
     """
     study = load_study(study_dir)
     site = next((s for s in config.sites if s.id == site_id), None)
@@ -197,24 +230,28 @@ def calibrate_phantom(config: TrialConfig, site_id: str, subject_id: str, study_
     sx, sy, sz = image.GetSpacing()
     spacing_zyx = (sz, sy, sx)
     fill = load_phantom_fill(config.phantom_fills_file, subject_id)
-    out = _phantom_outputs(header, study, study_id, fill)
+    study_row, camera = _phantom_study_rows(header, study, study_id)
     if fill is None:
-        out["checks"].append(_no_fill_log_check(subject_id, study_id))
-        return out
+        return PhantomResult("unknown", study_row, camera, checks=[_no_fill_log_check(subject_id, study_id)])
     history = calibration_history(config, header.camera_id)
     pname = protocol_name(config, header.radionuclide)  # a 166Ho or 90Y phantom: that nuclide's protocol
+    spheres: list[dict] = []
     if fill.phantom_type == "uniform_cylinder":
-        res, history, drift_checks = _calibrate_cylinder(
+        res, history, checks = _calibrate_cylinder(
             config, site, site_id, header, values, spacing_zyx, fill, history, pname, study_id
         )
-        out["checks"] += drift_checks
     else:
-        res, history, out["phantom_results"] = _analyse_nema(
-            config, site_id, header, values, spacing_zyx, fill, history, pname
-        )
-    out["checks"] += [qa_row(c, "calibration", study_id, study_id=study_id) for c in res.checks]
-    out["calibrations"] = calibration_rows(config, history) if history else []
-    return out
+        res, history, spheres = _analyse_nema(config, site_id, header, values, spacing_zyx, fill, history, pname)
+        checks = []
+    checks += [qa_row(c, "calibration", study_id, study_id=study_id) for c in res.checks]
+    return PhantomResult(
+        fill.phantom_type,
+        study_row,
+        camera,
+        calibrations=calibration_rows(config, history) if history else [],
+        phantom_results=spheres,
+        checks=checks,
+    )
 
 
 # --------------------------------------------------------------------------- PET quantification

@@ -7,6 +7,7 @@ kinetics), call the pure code (``dosimetry.registration``, ``dosimetry.vois``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -251,26 +252,72 @@ def _finding_rows(findings: list[Finding], subject_id: str, cycle: int) -> list[
     ]
 
 
+@dataclass(frozen=True)
+class CycleDosimetryResult:
+    """What the dosimetry of one subject-cycle produced: its warehouse rows, or why it waits.
+
+    The rows are dicts keyed by warehouse column names, units in the names (``dose_gy``,
+    ``dose_sd_gy``, ``bed_gy``, ``tia_mbq_h``, ``effective_half_life_h``, ``volume_ml`` ...);
+    the flow adds the trial, site, subject and cycle columns (and ``final``) when it loads them.
+
+    Attributes
+    ----------
+    status : {"done", "waiting"}
+        ``waiting``: the cycle has no time point with VOIs yet (no rows at all).
+    reason : str or None
+        Why the cycle waits; ``None`` when done.
+    study_ids : list of str
+        The cycle's quantified time points, by time after administration.
+    method : str or None
+        How the cycle's kinetics were computed: ``multi_time_point`` or ``single_time_point``
+        (the rows name the exact variant); ``None`` when waiting.
+    voi_timepoints : list of dict
+        ``voi_timepoints`` rows per VOI and time point: time after administration (h),
+        activity and its SD (MBq), volume (mL), mass (g), recovery coefficient.
+    tac_fits : list of dict
+        ``tac_fits`` rows per VOI: the time-activity model, TIA and its SD (MBq h), effective
+        half-life (h).
+    voi_doses : list of dict
+        ``voi_doses`` rows per VOI and dose engine: absorbed dose and its SD (Gy), BED (Gy),
+        mass (g), TIA (MBq h); without ``final`` (the flow decides it).
+    dvhs : list of dict
+        ``dvhs`` rows per VOI and engine: dose bins (Gy) and volume fractions.
+    checks : list of dict
+        ``qa_checks`` rows (registration, calibration validity, partial-volume correction, the
+        dosimetry's own findings), with ``subject_id`` and ``cycle``.
+    """
+
+    status: str
+    reason: str | None
+    study_ids: list[str]
+    method: str | None = None
+    voi_timepoints: list[dict] = field(default_factory=list)
+    tac_fits: list[dict] = field(default_factory=list)
+    voi_doses: list[dict] = field(default_factory=list)
+    dvhs: list[dict] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        """The doses were computed (``status`` ``done``)."""
+        return self.status == "done"
+
+
 @task(name="cycle-dosimetry", retries=1, retry_delay_seconds=2)
-def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: int) -> dict:
+def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: int) -> CycleDosimetryResult:
     """Register a cycle's time points to its reference and compute its doses.
 
     Returns
     -------
-    dict
-        ``status`` (``done`` or ``waiting``), ``reason``, ``method``, the record lists
-        ``voi_timepoints``, ``tac_fits``, ``voi_doses``, ``dvhs``, ``checks``, and
-        ``study_ids``.
+    CycleDosimetryResult
+        ``done`` with the method and the ``voi_timepoints``, ``tac_fits``, ``voi_doses``,
+        ``dvhs`` and ``qa_checks`` rows, or ``waiting`` and why; the cycle's study ids.
     """
     store = product_store(config)
     metas = cycle_timepoints(store, site_id, subject_id, cycle)
     refs = [m for m in metas if m.voi_names]
     if not metas or not refs:
-        return {
-            "status": "waiting",
-            "reason": "no VOIs (RTSTRUCT/SEG) for this cycle yet",
-            "study_ids": [m.study_id for m in metas],
-        }
+        return CycleDosimetryResult("waiting", "no VOIs (RTSTRUCT/SEG) for this cycle yet", [m.study_id for m in metas])
     ref = refs[0]
     ref_ct, ref_spect = store.ct(ref), store.spect(ref)
     spacing_xyz = ref_spect.GetSpacing()
@@ -284,14 +331,14 @@ def cycle_dosimetry(config: TrialConfig, site_id: str, subject_id: str, cycle: i
     checks += _finding_rows(result.findings, subject_id, cycle)
     for c in checks:
         c.update({"subject_id": subject_id, "cycle": cycle})
-    return {
-        "status": "done",
-        "reason": None,
-        "method": result.method,
-        "voi_timepoints": result.voi_timepoints,
-        "tac_fits": result.tac_fits,
-        "voi_doses": result.voi_doses,
-        "dvhs": result.dvhs,
-        "checks": checks,
-        "study_ids": [m.study_id for m in metas],
-    }
+    return CycleDosimetryResult(
+        "done",
+        None,
+        [m.study_id for m in metas],
+        method=result.method,
+        voi_timepoints=result.voi_timepoints,
+        tac_fits=result.tac_fits,
+        voi_doses=result.voi_doses,
+        dvhs=result.dvhs,
+        checks=checks,
+    )

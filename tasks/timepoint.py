@@ -55,7 +55,7 @@ def classify_study(study_dir: str, kind: str) -> str:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TimepointResult:
     """What quantifying one patient time point produced.
 
@@ -79,6 +79,27 @@ class TimepointResult:
     meta: TimePointMeta | None
     waiting_for: str | None = None
     failed: str | None = None
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """What attaching a segmentation-only study (RTSTRUCT/SEG) produced.
+
+    Attributes
+    ----------
+    checks : list of dict
+        ``qa_checks`` rows (scope ``study``, keyed by the segmentation's study id): VOIs
+        drawn on a CT no received time point has, unusable or unmapped VOI names.
+    cycle : int or None
+        1-based cycle of the time point that received the VOIs; ``None`` when no received
+        time point's CT has the segmentation's frame of reference (it waits for that CT).
+    target_study_id : str or None
+        Study id of that time point (the last one, when the study holds several objects).
+    """
+
+    checks: list[dict]
+    cycle: int | None = None
+    target_study_id: str | None = None
 
 
 def _cycle_of(admin, others: list[TimePointMeta]) -> int:
@@ -144,21 +165,24 @@ def _referenced_frame_of_reference(obj) -> str | None:
 
 
 @task(name="attach-segmentation", retries=2, retry_delay_seconds=2)
-def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str) -> dict:
+def attach_segmentation(
+    config: TrialConfig, site_id: str, subject_id: str, study_id: str, study_dir: str
+) -> SegmentationResult:
     """VOIs sent in a study of their own (RTSTRUCT/SEG only) join the time point whose CT they
     were drawn on (same frame of reference).
 
     Returns
     -------
-    dict
-        ``cycle`` and ``target_study_id`` of the time point that received VOIs (None when no
-        received CT matches), and ``checks`` (qa rows).
+    SegmentationResult
+        The cycle and study id of the time point that received VOIs (``None`` when no
+        received CT matches), and the qa rows.
     """
     store = product_store(config)
     study = load_study(study_dir)
     cols = {"subject_id": subject_id, "study_id": study_id}
     checks: list[dict] = []
-    out = {"cycle": None, "target_study_id": None, "checks": checks}
+    cycle: int | None = None
+    target_study_id: str | None = None
     by_for = {
         m.ct_frame_of_reference_uid: m for m in store.timepoints(site_id, subject_id) if m.ct_frame_of_reference_uid
     }
@@ -187,8 +211,8 @@ def attach_segmentation(config: TrialConfig, site_id: str, subject_id: str, stud
         vois.update(_mapped_vois(config, site_id, [obj], ct, uid, checks, study_id, cols))
         meta = dataclasses.replace(meta, voi_names=sorted(vois))
         store.save_timepoint(meta, store.spect(meta), ct, vois or None)
-        out.update(cycle=meta.cycle, target_study_id=meta.study_id)
-    return out
+        cycle, target_study_id = meta.cycle, meta.study_id
+    return SegmentationResult(checks, cycle, target_study_id)
 
 
 @dataclass(frozen=True)
