@@ -49,6 +49,20 @@ class TlsSettings(_Strict):
         return self
 
 
+class AdmissionSettings(_Strict):
+    """Bounds the listener's front applies before and during an association (seconds, bytes, counts).
+
+    See ``rntflow.listener.front.AdmissionLimits`` for what each bound does.
+    """
+
+    request_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    max_request_bytes: int = Field(64 * 1024, ge=1024, strict=True)
+    max_per_address: int = Field(16, ge=1, strict=True)
+    max_pending: int = Field(128, ge=1, strict=True)
+    idle_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    max_associations: int = Field(64, ge=1, strict=True)
+
+
 class ListenerSettings(_Strict):
     """The DICOM Storage SCP."""
 
@@ -59,6 +73,7 @@ class ListenerSettings(_Strict):
     min_free_disk_mb: float = Field(500.0, ge=0)
     max_pdu_bytes: int = Field(0, ge=0)
     tls: TlsSettings = TlsSettings()
+    admission: AdmissionSettings = AdmissionSettings()
 
     _ae = field_validator("ae_title")(_check_ae)
 
@@ -210,10 +225,17 @@ class TimePointWindow(_Strict):
 
 
 class ImagingProtocol(_Strict):
-    """The trial's post-therapy SPECT/CT protocol for one radionuclide."""
+    """The trial's imaging protocol for one radionuclide and modality (``NM`` SPECT/CT, ``PT`` PET/CT).
+
+    ``TrialConfig.protocol`` is the post-therapy SPECT/CT one; ``TrialConfig.imaging_protocols``
+    adds others (TARE scouts and post-treatment imaging). A PET protocol uses the algorithm,
+    iterations x subsets, matrix, voxel, corrections and time points, and ``time_of_flight``.
+    """
 
     radionuclide: str = "Lu-177"
-    photopeak_windows: list[EnergyWindow] = Field(min_length=1)
+    modality: Literal["NM", "PT"] = "NM"
+    time_of_flight: bool = False
+    photopeak_windows: list[EnergyWindow] = Field(default_factory=list)
     scatter_windows: list[EnergyWindow] = Field(default_factory=list)
     energy_tolerance_pct: float = Field(2.0, ge=0)
     collimator: str = "MEGP"
@@ -231,6 +253,12 @@ class ImagingProtocol(_Strict):
     time_points: list[TimePointWindow] = Field(min_length=1)
     dosimetry_method: Literal["multi_time_point", "single_time_point"] = "multi_time_point"
     min_time_points_for_fit: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _windows(self) -> ImagingProtocol:
+        if self.modality == "NM" and not self.photopeak_windows:
+            raise ValueError("photopeak_windows: a SPECT (NM) protocol needs at least one")
+        return self
 
 
 class OrganLimit(_Strict):
@@ -377,6 +405,19 @@ class TareArm(_Strict):
         return "post_treatment"
 
 
+class WarehouseStorageSettings(_Strict):
+    """Object storage for the warehouse (``warehouse_storage`` in the YAML; unset: ``paths.warehouse``).
+
+    ``url`` (``s3://bucket/prefix``) replaces the local folder; ``endpoint_url`` and ``region`` name
+    an S3-compatible server. Credentials come from the AWS chain (``AWS_ACCESS_KEY_ID`` ..., profile,
+    role), never from here. See ``warehouse/storage.py``.
+    """
+
+    url: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^?#]*)?$")
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^/?#]+/?$")
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{2,32}$")
+
+
 class TrialConfig(_Strict):
     """A whole trial: sites, listener, protocol, limits and paths."""
 
@@ -391,6 +432,9 @@ class TrialConfig(_Strict):
     calibration: CalibrationSettings = CalibrationSettings()
     dosimetry: DosimetrySettings = DosimetrySettings()
     tare_arms: list[TareArm] = Field(default_factory=list)
+    warehouse_storage: WarehouseStorageSettings = WarehouseStorageSettings()
+    #: Protocols of further radionuclides and modalities (TARE: 99mTc-MAA, 166Ho SPECT, 90Y PET).
+    imaging_protocols: list[ImagingProtocol] = Field(default_factory=list)
     config_dir: Path = Path(".")
 
     @model_validator(mode="after")
@@ -425,6 +469,16 @@ class TrialConfig(_Strict):
         return self.resolve(self.paths.warehouse)
 
     @property
+    def warehouse_root(self) -> str:
+        """The root ``rntflow.warehouse`` opens: the S3 URL (endpoint, region as query) or ``warehouse_dir``."""
+        st = self.warehouse_storage
+        if st.url is None:
+            return str(self.warehouse_dir)
+        query = {"endpoint_override": (st.endpoint_url or "").rstrip("/"), "region": st.region or ""}
+        text = "&".join(f"{k}={v}" for k, v in query.items() if v)
+        return st.url.rstrip("/") + (f"?{text}" if text else "")
+
+    @property
     def keys_dir(self) -> Path:
         return self.resolve(self.paths.keys_path)
 
@@ -449,6 +503,18 @@ class TrialConfig(_Strict):
     def products_dir(self) -> Path:
         """Intermediate images of the flows (quantified SPECT, CT, VOI masks, transforms)."""
         return self.resolve(self.paths.products)
+
+    def imaging_protocol(self, radionuclide: str | None, modality: str = "NM") -> ImagingProtocol | None:
+        """``protocol`` or the first of ``imaging_protocols`` for a radionuclide (``Ho-166``) and modality."""
+        nuc = (radionuclide or "").upper()
+        return next(
+            (
+                p
+                for p in [self.protocol, *self.imaging_protocols]
+                if p.radionuclide.upper() == nuc and p.modality == modality
+            ),
+            None,
+        )
 
     def site_for_ae(self, calling_ae: str) -> SiteSettings | None:
         """The site that owns ``calling_ae``, or ``None``."""

@@ -96,10 +96,10 @@ def storage_sop_classes() -> list[str]:
 def build_ae(config: TrialConfig, limits: AdmissionLimits | None = None) -> AE:
     """A pynetdicom AE with Verification and every storage SOP class as SCP.
 
-    ``limits`` (default :class:`AdmissionLimits`) sets the association cap and the idle
-    timeout (s) after which a silent association is aborted.
+    ``limits`` (default: the config's ``listener.admission``) sets the association cap and
+    the idle timeout (s) after which a silent association is aborted.
     """
-    limits = limits or AdmissionLimits()
+    limits = limits or AdmissionLimits.from_settings(config.listener.admission)
     ae = AE(ae_title=config.listener.ae_title)
     # 0 in the config means "the listener's default": 4 MiB, so that senders such as
     # dcmtk storescu send large PDUs (fewer Python-level PDU decodes per instance)
@@ -230,7 +230,8 @@ def start_listener(
         process (true parallelism for de-identification; the CLI default) instead of a
         thread; ``dispatcher`` is then built in that process by :func:`make_dispatcher`.
     limits : AdmissionLimits, optional
-        Connection and PDU bounds of the front (:mod:`listener.front`); defaults apply.
+        Connection and PDU bounds of the front (:mod:`listener.front`); default: the
+        config's ``listener.admission`` section.
     """
     _check_separation(config)
     load_table()  # the PS3.15 table: a broken install fails here, not by refusing every instance
@@ -262,7 +263,7 @@ def start_listener(
         )
         worker.start()
     handlers = ListenerHandlers(config, spool, on_stored=worker.wake.set if worker else None)
-    limits = limits or AdmissionLimits()
+    limits = limits or AdmissionLimits.from_settings(config.listener.admission)
     ae = build_ae(config, limits)
     limit_library_logs(logging.getLogger("pynetdicom").getEffectiveLevel())
     bind_port = config.listener.port if port is None else port

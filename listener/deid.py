@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pydicom
 import pydicom.multival
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -228,7 +229,6 @@ def deidentify(ds: Dataset, ident: DeidIdentity, keys: KeyStore) -> Dataset:
         HMAC secret for UIDs.
     """
     identity = identity_strings(ds)
-    ds.remove_private_tags()
     _clean(ds, ident.date_shift_days, keys, depth=0, identity=identity)
     ds.PatientName = ident.subject_id
     ds.PatientID = ident.subject_id
@@ -300,13 +300,37 @@ def _clean_text(value: str, identity: tuple[str, ...]) -> str:
     return " ".join(low.split())
 
 
+def _element_vr(raw: object, tag: int) -> str:
+    """The VR of a (possibly still raw, undecoded) element, without decoding its value.
+
+    Implicit VR and explicit ``UN`` fall back to the data dictionary, as decoding would.
+    """
+    vr = getattr(raw, "VR", None)
+    if vr and vr != "UN":
+        return str(vr)
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
 def _clean(ds: Dataset, shift_days: int, keys: KeyStore, depth: int, identity: tuple[str, ...] = ()) -> None:
-    """Apply :func:`listener.profile.trial_action` to every element, recursively."""
-    for elem in list(ds):
-        tag = elem.tag
-        if (tag.group & 0xFF01) in (0x5000, 0x6000):
-            del ds[tag]  # overlays and curves may carry burned-in identity
+    """Apply :func:`listener.profile.trial_action` to every element, recursively.
+
+    Private elements, overlays and curves are removed at every depth. Decisions are taken
+    on the tag and VR, so elements kept as they are (most of an image, its pixel data
+    included) are never decoded: the pre-acknowledgement check pays only for what changes.
+    """
+    for tag in list(ds.keys()):
+        if tag.is_private or (tag.group & 0xFF01) in (0x5000, 0x6000):
+            del ds[tag]  # private tags; overlays and curves may carry burned-in identity
             continue
+        vr = _element_vr(ds.get_item(tag), tag)
+        keyword = keyword_for_tag(tag)
+        action = trial_action(int(tag), keyword, vr)
+        if action == KEEP and vr not in ("SQ", "PN"):
+            continue  # left encoded as received
+        elem = ds[tag]
         vr = elem.VR
         action = trial_action(int(tag), elem.keyword, vr)
         if action == REMOVE:

@@ -34,12 +34,12 @@ from typing import Any
 
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
-from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from rntflow.core.config import AdmissionSettings
 from rntflow.listener.logs import RateLimiter, log_event
+from rntflow.listener.reactor import QueueDrivenAcceptor, WakingDUL
 
 #: PS3.8 9.3.1: PDU types 0x01-0x07
 KNOWN_PDU_TYPES = frozenset(range(0x01, 0x08))
@@ -55,9 +55,17 @@ ABORT_INVALID_PARAMETER = 0x06
 STATUS_UNRECOGNISED_OPERATION = 0x0211
 
 
+#: the defaults of the trial config's ``listener.admission`` section
+_DEFAULTS = AdmissionSettings()
+
+
 @dataclass(frozen=True)
 class AdmissionLimits:
     """Bounds applied before and during an association.
+
+    Set in the trial config's ``listener.admission`` section
+    (:class:`rntflow.core.config.AdmissionSettings`, same names and defaults); see
+    :meth:`from_settings`.
 
     Attributes
     ----------
@@ -78,12 +86,17 @@ class AdmissionLimits:
         Concurrent admitted associations (pynetdicom's ``maximum_associations``).
     """
 
-    request_timeout_s: float = 5.0
-    max_request_bytes: int = 64 * 1024
-    max_per_address: int = 16
-    max_pending: int = 128
-    idle_timeout_s: float = 60.0
-    max_associations: int = 64
+    request_timeout_s: float = _DEFAULTS.request_timeout_s
+    max_request_bytes: int = _DEFAULTS.max_request_bytes
+    max_per_address: int = _DEFAULTS.max_per_address
+    max_pending: int = _DEFAULTS.max_pending
+    idle_timeout_s: float = _DEFAULTS.idle_timeout_s
+    max_associations: int = _DEFAULTS.max_associations
+
+    @classmethod
+    def from_settings(cls, settings: AdmissionSettings) -> AdmissionLimits:
+        """The limits a trial config's ``listener.admission`` section sets."""
+        return cls(**settings.model_dump())
 
 
 class FrontRefusal(Exception):
@@ -274,7 +287,7 @@ class FrontSocket(AssociationSocket):
         return out
 
 
-class BoundedDUL(DULServiceProvider):
+class BoundedDUL(WakingDUL):
     """A DUL provider that checks each PDU header before reading the PDU's body.
 
     Parameters
@@ -317,7 +330,7 @@ class BoundedDUL(DULServiceProvider):
         super()._read_pdu_data()
 
 
-class FrontAssociation(Association):
+class FrontAssociation(QueueDrivenAcceptor):
     """An acceptor that answers query/retrieve requests itself with a failure.
 
     pynetdicom routes a DIMSE request by its Affected SOP Class UID, so a C-FIND, C-GET or

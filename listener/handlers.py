@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pynetdicom import evt
@@ -29,6 +31,7 @@ from rntflow.core.config import TrialConfig
 from rntflow.core.errors import StorageError
 from rntflow.listener.deid import DeidentificationError, preflight
 from rntflow.listener.logs import log_event
+from rntflow.listener.part10 import part10_prefix
 from rntflow.listener.spool import Spool
 from rntflow.listener.validate import (
     STATUS_CANNOT_UNDERSTAND,
@@ -160,6 +163,29 @@ def set_nodelay(event: Event) -> None:
             pass
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _part10(event: Event, ds_bytes: bytes) -> bytes:
+    """The received instance as a Part-10 stream: header (:mod:`listener.part10`) + dataset.
+
+    Falls back to pynetdicom's encoder for UIDs the fast encoder refuses, then to the bare
+    dataset (which the checks then refuse).
+    """
+    req = event.request
+    try:
+        prefix = part10_prefix(
+            str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), str(event.context.transfer_syntax)
+        )
+    except (ValueError, TypeError, UnicodeError):
+        try:
+            return event.encoded_dataset(include_meta=True)
+        except Exception:
+            return ds_bytes
+    return prefix + ds_bytes
+
+
 class ListenerHandlers:
     """Event handlers bound to one listener instance.
 
@@ -175,6 +201,21 @@ class ListenerHandlers:
         self.config = config
         self.spool = spool
         self.on_stored = on_stored or (lambda: None)
+        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rntflow-sha256")
+        # (association, site, study) already recorded in the inbox's open_assocs table
+        self._delivered: set[tuple[str, str, str]] = set()
+        self._delivered_lock = threading.Lock()
+
+    def _delivers(self, assoc_id: str, site_id: str, study_uid: str) -> None:
+        """Record an open association's study once, not once per instance (one inbox
+        write transaction fewer per C-STORE)."""
+        key = (assoc_id, site_id, study_uid)
+        with self._delivered_lock:
+            if key in self._delivered:
+                return
+        self.spool.association_delivers(assoc_id, site_id, study_uid)
+        with self._delivered_lock:
+            self._delivered.add(key)
 
     def handlers(self) -> list[tuple]:
         """The ``evt_handlers`` list for ``AE.start_server``."""
@@ -188,8 +229,11 @@ class ListenerHandlers:
 
     def on_closed(self, event: Event) -> None:
         """The connection ended (release, abort or loss): its studies may become stable."""
+        assoc_id = _assoc_id(event)
+        with self._delivered_lock:
+            self._delivered = {k for k in self._delivered if k[0] != assoc_id}
         try:
-            self.spool.association_ended(_assoc_id(event))
+            self.spool.association_ended(assoc_id)
         except Exception as exc:  # noqa: BLE001 - bookkeeping must not take the service down
             log_event("assoc_end_bookkeeping_failed", level=logging.WARNING, error=type(exc).__name__)
 
@@ -259,10 +303,9 @@ class ListenerHandlers:
         site_id = site.id if site else None
         cx = event.context
         ds_bytes = event.encoded_dataset(include_meta=False)
-        try:
-            file_bytes = event.encoded_dataset(include_meta=True)
-        except Exception:
-            file_bytes = ds_bytes
+        file_bytes = _part10(event, ds_bytes)
+        # SHA-256 releases the GIL: it runs on another core while the checks below hold it
+        sha_future = self._hasher.submit(_sha256_hex, ds_bytes)
         try:
             check_structure(ds_bytes, str(cx.transfer_syntax))
             ds, header = read_header(
@@ -277,7 +320,7 @@ class ListenerHandlers:
             return self._refuse(site_id, file_bytes, f"unexpected: {type(exc).__name__}", STATUS_CANNOT_UNDERSTAND)
         if site_id is None:  # cannot happen after admission; never ack unknown senders
             return STATUS_OUT_OF_RESOURCES
-        sha = hashlib.sha256(ds_bytes).hexdigest()
+        sha = sha_future.result()
         try:
             result = self.spool.store(site_id, header, [file_bytes], sha)
         except (StorageError, OSError) as exc:
@@ -285,7 +328,7 @@ class ListenerHandlers:
             log_event("store_failed", level=logging.ERROR, site_id=site_id, error=str(exc), status="0xA700")
             return STATUS_OUT_OF_RESOURCES
         try:
-            self.spool.association_delivers(_assoc_id(event), site_id, header.study_instance_uid)
+            self._delivers(_assoc_id(event), site_id, header.study_instance_uid)
         except Exception as exc:  # noqa: BLE001 - the instance is stored; only the settle guard is lost
             log_event("assoc_bookkeeping_failed", level=logging.WARNING, error=type(exc).__name__)
         if result.outcome != "duplicate":

@@ -3,12 +3,14 @@
 Two tiers: ``make check`` runs ``pytest -m "not slow"`` (pure code, tasks through ``.fn()``,
 the import contract; under 2 minutes here), ``make test`` runs everything. A test is slow
 when it simulates a trial, runs Prefect flows end to end, or pushes hundreds of instances:
-the modules below are marked as a whole, single tests with ``@pytest.mark.slow``.
+the modules below are marked as a whole, single tests with ``@pytest.mark.slow``, and every
+test that asks for the simulated trial or the Prefect harness is slow.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -34,8 +36,24 @@ def pytest_collection_modifyitems(config, items):
     root = Path(__file__).parent
     slow = {root / m for m in SLOW_MODULES}
     for item in items:
-        if Path(item.fspath) in slow or "small_trial" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if Path(item.fspath) in slow or "small_trial" in fixtures or "prefect_harness" in fixtures:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test harness (ephemeral API, SQLite database) for the whole session.
+
+    It takes ~10 s to start (a minute on a loaded machine), so it starts once, and only for
+    the tests that ask for it: tests of pure code and of tasks through ``.fn()`` do not.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_TELEMETRY_ENABLED", "false")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 #: Three sites (one per template: counts, vendor Bq/mL with scale error, off-protocol),

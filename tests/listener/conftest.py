@@ -126,14 +126,19 @@ def scu(calling: str = "SITE01_PACS", contexts: tuple[str, ...] = ()):
     from pynetdicom.sop_class import Verification
 
     from rntflow.listener.handlers import set_nodelay
+    from rntflow.push import keep_responses_for_the_sender
     from tests.listener.dicomgen import CT, NM, RTSTRUCT
 
     class _NoDelayAE(AE):
-        """Requests TCP_NODELAY on its sockets, as a tuned PACS would."""
+        """Requests TCP_NODELAY on its sockets, as a tuned PACS would; its associations
+        are guarded against pynetdicom's lost-response race, as ``rntflow push``'s are
+        (:func:`rntflow.push.keep_responses_for_the_sender`)."""
 
         def associate(self, *args, **kwargs):
             kwargs.setdefault("evt_handlers", []).append((evt.EVT_CONN_OPEN, set_nodelay))
-            return super().associate(*args, **kwargs)
+            assoc = super().associate(*args, **kwargs)
+            keep_responses_for_the_sender(assoc)
+            return assoc
 
     ae = _NoDelayAE(ae_title=calling)
     ae.add_requested_context(Verification)

@@ -4,7 +4,6 @@ CLI, and the QA flow's marrow limit on the blood-based dose."""
 from __future__ import annotations
 
 import math
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -226,16 +225,6 @@ def test_cli_no_qa_imports_and_computes(tmp_path, capsys):
     assert "16 new" in out and "2 cycle(s) of 1 subject(s)" in out
     with connect(tmp_path / "wh") as con:
         assert con.execute("SELECT count(*) FROM marrow_doses WHERE method = 'blood'").fetchone() == (2,)
-
-
-@pytest.fixture(scope="module")
-def prefect_harness():
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_TELEMETRY_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_qa_marrow_limit_uses_the_blood_based_dose_when_present(tmp_path, prefect_harness):
