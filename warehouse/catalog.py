@@ -56,7 +56,6 @@ initialised they are computed per query):
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import uuid
@@ -70,6 +69,7 @@ from rntflow.core.methods import METHOD_PREFERENCE, method_order_sql
 from rntflow.warehouse import latest
 from rntflow.warehouse.columns import Table, duckdb_type
 from rntflow.warehouse.schema import DERIVED, TABLES
+from rntflow.warehouse.storage import Store, open_store
 from rntflow.warehouse.writer import (
     MATERIALISED,
     ensure_schema_files,
@@ -124,8 +124,13 @@ TARE_TARGETS_SQL = f"""
     GROUP BY trial_id, site_id, subject_id, voi"""
 
 
-def catalog_path(warehouse_dir: str | Path) -> Path:
-    return Path(warehouse_dir) / CATALOG_NAME
+Root = str | Path | Store
+
+
+def catalog_path(warehouse_dir: Root) -> Path:
+    """The analysts' DuckDB file: ``<warehouse>/rntflow.duckdb``; for an S3 root, in the
+    store's local folder (:mod:`warehouse.storage`), its views reading the ``s3://`` files."""
+    return open_store(warehouse_dir).local_dir / CATALOG_NAME
 
 
 def _q(name: str) -> str:
@@ -149,7 +154,7 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def latest_view_sql(warehouse_dir: Path, spec: Table) -> str:
+def latest_view_sql(warehouse_dir: Root, spec: Table) -> str:
     """SELECT of ``spec``'s latest rows from the ``latest/`` files (glob resolved at query time)."""
     return (
         f"SELECT {_typed(spec)} FROM read_parquet({_lit(latest.latest_glob(warehouse_dir, spec))}, "
@@ -157,7 +162,7 @@ def latest_view_sql(warehouse_dir: Path, spec: Table) -> str:
     )
 
 
-def history_view_sql(warehouse_dir: Path, spec: Table) -> str:
+def history_view_sql(warehouse_dir: Root, spec: Table) -> str:
     """SELECT of every version of ``spec`` (glob resolved at query time).
 
     The history files keep their partition columns in the folder names
@@ -172,19 +177,19 @@ def history_view_sql(warehouse_dir: Path, spec: Table) -> str:
         else:
             cols.append(f"CAST({_q(c.name)} AS {duckdb_type(c.arrow_type)}) AS {_q(c.name)}")
     return (
-        f"SELECT {', '.join(cols)} FROM read_parquet({_lit(str(root / '**' / '*.parquet'))}, "
+        f"SELECT {', '.join(cols)} FROM read_parquet({_lit(root + '/**/*.parquet')}, "
         f"union_by_name = true, hive_partitioning = false, filename = true)"
     )
 
 
-def history_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table) -> str:
+def history_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Store, spec: Table) -> str:
     """SELECT of all versions of ``spec`` with every schema column, typed.
 
     Reads the files at query time when the table is initialised (its history schema file
     exists); otherwise (an in-memory connection on a warehouse never written) from the files
     present now, or an empty typed SELECT when there are none.
     """
-    if latest.schema_files(warehouse_dir, spec)[1].exists():
+    if warehouse_dir.exists(latest.schema_files(warehouse_dir, spec)[1]):
         return history_view_sql(warehouse_dir, spec)
     if has_files(warehouse_dir, spec):
         present = {row[0] for row in con.execute(f"DESCRIBE {hive_read_sql(warehouse_dir, spec)}").fetchall()}
@@ -192,9 +197,9 @@ def history_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table
     return f"SELECT {_typed(spec, set())} WHERE false"
 
 
-def _current_latest_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Path, spec: Table) -> str:
+def _current_latest_sql(con: duckdb.DuckDBPyConnection, warehouse_dir: Store, spec: Table) -> str:
     """The ``<table>`` view's SELECT: the ``latest/`` glob once initialised, else the history."""
-    if latest.schema_files(warehouse_dir, spec)[0].exists():
+    if warehouse_dir.exists(latest.schema_files(warehouse_dir, spec)[0]):
         return latest_view_sql(warehouse_dir, spec)
     return latest_version_sql(f"({history_sql(con, warehouse_dir, spec)})", spec.natural_key)
 
@@ -284,7 +289,7 @@ DERIVED_VIEWS: dict[str, str] = {
 
 
 def view_definitions(
-    warehouse_dir: str | Path, tables: dict[str, Table] | None = None, con: duckdb.DuckDBPyConnection | None = None
+    warehouse_dir: Root, tables: dict[str, Table] | None = None, con: duckdb.DuckDBPyConnection | None = None
 ) -> dict[str, str]:
     """View name -> SELECT, for every table (latest and history) and the derived views.
 
@@ -292,7 +297,7 @@ def view_definitions(
     globs at query time; ``con`` is needed only for a table never initialised (its views
     are then built from the files present now).
     """
-    warehouse_dir = Path(warehouse_dir).resolve()
+    warehouse_dir = open_store(warehouse_dir)
     tables = TABLES if tables is None else tables
     defs: dict[str, str] = {}
     for spec in tables.values():
@@ -307,8 +312,8 @@ def view_definitions(
         for names in MATERIALISED.values():
             for name in names:
                 view = DERIVED[name]
-                if con is None or latest.derived_schema_file(warehouse_dir, name).exists():
-                    glob = str(latest.latest_table_dir(warehouse_dir, name) / "**" / "*.parquet")
+                if con is None or warehouse_dir.exists(latest.derived_schema_file(warehouse_dir, name)):
+                    glob = latest.latest_table_dir(warehouse_dir, name) + "/**/*.parquet"
                     defs[name] = (
                         f"SELECT {_typed(view)} FROM read_parquet({_lit(glob)}, union_by_name = true, "
                         f"hive_partitioning = false)"
@@ -317,9 +322,13 @@ def view_definitions(
 
 
 def create_views(
-    con: duckdb.DuckDBPyConnection, warehouse_dir: str | Path, tables: dict[str, Table] | None = None
+    con: duckdb.DuckDBPyConnection, warehouse_dir: Root, tables: dict[str, Table] | None = None
 ) -> list[str]:
-    """Create or replace every view on ``con`` (e.g. an in-memory connection); returns the names."""
+    """Create or replace every view on ``con`` (e.g. an in-memory connection); returns the names.
+
+    For an S3 root, registers the store's filesystem on ``con`` first.
+    """
+    open_store(warehouse_dir).register(con)
     names = []
     for name, sql in view_definitions(warehouse_dir, tables, con).items():
         con.execute(f"CREATE OR REPLACE VIEW {_q(name)} AS {sql}")
@@ -327,18 +336,18 @@ def create_views(
     return names
 
 
-def _digest_path(warehouse_dir: Path) -> Path:
-    return warehouse_dir / f".{CATALOG_NAME}.digest"
+def _digest_path(warehouse_dir: Store) -> Path:
+    return warehouse_dir.local_dir / f".{CATALOG_NAME}.digest"
 
 
-def _definitions_digest(warehouse_dir: Path, tables: dict[str, Table]) -> str:
+def _definitions_digest(warehouse_dir: Store, tables: dict[str, Table]) -> str:
     text = "\n".join(f"{k}\t{v}" for k, v in view_definitions(warehouse_dir, tables).items())
     return hashlib.sha256(f"{STORAGE_COMPATIBILITY}\n{text}".encode()).hexdigest()
 
 
-def catalog_is_current(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> bool:
+def catalog_is_current(warehouse_dir: Root, tables: dict[str, Table] | None = None) -> bool:
     """Whether the catalog file exists with the current view definitions (reads no DuckDB file)."""
-    warehouse_dir = Path(warehouse_dir).resolve()
+    warehouse_dir = open_store(warehouse_dir)
     tables = TABLES if tables is None else tables
     digest = _digest_path(warehouse_dir)
     return (
@@ -349,13 +358,15 @@ def catalog_is_current(warehouse_dir: str | Path, tables: dict[str, Table] | Non
     )
 
 
-def _build_catalog(warehouse_dir: Path, tables: dict[str, Table], digest: str) -> Path:
+def _build_catalog(warehouse_dir: Store, tables: dict[str, Table], digest: str) -> Path:
     """Write the catalog into a new file and rename it over ``rntflow.duckdb``."""
     path = catalog_path(warehouse_dir)
-    tmp = warehouse_dir / f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp"
+    local = warehouse_dir.local_dir
+    tmp = local / f".{CATALOG_NAME}.{uuid.uuid4().hex}.tmp"
     try:
         con = duckdb.connect(str(tmp), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
         try:
+            warehouse_dir.register(con)  # CREATE VIEW binds its query: the s3:// files must be readable
             for name, sql in view_definitions(warehouse_dir, tables).items():
                 con.execute(f"CREATE VIEW {_q(name)} AS {sql}")
             con.execute("CHECKPOINT")
@@ -365,7 +376,7 @@ def _build_catalog(warehouse_dir: Path, tables: dict[str, Table], digest: str) -
         # the new file). A session still open keeps the old file and its WAL handle.
         wal = Path(str(path) + ".wal")
         if wal.exists():
-            os.replace(wal, warehouse_dir / f".{CATALOG_NAME}.wal.{uuid.uuid4().hex}.stale")
+            os.replace(wal, local / f".{CATALOG_NAME}.wal.{uuid.uuid4().hex}.stale")
         os.replace(tmp, path)
         write_text_atomic(_digest_path(warehouse_dir), digest + "\n")
     finally:
@@ -374,7 +385,7 @@ def _build_catalog(warehouse_dir: Path, tables: dict[str, Table], digest: str) -
     return path
 
 
-def init_warehouse(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> Path:
+def init_warehouse(warehouse_dir: Root, tables: dict[str, Table] | None = None) -> Path:
     """Initialise (or bring up to date) a warehouse: schema files and the catalog.
 
     Writes each table's zero-row ``_schema.parquet`` files when missing or outdated, and
@@ -387,15 +398,14 @@ def init_warehouse(warehouse_dir: str | Path, tables: dict[str, Table] | None = 
     Path
         The catalog file.
     """
-    warehouse_dir = Path(warehouse_dir).resolve()
+    warehouse_dir = open_store(warehouse_dir)
     tables = TABLES if tables is None else tables
-    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    warehouse_dir.local_dir.mkdir(parents=True, exist_ok=True)
     for spec in tables.values():
         if not schema_files_current(warehouse_dir, spec):
             with table_lock(warehouse_dir, spec.name):
                 ensure_schema_files(warehouse_dir, spec)
-    with open(warehouse_dir / ".catalog.lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    with warehouse_dir.lock(".catalog.lock"):
         digest = _definitions_digest(warehouse_dir, tables)
         recorded = _digest_path(warehouse_dir)
         if not catalog_path(warehouse_dir).exists() or not recorded.exists() or recorded.read_text().strip() != digest:
@@ -403,7 +413,7 @@ def init_warehouse(warehouse_dir: str | Path, tables: dict[str, Table] | None = 
     return catalog_path(warehouse_dir)
 
 
-def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> Path:
+def refresh_catalog(warehouse_dir: Root, tables: dict[str, Table] | None = None) -> Path:
     """Bring the warehouse up to date for analysts: ``latest/`` files and the catalog.
 
     Recomputes any ``latest/`` file that does not match its history
@@ -433,7 +443,7 @@ def refresh_catalog(warehouse_dir: str | Path, tables: dict[str, Table] | None =
 ANALYSIS_ENGINES = ("organ", "sphere")
 
 
-def pipeline_connection(warehouse_dir: str | Path) -> duckdb.DuckDBPyConnection:
+def pipeline_connection(warehouse_dir: Root) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the catalog's views (the pipeline's, not the file)."""
     init_warehouse(warehouse_dir)
     con = duckdb.connect()
@@ -441,7 +451,7 @@ def pipeline_connection(warehouse_dir: str | Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def dose_effect_frame(warehouse_dir: str | Path, engines: tuple[str, ...] = ANALYSIS_ENGINES) -> pd.DataFrame:
+def dose_effect_frame(warehouse_dir: Root, engines: tuple[str, ...] = ANALYSIS_ENGINES) -> pd.DataFrame:
     """The ``dose_effect`` view's rows of ``engines`` (one row per outcome with the default).
 
     Read through :func:`pipeline_connection`: never through the analysts' catalog file.
@@ -454,7 +464,7 @@ def dose_effect_frame(warehouse_dir: str | Path, engines: tuple[str, ...] = ANAL
 
 
 def connect(
-    warehouse_dir: str | Path, read_only: bool = True, tables: dict[str, Table] | None = None
+    warehouse_dir: Root, read_only: bool = True, tables: dict[str, Table] | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open the analysts' catalog ``<warehouse>/rntflow.duckdb`` (initialised first when needed).
 
@@ -471,4 +481,6 @@ def connect(
     """
     if not catalog_is_current(warehouse_dir, tables):
         init_warehouse(warehouse_dir, tables)
-    return duckdb.connect(str(catalog_path(warehouse_dir)), read_only=read_only)
+    con = duckdb.connect(str(catalog_path(warehouse_dir)), read_only=read_only)
+    open_store(warehouse_dir).register(con)
+    return con

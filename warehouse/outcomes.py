@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from rntflow.core.csvfiles import read_csv_records
 from rntflow.core.errors import OutcomeImportError
 from rntflow.warehouse.schema import TABLES
+from rntflow.warehouse.storage import open_store
 from rntflow.warehouse.writer import LoadReport, has_files, hive_read_sql, load_table
 
 OUTCOME_COLUMNS = (
@@ -185,13 +186,15 @@ def parse_outcomes(csv_path: str | Path, known_subject_ids: Iterable[str] | Mapp
 def warehouse_subjects(warehouse_dir: str | Path) -> pd.DataFrame:
     """Latest ``trial_id, site_id, subject_id`` rows of the warehouse's subjects table."""
     spec = TABLES["subjects"]
-    if not has_files(Path(warehouse_dir), spec):
+    store = open_store(warehouse_dir)
+    if not has_files(store, spec):
         return pd.DataFrame(columns=["trial_id", "site_id", "subject_id"])
     sql = (
-        f"SELECT DISTINCT trial_id, site_id, subject_id FROM ({hive_read_sql(Path(warehouse_dir).resolve(), spec)}) "
+        f"SELECT DISTINCT trial_id, site_id, subject_id FROM ({hive_read_sql(store, spec)}) "
         "QUALIFY row_number() OVER (PARTITION BY trial_id, subject_id ORDER BY result_version DESC) = 1"
     )
     con = duckdb.connect()
+    store.register(con)
     try:
         return con.execute(sql).df()
     finally:

@@ -1,5 +1,9 @@
 """Atomic, idempotent Parquet writer for the warehouse.
 
+The warehouse root is a folder or ``s3://bucket/prefix``; every file goes through
+:mod:`warehouse.storage` (on S3 a file is published by one PUT, atomic per object, and the
+table lock is a ``flock`` in the store's local folder: one writing host).
+
 Layout: ``<warehouse>/<table>/trial_id=<t>/site_id=<s>/part-<uuid>.parquet`` (hive
 partitioning; tables without a site partition stop at ``trial_id=``). Files are
 append-only: a load never rewrites an existing file, so a new schema column needs no
@@ -28,7 +32,6 @@ because the published rows are then "unchanged".
 
 from __future__ import annotations
 
-import fcntl
 import re
 import uuid
 from collections.abc import Iterator
@@ -41,13 +44,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rntflow.core.errors import WarehouseError
-from rntflow.core.files import atomic_write, remove_stale_temps
+from rntflow.core.files import remove_stale_temps
 from rntflow.warehouse import latest
 from rntflow.warehouse.columns import Table
 from rntflow.warehouse.schema import DERIVED, TABLES
+from rntflow.warehouse.storage import Store, open_store
+
+Root = str | Path | Store
 
 _PARTITION_VALUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -77,9 +82,9 @@ class LoadReport:
     files_written: int
 
 
-def table_dir(warehouse_dir: str | Path, table: str) -> Path:
-    """Folder holding a table's Parquet files."""
-    return Path(warehouse_dir) / table
+def table_dir(warehouse_dir: Root, table: str) -> str:
+    """Folder holding a table's Parquet files (a location, see :mod:`warehouse.storage`)."""
+    return open_store(warehouse_dir).loc(table)
 
 
 def _spec(table: str, tables: dict[str, Table] | None) -> Table:
@@ -216,25 +221,20 @@ def _hex16(values: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def table_lock(warehouse_dir: str | Path, table: str) -> Iterator[None]:
-    """Exclusive lock on one table (a ``flock`` on ``<table>/.lock``)."""
-    folder = table_dir(warehouse_dir, table)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def table_lock(warehouse_dir: Root, table: str) -> Iterator[None]:
+    """Exclusive lock on one table (a ``flock`` on ``<table>/.lock``; for an S3 root in the
+    store's local folder, see :mod:`warehouse.storage`)."""
+    with open_store(warehouse_dir).lock(f"{table}/.lock"):
+        yield
 
 
-def parquet_glob(warehouse_dir: str | Path, spec: Table) -> str:
+def parquet_glob(warehouse_dir: Root, spec: Table) -> str:
     """Glob of a table's Parquet files (hidden temporary files excluded)."""
     depth = "/".join("*" for _ in spec.partition_by)
-    return str(table_dir(warehouse_dir, spec.name) / depth / "*.parquet")
+    return f"{table_dir(warehouse_dir, spec.name)}/{depth}/*.parquet"
 
 
-def hive_read_sql(warehouse_dir: str | Path, spec: Table, select: str = "*", globs: list[str] | None = None) -> str:
+def hive_read_sql(warehouse_dir: Root, spec: Table, select: str = "*", globs: list[str] | None = None) -> str:
     """SQL reading a table's files with hive partitioning (partition columns typed VARCHAR).
 
     ``globs`` restricts the read to some partition folders (default: the whole table).
@@ -266,9 +266,7 @@ def latest_version_sql(source: str, natural_key: tuple[str, ...]) -> str:
     )
 
 
-def read_latest(
-    warehouse_dir: str | Path, table: str, where: str | None = None, params: list | None = None
-) -> pd.DataFrame:
+def read_latest(warehouse_dir: Root, table: str, where: str | None = None, params: list | None = None) -> pd.DataFrame:
     """The latest result version of every row of ``table`` (empty frame when no files).
 
     ``where`` is an SQL condition on the table's columns, with ``?`` placeholders bound
@@ -277,7 +275,7 @@ def read_latest(
     computed from the history instead, without writing anything.
     """
     spec = _spec(table, None)
-    warehouse_dir = Path(warehouse_dir).resolve()
+    warehouse_dir = open_store(warehouse_dir)
     files = latest.current_files(warehouse_dir, spec)
     if files == [] or (files is None and not has_files(warehouse_dir, spec)):
         return pd.DataFrame(columns=list(spec.column_names))
@@ -288,15 +286,16 @@ def read_latest(
         sql = latest_version_sql(f"({hive_read_sql(warehouse_dir, spec)})", spec.natural_key)
     cols = ", ".join(f'"{c}"' for c in spec.column_names)
     sql = f"SELECT {cols} FROM ({sql})" + (f" WHERE {where}" if where else "")
-    con = latest.cursor()
+    con = latest.cursor(warehouse_dir)
     try:
         return con.execute(sql, params or []).df()
     finally:
         con.close()
 
 
-def has_files(warehouse_dir: str | Path, spec: Table) -> bool:
-    return any(table_dir(warehouse_dir, spec.name).glob("/".join("*" for _ in spec.partition_by) + "/*.parquet"))
+def has_files(warehouse_dir: Root, spec: Table) -> bool:
+    """Whether the table has any published history file."""
+    return bool(open_store(warehouse_dir).files_below(table_dir(warehouse_dir, spec.name), len(spec.partition_by)))
 
 
 def _touched_partitions(spec: Table, typed: pa.Table) -> list[dict[str, str]]:
@@ -311,7 +310,7 @@ def _touched_partitions(spec: Table, typed: pa.Table) -> list[dict[str, str]]:
     ]
 
 
-def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.DataFrame:
+def _previous_versions(warehouse_dir: Store, spec: Table, typed: pa.Table) -> pd.DataFrame:
     """Latest ``result_version`` and ``row_hash`` for each row of ``typed`` (nulls if new).
 
     Read from the partitions' latest files (made current first, under the table lock), so
@@ -323,8 +322,8 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
     for values in _touched_partitions(spec, typed):
         _make_current(warehouse_dir, spec, values)
         path = latest.latest_file(warehouse_dir, spec, values)
-        if path.exists():
-            files.append(str(path))
+        if warehouse_dir.exists(path):
+            files.append(path)
     if not files:
         return pd.DataFrame({"__row": np.arange(typed.num_rows), "result_version": pd.NA, "row_hash": None})
     qk = ", ".join(f'"{k}"' for k in keys)
@@ -342,8 +341,14 @@ def _previous_versions(warehouse_dir: Path, spec: Table, typed: pa.Table) -> pd.
         con.close()
 
 
-def _sweep_orphans(folder: Path, latest_folder: Path | None = None) -> int:
-    """Delete temporary files left by a crashed writer (call only while holding the table lock)."""
+def _sweep_orphans(store: Store, folder: str, latest_folder: str | None = None) -> int:
+    """Delete temporary files left by a crashed writer (call only while holding the table lock).
+
+    Only a local root has any: an S3 object is published by one PUT, never renamed.
+    """
+    if not store.is_local:
+        return 0
+    folder = Path(folder)
     n = 0
     for tmp in folder.rglob(".part-*.parquet.*.tmp"):
         tmp.unlink(missing_ok=True)
@@ -352,27 +357,31 @@ def _sweep_orphans(folder: Path, latest_folder: Path | None = None) -> int:
     return n + remove_stale_temps(latest_folder) if latest_folder is not None else n
 
 
-def write_parquet_atomic(table: pa.Table, folder: Path, *, _before_rename=None) -> Path:
+def write_parquet_atomic(
+    table: pa.Table, folder: str | Path, *, store: Store | None = None, _before_rename=None
+) -> str:
     """Write ``table`` as ``folder/part-<uuid>.parquet`` atomically.
 
     Parameters
     ----------
     table : pyarrow.Table
         Rows to write.
-    folder : Path
-        Destination partition folder (created if needed).
+    folder : str or Path
+        Destination partition folder (created if needed), a location of ``store``.
+    store : Store, optional
+        Where ``folder`` lives (default: the local filesystem).
     _before_rename : callable, optional
-        Test hook called with the temporary path after fsync and before the rename
-        (used to simulate a crash).
+        Test hook called with the temporary path after fsync and before the rename (on S3:
+        with the object's location before its PUT); used to simulate a crash.
 
     Returns
     -------
-    Path
-        The final file.
+    str
+        The final file's location.
     """
-    final = folder / f"part-{uuid.uuid4().hex}.parquet"
-    with atomic_write(final, "wb", before_rename=_before_rename) as fh:
-        pq.write_table(table, fh, compression="zstd")
+    store = store or open_store(Path(folder).parent)
+    final = f"{str(folder).rstrip('/')}/part-{uuid.uuid4().hex}.parquet"
+    store.write_parquet(final, table, before_rename=_before_rename)
     return final
 
 
@@ -390,7 +399,8 @@ def load_table(
     Parameters
     ----------
     warehouse_dir : str or Path
-        Warehouse root (``paths.warehouse`` of the trial config).
+        Warehouse root (``paths.warehouse`` of the trial config): a folder or
+        ``s3://bucket/prefix`` (:mod:`warehouse.storage`).
     table : str
         Table name from :data:`warehouse.schema.TABLES`.
     df : pandas.DataFrame
@@ -411,7 +421,7 @@ def load_table(
     WarehouseError
         When the frame fails validation (nothing is written then).
     """
-    warehouse_dir = Path(warehouse_dir)
+    warehouse_dir = open_store(warehouse_dir)
     spec = _spec(table, tables)
     typed = validate_frame(spec, df)
     n = typed.num_rows
@@ -431,7 +441,9 @@ def load_table(
         typed = typed.append_column("computed_at", pa.array([stamp] * n, pa.timestamp("us", tz="UTC")))
 
     with table_lock(warehouse_dir, spec.name):
-        _sweep_orphans(table_dir(warehouse_dir, spec.name), latest.latest_table_dir(warehouse_dir, spec.name))
+        _sweep_orphans(
+            warehouse_dir, table_dir(warehouse_dir, spec.name), latest.latest_table_dir(warehouse_dir, spec.name)
+        )
         ensure_schema_files(warehouse_dir, spec)
         prev = _previous_versions(warehouse_dir, spec, typed)
         prev_version = pd.to_numeric(prev["result_version"], errors="coerce").to_numpy()
@@ -460,7 +472,7 @@ def _conform(arrow: pa.Table, spec: Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=spec.arrow_schema().metadata))
 
 
-def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_rename) -> int:
+def _write_partitions(warehouse_dir: Store, spec: Table, arrow: pa.Table, before_rename) -> int:
     parts = list(spec.partition_by)
     for p in parts:
         if arrow.column(p).null_count:
@@ -471,11 +483,9 @@ def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_
     written: list[dict[str, str]] = []
     for values, idx in groups.groupby(parts, sort=True).indices.items():
         values = values if isinstance(values, tuple) else (values,)
-        folder = table_dir(warehouse_dir, spec.name)
-        for p, v in zip(parts, values):
-            folder = folder / f"{p}={v}"
+        folder = warehouse_dir.loc(spec.name, *(f"{p}={v}" for p, v in zip(parts, values)))
         rows = arrow.take(pa.array(idx))
-        write_parquet_atomic(rows.select(data_cols), folder, _before_rename=before_rename)
+        write_parquet_atomic(rows.select(data_cols), folder, store=warehouse_dir, _before_rename=before_rename)
         latest.merge_partition(warehouse_dir, spec, dict(zip(parts, values)), rows)
         written.append(dict(zip(parts, values)))
         files += 1
@@ -483,16 +493,16 @@ def _write_partitions(warehouse_dir: Path, spec: Table, arrow: pa.Table, before_
     return files
 
 
-def repair_latest(warehouse_dir: str | Path, tables: dict[str, Table] | None = None) -> int:
+def repair_latest(warehouse_dir: Root, tables: dict[str, Table] | None = None) -> int:
     """Recompute every ``latest/`` file that does not match its history; returns how many.
 
     Covers a load that crashed between its history and latest writes, and a warehouse
     written before the ``latest/`` layout existed. Takes each table's lock.
     """
-    warehouse_dir = Path(warehouse_dir)
+    warehouse_dir = open_store(warehouse_dir)
     n = 0
     for spec in (TABLES if tables is None else tables).values():
-        if not table_dir(warehouse_dir, spec.name).is_dir():
+        if not warehouse_dir.is_dir(table_dir(warehouse_dir, spec.name)):
             continue
         with table_lock(warehouse_dir, spec.name):
             for values in latest.history_partitions(warehouse_dir, spec):
@@ -505,25 +515,25 @@ def repair_latest(warehouse_dir: str | Path, tables: dict[str, Table] | None = N
 MATERIALISED: dict[str, tuple[str, ...]] = {"voi_doses": ("voi_dose_cumulative", "dose_effect_targets")}
 
 
-def ensure_schema_files(warehouse_dir: Path, spec: Table) -> None:
+def ensure_schema_files(warehouse_dir: Root, spec: Table) -> None:
     """Write the table's (and its materialised views') zero-row schema files if outdated (under the lock)."""
     if not latest.schema_files_current(warehouse_dir, spec):
         latest.write_schema_files(warehouse_dir, spec)
     for name in MATERIALISED.get(spec.name, ()):
         path = latest.derived_schema_file(warehouse_dir, name)
-        if not latest.schema_file_current(path, DERIVED[name]):
-            latest.write_latest(path, latest.full_schema(DERIVED[name]).empty_table())
+        if not latest.schema_file_current(warehouse_dir, path, DERIVED[name]):
+            latest.write_latest(warehouse_dir, path, latest.full_schema(DERIVED[name]).empty_table())
 
 
-def schema_files_current(warehouse_dir: Path, spec: Table) -> bool:
+def schema_files_current(warehouse_dir: Root, spec: Table) -> bool:
     """Whether :func:`ensure_schema_files` has nothing to do."""
     return latest.schema_files_current(warehouse_dir, spec) and all(
-        latest.schema_file_current(latest.derived_schema_file(warehouse_dir, name), DERIVED[name])
+        latest.schema_file_current(warehouse_dir, latest.derived_schema_file(warehouse_dir, name), DERIVED[name])
         for name in MATERIALISED.get(spec.name, ())
     )
 
 
-def _materialise(warehouse_dir: Path, spec: Table, partitions: list[dict[str, str]]) -> None:
+def _materialise(warehouse_dir: Root, spec: Table, partitions: list[dict[str, str]]) -> None:
     """Recompute the derived tables of some partitions of ``spec`` (under its table lock)."""
     if not MATERIALISED.get(spec.name) or not partitions:
         return
@@ -535,7 +545,7 @@ def _materialise(warehouse_dir: Path, spec: Table, partitions: list[dict[str, st
     )
 
 
-def _make_current(warehouse_dir: Path, spec: Table, values: dict[str, str]) -> int:
+def _make_current(warehouse_dir: Root, spec: Table, values: dict[str, str]) -> int:
     """Recompute a partition's latest and derived files if stale (under the lock); 1 if done."""
     stale = not latest.is_current(warehouse_dir, spec, values)
     if stale:

@@ -15,10 +15,10 @@ from rntflow.warehouse.writer import load_table
 from .conftest import TRIAL, VOIS, voi_doses_frame
 
 
-def test_empty_warehouse_has_typed_empty_views(tmp_path):
-    path = refresh_catalog(tmp_path)
-    assert path == catalog_path(tmp_path) and path.exists()
-    with connect(tmp_path) as con:
+def test_empty_warehouse_has_typed_empty_views(wh_root):
+    path = refresh_catalog(wh_root)
+    assert path == catalog_path(wh_root) and path.exists()
+    with connect(wh_root) as con:
         for name, spec in TABLES.items():
             for view in (name, name + "_history"):
                 assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
@@ -32,14 +32,14 @@ def test_empty_warehouse_has_typed_empty_views(tmp_path):
         assert con.execute("SELECT count(*) FROM dose_effect").fetchone() == (0,)
 
 
-def test_connect_is_read_only(small_warehouse):
-    with connect(small_warehouse) as con:
+def test_connect_is_read_only(small_wh):
+    with connect(small_wh) as con:
         with pytest.raises(Exception, match="read-only"):
             con.execute("CREATE TABLE x (a INTEGER)")
 
 
-def test_dose_effect_maps_endpoints_to_cumulative_doses(small_warehouse):
-    with connect(small_warehouse) as con:
+def test_dose_effect_maps_endpoints_to_cumulative_doses(small_wh):
+    with connect(small_wh) as con:
         de = con.execute("SELECT * FROM dose_effect").df()
     # 12 subjects x 4 endpoints, one engine/method
     assert len(de) == 48
@@ -65,7 +65,7 @@ def test_dose_effect_maps_endpoints_to_cumulative_doses(small_warehouse):
     assert set(de.site_id) == {"SITE01", "SITE02", "SITE03"}
 
 
-def test_whole_kidney_voi_takes_precedence_and_latest_version_is_used(small_warehouse):
+def test_whole_kidney_voi_takes_precedence_and_latest_version_is_used(small_wh):
     sid = "SITE01-S00"
     kidneys = pd.DataFrame(
         {
@@ -79,11 +79,11 @@ def test_whole_kidney_voi_takes_precedence_and_latest_version_is_used(small_ware
             "dose_gy": [9.0, 11.0],
         }
     )
-    load_table(small_warehouse, "voi_doses", kidneys)
+    load_table(small_wh, "voi_doses", kidneys)
     corrected = kidneys.assign(dose_gy=[10.0, 11.0])
-    assert load_table(small_warehouse, "voi_doses", corrected).rows_new_version == 1
-    refresh_catalog(small_warehouse)
-    with connect(small_warehouse) as con:
+    assert load_table(small_wh, "voi_doses", corrected).rows_new_version == 1
+    refresh_catalog(small_wh)
+    with connect(small_wh) as con:
         got = con.execute(
             "SELECT target_voi, cumulative_dose_gy, n_vois FROM dose_effect "
             "WHERE subject_id = ? AND endpoint = 'nephrotoxicity'",
@@ -92,16 +92,16 @@ def test_whole_kidney_voi_takes_precedence_and_latest_version_is_used(small_ware
     assert got == [("Kidneys", 21.0, 1)]
 
 
-def test_history_and_latest_views(small_warehouse):
+def test_history_and_latest_views(small_wh):
     df = voi_doses_frame()
-    load_table(small_warehouse, "voi_doses", df.assign(dose_gy=df.dose_gy * 1.1))
-    refresh_catalog(small_warehouse)
-    with connect(small_warehouse) as con:
+    load_table(small_wh, "voi_doses", df.assign(dose_gy=df.dose_gy * 1.1))
+    refresh_catalog(small_wh)
+    with connect(small_wh) as con:
         assert con.execute("SELECT count(*) FROM voi_doses_history").fetchone() == (288,)
         assert con.execute("SELECT count(*), min(result_version) FROM voi_doses").fetchone() == (144, 2)
 
 
-def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
+def test_one_dose_per_cycle_and_cumulative_across_methods(small_wh):
     """Cycle 1 holds a provisional single-time-point result and the multi-time-point result
     that replaced it; cycle 2 only a single-time-point one: the cumulative dose is cycle 1's
     multi-time-point dose plus cycle 2's single-time-point dose, nothing counted twice."""
@@ -125,9 +125,9 @@ def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
             "final": [False, False, True, False, True],
         }
     )
-    load_table(small_warehouse, "voi_doses", rows)
-    refresh_catalog(small_warehouse)
-    with connect(small_warehouse) as con:
+    load_table(small_wh, "voi_doses", rows)
+    refresh_catalog(small_wh)
+    with connect(small_wh) as con:
         per_cycle = con.execute(
             "SELECT cycle, method, dose_gy FROM voi_dose_cycle WHERE subject_id = ? AND voi = 'Kidneys' ORDER BY cycle",
             [sid],
@@ -147,9 +147,9 @@ def test_one_dose_per_cycle_and_cumulative_across_methods(small_warehouse):
     assert de == (1, 15.0)
 
 
-def test_event_grades_per_endpoint(small_warehouse):
+def test_event_grades_per_endpoint(small_wh):
     """Xerostomia counts from grade 1, nephrotoxicity from grade 2 (EVENT_MIN_GRADE)."""
-    with connect(small_warehouse) as con:
+    with connect(small_wh) as con:
         got = con.execute(
             "SELECT endpoint, grade, any_value(effect) FROM dose_effect WHERE endpoint IN "
             "('nephrotoxicity', 'xerostomia') GROUP BY ALL ORDER BY ALL"
@@ -173,15 +173,18 @@ import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from rntflow.warehouse.catalog import dose_effect_frame  # noqa: E402
+from rntflow.warehouse.storage import is_remote  # noqa: E402
 
-from .conftest import build_small_warehouse, outcomes_frame  # noqa: E402
+from .conftest import build_small_warehouse, outcomes_frame, wh_read  # noqa: E402
 
 _SESSION = textwrap.dedent("""
     import sys, time, duckdb
     con = duckdb.connect(sys.argv[1])                     # read-write, DuckDB's default
+    if len(sys.argv) > 2:                                 # an S3 root: register its filesystem
+        from rntflow.warehouse.storage import open_store
+        open_store(sys.argv[2]).register(con)
     con.execute("CREATE OR REPLACE TABLE analyst_notes AS SELECT 1 AS x")   # leaves a WAL
     print(con.execute("SELECT count(*) FROM voi_doses").fetchone()[0], flush=True)
     for line in sys.stdin:                                # one query per line, answer per line
@@ -189,9 +192,10 @@ _SESSION = textwrap.dedent("""
 """)
 
 
-def _session(path: Path) -> subprocess.Popen:
+def _session(path: Path, root: str) -> subprocess.Popen:
+    """An analyst's read-write DuckDB session on the catalog file ``path`` (of warehouse ``root``)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SESSION, str(path)],
+        [sys.executable, "-c", _SESSION, str(path), *([root] if is_remote(root) else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -200,8 +204,8 @@ def _session(path: Path) -> subprocess.Popen:
     return proc
 
 
-def test_session_opened_before_the_first_load_sees_rows_live(tmp_path):
-    root = tmp_path / "wh"
+def test_session_opened_before_the_first_load_sees_rows_live(wh_root):
+    root = wh_root
     with connect(root) as con:  # nothing loaded yet: the catalog is created, views are empty
         assert con.execute("SELECT count(*) FROM voi_doses").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM dose_effect").fetchone() == (0,)
@@ -213,16 +217,16 @@ def test_session_opened_before_the_first_load_sees_rows_live(tmp_path):
         assert con.execute("SELECT count(*) FROM voi_doses_history").fetchone() == (144,)
 
 
-def test_pipeline_runs_beside_read_write_and_killed_analyst_sessions(tmp_path):
-    root = tmp_path / "wh"
+def test_pipeline_runs_beside_read_write_and_killed_analyst_sessions(wh_root):
+    root = wh_root
     build_small_warehouse(root)
     path = catalog_path(root)
-    killed = _session(path)
+    killed = _session(path, root)
     assert killed.stdout.readline().strip() == "144"
     killed.send_signal(signal.SIGKILL)  # crashed mid-session: its WAL and lock stay behind
     killed.wait(timeout=30)
     assert Path(str(path) + ".wal").exists()
-    live = _session(path)  # a second read-write session, holding DuckDB's file lock
+    live = _session(path, root)  # a second read-write session, holding DuckDB's file lock
     try:
         assert live.stdout.readline().strip() == "144"
         # the pipeline: a new version of every dose, catalog refresh, dose-effect
@@ -246,36 +250,36 @@ def test_pipeline_runs_beside_read_write_and_killed_analyst_sessions(tmp_path):
         assert con.execute("SELECT count(*), min(result_version) FROM voi_doses").fetchone() == (144, 2)
 
 
-def test_rebuild_moves_a_stale_wal_aside(tmp_path):
-    root = tmp_path / "wh"
+def test_rebuild_moves_a_stale_wal_aside(wh_root):
+    root = wh_root
     build_small_warehouse(root)
     path = catalog_path(root)
-    killed = _session(path)
+    killed = _session(path, root)
     assert killed.stdout.readline().strip() == "144"
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
-    (root / ".rntflow.duckdb.digest").write_text("outdated\n")  # as after an upgrade
+    (path.parent / ".rntflow.duckdb.digest").write_text("outdated\n")  # as after an upgrade
     refresh_catalog(root)
-    assert not Path(str(path) + ".wal").exists() and list(root.glob(".rntflow.duckdb.wal.*.stale"))
+    assert not Path(str(path) + ".wal").exists() and list(path.parent.glob(".rntflow.duckdb.wal.*.stale"))
     with connect(root) as con:
         assert con.execute("SELECT count(*) FROM voi_doses").fetchone() == (144,)
 
 
-def test_plain_pyarrow_on_latest_matches_the_view(small_warehouse):
+def test_plain_pyarrow_on_latest_matches_the_view(small_wh):
     df = voi_doses_frame()
-    load_table(small_warehouse, "voi_doses", df.assign(dose_gy=df.dose_gy * 2)[df.site_id == "SITE02"])
+    load_table(small_wh, "voi_doses", df.assign(dose_gy=df.dose_gy * 2)[df.site_id == "SITE02"])
     key = [(k, "ascending") for k in ("subject_id", "cycle", "voi", "engine", "method")]
-    plain = pq.read_table(small_warehouse / "latest" / "voi_doses")
-    with connect(small_warehouse) as con:
+    plain = wh_read(small_wh, "latest", "voi_doses")
+    with connect(small_wh) as con:
         view = con.sql("SELECT * FROM voi_doses").to_arrow_table()
     assert plain.num_rows == view.num_rows == 144
     assert plain.filter(pc.equal(plain["result_version"], 2)).num_rows == 48
     assert plain.select(view.column_names).sort_by(key).to_pylist() == view.sort_by(key).to_pylist()
     # the history keeps both versions, hive-partitioned
-    assert pq.read_table(small_warehouse / "voi_doses").num_rows == 192
+    assert wh_read(small_wh, "voi_doses").num_rows == 192
 
 
-def test_materialised_cumulative_equals_the_live_definition(small_warehouse):
+def test_materialised_cumulative_equals_the_live_definition(small_wh):
     from rntflow.warehouse.catalog import DERIVED_VIEWS
 
     sid = "SITE03-S01"
@@ -291,15 +295,19 @@ def test_materialised_cumulative_equals_the_live_definition(small_warehouse):
             "dose_gy": [8.0, 9.0, 6.0],
         }
     )
-    load_table(small_warehouse, "voi_doses", rows)
-    with connect(small_warehouse) as con:
+    load_table(small_wh, "voi_doses", rows)
+    with connect(small_wh) as con:
         mat = con.execute("SELECT * FROM voi_dose_cumulative ORDER BY ALL").fetchall()
         live = con.execute(f"SELECT * FROM ({DERIVED_VIEWS['voi_dose_cumulative']}) ORDER BY ALL").fetchall()
     assert mat == live and ("T-TEST", "SITE03", sid, "Kidneys", "organ", "mixed", 2, 15.0, None, None, False) in mat
 
 
 def test_catalog_opens_in_the_oldest_declared_storage_format(small_warehouse):
-    """The catalog file declares DuckDB v1.0.0 storage, so older CLIs (e.g. duckdb-cli) open it."""
+    """The catalog file declares DuckDB v1.0.0 storage, so older CLIs (e.g. duckdb-cli) open it.
+
+    Local only: a plain DuckDB CLI reads ``s3://`` through its httpfs extension, a download
+    (docs/analyst.md); over S3 the catalog is opened through :func:`connect` (tests above).
+    """
     cli = Path(sys.executable).parent / "duckdb"
     if not cli.exists():
         pytest.skip("no DuckDB CLI in the virtualenv (pip install duckdb-cli)")

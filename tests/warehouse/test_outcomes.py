@@ -29,9 +29,9 @@ def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
     return path
 
 
-def test_valid_file_imports_and_is_idempotent(tmp_path):
+def test_valid_file_imports_and_is_idempotent(tmp_path, wh_root):
     csv_path = _write(tmp_path, GOOD_ROWS)
-    wh = tmp_path / "wh"
+    wh = wh_root
     report = import_outcomes(wh, csv_path, KNOWN, trial_id="T1")
     assert (report.rows_in, report.rows_new) == (6, 6)
     assert import_outcomes(wh, csv_path, KNOWN, trial_id="T1").rows_unchanged == 6
