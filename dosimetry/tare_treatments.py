@@ -58,6 +58,11 @@ class TareRecord:
         when the subject's plans are made).
     cf_j_per_gbq : float or None
     calibration_id : str or None
+        The camera calibration used: post-treatment its sensitivity or Bq/mL scale factor
+        (and FWHM); a scout its recovery FWHM only, when the camera has one for the nuclide.
+    calibration_value : float or None
+        The registry value of that calibration (cps/MBq or scale factor) as used (``None``: a
+        scout, or taken at face value): a re-analysed calibration changes it.
     fwhm_mm : float or None
     notes : list of str
     """
@@ -80,6 +85,7 @@ class TareRecord:
     doses: list[dict] = field(default_factory=list)
     cf_j_per_gbq: float | None = None
     calibration_id: str | None = None
+    calibration_value: float | None = None
     fwhm_mm: float | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -33,6 +33,7 @@ under 0.1 MBq) reads a PET value written in MBq by mistake, with a note.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,8 @@ from rntflow.harmonization.headers import (
     normalise_radionuclide,
     parse_da_tm,
     parse_dt,
+    parse_post_filter_fwhm_mm,
+    parse_reconstruction_method,
     radiopharmaceutical_nuclide,
 )
 from rntflow.harmonization.nm_conventions import (
@@ -59,6 +62,7 @@ from rntflow.harmonization.nm_conventions import (
     as_str,
     first_item,
     get_value,
+    parse_post_filter,
     read_total_dose_mbq,
 )
 from rntflow.physics.nuclides import nuclide
@@ -74,6 +78,11 @@ __all__ = [
 
 #: DecayCorrection defined terms (PS3.3 C.8.9.1.1.x).
 DECAY_CORRECTIONS: tuple[str, ...] = ("START", "ADMIN", "NONE")
+#: Time of flight named in a PET ReconstructionMethod or SeriesDescription: Siemens ``PSF+TOF``
+#: / ``TrueX+TOF``, GE ``VPFX`` / ``VPFXS`` (VUE Point FX), Philips ``BLOB-OS-TF``.
+#: Where the algorithm ends in a ReconstructionMethod (the iterations: ``4i5s``, ``4 iterations``).
+_ITERATIONS_RE = re.compile(r"\s\d+\s*i", re.IGNORECASE)
+TOF_PATTERN = re.compile(r"TOF|VPFX|(?<![A-Z])TF(?![A-Z])|TIME.OF.FLIGHT", re.IGNORECASE)
 #: SeriesTime may lead the first AcquisitionTime by rounding; beyond this it is "after".
 _SERIES_TIME_TOLERANCE_S = 1.0
 
@@ -119,6 +128,8 @@ class PetHeader:
     image_type : tuple of str
     matrix_rows, matrix_cols, n_slices : int or None
     voxel_size_mm : (row_mm, col_mm, slice_mm) or None
+    reconstruction_method, convolution_kernel : str or None
+        ReconstructionMethod (``PSF+TOF 4i5s``) and ConvolutionKernel (``GAUSSIAN 5.0MM``).
     notes : tuple of str
         What was read with a correction or assumption (dose unit slip, acquisition start
         source, administration date), for QA.
@@ -151,6 +162,8 @@ class PetHeader:
     matrix_cols: int | None = None
     n_slices: int | None = None
     voxel_size_mm: tuple[float, float, float] | None = None
+    reconstruction_method: str | None = None
+    convolution_kernel: str | None = None
     notes: tuple[str, ...] = ()
 
     @property
@@ -172,6 +185,14 @@ class PetHeader:
         if self.acquisition_start is None or self.administration_datetime is None:
             return None
         return (self.acquisition_start - self.administration_datetime).total_seconds() / 3600.0
+
+    @property
+    def time_of_flight(self) -> bool | None:
+        """``True`` when ReconstructionMethod or SeriesDescription names time of flight
+        (:data:`TOF_PATTERN`: Siemens ``TOF``, GE ``VPFX``, Philips ``-TF``), else ``None``
+        (DICOM has no attribute for it: absent text is "not stated", not "off")."""
+        text = " ".join(t for t in (self.reconstruction_method, self.series_description) if t)
+        return True if TOF_PATTERN.search(text) else None
 
     def half_life_s(self) -> float | None:
         """RadionuclideHalfLife, else the ICRP-107 half-life of the radionuclide (``None`` if neither)."""
@@ -359,6 +380,8 @@ def parse_pet_header(pet: PetSeries | Sequence[Dataset]) -> PetHeader:
         matrix_cols=_int(get_value(ds0, "Columns")),
         n_slices=len(datasets),
         voxel_size_mm=_voxel_mm(ds0, step),
+        reconstruction_method=as_str(get_value(ds0, "ReconstructionMethod")),
+        convolution_kernel=as_str(get_value(ds0, "ConvolutionKernel")),
         notes=tuple(notes),
     )
 
@@ -500,9 +523,15 @@ def pet_nm_header(pet: PetVolume) -> NmHeader:
     Units ``BQML`` and DecayCorrection ``START`` (the image is at acquisition start),
     acquisition duration = one frame (ActualFrameDuration), the camera, radionuclide,
     half-life, administration and activity of the PET header, attenuation/scatter correction
-    from CorrectedImage; no energy windows, collimator or reconstruction parameters.
+    from CorrectedImage, the algorithm and iterations/subsets of ReconstructionMethod
+    (the algorithm is the text before the iterations, ``PSF+TOF``) and the post-filter of
+    ConvolutionKernel; no energy windows or collimator.
     """
     h = pet.header
+    algo, iters, subsets = parse_reconstruction_method(h.reconstruction_method)
+    if h.reconstruction_method and iters is not None:
+        head = _ITERATIONS_RE.split(h.reconstruction_method, maxsplit=1)[0].strip()
+        algo = head.upper() or algo
     return NmHeader(
         units="BQML",
         pixel_units=PixelUnits("BQML", "units", f"PET Units {h.units}"),
@@ -516,6 +545,13 @@ def pet_nm_header(pet: PetVolume) -> NmHeader:
         radionuclide_half_life_s=h.radionuclide_half_life_s,
         attenuation_corrected=h.attenuation_corrected,
         scatter_corrected=h.scatter_corrected,
+        algorithm=algo,
+        iterations=iters,
+        subsets=subsets,
+        reconstruction_method=h.reconstruction_method,
+        post_filter=parse_post_filter(h.convolution_kernel),
+        post_filter_fwhm_mm=parse_post_filter_fwhm_mm(h.convolution_kernel),
+        text_hints=tuple(t for t in (h.series_description, h.reconstruction_method, h.convolution_kernel) if t),
         matrix_rows=h.matrix_rows,
         matrix_cols=h.matrix_cols,
         matrix_slices=h.n_slices,

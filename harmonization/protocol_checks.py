@@ -281,3 +281,31 @@ def check_time_point(h: NmHeader, p: ImagingProtocol) -> CheckResult:
     if nominal is None:
         return CheckResult("time_point", "fail", found, exp, "outside every window")
     return CheckResult("time_point", "pass", found, exp, f"time point {nominal:g} h")
+
+
+def check_time_of_flight(found: bool | None, required: bool) -> CheckResult:
+    """``time_of_flight`` of a PET reconstruction (a TOF PET/CT protocol, e.g. 90Y).
+
+    Parameters
+    ----------
+    found : bool or None
+        ``True`` when the header names TOF
+        (:attr:`rntflow.harmonization.pet_headers.PetHeader.time_of_flight`); ``None`` when
+        it says nothing (DICOM has no attribute for TOF).
+    required : bool
+        ``ImagingProtocol.time_of_flight``.
+
+    Returns
+    -------
+    CheckResult
+        ``pass`` when TOF is stated and required, or not required; ``warn`` ("not stated")
+        when required and not named; ``fail`` when the header states it was off.
+    """
+    exp = "TOF reconstruction" if required else "not required"
+    if not required:
+        return CheckResult("time_of_flight", "pass", "stated" if found else "not stated", exp, "not required")
+    if found is None:
+        return not_stated("time_of_flight", exp, "TOF in ReconstructionMethod or SeriesDescription")
+    if found:
+        return CheckResult("time_of_flight", "pass", "TOF", exp, "as protocol")
+    return CheckResult("time_of_flight", "fail", "non-TOF", exp, "TOF reconstruction required by the protocol")

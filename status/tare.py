@@ -56,8 +56,12 @@ def tare_treatments(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dic
     Each treatment: ``site_id``, ``treatment``, ``scout_study_id``, ``lung_shunt_fraction``,
     ``planned_activity_gbq`` (GBq), ``broken_limits``, ``post_study_id``,
     ``administered_activity_gbq`` (GBq), ``delivered_gy`` and ``predicted_gy`` (VOI -> mean
-    dose, Gy; ``Lesions_mean`` added), ``complete`` and ``missing`` (what has not arrived).
+    dose, Gy; ``Lesions_mean`` added), ``complete`` and ``missing`` (what has not arrived),
+    ``non_compliant`` (its scout and post-treatment studies whose reconstruction failed the
+    protocol of their radionuclide: ``studies.protocol_compliant`` false, when ``rows`` has
+    ``studies``).
     """
+    compliant = {(s.get("subject_id"), s.get("study_id")): s.get("protocol_compliant") for s in rows.get("studies", [])}
     by: dict[tuple[str, int], dict[str, Any]] = {}
     for p in rows.get("tare_plans", []):
         n = int_or_none(p.get("treatment"))
@@ -99,6 +103,11 @@ def tare_treatments(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dic
             if not present
         ]
         t["complete"] = not t["missing"]
+        t["non_compliant"] = [
+            sid
+            for sid in (t["scout_study_id"], t["post_study_id"])
+            if sid is not None and compliant.get((subject_id, sid)) is False
+        ]
         out.setdefault(subject_id, []).append(t)
     return out
 
@@ -131,4 +140,8 @@ def tare_lines(treatments: list[dict[str, Any]]) -> list[str]:
         lines.append(f"      {post}")
         if t["missing"]:
             lines.append(f"      waiting for: {', '.join(t['missing'])}")
+        if t.get("non_compliant"):
+            lines.append(
+                f"      reconstruction not protocol-compliant: {', '.join(t['non_compliant'])} (doses flagged; see QA)"
+            )
     return lines

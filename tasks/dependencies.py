@@ -3,7 +3,12 @@
 * A camera's calibration arrives or changes (a phantom study): every patient time point of
   that site that waited for a calibration, and every stored time point whose current
   calibration (as :func:`rntflow.harmonization.calibration.calibration_for` chooses it now)
-  is not the one it was quantified with, or whose recovery-curve FWHM changed.
+  is not the one it was quantified with, or whose recovery-curve FWHM changed. The same for
+  the radioembolisation (TARE) studies of the site: a post-treatment study that waited for
+  its camera's calibration, and every TARE record (scout or post-treatment,
+  :class:`rntflow.dosimetry.tare_treatments.TareRecord`) whose calibration is not the
+  current one (a scout uses only its FWHM, and is re-run only when the camera has a
+  calibration for its radionuclide).
 * The first uniform-cylinder calibration of a camera arrives: the NEMA phantom studies
   that arrived before it (their recovery curve completes that calibration).
 * A patient time point arrives: the segmentation-only studies of that subject that waited
@@ -21,9 +26,10 @@ from prefect import task
 
 from rntflow.core.config import TrialConfig
 from rntflow.core.qa import WAITING
-from rntflow.harmonization.calibration import calibration_for
+from rntflow.harmonization.calibration import Calibration, calibration_for
 from rntflow.listener.handoff import study_dir_for
 from rntflow.tasks.common import calibration_history, calibration_id, product_store
+from rntflow.tasks.tare import site_records
 from rntflow.warehouse.writer import read_latest
 
 #: How the ``processing`` messages of waiting studies begin (written by flows/process_study.py,
@@ -79,9 +85,45 @@ def phantoms_waiting_for_calibration(config: TrialConfig, site_id: str) -> list[
     ]
 
 
+def _stale(
+    cal: Calibration,
+    used_id: str | None,
+    used_fwhm_mm: float | None,
+    used_value: float | None,
+    fwhm_from_calibration: bool = True,
+) -> bool:
+    """Whether a result quantified with calibration ``used_id`` (FWHM, value) must be redone now
+    that :func:`calibration_for` chooses ``cal``: another calibration, or the same one with
+    another recovery FWHM or value (a face-value id carries a suffix: ``startswith``)."""
+    return (
+        not (used_id or "").startswith(calibration_id(cal))
+        or (fwhm_from_calibration and cal.rc_fwhm_mm != used_fwhm_mm)
+        or (used_value is not None and cal.value != used_value)
+    )
+
+
+def _tare_dependants(
+    config: TrialConfig, site_id: str, skip: set[tuple[str, str]], histories: dict[str | None, list[Calibration]]
+) -> dict[tuple[str, str], StudyRef]:
+    """TARE records of ``site_id`` quantified with another calibration than the current one."""
+    out = {}
+    for r in site_records(config, site_id):
+        if (r.subject_id, r.study_id) in skip:
+            continue
+        history = histories.setdefault(r.camera_id, calibration_history(config, r.camera_id))
+        cal, _status = calibration_for(
+            history, r.camera_id, r.radionuclide, r.acquisition_start, config.calibration.validity_days
+        )
+        # the FWHM of a TARE study is the calibration's when it has one, else the camera profile's
+        if cal is not None and _stale(cal, r.calibration_id, r.fwhm_mm, r.calibration_value, bool(cal.rc_fwhm_mm)):
+            why = f"TARE {r.role} quantified with {r.calibration_id or 'no calibration'}, now {calibration_id(cal)}"
+            out[(r.subject_id, r.study_id)] = _ref(config, site_id, r.subject_id, r.study_id, why)
+    return out
+
+
 @task(name="dependants-of-calibration")
 def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRef]:
-    """Patient time points of ``site_id`` to process again after its calibration changed."""
+    """Patient time points and TARE studies of ``site_id`` to process again after its calibration changed."""
     out = {
         (s, k): _ref(config, site_id, s, k, "waited for a calibration")
         for s, k, msg in _waiting(config, site_id)
@@ -89,6 +131,7 @@ def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRe
     }
     store = product_store(config)
     histories: dict[str | None, list] = {}
+    out.update(_tare_dependants(config, site_id, set(out), histories))
     for m in store.all_timepoints():
         if m.site_id != site_id or (m.subject_id, m.study_id) in out:
             continue
@@ -98,14 +141,13 @@ def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRe
         )
         if cal is None:
             continue
-        now_id = calibration_id(cal)
-        if (
-            not (m.calibration_id or "").startswith(now_id)
-            or cal.rc_fwhm_mm != m.rc_fwhm_mm
-            or (m.calibration_value is not None and cal.value != m.calibration_value)
-        ):
+        if _stale(cal, m.calibration_id, m.rc_fwhm_mm, m.calibration_value):
             out[(m.subject_id, m.study_id)] = _ref(
-                config, site_id, m.subject_id, m.study_id, f"quantified with {m.calibration_id}, now {now_id}"
+                config,
+                site_id,
+                m.subject_id,
+                m.study_id,
+                f"quantified with {m.calibration_id}, now {calibration_id(cal)}",
             )
     return list(out.values())
 

@@ -57,6 +57,16 @@ def subject_records(config: TrialConfig, site_id: str, subject_id: str) -> list[
     return sorted(recs, key=lambda r: r.acquisition_start)
 
 
+def site_records(config: TrialConfig, site_id: str) -> list[TareRecord]:
+    """Every TARE record of a site (all its subjects), by subject and acquisition time."""
+    folder = tare_dir(config) / site_id
+    if not folder.exists():
+        return []
+    return [
+        r for d in sorted(p for p in folder.iterdir() if p.is_dir()) for r in subject_records(config, site_id, d.name)
+    ]
+
+
 def _plan_row(arm: TareArm, t: Treatment, sp: ScoutPlan) -> dict:
     """The ``tare_plans`` row of a scout's plan."""
     r, plan, post = sp.scout, sp.plan, t.post

@@ -30,8 +30,9 @@ from rntflow.dosimetry.tare_treatments import POST, TareRecord
 from rntflow.dosimetry.vois import resample_mask_fraction
 from rntflow.harmonization.calibration import Calibration, calibration_for
 from rntflow.harmonization.cylinder import to_bq_per_ml
-from rntflow.harmonization.headers import nm_to_image, normalise_radionuclide, parse_nm_header
-from rntflow.harmonization.pet_headers import pet_at_acquisition_start
+from rntflow.harmonization.headers import NmHeader, nm_to_image, normalise_radionuclide, parse_nm_header
+from rntflow.harmonization.pet_headers import PetHeader, pet_at_acquisition_start, pet_nm_header
+from rntflow.harmonization.tare_recon_check import check_tare_reconstruction, protocol_compliant
 from rntflow.physics.nuclides import nuclide
 from rntflow.tasks.calibration import quantify_pet
 from rntflow.tasks.common import calibration_history, calibration_id
@@ -62,6 +63,8 @@ class _Image:
     camera_id: str | None
     manufacturer: str | None
     model: str | None
+    header: NmHeader  # PET: its pet_nm_header, for the protocol checks
+    pet_header: PetHeader | None = None
 
 
 def _study_image(config: TrialConfig, site_id: str, study: LoadedStudy) -> _Image:
@@ -81,6 +84,7 @@ def _study_image(config: TrialConfig, site_id: str, study: LoadedStudy) -> _Imag
             h.camera_id,
             h.manufacturer,
             h.model,
+            h,
         )
     if getattr(study, "pet", None) is not None:
         vol = pet_at_acquisition_start(study.pet)
@@ -98,6 +102,8 @@ def _study_image(config: TrialConfig, site_id: str, study: LoadedStudy) -> _Imag
             h.camera_id,
             h.manufacturer,
             h.model,
+            pet_nm_header(vol),
+            h,
         )
     raise DicomInputError(
         f"TARE study without an NM reconstruction or a PET series ({study.n_files} files; "
@@ -146,6 +152,18 @@ def _on_image_grid(masks: dict[str, np.ndarray], ct: sitk.Image, image: sitk.Ima
 def _qa(check: CheckResult, study_id: str, cols: dict) -> dict:
     """The ``qa_checks`` row of a study-scoped check."""
     return qa_row(check, "study", study_id, **cols)
+
+
+def _protocol_checks(config: TrialConfig, site_id: str, img: _Image) -> list[CheckResult]:
+    """The reconstruction checked against the trial's protocol for its radionuclide and modality.
+
+    ``config.imaging_protocol(radionuclide, NM|PT)`` with the site's camera vocabulary
+    (:func:`rntflow.harmonization.tare_recon_check.check_tare_reconstruction`).
+    """
+    modality = "PT" if img.modality == "PET" else "NM"
+    protocol = config.imaging_protocol(img.radionuclide, modality)
+    camera = config.site(site_id).camera_profile(img.manufacturer, img.model)
+    return check_tare_reconstruction(img.header, modality, protocol, camera, img.pet_header)
 
 
 # --------------------------------------------------------------------------- quantification
@@ -238,6 +256,26 @@ def _quantified_post(
     return out, cal, cid, check
 
 
+def _scout_calibration(config: TrialConfig, img: _Image, nuc: str) -> tuple[Calibration | None, str | None]:
+    """The camera's calibration for the scout's radionuclide, if any (its recovery FWHM only).
+
+    A scout needs no activity scale (shares of counts), so it never waits for one; but when
+    the camera has a calibration for the nuclide (a 166Ho scout at a 166Ho site), its
+    recovery FWHM corrects partial volume, as for the post-treatment study, and the scout
+    is processed again when that calibration changes (:mod:`rntflow.tasks.dependencies`).
+    """
+    if img.acquisition_start is None:
+        return None, None
+    cal, _status = calibration_for(
+        calibration_history(config, img.camera_id),
+        img.camera_id,
+        nuc,
+        img.acquisition_start,
+        config.calibration.validity_days,
+    )
+    return (cal, calibration_id(cal)) if cal is not None else (None, None)
+
+
 def _studies_row(study_id: str, subject_id: str, img: _Image, n_files: int) -> dict:
     t_h = (
         (img.acquisition_start - img.administration_datetime).total_seconds() / 3600.0
@@ -252,7 +290,7 @@ def _studies_row(study_id: str, subject_id: str, img: _Image, n_files: int) -> d
         "acquired_at": img.acquisition_start.replace(tzinfo=UTC) if img.acquisition_start else None,
         "t_h": t_h,
         "n_instances": n_files,
-        "protocol_compliant": None,  # the 177Lu protocol does not apply; TARE QA rows instead
+        "protocol_compliant": None,  # set from the protocol checks of the study's radionuclide
     }
 
 
@@ -457,6 +495,10 @@ def quantify_tare_study(
     row = _studies_row(study_id, subject_id, img, study.n_files)
     role, role_check = tc.study_role_check(arm, img.radionuclide, img.administered_activity_mbq, img.modality)
     checks = [_qa(role_check, study_id, cols)]
+    if role is not None:
+        recon = _protocol_checks(config, site_id, img)
+        checks += [_qa(c, study_id, cols) for c in recon]
+        row["protocol_compliant"] = protocol_compliant(recon)
     failure = _header_failure(role, role_check, img, row, checks, study_id, cols)
     if failure is not None:
         return failure
@@ -468,6 +510,8 @@ def quantify_tare_study(
         checks.append(qa_row(cal_check, "study", study_id, **cols))
         if bqml is None:
             return TareStudyResult(role, row, checks, waiting_for=_waiting_message(img, nuc))
+    else:
+        cal, cal_id = _scout_calibration(config, img, nuc)
 
     if study.ct is None:
         return TareStudyResult(role, row, checks, failed="no CT in the study: VOIs and masses need it; re-send with CT")
@@ -506,6 +550,7 @@ def quantify_tare_study(
         volumes_ml={k: v for k, v in volumes.items() if k in res.activity},
         lung_shunt_fraction=res.lung_shunt_fraction,
         calibration_id=cal_id,
+        calibration_value=cal.value if role == POST and not (cal_id or "").endswith(FACE_VALUE_SUFFIX) else None,
         fwhm_mm=fwhm,
         notes=notes,
     )

@@ -138,6 +138,55 @@ def test_predicted_vs_delivered_whichever_arrives_second(config):
 
 TARE_SPEC = TrialSpec(n_sites=1, subjects_per_site=0, cycles=1, seed=7, tare_subjects_per_site=2)
 
+#: The TARE imaging protocols of the test trial (``imaging_protocols``): 99mTc-MAA and 166Ho
+#: SPECT/CT, 90Y TOF PET/CT. Trial-wide names; the sites' camera profiles add their vendors'.
+TARE_PROTOCOLS = [
+    {
+        "radionuclide": "Tc-99m",
+        "photopeak_windows": [{"name": "Tc99m_140", "center_kev": 140.0, "width_pct": 15.0}],
+        "scatter_windows": [{"name": "Tc99m_scat_120", "center_kev": 120.0, "width_pct": 10.0}],
+        "collimator": "LEHR",
+        "min_iterations_x_subsets": 30,
+        "matrix_size": 80,
+        "voxel_size_mm": 4.8,
+        "time_points": [{"nominal_h": 1.0, "earliest_h": 0.25, "latest_h": 4.0}],
+    },
+    {
+        "radionuclide": "Ho-166",
+        "photopeak_windows": [{"name": "Ho166_81", "center_kev": 81.0, "width_pct": 15.0}],
+        "scatter_windows": [{"name": "Ho166_scat_118", "center_kev": 118.0, "width_pct": 12.0}],
+        "collimator": "MEGP",
+        "min_iterations_x_subsets": 30,
+        "matrix_size": 80,
+        "voxel_size_mm": 4.8,
+        "time_points": [  # scout, post-treatment
+            {"nominal_h": 2.0, "earliest_h": 0.5, "latest_h": 24.0},
+            {"nominal_h": 72.0, "earliest_h": 24.0, "latest_h": 168.0},
+        ],
+    },
+    {
+        "radionuclide": "Y-90",
+        "modality": "PT",
+        "time_of_flight": True,
+        "min_iterations_x_subsets": 10,
+        "max_iterations_x_subsets": 200,
+        "matrix_size": 110,
+        "voxel_size_mm": 4.0,
+        "max_post_filter_fwhm_mm": 5.0,
+        "time_points": [{"nominal_h": 24.0, "earliest_h": 2.0, "latest_h": 72.0}],
+    },
+]
+
+
+def with_tare_protocols(cfg: dict) -> dict:
+    """The simulated trial's config with :data:`TARE_PROTOCOLS` and the PET's algorithm name."""
+    cfg["imaging_protocols"] = TARE_PROTOCOLS
+    for site in cfg["sites"]:
+        for cam in site.get("cameras", []):
+            if "Biograph" in (cam.get("model") or ""):
+                cam.setdefault("algorithms", []).append("PSF+TOF")
+    return cfg
+
 
 @pytest.fixture(scope="module")
 def tare_trial(tmp_path_factory) -> Path:
@@ -153,13 +202,14 @@ def tare_run(tare_trial, prefect_harness, tmp_path_factory):
     from rntflow.listener.handoff import study_dir_for
 
     work = tmp_path_factory.mktemp("tare_run")
-    cfg = yaml.safe_load((tare_trial / "trial.yaml").read_text())
+    cfg = with_tare_protocols(yaml.safe_load((tare_trial / "trial.yaml").read_text()))
+    shutil.copy(tare_trial / "phantom_fills.csv", work / "phantom_fills.csv")  # changed by the re-calibration test
     cfg["paths"] = {
         "spool": str(work / "spool"),
         "warehouse": str(work / "wh"),
         "keys": str(work / "keys"),
         "enrolment": str(tare_trial / "enrolment.csv"),
-        "phantom_fills": str(tare_trial / "phantom_fills.csv"),
+        "phantom_fills": str(work / "phantom_fills.csv"),
         "prefect_home": str(work / "prefect"),
         "products": str(work / "products"),
     }
@@ -183,8 +233,8 @@ def tare_run(tare_trial, prefect_harness, tmp_path_factory):
     ph04, ph05 = "SITE04-PH-CYL", "SITE05-PH-CYL"
     order = [
         ("SITE04", "RNT-04001", "POST"),  # before its camera's phantom: waits
-        ("SITE04", ph04, "CYL"),  # calibrates, re-runs the waiting post-treatment study
-        ("SITE04", "RNT-04001", "SCOUT"),
+        ("SITE04", "RNT-04001", "SCOUT"),  # before the phantom: the camera profile's FWHM
+        ("SITE04", ph04, "CYL"),  # calibrates, re-runs the waiting post-treatment study and the scout
         ("SITE04", "RNT-04002", "SCOUT"),
         ("SITE04", "RNT-04002", "POST"),
         ("SITE05", ph05, "CYL"),
@@ -208,6 +258,8 @@ def tare_run(tare_trial, prefect_harness, tmp_path_factory):
     )
     return {
         "config": config,
+        "config_path": path,
+        "studies": studies,
         "states": states,
         "foreign": (foreign_state.name, foreign_state.message),
         "bare": (bare_state.name, bare_state.message),
@@ -343,3 +395,92 @@ def test_processing_a_study_again_adds_no_tare_rows(tare_run):
     )
     assert state.name == "Completed"
     assert counts() == before
+
+
+@pytest.mark.slow
+def test_tare_studies_are_checked_against_their_protocol(tare_run):
+    """Scouts (166Ho, 99mTc-MAA SPECT) and post-treatment studies (166Ho SPECT, 90Y TOF PET)
+    get the reconstruction checks of their radionuclide's protocol and a compliance verdict."""
+    studies = _latest(tare_run, "studies", "kind = 'patient' AND subject_id LIKE 'RNT-0%'")
+    studies = studies[~studies["subject_id"].isin(["RNT-04099", "RNT-05098"])]
+    assert len(studies) == 8 and studies["protocol_compliant"].eq(True).all(), studies
+    qa = _latest(tare_run, "qa_checks", "scope = 'study' AND subject_id LIKE 'RNT-0%'")
+    keys = set(zip(studies["subject_id"], studies["study_id"]))
+    recon = qa[[k in keys for k in zip(qa["subject_id"], qa["study_id"])]]
+    names = recon.groupby(["subject_id", "study_id"])["check_name"].apply(set)
+    assert len(names) == 8
+    pet = {k for k in keys if k[0].startswith("RNT-05") and k[1].endswith("POST")}
+    for sid, checks in names.items():
+        assert {"algorithm", "iterations_x_subsets", "voxel_size", "matrix", "time_point"} <= checks, sid
+        assert {"attenuation_correction", "scatter_correction"} <= checks, sid
+        if sid in pet:
+            assert "time_of_flight" in checks and "energy_window_photopeak" not in checks, sid
+        else:
+            assert {"energy_window_photopeak", "collimator", "projections"} <= checks, sid
+    names_checked = {"algorithm", "time_of_flight", "voxel_size", "energy_window_photopeak", "scatter_correction"}
+    assert set(recon[recon["check_name"].isin(names_checked)]["status"]) == {"pass"}
+
+
+@pytest.mark.slow
+def test_a_scout_processed_before_its_calibration_is_processed_again(tare_run):
+    """The 166Ho scout of RNT-04001 arrived before the camera's phantom (no calibration: the
+    profile's FWHM); the phantom's calibration re-ran it: its record names that calibration."""
+    from rntflow.harmonization.calibration import calibration_for
+    from rntflow.tasks.common import calibration_history, calibration_id
+    from rntflow.tasks.dependencies import dependants_of_calibration
+    from rntflow.tasks.tare import site_records
+
+    config = tare_run["config"]
+    recs = {(r.subject_id, r.role): r for r in site_records(config, "SITE04")}
+    scout = recs[("RNT-04001", "scout")]
+    history = calibration_history(config, scout.camera_id)
+    cal, status = calibration_for(history, scout.camera_id, "Ho-166", scout.acquisition_start, 180)
+    assert cal is not None and status == "valid"
+    assert scout.calibration_id == calibration_id(cal) and scout.fwhm_mm == cal.rc_fwhm_mm
+    assert recs[("RNT-04001", "post_treatment")].calibration_value == pytest.approx(cal.value)
+    assert dependants_of_calibration.fn(config, "SITE04") == []  # nothing stale: idempotent
+
+
+def _site04_doses(run) -> pd.Series:
+    d = _latest(run, "tare_doses", "site_id = 'SITE04'")
+    return d.set_index(["subject_id", "voi"])["mean_dose_gy"].sort_index()
+
+
+@pytest.mark.slow
+def test_a_changed_calibration_re_doses_the_post_treatment_studies(tare_run):
+    """The 166Ho phantom's fill activity corrected by +10 % (same scan, new calibration
+    version): the sensitivity falls by 1/1.1, so every delivered dose of the site rises by 10 %;
+    scouts (only the FWHM, unchanged) are not re-run. Restoring the fill restores the doses."""
+    from rntflow.tasks.dependencies import dependants_of_calibration
+    from rntflow.tasks.tare import RECORD, tare_dir
+
+    config, fills = tare_run["config"], tare_run["config"].phantom_fills_file
+    key = ("SITE04", "SITE04-PH-CYL", "CYL")
+    kind, dest = tare_run["studies"][key]
+    before = _site04_doses(tare_run)
+    scout_records = sorted((tare_dir(config) / "SITE04").glob(f"*/*SCOUT/{RECORD}"))
+    assert len(scout_records) == 2
+    mtimes = [p.stat().st_mtime_ns for p in scout_records]
+    original = fills.read_text()
+
+    def recalibrate(text: str) -> None:
+        fills.write_text(text)
+        from rntflow.flows.process_study import process_study
+
+        state = process_study(
+            "SITE04", key[1], kind, dest.name, str(dest), 0, 1, str(tare_run["config_path"]), return_state=True
+        )
+        assert state.name == "Completed", state.message
+
+    fill = pd.read_csv(fills)
+    fill.loc[fill["subject_id"] == key[1], "total_activity_mbq"] *= 1.1
+    try:
+        recalibrate(fill.to_csv(index=False))
+        after = _site04_doses(tare_run)
+        assert list(after.index) == list(before.index)
+        assert (after / before).to_numpy() == pytest.approx(1.1, rel=1e-6)
+        assert [p.stat().st_mtime_ns for p in scout_records] == mtimes
+        assert dependants_of_calibration.fn(config, "SITE04") == []
+    finally:
+        recalibrate(original)
+    assert _site04_doses(tare_run).to_numpy() == pytest.approx(before.to_numpy(), rel=1e-9)

@@ -12,6 +12,7 @@ PET reader's (``tests/dicomio/test_pet.write_pet_series``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import yaml
+from prefect.serializers import PickleSerializer
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
@@ -27,7 +29,7 @@ from rntflow.core.config import load_config
 from rntflow.core.errors import DicomInputError
 from rntflow.dicomio.study import load_study
 from rntflow.physics.decay import activity_at, decay_integral_s
-from rntflow.tasks.calibration import calibrate_phantom, quantify_pet
+from rntflow.tasks.calibration import PhantomResult, calibrate_phantom, quantify_pet
 from rntflow.tasks.common import protocol_name
 from rntflow.tasks.warehouse import load_rows
 from tests.dicomio.test_ct import write_series
@@ -132,16 +134,38 @@ def test_ho166_cylinder_registers_a_ho166_calibration(config, tmp_path):
 
     out = calibrate_phantom.fn(config, "SITE04", "SITE04-PH-CYL", "ST-HO-CYL", str(study_dir))
 
-    failed = [c for c in out["checks"] if c["status"] == "fail"]
+    assert isinstance(out, PhantomResult)
+    failed = [c for c in out.checks if c["status"] == "fail"]
     assert failed == []
-    assert out["phantom_type"] == "uniform_cylinder"
-    [row] = out["calibrations"]
+    assert out.phantom_type == "uniform_cylinder" and out.phantom_results == []
+    [row] = out.calibrations
     assert row["radionuclide"] == "Ho-166"
     assert row["protocol"] == f"{config.trial_id}:Ho-166"
     assert row["camera_id"] == "SIEMENS NM|Symbia Intevo|4001"
     assert row["bqml_scale_factor"] is None
     assert row["sensitivity_cps_per_mbq"] == pytest.approx(4.0, rel=0.02)
-    assert out["study"]["camera_id"] == row["camera_id"]
+    assert out.study["camera_id"] == out.camera["camera_id"] == row["camera_id"]
+    assert out.study["kind"] == "phantom" and out.study["study_id"] == "ST-HO-CYL"
+    # a Prefect result: immutable, and it survives Prefect's default result serialiser ("pickle")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        out.checks = []
+    serializer = PickleSerializer()
+    assert serializer.loads(serializer.dumps(out)) == out
+
+
+def test_phantom_without_a_fill_log_row_is_not_analysed(config, tmp_path):
+    ref, acq = datetime(2026, 4, 20, 9, 0, 0), datetime(2026, 4, 20, 11, 30, 0)
+    _fill_log(config, [("SITE04-PH-OTHER", 480.0, ref)])  # not this phantom's row
+    study_dir = tmp_path / "dicom" / "SITE04" / "QC-SITE04-CYL" / "20260420_cyl"
+    _ho166_cylinder_study(study_dir, 4.0, 480.0, ref, acq)
+
+    out = calibrate_phantom.fn(config, "SITE04", "SITE04-PH-CYL", "ST-HO-CYL", str(study_dir))
+
+    assert out.phantom_type == "unknown" and out.calibrations == [] and out.phantom_results == []
+    [check] = out.checks
+    assert check["check_name"] == "phantom_fill_log" and check["status"] == "fail"
+    assert check["study_id"] == "ST-HO-CYL"
+    assert out.study["kind"] == "phantom" and out.camera["camera_id"] == "SIEMENS NM|Symbia Intevo|4001"
 
 
 # --------------------------------------------------------------------------- 90Y PET
@@ -179,10 +203,10 @@ def test_y90_pet_cylinder_registers_the_vendor_scale_factor(config, tmp_path, de
 
     out = calibrate_phantom.fn(config, "SITE05", "SITE05-PH-PET", "ST-PET-CYL", str(study_dir))
 
-    assert [c for c in out["checks"] if c["status"] == "fail"] == []
-    activity = next(c for c in out["checks"] if c["check_name"] == "phantom_activity")
+    assert [c for c in out.checks if c["status"] == "fail"] == []
+    activity = next(c for c in out.checks if c["check_name"] == "phantom_activity")
     assert activity["status"] == "pass"  # RadionuclideTotalDose read in Bq agrees with the fill log
-    [row] = out["calibrations"]
+    [row] = out.calibrations
     assert row["camera_id"] == "|".join(PET_CAMERA)
     assert row["radionuclide"] == "Y-90" and row["protocol"] == f"{config.trial_id}:Y-90"
     assert row["sensitivity_cps_per_mbq"] is None
@@ -214,7 +238,7 @@ def test_patient_pet_is_quantified_with_the_camera_calibration(config, tmp_path)
 
     out = calibrate_phantom.fn(config, "SITE05", "SITE05-PH-PET", "ST-PET-CYL", str(tmp_path / "cyl"))
     context = {"trial_id": config.trial_id, "site_id": "SITE05"}
-    load_rows.fn(str(config.warehouse_dir), "calibrations", out["calibrations"], context)
+    load_rows.fn(str(config.warehouse_dir), "calibrations", out.calibrations, context)
     q = quantify_pet(config, pet)
     assert q.status == "valid" and q.check.check == "tare_calibration" and q.check.status == "pass"
     assert q.calibration.vendor_scale_factor == pytest.approx(1.06, rel=0.01)
