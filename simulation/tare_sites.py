@@ -264,7 +264,12 @@ def site_config(site: TareSite) -> dict:
                 "scatter_evidence": ["corrected_image", "energy_windows", "text"],
                 "system_fwhm_mm": site.scout_camera.fwhm_mm,
             },
-            {"manufacturer": "SIEMENS", "model": "Biograph Vision", "system_fwhm_mm": pet.fwhm_mm},
+            {
+                "manufacturer": "SIEMENS",
+                "model": "Biograph Vision",
+                "algorithms": ["PSF+TOF"],
+                "system_fwhm_mm": pet.fwhm_mm,
+            },
         ]
         label = f"GE {site.scout_camera.model} + Siemens {pet.model}"
     return {
@@ -273,6 +278,48 @@ def site_config(site: TareSite) -> dict:
         "calling_ae_titles": [site.calling_ae_title],
         "cameras": cams,
     }
+
+
+def imaging_protocols_config() -> list[dict]:
+    """``imaging_protocols`` of the trial config: the TARE scouts' and post-treatment imaging's
+    reconstruction protocols (99mTc-MAA SPECT, 166Ho SPECT, 90Y TOF PET), as in
+    ``deployments/trial.example.yaml``."""
+    return [
+        {
+            "radionuclide": "Tc-99m",
+            "photopeak_windows": [{"name": "Tc99m_140", "center_kev": 140.0, "width_pct": 15.0}],
+            "scatter_windows": [{"name": "Tc99m_scat_120", "center_kev": 120.0, "width_pct": 10.0}],
+            "collimator": "LEHR",
+            "min_iterations_x_subsets": 30,
+            "matrix_size": 80,
+            "voxel_size_mm": 4.8,
+            "time_points": [{"nominal_h": 1.0, "earliest_h": 0.25, "latest_h": 4.0}],
+        },
+        {
+            "radionuclide": "Ho-166",
+            "photopeak_windows": [{"name": "Ho166_81", "center_kev": 81.0, "width_pct": 15.0}],
+            "scatter_windows": [{"name": "Ho166_scat_118", "center_kev": 118.0, "width_pct": 12.0}],
+            "collimator": "MEGP",
+            "min_iterations_x_subsets": 30,
+            "matrix_size": 80,
+            "voxel_size_mm": 4.8,
+            "time_points": [
+                {"nominal_h": 2.0, "earliest_h": 0.5, "latest_h": 24.0},
+                {"nominal_h": 72.0, "earliest_h": 24.0, "latest_h": 168.0},
+            ],
+        },
+        {
+            "radionuclide": "Y-90",
+            "modality": "PT",
+            "time_of_flight": True,
+            "min_iterations_x_subsets": 10,
+            "max_iterations_x_subsets": 200,
+            "matrix_size": 110,
+            "voxel_size_mm": 4.0,
+            "max_post_filter_fwhm_mm": 5.0,
+            "time_points": [{"nominal_h": 24.0, "earliest_h": 2.0, "latest_h": 72.0}],
+        },
+    ]
 
 
 def arms_config(sites: list[TareSite]) -> list[dict]:
