@@ -27,10 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import optimize, stats
 from scipy.special import expit, log_expit
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 from rntflow.physics.ntcp import logistic_ntcp
 
@@ -102,6 +100,10 @@ def logit_fit(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, boo
         detects (quasi-)perfect separation, does not converge, the Hessian is singular or a
         coefficient exceeds :data:`MAX_ABS_COEFFICIENT`.
     """
+    # statsmodels is imported on first fit, not with the module (~1 s of imports)
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
+
     nan = np.full(design.shape[1], math.nan)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PerfectSeparationWarning)

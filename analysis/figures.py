@@ -20,16 +20,18 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from rntflow.analysis.report_values import MISSING, as_float, as_floats, is_missing
 from rntflow.analysis.tac_curves import SINGLE_TIME_POINT_TAC_MODELS, tac_curve
 from rntflow.physics.ntcp import logistic_ntcp as ntcp_logistic
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: it costs ~0.5 s to import
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: Colour-blind-safe qualitative palette (Okabe and Ito 2008).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -87,6 +89,8 @@ def svg_figure(fig: Figure, *, salt: str = "rntflow") -> str:
     The SVG rc settings (``svg.hashsalt``, ``svg.fonttype``) are set only for the duration
     of the call with :func:`matplotlib.rc_context`, which restores them afterwards.
     """
+    import matplotlib
+
     buf = io.StringIO()
     with matplotlib.rc_context({**_SVG_RC, "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", metadata=dict(_SVG_METADATA))
@@ -117,6 +121,8 @@ def _linestyle(i: int) -> str:
 
 def _new_axes(width_in: float, height_in: float) -> tuple[Figure, Axes]:
     """A figure of ``width_in`` x ``height_in`` inches with one styled axes."""
+    from matplotlib.figure import Figure
+
     # fixed margins: a layout engine would cost more than the drawing (~4x per figure)
     fig = Figure(figsize=(width_in, height_in), dpi=100)
     ax = fig.add_subplot()
@@ -129,6 +135,8 @@ def _new_axes(width_in: float, height_in: float) -> tuple[Figure, Axes]:
 
 def _panel_figure(n_panels: int) -> Figure:
     """A figure for ``n_panels`` side-by-side panels (organs, lesions)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.2 * max(n_panels, 1), 3.4), dpi=100)
     fig.subplots_adjust(left=0.09 if n_panels > 1 else 0.16, right=0.98, bottom=0.14, top=0.9, wspace=0.25)
     return fig

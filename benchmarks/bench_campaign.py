@@ -2,29 +2,46 @@
 
 PostgreSQL (a throw-away Debian cluster on its own port), ``prefect server start`` on it, the
 deployments of ``deployments/prefect.yaml``, process workers on the ``rntflow-process`` pool,
-and a load generator that hands studies to the ``process-study`` deployment exactly as the
-listener does (``run_deployment`` with the listener's hand-off parameters).
+and a load generator that hands studies to the server in one of two ways:
+
+* **per-study** (the listener's path): every study is a run of the ``process-study``
+  deployment (``run_deployment`` with the listener's hand-off parameters), so the process
+  worker starts a new Python process per study;
+* **campaign** (bulk work, ``flows/campaign.py``): the same hand-offs in one run of the
+  ``campaign`` deployment per worker (sites split between the runs), each study a
+  ``process-study`` subflow inside that one process.
 
 Load generator: one simulated site (counts camera: two phantoms, one subject with four time
 points of one cycle) is cloned into many sites and subjects under new identities: every clone
 is de-identified with its own HMAC secret (``listener.deid``), so all its UIDs and study keys
-are new and consistent (RTSTRUCT references resolve); the subject ids and phantom fill-log rows
-are the clone's. The DICOM listener is not in this loop (its throughput: bench_listener.py).
+are new and consistent (RTSTRUCT references resolve); the subject ids, the camera's serial number
+(so each clone site has its own camera) and the phantom fill-log rows are the clone's. The DICOM
+listener is not in this loop (its throughput: bench_listener.py).
 
-Two phases in the same run, same Prefect server and database, each on its own sites:
-phase 1 with one worker, phase 2 with two workers (each ``--limit 1``: one flow run at a time
-per worker). Within a phase the studies are handed off in rounds as sites scan them (all
-sites' cylinder phantoms, all NEMA phantoms, then each time point of every subject), and each
-round drains before the next (a camera is calibrated before its patients are quantified).
+Phases run in the same run, same Prefect server and database, each on its own sites
+(``--phases per-study:1,per-study:2,campaign:1,campaign:2`` = path:workers; each worker
+``--limit 1``: one flow run at a time). Per-study phases hand studies off in rounds as sites
+scan them (all sites' cylinder phantoms, all NEMA phantoms, then each time point of every
+subject), each round drained before the next (a camera is calibrated before its patients are
+quantified); campaign phases give the same order inside each run.
 
-Measures per phase: studies, drain time, throughput (studies/min, and per worker), and per
-study, from Prefect's state history: queue wait (hand-off -> Pending), process start
-(Pending -> Running: the worker's subprocess, imports, pull step), flow wall time, time
-inside task runs (the whole subflow tree), and the orchestration overhead = process start +
-(wall - tasks). At the end: the Prefect database size in PostgreSQL.
+Measures per phase: studies, drain time (first hand-off to last run final), throughput
+(studies/min, and per worker) and, from Prefect's state history, per study: queue wait
+(hand-off -> Pending), process start (Pending -> Running: the worker's subprocess, imports,
+pull step; once per campaign run), flow wall time, time inside task runs (the whole subflow
+tree), and two overheads per study:
 
-Usage (from the repository root; 2 x 4 sites x 1 subject = 48 studies take ~15 min here)::
+* ``overhead/study`` = (process start + flow wall - time inside task runs), summed over the
+  phase's root runs, divided by its studies: what orchestration adds to a study's work;
+* ``drain overhead/study`` = drain x workers / studies - time inside task runs per study: the
+  same plus queue waits and worker polling (everything a worker-second is spent on that is
+  not a task).
 
+At the end: the Prefect database size in PostgreSQL.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_campaign.py --sites-per-phase 2 --phases per-study:1,campaign:1
     .venv/bin/python benchmarks/bench_campaign.py --sites-per-phase 4 --subjects-per-site 1
     .venv/bin/python benchmarks/bench_campaign.py --dask-probe-only     # the Dask cost probe
 
@@ -53,6 +70,7 @@ import yaml  # noqa: E402
 
 POOL = "rntflow-process"
 DEPLOYMENT = "process-study/process-study"
+CAMPAIGN_DEPLOYMENT = "campaign/campaign"
 SOURCE_SITE = "SITE01"
 
 
@@ -73,6 +91,7 @@ def campaign_config(src: Path, out: Path, sites: list[str], subjects: int) -> tu
     cfg = yaml.safe_load((REPO / "deployments" / "trial.example.yaml").read_text())
     template = next(s for s in cfg["sites"] if s["id"] == SOURCE_SITE)
     cfg["sites"] = []
+    cfg["tare_arms"] = []  # the clones are 177Lu sites of SITE01's kind; no TARE arm among them
     for site in sites:
         s = copy.deepcopy(template)
         s.update(id=site, name=f"campaign site {site}", calling_ae_titles=[f"{site}_PACS"[:16]])
@@ -127,6 +146,8 @@ def clone_study(study: Path, deid_root: Path, keys_dir: Path, site: str, subject
                 study_key = keys.key("study", str(ds.StudyInstanceUID), 16)
             rel = deid_relpath(site, subject, study_key, ds, keys)
             deidentify(ds, DeidIdentity(subject, shift), keys)
+            if "DeviceSerialNumber" in ds:  # the clone's own camera (the camera id is Manufacturer|Model|Serial)
+                ds.DeviceSerialNumber = f"{ds.DeviceSerialNumber}-{site}"
             dst = deid_root / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             ds.save_as(dst, enforce_file_format=True)
@@ -254,25 +275,61 @@ def per_study(client, root_ids: set) -> list[dict]:
     return out
 
 
-def summarise(name: str, n_workers: int, t0: float, t1: float, rows: list[dict]) -> dict:
+def summarise(name: str, n_workers: int, t0: float, t1: float, rows: list[dict], n_studies: int) -> dict:
+    """Phase figures; ``rows`` are the root runs (one per study, or one per campaign run)."""
     drain = t1 - t0
-    mean = lambda k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+    total = lambda k: sum(r[k] for r in rows)  # noqa: E731
+    task_per_study = total("task_s") / n_studies
     return {
         "phase": name,
         "workers": n_workers,
-        "studies": len(rows),
-        "completed": sum(r["state"] == "Completed" for r in rows),
+        "studies": n_studies,
+        "root_runs": len(rows),
+        "completed_root_runs": sum(r["state"] == "Completed" for r in rows),
         "drain_s": round(drain, 1),
-        "studies_per_min": round(60 * len(rows) / drain, 2),
-        "studies_per_min_per_worker": round(60 * len(rows) / drain / n_workers, 2),
-        "mean_wall_s": round(mean("wall_s"), 2),
-        "mean_task_s": round(mean("task_s"), 2),
-        "mean_process_start_s": round(mean("process_start_s"), 2),
-        "mean_overhead_s": round(mean("overhead_s"), 2),
-        "median_overhead_s": round(statistics.median(r["overhead_s"] for r in rows), 2),
-        "mean_in_flow_overhead_s": round(mean("wall_s") - mean("task_s"), 2),
-        "task_runs_per_study": round(mean("n_task_runs"), 1),
+        "studies_per_min": round(60 * n_studies / drain, 2),
+        "studies_per_min_per_worker": round(60 * n_studies / drain / n_workers, 2),
+        "mean_wall_s": round(total("wall_s") / n_studies, 2),
+        "mean_task_s": round(task_per_study, 2),
+        "mean_process_start_s": round(total("process_start_s") / n_studies, 2),
+        "mean_overhead_s": round(total("overhead_s") / n_studies, 2),
+        "median_root_overhead_s": round(statistics.median(r["overhead_s"] for r in rows), 2),
+        "mean_in_flow_overhead_s": round((total("wall_s") - total("task_s")) / n_studies, 2),
+        "drain_overhead_per_study_s": round(drain * n_workers / n_studies - task_per_study, 2),
+        "task_runs_per_study": round(total("n_task_runs") / n_studies, 1),
     }
+
+
+def shard_rounds(rounds: list[list[dict]], n: int) -> list[list[dict]]:
+    """The hand-offs of ``rounds`` split by site into ``n`` campaign runs, round order kept."""
+    from rntflow.campaign_cli import shard_by_site
+
+    flat = [h for rnd in rounds for h in rnd]
+    return [s for s in shard_by_site(flat, n) if s]
+
+
+def run_phase(client, path: str, n_workers: int, rounds: list[list[dict]], cfg_path: Path, out: Path) -> tuple:
+    """Hand the phase's studies to the server by ``path``; (t0, t1, root run ids)."""
+    from prefect.deployments import run_deployment
+
+    ids = []
+    t0 = time.time()
+    if path == "per-study":
+        for rnd in rounds:
+            rids = [
+                run_deployment(DEPLOYMENT, parameters=dict(h, config_path=str(cfg_path)), timeout=0).id for h in rnd
+            ]
+            wait_final(client, rids, 3600)
+            ids += rids
+    else:
+        for i, shard in enumerate(shard_rounds(rounds, n_workers)):
+            manifest = out / f"manifest-{shard[0]['site_id']}-{i}.jsonl"
+            manifest.write_text("".join(json.dumps(h) + "\n" for h in shard))
+            sites = sorted({h["site_id"] for h in shard})
+            params = {"config_path": str(cfg_path), "manifest_path": str(manifest), "name": f"{sites[0]}-{sites[-1]}"}
+            ids.append(run_deployment(CAMPAIGN_DEPLOYMENT, parameters=params, timeout=0).id)
+        wait_final(client, ids, 4 * 3600)
+    return t0, time.time(), ids
 
 
 # --------------------------------------------------------------------------- Dask probe
@@ -329,10 +386,77 @@ def dask_probe() -> dict:
 # --------------------------------------------------------------------------- main
 
 
+def parse_phases(text: str) -> list[tuple[str, int]]:
+    """``per-study:1,campaign:2`` -> [("per-study", 1), ("campaign", 2)]."""
+    out = []
+    for item in text.split(","):
+        path, _, n = item.strip().partition(":")
+        if path not in ("per-study", "campaign") or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"phase {item!r}: expected per-study:N or campaign:N")
+        out.append((path, int(n)))
+    return out
+
+
+def run_phases(server, phases: list[tuple], cfg_path: Path, out: Path) -> tuple[list[dict], int]:
+    """Run every phase on ``server`` (workers started as needed); (phase summaries, flow runs)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.flows.conftest_server import prefect_cmd
+
+    def worker(i: int):
+        return server.spawn(
+            f"worker-{i}",
+            prefect_cmd("--no-prompt", "worker", "start", "--pool", POOL, "--type", "process")
+            + ["--name", f"worker-{i}", "--limit", "1"],
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_WORKER_PREFETCH_SECONDS="5",
+            PREFECT_LOGGING_LEVEL="WARNING",
+        )
+
+    summaries = []
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with get_client(sync_client=True) as client:
+            for name, path, n_workers, rounds in phases:
+                while len(server.children) < n_workers:
+                    worker(len(server.children) + 1)
+                load0 = os.getloadavg()[0]
+                t0, t1, ids = run_phase(client, path, n_workers, rounds, cfg_path, out)
+                rows = per_study(client, set(ids))
+                s = summarise(name, n_workers, t0, t1, rows, sum(len(r) for r in rounds))
+                s["loadavg_1min_at_start"] = round(load0, 1)
+                s["loadavg_1min_at_end"] = round(os.getloadavg()[0], 1)
+                summaries.append(s)
+                print(json.dumps(s), flush=True)
+            return summaries, len(_all_flow_runs(client))
+
+
+def print_table(phases: list[dict]) -> None:
+    """The phases as a Markdown table."""
+    print(
+        "\n| phase | workers | studies | drain (s) | studies/min | per worker | wall/study (s) | in tasks (s) "
+        "| process start (s) | overhead/study (s) | drain overhead/study (s) | load avg |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for s in phases:
+        print(
+            f"| {s['phase']} | {s['workers']} | {s['studies']} | {s['drain_s']} | {s['studies_per_min']} | "
+            f"{s['studies_per_min_per_worker']} | {s['mean_wall_s']} | {s['mean_task_s']} | "
+            f"{s['mean_process_start_s']} | {s['mean_overhead_s']} | {s['drain_overhead_per_study_s']} | "
+            f"{s['loadavg_1min_at_start']}-{s['loadavg_1min_at_end']} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sites-per-phase", type=int, default=4)
     ap.add_argument("--subjects-per-site", type=int, default=1)
+    ap.add_argument(
+        "--phases",
+        type=parse_phases,
+        default=parse_phases("per-study:1,per-study:2,campaign:1,campaign:2"),
+        help="path:workers, comma separated (path: per-study or campaign)",
+    )
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--dask-probe-only", action="store_true")
     ap.add_argument("--no-dask-probe", action="store_true")
@@ -345,11 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(dask_probe(), indent=1))
         return 0
 
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from tests.flows.conftest_server import prefect_cmd, run_prefect, start_postgres, start_prefect_server
+    from tests.flows.conftest_server import run_prefect, start_postgres, start_prefect_server
 
     keep = args.out is not None
     out = args.out or Path(tempfile.mkdtemp(prefix="rntflow-campaign-"))
@@ -357,15 +477,21 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     src = simulate_source(out)
     p = args.sites_per_phase
-    sites = [f"S{i:03d}" for i in range(1, 2 * p + 1)]
+    sites = [f"S{i:03d}" for i in range(1, len(args.phases) * p + 1)]
     cfg_path, _cfg = campaign_config(src, out, sites, args.subjects_per_site)
     t = time.monotonic()
     phases = [
-        ("1 worker", 1, build_rounds(src, out, sites[:p], args.subjects_per_site, -500)),
-        ("2 workers", 2, build_rounds(src, out, sites[p:], args.subjects_per_site, -500)),
+        (
+            f"{path}, {n} worker{'s' if n > 1 else ''}",
+            path,
+            n,
+            build_rounds(src, out, sites[i * p : (i + 1) * p], args.subjects_per_site, -500),
+        )
+        for i, (path, n) in enumerate(args.phases)
     ]
-    n_studies = sum(len(r) for _, _, rounds in phases for r in rounds)
-    print(f"load: {n_studies} studies on {len(sites)} sites generated in {time.monotonic() - t:.0f} s", flush=True)
+    n_studies = sum(len(r) for *_, rounds in phases for r in rounds)
+    load_s = time.monotonic() - t
+    print(f"load: {n_studies} studies on {len(sites)} sites generated in {load_s:.0f} s", flush=True)
 
     pg = start_postgres(out / "logs")
     server = None
@@ -379,42 +505,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         size0 = pg.size_bytes()
 
-        def worker(i: int):
-            return server.spawn(
-                f"worker-{i}",
-                prefect_cmd("--no-prompt", "worker", "start", "--pool", POOL, "--type", "process")
-                + ["--name", f"worker-{i}", "--limit", "1"],
-                PREFECT_WORKER_QUERY_SECONDS="1",
-                PREFECT_WORKER_PREFETCH_SECONDS="5",
-                PREFECT_LOGGING_LEVEL="WARNING",
-            )
-
-        summaries = []
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            with get_client(sync_client=True) as client:
-                for name, n_workers, rounds in phases:
-                    while len(server.children) < n_workers:
-                        worker(len(server.children) + 1)
-                    ids = []
-                    t0 = time.time()
-                    for rnd in rounds:
-                        rids = [
-                            run_deployment(DEPLOYMENT, parameters=dict(h, config_path=str(cfg_path)), timeout=0).id
-                            for h in rnd
-                        ]
-                        wait_final(client, rids, 1800)
-                        ids += rids
-                    t1 = time.time()
-                    rows = per_study(client, set(ids))
-                    s = summarise(name, n_workers, t0, t1, rows)
-                    s["loadavg_1min_at_end"] = round(os.getloadavg()[0], 1)
-                    summaries.append(s)
-                    print(json.dumps(s), flush=True)
-                n_flow_runs = len(_all_flow_runs(client))
+        summaries, n_flow_runs = run_phases(server, phases, cfg_path, out)
         size1 = pg.size_bytes()
         results = {
             "studies": n_studies,
             "sites": len(sites),
+            "load_generation_s": round(load_s, 1),
             "phases": summaries,
             "flow_runs_total": n_flow_runs,
             "postgres_bytes_before": size0,
@@ -434,17 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         results["dask_probe"] = dask_probe()
     (out / "campaign.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
-    print(
-        "\n| phase | workers | studies | drain (s) | studies/min | per worker | wall/study (s) | in tasks (s) "
-        "| process start (s) | overhead/study (s) |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for s in results["phases"]:
-        print(
-            f"| {s['phase']} | {s['workers']} | {s['studies']} | {s['drain_s']} | {s['studies_per_min']} | "
-            f"{s['studies_per_min_per_worker']} | {s['mean_wall_s']} | {s['mean_task_s']} | "
-            f"{s['mean_process_start_s']} | {s['mean_overhead_s']} |"
-        )
+    print_table(results["phases"])
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
     return 0

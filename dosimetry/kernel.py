@@ -58,14 +58,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import radioactivedecay as rd
 from scipy import fft as sfft
 
 from rntflow.core.constants import DECAYS_PER_MBQ_H, J_PER_MEV, SOFT_TISSUE_DENSITY_G_PER_ML
 from rntflow.core.errors import DosimetryInputError
 from rntflow.dosimetry import _checks as chk
 from rntflow.dosimetry.attenuation import mu_en_over_rho_cm2_per_g
-from rntflow.physics.nuclides import Nuclide, nuclide
+from rntflow.physics.nuclides import Nuclide, atomic_number, nuclide
 
 
 # ----------------------------------------------------------------------------- beta kernel
@@ -119,7 +118,7 @@ def loevinger_parameters(nuclide_name: str) -> LoevingerParameters:
     s = np.asarray(nuc.beta_spectrum)
     e0 = float(s[:, 0].max())
     ebar = beta_mean_energy_mev(nuc)
-    z_daughter = rd.Nuclide(nuc.name).Z + 1
+    z_daughter = atomic_number(nuc.name) + 1
     ebar_star = 0.33 * e0 * (1 - math.sqrt(z_daughter) / 50.0) * (1 + math.sqrt(e0) / 4.0)
     nu = 18.6 * (e0 - 0.036) ** -1.37 * (2.0 - ebar / ebar_star)
     c = 2.0 if e0 < 0.5 else (1.5 if e0 < 1.5 else 1.0)

@@ -3,6 +3,11 @@
 Half-lives come from ``radioactivedecay`` (its default dataset is ICRP-107); emission
 energies, yields and beta spectra from ``icrp107-database`` (ICRP Publication 107,
 Eckerman & Endo 2008, Ann. ICRP 38(3)).
+
+``radioactivedecay`` is imported on first use, not with this module: importing it costs
+~2.6 s here (it loads its whole decay dataset, pandas, sympy and ``matplotlib.pyplot`` for
+its plots), which every process importing the flows paid even when it never decayed
+anything (issue 19). Its answers are cached per name.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import radioactivedecay as rd
 from icrp107_database.utility import icrp107_source_path
 
 from rntflow.core.errors import DosimetryInputError
@@ -73,9 +77,28 @@ def canonical_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise DosimetryInputError(f"nuclide_name={name!r}: unknown radionuclide")
     try:
-        return rd.Nuclide(name.strip()).nuclide
+        return _rd_nuclide(name.strip()).nuclide
     except Exception as exc:  # radioactivedecay raises ValueError with varied text
         raise DosimetryInputError(f"nuclide_name={name!r}: unknown radionuclide") from exc
+
+
+def atomic_number(name: str) -> int:
+    """Atomic number Z of the radionuclide ``name`` (any common spelling).
+
+    Raises
+    ------
+    DosimetryInputError
+        If the name is not a known radionuclide.
+    """
+    return int(_rd_nuclide(canonical_name(name)).Z)
+
+
+@functools.lru_cache(maxsize=256)
+def _rd_nuclide(name: str):  # noqa: ANN202 - a radioactivedecay.Nuclide (imported lazily)
+    """``radioactivedecay.Nuclide(name)``, importing the package on first use (module docstring)."""
+    import radioactivedecay
+
+    return radioactivedecay.Nuclide(name)
 
 
 def nuclide(name: str) -> Nuclide:
@@ -109,7 +132,7 @@ def _nuclide(canon: str) -> Nuclide:
     spectrum = tuple((float(e), float(d)) for e, d in emis.get("b-spectra", []))
     return Nuclide(
         name=canon,
-        half_life_h=float(rd.Nuclide(canon).half_life("h")),
+        half_life_h=float(_rd_nuclide(canon).half_life("h")),
         electron_energy_mev=mean_energy(ELECTRON_GROUPS),
         photon_energy_mev=mean_energy(PHOTON_GROUPS),
         photon_lines=lines,

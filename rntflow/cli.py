@@ -28,6 +28,7 @@ PLUGGABLE = (
     "rntflow.crosscal_cli",
     "rntflow.sql_cli",
     "rntflow.reprocess_cli",
+    "rntflow.campaign_cli",
 )
 
 

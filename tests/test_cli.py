@@ -63,6 +63,8 @@ def test_console_script_lists_every_subcommand():
         "outcomes",
         "cross-calibration-effect",
         "tare-plan",
+        "reprocess",
+        "campaign",
     ):
         assert name in out
 
@@ -179,6 +181,11 @@ def test_simulate_a_tiny_trial(tmp_path, capsys):
 def test_reprocess_dry_run_on_an_empty_spool(trial, capsys):
     assert main(["reprocess", "--config", str(trial), "--site", "SITE01", "--dry-run"]) == 0
     assert "0 studies selected (dry run: nothing ran)" in capsys.readouterr().out
+
+
+def test_campaign_dry_run_on_an_empty_spool(trial, capsys):
+    assert main(["campaign", "--config", str(trial), "--runs", "2", "--dry-run"]) == 0
+    assert "0 studies in 0 shards (dry run: nothing started)" in capsys.readouterr().out
 
 
 def test_reprocess_selects_by_every_filter():

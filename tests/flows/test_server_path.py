@@ -49,6 +49,7 @@ EXPECTED_DEPLOYMENTS = {
     "dosimetry": ("rntflow.flows.dosimetry:dosimetry_flow", "dosimetry"),
     "qa": ("rntflow.flows.qa:qa_flow", "qa"),
     "dose-effect": ("rntflow.flows.warehouse:dose_effect_flow", "dose-effect"),
+    "campaign": ("rntflow.flows.campaign:campaign_flow", "campaign"),
 }
 
 
