@@ -84,6 +84,18 @@ class PathSettings(_Strict):
     prefect_home: Path = Path("data/prefect")
     products: Path = Path("data/products")
 
+    @field_validator(
+        "spool", "warehouse", "keys_path", "enrolment", "phantom_fills", "prefect_home", "products", mode="before"
+    )
+    @classmethod
+    def _local_paths_only(cls, value: object) -> object:
+        # Path("s3://b/p") would silently become the local folder "s3:/b/p"
+        if isinstance(value, str) and "://" in value:
+            raise ValueError(
+                f"{value!r} is a URL; paths are local folders (a warehouse in object storage: warehouse_storage.url)"
+            )
+        return value
+
 
 class WarehouseStorageSettings(_Strict):
     """Object storage for the warehouse (``warehouse_storage`` in the YAML; unset: ``paths.warehouse``).

@@ -21,7 +21,7 @@ def calibration_flow(
 ) -> PhantomResult:
     """Analyse the phantom, update the calibration registry, report to the site physicist."""
     config = trial_config(config_path)
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     site = Context(config.trial_id, site_id)
     res = calibrate_phantom(config, site_id, subject_id, study_id, study_dir)
     load_rows(wh, "studies", [res.study], site.cols())

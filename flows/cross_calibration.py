@@ -14,8 +14,6 @@ before the re-run (the single-time-point method's population half-lives need the
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -25,7 +23,7 @@ from rntflow.flows.qa import qa_flow
 from rntflow.flows.warehouse import DOSE_EFFECT_ANALYSES, markdown_table
 from rntflow.tasks.arms import arm_config, copy_results, spooled_studies, vendor_quantified_sites
 from rntflow.tasks.common import trial_config
-from rntflow.tasks.reports import write_report
+from rntflow.tasks.reports import reports_dir, write_report
 from rntflow.tasks.warehouse import refresh
 from rntflow.warehouse.catalog import dose_effect_frame
 
@@ -47,7 +45,7 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
         state = process_study(**h.parameters(off_path), return_state=True)
         failed += int(not state.is_completed())
     qa_flow(off_path, close_out=True)
-    on_wh, off_wh = str(config.warehouse_dir), str(trial_config(off_path).warehouse_dir)
+    on_wh, off_wh = config.warehouse_root, trial_config(off_path).warehouse_root
     refresh(on_wh)
     refresh(off_wh)
     on, off = dose_effect_frame(on_wh), dose_effect_frame(off_wh)
@@ -86,7 +84,7 @@ def cross_calibration_effect_flow(config_path: str | None) -> dict:
             "",
         ]
     text = "\n".join(lines)
-    report = Path(on_wh) / "reports" / "cross_calibration.md"
+    report = reports_dir(config.warehouse_dir) / "cross_calibration.md"
     write_report(report, text)
     create_markdown_artifact(
         text,

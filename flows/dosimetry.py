@@ -86,7 +86,7 @@ def dosimetry_flow(config_path: str | None, site_id: str, subject_id: str, cycle
             log.info("cycle %s of %s waits: %s", cycle, subject_id, result.reason)
             return {"status": result.status, "reason": result.reason, "study_ids": result.study_ids}
         ctx = Context(config.trial_id, site_id, subject_id).cols(cycle=cycle)
-        wh = str(config.warehouse_dir)
+        wh = config.warehouse_root
         if not final:  # a cycle once closed stays closed (re-running the same inputs changes nothing)
             done = read_table(
                 wh,

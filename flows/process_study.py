@@ -182,7 +182,7 @@ def _segmentation(
 ) -> StudyOutcome:
     """VOIs join the time point whose CT they were drawn on; else wait for that CT."""
     seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
-    load_rows(str(config.warehouse_dir), "qa_checks", seg.checks, Context(config.trial_id, site_id).cols())
+    load_rows(config.warehouse_root, "qa_checks", seg.checks, Context(config.trial_id, site_id).cols())
     if seg.cycle is None:
         return StudyOutcome(
             WAITING,
@@ -210,7 +210,7 @@ def _record(
     config: TrialConfig, site_id: str, subject_id: str, study_key: str, outcome: StudyOutcome, started: datetime, log
 ) -> None:
     """The study's ``processing`` QA result (a later run replaces it) and its ``flow_runs`` row."""
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     value = {"processed": "processed", WAITING: WAITING, "failed": "failed"}[outcome.state]
     row = qa_row(
         CheckResult("processing", outcome.qa_status, value, "processed", outcome.message),

@@ -81,7 +81,7 @@ def limit_check(lc: LimitCheck) -> CheckResult:
 def qa_flow(config_path: str | None, subject_ids: list[str] | None = None, close_out: bool = False) -> dict:
     """Run the cross-cycle QA of ``subject_ids`` (default: every subject with time points)."""
     config = trial_config(config_path)
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     metas = [m for m in product_store(config).all_timepoints() if subject_ids is None or m.subject_id in subject_ids]
     cycles = sorted({(m.site_id, m.subject_id, m.cycle) for m in metas})
     if close_out:

@@ -86,7 +86,7 @@ def tare_summary_markdown(subject_id: str, plans: dict) -> str:
 def tare_flow(config_path: str | None, site_id: str, subject_id: str, study_id: str, study_dir: str) -> TareOutcome:
     """Quantify the study, then plan and compare the subject's treatments, and store it all."""
     config = trial_config(config_path)
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     site = Context(config.trial_id, site_id)
     subject = Context(config.trial_id, site_id, subject_id)
     q = quantify_tare_study(config, site_id, subject_id, study_id, study_dir)

@@ -18,7 +18,7 @@ def timepoint_flow(
 ) -> TimepointResult:
     """Check the reconstruction, quantify it with the camera's calibration, store the time point."""
     config = trial_config(config_path)
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     q = quantify_timepoint(config, site_id, subject_id, study_id, study_dir)
     site = Context(config.trial_id, site_id)
     load_rows(wh, "studies", [q.study], site.cols())

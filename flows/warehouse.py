@@ -9,8 +9,6 @@ artifact), ``dose_effect.html`` (plots) and one HTML dosimetry report per subjec
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 from lifelines.exceptions import ConvergenceError
 from prefect import flow, get_run_logger
@@ -20,7 +18,7 @@ from rntflow.analysis.population_kinetics import population_kinetics
 from rntflow.analysis.site_effect import dose_response_by_site, site_effect_test
 from rntflow.analysis.survival import pfs_vs_dose
 from rntflow.tasks.common import trial_config
-from rntflow.tasks.reports import subject_reports, trial_report, write_report
+from rntflow.tasks.reports import reports_dir, subject_reports, trial_report, write_report
 from rntflow.tasks.warehouse import read_table, refresh
 from rntflow.warehouse.catalog import TARE_ENGINE, dose_effect_frame
 
@@ -87,7 +85,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
 def dose_effect_flow(config_path: str | None) -> dict:
     """Refresh the catalog and the dose-effect report."""
     config = trial_config(config_path)
-    wh = str(config.warehouse_dir)
+    wh = config.warehouse_root
     refresh(wh)
     log = get_run_logger()
     de = dose_effect_frame(wh)
@@ -131,7 +129,7 @@ def dose_effect_flow(config_path: str | None) -> dict:
     pk = population_kinetics(tac) if not tac.empty else pd.DataFrame()
     sections += ["## Population kinetics (effective half-life, h)", "", markdown_table(pk), ""]
     text = "\n".join(sections)
-    report = Path(wh) / "reports" / "dose_effect.md"
+    report = reports_dir(config.warehouse_dir) / "dose_effect.md"
     write_report(report, text)
     create_markdown_artifact(text, key="dose-effect", description=f"{config.trial_id} dose-effect report")
     html_report = trial_report(config, pd.concat([de, tare]) if not tare.empty else de, tables, pk, notes)

@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _administered_cycles(warehouse_dir: Path, trial_id: str) -> dict[str, set[int]]:
+def _administered_cycles(warehouse_dir: str, trial_id: str) -> dict[str, set[int]]:
     from rntflow.warehouse.writer import read_latest
 
     admins = read_latest(warehouse_dir, "administrations", "trial_id = ?", [trial_id])
@@ -80,11 +80,11 @@ def import_blood(config_path: str | Path, csv_path: str | Path, *, qa: bool = Tr
     config_path = str(Path(config_path).resolve())
     config = load_config(config_path)
     report, frame = import_blood_samples(
-        config.warehouse_dir,
+        config.warehouse_root,
         csv_path,
         known_subjects(config),
         trial_id=config.trial_id,
-        administered_cycles=_administered_cycles(config.warehouse_dir, config.trial_id),
+        administered_cycles=_administered_cycles(config.warehouse_root, config.trial_id),
     )
     subjects = sorted(set(frame["subject_id"]))
     if qa:
@@ -94,8 +94,8 @@ def import_blood(config_path: str | Path, csv_path: str | Path, *, qa: bool = Tr
         if not state.is_completed():
             raise RntflowError(f"blood import: the qa flow failed: {state.message}")
     # computes what the qa flow did not (no-qa), else finds every row unchanged and reads them
-    blood = compute_marrow_doses(str(config.warehouse_dir), config.trial_id, subjects, config.protocol.radionuclide)
-    refresh_catalog(config.warehouse_dir)
+    blood = compute_marrow_doses(config.warehouse_root, config.trial_id, subjects, config.protocol.radionuclide)
+    refresh_catalog(config.warehouse_root)
     return report, blood
 
 

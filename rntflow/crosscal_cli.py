@@ -65,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from rntflow.warehouse.writer import read_latest
 
     arms = {
-        name: dose_effect_frame(trial_config(path).warehouse_dir)
+        name: dose_effect_frame(trial_config(path).warehouse_root)
         for name, path in (("cross-calibrated", config_path), ("vendor face value", res["arm_config"]))
     }
-    studies = read_latest(config.warehouse_dir, "studies", "kind = 'patient'")
+    studies = read_latest(config.warehouse_root, "studies", "kind = 'patient'")
     compliant = studies.groupby("site_id")["protocol_compliant"].any()
     off_protocol = sorted(compliant.index[~compliant.astype(bool)])
     study = calibration_bias_study(

@@ -48,7 +48,7 @@ def known_subjects(config) -> dict[str, str]:
     """
     from rntflow.warehouse.outcomes import warehouse_subjects
 
-    subjects = warehouse_subjects(config.warehouse_dir)
+    subjects = warehouse_subjects(config.warehouse_root)
     subjects = subjects[subjects["trial_id"] == config.trial_id]
     if len(subjects):
         return dict(zip(subjects["subject_id"], subjects["site_id"]))
@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         known = known_subjects(config)
-        report = import_outcomes(config.warehouse_dir, args.file, known, trial_id=config.trial_id)
-        refresh_catalog(config.warehouse_dir)
+        report = import_outcomes(config.warehouse_root, args.file, known, trial_id=config.trial_id)
+        refresh_catalog(config.warehouse_root)
     except RntflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
         f"outcomes: {report.rows_in} row(s) read, {report.rows_new} new, "
         f"{report.rows_new_version} changed (new version), {report.rows_unchanged} unchanged, "
-        f"{report.files_written} file(s) written to {config.warehouse_dir}"
+        f"{report.files_written} file(s) written to {config.warehouse_root}"
     )
     if not args.analyse:
         print("dose-effect not re-run (--no-analyse): its report does not show these outcomes yet")

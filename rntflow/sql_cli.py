@@ -5,7 +5,8 @@ it first when the warehouse has none yet) with every view of docs/analyst.md. Wi
 or ``-f FILE`` it runs the statements and prints each result; otherwise it starts the DuckDB
 CLI installed beside this Python (``duckdb``, from the ``duckdb-cli`` package; the catalog is
 written in a storage format it reads, :data:`rntflow.warehouse.catalog.STORAGE_COMPATIBILITY`)
-or, when there is none, a minimal line-based shell on the duckdb Python package.
+or, when there is none (or the warehouse is an ``s3://`` root, whose views read through this
+process's pyarrow filesystem), a minimal line-based shell on the duckdb Python package.
 """
 
 from __future__ import annotations
@@ -77,15 +78,19 @@ def _python_shell(con, csv: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the statements given, or start a shell; returns the exit code."""
     from rntflow.warehouse.catalog import catalog_path, connect
+    from rntflow.warehouse.storage import is_remote
 
     config = load_config(args.config)
-    con = connect(config.warehouse_dir, read_only=True)
+    root = config.warehouse_root
+    con = connect(root, read_only=True)
     if args.sql is None and args.file is None:
         cli = Path(sys.executable).parent / "duckdb"
         cli = str(cli) if cli.exists() else shutil.which("duckdb")
-        if cli and sys.stdin.isatty():
+        # the external CLI cannot read s3:// views here (they go through this process's
+        # pyarrow filesystem), so an S3 warehouse gets the built-in shell
+        if cli and sys.stdin.isatty() and not is_remote(root):
             con.close()
-            os.execv(cli, [cli, "-readonly", str(catalog_path(config.warehouse_dir))])
+            os.execv(cli, [cli, "-readonly", str(catalog_path(root))])
         try:
             return _python_shell(con, args.csv)
         finally:

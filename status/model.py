@@ -418,7 +418,7 @@ def _sources(
     inbox_path = Path(config.spool_dir) / "inbox.sqlite"
     return {
         "warehouse": {
-            "path": str(config.warehouse_dir),
+            "path": config.warehouse_root,
             "error": warehouse_error,
             "rows": {k: len(v) for k, v in wh.rows.items()},
         },
@@ -465,7 +465,7 @@ def coordinator_status(
     redact = _Redactor(e.patient_id for e in enrolment)
     warehouse_error = None
     try:
-        wh = read_warehouse(config.warehouse_dir, config.trial_id)
+        wh = read_warehouse(config.warehouse_root, config.trial_id)
     except WarehouseError as exc:
         wh, warehouse_error = WarehouseSnapshot(), str(exc)
     inbox, inbox_error = read_inbox(config)

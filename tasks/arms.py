@@ -1,7 +1,8 @@
 """Tasks for re-processing a trial under another policy (an analysis *arm*).
 
 An arm is the same trial with one setting changed (e.g. cross-calibration off), whose
-products and warehouse live in ``<warehouse>/../arms/<name>/``; the spool (the
+products and warehouse live in ``<warehouse>/../arms/<name>/`` (an S3 warehouse's arm: the
+same layout in the bucket, :func:`arm_warehouse_url`); the spool (the
 de-identified studies), the enrolment, the keys and the phantom fill log are shared.
 """
 
@@ -33,6 +34,17 @@ def arm_root(config_path: str | None, name: str) -> Path:
     return trial_config(config_path).arms_dir / name
 
 
+def arm_warehouse_url(url: str, name: str) -> str:
+    """S3 warehouse of one arm, beside the trial's as locally: ``s3://b/p/w`` -> ``s3://b/p/arms/<name>/warehouse``.
+
+    A warehouse at the top of a bucket (``s3://b``) puts its arms at ``s3://b/arms/<name>/warehouse``,
+    a prefix the trial's own tables never use.
+    """
+    head, _, _ = url.rstrip("/").removeprefix("s3://").rpartition("/")
+    bucket_and_parent = head or url.rstrip("/").removeprefix("s3://")
+    return f"s3://{bucket_and_parent}/arms/{name}/warehouse"
+
+
 @task(name="arm-config")
 def arm_config(config_path: str | None, name: str, calibration: dict) -> str:
     """Write the arm's trial config (absolute paths; ``calibration`` settings overridden).
@@ -45,6 +57,8 @@ def arm_config(config_path: str | None, name: str, calibration: dict) -> str:
     raw = config.model_dump(mode="json", exclude={"config_dir"}, by_alias=True)
     raw["paths"] = {k: str(config.resolve(Path(v))) for k, v in raw["paths"].items()}
     raw["paths"].update(products=str(root / "products"), warehouse=str(root / "warehouse"))
+    if config.warehouse_storage.url is not None:
+        raw["warehouse_storage"]["url"] = arm_warehouse_url(config.warehouse_storage.url, name)
     raw["calibration"].update(calibration)
     text = yaml.safe_dump(raw, sort_keys=True)
     path = root / "trial.yaml"
@@ -57,7 +71,7 @@ def arm_config(config_path: str | None, name: str, calibration: dict) -> str:
 def vendor_quantified_sites(config_path: str | None) -> list[str]:
     """Sites whose calibrations are vendor Bq/mL scale factors (what cross-calibration corrects)."""
     config = trial_config(config_path)
-    cal = read_latest(config.warehouse_dir, "calibrations", "trial_id = ?", [config.trial_id])
+    cal = read_latest(config.warehouse_root, "calibrations", "trial_id = ?", [config.trial_id])
     if cal.empty:
         return []
     return sorted(
@@ -86,11 +100,11 @@ def copy_results(from_config: str | None, to_config: str | None, exclude_sites: 
     for name, spec in TABLES.items():
         if name in _NOT_COPIED:
             continue
-        df = read_latest(src.warehouse_dir, name, "trial_id = ?", [src.trial_id])
+        df = read_latest(src.warehouse_root, name, "trial_id = ?", [src.trial_id])
         if "site_id" in spec.partition_by and exclude_sites:
             df = df[~df["site_id"].isin(exclude_sites)]
         if df.empty:
             continue
         df = df[[c for c in spec.column_names if c in df.columns and c not in _WRITER_COLUMNS]]
-        copied[name] = load_table(dst.warehouse_dir, name, pd.DataFrame(df)).rows_new
+        copied[name] = load_table(dst.warehouse_root, name, pd.DataFrame(df)).rows_new
     return copied

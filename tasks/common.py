@@ -77,7 +77,7 @@ def _naive(ts) -> datetime:
 def calibration_history(config: TrialConfig, camera_id: str | None = None) -> list[Calibration]:
     """The calibration registry (every version kept) from the warehouse ``calibrations`` table."""
     df = read_latest(
-        config.warehouse_dir,
+        config.warehouse_root,
         "calibrations",
         "trial_id = ?" + (" AND camera_id = ?" if camera_id else ""),
         [config.trial_id] + ([camera_id] if camera_id else []),

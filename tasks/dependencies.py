@@ -58,7 +58,7 @@ def _waiting(config: TrialConfig, site_id: str, subject_id: str | None = None) -
     if subject_id is not None:
         where += " AND subject_id = ?"
         params.append(subject_id)
-    rows = read_latest(config.warehouse_dir, "qa_checks", where, params)
+    rows = read_latest(config.warehouse_root, "qa_checks", where, params)
     return [] if rows.empty else list(rows[["subject_id", "study_id", "message"]].itertuples(index=False, name=None))
 
 

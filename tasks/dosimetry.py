@@ -86,7 +86,7 @@ def _registered(
 def population_t_eff(config: TrialConfig, exclude_subject: str) -> dict[str, float]:
     """Median effective half-life per VOI from other subjects' multi-time-point fits (h)."""
     fits = read_latest(
-        config.warehouse_dir,
+        config.warehouse_root,
         "tac_fits",
         "trial_id = ? AND subject_id <> ? AND n_timepoints >= 3",
         [config.trial_id, exclude_subject],

@@ -45,13 +45,13 @@ def _now() -> str:
 @task(name="subject-reports")
 def subject_reports(config: TrialConfig) -> list[str]:
     """Write the HTML report of every subject with doses (177Lu or TARE); returns the paths."""
-    wh = config.warehouse_dir
+    wh = config.warehouse_root
     tables = {t: read_latest(wh, t, "trial_id = ?", [config.trial_id]) for t in SUBJECT_TABLES + TARE_TABLES}
     cal = tables["calibrations"]
     written = []
     for kind, table in (("lu", "voi_doses"), ("tare", "tare_plans"), ("tare", "tare_doses")):
         for (site_id, subject_id), _ in tables[table].groupby(["site_id", "subject_id"], sort=True):
-            path = reports_dir(wh) / "subjects" / site_id / f"{subject_id}.html"
+            path = reports_dir(config.warehouse_dir) / "subjects" / site_id / f"{subject_id}.html"
             if str(path) in written:
                 continue
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 from prefect import task
@@ -83,4 +82,5 @@ def flow_run_row(
 
 
 def warehouse_dir_of(config) -> str:
-    return str(Path(config.warehouse_dir))
+    """The warehouse root ``config`` names: a local folder or ``s3://bucket/prefix[?...]``."""
+    return config.warehouse_root

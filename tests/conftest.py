@@ -10,9 +10,11 @@ test that asks for the simulated trial or the Prefect harness is slow.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,6 +56,58 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# --- a local S3-compatible server, for warehouse roots in object storage ------------------
+
+
+@dataclass(frozen=True)
+class MotoS3:
+    """A moto S3 server on 127.0.0.1 holding the (empty) bucket ``bucket``.
+
+    Any access key works; tests set :attr:`keys` as the AWS variables (``monkeypatch``) so
+    the warehouse's pyarrow ``S3FileSystem`` finds credentials in the usual chain.
+    """
+
+    endpoint: str
+    bucket: str = "rntflow-test"
+    region: str = "us-east-1"
+    keys: tuple[tuple[str, str], ...] = (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"))
+
+    def filesystem(self):
+        """A pyarrow ``S3FileSystem`` on the server (to look at the bucket as any reader would)."""
+        import pyarrow.fs as pafs
+
+        scheme, _, host = self.endpoint.partition("://")
+        keys = dict(self.keys)
+        return pafs.S3FileSystem(
+            access_key=keys["AWS_ACCESS_KEY_ID"],
+            secret_key=keys["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=host,
+            scheme=scheme,
+            region=self.region,
+            allow_bucket_creation=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """One moto S3 server (``moto[server]``, the ``test`` extra) per session, on a free port.
+
+    Nothing is mocked in-process: the code under test talks HTTP to the server. Tests keep
+    apart by writing under their own prefix of the shared bucket.
+    """
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        s3 = MotoS3(endpoint=f"http://{host}:{port}")
+        s3.filesystem().create_dir(s3.bucket)
+        yield s3
+    finally:
+        server.stop()
 
 
 #: Three sites (one per template: counts, vendor Bq/mL with scale error, off-protocol),

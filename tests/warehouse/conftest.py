@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,47 +134,18 @@ def small_warehouse(tmp_path: Path) -> Path:
 # port of 127.0.0.1. The S3 root's catalog and lock files go to a per-test local folder
 # (``RNTFLOW_WAREHOUSE_CACHE``). Nothing is mocked: the warehouse talks HTTP to the server.
 
-S3_BUCKET = "rntflow-test"
-S3_REGION = "us-east-1"
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """``http://127.0.0.1:<port>`` of a moto S3 server holding the (empty) test bucket."""
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
-    import pyarrow.fs as pafs
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        fs = pafs.S3FileSystem(
-            access_key=S3_KEYS["AWS_ACCESS_KEY_ID"],
-            secret_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
-            endpoint_override=f"{host}:{port}",
-            scheme="http",
-            region=S3_REGION,
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(S3_BUCKET)
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
 
 @pytest.fixture(params=["local", "s3"])
 def wh_root(request, tmp_path: Path, monkeypatch) -> str:
     """A fresh, not yet created warehouse root: a local folder, or a prefix of the S3 bucket."""
     if request.param == "local":
         return str(tmp_path / "wh")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    for key, value in S3_KEYS.items():
+    s3 = request.getfixturevalue("moto_s3")  # the session's server (tests/conftest.py)
+    for key, value in s3.keys:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("RNTFLOW_WAREHOUSE_CACHE", str(tmp_path / "cache"))
     prefix = request.node.name.replace("[", "-").replace("]", "").replace("/", "_")
-    return f"s3://{S3_BUCKET}/{prefix}-{uuid.uuid4().hex[:8]}?endpoint_override={endpoint}&region={S3_REGION}"
+    return f"s3://{s3.bucket}/{prefix}-{uuid.uuid4().hex[:8]}?endpoint_override={s3.endpoint}&region={s3.region}"
 
 
 @pytest.fixture()

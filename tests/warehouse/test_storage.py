@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rntflow.core.config import WarehouseStorageSettings, load_config
-from rntflow.core.errors import WarehouseError
+from rntflow.core.errors import ConfigError, WarehouseError
 from rntflow.warehouse.outcomes import warehouse_subjects
 from rntflow.warehouse.storage import is_remote, open_store
 from rntflow.warehouse.writer import load_table, read_latest
@@ -52,3 +52,16 @@ def test_reads_and_subjects_on_both_stores(wh_root):
     assert len(wh_files(wh_root, "subjects", pattern="part-*.parquet")) == 3
     assert len(wh_files(wh_root, "latest", "subjects")) == 4
     assert wh_files(wh_root, pattern=".*.tmp") == []
+
+
+def test_a_url_in_paths_is_refused_with_the_setting_to_use(tmp_path):
+    cfg = tmp_path / "trial.yaml"
+    cfg.write_text(
+        "trial_id: T-S3\npaths: {warehouse: 's3://bucket/wh'}\n"
+        "sites:\n  - {id: SITE01, name: A, calling_ae_titles: [A1]}\n"
+        "protocol:\n  photopeak_windows: [{name: Lu177_208, center_kev: 208.0, width_pct: 20.0}]\n"
+        "  time_points: [{nominal_h: 24, earliest_h: 18, latest_h: 30}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"paths\.warehouse: .*is a URL.*warehouse_storage\.url"):
+        load_config(cfg)
+    assert not (tmp_path / "s3:").exists()
