@@ -133,7 +133,7 @@ def ingest_and_process(
     n_studies = sum(1 for _ in trial_dir.glob("dicom/*/*/*"))
 
     def progress() -> tuple[int, int]:
-        runs = read_latest(config.warehouse_dir, "flow_runs", "flow_name = 'process-study'")
+        runs = read_latest(config.warehouse_root, "flow_runs", "flow_name = 'process-study'")
         if runs.empty:
             return 0, 0
         latest = runs.sort_values("ended_at").drop_duplicates("study_id", keep="last")
@@ -188,7 +188,7 @@ def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> No
     outcomes = trial_dir / "outcomes.csv"
     if outcomes.exists():
         enrolled = {e.subject_id: e.site_id for e in load_enrolment(config.enrolment_file) if e.kind == "patient"}
-        rep = import_outcomes(config.warehouse_dir, outcomes, enrolled, trial_id=config.trial_id)
+        rep = import_outcomes(config.warehouse_root, outcomes, enrolled, trial_id=config.trial_id)
         say(f"outcomes imported: {rep.rows_new} new, {rep.rows_unchanged} unchanged")
     blood = trial_dir / "blood_samples.csv"
     if blood.exists():
@@ -203,7 +203,7 @@ def close_out(config: TrialConfig, config_path: str, trial_dir: Path, say) -> No
     say(f"dose-effect report: {res['report']}")
 
 
-def tare_summary_lines(warehouse_dir: Path, truth_csv: Path) -> list[str]:
+def tare_summary_lines(warehouse_dir: str | Path, truth_csv: Path) -> list[str]:
     """Radioembolisation against the truth: predicted and delivered doses (%), lung shunt (points)."""
     from rntflow.evaluation import compare_tare_with_truth
 
@@ -225,6 +225,24 @@ def tare_summary_lines(warehouse_dir: Path, truth_csv: Path) -> list[str]:
     ]
 
 
+def vendor_accuracy_lines(warehouse_dir: str | Path, trial_dir: Path) -> list[str]:
+    """Per site (vendor profile, recovery route, protocol compliance) and VOI class: dose errors
+    of the organ/sphere and voxel engines against the truth (``benchmarks/bench_vendor_accuracy.py``)."""
+    import json
+
+    from rntflow.evaluation import accuracy_markdown, vendor_accuracy
+
+    truth = json.loads((trial_dir / "truth.json").read_text())
+    table = vendor_accuracy(warehouse_dir, truth, trial_dir / "truth_voi_doses.csv")
+    if table.empty:
+        return []
+    return [
+        "",
+        "== Dose error (%) by site and vendor profile, cycles with >= 3 scans: mean (min to max), n ==",
+        accuracy_markdown(table),
+    ]
+
+
 def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
     """Doses against truth, QA findings, dose-effect, and where to look next."""
     import pandas as pd
@@ -234,7 +252,7 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
     from rntflow.warehouse.writer import read_latest
 
     lines = ["", "== Absorbed doses against the simulator's truth (organ / sphere engine) =="]
-    cmp = compare_with_truth(config.warehouse_dir, trial_dir / "truth_voi_doses.csv")
+    cmp = compare_with_truth(config.warehouse_root, trial_dir / "truth_voi_doses.csv")
     if cmp.empty:
         lines.append("no doses in the warehouse")
     else:
@@ -246,8 +264,9 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
             .reset_index()
         )
         lines.append(g.round(1).to_string(index=False))
-    lines += tare_summary_lines(config.warehouse_dir, trial_dir / "truth_tare.csv")
-    qa = read_latest(config.warehouse_dir, "qa_checks")
+        lines += vendor_accuracy_lines(config.warehouse_root, trial_dir)
+    lines += tare_summary_lines(config.warehouse_root, trial_dir / "truth_tare.csv")
+    qa = read_latest(config.warehouse_root, "qa_checks")
     lines += ["", "== QA findings (warn / fail) =="]
     if not qa.empty:
         bad = qa[qa["status"] != "pass"]
@@ -264,7 +283,7 @@ def summary(config: TrialConfig, config_path: str, trial_dir: Path) -> str:
         f"Prefect UI:         PREFECT_HOME={config.prefect_home} .venv/bin/prefect server start  "
         "# then http://127.0.0.1:4200",
         f"dose-effect report: {report}",
-        f'DuckDB:             .venv/bin/duckdb -readonly {catalog_path(config.warehouse_dir)} -c "SELECT subject_id, cycle, voi, '
+        f'DuckDB:             .venv/bin/duckdb -readonly {catalog_path(config.warehouse_root)} -c "SELECT subject_id, cycle, voi, '
         "round(dose_gy, 2) AS dose_gy, round(bed_gy, 2) AS bed_gy FROM voi_doses WHERE engine = 'organ' "
         "AND voi = 'Kidneys' ORDER BY 1, 2\"",
         f"truth:              {trial_dir / 'truth_voi_doses.csv'}",

@@ -1,4 +1,5 @@
-"""Pipeline doses against the simulator's ground truth (used by the demo and the tests)."""
+"""Pipeline doses against the simulator's ground truth (used by the demo, the tests and
+``benchmarks/bench_vendor_accuracy.py``)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rntflow.core.methods import method_rank
 from rntflow.warehouse.catalog import ANALYSIS_ENGINES
 from rntflow.warehouse.writer import read_latest
 
 
-def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.DataFrame:
+def compare_with_truth(
+    warehouse_dir: str | Path, truth_csv: str | Path, engines: Sequence[str] = ANALYSIS_ENGINES
+) -> pd.DataFrame:
     """One row per subject, cycle and VOI present in both: pipeline vs true dose.
 
+    Parameters
+    ----------
+    warehouse_dir, truth_csv : str or Path
+        The warehouse and the simulator's ``truth_voi_doses.csv``.
+    engines : sequence of str
+        Dose engines to compare; the default is the analysis engines (organ S-values for
+        organs, the sphere model for lesions), ``("voxel_dpk",)`` the voxel engine. Per
+        subject, cycle and VOI the best method wins (:mod:`rntflow.core.methods`), then the
+        first engine in ``engines``.
+
     Returns columns ``subject_id, site_id, cycle, voi, engine, method, final, n_timepoints,
-    dose_gy, true_dose_gy, error_pct, mass_g, true_mass_g, tia_mbq_h, true_tia_mbq_h``.
+    dose_gy, true_dose_gy, error_pct, mass_g, true_mass_g, tia_mbq_h, true_tia_mbq_h,
+    calibration_id``.
     """
     truth = pd.read_csv(truth_csv)
     got = read_latest(warehouse_dir, "voi_doses")
     if got.empty:
         return pd.DataFrame()
-    got = got[got["engine"].isin(ANALYSIS_ENGINES)]  # organ S-value (organs), sphere model (lesions)
-    got = got.sort_values("method").drop_duplicates(["subject_id", "cycle", "voi"], keep="first")
+    got = got[got["engine"].isin(list(engines))]
+    rank = -got["method"].map(method_rank) * (len(engines) + 1) + got["engine"].map(list(engines).index)
+    got = got.assign(_rank=rank).sort_values(["_rank", "method"], kind="stable")
+    got = got.drop_duplicates(["subject_id", "cycle", "voi"], keep="first").drop(columns="_rank")
     got = got.astype({"cycle": int})
     m = got.merge(
         truth.rename(
@@ -56,8 +73,9 @@ def compare_with_truth(warehouse_dir: str | Path, truth_csv: str | Path) -> pd.D
         "true_mass_g",
         "tia_mbq_h",
         "true_tia_mbq_h",
+        "calibration_id",
     ]
-    return m[cols].sort_values(["subject_id", "cycle", "voi"]).reset_index(drop=True)
+    return m.reindex(columns=cols).sort_values(["subject_id", "cycle", "voi"]).reset_index(drop=True)
 
 
 #: Endpoints drawn from a logistic model by the simulator, with the measured dose column
@@ -292,3 +310,131 @@ def calibration_bias_study(
         )
         rows += [_summary_row(endpoint, name, quantity, vals) for (name, quantity), vals in samples.items()]
     return pd.DataFrame([r for r in rows if r is not None])
+
+
+#: VOI classes of the per-site accuracy table, in table order.
+VOI_CLASSES = ("kidneys", "liver", "spleen", "lesions >= 10 mL", "lesions < 10 mL")
+#: Lesion volume (mL) separating the classes of the accuracy criterion (issue 5: lesions of
+#: >= 10 mL within 20 % after partial-volume correction).
+LESION_CLASS_VOLUME_ML = 10.0
+#: How ``calibrations.rc_fwhm_source`` reads in the table.
+RC_ROUTES = {"nema": "NEMA RC", "cylinder_edge": "cylinder edge FWHM", "configured": "configured FWHM"}
+
+
+def voi_class(voi: str, volume_ml: float) -> str | None:
+    """The accuracy-table class of a VOI (``None``: not in the table).
+
+    Parameters
+    ----------
+    voi : str
+        TG-263 VOI name (``Kidney_L``, ``Lesion_2`` ...); the derived ``Kidneys`` is not a
+        class member (it would count each kidney twice).
+    volume_ml : float
+        True VOI volume (mL), which splits the lesions.
+    """
+    if voi in ("Kidney_L", "Kidney_R"):
+        return "kidneys"
+    if voi in ("Liver", "Spleen"):
+        return voi.lower()
+    if voi.startswith("Lesion_"):
+        return VOI_CLASSES[3] if volume_ml >= LESION_CLASS_VOLUME_ML else VOI_CLASSES[4]
+    return None
+
+
+def _site_routes(warehouse_dir: str | Path, cmp: pd.DataFrame) -> dict[str, str]:
+    """Per site, the recovery route(s) of the calibrations its doses used (``+``-joined)."""
+    cals = read_latest(warehouse_dir, "calibrations")
+    if cals.empty:
+        return {}
+    source = dict(zip(cals["calibration_id"], cals["rc_fwhm_source"]))
+    out = {}
+    for site, ids in cmp.groupby("site_id")["calibration_id"]:
+        used = sorted({RC_ROUTES.get(source.get(i), "none") for i in ids.dropna()})
+        out[site] = " + ".join(used) if used else "none"
+    return out
+
+
+def _site_compliance(warehouse_dir: str | Path) -> dict[str, str]:
+    """Per site, ``yes`` when every patient study passed the reconstruction checks, else ``no (k/n)``."""
+    st = read_latest(warehouse_dir, "studies", "kind = 'patient'")
+    out = {}
+    for site, flags in st.groupby("site_id")["protocol_compliant"]:
+        ok = int(flags.fillna(False).astype(bool).sum())
+        out[site] = "yes" if ok == len(flags) else f"no ({ok}/{len(flags)})"
+    return out
+
+
+def vendor_accuracy(
+    warehouse_dir: str | Path,
+    truth: dict,
+    truth_csv: str | Path,
+    voxel_engine: str = "voxel_dpk",
+    min_timepoints: int = 3,
+) -> pd.DataFrame:
+    """Per site and VOI class, the organ- and voxel-engine dose errors against the truth.
+
+    Parameters
+    ----------
+    warehouse_dir : str or Path
+        The demo's warehouse.
+    truth : dict
+        The simulator's ``truth.json`` (sites' vendor profiles, true VOI volumes).
+    truth_csv : str or Path
+        The simulator's ``truth_voi_doses.csv``.
+    voxel_engine : str
+        The voxel engine's ``voi_doses.engine`` value.
+    min_timepoints : int
+        Only cycles with at least this many scans (3: issue 5's criterion; 1: every cycle).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per site, VOI class and engine (``organ``: organ S-values for organs and the
+        sphere model for lesions; ``voxel``): ``site_id, vendor, rc_route, compliant,
+        voi_class, engine, n, mean_error_pct, min_error_pct, max_error_pct``.
+    """
+    parts = []
+    for label, engines in (("organ", ANALYSIS_ENGINES), ("voxel", (voxel_engine,))):
+        c = compare_with_truth(warehouse_dir, truth_csv, engines)
+        if not c.empty:
+            parts.append(c.assign(engine_group=label))
+    cols = ["site_id", "vendor", "rc_route", "compliant", "voi_class", "engine", "n"]
+    cols += ["mean_error_pct", "min_error_pct", "max_error_pct"]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    cmp = pd.concat(parts, ignore_index=True)
+    cmp = cmp[cmp["n_timepoints"] >= min_timepoints]
+    vols = {(sid, v): d["volume_ml"] for sid, s in truth["subjects"].items() for v, d in s["vois"].items()}
+    cmp = cmp.assign(
+        voi_class=[voi_class(r.voi, vols.get((r.subject_id, r.voi), math.nan)) for r in cmp.itertuples()]
+    ).dropna(subset=["voi_class"])
+    g = (
+        cmp.groupby(["site_id", "voi_class", "engine_group"])["error_pct"]
+        .agg(n="size", mean_error_pct="mean", min_error_pct="min", max_error_pct="max")
+        .reset_index()
+        .rename(columns={"engine_group": "engine"})
+    )
+    routes, compliance = _site_routes(warehouse_dir, cmp), _site_compliance(warehouse_dir)
+    sites = truth["sites"]
+    g["vendor"] = g["site_id"].map(lambda s: sites.get(s, {}).get("vendor", {}).get("profile", "?"))
+    g["rc_route"] = g["site_id"].map(lambda s: routes.get(s, "none"))
+    g["compliant"] = g["site_id"].map(lambda s: compliance.get(s, "?"))
+    g["_order"] = g["voi_class"].map(VOI_CLASSES.index)
+    return g.sort_values(["site_id", "_order", "engine"])[cols].reset_index(drop=True)
+
+
+def accuracy_markdown(table: pd.DataFrame) -> str:
+    """The :func:`vendor_accuracy` table as Markdown: one row per site and VOI class,
+    ``mean (min to max), n`` per engine (dose error vs truth, %)."""
+
+    def cell(r) -> str:
+        return f"{r.mean_error_pct:+.1f} ({r.min_error_pct:+.1f} to {r.max_error_pct:+.1f}), {r.n}"
+
+    head = ["site", "vendor", "recovery", "compliant", "VOI class", "organ/sphere engine %", "voxel engine %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (site, cls), part in table.groupby(["site_id", "voi_class"], sort=False):
+        r0 = part.iloc[0]
+        by = {r.engine: cell(r) for r in part.itertuples()}
+        row = [site, r0.vendor, r0.rc_route, r0.compliant, cls, by.get("organ", "-"), by.get("voxel", "-")]
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    return "\n".join(lines)

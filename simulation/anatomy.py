@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rntflow.core.constants import TISSUE_DENSITY_G_PER_ML, TISSUE_HU
-from rntflow.simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Shape, any_inside
+from rntflow.simulation.geometry import Ellipsoid, EllipticCylinder, Grid, Shape, any_inside, any_inside_xyz
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,18 @@ class Anatomy:
     def remainder_volume_ml(self) -> float:
         return self.body_volume_ml - sum(c.volume_ml for c in self.compartments)
 
-    def label_map(self, pts_mm: np.ndarray) -> np.ndarray:
-        """Labels (uint8) at anatomy-frame points (..., 3): 0 air, 1 remainder, i+2 compartment i."""
+    def label_map(self, pts_mm: np.ndarray | Grid) -> np.ndarray:
+        """Labels (uint8): 0 air, 1 remainder, i+2 compartment i.
+
+        Parameters
+        ----------
+        pts_mm : ndarray or Grid
+            Anatomy-frame points (..., 3), or a grid: labels at its voxel centres
+            (nz, ny, nx), the same as at ``grid.points_mm()`` but computed per axis and,
+            for each compartment, only inside its bounding box (:meth:`label_grid`).
+        """
+        if isinstance(pts_mm, Grid):
+            return self.label_grid(pts_mm)
         labels = any_inside(self.body, pts_mm).astype(np.uint8)
         for i, comp in enumerate(self.compartments):
             lo = np.min([s.bounds_mm()[0] for s in comp.shapes], axis=0)
@@ -94,11 +104,32 @@ class Anatomy:
             labels.reshape(-1)[idx] = i + 2
         return labels
 
+    def label_grid(self, grid: Grid) -> np.ndarray:
+        """Labels (uint8, (nz, ny, nx)) at the voxel centres of ``grid`` (see :meth:`label_map`)."""
+        z, y, x = grid.axes_mm()
+        labels = any_inside_xyz(self.body, x[None, None, :], y[None, :, None], z[:, None, None]).astype(np.uint8)
+        for i, comp in enumerate(self.compartments):
+            lo = np.min([s.bounds_mm()[0] for s in comp.shapes], axis=0)
+            hi = np.max([s.bounds_mm()[1] for s in comp.shapes], axis=0)
+            box = tuple(_span(axis, lo[k], hi[k]) for axis, k in ((z, 2), (y, 1), (x, 0)))
+            if any(b is None for b in box):
+                continue
+            zs, ys, xs = box
+            hit = any_inside_xyz(comp.shapes, x[None, None, xs], y[None, ys, None], z[zs, None, None])
+            labels[zs, ys, xs][hit] = i + 2
+        return labels
+
     def hu_lut(self) -> np.ndarray:
         """HU per label (index = label)."""
         lut = [TISSUE_HU["air"], TISSUE_HU["soft_tissue"]]
         lut += [TISSUE_HU["lung"] if c.tissue == "Lung" else TISSUE_HU[c.tissue] for c in self.compartments]
         return np.asarray(lut, dtype=np.float32)
+
+
+def _span(axis_mm: np.ndarray, lo_mm: float, hi_mm: float) -> slice | None:
+    """The indices of an increasing axis with ``lo <= value <= hi`` as a slice (None: none)."""
+    idx = np.flatnonzero((axis_mm >= lo_mm) & (axis_mm <= hi_mm))
+    return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else None
 
 
 #: Nominal organ geometry: (voi, tissue, centre mm, semi-axes mm).

@@ -436,33 +436,38 @@ def write_ct(
     stored_all = np.clip(np.rint(hu + 1024.0), 0, 4095).astype(np.uint16)
     refs = []
     created = sess.acquisition + dt.timedelta(minutes=2)
+    # one dataset for the series: the attributes shared by every slice are set once, the
+    # slice's own (SOP instance, number, position, pixels) before each file is written
+    ds = _base(
+        CT_IMAGE_STORAGE, uid(f"{series_uid}/0"), ident, sess, "CT", series_uid, 2, "CT LowDose 5.0 B31s", created
+    )
+    ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber = manufacturer, model, serial
+    ds.SoftwareVersions = "VA10"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.AcquisitionDate, ds.AcquisitionTime = _da(sess.acquisition), _tm(sess.acquisition)
+    ds.ContentDate, ds.ContentTime = _da(created), _tm(created)
+    ds.AcquisitionNumber = 1
+    ds.PatientPosition = "HFS"
+    ds.FrameOfReferenceUID = sess.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceThickness = _ds_str(dz)
+    ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = ny, nx
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
+    ds.KVP = "120"
+    ds.XRayTubeCurrent = 30
+    ds.ConvolutionKernel = "B31s"
     for k in range(nz):
         sop = uid(f"{series_uid}/{k}")
-        ds = _base(CT_IMAGE_STORAGE, sop, ident, sess, "CT", series_uid, 2, "CT LowDose 5.0 B31s", created)
-        ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber = manufacturer, model, serial
-        ds.SoftwareVersions = "VA10"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.AcquisitionDate, ds.AcquisitionTime = _da(sess.acquisition), _tm(sess.acquisition)
-        ds.ContentDate, ds.ContentTime = _da(created), _tm(created)
-        ds.AcquisitionNumber = 1
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = sop
         ds.InstanceNumber = k + 1
-        ds.PatientPosition = "HFS"
-        ds.FrameOfReferenceUID = sess.frame_of_reference_uid
-        ds.PositionReferenceIndicator = ""
         z = oz + k * dz
         ds.ImagePositionPatient = [_ds_str(ox), _ds_str(oy), _ds_str(z)]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.SliceLocation = _ds_str(z)
-        ds.SliceThickness = _ds_str(dz)
-        ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = ny, nx
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.KVP = "120"
-        ds.XRayTubeCurrent = 30
-        ds.ConvolutionKernel = "B31s"
         ds.PixelData = stored_all[k].tobytes()
         _save(ds, folder / f"CT_{k + 1:04d}.dcm")
         refs.append((sop, z))

@@ -126,9 +126,18 @@ Shape = Ellipsoid | EllipticCylinder
 
 
 def any_inside(shapes: tuple[Shape, ...], pts_mm: np.ndarray) -> np.ndarray:
-    """True where a point lies inside any of ``shapes``."""
-    x, y, z = pts_mm[..., 0], pts_mm[..., 1], pts_mm[..., 2]
-    out = np.zeros(pts_mm.shape[:-1], dtype=bool)
+    """True where a point (..., 3) lies inside any of ``shapes``."""
+    return any_inside_xyz(shapes, pts_mm[..., 0], pts_mm[..., 1], pts_mm[..., 2])
+
+
+def any_inside_xyz(shapes: tuple[Shape, ...], x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """True where ``(x, y, z)`` (mm; arrays that broadcast together) lies inside any of ``shapes``.
+
+    On a grid, pass the axes as ``x[None, None, :]``, ``y[None, :, None]``, ``z[:, None, None]``:
+    the shapes' arithmetic then runs per axis and broadcasts, with the same floating-point
+    results as on the full point array.
+    """
+    out = np.zeros(np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z)), dtype=bool)
     for s in shapes:
         out |= s.inside(x, y, z)
     return out

@@ -12,6 +12,8 @@ Poisson noise). CT is the same labels in HU with Gaussian noise.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
 
@@ -21,9 +23,18 @@ FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 SCATTER_FWHM_MM = 60.0
 
 
+@functools.lru_cache(maxsize=8)
+def _voxel_centres_mm(grid: Grid) -> np.ndarray:
+    """``grid.points_mm()``, computed once per grid (every session resamples onto the same
+    SPECT and CT grids); read-only, as it is shared."""
+    pts = grid.points_mm()
+    pts.flags.writeable = False
+    return pts
+
+
 def _resample(volume: np.ndarray, src: Grid, dst: Grid, pose: Pose, order: int, cval: float = 0.0) -> np.ndarray:
     """Sample an anatomy-frame volume at the scanner-frame voxel centres of ``dst``."""
-    pts = pose.to_anatomy(dst.points_mm())
+    pts = pose.to_anatomy(_voxel_centres_mm(dst))
     ox, oy, oz = src.origin_mm
     dz, dy, dx = src.spacing_mm
     idx = np.stack([(pts[..., 2] - oz) / dz, (pts[..., 1] - oy) / dy, (pts[..., 0] - ox) / dx])

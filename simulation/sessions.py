@@ -299,12 +299,13 @@ def simulate_phantoms(
     enrolment: list[dict],
     fills: list[dict],
 ) -> None:
-    """Write a site's QC phantom studies (cylinder, NEMA) and record their enrolment, fills and truth."""
+    """Write a site's QC phantom studies (cylinder, NEMA) and record their enrolment, fills and truth.
+
+    A site without a NEMA phantom (``site.nema_phantom`` false) scans the cylinder only.
+    """
     nuc, cam = writer.nuc, site.camera
-    for kind, code, desc in (
-        ("uniform_cylinder", "CYL", "QC UNIFORM CYLINDER"),
-        ("nema_iec_body", "NEMA", "QC NEMA IEC BODY"),
-    ):
+    scans = [("uniform_cylinder", "CYL", "QC UNIFORM CYLINDER"), ("nema_iec_body", "NEMA", "QC NEMA IEC BODY")]
+    for kind, code, desc in scans if site.nema_phantom else scans[:1]:
         anat = phantoms[kind]
         ref_time = TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
         acq_time = ref_time + dt.timedelta(hours=float(rng.uniform(1.0, 3.0)))
@@ -535,7 +536,7 @@ def simulate_subject(
     """Draw one subject, write the studies of all their cycles and record their ground truth and enrolment."""
     nuc, spec = writer.nuc, writer.spec
     anat = sample_anatomy(rng, int(rng.integers(1, 6)))
-    labels = anat.label_map(writer.fine.points_mm())
+    labels = anat.label_map(writer.fine)
     tissues = {c.voi: c.tissue for c in anat.compartments}
     masses = {c.voi: c.mass_g for c in anat.compartments}
     base = sample_kinetics(rng, tissues, masses, nuc.electron_energy_mev, nuc.half_life_h)

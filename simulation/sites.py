@@ -8,6 +8,10 @@ jittered sensitivity and resolution so that no two are the same. Deliberate faul
 * site 3 (Mediso) is off-protocol: no scatter correction (only the photopeak window is
   acquired, so scatter adds counts), 2 iterations x 8 subsets (16 < 48 required).
 
+A site may scan only the uniform cylinder (:attr:`Site.nema_phantom` false; by default site 2,
+:attr:`rntflow.simulation.trial.TrialSpec.cylinder_only_sites`): no NEMA IEC body phantom,
+so its partial-volume correction uses the system FWHM fitted to the cylinder's edge.
+
 Each camera writes its NM reconstructions the way its vendor does (:class:`VendorProfile`;
 what vendors send is summarised in the harmonisation code's
 ``harmonization/nm_conventions.py``): Siemens-like counts without Units (0054,1001) or
@@ -22,6 +26,7 @@ profile (:attr:`VendorProfile.camera_profile`, as in ``deployments/trial.example
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -182,7 +187,11 @@ class Camera:
 
 @dataclass(frozen=True)
 class Site:
-    """One hospital of the trial."""
+    """One hospital of the trial.
+
+    ``nema_phantom`` false: the site's physicists scan only the uniform cylinder (no NEMA
+    IEC body phantom), as many sites do.
+    """
 
     site_id: str
     name: str
@@ -190,6 +199,7 @@ class Site:
     camera: Camera
     voi_spelling: dict[str, str]
     patient_id_prefix: str
+    nema_phantom: bool = True
 
 
 _GE_SPELLING = {
@@ -252,7 +262,7 @@ _TEMPLATES = (
 )
 
 
-def default_sites(n_sites: int, rng: np.random.Generator) -> list[Site]:
+def default_sites(n_sites: int, rng: np.random.Generator, cylinder_only_sites: Collection[str] = ()) -> list[Site]:
     """The trial's sites: the three templates, then jittered copies.
 
     Parameters
@@ -261,6 +271,8 @@ def default_sites(n_sites: int, rng: np.random.Generator) -> list[Site]:
         Number of sites (>= 1).
     rng : numpy.random.Generator
         Randomness for sites beyond the templates.
+    cylinder_only_sites : collection of str
+        Site ids (``SITE02``) that scan no NEMA IEC body phantom, only the uniform cylinder.
     """
     sites = []
     for i in range(n_sites):
@@ -275,5 +287,6 @@ def default_sites(n_sites: int, rng: np.random.Generator) -> list[Site]:
             )
             ae = f"{ae[:12]}_{i + 1:02d}"
             name = f"{name} {i // len(_TEMPLATES) + 1}"
-        sites.append(Site(site_id, name, ae, cam, dict(spelling), f"{prefix}{i + 1:02d}"))
+        nema = site_id not in cylinder_only_sites
+        sites.append(Site(site_id, name, ae, cam, dict(spelling), f"{prefix}{i + 1:02d}", nema_phantom=nema))
     return sites

@@ -218,7 +218,7 @@ def _phantom(t: _Tare, site: TareSite, truth: dict, enrolment: list[dict], fills
     pet = isinstance(cam, PetCamera)
     nuc = nuclide("Y-90" if pet else "Ho-166")
     anat = phantom_anatomies()["uniform_cylinder"]
-    labels = anat.label_map(t.w.fine.points_mm())
+    labels = anat.label_map(t.w.fine)
     ref_time = TRIAL_START - dt.timedelta(days=14, hours=-int(rng.integers(0, 4)))
     acq = ref_time + dt.timedelta(hours=float(rng.uniform(1.0, 3.0)))
     t_h = (acq - ref_time).total_seconds() / 3600.0
@@ -283,7 +283,7 @@ def _subject(t: _Tare, site: TareSite, idx: int, subject_id: str, truth: dict, e
     enrolment.append(
         {"site_id": site.site_id, "patient_id": ident.patient_id, "subject_id": subject_id, "kind": "patient"}
     )
-    labels = anat.label_anatomy().label_map(t.w.fine.points_mm())
+    labels = anat.label_anatomy().label_map(t.w.fine)
     lut, rois = anat.hu_lut(), anat.rois()
     scout_nuc = nuclide("Tc-99m" if site.scout_agent == "Tc-99m-MAA" else "Ho-166")
     treat_nuc = nuclide(plan["radionuclide"])

@@ -61,6 +61,11 @@ class TrialSpec:
     #: Subjects per TARE site (two radioembolisation sites after the 177Lu ones; 0 = no TARE arm;
     #: :mod:`rntflow.simulation.tare`).
     tare_subjects_per_site: int = 0
+    #: Sites that scan only the uniform cylinder, no NEMA IEC body phantom (their recovery
+    #: comes from the cylinder's edge-spread FWHM). SITE02 by default: the GE/Hermes site, whose
+    #: deliberate fault (vendor Bq/mL +12 %) the cylinder alone reveals, while SITE01 keeps the
+    #: clean NEMA reference and SITE03's NEMA shows its uncorrected scatter. ``()``: NEMA everywhere.
+    cylinder_only_sites: tuple[str, ...] = ("SITE02",)
 
 
 @dataclass
@@ -84,7 +89,7 @@ def simulate_trial(
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _m: None)
     rng = np.random.default_rng(spec.seed)
-    sites = default_sites(spec.n_sites, rng)
+    sites = default_sites(spec.n_sites, rng, spec.cylinder_only_sites)
     summary = TrialSummary(out_dir=out, n_sites=len(sites))
     writer = SessionWriter(out, spec, summary)
     nuc = writer.nuc
@@ -104,7 +109,7 @@ def simulate_trial(
     enrolment: list[dict] = []
     fills: list[dict] = []
     phantoms = phantom_anatomies()
-    phantom_labels = {k: a.label_map(writer.fine.points_mm()) for k, a in phantoms.items()}
+    phantom_labels = {k: a.label_map(writer.fine) for k, a in phantoms.items()}
     subject_counter = 0
     for site in sites:
         cam = site.camera
@@ -131,6 +136,7 @@ def simulate_trial(
                 "total_dose_unit": cam.vendor.total_dose_unit,
             },
             "rc_hot_sphere": {f"{d:g}": sphere_rc(d, cam.fwhm_mm) for d in NEMA_SPHERE_DIAMETERS_MM},
+            "nema_phantom": site.nema_phantom,
             "voi_spelling": site.voi_spelling,
         }
         say(f"{site.site_id}: phantoms")
@@ -237,9 +243,11 @@ def trial_config(spec: TrialSpec, sites: list[Site], data_dir: str = "data") -> 
     }
     if spec.tare_subjects_per_site > 0:
         from rntflow.simulation.tare import tare_config
+        from rntflow.simulation.tare_sites import imaging_protocols_config
 
         tare_site_entries, cfg["tare_arms"] = tare_config([s.site_id for s in sites])
         cfg["sites"] += tare_site_entries
+        cfg["imaging_protocols"] = imaging_protocols_config()
     return cfg
 
 

@@ -440,11 +440,13 @@ def test_server_on_postgres_two_workers_two_listeners_equals_embedded(small_tria
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             with get_client(sync_client=True) as client:
                 n = 0
-                # phantoms of both sites at once (one per gateway), then the first two time
-                # points: the cameras are calibrated before their patients are quantified
-                for k in range(2):
-                    _push(*[(studies[s][0][k], site_gw[s], ae[s]) for s in SITES])
-                    n += 2
+                # phantoms of both sites at once (one per gateway; a cylinder-only site has
+                # one), then the first two time points: the cameras are calibrated before
+                # their patients are quantified
+                for k in range(max(len(studies[s][0]) for s in SITES)):
+                    batch = [(studies[s][0][k], site_gw[s], ae[s]) for s in SITES if k < len(studies[s][0])]
+                    _push(*batch)
+                    n += len(batch)
                     _wait_final(client, n, server, 300)
                 for k in range(2):
                     _push(*[(studies[s][1][k], site_gw[s], ae[s]) for s in SITES])
