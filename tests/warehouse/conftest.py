@@ -135,9 +135,13 @@ def small_warehouse(tmp_path: Path) -> Path:
 # (``RNTFLOW_WAREHOUSE_CACHE``). Nothing is mocked: the warehouse talks HTTP to the server.
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def wh_root(request, tmp_path: Path, monkeypatch) -> str:
-    """A fresh, not yet created warehouse root: a local folder, or a prefix of the S3 bucket."""
+    """A fresh, not yet created warehouse root: a local folder, or a prefix of the S3 bucket.
+
+    The S3 variants are in the slow tier (``make test``): each talks HTTP to the moto server,
+    hundreds of requests per warehouse, for the same code paths the local variants take.
+    """
     if request.param == "local":
         return str(tmp_path / "wh")
     s3 = request.getfixturevalue("moto_s3")  # the session's server (tests/conftest.py)
