@@ -51,8 +51,12 @@ VOIS = {  # centre (z, y, x) mm, radii mm, fraction of 7.4 GBq at t=0 (uptake), 
 }
 
 
-def main() -> None:
-    rows: list[tuple[str, float]] = []
+#: Patient shifts (x, y, z mm) at the four scans.
+SHIFTS_MM = [(0.0, 0.0, 0.0), (3.0, -2.0, 4.0), (-2.5, 1.5, -3.0), (1.0, 2.5, 2.0)]
+
+
+def _synthetic_study(rng: np.random.Generator):
+    """Four SPECT count maps (a shifting patient), their masks and a CT: (masks, ct, counts, spect_ref, voxel_ml)."""
     rng = np.random.default_rng(1)
     spacing_zyx = (SPECT_MM,) * 3
     masks = {k: _ellipsoid(SPECT_SHAPE, spacing_zyx, c, r) for k, (c, r, _, _) in VOIS.items()}
@@ -66,10 +70,9 @@ def main() -> None:
     voxel_ml = SPECT_MM**3 / 1000.0
 
     # truth + counts per time point (patient shifts between scans)
-    shifts_mm = [(0.0, 0.0, 0.0), (3.0, -2.0, 4.0), (-2.5, 1.5, -3.0), (1.0, 2.5, 2.0)]  # x, y, z
     spect_ref = image_from_array(np.zeros(SPECT_SHAPE, np.float32), (SPECT_MM,) * 3)
     counts = []
-    for t, shift in zip(T_H, shifts_mm):
+    for t, shift in zip(T_H, SHIFTS_MM):
         act = np.where(body, 0.002, 0.0) * math.exp(-0.03 * t)  # MBq per voxel
         for k, (_, _, frac, lam) in VOIS.items():
             a_voi = 7400 * frac * (math.exp(-lam * t) - math.exp(-1.0 * t))
@@ -80,6 +83,41 @@ def main() -> None:
         )
         counts.append(rng.poisson(np.maximum(moved, 0) * SENS_CPS_PER_MBQ * DURATION_S).astype(np.float32))
 
+    return masks, ct, counts, spect_ref, voxel_ml
+
+
+def _compare_convolutions(tia_map: np.ndarray, kernel) -> None:
+    """Our FFT convolution against scipy.signal.fftconvolve on the same map (best of 3)."""
+    # convolution: ours vs scipy.signal.fftconvolve
+    print(
+        "\n| convolution 128^3 with kernel "
+        + "x".join(map(str, kernel.s_gy_per_mbq_h.shape))
+        + " | time (s) | max rel. diff |\n| --- | ---: | ---: |"
+    )
+    k = kernel.s_gy_per_mbq_h
+    best = {}
+    for name, fn in [
+        ("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
+        (
+            "rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)",
+            lambda: convolve_dose_gy(tia_map, k, workers=2),
+        ),
+        ("scipy.signal.fftconvolve(mode='same')", lambda: fftconvolve(tia_map, k, mode="same")),
+    ]:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        best[name] = (min(times), out)
+    ref = best["scipy.signal.fftconvolve(mode='same')"][1]
+    for name, (sec, out) in best.items():
+        print(f"| {name} | {sec:.3f} | {np.max(np.abs(out - ref)) / ref.max():.1e} |")
+
+
+def main() -> None:
+    rows: list[tuple[str, float]] = []
+    masks, ct, counts, spect_ref, voxel_ml = _synthetic_study(np.random.default_rng(1))
     print("synthetic data ready", flush=True)
     t0 = time.perf_counter()
     conc = [
@@ -94,13 +132,13 @@ def main() -> None:
     err_mm = []
     for i in range(1, 4):
         # the later CT is the reference CT seen through the patient's shift
-        moving = sitk.Resample(fixed, fixed, sitk.TranslationTransform(3, shifts_mm[i]), sitk.sitkLinear, -1000.0)
+        moving = sitk.Resample(fixed, fixed, sitk.TranslationTransform(3, SHIFTS_MM[i]), sitk.sitkLinear, -1000.0)
         res = register_rigid(
             fixed, moving, shrink_factors=(8, 4, 2), smoothing_sigmas_mm=(8.0, 4.0, 2.0), sampling_fraction=0.05
         )
         ncc.append(res.ncc_after)
         # moving(p) = fixed(p + shift): the registration must find T(p) = p - shift
-        err_mm.append(float(np.linalg.norm(np.add(res.translation_mm, shifts_mm[i]))))
+        err_mm.append(float(np.linalg.norm(np.add(res.translation_mm, SHIFTS_MM[i]))))
         img = image_from_array(conc[i].astype(np.float32), (SPECT_MM,) * 3)
         conc[i] = sitk.GetArrayFromImage(resample(img, spect_ref, res.transform))
     rows.append(
@@ -160,31 +198,7 @@ def main() -> None:
             f"| {k} | {fits[k].model} | {fits[k].tia_mbq_h:.0f} | {dvhs[k].mean_gy:.2f} | {dvhs[k].d2_gy:.2f} | {100 * budgets[k].dose_rel:.1f} |"
         )
 
-    # convolution: ours vs scipy.signal.fftconvolve
-    print(
-        "\n| convolution 128^3 with kernel "
-        + "x".join(map(str, kernel.s_gy_per_mbq_h.shape))
-        + " | time (s) | max rel. diff |\n| --- | ---: | ---: |"
-    )
-    k = kernel.s_gy_per_mbq_h
-    best = {}
-    for name, fn in [
-        ("rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 1 worker)", lambda: convolve_dose_gy(tia_map, k)),
-        (
-            "rntflow.dosimetry.kernel.convolve_dose_gy (rfftn, 2 workers)",
-            lambda: convolve_dose_gy(tia_map, k, workers=2),
-        ),
-        ("scipy.signal.fftconvolve(mode='same')", lambda: fftconvolve(tia_map, k, mode="same")),
-    ]:
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        best[name] = (min(times), out)
-    ref = best["scipy.signal.fftconvolve(mode='same')"][1]
-    for name, (sec, out) in best.items():
-        print(f"| {name} | {sec:.3f} | {np.max(np.abs(out - ref)) / ref.max():.1e} |")
+    _compare_convolutions(tia_map, kernel)
 
 
 def kernel_builds() -> None:

@@ -371,6 +371,8 @@ def _embedded(small_trial: Path, trial: Path, root: Path, seed: Path) -> Path:
     return config.warehouse_dir
 
 
+# Over 100 lines on purpose: one scenario (server, workers, listeners, forced overlap, comparison)
+# read top to bottom, as the issue states it; its steps share the running processes.
 @pytest.mark.slow
 @pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL server not installed (make sysdeps)")
 @pytest.mark.skipif(not os.path.exists(STORESCU), reason="dcmtk storescu not installed (make sysdeps)")

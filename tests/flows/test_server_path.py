@@ -269,6 +269,7 @@ def _run_logs(client, run) -> str:
     return "\n".join(f"{lg.level} {lg.message}" for lg in logs)
 
 
+# Over 100 lines on purpose: one end-to-end scenario on a real server, read top to bottom.
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_listener_to_deployment_on_a_real_server(prefect_server, small_trial, small_truth, tmp_path):

@@ -138,55 +138,6 @@ def test_predicted_vs_delivered_whichever_arrives_second(config):
 
 TARE_SPEC = TrialSpec(n_sites=1, subjects_per_site=0, cycles=1, seed=7, tare_subjects_per_site=2)
 
-#: The TARE imaging protocols of the test trial (``imaging_protocols``): 99mTc-MAA and 166Ho
-#: SPECT/CT, 90Y TOF PET/CT. Trial-wide names; the sites' camera profiles add their vendors'.
-TARE_PROTOCOLS = [
-    {
-        "radionuclide": "Tc-99m",
-        "photopeak_windows": [{"name": "Tc99m_140", "center_kev": 140.0, "width_pct": 15.0}],
-        "scatter_windows": [{"name": "Tc99m_scat_120", "center_kev": 120.0, "width_pct": 10.0}],
-        "collimator": "LEHR",
-        "min_iterations_x_subsets": 30,
-        "matrix_size": 80,
-        "voxel_size_mm": 4.8,
-        "time_points": [{"nominal_h": 1.0, "earliest_h": 0.25, "latest_h": 4.0}],
-    },
-    {
-        "radionuclide": "Ho-166",
-        "photopeak_windows": [{"name": "Ho166_81", "center_kev": 81.0, "width_pct": 15.0}],
-        "scatter_windows": [{"name": "Ho166_scat_118", "center_kev": 118.0, "width_pct": 12.0}],
-        "collimator": "MEGP",
-        "min_iterations_x_subsets": 30,
-        "matrix_size": 80,
-        "voxel_size_mm": 4.8,
-        "time_points": [  # scout, post-treatment
-            {"nominal_h": 2.0, "earliest_h": 0.5, "latest_h": 24.0},
-            {"nominal_h": 72.0, "earliest_h": 24.0, "latest_h": 168.0},
-        ],
-    },
-    {
-        "radionuclide": "Y-90",
-        "modality": "PT",
-        "time_of_flight": True,
-        "min_iterations_x_subsets": 10,
-        "max_iterations_x_subsets": 200,
-        "matrix_size": 110,
-        "voxel_size_mm": 4.0,
-        "max_post_filter_fwhm_mm": 5.0,
-        "time_points": [{"nominal_h": 24.0, "earliest_h": 2.0, "latest_h": 72.0}],
-    },
-]
-
-
-def with_tare_protocols(cfg: dict) -> dict:
-    """The simulated trial's config with :data:`TARE_PROTOCOLS` and the PET's algorithm name."""
-    cfg["imaging_protocols"] = TARE_PROTOCOLS
-    for site in cfg["sites"]:
-        for cam in site.get("cameras", []):
-            if "Biograph" in (cam.get("model") or ""):
-                cam.setdefault("algorithms", []).append("PSF+TOF")
-    return cfg
-
 
 @pytest.fixture(scope="module")
 def tare_trial(tmp_path_factory) -> Path:
@@ -202,7 +153,7 @@ def tare_run(tare_trial, prefect_harness, tmp_path_factory):
     from rntflow.listener.handoff import study_dir_for
 
     work = tmp_path_factory.mktemp("tare_run")
-    cfg = with_tare_protocols(yaml.safe_load((tare_trial / "trial.yaml").read_text()))
+    cfg = yaml.safe_load((tare_trial / "trial.yaml").read_text())  # with the simulator's imaging_protocols
     shutil.copy(tare_trial / "phantom_fills.csv", work / "phantom_fills.csv")  # changed by the re-calibration test
     cfg["paths"] = {
         "spool": str(work / "spool"),

@@ -22,6 +22,9 @@ What the truth means for the analysis (see simulation/imaging.py):
   background, on the simulator's voxel grids (see :func:`expected_rc`).
 """
 
+# Over 600 lines on purpose: one module per user-facing product (its fixtures are shared by
+# every test here); splitting it would repeat or scatter them.
+
 from __future__ import annotations
 
 import csv

@@ -1,5 +1,8 @@
 """HTML reports: content, escaping, offline-ness, robustness, determinism and the TAC curves."""
 
+# Over 600 lines on purpose: one module per user-facing product (its fixtures are shared by
+# every test here); splitting it would repeat or scatter them.
+
 from __future__ import annotations
 
 import json
