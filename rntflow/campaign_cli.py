@@ -69,14 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Start (or, ``--local``, run) the campaign shards; 0 when all were started / completed."""
     from rntflow.core.config import load_config
-    from rntflow.listener.handoff import handed_off_studies, handoff_arrivals
-    from rntflow.tasks.reprocess import select_studies
+    from rntflow.tasks.reprocess import spooled_studies
 
     config_path = str(Path(args.config).resolve())
     config = load_config(config_path)
-    selected = select_studies(
-        handed_off_studies(config.spool_dir),
-        handoff_arrivals(config.spool_dir),
+    selected = spooled_studies(
+        config.spool_dir,
         site_ids=args.site,
         subject_ids=args.subject,
         study_keys=args.study,

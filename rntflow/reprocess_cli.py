@@ -45,14 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """List (``--dry-run``) or re-process the selected studies; 0 when every one completed."""
     from rntflow.demo import prefect_environment, quiet_logging
-    from rntflow.listener.handoff import handed_off_studies, handoff_arrivals
-    from rntflow.tasks.reprocess import select_studies
+    from rntflow.tasks.reprocess import spooled_studies
 
     config_path = str(Path(args.config).resolve())
     config = load_config(config_path)
-    studies = select_studies(
-        handed_off_studies(config.spool_dir),
-        handoff_arrivals(config.spool_dir),
+    studies = spooled_studies(
+        config.spool_dir,
         site_ids=args.site,
         subject_ids=args.subject,
         study_keys=args.study,

@@ -46,17 +46,30 @@ def select_studies(
     ]
 
 
+def spooled_studies(
+    spool_dir,
+    *,
+    site_ids: Sequence[str] = (),
+    subject_ids: Sequence[str] = (),
+    study_keys: Sequence[str] = (),
+    since: datetime | None = None,
+) -> list[StudyHandoff]:
+    """The spool's hand-offs that match every filter (read-only; see :func:`select_studies`)."""
+    return select_studies(
+        handed_off_studies(spool_dir),
+        handoff_arrivals(spool_dir),
+        site_ids=site_ids,
+        subject_ids=subject_ids,
+        study_keys=study_keys,
+        since=since,
+    )
+
+
 @task(name="studies-to-reprocess")
 def studies_to_reprocess(
     config: TrialConfig, site_ids: list[str], subject_ids: list[str], study_keys: list[str], since: datetime | None
 ) -> list[StudyHandoff]:
     """Load the spool's hand-offs and select (see :func:`select_studies`)."""
-    spool = config.spool_dir
-    return select_studies(
-        handed_off_studies(spool),
-        handoff_arrivals(spool),
-        site_ids=site_ids,
-        subject_ids=subject_ids,
-        study_keys=study_keys,
-        since=since,
+    return spooled_studies(
+        config.spool_dir, site_ids=site_ids, subject_ids=subject_ids, study_keys=study_keys, since=since
     )
