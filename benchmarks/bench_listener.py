@@ -116,7 +116,7 @@ def make_sets(root: Path, n_slices: int, n_sets: int) -> list[list[Path]]:
 def storescu(port: int, files: list[Path], calling: str) -> subprocess.Popen:
     env = dict(os.environ, TCP_NODELAY="1")
     return subprocess.Popen(
-        ["storescu", "-aet", calling, "-aec", "RNTFLOW", "127.0.0.1", str(port), *map(str, files)],
+        ["/usr/bin/storescu", "-aet", calling, "-aec", "RNTFLOW", "127.0.0.1", str(port), *map(str, files)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -277,45 +277,34 @@ def bare_scp_main(port: int) -> int:
     return 0
 
 
-def run_bare_pynetdicom(work: Path, sets: list[list[Path]], callings: list[str]) -> float:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--bare-scp", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _time_receiver(
+    label: str, argv: list[str], port: int, sets: list[list[Path]], callings: list[str], **popen
+) -> float:
+    """Start a receiver process on ``port``, push ``sets`` to it; push seconds (CPU ms per instance in CPU_MS)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
     try:
         wait_port(port)
         c0 = cpu_s(proc.pid)
         t = push(port, sets, callings)
-        CPU_MS[f"pynetdicom bare SCP ({len(sets)})"] = 1000 * (cpu_s(proc.pid) - c0) / sum(len(s) for s in sets)
+        CPU_MS[f"{label} ({len(sets)})"] = 1000 * (cpu_s(proc.pid) - c0) / sum(len(s) for s in sets)
         return t
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def run_bare_pynetdicom(work: Path, sets: list[list[Path]], callings: list[str]) -> float:
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--bare-scp", str(port)]
+    return _time_receiver("pynetdicom bare SCP", argv, port, sets, callings, cwd=REPO)
 
 
 def run_storescp(work: Path, sets: list[list[Path]], callings: list[str]) -> float:
     out = work / f"scp{len(sets)}"
     out.mkdir()
     port = free_port()
-    env = dict(os.environ, TCP_NODELAY="1")
-    proc = subprocess.Popen(
-        ["storescp", "-aet", "RNTFLOW", "-od", str(out), str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        c0 = cpu_s(proc.pid)
-        t = push(port, sets, callings)
-        CPU_MS[f"dcmtk storescp ({len(sets)})"] = 1000 * (cpu_s(proc.pid) - c0) / sum(len(s) for s in sets)
-        return t
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    argv = ["/usr/bin/storescp", "-aet", "RNTFLOW", "-od", str(out), str(port)]  # dcmtk's, not pynetdicom's script
+    return _time_receiver("dcmtk storescp", argv, port, sets, callings, env=dict(os.environ, TCP_NODELAY="1"))
 
 
 def handler_stages(n: int = 50) -> dict[str, float]:
