@@ -1,7 +1,10 @@
 """Calibration currency and drift (pure): which calibration holds when, until when, and how it moved.
 
-One camera's calibrations for one radionuclide form a *series*. Grouping records into series
-(normalising radionuclide spellings) is the caller's job; every function here works on the
+One camera's calibrations for one radionuclide at one site form a *series*: the key is
+``(site_id, camera_id, radionuclide)``, since a camera id (``Manufacturer|Model|Serial``) is
+unique only within a site (two sites may report the same id: a blank or vendor-default
+serial). Grouping records into series (normalising radionuclide spellings) is the caller's
+job (:func:`rntflow.harmonization.calibration.series_key`); every function here works on the
 records of one series. The registry (:mod:`rntflow.harmonization.calibration`), the
 ``calibrations`` warehouse rows (:mod:`rntflow.tasks.common`), the phantom task
 (:mod:`rntflow.tasks.calibration`) and the coordinator's status (:mod:`rntflow.status`) all
@@ -130,7 +133,7 @@ def current_calibration(series: Iterable[D], at: datetime | None = None) -> D | 
     Parameters
     ----------
     series : iterable of Dated
-        One camera's calibrations for one radionuclide.
+        One site's camera's calibrations for one radionuclide.
     at : datetime, optional
         Time of use (same clock and tz-awareness as ``valid_from``); ``None``: the latest of
         the series, whenever it was made.
@@ -226,7 +229,7 @@ def calibration_timeline(
     Parameters
     ----------
     series : sequence of Measured
-        One camera's calibrations for one radionuclide, every version kept.
+        One site's camera's calibrations for one radionuclide, every version kept.
     validity_days : float
         Validity period (d).
     drift_tolerance_pct : float

@@ -4,7 +4,10 @@ The history is an immutable tuple of :class:`Calibration` records; registering a
 returns a new tuple with every earlier record kept (superseded values stay auditable).
 Persistence (the warehouse table) is the caller's job. The rules of currency, validity and
 drift are those of :mod:`rntflow.core.calibration_policy`; this module adds the record and
-the series key (camera and radionuclide, whatever its spelling).
+the series key: site, camera and radionuclide (whatever its spelling). The site is part of
+the key because a camera id (``Manufacturer|Model|Serial`` from DICOM) is unique only within
+a site: two sites whose cameras report the same id (a blank or vendor-default serial) keep
+separate series, as the warehouse ``calibrations`` key (``site_id``, ``camera_id``, ...) does.
 """
 
 from __future__ import annotations
@@ -69,14 +72,14 @@ class Calibration:
         return self.sensitivity_cps_per_mbq if self.sensitivity_cps_per_mbq is not None else self.vendor_scale_factor  # type: ignore[return-value]
 
 
-def same_series(c: Calibration, camera_id: str, radionuclide: str) -> bool:
-    """Whether ``c`` belongs to the series of this camera and radionuclide (any spelling)."""
-    return c.camera_id == camera_id and series_key(c)[1] == _nuc(radionuclide)
+def same_series(c: Calibration, site_id: str, camera_id: str, radionuclide: str) -> bool:
+    """Whether ``c`` belongs to the series of this site, camera and radionuclide (any spelling)."""
+    return series_key(c) == (site_id, camera_id, _nuc(radionuclide))
 
 
-def series_key(c: Calibration) -> tuple[str, str]:
-    """The series a calibration belongs to: ``(camera_id, normalised radionuclide)``."""
-    return c.camera_id, _nuc(c.radionuclide)
+def series_key(c: Calibration) -> tuple[str, str, str]:
+    """The series a calibration belongs to: ``(site_id, camera_id, normalised radionuclide)``."""
+    return c.site_id, c.camera_id, _nuc(c.radionuclide)
 
 
 def _nuc(name: str) -> str:
@@ -92,8 +95,8 @@ def register_calibration(
     ----------
     history : sequence of Calibration
     new : Calibration
-        Its ``version`` is assigned here (previous highest version of the same camera and
-        radionuclide + 1).
+        Its ``version`` is assigned here (previous highest version of the same site, camera
+        and radionuclide + 1).
     drift_tolerance_pct : float
         ``TrialConfig.calibration.drift_tolerance_pct``.
 
@@ -105,9 +108,9 @@ def register_calibration(
         ``|drift_pct| > drift_tolerance_pct``.
     drift_pct : float or None
         ``100 (new - previous) / previous`` against the latest earlier calibration of the
-        same camera, radionuclide and kind; ``None`` for a first calibration.
+        same site, camera, radionuclide and kind; ``None`` for a first calibration.
     """
-    same = [c for c in history if same_series(c, new.camera_id, new.radionuclide)]
+    same = [c for c in history if same_series(c, new.site_id, new.camera_id, new.radionuclide)]
     version = max((c.version for c in same), default=0) + 1
     rec = dataclasses.replace(new, version=version)
     drift = calibration_drift(same, rec)
@@ -117,6 +120,7 @@ def register_calibration(
 
 def calibration_for(
     history: Sequence[Calibration],
+    site_id: str,
     camera_id: str | None,
     radionuclide: str,
     scan_datetime: datetime,
@@ -124,9 +128,24 @@ def calibration_for(
 ) -> tuple[Calibration | None, CalibrationStatus]:
     """The calibration to use for a scan, and whether it is valid.
 
-    The latest record (highest version among equal ``valid_from``) of this camera and
+    The latest record (highest version among equal ``valid_from``) of this site, camera and
     radionuclide with ``valid_from <= scan_datetime``. A calibration made only after the
-    scan does not count (``missing``).
+    scan does not count (``missing``), nor does one of the same camera id at another site.
+
+    Parameters
+    ----------
+    history : sequence of Calibration
+        The registry (any sites, cameras and radionuclides).
+    site_id : str
+        The site that acquired the scan.
+    camera_id : str or None
+        The scan's camera (``None``: no calibration can apply).
+    radionuclide : str
+        Any spelling.
+    scan_datetime : datetime
+        Acquisition start (same clock as ``valid_from``).
+    validity_days : int
+        ``TrialConfig.calibration.validity_days`` (d).
 
     Returns
     -------
@@ -136,7 +155,8 @@ def calibration_for(
     """
     if camera_id is None:
         return None, "missing"
-    cal = current_calibration((c for c in history if same_series(c, camera_id, radionuclide)), scan_datetime)
+    series = (c for c in history if same_series(c, site_id, camera_id, radionuclide))
+    cal = current_calibration(series, scan_datetime)
     if cal is None:
         return None, "missing"
     if is_expired(cal.valid_from, scan_datetime, validity_days):

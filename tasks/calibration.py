@@ -233,7 +233,7 @@ def calibrate_phantom(
     study_row, camera = _phantom_study_rows(header, study, study_id)
     if fill is None:
         return PhantomResult("unknown", study_row, camera, checks=[_no_fill_log_check(subject_id, study_id)])
-    history = calibration_history(config, header.camera_id)
+    history = calibration_history(config, header.camera_id, site_id)  # this site's camera only
     pname = protocol_name(config, header.radionuclide)  # a 166Ho or 90Y phantom: that nuclide's protocol
     spheres: list[dict] = []
     if fill.phantom_type == "uniform_cylinder":
@@ -287,13 +287,18 @@ class QuantifiedPet:
     check: CheckResult
 
 
-def quantify_pet(config: TrialConfig, pet: PetSeries | PetVolume, radionuclide: str | None = None) -> QuantifiedPet:
+def quantify_pet(
+    config: TrialConfig, site_id: str, pet: PetSeries | PetVolume, radionuclide: str | None = None
+) -> QuantifiedPet:
     """The PET of a study (``LoadedStudy.pet``) in Bq/mL at acquisition start, corrected by
     the PET camera's calibration current at the scan (warehouse ``calibrations``).
 
     Parameters
     ----------
     config : TrialConfig
+    site_id : str
+        The site that acquired the PET (its camera's calibration, not another site's with
+        the same camera id).
     pet : PetSeries or PetVolume
         ``LoadedStudy.pet``, or its :func:`~rntflow.harmonization.pet_headers.pet_at_acquisition_start`
         when the caller already has it (not recomputed).
@@ -312,7 +317,8 @@ def quantify_pet(config: TrialConfig, pet: PetSeries | PetVolume, radionuclide: 
     if nuc is None:
         raise DicomInputError(f"PET series {h.series_uid}: no radionuclide in the header and none given")
     days = config.calibration.validity_days
-    cal, status = calibration_for(calibration_history(config, h.camera_id), h.camera_id, nuc, h.acquisition_start, days)
+    history = calibration_history(config, h.camera_id, site_id)
+    cal, status = calibration_for(history, site_id, h.camera_id, nuc, h.acquisition_start, days)
     cid = calibration_id(cal) if cal is not None else None
     exp = f"a {nuc} Bq/mL scale factor calibration of PET camera {h.camera_id} within {days} days before the scan"
     messages = {

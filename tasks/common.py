@@ -74,14 +74,26 @@ def _naive(ts) -> datetime:
     return t.replace(tzinfo=None) if t.tzinfo else t
 
 
-def calibration_history(config: TrialConfig, camera_id: str | None = None) -> list[Calibration]:
-    """The calibration registry (every version kept) from the warehouse ``calibrations`` table."""
-    df = read_latest(
-        config.warehouse_root,
-        "calibrations",
-        "trial_id = ?" + (" AND camera_id = ?" if camera_id else ""),
-        [config.trial_id] + ([camera_id] if camera_id else []),
-    )
+def calibration_history(
+    config: TrialConfig, camera_id: str | None = None, site_id: str | None = None
+) -> list[Calibration]:
+    """The calibration registry (every version kept) from the warehouse ``calibrations`` table.
+
+    Parameters
+    ----------
+    config : TrialConfig
+    camera_id : str, optional
+        Only this camera id's records (at any site unless ``site_id`` is given).
+    site_id : str, optional
+        Only this site's records. A camera id is unique only within a site: pass both to get
+        one camera's registry.
+    """
+    where, params = "trial_id = ?", [config.trial_id]
+    if camera_id:
+        where, params = where + " AND camera_id = ?", params + [camera_id]
+    if site_id:
+        where, params = where + " AND site_id = ?", params + [site_id]
+    df = read_latest(config.warehouse_root, "calibrations", where, params)
     out = []
     for r in df.to_dict("records"):
         sens, vendor = _none(r.get("sensitivity_cps_per_mbq")), _none(r.get("bqml_scale_factor"))
@@ -110,10 +122,11 @@ def calibration_rows(config: TrialConfig, history: list[Calibration]) -> list[di
     """Registry records -> ``calibrations`` rows, with validity ends, supersession and drift.
 
     The rules are :func:`rntflow.core.calibration_policy.calibration_timeline`'s, per series
-    (camera and radionuclide, see :func:`rntflow.harmonization.calibration.series_key`).
+    (site, camera and radionuclide, see :func:`rntflow.harmonization.calibration.series_key`):
+    a calibration never supersedes, nor drifts against, one of another site.
     """
     rows = []
-    by_series: dict[tuple[str, str], list[Calibration]] = {}
+    by_series: dict[tuple[str, str, str], list[Calibration]] = {}
     for c in history:
         by_series.setdefault(series_key(c), []).append(c)
     for cals in by_series.values():

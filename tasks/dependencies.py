@@ -102,17 +102,30 @@ def _stale(
     )
 
 
+#: Calibration registries already read, per ``(site_id, camera_id)`` (a camera id is unique
+#: only within a site).
+_Histories = dict[tuple[str, str | None], list[Calibration]]
+
+
+def _history(config: TrialConfig, histories: _Histories, site_id: str, camera_id: str | None) -> list[Calibration]:
+    """The registry of ``camera_id`` at ``site_id``, read once per dependants' search."""
+    key = (site_id, camera_id)
+    if key not in histories:
+        histories[key] = calibration_history(config, camera_id, site_id) if camera_id else []
+    return histories[key]
+
+
 def _tare_dependants(
-    config: TrialConfig, site_id: str, skip: set[tuple[str, str]], histories: dict[str | None, list[Calibration]]
+    config: TrialConfig, site_id: str, skip: set[tuple[str, str]], histories: _Histories
 ) -> dict[tuple[str, str], StudyRef]:
     """TARE records of ``site_id`` quantified with another calibration than the current one."""
     out = {}
     for r in site_records(config, site_id):
         if (r.subject_id, r.study_id) in skip:
             continue
-        history = histories.setdefault(r.camera_id, calibration_history(config, r.camera_id))
+        history = _history(config, histories, site_id, r.camera_id)
         cal, _status = calibration_for(
-            history, r.camera_id, r.radionuclide, r.acquisition_start, config.calibration.validity_days
+            history, site_id, r.camera_id, r.radionuclide, r.acquisition_start, config.calibration.validity_days
         )
         # the FWHM of a TARE study is the calibration's when it has one, else the camera profile's
         if cal is not None and _stale(cal, r.calibration_id, r.fwhm_mm, r.calibration_value, bool(cal.rc_fwhm_mm)):
@@ -130,14 +143,14 @@ def dependants_of_calibration(config: TrialConfig, site_id: str) -> list[StudyRe
         if (msg or "").startswith(WAITING_FOR_CALIBRATION)
     }
     store = product_store(config)
-    histories: dict[str | None, list] = {}
+    histories: _Histories = {}
     out.update(_tare_dependants(config, site_id, set(out), histories))
     for m in store.all_timepoints():
         if m.site_id != site_id or (m.subject_id, m.study_id) in out:
             continue
-        history = histories.setdefault(m.camera_id, calibration_history(config, m.camera_id))
+        history = _history(config, histories, site_id, m.camera_id)
         cal, _status = calibration_for(
-            history, m.camera_id, m.radionuclide, m.acquisition_start, config.calibration.validity_days
+            history, site_id, m.camera_id, m.radionuclide, m.acquisition_start, config.calibration.validity_days
         )
         if cal is None:
             continue

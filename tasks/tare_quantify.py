@@ -206,7 +206,7 @@ def _waiting_message(img: _Image, nuc: str) -> str:
 
 
 def _quantified_post(
-    config: TrialConfig, study: LoadedStudy, img: _Image, nuc: str
+    config: TrialConfig, site_id: str, study: LoadedStudy, img: _Image, nuc: str
 ) -> tuple[sitk.Image | None, Calibration | None, str | None, CheckResult]:
     """(Bq/mL at acquisition start or None when the camera has no calibration yet, the
     calibration, its id, the ``tare_calibration`` check) of a post-treatment image.
@@ -216,11 +216,11 @@ def _quantified_post(
     scale factor, taken at face value when cross-calibration is off).
     """
     if img.modality == "PET":
-        qp = quantify_pet(config, study.pet, nuc)
+        qp = quantify_pet(config, site_id, study.pet, nuc)
         return qp.image, qp.calibration, qp.calibration_id, qp.check
     days = config.calibration.validity_days
     cal, status = calibration_for(
-        calibration_history(config, img.camera_id), img.camera_id, nuc, img.acquisition_start, days
+        calibration_history(config, img.camera_id, site_id), site_id, img.camera_id, nuc, img.acquisition_start, days
     )
     expected = f"a {nuc} calibration of camera {img.camera_id} within {days} days before the scan"
     if cal is None:
@@ -256,7 +256,9 @@ def _quantified_post(
     return out, cal, cid, check
 
 
-def _scout_calibration(config: TrialConfig, img: _Image, nuc: str) -> tuple[Calibration | None, str | None]:
+def _scout_calibration(
+    config: TrialConfig, site_id: str, img: _Image, nuc: str
+) -> tuple[Calibration | None, str | None]:
     """The camera's calibration for the scout's radionuclide, if any (its recovery FWHM only).
 
     A scout needs no activity scale (shares of counts), so it never waits for one; but when
@@ -267,7 +269,8 @@ def _scout_calibration(config: TrialConfig, img: _Image, nuc: str) -> tuple[Cali
     if img.acquisition_start is None:
         return None, None
     cal, _status = calibration_for(
-        calibration_history(config, img.camera_id),
+        calibration_history(config, img.camera_id, site_id),
+        site_id,
         img.camera_id,
         nuc,
         img.acquisition_start,
@@ -506,12 +509,12 @@ def quantify_tare_study(
 
     cal, cal_id, bqml = None, None, None
     if role == POST:
-        bqml, cal, cal_id, cal_check = _quantified_post(config, study, img, nuc)
+        bqml, cal, cal_id, cal_check = _quantified_post(config, site_id, study, img, nuc)
         checks.append(qa_row(cal_check, "study", study_id, **cols))
         if bqml is None:
             return TareStudyResult(role, row, checks, waiting_for=_waiting_message(img, nuc))
     else:
-        cal, cal_id = _scout_calibration(config, img, nuc)
+        cal, cal_id = _scout_calibration(config, site_id, img, nuc)
 
     if study.ct is None:
         return TareStudyResult(role, row, checks, failed="no CT in the study: VOIs and masses need it; re-send with CT")

@@ -310,11 +310,12 @@ def _calibration_check(cal: Calibration | None, status: str, camera_id: str, val
 
 
 def _calibration_in_use(
-    config: TrialConfig, header: NmHeader, nuc_name: str
+    config: TrialConfig, site_id: str, header: NmHeader, nuc_name: str
 ) -> tuple[_CalibrationInUse | None, CheckResult]:
     """The scan's calibration (vendor Bq/mL at face value when cross-calibration is off) and its check."""
     cal, status = calibration_for(
-        calibration_history(config, header.camera_id),
+        calibration_history(config, header.camera_id, site_id),
+        site_id,
         header.camera_id,
         nuc_name,
         header.acquisition_start,
@@ -458,7 +459,7 @@ def quantify_timepoint(
         return _untimed(study_row, checks, study_id, cols)
     checks += _counts_checks(header, values, t_h, nuc_name, study_id, cols)
 
-    used, cal_check = _calibration_in_use(config, header, nuc_name)
+    used, cal_check = _calibration_in_use(config, site_id, header, nuc_name)
     checks.append(qa_row(cal_check, "study", study_id, **cols))
     if used is None:
         return _waiting_for_calibration(study_row, checks, header.camera_id, nuc_name)

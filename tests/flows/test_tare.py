@@ -384,8 +384,8 @@ def test_a_scout_processed_before_its_calibration_is_processed_again(tare_run):
     config = tare_run["config"]
     recs = {(r.subject_id, r.role): r for r in site_records(config, "SITE04")}
     scout = recs[("RNT-04001", "scout")]
-    history = calibration_history(config, scout.camera_id)
-    cal, status = calibration_for(history, scout.camera_id, "Ho-166", scout.acquisition_start, 180)
+    history = calibration_history(config, scout.camera_id, "SITE04")
+    cal, status = calibration_for(history, "SITE04", scout.camera_id, "Ho-166", scout.acquisition_start, 180)
     assert cal is not None and status == "valid"
     assert scout.calibration_id == calibration_id(cal) and scout.fwhm_mm == cal.rc_fwhm_mm
     assert recs[("RNT-04001", "post_treatment")].calibration_value == pytest.approx(cal.value)

@@ -45,22 +45,22 @@ def test_other_camera_does_not_drift_or_version():
 def test_calibration_for_valid_expired_missing():
     hist, _, _ = register_calibration((), _cal(10.0, T0), 5.0)
     hist, _, _ = register_calibration(hist, _cal(11.0, T0 + timedelta(days=100)), 5.0)
-    cal, status = calibration_for(hist, CAM, "Lu177", T0 + timedelta(days=50), 180)
+    cal, status = calibration_for(hist, "SITE01", CAM, "Lu177", T0 + timedelta(days=50), 180)
     assert status == "valid" and cal.sensitivity_cps_per_mbq == 10.0
-    cal, status = calibration_for(hist, CAM, "177Lu", T0 + timedelta(days=150), 180)
+    cal, status = calibration_for(hist, "SITE01", CAM, "177Lu", T0 + timedelta(days=150), 180)
     assert status == "valid" and cal.sensitivity_cps_per_mbq == 11.0
-    cal, status = calibration_for(hist, CAM, "Lu-177", T0 + timedelta(days=400), 180)
+    cal, status = calibration_for(hist, "SITE01", CAM, "Lu-177", T0 + timedelta(days=400), 180)
     assert status == "expired" and cal.version == 2
-    assert calibration_for(hist, CAM, "Lu-177", T0 - timedelta(days=1), 180) == (None, "missing")
-    assert calibration_for(hist, "other|cam|1", "Lu-177", T0, 180) == (None, "missing")
-    assert calibration_for(hist, None, "Lu-177", T0, 180) == (None, "missing")
-    assert calibration_for(hist, CAM, "Tc-99m", T0 + timedelta(days=1), 180) == (None, "missing")
+    assert calibration_for(hist, "SITE01", CAM, "Lu-177", T0 - timedelta(days=1), 180) == (None, "missing")
+    assert calibration_for(hist, "SITE01", "other|cam|1", "Lu-177", T0, 180) == (None, "missing")
+    assert calibration_for(hist, "SITE01", None, "Lu-177", T0, 180) == (None, "missing")
+    assert calibration_for(hist, "SITE01", CAM, "Tc-99m", T0 + timedelta(days=1), 180) == (None, "missing")
 
 
 def test_reanalysis_same_day_latest_version_wins():
     hist, _, _ = register_calibration((), _cal(10.0, T0), 5.0)
     hist, _, drift = register_calibration(hist, _cal(10.2, T0), 5.0)
-    cal, status = calibration_for(hist, CAM, "Lu-177", T0 + timedelta(days=1), 180)
+    cal, status = calibration_for(hist, "SITE01", CAM, "Lu-177", T0 + timedelta(days=1), 180)
     assert cal.version == 2 and cal.sensitivity_cps_per_mbq == 10.2 and drift == pytest.approx(2.0)
 
 

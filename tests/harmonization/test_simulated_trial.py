@@ -479,12 +479,15 @@ def test_calibrations_register_and_cover_patient_scans(sites, small_trial):
         for nm in _nm_files(small_trial, site_id, patient_id):
             h = parse_nm_header(pydicom.dcmread(nm, stop_before_pixels=True))
             cal, status = calibration_for(
-                history, h.camera_id, h.radionuclide, h.acquisition_start, EXAMPLE.calibration.validity_days
+                history, site_id, h.camera_id, h.radionuclide, h.acquisition_start, EXAMPLE.calibration.validity_days
             )
             assert status == "valid" and cal.site_id == site_id
     # a camera never calibrated
     h = dataclasses.replace(h, serial="NEVER-CALIBRATED")
-    assert calibration_for(history, h.camera_id, h.radionuclide, h.acquisition_start, 180) == (None, "missing")
+    assert calibration_for(history, site_id, h.camera_id, h.radionuclide, h.acquisition_start, 180) == (
+        None,
+        "missing",
+    )
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -233,15 +233,18 @@ def test_patient_pet_is_quantified_with_the_camera_calibration(config, tmp_path)
     truth = np.full((5, 8, 8), 12_000.0)  # Bq/mL at acquisition start
     write_pet_series(patient, truth * 1.06, acq_start=acq + timedelta(days=3), admin=acq + timedelta(days=2))
     pet = load_study(patient).pet
-    missing = quantify_pet(config, pet)
+    missing = quantify_pet(config, "SITE05", pet)
     assert missing.image is None and missing.status == "missing" and missing.check.status == "fail"
 
     out = calibrate_phantom.fn(config, "SITE05", "SITE05-PH-PET", "ST-PET-CYL", str(tmp_path / "cyl"))
     context = {"trial_id": config.trial_id, "site_id": "SITE05"}
     load_rows.fn(str(config.warehouse_dir), "calibrations", out.calibrations, context)
-    q = quantify_pet(config, pet)
+    q = quantify_pet(config, "SITE05", pet)
     assert q.status == "valid" and q.check.check == "tare_calibration" and q.check.status == "pass"
     assert q.calibration.vendor_scale_factor == pytest.approx(1.06, rel=0.01)
     np.testing.assert_allclose(sitk.GetArrayViewFromImage(q.image), truth, rtol=0.011)
-    again = quantify_pet(config, q.volume)  # a PetVolume already read is not re-read
+    again = quantify_pet(config, "SITE05", q.volume)  # a PetVolume already read is not re-read
     assert again.volume is q.volume and again.calibration_id == q.calibration_id
+    # the same camera id at another site is another camera: SITE05's calibration does not apply
+    elsewhere = quantify_pet(config, "SITE04", q.volume)
+    assert elsewhere.image is None and elsewhere.status == "missing" and elsewhere.calibration is None
