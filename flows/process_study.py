@@ -38,6 +38,7 @@ from rntflow.core.qa import FAIL, PASS, WAITING, WARN, CheckResult, Status, qa_r
 from rntflow.flows.calibration import calibration_flow
 from rntflow.flows.dosimetry import dosimetry_flow
 from rntflow.flows.qa import qa_flow
+from rntflow.flows.runners import subflows_without_heartbeats
 from rntflow.flows.tare import tare_flow
 from rntflow.flows.timepoint import timepoint_flow
 from rntflow.tasks.common import Context, trial_config
@@ -86,8 +87,15 @@ def process_study(
     n_instances: int = 0,
     handoff_version: int = 1,
     config_path: str | None = None,
+    defer_cycle_work: bool = False,
 ) -> State:
-    """Classify one study, run the flows it needs, record the outcome (module docstring)."""
+    """Classify one study, run the flows it needs, record the outcome (module docstring).
+
+    ``defer_cycle_work`` (the ``campaign`` flow's): a patient time point or segmentation is
+    quantified or attached, and its cycle's dosimetry and the subject's QA are left to the
+    caller, which runs them once per cycle after all its studies (the state's data names the
+    cycle under ``"deferred_cycle"``) instead of once per study.
+    """
     started = datetime.now(UTC)
     config = trial_config(config_path)
     log = get_run_logger()
@@ -95,14 +103,19 @@ def process_study(
     try:
         what = "tare" if kind != "phantom" and config.tare_arm(site_id) is not None else classify_study(study_dir, kind)
         out["kind"] = "patient" if what == "tare" else what
-        if what == "tare":
-            outcome = _tare(config_path, site_id, subject_id, study_key, study_dir, out)
-        elif what == "phantom":
-            outcome = _phantom(config, config_path, site_id, subject_id, study_key, study_dir)
-        elif what == "patient":
-            outcome = _time_point(config, config_path, site_id, subject_id, study_key, study_dir, out)
-        else:
-            outcome = _segmentation(config, config_path, site_id, subject_id, study_key, study_dir, out)
+        with subflows_without_heartbeats():
+            if what == "tare":
+                outcome = _tare(config_path, site_id, subject_id, study_key, study_dir, out)
+            elif what == "phantom":
+                outcome = _phantom(config, config_path, site_id, subject_id, study_key, study_dir)
+            elif what == "patient":
+                outcome = _time_point(
+                    config, config_path, site_id, subject_id, study_key, study_dir, out, defer_cycle_work
+                )
+            else:
+                outcome = _segmentation(
+                    config, config_path, site_id, subject_id, study_key, study_dir, out, defer_cycle_work
+                )
     except Exception as exc:
         outcome = StudyOutcome("failed", f"{type(exc).__name__}: {exc}"[:500])
         _record(config, site_id, subject_id, study_key, outcome, started, log)
@@ -144,7 +157,14 @@ def _phantom(
 
 
 def _time_point(
-    config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict
+    config: TrialConfig,
+    config_path: str,
+    site_id: str,
+    subject_id: str,
+    study_key: str,
+    study_dir: str,
+    out: dict,
+    defer: bool = False,
 ) -> StudyOutcome:
     """Quantify; then the cycle's dosimetry, the subject's QA, and segmentations waiting for this CT."""
     q = timepoint_flow(config_path, site_id, subject_id, study_key, study_dir)
@@ -155,12 +175,15 @@ def _time_point(
             else StudyOutcome("failed", q.failed or "not quantified")
         )
     out["cycle"] = cycle = q.meta.cycle
-    dosimetry = dosimetry_flow(config_path, site_id, subject_id, cycle)
-    out["dosimetry"] = dosimetry["status"]
-    qa_flow(config_path, subject_ids=[subject_id])
+    if defer:
+        out["deferred_cycle"] = cycle
+    else:
+        out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, cycle)["status"]
+        qa_flow(config_path, subject_ids=[subject_id])
     _rerun(config_path, dependants_of_timepoint(config, site_id, subject_id))
     # what this study produced (the cycle's dosimetry state is the cycle's: rntflow status shows it)
-    return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h of cycle {cycle} quantified")
+    then = "; its cycle's dosimetry runs once at the end of the campaign" if defer else ""
+    return StudyOutcome("processed", f"time point t = {q.meta.t_h:.1f} h of cycle {cycle} quantified{then}")
 
 
 def _tare(config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict) -> StudyOutcome:
@@ -178,7 +201,14 @@ def _tare(config_path: str, site_id: str, subject_id: str, study_key: str, study
 
 
 def _segmentation(
-    config: TrialConfig, config_path: str, site_id: str, subject_id: str, study_key: str, study_dir: str, out: dict
+    config: TrialConfig,
+    config_path: str,
+    site_id: str,
+    subject_id: str,
+    study_key: str,
+    study_dir: str,
+    out: dict,
+    defer: bool = False,
 ) -> StudyOutcome:
     """VOIs join the time point whose CT they were drawn on; else wait for that CT."""
     seg = attach_segmentation(config, site_id, subject_id, study_key, study_dir)
@@ -189,6 +219,12 @@ def _segmentation(
             f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; processed again when it does",
         )
     out["cycle"] = seg.cycle
+    if defer:
+        out["deferred_cycle"] = seg.cycle
+        return StudyOutcome(
+            "processed",
+            f"VOIs added to time point {seg.target_study_id}; cycle {seg.cycle} dosimetry runs at the end of the campaign",
+        )
     out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg.cycle)["status"]
     qa_flow(config_path, subject_ids=[subject_id])
     return StudyOutcome(

@@ -1,4 +1,6 @@
-"""The task runner of the flows, chosen by the flow-run process's environment.
+"""How the flows run: the task runner (chosen by the environment) and subflows' heartbeats.
+
+The task runner of the flows is chosen by the flow-run process's environment:
 
 | ``RNTFLOW_TASK_RUNNER`` | runner |
 | --- | --- |
@@ -11,12 +13,18 @@ The runner is fixed when the flow module is imported, i.e. when a worker's flow-
 starts, so set the variables on the worker (or in a deployment's ``job_variables.env``).
 Only work started with ``.submit()`` / ``.map()`` goes to the runner; what a flow calls
 directly runs in the flow's own process whatever the runner (deployments/README.md, "Dask").
+
+Subflows run without heartbeats (:func:`subflows_without_heartbeats`): only the flow run a
+worker's process starts (the root) sends them.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 RUNNER_VAR = "RNTFLOW_TASK_RUNNER"
@@ -45,3 +53,24 @@ def task_runner():
         n = int(os.environ.get(WORKERS_VAR) or 2)
         return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True})
     return ThreadPoolTaskRunner()
+
+
+@contextmanager
+def subflows_without_heartbeats() -> Iterator[None]:
+    """Flow runs started in this block (subflows, in this thread) send no heartbeats.
+
+    Prefect 3.8 gives every flow run a heartbeat thread (every
+    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` s, default 180) that sleeps in 1 s steps, and joins
+    it when the run ends: ~0.5 s of waiting per subflow, 3-4 subflows per study (measured in
+    ``benchmarks/bench_campaign.py``: 13 of 69 s for 12 studies). A heartbeat tells the server
+    that the *process* is alive; subflows live in their root run's process, whose own
+    heartbeat (started before this block) keeps that signal. The setting is scoped to this
+    context (Prefect's settings context), not changed for the process. Entering it costs a
+    settings copy (~0.2 s: pydantic validates them all), so it is entered once per root run and
+    is free where heartbeats are already off.
+    """
+    if get_current_settings().flows.heartbeat_frequency is None:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield

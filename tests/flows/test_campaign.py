@@ -12,7 +12,10 @@ Checked: the campaign ends *Failed* naming only the broken study, every other st
 *Completed* ``process-study`` subflow and a processed outcome, and the two sites' latest
 warehouse rows agree (calibrations, phantom results and study rows equal; the tables computed
 through the CT registration, which is not reproducible run to run, within 5 %, as in
-``test_scaleout.py``).
+``test_scaleout.py``), although the campaign computes the cycle's dosimetry once, after its
+four time points, where the per-study path computes it at every arrival that allows it. A
+deferred cycle whose dosimetry fails is a failed ``campaign-dosimetry`` run in status until a
+later campaign computes it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,14 @@ def campaign_run(small_trial, prefect_harness, tmp_path_factory):
         str(cfg_path), studies=by_site[CAMPAIGN_SITE], manifest_path=str(manifest), name="test", return_state=True
     )
     per_study = [process_study(**h, config_path=str(cfg_path), return_state=True) for h in by_site[PER_STUDY_SITE]]
-    return {"state": state, "per_study": per_study, "config": config, "by_site": by_site, "broken": broken}
+    return {
+        "state": state,
+        "per_study": per_study,
+        "config": config,
+        "config_path": str(cfg_path),
+        "by_site": by_site,
+        "broken": broken,
+    }
 
 
 @pytest.mark.slow
@@ -81,6 +91,21 @@ def test_every_campaign_study_has_its_own_processed_outcome(campaign_run):
     assert {h["study_key"] for h in campaign_run["by_site"][CAMPAIGN_SITE]} <= done
 
 
+@pytest.mark.slow
+def test_the_campaign_computes_the_cycle_once_the_per_study_path_at_each_arrival(campaign_run):
+    from rntflow.warehouse.writer import read_latest
+
+    wh = campaign_run["config"].warehouse_dir
+    assert "cycles' dosimetry failed" not in campaign_run["state"].message
+    doses = read_latest(wh, "voi_doses", "site_id IN (?, ?)", [CAMPAIGN_SITE, PER_STUDY_SITE])
+    versions = doses.groupby("site_id")["result_version"].agg(["min", "max"])
+    assert versions.loc[CAMPAIGN_SITE].tolist() == [1, 1]  # one computation, after the last time point
+    assert versions.loc[PER_STUDY_SITE, "max"] > 1  # computed again as time points arrived
+    assert doses["final"].all()
+    runs = read_latest(wh, "flow_runs", "flow_name = 'campaign-dosimetry'")
+    assert runs["site_id"].tolist() == [CAMPAIGN_SITE] and runs["state"].tolist() == ["Completed"]
+
+
 def _site_rows(wh: Path, table: str, site: str) -> pd.DataFrame:
     """The site's latest rows without identities and bookkeeping, in a stable order."""
     from rntflow.warehouse.writer import read_latest
@@ -104,6 +129,37 @@ def test_campaign_rows_equal_the_per_study_path(campaign_run, table):
     tol = DOSE_REL_TOL if table in REGISTRATION_DEPENDENT else REL_TOL
     for c in floats:
         np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=tol, atol=1e-12, err_msg=c)
+
+
+@pytest.mark.slow
+def test_a_deferred_cycle_that_fails_is_shown_until_a_campaign_computes_it(campaign_run, monkeypatch):
+    from prefect import task
+
+    import rntflow.flows.dosimetry as dosimetry
+    from rntflow.flows.campaign import CYCLE_WORK_FLOW_NAME, run_deferred_cycle_work
+    from rntflow.status.model import _current_failed_runs
+    from rntflow.warehouse.writer import read_latest
+
+    config, cfg_path = campaign_run["config"], campaign_run["config_path"]
+    subject = campaign_run["by_site"][CAMPAIGN_SITE][-1]["subject_id"]
+    cycle = [(CAMPAIGN_SITE, subject, 1)]
+
+    @task(name="cycle-dosimetry")
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("kinetics fit blew up")
+
+    def failed_cycle_work() -> list[dict]:
+        runs = read_latest(config.warehouse_dir, "flow_runs", "flow_name = ?", [CYCLE_WORK_FLOW_NAME])
+        return [r for r in _current_failed_runs(runs.to_dict("records")) if r["subject_id"] == subject]
+
+    with monkeypatch.context() as m:
+        m.setattr(dosimetry, "cycle_dosimetry", broken)
+        failures = run_deferred_cycle_work(cfg_path, cycle)
+    assert len(failures) == 1 and f"{CAMPAIGN_SITE}/{subject} cycle 1" in failures[0], failures
+    (shown,) = failed_cycle_work()
+    assert "kinetics fit blew up" in shown["message"] and "rntflow campaign" in shown["message"]
+    assert run_deferred_cycle_work(cfg_path, cycle) == []
+    assert failed_cycle_work() == []
 
 
 def test_shard_by_site_keeps_sites_whole_and_order():
