@@ -14,9 +14,11 @@ and a load generator that hands studies to the server in one of two ways:
 Load generator: one simulated site (counts camera: two phantoms, one subject with four time
 points of one cycle) is cloned into many sites and subjects under new identities: every clone
 is de-identified with its own HMAC secret (``listener.deid``), so all its UIDs and study keys
-are new and consistent (RTSTRUCT references resolve); the subject ids, the camera's serial number
-(so each clone site has its own camera) and the phantom fill-log rows are the clone's. The DICOM
-listener is not in this loop (its throughput: bench_listener.py).
+are new and consistent (RTSTRUCT references resolve); the subject ids and the phantom fill-log
+rows are the clone's. The clones keep the source camera's id (Manufacturer|Model|Serial), as
+sites with the same camera model and a blank or default serial do: calibrations are kept per
+(site, camera), so no clone's phantom touches another's. The DICOM listener is not in this
+loop (its throughput: bench_listener.py).
 
 Phases run in the same run, same Prefect server and database, each on its own sites
 (``--phases per-study:1,per-study:2,campaign:1,campaign:2`` = path:workers; each worker
@@ -146,8 +148,6 @@ def clone_study(study: Path, deid_root: Path, keys_dir: Path, site: str, subject
                 study_key = keys.key("study", str(ds.StudyInstanceUID), 16)
             rel = deid_relpath(site, subject, study_key, ds, keys)
             deidentify(ds, DeidIdentity(subject, shift), keys)
-            if "DeviceSerialNumber" in ds:  # the clone's own camera (the camera id is Manufacturer|Model|Serial)
-                ds.DeviceSerialNumber = f"{ds.DeviceSerialNumber}-{site}"
             dst = deid_root / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             ds.save_as(dst, enforce_file_format=True)
