@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import yaml
 from prefect.serializers import PickleSerializer
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -30,8 +29,8 @@ from rntflow.core.config import load_config
 from rntflow.tasks.dosimetry import CycleDosimetryResult, cycle_dosimetry
 from rntflow.tasks.products import ProductStore, TimePointMeta
 from rntflow.tasks.timepoint import SegmentationResult, attach_segmentation
+from tests.configs import demo_config_dict, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE, SUBJECT = "SITE01", "S1"
 FRAME = "1.2.826.0.1.3680043.8.498.77"
 SPACING_MM = 4.0
@@ -45,20 +44,9 @@ T_EFF_H = 50.0
 @pytest.fixture
 def config(tmp_path):
     """The demo config with its paths in tmp."""
-    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    cfg["paths"] = {
-        "spool": str(tmp_path / "spool"),
-        "warehouse": str(tmp_path / "wh"),
-        "keys": str(tmp_path / "keys"),
-        "enrolment": str(tmp_path / "enrolment.csv"),
-        "phantom_fills": str(tmp_path / "phantom_fills.csv"),
-        "prefect_home": str(tmp_path / "prefect"),
-        "products": str(tmp_path / "products"),
-    }
+    cfg = demo_config_dict(tmp_path)
     cfg.pop("tare_arms", None)
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return load_config(path)
+    return load_config(write_config(tmp_path, cfg))
 
 
 def _image(values: np.ndarray) -> sitk.Image:

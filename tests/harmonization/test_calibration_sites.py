@@ -12,10 +12,8 @@ already holds ``site_id``; these tests hold the registry logic (pure), the wareh
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
 from rntflow.core.config import TrialConfig, load_config
 from rntflow.harmonization.calibration import (
@@ -27,8 +25,8 @@ from rntflow.harmonization.calibration import (
 )
 from rntflow.tasks.common import calibration_history, calibration_rows
 from rntflow.tasks.warehouse import load_rows
+from tests.configs import demo_config_dict, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 #: What two sites' cameras report when the serial is blank: same manufacturer and model.
 SHARED_CAM = "SIEMENS|Symbia Intevo Bold|"
 OTHER_CAM = "SIEMENS|Symbia Intevo Bold|B-0002"
@@ -62,19 +60,8 @@ def _register(cals: list[Calibration]) -> tuple[tuple[Calibration, ...], list[fl
 @pytest.fixture
 def config(tmp_path) -> TrialConfig:
     """The demo trial config with its paths in tmp."""
-    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    cfg["paths"] = {
-        "spool": str(tmp_path / "spool"),
-        "warehouse": str(tmp_path / "wh"),
-        "keys": str(tmp_path / "keys"),
-        "enrolment": str(tmp_path / "enrolment.csv"),
-        "phantom_fills": str(tmp_path / "phantom_fills.csv"),
-        "prefect_home": str(tmp_path / "prefect"),
-        "products": str(tmp_path / "products"),
-    }
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return load_config(path)
+    cfg = demo_config_dict(tmp_path)
+    return load_config(write_config(tmp_path, cfg))
 
 
 # --------------------------------------------------------------------------- the registry (pure)

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import yaml
 from prefect.serializers import PickleSerializer
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
@@ -32,11 +31,11 @@ from rntflow.physics.decay import activity_at, decay_integral_s
 from rntflow.tasks.calibration import PhantomResult, calibrate_phantom, quantify_pet
 from rntflow.tasks.common import protocol_name
 from rntflow.tasks.warehouse import load_rows
+from tests.configs import demo_config_dict, write_config
 from tests.dicomio.test_ct import write_series
 from tests.dicomio.test_pet import write_pet_series
 from tests.harmonization.conftest import _code, make_nm_dataset, uniform_cylinder_counts
 
-ROOT = Path(__file__).resolve().parents[2]
 HO166_HALF_LIFE_S = 26.8 * 3600.0
 Y90_HALF_LIFE_S = 64.1 * 3600.0
 CYLINDER_ML = math.pi * 108.0**2 * 186.0 / 1000.0  # the conftest cylinder: 216 mm x 186 mm
@@ -46,16 +45,7 @@ PET_CAMERA = ("SIEMENS", "Biograph Vision 600", "60123")
 @pytest.fixture
 def config(tmp_path):
     """The demo config with two TARE sites (cameras as in the TARE contract) and paths in tmp."""
-    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    cfg["paths"] = {
-        "spool": str(tmp_path / "spool"),
-        "warehouse": str(tmp_path / "wh"),
-        "keys": str(tmp_path / "keys"),
-        "enrolment": str(tmp_path / "enrolment.csv"),
-        "phantom_fills": str(tmp_path / "phantom_fills.csv"),
-        "prefect_home": str(tmp_path / "prefect"),
-        "products": str(tmp_path / "products"),
-    }
+    cfg = demo_config_dict(tmp_path)
     cfg.pop("tare_arms", None)
     cfg["sites"] = [s for s in cfg["sites"] if s["id"] not in ("SITE04", "SITE05")] + [
         {
@@ -71,9 +61,7 @@ def config(tmp_path):
             "cameras": [{"manufacturer": "SIEMENS", "model": "Biograph", "system_fwhm_mm": 6.0}],
         },
     ]
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return load_config(path)
+    return load_config(write_config(tmp_path, cfg))
 
 
 def _fill_log(config, rows: list[tuple[str, float, datetime]]) -> None:
