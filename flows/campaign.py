@@ -150,7 +150,8 @@ def run_deferred_cycle_work(config_path: str, cycles: list[tuple[str, str, int]]
     Returns
     -------
     list of str
-        ``"site/subject cycle N dosimetry: reason"`` for every cycle whose dosimetry failed.
+        ``"site/subject cycle N: reason"`` for every cycle whose dosimetry failed, and
+        ``"subject QA: reason"`` if the subjects' QA failed.
     """
     if not cycles:
         return []
@@ -164,11 +165,10 @@ def run_deferred_cycle_work(config_path: str, cycles: list[tuple[str, str, int]]
             if not state.is_completed():
                 failures.setdefault((site_id, subject_id), []).append(f"cycle {cycle}: {state.message or state.name}")
         qa = qa_flow(config_path, subject_ids=sorted({s for _, s in subjects}), return_state=True)
+    qa_failed = [] if qa.is_completed() else [f"subject QA: {qa.message or qa.name}"]
     rows = []
     for site_id, subject_id in subjects:
-        why = failures.get((site_id, subject_id), [])
-        if not qa.is_completed():
-            why.append(f"subject QA: {qa.message or qa.name}")
+        why = failures.get((site_id, subject_id), []) + qa_failed
         message = (
             "; ".join(why)[:500]
             + f"; fix the cause, then: rntflow campaign --config <trial.yaml> --subject {subject_id}"
@@ -185,4 +185,4 @@ def run_deferred_cycle_work(config_path: str, cycles: list[tuple[str, str, int]]
         )
         rows.append({**row, "flow_run_id": f"{row['flow_run_id']}/{subject_id}"})  # one row per subject of this run
     load_rows.fn(config.warehouse_root, "flow_runs", rows, {"trial_id": config.trial_id})
-    return [f"{site}/{subject} {w}"[:300] for (site, subject), ws in failures.items() for w in ws]
+    return [f"{site}/{subject} {w}"[:300] for (site, subject), ws in failures.items() for w in ws] + qa_failed

@@ -61,8 +61,8 @@ def subflows_without_heartbeats() -> Iterator[None]:
 
     Prefect 3.8 gives every flow run a heartbeat thread (every
     ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` s, default 180) that sleeps in 1 s steps, and joins
-    it when the run ends: ~0.5 s of waiting per subflow, 3-4 subflows per study (measured in
-    ``benchmarks/bench_campaign.py``: 13 of 69 s for 12 studies). A heartbeat tells the server
+    it when the run ends: ~0.5 s of waiting per subflow, 3-4 subflows per study (a cProfile of
+    one campaign run of 12 studies: 13 of its 69 s; BENCHMARKS.md, issue 19). A heartbeat tells the server
     that the *process* is alive; subflows live in their root run's process, whose own
     heartbeat (started before this block) keeps that signal. The setting is scoped to this
     context (Prefect's settings context), not changed for the process. Entering it costs a
