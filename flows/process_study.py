@@ -174,12 +174,8 @@ def _time_point(
             if q.waiting_for
             else StudyOutcome("failed", q.failed or "not quantified")
         )
-    out["cycle"] = cycle = q.meta.cycle
-    if defer:
-        out["deferred_cycle"] = cycle
-    else:
-        out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, cycle)["status"]
-        qa_flow(config_path, subject_ids=[subject_id])
+    cycle = q.meta.cycle
+    _cycle_work(config_path, site_id, subject_id, cycle, out, defer)
     _rerun(config_path, dependants_of_timepoint(config, site_id, subject_id))
     # what this study produced (the cycle's dosimetry state is the cycle's: rntflow status shows it)
     then = "; its cycle's dosimetry runs once at the end of the campaign" if defer else ""
@@ -218,18 +214,21 @@ def _segmentation(
             WAITING,
             f"{WAITING_FOR_CT} (same frame of reference) to arrive with its time point; processed again when it does",
         )
-    out["cycle"] = seg.cycle
-    if defer:
-        out["deferred_cycle"] = seg.cycle
-        return StudyOutcome(
-            "processed",
-            f"VOIs added to time point {seg.target_study_id}; cycle {seg.cycle} dosimetry runs at the end of the campaign",
-        )
-    out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, seg.cycle)["status"]
-    qa_flow(config_path, subject_ids=[subject_id])
+    _cycle_work(config_path, site_id, subject_id, seg.cycle, out, defer)
+    then = "runs at the end of the campaign" if defer else "re-run"
     return StudyOutcome(
-        "processed", f"VOIs added to time point {seg.target_study_id}; cycle {seg.cycle} dosimetry re-run"
+        "processed", f"VOIs added to time point {seg.target_study_id}; cycle {seg.cycle} dosimetry {then}"
     )
+
+
+def _cycle_work(config_path: str, site_id: str, subject_id: str, cycle: int, out: dict, defer: bool) -> None:
+    """The cycle's dosimetry and the subject's QA now, or (``defer``) the cycle named for the campaign."""
+    out["cycle"] = cycle
+    if defer:
+        out["deferred_cycle"] = cycle
+        return
+    out["dosimetry"] = dosimetry_flow(config_path, site_id, subject_id, cycle)["status"]
+    qa_flow(config_path, subject_ids=[subject_id])
 
 
 def _rerun(config_path: str, refs: list[StudyRef]) -> None:

@@ -9,22 +9,28 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def demo_config_dict(tmp_path: Path, inputs: Path | None = None) -> dict:
-    """``deployments/trial.example.yaml`` as a dict, every path under ``tmp_path``.
+def trial_paths(work: Path, inputs: Path | None = None) -> dict[str, str]:
+    """A config's ``paths`` with every folder under ``work``.
 
-    ``inputs`` (e.g. a simulated trial's folder) holds the enrolment and fill log when given.
+    ``inputs`` (e.g. a simulated trial's folder) holds the enrolment and fill log when given,
+    else they are looked for in ``work``.
     """
-    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    src = inputs or tmp_path
-    cfg["paths"] = {
-        "spool": str(tmp_path / "spool"),
-        "warehouse": str(tmp_path / "wh"),
-        "keys": str(tmp_path / "keys"),
+    src = inputs or work
+    return {
+        "spool": str(work / "spool"),
+        "warehouse": str(work / "wh"),
+        "keys": str(work / "keys"),
         "enrolment": str(src / "enrolment.csv"),
         "phantom_fills": str(src / "phantom_fills.csv"),
-        "prefect_home": str(tmp_path / "prefect"),
-        "products": str(tmp_path / "products"),
+        "prefect_home": str(work / "prefect"),
+        "products": str(work / "products"),
     }
+
+
+def demo_config_dict(tmp_path: Path, inputs: Path | None = None) -> dict:
+    """``deployments/trial.example.yaml`` as a dict, its paths :func:`trial_paths`."""
+    cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
+    cfg["paths"] = trial_paths(tmp_path, inputs)
     return cfg
 
 

@@ -13,6 +13,7 @@ from rntflow.core.config import load_config
 from rntflow.flows.process_study import process_study
 from rntflow.status import coordinator_status
 from rntflow.warehouse.writer import read_latest
+from tests.configs import trial_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,15 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def trial_cfg(small_trial, tmp_path):
     cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
-    cfg["paths"] = {
-        "spool": str(tmp_path / "spool"),
-        "warehouse": str(tmp_path / "wh"),
-        "keys": str(tmp_path / "keys"),
-        "enrolment": str(small_trial / "enrolment.csv"),
-        "phantom_fills": str(small_trial / "phantom_fills.csv"),
-        "prefect_home": str(tmp_path / "prefect"),
-        "products": str(tmp_path / "products"),
-    }
+    cfg["paths"] = trial_paths(tmp_path, small_trial)
     path = tmp_path / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)

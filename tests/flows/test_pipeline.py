@@ -21,6 +21,7 @@ from rntflow.demo import close_out, ingest_and_process
 from rntflow.evaluation import compare_with_truth
 from rntflow.warehouse.catalog import catalog_path
 from rntflow.warehouse.writer import read_latest
+from tests.configs import trial_paths
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +35,7 @@ def pipeline(small_trial, prefect_harness, tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
     cfg = yaml.safe_load((ROOT / "deployments" / "trial.example.yaml").read_text())
     cfg["listener"].update({"port": free_port(), "quiet_period_s": 1})
-    cfg["paths"] = {
-        "spool": str(work / "spool"),
-        "warehouse": str(work / "wh"),
-        "keys": str(work / "keys"),
-        "enrolment": str(small_trial / "enrolment.csv"),
-        "phantom_fills": str(small_trial / "phantom_fills.csv"),
-        "prefect_home": str(work / "prefect"),
-        "products": str(work / "products"),
-    }
+    cfg["paths"] = trial_paths(work, small_trial)
     path = work / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)

@@ -26,6 +26,7 @@ from rntflow.dosimetry.tare_treatments import POST, SCOUT, TareRecord, treatment
 from rntflow.flows.tare import tare_summary_markdown
 from rntflow.simulation.trial import TrialSpec, simulate_trial
 from rntflow.tasks.tare import save_record, tare_subject_plans
+from tests.configs import trial_paths
 
 # --------------------------------------------------------------------------- fast: records only
 
@@ -155,15 +156,7 @@ def tare_run(tare_trial, prefect_harness, tmp_path_factory):
     work = tmp_path_factory.mktemp("tare_run")
     cfg = yaml.safe_load((tare_trial / "trial.yaml").read_text())  # with the simulator's imaging_protocols
     shutil.copy(tare_trial / "phantom_fills.csv", work / "phantom_fills.csv")  # changed by the re-calibration test
-    cfg["paths"] = {
-        "spool": str(work / "spool"),
-        "warehouse": str(work / "wh"),
-        "keys": str(work / "keys"),
-        "enrolment": str(tare_trial / "enrolment.csv"),
-        "phantom_fills": str(work / "phantom_fills.csv"),
-        "prefect_home": str(work / "prefect"),
-        "products": str(work / "products"),
-    }
+    cfg["paths"] = trial_paths(work, tare_trial) | {"phantom_fills": str(work / "phantom_fills.csv")}
     path = work / "trial.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)
